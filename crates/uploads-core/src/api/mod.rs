@@ -1,0 +1,1 @@
+//! Placeholder: request building and response parsing (filled in by its own change).

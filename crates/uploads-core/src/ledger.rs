@@ -1,0 +1,1 @@
+//! Placeholder: the server ledger (filled in by its own change).

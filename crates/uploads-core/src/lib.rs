@@ -1,0 +1,12 @@
+//! Sans-IO core of OpenAI's multipart Uploads API.
+
+pub mod api;
+pub mod ledger;
+pub mod limits;
+pub mod multipart;
+pub mod rejection;
+pub mod retry;
+pub mod session;
+pub mod types;
+
+pub use http;

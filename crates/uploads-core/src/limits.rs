@@ -1,0 +1,590 @@
+//! The rules of the service as data: size limits, expiry, which MIME types each purpose
+//! allows, and the validation of a create request with every problem named by its `param`.
+
+use std::ops::RangeInclusive;
+
+use serde_json::{Map, Value};
+
+use crate::rejection::Rejection;
+use crate::types::{CreateUploadRequest, ExpiresAfter, ExpiresAfterAnchor, Purpose};
+
+/// One MiB.
+pub const MIB: u64 = 1024 * 1024;
+/// One GiB.
+pub const GIB: u64 = 1024 * MIB;
+
+/// Which MIME types a purpose accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MimeRule {
+    /// Any MIME type (`user_data`).
+    Any,
+    /// Exactly these (lower-case, without parameters).
+    OneOf(Vec<String>),
+}
+
+/// The limits and rules a service enforces. [`Limits::default`] is OpenAI's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest `data` of one Part: 64 MiB, the size the official SDK sends.
+    pub max_part_bytes: u64,
+    /// Largest Upload (declared `bytes`, and all Parts added to it): 8 GiB.
+    pub max_upload_bytes: u64,
+    /// Seconds from an Upload's creation to its `expires_at`: one hour.
+    pub upload_ttl_secs: u64,
+    /// Allowed `expires_after.seconds`: one hour to thirty days.
+    pub expires_after_secs: RangeInclusive<u64>,
+    /// Purposes an Upload may be created with, and the MIME types each allows.
+    pub purposes: Vec<(Purpose, MimeRule)>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let jsonl = || {
+            MimeRule::OneOf(strings(&[
+                "text/jsonl",
+                "application/jsonl",
+                "application/x-jsonlines",
+                "application/x-ndjson",
+                "application/json",
+                "text/plain",
+            ]))
+        };
+        Self {
+            max_part_bytes: 64 * MIB,
+            max_upload_bytes: 8 * GIB,
+            upload_ttl_secs: 3600,
+            expires_after_secs: 3600..=2_592_000,
+            purposes: vec![
+                (Purpose::Assistants, MimeRule::OneOf(strings(ASSISTANTS_MIME))),
+                (Purpose::Batch, jsonl()),
+                (Purpose::FineTune, jsonl()),
+                (
+                    Purpose::Vision,
+                    MimeRule::OneOf(strings(&["image/png", "image/jpeg", "image/gif", "image/webp"])),
+                ),
+                (Purpose::UserData, MimeRule::Any),
+                (Purpose::Evals, jsonl()),
+            ],
+        }
+    }
+}
+
+/// File search and code interpreter types, as OpenAI documents them for `assistants`.
+const ASSISTANTS_MIME: &[&str] = &[
+    "text/x-c",
+    "text/x-c++",
+    "text/x-csharp",
+    "text/css",
+    "text/csv",
+    "application/csv",
+    "application/msword",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "text/x-golang",
+    "text/html",
+    "text/x-java",
+    "text/javascript",
+    "application/javascript",
+    "application/json",
+    "text/markdown",
+    "application/pdf",
+    "text/x-php",
+    "text/x-python",
+    "text/x-script.python",
+    "text/x-ruby",
+    "application/x-sh",
+    "text/x-tex",
+    "application/typescript",
+    "text/plain",
+    "image/jpeg",
+    "image/gif",
+    "image/png",
+    "application/x-tar",
+    "application/xml",
+    "text/xml",
+    "application/zip",
+    "application/octet-stream",
+];
+
+/// The MIME type a file name's extension suggests, for clients that must send one.
+const EXTENSION_MIME: &[(&str, &str)] = &[
+    ("c", "text/x-c"),
+    ("cpp", "text/x-c++"),
+    ("cs", "text/x-csharp"),
+    ("css", "text/css"),
+    ("csv", "text/csv"),
+    ("doc", "application/msword"),
+    (
+        "docx",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ),
+    ("gif", "image/gif"),
+    ("go", "text/x-golang"),
+    ("htm", "text/html"),
+    ("html", "text/html"),
+    ("java", "text/x-java"),
+    ("jpeg", "image/jpeg"),
+    ("jpg", "image/jpeg"),
+    ("js", "text/javascript"),
+    ("json", "application/json"),
+    ("jsonl", "text/jsonl"),
+    ("md", "text/markdown"),
+    ("pdf", "application/pdf"),
+    ("php", "text/x-php"),
+    ("pkl", "application/octet-stream"),
+    ("png", "image/png"),
+    (
+        "pptx",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ),
+    ("py", "text/x-python"),
+    ("rb", "text/x-ruby"),
+    ("sh", "application/x-sh"),
+    ("tar", "application/x-tar"),
+    ("tex", "text/x-tex"),
+    ("ts", "application/typescript"),
+    ("txt", "text/plain"),
+    ("webp", "image/webp"),
+    (
+        "xlsx",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+    ("xml", "application/xml"),
+    ("zip", "application/zip"),
+];
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|&item| item.to_owned()).collect()
+}
+
+/// The MIME type for a file name's extension (case-insensitive), if it is one OpenAI knows.
+pub fn mime_type_for_filename(filename: &str) -> Option<&'static str> {
+    let (_, extension) = filename.rsplit_once('.')?;
+    let extension = extension.to_ascii_lowercase();
+    EXTENSION_MIME
+        .iter()
+        .find(|(known, _)| *known == extension)
+        .map(|&(_, mime)| mime)
+}
+
+/// One problem with a request: the field at fault and OpenAI's message for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, e.g. `bytes` or `expires_after.seconds`; `None` for the body as a whole.
+    pub param: Option<String>,
+    /// The message, in OpenAI's style (`'bytes' is a required property`).
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(param: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            param: param.map(str::to_owned),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every problem found in a request, in field order; never empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.message())]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl ValidationErrors {
+    /// All messages, joined: what a 400 body says.
+    pub fn message(&self) -> String {
+        self.0
+            .iter()
+            .map(|problem| problem.message.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The 400 a service answers: the first problem's `param`, every problem's message.
+    pub fn to_rejection(&self) -> Rejection {
+        let param = self.0.first().and_then(|problem| problem.param.as_deref());
+        Rejection::invalid(param, self.message())
+    }
+}
+
+/// OpenAI's message for a body that is not JSON.
+pub const NOT_JSON_MESSAGE: &str = "We could not parse the JSON body of your request. (HINT: This \
+likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, \
+but what was sent was not valid JSON.)";
+
+impl Limits {
+    /// The MIME rule for a purpose, or `None` when Uploads do not accept the purpose.
+    pub fn mime_rule(&self, purpose: &Purpose) -> Option<&MimeRule> {
+        self.purposes
+            .iter()
+            .find(|(known, _)| known == purpose)
+            .map(|(_, rule)| rule)
+    }
+
+    /// Checks a MIME type against a purpose's rule; `Err` carries OpenAI-style messages.
+    pub fn check_mime_type(&self, purpose: &Purpose, mime_type: &str) -> Result<(), FieldError> {
+        let Some(rule) = self.mime_rule(purpose) else {
+            return Err(self.purpose_error(purpose.as_str()));
+        };
+        let essence = mime_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match rule {
+            MimeRule::Any if !essence.is_empty() => Ok(()),
+            MimeRule::OneOf(allowed) if allowed.contains(&essence) => Ok(()),
+            MimeRule::Any => Err(FieldError::new(
+                Some("mime_type"),
+                "'mime_type' must not be empty",
+            )),
+            MimeRule::OneOf(allowed) => Err(FieldError::new(
+                Some("mime_type"),
+                format!(
+                    "Invalid MIME type '{mime_type}' for purpose '{purpose}'. Supported MIME types: {}",
+                    allowed.join(", ")
+                ),
+            )),
+        }
+    }
+
+    fn purpose_error(&self, given: &str) -> FieldError {
+        let names: Vec<String> = self
+            .purposes
+            .iter()
+            .map(|(purpose, _)| format!("'{purpose}'"))
+            .collect();
+        FieldError::new(
+            Some("purpose"),
+            format!("'{given}' is not one of [{}] - 'purpose'", names.join(", ")),
+        )
+    }
+
+    /// Checks `expires_after` seconds against the allowed range.
+    pub fn check_expires_after(&self, expires_after: &ExpiresAfter) -> Result<(), FieldError> {
+        if expires_after.anchor != ExpiresAfterAnchor::CreatedAt {
+            return Err(FieldError::new(
+                Some("expires_after.anchor"),
+                format!(
+                    "'{}' is not one of ['created_at'] - 'expires_after.anchor'",
+                    expires_after.anchor
+                ),
+            ));
+        }
+        range_error(
+            expires_after.seconds,
+            &self.expires_after_secs,
+            "expires_after.seconds",
+        )
+    }
+
+    /// Validates a `POST /uploads` body as raw bytes, reporting every problem with its
+    /// `param`, in OpenAI's message style; returns the typed request when there is none.
+    pub fn validate_create_upload(&self, body: &[u8]) -> Result<CreateUploadRequest, ValidationErrors> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| ValidationErrors(vec![FieldError::new(None, NOT_JSON_MESSAGE)]))?;
+        let Value::Object(fields) = value else {
+            return Err(ValidationErrors(vec![FieldError::new(
+                None,
+                format!("{} is not of type 'object'", short_json(&value)),
+            )]));
+        };
+        let mut problems = Vec::new();
+        let filename = required_string(&fields, "filename", &mut problems);
+        if filename.as_deref() == Some("") {
+            problems.push(FieldError::new(Some("filename"), "'' is too short - 'filename'"));
+        }
+        let purpose = required_string(&fields, "purpose", &mut problems).map(|p| Purpose::from_wire(&p));
+        if let Some(purpose) = &purpose
+            && self.mime_rule(purpose).is_none()
+        {
+            problems.push(self.purpose_error(purpose.as_str()));
+        }
+        let bytes = required_field(&fields, "bytes", &mut problems).and_then(|value| {
+            let bytes = as_integer(value, "bytes", &mut problems)?;
+            if let Err(problem) = range_error(bytes, &(0..=self.max_upload_bytes), "bytes") {
+                problems.push(problem);
+            }
+            Some(bytes)
+        });
+        let mime_type = required_string(&fields, "mime_type", &mut problems);
+        if let (Some(purpose), Some(mime_type)) = (&purpose, &mime_type)
+            && self.mime_rule(purpose).is_some()
+            && let Err(problem) = self.check_mime_type(purpose, mime_type)
+        {
+            problems.push(problem);
+        }
+        let expires_after = match fields.get("expires_after") {
+            None | Some(Value::Null) => None,
+            Some(value) => self.parse_expires_after(value, &mut problems),
+        };
+        for name in fields.keys() {
+            if !["filename", "purpose", "bytes", "mime_type", "expires_after"].contains(&name.as_str()) {
+                problems.push(FieldError::new(
+                    Some(name),
+                    format!("Additional properties are not allowed ('{name}' was unexpected)"),
+                ));
+            }
+        }
+        match (filename, purpose, bytes, mime_type) {
+            (Some(filename), Some(purpose), Some(bytes), Some(mime_type)) if problems.is_empty() => {
+                Ok(CreateUploadRequest {
+                    filename,
+                    purpose,
+                    bytes,
+                    mime_type,
+                    expires_after,
+                })
+            }
+            _ => Err(ValidationErrors(problems)),
+        }
+    }
+
+    fn parse_expires_after(&self, value: &Value, problems: &mut Vec<FieldError>) -> Option<ExpiresAfter> {
+        let Value::Object(fields) = value else {
+            problems.push(FieldError::new(
+                Some("expires_after"),
+                format!("{} is not of type 'object' - 'expires_after'", short_json(value)),
+            ));
+            return None;
+        };
+        let before = problems.len();
+        let anchor = nested_required(fields, "anchor", problems).and_then(|value| match value {
+            Value::String(anchor) => Some(ExpiresAfterAnchor::from_wire(anchor)),
+            other => {
+                problems.push(type_error(other, "string", "expires_after.anchor"));
+                None
+            }
+        });
+        let seconds = nested_required(fields, "seconds", problems)
+            .and_then(|value| as_integer(value, "expires_after.seconds", problems));
+        let expires_after = ExpiresAfter {
+            anchor: anchor?,
+            seconds: seconds?,
+        };
+        if problems.len() == before
+            && let Err(problem) = self.check_expires_after(&expires_after)
+        {
+            problems.push(problem);
+        }
+        Some(expires_after)
+    }
+}
+
+fn nested_required<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+    problems: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
+    let value = fields.get(name);
+    if value.is_none() {
+        problems.push(FieldError::new(
+            Some(&format!("expires_after.{name}")),
+            format!("'{name}' is a required property - 'expires_after'"),
+        ));
+    }
+    value
+}
+
+fn required_field<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+    problems: &mut Vec<FieldError>,
+) -> Option<&'a Value> {
+    match fields.get(name) {
+        None | Some(Value::Null) => {
+            problems.push(FieldError::new(Some(name), format!("'{name}' is a required property")));
+            None
+        }
+        Some(value) => Some(value),
+    }
+}
+
+fn required_string(
+    fields: &Map<String, Value>,
+    name: &str,
+    problems: &mut Vec<FieldError>,
+) -> Option<String> {
+    match required_field(fields, name, problems)? {
+        Value::String(text) => Some(text.clone()),
+        other => {
+            problems.push(type_error(other, "string", name));
+            None
+        }
+    }
+}
+
+fn as_integer(value: &Value, param: &str, problems: &mut Vec<FieldError>) -> Option<u64> {
+    if let Some(number) = value.as_u64() {
+        return Some(number);
+    }
+    if value.as_i64().is_some() {
+        problems.push(FieldError::new(
+            Some(param),
+            format!("{value} is less than the minimum of 0 - '{param}'"),
+        ));
+    } else {
+        problems.push(type_error(value, "integer", param));
+    }
+    None
+}
+
+fn range_error(value: u64, range: &RangeInclusive<u64>, param: &str) -> Result<(), FieldError> {
+    if value < *range.start() {
+        Err(FieldError::new(
+            Some(param),
+            format!("{value} is less than the minimum of {} - '{param}'", range.start()),
+        ))
+    } else if value > *range.end() {
+        Err(FieldError::new(
+            Some(param),
+            format!("{value} is greater than the maximum of {} - '{param}'", range.end()),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn type_error(value: &Value, expected: &str, param: &str) -> FieldError {
+    FieldError::new(
+        Some(param),
+        format!("{} is not of type '{expected}' - '{param}'", short_json(value)),
+    )
+}
+
+/// A value as OpenAI quotes it in messages: strings in single quotes, the rest as JSON,
+/// cut short so a huge value cannot make a huge message.
+fn short_json(value: &Value) -> String {
+    let text = match value {
+        Value::String(text) => format!("'{text}'"),
+        other => other.to_string(),
+    };
+    if text.chars().count() > 100 {
+        let cut: String = text.chars().take(97).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems(body: &Value) -> Vec<(Option<String>, String)> {
+        let bytes = serde_json::to_vec(body).unwrap();
+        match Limits::default().validate_create_upload(&bytes) {
+            Ok(request) => panic!("expected problems, got {request:?}"),
+            Err(errors) => errors.0.into_iter().map(|e| (e.param, e.message)).collect(),
+        }
+    }
+
+    fn param(name: &str) -> Option<String> {
+        Some(name.to_owned())
+    }
+
+    #[test]
+    fn a_valid_request_parses() {
+        let body = json!({"filename": "train.jsonl", "purpose": "fine-tune", "bytes": 2_147_483_648_u64,
+            "mime_type": "text/jsonl", "expires_after": {"anchor": "created_at", "seconds": 3600}});
+        let request = Limits::default()
+            .validate_create_upload(body.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(request.bytes, 2_147_483_648);
+        assert_eq!(request.purpose, Purpose::FineTune);
+        assert_eq!(request.expires_after, Some(ExpiresAfter::after_creation(3600)));
+    }
+
+    #[test]
+    fn every_missing_field_is_reported_in_order() {
+        assert_eq!(
+            problems(&json!({})),
+            vec![
+                (param("filename"), "'filename' is a required property".to_owned()),
+                (param("purpose"), "'purpose' is a required property".to_owned()),
+                (param("bytes"), "'bytes' is a required property".to_owned()),
+                (param("mime_type"), "'mime_type' is a required property".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_values_get_openai_messages() {
+        let found = problems(&json!({"filename": "a", "purpose": "moderation", "bytes": "12",
+            "mime_type": "text/plain"}));
+        assert_eq!(
+            found,
+            vec![
+                (
+                    param("purpose"),
+                    "'moderation' is not one of ['assistants', 'batch', 'fine-tune', 'vision', 'user_data', 'evals'] - 'purpose'"
+                        .to_owned()
+                ),
+                (param("bytes"), "'12' is not of type 'integer' - 'bytes'".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn sizes_and_expiry_are_bounded() {
+        let found = problems(&json!({"filename": "a", "purpose": "batch", "bytes": 8 * GIB + 1,
+            "mime_type": "text/jsonl", "expires_after": {"anchor": "created_at", "seconds": 59}}));
+        assert_eq!(
+            found,
+            vec![
+                (param("bytes"), "8589934593 is greater than the maximum of 8589934592 - 'bytes'".to_owned()),
+                (
+                    param("expires_after.seconds"),
+                    "59 is less than the minimum of 3600 - 'expires_after.seconds'".to_owned()
+                ),
+            ]
+        );
+        let found = problems(&json!({"filename": "a", "purpose": "batch", "bytes": -1,
+            "mime_type": "text/jsonl"}));
+        assert_eq!(found, vec![(param("bytes"), "-1 is less than the minimum of 0 - 'bytes'".to_owned())]);
+    }
+
+    #[test]
+    fn mime_types_follow_the_purpose() {
+        let found = problems(&json!({"filename": "a.pdf", "purpose": "vision", "bytes": 1,
+            "mime_type": "application/pdf"}));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, param("mime_type"));
+        assert!(found[0].1.starts_with("Invalid MIME type 'application/pdf' for purpose 'vision'"));
+        let limits = Limits::default();
+        assert!(limits.check_mime_type(&Purpose::UserData, "application/x-anything").is_ok());
+        assert!(limits.check_mime_type(&Purpose::Vision, "IMAGE/PNG; q=1").is_ok());
+    }
+
+    #[test]
+    fn unknown_fields_and_non_objects_are_refused() {
+        let found = problems(&json!({"filename": "a", "purpose": "batch", "bytes": 1,
+            "mime_type": "text/jsonl", "colour": "red"}));
+        assert_eq!(
+            found,
+            vec![(param("colour"), "Additional properties are not allowed ('colour' was unexpected)".to_owned())]
+        );
+        assert_eq!(problems(&json!([1])), vec![(None, "[1] is not of type 'object'".to_owned())]);
+        let not_json = Limits::default().validate_create_upload(b"{nope").unwrap_err();
+        assert_eq!(not_json.0, vec![FieldError::new(None, NOT_JSON_MESSAGE)]);
+    }
+
+    #[test]
+    fn the_rejection_names_the_first_param_and_every_message() {
+        let errors = Limits::default().validate_create_upload(b"{}").unwrap_err();
+        let rejection = errors.to_rejection();
+        assert_eq!(rejection.status, http::StatusCode::BAD_REQUEST);
+        assert_eq!(rejection.param(), Some("filename"));
+        assert!(rejection.body.error.message.contains("'bytes' is a required property"));
+    }
+
+    #[test]
+    fn extensions_map_to_mime_types() {
+        assert_eq!(mime_type_for_filename("train.JSONL"), Some("text/jsonl"));
+        assert_eq!(mime_type_for_filename("photo.jpg"), Some("image/jpeg"));
+        assert_eq!(mime_type_for_filename("README"), None);
+    }
+}

@@ -1,0 +1,1 @@
+//! Placeholder: the retry policy (filled in by its own change).

@@ -1,0 +1,1 @@
+//! Placeholder: the client session (filled in by its own change).
