@@ -29,7 +29,14 @@ fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--check"], &[])?;
     run(
         "cargo",
-        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
         &[],
     )?;
     run("cargo", &["test", "--workspace"], &[])?;

@@ -55,12 +55,20 @@ impl Default for Limits {
             upload_ttl_secs: 3600,
             expires_after_secs: 3600..=2_592_000,
             purposes: vec![
-                (Purpose::Assistants, MimeRule::OneOf(strings(ASSISTANTS_MIME))),
+                (
+                    Purpose::Assistants,
+                    MimeRule::OneOf(strings(ASSISTANTS_MIME)),
+                ),
                 (Purpose::Batch, jsonl()),
                 (Purpose::FineTune, jsonl()),
                 (
                     Purpose::Vision,
-                    MimeRule::OneOf(strings(&["image/png", "image/jpeg", "image/gif", "image/webp"])),
+                    MimeRule::OneOf(strings(&[
+                        "image/png",
+                        "image/jpeg",
+                        "image/gif",
+                        "image/webp",
+                    ])),
                 ),
                 (Purpose::UserData, MimeRule::Any),
                 (Purpose::Evals, jsonl()),
@@ -282,7 +290,10 @@ impl Limits {
 
     /// Validates a `POST /uploads` body as raw bytes, reporting every problem with its
     /// `param`, in OpenAI's message style; returns the typed request when there is none.
-    pub fn validate_create_upload(&self, body: &[u8]) -> Result<CreateUploadRequest, ValidationErrors> {
+    pub fn validate_create_upload(
+        &self,
+        body: &[u8],
+    ) -> Result<CreateUploadRequest, ValidationErrors> {
         let value: Value = serde_json::from_slice(body)
             .map_err(|_| ValidationErrors(vec![FieldError::new(None, NOT_JSON_MESSAGE)]))?;
         let Value::Object(fields) = value else {
@@ -294,9 +305,13 @@ impl Limits {
         let mut problems = Vec::new();
         let filename = required_string(&fields, "filename", &mut problems);
         if filename.as_deref() == Some("") {
-            problems.push(FieldError::new(Some("filename"), "'' is too short - 'filename'"));
+            problems.push(FieldError::new(
+                Some("filename"),
+                "'' is too short - 'filename'",
+            ));
         }
-        let purpose = required_string(&fields, "purpose", &mut problems).map(|p| Purpose::from_wire(&p));
+        let purpose =
+            required_string(&fields, "purpose", &mut problems).map(|p| Purpose::from_wire(&p));
         if let Some(purpose) = &purpose
             && self.mime_rule(purpose).is_none()
         {
@@ -321,7 +336,9 @@ impl Limits {
             Some(value) => self.parse_expires_after(value, &mut problems),
         };
         for name in fields.keys() {
-            if !["filename", "purpose", "bytes", "mime_type", "expires_after"].contains(&name.as_str()) {
+            if !["filename", "purpose", "bytes", "mime_type", "expires_after"]
+                .contains(&name.as_str())
+            {
                 problems.push(FieldError::new(
                     Some(name),
                     format!("Additional properties are not allowed ('{name}' was unexpected)"),
@@ -329,7 +346,9 @@ impl Limits {
             }
         }
         match (filename, purpose, bytes, mime_type) {
-            (Some(filename), Some(purpose), Some(bytes), Some(mime_type)) if problems.is_empty() => {
+            (Some(filename), Some(purpose), Some(bytes), Some(mime_type))
+                if problems.is_empty() =>
+            {
                 Ok(CreateUploadRequest {
                     filename,
                     purpose,
@@ -342,11 +361,18 @@ impl Limits {
         }
     }
 
-    fn parse_expires_after(&self, value: &Value, problems: &mut Vec<FieldError>) -> Option<ExpiresAfter> {
+    fn parse_expires_after(
+        &self,
+        value: &Value,
+        problems: &mut Vec<FieldError>,
+    ) -> Option<ExpiresAfter> {
         let Value::Object(fields) = value else {
             problems.push(FieldError::new(
                 Some("expires_after"),
-                format!("{} is not of type 'object' - 'expires_after'", short_json(value)),
+                format!(
+                    "{} is not of type 'object' - 'expires_after'",
+                    short_json(value)
+                ),
             ));
             return None;
         };
@@ -395,7 +421,10 @@ fn required_field<'a>(
 ) -> Option<&'a Value> {
     match fields.get(name) {
         None | Some(Value::Null) => {
-            problems.push(FieldError::new(Some(name), format!("'{name}' is a required property")));
+            problems.push(FieldError::new(
+                Some(name),
+                format!("'{name}' is a required property"),
+            ));
             None
         }
         Some(value) => Some(value),
@@ -435,12 +464,18 @@ fn range_error(value: u64, range: &RangeInclusive<u64>, param: &str) -> Result<(
     if value < *range.start() {
         Err(FieldError::new(
             Some(param),
-            format!("{value} is less than the minimum of {} - '{param}'", range.start()),
+            format!(
+                "{value} is less than the minimum of {} - '{param}'",
+                range.start()
+            ),
         ))
     } else if value > *range.end() {
         Err(FieldError::new(
             Some(param),
-            format!("{value} is greater than the maximum of {} - '{param}'", range.end()),
+            format!(
+                "{value} is greater than the maximum of {} - '{param}'",
+                range.end()
+            ),
         ))
     } else {
         Ok(())
@@ -450,7 +485,10 @@ fn range_error(value: u64, range: &RangeInclusive<u64>, param: &str) -> Result<(
 fn type_error(value: &Value, expected: &str, param: &str) -> FieldError {
     FieldError::new(
         Some(param),
-        format!("{} is not of type '{expected}' - '{param}'", short_json(value)),
+        format!(
+            "{} is not of type '{expected}' - '{param}'",
+            short_json(value)
+        ),
     )
 }
 
@@ -482,6 +520,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::unnecessary_wraps)] // reads as the `param` field it stands for
     fn param(name: &str) -> Option<String> {
         Some(name.to_owned())
     }
@@ -495,7 +534,10 @@ mod tests {
             .unwrap();
         assert_eq!(request.bytes, 2_147_483_648);
         assert_eq!(request.purpose, Purpose::FineTune);
-        assert_eq!(request.expires_after, Some(ExpiresAfter::after_creation(3600)));
+        assert_eq!(
+            request.expires_after,
+            Some(ExpiresAfter::after_creation(3600))
+        );
     }
 
     #[test]
@@ -503,18 +545,29 @@ mod tests {
         assert_eq!(
             problems(&json!({})),
             vec![
-                (param("filename"), "'filename' is a required property".to_owned()),
-                (param("purpose"), "'purpose' is a required property".to_owned()),
+                (
+                    param("filename"),
+                    "'filename' is a required property".to_owned()
+                ),
+                (
+                    param("purpose"),
+                    "'purpose' is a required property".to_owned()
+                ),
                 (param("bytes"), "'bytes' is a required property".to_owned()),
-                (param("mime_type"), "'mime_type' is a required property".to_owned()),
+                (
+                    param("mime_type"),
+                    "'mime_type' is a required property".to_owned()
+                ),
             ]
         );
     }
 
     #[test]
     fn wrong_values_get_openai_messages() {
-        let found = problems(&json!({"filename": "a", "purpose": "moderation", "bytes": "12",
-            "mime_type": "text/plain"}));
+        let found = problems(
+            &json!({"filename": "a", "purpose": "moderation", "bytes": "12",
+            "mime_type": "text/plain"}),
+        );
         assert_eq!(
             found,
             vec![
@@ -530,12 +583,17 @@ mod tests {
 
     #[test]
     fn sizes_and_expiry_are_bounded() {
-        let found = problems(&json!({"filename": "a", "purpose": "batch", "bytes": 8 * GIB + 1,
-            "mime_type": "text/jsonl", "expires_after": {"anchor": "created_at", "seconds": 59}}));
+        let found = problems(
+            &json!({"filename": "a", "purpose": "batch", "bytes": 8 * GIB + 1,
+            "mime_type": "text/jsonl", "expires_after": {"anchor": "created_at", "seconds": 59}}),
+        );
         assert_eq!(
             found,
             vec![
-                (param("bytes"), "8589934593 is greater than the maximum of 8589934592 - 'bytes'".to_owned()),
+                (
+                    param("bytes"),
+                    "8589934593 is greater than the maximum of 8589934592 - 'bytes'".to_owned()
+                ),
                 (
                     param("expires_after.seconds"),
                     "59 is less than the minimum of 3600 - 'expires_after.seconds'".to_owned()
@@ -544,19 +602,39 @@ mod tests {
         );
         let found = problems(&json!({"filename": "a", "purpose": "batch", "bytes": -1,
             "mime_type": "text/jsonl"}));
-        assert_eq!(found, vec![(param("bytes"), "-1 is less than the minimum of 0 - 'bytes'".to_owned())]);
+        assert_eq!(
+            found,
+            vec![(
+                param("bytes"),
+                "-1 is less than the minimum of 0 - 'bytes'".to_owned()
+            )]
+        );
     }
 
     #[test]
     fn mime_types_follow_the_purpose() {
-        let found = problems(&json!({"filename": "a.pdf", "purpose": "vision", "bytes": 1,
-            "mime_type": "application/pdf"}));
+        let found = problems(
+            &json!({"filename": "a.pdf", "purpose": "vision", "bytes": 1,
+            "mime_type": "application/pdf"}),
+        );
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].0, param("mime_type"));
-        assert!(found[0].1.starts_with("Invalid MIME type 'application/pdf' for purpose 'vision'"));
+        assert!(
+            found[0]
+                .1
+                .starts_with("Invalid MIME type 'application/pdf' for purpose 'vision'")
+        );
         let limits = Limits::default();
-        assert!(limits.check_mime_type(&Purpose::UserData, "application/x-anything").is_ok());
-        assert!(limits.check_mime_type(&Purpose::Vision, "IMAGE/PNG; q=1").is_ok());
+        assert!(
+            limits
+                .check_mime_type(&Purpose::UserData, "application/x-anything")
+                .is_ok()
+        );
+        assert!(
+            limits
+                .check_mime_type(&Purpose::Vision, "IMAGE/PNG; q=1")
+                .is_ok()
+        );
     }
 
     #[test]
@@ -565,10 +643,18 @@ mod tests {
             "mime_type": "text/jsonl", "colour": "red"}));
         assert_eq!(
             found,
-            vec![(param("colour"), "Additional properties are not allowed ('colour' was unexpected)".to_owned())]
+            vec![(
+                param("colour"),
+                "Additional properties are not allowed ('colour' was unexpected)".to_owned()
+            )]
         );
-        assert_eq!(problems(&json!([1])), vec![(None, "[1] is not of type 'object'".to_owned())]);
-        let not_json = Limits::default().validate_create_upload(b"{nope").unwrap_err();
+        assert_eq!(
+            problems(&json!([1])),
+            vec![(None, "[1] is not of type 'object'".to_owned())]
+        );
+        let not_json = Limits::default()
+            .validate_create_upload(b"{nope")
+            .unwrap_err();
         assert_eq!(not_json.0, vec![FieldError::new(None, NOT_JSON_MESSAGE)]);
     }
 
@@ -578,7 +664,13 @@ mod tests {
         let rejection = errors.to_rejection();
         assert_eq!(rejection.status, http::StatusCode::BAD_REQUEST);
         assert_eq!(rejection.param(), Some("filename"));
-        assert!(rejection.body.error.message.contains("'bytes' is a required property"));
+        assert!(
+            rejection
+                .body
+                .error
+                .message
+                .contains("'bytes' is a required property")
+        );
     }
 
     #[test]

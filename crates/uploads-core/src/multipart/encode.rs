@@ -168,7 +168,10 @@ Content-Type: text/plain\r\n\r\n\r\n--x--\r\n"
     #[test]
     fn boundaries_come_from_entropy_or_are_checked() {
         let boundary = Boundary::from_entropy([0xab; 16]);
-        assert_eq!(boundary.as_str(), format!("----uploads-{}", "ab".repeat(16)));
+        assert_eq!(
+            boundary.as_str(),
+            format!("----uploads-{}", "ab".repeat(16))
+        );
         assert!(Boundary::new(boundary.as_str()).is_some());
         assert!(Boundary::new("").is_none());
         assert!(Boundary::new("has space").is_none());
