@@ -6,6 +6,7 @@ pub mod limits;
 pub mod multipart;
 pub mod rejection;
 pub mod retry;
+pub mod route;
 pub mod session;
 pub mod types;
 

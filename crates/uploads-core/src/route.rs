@@ -1,0 +1,194 @@
+//! The service's routes: which operation a method and path name, with OpenAI's answers for a
+//! path that does not exist (404 `Invalid URL (METHOD /path)`) and a method a path does not
+//! serve (405).
+
+use http::Method;
+
+use crate::rejection::Rejection;
+use crate::types::{FileId, UploadId};
+
+/// The prefix every route lives under, as in `https://api.openai.com/v1`.
+pub const API_PREFIX: &str = "/v1";
+
+/// An operation of the Uploads + Files service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Route {
+    /// `POST /v1/uploads`
+    CreateUpload,
+    /// `POST /v1/uploads/{id}/parts`
+    AddUploadPart(UploadId),
+    /// `POST /v1/uploads/{id}/complete`
+    CompleteUpload(UploadId),
+    /// `POST /v1/uploads/{id}/cancel`
+    CancelUpload(UploadId),
+    /// `GET /v1/files`
+    ListFiles,
+    /// `POST /v1/files`
+    CreateFile,
+    /// `GET /v1/files/{id}`
+    RetrieveFile(FileId),
+    /// `DELETE /v1/files/{id}`
+    DeleteFile(FileId),
+    /// `GET /v1/files/{id}/content`
+    DownloadFile(FileId),
+}
+
+impl Route {
+    /// The route for a method and a path (without the query string).
+    pub fn resolve(method: &Method, path: &str) -> Result<Self, Rejection> {
+        let unknown = || Rejection::unknown_route(method, path);
+        let rest = path.strip_prefix(API_PREFIX).ok_or_else(unknown)?;
+        let segments: Vec<&str> = rest
+            .strip_prefix('/')
+            .ok_or_else(unknown)?
+            .split('/')
+            .collect();
+        let post = *method == Method::POST;
+        // Each arm is a known path; `None` means it does not serve this method.
+        let route = match segments.as_slice() {
+            ["uploads"] => post.then_some(Route::CreateUpload),
+            ["uploads", id, action @ ("parts" | "complete" | "cancel")] if !id.is_empty() => {
+                let id = UploadId::new(percent_decode(id));
+                let route = match *action {
+                    "parts" => Route::AddUploadPart(id),
+                    "complete" => Route::CompleteUpload(id),
+                    _ => Route::CancelUpload(id),
+                };
+                post.then_some(route)
+            }
+            ["files"] => match *method {
+                Method::GET => Some(Route::ListFiles),
+                Method::POST => Some(Route::CreateFile),
+                _ => None,
+            },
+            ["files", id] if !id.is_empty() => {
+                let id = FileId::new(percent_decode(id));
+                match *method {
+                    Method::GET => Some(Route::RetrieveFile(id)),
+                    Method::DELETE => Some(Route::DeleteFile(id)),
+                    _ => None,
+                }
+            }
+            ["files", id, "content"] if !id.is_empty() => {
+                let id = FileId::new(percent_decode(id));
+                (*method == Method::GET).then_some(Route::DownloadFile(id))
+            }
+            _ => return Err(unknown()),
+        };
+        route.ok_or_else(|| Rejection::method_not_allowed(method, path))
+    }
+}
+
+/// Decodes `%XX` escapes of a path segment; malformed escapes are kept as they are.
+pub fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escaped {
+            out.push(byte);
+            index += 3;
+        } else {
+            out.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn every_operation_resolves() {
+        let cases = [
+            (Method::POST, "/v1/uploads", Route::CreateUpload),
+            (
+                Method::POST,
+                "/v1/uploads/upload_1/parts",
+                Route::AddUploadPart("upload_1".into()),
+            ),
+            (
+                Method::POST,
+                "/v1/uploads/upload_1/complete",
+                Route::CompleteUpload("upload_1".into()),
+            ),
+            (
+                Method::POST,
+                "/v1/uploads/upload_1/cancel",
+                Route::CancelUpload("upload_1".into()),
+            ),
+            (Method::GET, "/v1/files", Route::ListFiles),
+            (Method::POST, "/v1/files", Route::CreateFile),
+            (
+                Method::GET,
+                "/v1/files/file-1",
+                Route::RetrieveFile("file-1".into()),
+            ),
+            (
+                Method::DELETE,
+                "/v1/files/file-1",
+                Route::DeleteFile("file-1".into()),
+            ),
+            (
+                Method::GET,
+                "/v1/files/file-1/content",
+                Route::DownloadFile("file-1".into()),
+            ),
+            (
+                Method::GET,
+                "/v1/files/a%2Fb",
+                Route::RetrieveFile("a/b".into()),
+            ),
+        ];
+        for (method, path, route) in cases {
+            assert_eq!(Route::resolve(&method, path), Ok(route), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_404_in_openai_words() {
+        for path in [
+            "/",
+            "/v1",
+            "/v1/",
+            "/v2/uploads",
+            "/v1/uploads/x/parts/y",
+            "/v1/uploads//parts",
+            "/v1/models",
+        ] {
+            let rejection = Route::resolve(&Method::POST, path).unwrap_err();
+            assert_eq!(rejection.status, StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                rejection.body.error.message,
+                format!("Invalid URL (POST {path})")
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_methods_are_405() {
+        for (method, path) in [
+            (Method::GET, "/v1/uploads"),
+            (Method::DELETE, "/v1/uploads/u/complete"),
+            (Method::PUT, "/v1/files"),
+            (Method::POST, "/v1/files/f"),
+            (Method::DELETE, "/v1/files/f/content"),
+        ] {
+            let rejection = Route::resolve(&method, path).unwrap_err();
+            assert_eq!(
+                rejection.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+        }
+    }
+}

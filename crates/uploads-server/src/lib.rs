@@ -1,0 +1,3 @@
+//! A durable, OpenAI-compatible Uploads + Files server on hyper.
+
+pub mod store;

@@ -1,0 +1,619 @@
+//! Where bytes live: the [`Store`] trait and its default, a directory ([`DirStore`]).
+//!
+//! The store keeps opaque state blobs (the ledger's records, as JSON) and Part bytes; it makes
+//! no decisions. Every durable write follows one discipline, so a crash at any instant leaves
+//! either the old or the new content, never a mix:
+//!
+//! ```text
+//! write temp file in the target's directory -> fsync(file) -> rename over the target -> fsync(dir)
+//! ```
+//!
+//! The directory layout (ids are ours, checked to be `[A-Za-z0-9_-]`; no user-supplied name
+//! ever becomes a path):
+//!
+//! ```text
+//! <data dir>/uploads/<upload id>/state.json      the Upload's record: its commit point
+//! <data dir>/uploads/<upload id>/parts/<part id> one Part's bytes
+//! <data dir>/files/<file id>.json                a File's record (and its manifest)
+//! <data dir>/files/<file id>.data                the bytes of a File made by `POST /files`
+//! ```
+//!
+//! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use uploads_core::types::{FileId, PartId, UploadId};
+
+/// Prefix of every temporary file; anything with it is garbage after a restart.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A Part found on disk at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPart {
+    /// The Part's id.
+    pub id: PartId,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+/// An Upload found on disk at startup: its state blob and the Parts whose bytes are there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUpload {
+    /// The Upload's id.
+    pub id: UploadId,
+    /// The state blob last saved with [`Store::save_upload`].
+    pub state: Vec<u8>,
+    /// Every committed Part on disk, listed or not in the state.
+    pub parts: Vec<StoredPart>,
+}
+
+/// A File record found on disk at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredFile {
+    /// The File's id.
+    pub id: FileId,
+    /// The record blob last saved with [`Store::save_file`].
+    pub record: Vec<u8>,
+}
+
+/// Everything durable, as found at startup after temp files were swept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredState {
+    /// Uploads with a state blob.
+    pub uploads: Vec<StoredUpload>,
+    /// File records.
+    pub files: Vec<StoredFile>,
+}
+
+/// Where a File's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentSource {
+    /// The listed Parts of an Upload, in order (a completed Upload's manifest).
+    Parts {
+        /// The Upload holding the Parts.
+        upload: UploadId,
+        /// The Parts, in File order.
+        parts: Vec<PartId>,
+    },
+    /// The bytes written through [`Store::begin_file_data`].
+    Direct(FileId),
+}
+
+/// Bytes being written to a temporary place; durable only after [`DataSink::commit`].
+/// Dropping a sink without committing removes what it wrote.
+pub trait DataSink: Send {
+    /// Appends bytes.
+    fn write(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes the bytes durable under their final name; returns how many were written.
+    fn commit(self: Box<Self>) -> io::Result<u64>;
+}
+
+/// Durable storage of state blobs and bytes. Methods block (file system I/O): async callers
+/// run them on a blocking thread.
+pub trait Store: Send + Sync + 'static {
+    /// Starts writing a Part's bytes.
+    fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>>;
+    /// Starts writing the bytes of a File made in one request (`POST /files`).
+    fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>>;
+    /// Durably replaces an Upload's state blob (its commit point).
+    fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()>;
+    /// Durably replaces a File's record blob.
+    fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()>;
+    /// Removes a File's record and any bytes of its own (not the Parts it points at).
+    fn remove_file(&self, file: &FileId) -> io::Result<()>;
+    /// Removes some Parts' bytes of an Upload.
+    fn remove_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<()>;
+    /// Removes an Upload: its state and all its Parts.
+    fn remove_upload(&self, upload: &UploadId) -> io::Result<()>;
+    /// Opens a File's bytes for reading, in order.
+    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>>;
+    /// Sweeps temporary files and reads back everything durable (startup recovery).
+    fn load(&self) -> io::Result<StoredState>;
+}
+
+/// The default [`Store`]: a directory on a local file system.
+#[derive(Debug)]
+pub struct DirStore {
+    root: PathBuf,
+    /// Makes temp names unique when two writers target the same name at once.
+    temp_counter: AtomicU64,
+}
+
+impl DirStore {
+    /// Opens (creating if needed) a store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        for dir in [root.join("uploads"), root.join("files")] {
+            fs::create_dir_all(&dir)?;
+        }
+        sync_dir(&root)?;
+        Ok(Self {
+            root,
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn upload_dir(&self, upload: &UploadId) -> io::Result<PathBuf> {
+        Ok(self.root.join("uploads").join(safe_name(upload.as_str())?))
+    }
+
+    fn parts_dir(&self, upload: &UploadId) -> io::Result<PathBuf> {
+        Ok(self.upload_dir(upload)?.join("parts"))
+    }
+
+    fn files_dir(&self) -> PathBuf {
+        self.root.join("files")
+    }
+
+    fn temp_path(&self, dir: &Path, name: &str) -> PathBuf {
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        dir.join(format!("{TEMP_PREFIX}{name}.{n}"))
+    }
+
+    /// Writes `bytes` to `dir/name` with the temp -> fsync -> rename -> fsync(dir) discipline.
+    fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let temp = self.temp_path(dir, name);
+        let result = (|| {
+            let mut file = File::create(&temp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            fs::rename(&temp, dir.join(name))?;
+            sync_dir(dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
+    fn sink(&self, dir: PathBuf, name: &str) -> io::Result<Box<dyn DataSink>> {
+        fs::create_dir_all(&dir)?;
+        let temp = self.temp_path(&dir, name);
+        let file = File::create(&temp)?;
+        Ok(Box::new(FileSink {
+            writer: Some(BufWriter::with_capacity(SINK_BUFFER, file)),
+            final_path: dir.join(name),
+            temp,
+            dir,
+            written: 0,
+        }))
+    }
+}
+
+/// Write buffer of a sink: large enough that a Part is written in few system calls.
+const SINK_BUFFER: usize = 1 << 20;
+
+impl Store for DirStore {
+    fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>> {
+        let name = safe_name(part.as_str())?.to_owned();
+        self.sink(self.parts_dir(upload)?, &name)
+    }
+
+    fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>> {
+        let name = format!("{}.data", safe_name(file.as_str())?);
+        self.sink(self.files_dir(), &name)
+    }
+
+    fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()> {
+        let dir = self.upload_dir(upload)?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir)?;
+            // The new directory entry must itself survive a crash.
+            sync_dir(&self.root.join("uploads"))?;
+        }
+        self.write_atomic(&dir, "state.json", state)
+    }
+
+    fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()> {
+        let name = format!("{}.json", safe_name(file.as_str())?);
+        self.write_atomic(&self.files_dir(), &name, record)
+    }
+
+    fn remove_file(&self, file: &FileId) -> io::Result<()> {
+        let name = safe_name(file.as_str())?;
+        let dir = self.files_dir();
+        // The record goes first: a crash in between leaves only orphan bytes, swept at load.
+        remove_if_present(&dir.join(format!("{name}.json")))?;
+        remove_if_present(&dir.join(format!("{name}.data")))?;
+        sync_dir(&dir)
+    }
+
+    fn remove_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<()> {
+        let dir = self.parts_dir(upload)?;
+        for part in parts {
+            remove_if_present(&dir.join(safe_name(part.as_str())?))?;
+        }
+        if dir.exists() { sync_dir(&dir) } else { Ok(()) }
+    }
+
+    fn remove_upload(&self, upload: &UploadId) -> io::Result<()> {
+        let dir = self.upload_dir(upload)?;
+        // The state (commit point) goes first, so a half-removed Upload is an orphan, not a
+        // record pointing at missing Parts.
+        remove_if_present(&dir.join("state.json"))?;
+        match fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        sync_dir(&self.root.join("uploads"))
+    }
+
+    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>> {
+        match source {
+            ContentSource::Direct(file) => {
+                let name = format!("{}.data", safe_name(file.as_str())?);
+                Ok(Box::new(File::open(self.files_dir().join(name))?))
+            }
+            ContentSource::Parts { upload, parts } => {
+                let dir = self.parts_dir(upload)?;
+                let paths = parts
+                    .iter()
+                    .map(|part| Ok(dir.join(safe_name(part.as_str())?)))
+                    .collect::<io::Result<Vec<_>>>()?;
+                Ok(Box::new(ChainedFiles::new(paths)))
+            }
+        }
+    }
+
+    fn load(&self) -> io::Result<StoredState> {
+        let mut state = StoredState::default();
+        let uploads_dir = self.root.join("uploads");
+        for entry in fs::read_dir(&uploads_dir)? {
+            let entry = entry?;
+            let dir = entry.path();
+            let Some(id) = entry.file_name().to_str().map(UploadId::new) else {
+                continue;
+            };
+            if remove_if_temp(&dir)? || !dir.is_dir() {
+                continue;
+            }
+            sweep_temp_files(&dir)?;
+            let state_path = dir.join("state.json");
+            if !state_path.exists() {
+                // Created but never committed: nothing refers to it.
+                fs::remove_dir_all(&dir)?;
+                continue;
+            }
+            let parts_dir = dir.join("parts");
+            let mut parts = Vec::new();
+            if parts_dir.is_dir() {
+                sweep_temp_files(&parts_dir)?;
+                for part in fs::read_dir(&parts_dir)? {
+                    let part = part?;
+                    if let Some(name) = part.file_name().to_str() {
+                        parts.push(StoredPart {
+                            id: PartId::new(name),
+                            len: part.metadata()?.len(),
+                        });
+                    }
+                }
+            }
+            parts.sort_by(|a, b| a.id.cmp(&b.id));
+            state.uploads.push(StoredUpload {
+                id,
+                state: fs::read(&state_path)?,
+                parts,
+            });
+        }
+        let files_dir = self.files_dir();
+        sweep_temp_files(&files_dir)?;
+        let mut data_files = Vec::new();
+        for entry in fs::read_dir(&files_dir)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name.strip_suffix(".json") {
+                state.files.push(StoredFile {
+                    id: FileId::new(id),
+                    record: fs::read(files_dir.join(name))?,
+                });
+            } else if let Some(id) = name.strip_suffix(".data") {
+                data_files.push(id.to_owned());
+            }
+        }
+        // Bytes of a `POST /files` that crashed before its record was saved.
+        for id in data_files {
+            if !state.files.iter().any(|file| file.id.as_str() == id) {
+                fs::remove_file(files_dir.join(format!("{id}.data")))?;
+            }
+        }
+        state.uploads.sort_by(|a, b| a.id.cmp(&b.id));
+        state.files.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(state)
+    }
+}
+
+/// A Part's bytes on their way to disk.
+struct FileSink {
+    writer: Option<BufWriter<File>>,
+    temp: PathBuf,
+    final_path: PathBuf,
+    dir: PathBuf,
+    written: u64,
+}
+
+impl DataSink for FileSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("sink already committed"))?;
+        writer.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn commit(mut self: Box<Self>) -> io::Result<u64> {
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| io::Error::other("sink already committed"))?;
+        let file = writer
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.temp, &self.final_path)?;
+        sync_dir(&self.dir)?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // Not committed (or the commit failed before the rename): the temp file is garbage.
+        let _ = fs::remove_file(&self.temp);
+    }
+}
+
+/// Reads several files one after the other, opening each only when it is reached.
+struct ChainedFiles {
+    paths: std::vec::IntoIter<PathBuf>,
+    current: Option<File>,
+}
+
+impl ChainedFiles {
+    fn new(paths: Vec<PathBuf>) -> Self {
+        Self {
+            paths: paths.into_iter(),
+            current: None,
+        }
+    }
+}
+
+impl Read for ChainedFiles {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if let Some(file) = &mut self.current {
+                let n = file.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    return Ok(n);
+                }
+            }
+            match self.paths.next() {
+                Some(path) => self.current = Some(File::open(path)?),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+/// Accepts only names made of `[A-Za-z0-9_-]`: ids minted by the ledger. Anything else is
+/// refused before it can become part of a path.
+fn safe_name(name: &str) -> io::Result<&str> {
+    let safe = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if safe {
+        Ok(name)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to use {name:?} as a file name"),
+        ))
+    }
+}
+
+/// Makes a directory's entries (creations, renames, removals) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
+    }
+}
+
+/// Removes `path` if it is a temp entry; says whether it was.
+fn remove_if_temp(path: &Path) -> io::Result<bool> {
+    let is_temp = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with(TEMP_PREFIX));
+    if is_temp {
+        if path.is_dir() {
+            fs::remove_dir_all(path)?;
+        } else {
+            fs::remove_file(path)?;
+        }
+    }
+    Ok(is_temp)
+}
+
+fn sweep_temp_files(dir: &Path) -> io::Result<()> {
+    let mut swept = false;
+    for entry in fs::read_dir(dir)? {
+        swept |= remove_if_temp(&entry?.path())?;
+    }
+    if swept { sync_dir(dir) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, DirStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn temp_files(root: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with(TEMP_PREFIX)
+                {
+                    found.push(path.clone());
+                }
+                if path.is_dir() {
+                    stack.push(path);
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn parts_are_invisible_until_committed_and_read_back_in_listed_order() {
+        let (dir, store) = store();
+        let upload = UploadId::new("upload_1");
+        store.save_upload(&upload, b"{}").unwrap();
+        for (id, data) in [("part_a", b"hello ".as_slice()), ("part_b", b"world")] {
+            let mut sink = store.begin_part(&upload, &PartId::new(id)).unwrap();
+            sink.write(data).unwrap();
+            let final_path = dir.path().join("uploads/upload_1/parts").join(id);
+            assert!(!final_path.exists(), "visible before commit");
+            assert_eq!(sink.commit().unwrap(), data.len() as u64);
+        }
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            loaded.uploads[0].parts,
+            vec![
+                StoredPart {
+                    id: PartId::new("part_a"),
+                    len: 6
+                },
+                StoredPart {
+                    id: PartId::new("part_b"),
+                    len: 5
+                },
+            ]
+        );
+        let mut content = String::new();
+        store
+            .open(&ContentSource::Parts {
+                upload,
+                parts: vec![PartId::new("part_b"), PartId::new("part_a")],
+            })
+            .unwrap()
+            .read_to_string(&mut content)
+            .unwrap();
+        assert_eq!(content, "worldhello ");
+    }
+
+    #[test]
+    fn an_abandoned_sink_leaves_nothing() {
+        let (dir, store) = store();
+        let upload = UploadId::new("upload_1");
+        store.save_upload(&upload, b"{}").unwrap();
+        let mut sink = store.begin_part(&upload, &PartId::new("part_a")).unwrap();
+        sink.write(b"partial").unwrap();
+        drop(sink);
+        assert!(temp_files(dir.path()).is_empty());
+        assert!(store.load().unwrap().uploads[0].parts.is_empty());
+    }
+
+    #[test]
+    fn load_sweeps_temp_files_and_uncommitted_uploads() {
+        let (dir, store) = store();
+        let upload = UploadId::new("upload_1");
+        store.save_upload(&upload, b"state-1").unwrap();
+        store.save_upload(&upload, b"state-2").unwrap();
+        // What a crash mid-write leaves behind.
+        let upload_dir = dir.path().join("uploads/upload_1");
+        fs::write(upload_dir.join(".tmp-state.json.9"), b"half").unwrap();
+        fs::create_dir_all(upload_dir.join("parts")).unwrap();
+        fs::write(upload_dir.join("parts/.tmp-part_x.3"), b"half").unwrap();
+        fs::create_dir_all(dir.path().join("uploads/upload_never_committed/parts")).unwrap();
+        fs::write(dir.path().join("files/file-orphan.data"), b"bytes").unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.uploads.len(), 1);
+        assert_eq!(loaded.uploads[0].state, b"state-2");
+        assert!(temp_files(dir.path()).is_empty());
+        assert!(!dir.path().join("uploads/upload_never_committed").exists());
+        assert!(!dir.path().join("files/file-orphan.data").exists());
+    }
+
+    #[test]
+    fn files_round_trip_and_removal_is_complete() {
+        let (_dir, store) = store();
+        let file = FileId::new("file-1");
+        let mut sink = store.begin_file_data(&file).unwrap();
+        sink.write(b"direct").unwrap();
+        sink.commit().unwrap();
+        store.save_file(&file, b"{\"id\":\"file-1\"}").unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(
+            loaded.files,
+            vec![StoredFile {
+                id: file.clone(),
+                record: b"{\"id\":\"file-1\"}".to_vec()
+            }]
+        );
+        let mut content = Vec::new();
+        store
+            .open(&ContentSource::Direct(file.clone()))
+            .unwrap()
+            .read_to_end(&mut content)
+            .unwrap();
+        assert_eq!(content, b"direct");
+        store.remove_file(&file).unwrap();
+        assert!(store.load().unwrap().files.is_empty());
+        assert!(store.open(&ContentSource::Direct(file)).is_err());
+    }
+
+    #[test]
+    fn names_that_are_not_ids_never_become_paths() {
+        let (_dir, store) = store();
+        for evil in ["../escape", "a/b", "", ".tmp-x", "nul\0byte", "dots.."] {
+            let error = store.save_upload(&UploadId::new(evil), b"{}").unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{evil:?}");
+        }
+    }
+
+    #[test]
+    fn removing_an_upload_removes_its_parts() {
+        let (dir, store) = store();
+        let upload = UploadId::new("upload_1");
+        store.save_upload(&upload, b"{}").unwrap();
+        let mut sink = store.begin_part(&upload, &PartId::new("part_a")).unwrap();
+        sink.write(b"x").unwrap();
+        sink.commit().unwrap();
+        store
+            .remove_parts(&upload, &[PartId::new("part_a")])
+            .unwrap();
+        assert!(store.load().unwrap().uploads[0].parts.is_empty());
+        store.remove_upload(&upload).unwrap();
+        assert!(store.load().unwrap().uploads.is_empty());
+        assert!(!dir.path().join("uploads/upload_1").exists());
+    }
+}
