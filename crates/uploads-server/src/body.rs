@@ -1,0 +1,112 @@
+//! Request bodies read with a limit and an idle timeout, and the response body type.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use http_body_util::combinators::BoxBody;
+use tokio::sync::mpsc;
+
+/// The body of every response: small JSON bodies, or File content streamed from disk.
+pub type ResponseBody = BoxBody<Bytes, io::Error>;
+
+/// A whole response body held in memory.
+pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A response body fed by a channel, for content read on a blocking thread. A read error
+/// sent down the channel aborts the response (the client sees a truncated body, never a
+/// silently short one, because Content-Length was announced).
+pub fn channel_body(receiver: mpsc::Receiver<io::Result<Bytes>>) -> ResponseBody {
+    ChannelBody { receiver }.boxed()
+}
+
+struct ChannelBody {
+    receiver: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.receiver
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data)))
+    }
+}
+
+/// Why reading a request body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// No byte arrived for the idle timeout.
+    #[error("the request body stopped moving for {0:?}")]
+    Idle(Duration),
+    /// The body is larger than allowed.
+    #[error("the request body is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit that was crossed.
+        limit: usize,
+    },
+    /// The connection failed while reading.
+    #[error("reading the request body failed")]
+    Transport(#[source] hyper::Error),
+}
+
+/// Reads a request body chunk by chunk, failing when it stops moving.
+pub struct BodyReader<B> {
+    body: B,
+    idle_timeout: Duration,
+}
+
+impl<B> BodyReader<B>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
+    /// Wraps a body with the time a chunk may take to arrive.
+    pub fn new(body: B, idle_timeout: Duration) -> Self {
+        Self { body, idle_timeout }
+    }
+
+    /// The next data chunk, or `None` at the end of the body.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
+        loop {
+            let frame = tokio::time::timeout(self.idle_timeout, self.body.frame())
+                .await
+                .map_err(|_| BodyError::Idle(self.idle_timeout))?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(error)) => return Err(BodyError::Transport(error)),
+                Some(Ok(frame)) => {
+                    // Trailers carry nothing this service reads.
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole body, refused as soon as it grows past `limit` bytes.
+    pub async fn collect(mut self, limit: usize) -> Result<Bytes, BodyError> {
+        let mut collected = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if collected.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(collected))
+    }
+}

@@ -1,0 +1,305 @@
+//! The listening server: configuration, the accept loop (one task per connection, a cap on
+//! connections, header and body timeouts), and graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+use uploads_core::limits::Limits;
+
+use crate::clock::{Clock, SystemClock};
+use crate::service::{ApiKeys, Service, ServiceConfig};
+use crate::store::DirStore;
+
+/// Entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the defaults: `127.0.0.1:0`, data in `./uploads-data`, no keys (open),
+    /// OpenAI's limits, the system clock.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures and starts a [`Server`].
+#[must_use]
+pub struct ServerBuilder {
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    keys: ApiKeys,
+    limits: Limits,
+    clock: Arc<dyn Clock>,
+    max_connections: usize,
+    max_header_bytes: usize,
+    max_json_bytes: usize,
+    header_read_timeout: Duration,
+    body_idle_timeout: Duration,
+    sweep_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: PathBuf::from("uploads-data"),
+            keys: ApiKeys::default(),
+            limits: Limits::default(),
+            clock: Arc::new(SystemClock),
+            max_connections: 1024,
+            max_header_bytes: 64 * 1024,
+            max_json_bytes: 4 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            sweep_interval: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// The address to listen on; port 0 picks a free port (see [`RunningServer::local_addr`]).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The directory holding every Upload, Part and File.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// Accepts `key` as a bearer token for `owner`. With no key configured the server is open:
+    /// any request is served, as one anonymous owner.
+    pub fn api_key(mut self, key: impl Into<String>, owner: impl Into<String>) -> Self {
+        self.keys.insert(key.into(), owner.into());
+        self
+    }
+
+    /// The service's limits (part size, upload size, expiry, purposes).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The clock the ledger reads (a [`crate::clock::ManualClock`] in expiry tests).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The most connections served at once; more wait in the listen backlog.
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The largest request head (request line and headers) accepted, in bytes.
+    pub fn max_header_bytes(mut self, max: usize) -> Self {
+        // hyper's minimum read buffer.
+        self.max_header_bytes = max.max(8192);
+        self
+    }
+
+    /// The largest JSON request body accepted, in bytes.
+    pub fn max_json_bytes(mut self, max: usize) -> Self {
+        self.max_json_bytes = max;
+        self
+    }
+
+    /// How long a client may take to send a request head.
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a request body may stop moving before the request fails.
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// How often the sweeper removes the data of expired and cancelled Uploads.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
+    /// How long a graceful shutdown waits for requests in flight.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Opens the data directory, recovers what a crash left, binds the listener and starts
+    /// serving on the current tokio runtime.
+    pub async fn start(self) -> io::Result<RunningServer> {
+        let data_dir = self.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || DirStore::open(data_dir))
+            .await
+            .map_err(io::Error::other)??;
+        if self.keys.is_empty() {
+            tracing::warn!("no API keys configured: the server is open to anyone who can reach it");
+        }
+        let service = Service::recover(
+            ServiceConfig {
+                keys: self.keys,
+                limits: self.limits,
+                max_json_bytes: self.max_json_bytes,
+                body_idle_timeout: self.body_idle_timeout,
+            },
+            Arc::new(store),
+            self.clock,
+        )
+        .await?;
+        let listener = TcpListener::bind(self.listen).await?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let sweeper = tokio::spawn(Arc::clone(&service).sweep_every(self.sweep_interval));
+        let accept = tokio::spawn(accept_loop(
+            listener,
+            service,
+            ConnectionLimits {
+                max_connections: self.max_connections,
+                max_header_bytes: self.max_header_bytes,
+                header_read_timeout: self.header_read_timeout,
+                shutdown_grace: self.shutdown_grace,
+            },
+            stop_rx,
+        ));
+        Ok(RunningServer {
+            local_addr,
+            stop: Some(stop_tx),
+            accept,
+            sweeper,
+        })
+    }
+}
+
+/// A server that is serving. Dropping it without [`RunningServer::shutdown`] stops it at once,
+/// as a crash would (in-flight requests are cut; nothing is flushed).
+pub struct RunningServer {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    accept: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address the server listens on (with the port chosen for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The base URL clients use: `http://<addr>/v1`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.local_addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to the shutdown grace), and returns.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.accept).await;
+        self.sweeper.abort();
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.shutdown().await;
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.sweeper.abort();
+    }
+}
+
+struct ConnectionLimits {
+    max_connections: usize,
+    max_header_bytes: usize,
+    header_read_timeout: Duration,
+    shutdown_grace: Duration,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    service: Arc<Service>,
+    limits: ConnectionLimits,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let permit = tokio::select! {
+            _ = &mut stop => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = Arc::clone(&service);
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |request| {
+                let service = Arc::clone(&service);
+                async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+            }),
+        );
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+}
