@@ -1382,14 +1382,14 @@ mod tests {
 
     fn failure_strategy() -> impl Strategy<Value = Failure> {
         prop_oneof![
-            4 => Just(Failure::Connection),
-            4 => Just(Failure::Timeout),
-            4 => proptest::option::of(0_u64..50).prop_map(|retry_after_ms| Failure::Status {
+            8 => Just(Failure::Connection),
+            8 => Just(Failure::Timeout),
+            8 => proptest::option::of(0_u64..50).prop_map(|retry_after_ms| Failure::Status {
                 status: 503,
                 retry_after_ms,
                 should_retry: None,
             }),
-            2 => Just(Failure::Status { status: 429, retry_after_ms: None, should_retry: None }),
+            4 => Just(Failure::Status { status: 429, retry_after_ms: None, should_retry: None }),
             1 => Just(Failure::Status { status: 400, retry_after_ms: None, should_retry: None }),
             1 => Just(Failure::Status { status: 500, retry_after_ms: None, should_retry: Some(false) }),
         ]
@@ -1397,9 +1397,9 @@ mod tests {
 
     fn step_strategy() -> impl Strategy<Value = Step> {
         let outcome = prop_oneof![
-            (0_u64..6).prop_map(Outcome::Sent),
-            Just(Outcome::Done),
-            (failure_strategy(), 0.0_f64..1.0).prop_map(|(f, j)| Outcome::Failed(f, j)),
+            3 => (0_u64..6).prop_map(Outcome::Sent),
+            4 => Just(Outcome::Done),
+            2 => (failure_strategy(), 0.0_f64..1.0).prop_map(|(f, j)| Outcome::Failed(f, j)),
         ];
         prop_oneof![
             3 => Just(Step::Take),
@@ -1574,7 +1574,7 @@ mod tests {
         fn any_interleaving_completes_in_order_or_fails_for_a_reason(
             file_size in 0_u64..60,
             part_size in 1_u64..9,
-            max_attempts in 1_u32..5,
+            max_attempts in 1_u32..8,
             steps in proptest::collection::vec(step_strategy(), 0..300),
         ) {
             let mut driver = Driver::new(file_size, part_size, max_attempts);
