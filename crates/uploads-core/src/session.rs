@@ -414,6 +414,16 @@ enum PartState {
     Done(PartId),
 }
 
+impl PartState {
+    /// The part's id, once the service stored it.
+    fn done_id(&self) -> Option<&PartId> {
+        match self {
+            Self::Done(part_id) => Some(part_id),
+            Self::Pending | Self::InFlight { .. } | Self::Waiting => None,
+        }
+    }
+}
+
 /// A retry waiting for its time; ordered by time first so the earliest comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct ScheduledRetry {
@@ -712,10 +722,7 @@ impl UploadSession {
         let part_ids = self
             .parts
             .iter()
-            .map(|state| match state {
-                PartState::Done(part_id) => Some(part_id.clone()),
-                _ => None,
-            })
+            .map(|state| state.done_id().cloned())
             .collect::<Option<Vec<_>>>()?;
         Some(CompleteUploadRequest {
             part_ids,
@@ -737,7 +744,7 @@ impl UploadSession {
     pub fn missing_parts(&self) -> impl Iterator<Item = u32> {
         (0..)
             .zip(&self.parts)
-            .filter(|(_, state)| !matches!(state, PartState::Done(_)))
+            .filter(|(_, state)| state.done_id().is_none())
             .map(|(index, _)| index)
     }
 
@@ -762,10 +769,7 @@ impl UploadSession {
             part_ids: self
                 .parts
                 .iter()
-                .map(|state| match state {
-                    PartState::Done(part_id) => Some(part_id.clone()),
-                    _ => None,
-                })
+                .map(|state| state.done_id().cloned())
                 .collect(),
             source: self.source.clone(),
         }
