@@ -734,10 +734,7 @@ impl UploadSession {
     pub fn part_ids(&self) -> impl Iterator<Item = (u32, &PartId)> {
         (0..)
             .zip(&self.parts)
-            .filter_map(|(index, state)| match state {
-                PartState::Done(part_id) => Some((index, part_id)),
-                _ => None,
-            })
+            .filter_map(|(index, state)| Some((index, state.done_id()?)))
     }
 
     /// The indexes of the parts not done yet, in file order.
