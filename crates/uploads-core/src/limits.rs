@@ -1,6 +1,7 @@
 //! The rules of the service as data: size limits, expiry, which MIME types each purpose
 //! allows, and the validation of a create request with every problem named by its `param`.
 
+use std::fmt;
 use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value};
@@ -450,10 +451,7 @@ fn as_integer(value: &Value, param: &str, problems: &mut Vec<FieldError>) -> Opt
         return Some(number);
     }
     if value.as_i64().is_some() {
-        problems.push(FieldError::new(
-            Some(param),
-            format!("{value} is less than the minimum of 0 - '{param}'"),
-        ));
+        problems.push(FieldError::new(Some(param), below_minimum(value, 0, param)));
     } else {
         problems.push(type_error(value, "integer", param));
     }
@@ -464,22 +462,34 @@ fn range_error(value: u64, range: &RangeInclusive<u64>, param: &str) -> Result<(
     if value < *range.start() {
         Err(FieldError::new(
             Some(param),
-            format!(
-                "{value} is less than the minimum of {} - '{param}'",
-                range.start()
-            ),
+            below_minimum(value, range.start(), param),
         ))
     } else if value > *range.end() {
         Err(FieldError::new(
             Some(param),
-            format!(
-                "{value} is greater than the maximum of {} - '{param}'",
-                range.end()
-            ),
+            above_maximum(value, range.end(), param),
         ))
     } else {
         Ok(())
     }
+}
+
+/// OpenAI's message for a number under its minimum.
+pub(crate) fn below_minimum(
+    shown: impl fmt::Display,
+    min: impl fmt::Display,
+    param: &str,
+) -> String {
+    format!("{shown} is less than the minimum of {min} - '{param}'")
+}
+
+/// OpenAI's message for a number over its maximum.
+pub(crate) fn above_maximum(
+    shown: impl fmt::Display,
+    max: impl fmt::Display,
+    param: &str,
+) -> String {
+    format!("{shown} is greater than the maximum of {max} - '{param}'")
 }
 
 fn type_error(value: &Value, expected: &str, param: &str) -> FieldError {
@@ -495,15 +505,24 @@ fn type_error(value: &Value, expected: &str, param: &str) -> FieldError {
 /// A value as OpenAI quotes it in messages: strings in single quotes, the rest as JSON,
 /// cut short so a huge value cannot make a huge message.
 fn short_json(value: &Value) -> String {
-    let text = match value {
-        Value::String(text) => format!("'{text}'"),
-        other => other.to_string(),
-    };
+    match value {
+        Value::String(text) => quoted(text),
+        other => shortened(&other.to_string()),
+    }
+}
+
+/// A string in single quotes, as OpenAI's messages quote strings, cut short.
+pub(crate) fn quoted(text: &str) -> String {
+    format!("'{}'", shortened(text))
+}
+
+/// A text cut to 100 characters, so a huge value cannot make a huge message.
+pub(crate) fn shortened(text: &str) -> String {
     if text.chars().count() > 100 {
         let cut: String = text.chars().take(97).collect();
         format!("{cut}...")
     } else {
-        text
+        text.to_owned()
     }
 }
 

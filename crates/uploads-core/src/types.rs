@@ -373,8 +373,9 @@ pub struct ErrorBody {
 pub struct ApiErrorDetail {
     /// A human-readable message.
     pub message: String,
-    /// The error class, e.g. `invalid_request_error`.
-    #[serde(rename = "type")]
+    /// The error class, e.g. `invalid_request_error` (empty when an OpenAI-compatible
+    /// service leaves it out).
+    #[serde(rename = "type", default)]
     pub kind: String,
     /// The request field at fault, if any.
     #[serde(default)]

@@ -7,6 +7,7 @@ use http::{Method, Request, Response};
 use super::config::{ACCEPT_JSON, BuildError, ClientConfig, id_path, with_data};
 use super::encoding::{decode_query_component, encode_component};
 use super::response::{ResponseError, parse, parse_bytes};
+use crate::limits::{above_maximum, below_minimum, quoted, shortened};
 use crate::multipart::{Boundary, FileField, MultipartBody};
 use crate::rejection::Rejection;
 use crate::types::{
@@ -189,9 +190,9 @@ fn parse_limit(value: &str) -> Result<u32, Rejection> {
     let (min, max) = (*LIST_LIMIT_RANGE.start(), *LIST_LIMIT_RANGE.end());
     let out_of_range = |shown: &str, below: bool| {
         let message = if below {
-            format!("{shown} is less than the minimum of {min} - 'limit'")
+            below_minimum(shown, min, "limit")
         } else {
-            format!("{shown} is greater than the maximum of {max} - 'limit'")
+            above_maximum(shown, max, "limit")
         };
         Rejection::invalid(Some("limit"), message)
     };
@@ -229,21 +230,6 @@ fn parse_order(value: &str) -> Result<ListOrder, Rejection> {
             ))
         }
         known => Ok(known),
-    }
-}
-
-/// A value in single quotes, as OpenAI's messages quote strings.
-fn quoted(value: &str) -> String {
-    format!("'{}'", shortened(value))
-}
-
-/// A value cut to 100 characters, so a huge query cannot make a huge message.
-fn shortened(value: &str) -> String {
-    if value.chars().count() > 100 {
-        let cut: String = value.chars().take(97).collect();
-        format!("{cut}...")
-    } else {
-        value.to_owned()
     }
 }
 
