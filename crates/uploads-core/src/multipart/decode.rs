@@ -1405,8 +1405,9 @@ Content-Type: text/\xfe\r\n\r\n\r\n--B--\r\n";
         })
     }
 
-    /// Form names and values without `%` or `\`, which the encoder leaves ambiguous.
-    const NAME: &str = "[a-z\\[\\]_ \"\r\n]{0,10}";
+    /// Form names with every character the encoder escapes except `%`: a literal `%22` in a
+    /// name reads back as a quote, an ambiguity the WHATWG escaping has everywhere.
+    const NAME: &str = "[a-z\\[\\]_ \"\\\\\r\n]{0,10}";
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]

@@ -121,10 +121,11 @@ impl MultipartBody {
     }
 }
 
-/// Escapes a quoted header parameter as browsers and the WHATWG spec do, so a name with a
-/// quote or a line break cannot end the header early.
+/// Escapes a quoted header parameter as httpx and the WHATWG spec do, so a name with a quote
+/// or a line break cannot end the header early, and a backslash survives the quoting.
 fn escape_quoted(value: &str) -> String {
     value
+        .replace('\\', "\\\\")
         .replace('"', "%22")
         .replace('\r', "%0D")
         .replace('\n', "%0A")
@@ -153,14 +154,14 @@ Content-Type: application/octet-stream\r\n\r\nhello\r\n--b0undary--\r\n"
         let boundary = Boundary::new("x").unwrap();
         let file = FileField {
             name: "file",
-            filename: "a\"b\r\n.txt",
+            filename: "a\"b\r\n\\.txt",
             content_type: "text/plain",
         };
         let body = MultipartBody::new(&boundary, &[("purpose", "assistants")], file, 0);
         assert_eq!(
             body.assemble(b""),
             b"--x\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nassistants\r\n\
---x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a%22b%0D%0A.txt\"\r\n\
+--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a%22b%0D%0A\\\\.txt\"\r\n\
 Content-Type: text/plain\r\n\r\n\r\n--x--\r\n"
         );
     }
