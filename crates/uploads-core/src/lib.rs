@@ -1,6 +1,7 @@
 //! Sans-IO core of OpenAI's multipart Uploads API.
 
 pub mod api;
+pub mod digest;
 pub mod ledger;
 pub mod limits;
 pub mod multipart;
@@ -9,5 +10,6 @@ pub mod retry;
 pub mod route;
 pub mod session;
 pub mod types;
+pub mod upload;
 
 pub use http;
