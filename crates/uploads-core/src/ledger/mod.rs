@@ -23,7 +23,7 @@
 //! Pure transitions: the time (`now`, unix seconds) and an [`IdSource`] come in as
 //! parameters; nothing here reads a clock, draws randomness or touches a disk. Every
 //! operation reads the ledger (`&self`) and either refuses with a
-//! [`Rejection`](crate::rejection::Rejection), changing nothing, or returns a [`Planned`]:
+//! [`Rejection`], changing nothing, or returns a [`Planned`]:
 //! a [`Change`] to persist and then [`apply`](Ledger::apply), and the response to send after.
 //!
 //! Two operations are split because the server handles bytes in between:
