@@ -1,6 +1,7 @@
 //! Sans-IO core of OpenAI's multipart Uploads API.
 
 pub mod api;
+pub mod auth;
 pub mod digest;
 pub mod ledger;
 pub mod limits;
