@@ -111,6 +111,8 @@ mod records;
 mod sweep;
 
 #[cfg(test)]
+mod model_tests;
+#[cfg(test)]
 mod scenario;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
