@@ -215,7 +215,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => target().prop_map(|target| Op::Cancel { target }),
         2 => prop_oneof![
             6 => prop_oneof![Just(1_u64), Just(9), Just(10)],
-            1 => prop_oneof![Just(49), Just(99), Just(100), Just(101)],
+            2 => prop_oneof![Just(49), Just(99), Just(100), Just(101), Just(250)],
         ]
         .prop_map(Op::Advance),
         1 => (0..2_usize, prop::bool::weighted(0.8), expires_after()).prop_map(
@@ -223,7 +223,7 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         1 => (any::<Index>(), prop::bool::weighted(0.1))
             .prop_map(|(file, stranger)| Op::DeleteFile { file, stranger }),
-        1 => Just(Op::Sweep),
+        2 => Just(Op::Sweep),
         1 => Just(Op::Restart),
     ]
 }
