@@ -7,7 +7,7 @@ use md5::{Digest, Md5};
 use serde_json::{Value, json};
 
 use crate::limits::Limits;
-use crate::rejection::Rejection;
+use crate::rejection::{INVALID_REQUEST_ERROR, Rejection};
 use crate::types::{
     DeletedFile, ExpiresAfter, FileId, FileObject, PartId, Upload, UploadId, UploadPart,
 };
@@ -39,6 +39,29 @@ pub(super) fn owner_a() -> Owner {
 
 pub(super) fn owner_b() -> Owner {
     Owner::new("proj_b")
+}
+
+/// Asserts a rejection's status, `type`, `param` and message.
+#[track_caller]
+pub(super) fn assert_rejected(
+    rejection: &Rejection,
+    status: u16,
+    param: Option<&str>,
+    message: &str,
+) {
+    assert_eq!(rejection.status.as_u16(), status, "{rejection}");
+    assert_eq!(rejection.body.error.kind, INVALID_REQUEST_ERROR);
+    assert_eq!(rejection.param(), param, "{rejection}");
+    assert_eq!(rejection.body.error.message, message);
+}
+
+/// A pending Upload of owner A declaring the 11 bytes of "hello world", with two Parts:
+/// (upload, "hello " Part, "world" Part).
+pub(super) fn hello_world(scenario: &mut Scenario) -> (UploadId, PartId, PartId) {
+    let upload = scenario.upload(&owner_a(), 11);
+    let hello = scenario.part(&owner_a(), &upload, b"hello ");
+    let world = scenario.part(&owner_a(), &upload, b"world");
+    (upload, hello, world)
 }
 
 impl Scenario {
