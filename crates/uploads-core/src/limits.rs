@@ -187,11 +187,18 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(param: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(param: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             param: param.map(str::to_owned),
             message: message.into(),
         }
+    }
+}
+
+impl From<FieldError> for Rejection {
+    /// A single problem is a 400 naming its field.
+    fn from(problem: FieldError) -> Self {
+        Rejection::invalid(problem.param.as_deref(), problem.message)
     }
 }
 
@@ -259,15 +266,12 @@ impl Limits {
         }
     }
 
-    fn purpose_error(&self, given: &str) -> FieldError {
-        let names: Vec<String> = self
-            .purposes
-            .iter()
-            .map(|(purpose, _)| format!("'{purpose}'"))
-            .collect();
-        FieldError::new(
-            Some("purpose"),
-            format!("'{given}' is not one of [{}] - 'purpose'", names.join(", ")),
+    /// The 400 for a purpose this service does not take, listing those it does.
+    pub(crate) fn purpose_error(&self, given: &str) -> FieldError {
+        not_one_of(
+            given,
+            self.purposes.iter().map(|(purpose, _)| purpose),
+            "purpose",
         )
     }
 
@@ -474,6 +478,39 @@ fn range_error(value: u64, range: &RangeInclusive<u64>, param: &str) -> Result<(
     }
 }
 
+/// OpenAI's problem for a value that is not one of the allowed ones.
+pub(crate) fn not_one_of<T: fmt::Display>(
+    given: &str,
+    allowed: impl IntoIterator<Item = T>,
+    param: &str,
+) -> FieldError {
+    let allowed: Vec<String> = allowed
+        .into_iter()
+        .map(|value| format!("'{value}'"))
+        .collect();
+    FieldError::new(
+        Some(param),
+        format!(
+            "{} is not one of [{}] - '{param}'",
+            quoted(given),
+            allowed.join(", ")
+        ),
+    )
+}
+
+/// Page sizes of `GET /files`: 1 to 10,000 (10,000 when not given).
+pub const LIST_FILES_LIMITS: RangeInclusive<u32> = 1..=10_000;
+
+/// The 400 for a `limit` outside [`LIST_FILES_LIMITS`]; `shown` is the value as sent.
+pub(crate) fn list_limit_error(shown: &str, below: bool) -> Rejection {
+    let message = if below {
+        below_minimum(shown, LIST_FILES_LIMITS.start(), "limit")
+    } else {
+        above_maximum(shown, LIST_FILES_LIMITS.end(), "limit")
+    };
+    Rejection::invalid(Some("limit"), message)
+}
+
 /// OpenAI's message for a number under its minimum.
 pub(crate) fn below_minimum(
     shown: impl fmt::Display,
@@ -504,7 +541,7 @@ fn type_error(value: &Value, expected: &str, param: &str) -> FieldError {
 
 /// A value as OpenAI quotes it in messages: strings in single quotes, the rest as JSON,
 /// cut short so a huge value cannot make a huge message.
-fn short_json(value: &Value) -> String {
+pub(crate) fn short_json(value: &Value) -> String {
     match value {
         Value::String(text) => quoted(text),
         other => shortened(&other.to_string()),
