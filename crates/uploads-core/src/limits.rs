@@ -36,6 +36,9 @@ pub struct Limits {
     pub expires_after_secs: RangeInclusive<u64>,
     /// Purposes an Upload may be created with, and the MIME types each allows.
     pub purposes: Vec<(Purpose, MimeRule)>,
+    /// Seconds after creation that Files of a purpose expire when `expires_after` is not
+    /// given: `batch` Files after 30 days, as OpenAI documents; others never.
+    pub default_file_expiry: Vec<(Purpose, u64)>,
 }
 
 impl Default for Limits {
@@ -74,6 +77,7 @@ impl Default for Limits {
                 (Purpose::UserData, MimeRule::Any),
                 (Purpose::Evals, jsonl()),
             ],
+            default_file_expiry: vec![(Purpose::Batch, 2_592_000)],
         }
     }
 }
@@ -273,6 +277,25 @@ impl Limits {
             self.purposes.iter().map(|(purpose, _)| purpose),
             "purpose",
         )
+    }
+
+    /// When a File of `purpose` created at `created_at` expires: `expires_after` when given,
+    /// else the purpose's default, else never.
+    pub fn file_expires_at(
+        &self,
+        purpose: &Purpose,
+        expires_after: Option<&ExpiresAfter>,
+        created_at: u64,
+    ) -> Option<u64> {
+        let seconds = match expires_after {
+            Some(policy) => Some(policy.seconds),
+            None => self
+                .default_file_expiry
+                .iter()
+                .find(|(known, _)| known == purpose)
+                .map(|&(_, seconds)| seconds),
+        };
+        seconds.map(|seconds| created_at.saturating_add(seconds))
     }
 
     /// Checks `expires_after` seconds against the allowed range.
@@ -726,6 +749,28 @@ mod tests {
                 .error
                 .message
                 .contains("'bytes' is a required property")
+        );
+    }
+
+    #[test]
+    fn files_expire_as_asked_or_by_their_purpose() {
+        let limits = Limits::default();
+        let week = ExpiresAfter::after_creation(604_800);
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Batch, None, 100),
+            Some(100 + 2_592_000)
+        );
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Batch, Some(&week), 100),
+            Some(100 + 604_800)
+        );
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Assistants, None, 100),
+            None
+        );
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Vision, Some(&week), 100),
+            Some(100 + 604_800)
         );
     }
 

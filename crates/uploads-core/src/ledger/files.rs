@@ -58,10 +58,9 @@ impl Ledger {
             object: "file".to_owned(),
             bytes: new.bytes,
             created_at: now,
-            expires_at: new
-                .expires_after
-                .as_ref()
-                .map(|policy| now.saturating_add(policy.seconds)),
+            expires_at: self
+                .limits
+                .file_expires_at(&purpose, new.expires_after.as_ref(), now),
             filename: new.filename,
             purpose,
             status: Some(FileStatus::Processed),
