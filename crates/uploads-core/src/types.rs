@@ -300,14 +300,38 @@ pub struct FileList {
     pub object: String,
     /// The Files of this page, in the requested order.
     pub data: Vec<FileObject>,
-    /// The id of the first File of this page (`null` when the page is empty).
-    #[serde(default)]
+    /// The id of the first File of this page; `None` when the page is empty.
+    #[serde(default, with = "page_cursor")]
     pub first_id: Option<FileId>,
     /// The id of the last File of this page: the `after` cursor of the next page.
-    #[serde(default)]
+    #[serde(default, with = "page_cursor")]
     pub last_id: Option<FileId>,
     /// Whether more Files follow this page.
     pub has_more: bool,
+}
+
+/// A page's first or last id. OpenAI's document makes them required strings, so an empty
+/// page is written with `""` (a client generated from the document parses it); `null` and
+/// `""` are both read as no id, since services answer either.
+mod page_cursor {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::FileId;
+
+    #[allow(clippy::ref_option)] // the signature serde's `with` requires
+    pub(super) fn serialize<S: Serializer>(
+        id: &Option<FileId>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(id.as_ref().map_or("", FileId::as_str))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<FileId>, D::Error> {
+        let id = Option::<String>::deserialize(deserializer)?;
+        Ok(id.filter(|id| !id.is_empty()).map(FileId::new))
+    }
 }
 
 /// The answer to a File delete.
@@ -543,6 +567,31 @@ mod tests {
         }
         assert_eq!(Purpose::from_wire("fine-tune"), Purpose::FineTune);
         assert_eq!(UploadStatus::from_wire("expired"), UploadStatus::Expired);
+    }
+
+    #[test]
+    fn an_empty_page_has_empty_string_cursors_and_null_reads_as_none() {
+        let empty = FileList {
+            object: "list".into(),
+            data: Vec::new(),
+            first_id: None,
+            last_id: None,
+            has_more: false,
+        };
+        let json = serde_json::to_value(&empty).unwrap();
+        assert_eq!(
+            json,
+            json!({"object": "list", "data": [], "first_id": "", "last_id": "", "has_more": false})
+        );
+        for cursor in [json!(null), json!("")] {
+            let page: FileList = serde_json::from_value(json!({"object": "list", "data": [],
+                "first_id": cursor, "last_id": cursor, "has_more": false}))
+            .unwrap();
+            assert_eq!(page, empty);
+        }
+        let page: FileList =
+            serde_json::from_value(json!({"data": [], "has_more": false})).unwrap();
+        assert_eq!(page.first_id, None);
     }
 
     #[test]
