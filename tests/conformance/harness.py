@@ -138,6 +138,7 @@ class Server:
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
         env.pop("UPLOADS_API_KEYS", None)
         self._log = open(log_path, "w")
+        self._drainer: threading.Thread | None = None
         self.process = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.PIPE, text=True, env=env
         )
@@ -156,7 +157,8 @@ class Server:
             found = LISTEN_LINE.search(line)
             if found:
                 # Keep draining stderr into the log so the server never blocks on a full pipe.
-                threading.Thread(target=self._drain, daemon=True).start()
+                self._drainer = threading.Thread(target=self._drain, daemon=True)
+                self._drainer.start()
                 return found.group(1)
         self.stop()
         raise RuntimeError(f"the server did not report its address; its log: {self.log_tail()}")
@@ -181,6 +183,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._drainer is not None:
+            self._drainer.join(timeout=5)
         self._log.close()
 
 

@@ -36,6 +36,8 @@ PART_LIMIT = 64 * MIB
 SMALL_PART = 64 * 1024
 UPLOAD_TTL_S = 3600
 INVALID = "invalid_request_error"
+# A stuck server fails a case instead of hanging the run (the SDK's default is 10 minutes).
+REQUEST_TIMEOUT_S = 60
 
 
 class Sdk:
@@ -82,7 +84,10 @@ class Sdk:
             event_hooks={"request": [on_request], "response": [on_response]}
         )
         return openai.OpenAI(
-            api_key=api_key, base_url=base_url or self.server.base_url, http_client=http_client
+            api_key=api_key,
+            base_url=base_url or self.server.base_url,
+            http_client=http_client,
+            timeout=REQUEST_TIMEOUT_S,
         )
 
     def part_requests(self, upload_id: str) -> list[tuple[str, str, int, str]]:

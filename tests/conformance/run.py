@@ -46,15 +46,19 @@ def main() -> int:
     mock = prism.Prism(args.node_dir, args.spec, args.workdir / "prism.log")
     server = None
     try:
-        server = Server(
-            [str(args.server), args.server_subcommand],
-            args.workdir / "data",
-            python_sdk.API_KEYS,
-            args.workdir / "server.log",
-        )
-        python_sdk.run(report, server, recorder, args.workdir)
-        run_node_sdk(report, server, recorder, args.node_dir, args.workdir)
-        validator.validate_all(report, recorder)
+        try:
+            server = Server(
+                [str(args.server), args.server_subcommand],
+                args.workdir / "data",
+                python_sdk.API_KEYS,
+                args.workdir / "server.log",
+            )
+        except (OSError, RuntimeError) as error:
+            report.fails("server starts", str(error))
+        if server is not None:
+            python_sdk.run(report, server, recorder, args.workdir)
+            run_node_sdk(report, server, recorder, args.node_dir, args.workdir)
+            validator.validate_all(report, recorder)
         clients = [spec.split("=", 1) for spec in args.prism_client]
         prism.run(report, mock, validator, args.workdir,
                   [(name, shlex.split(command)) for name, command in clients], args.prism_client_missing)
