@@ -2,16 +2,23 @@
 //!
 //! Tasks:
 //! * `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
-//!   warnings denied, the whole test suite, and the docs with warnings denied.
+//!   warnings denied, the whole test suite, the conformance suite, and the docs with warnings
+//!   denied.
+//! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
+//!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
+//!   (see [`conformance`]).
+
+mod conformance;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask ci";
+const USAGE: &str = "usage: cargo xtask ci | conformance";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("conformance") => conformance::run(),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -46,6 +53,7 @@ fn ci() -> Result<(), String> {
         &[],
     )?;
     run("cargo", &["test", "--workspace"], &[])?;
+    conformance::run()?;
     run(
         "cargo",
         &["doc", "--workspace", "--no-deps"],
@@ -56,11 +64,14 @@ fn ci() -> Result<(), String> {
 
 /// Runs one command with inherited stdio; a non-zero exit is an error naming the command.
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
-    let shown = format!("{program} {}", args.join(" "));
+    run_command(Command::new(program).args(args).envs(env.iter().copied()))
+}
+
+/// Runs a prepared command with inherited stdio; a non-zero exit is an error naming it.
+fn run_command(command: &mut Command) -> Result<(), String> {
+    let shown = shown(command);
     eprintln!("xtask: running `{shown}`");
-    let status = Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
+    let status = command
         .status()
         .map_err(|error| format!("could not start `{shown}`: {error}"))?;
     if status.success() {
@@ -68,4 +79,13 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result<(), String>
     } else {
         Err(format!("`{shown}` failed with {status}"))
     }
+}
+
+/// A command as a person would type it, for messages.
+fn shown(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
