@@ -4,9 +4,12 @@
 
 mod support;
 
+use std::time::Duration;
+
 use http::{Method, StatusCode};
 use support::{
-    Client, KEY_A, Protocol, T0, TestServer, full, md5_hex, no_temp_files_eventually, stored_parts,
+    Client, KEY_A, Protocol, T0, TestServer, eventually, full, md5_hex, no_temp_files_eventually,
+    stored_parts,
 };
 use uploads_core::limits::{Limits, NOT_JSON_MESSAGE};
 use uploads_core::types::{FileObject, Upload, UploadStatus};
@@ -517,4 +520,126 @@ async fn an_http2_client_gets_the_same_answers() {
     );
     let part = client.add_part_ok(&upload.id, b"abc").await;
     client.complete_ok(&upload.id, &[&part.id], None).await;
+}
+
+#[tokio::test]
+async fn the_sweeper_drops_expired_bytes_keeps_answering_expired_then_forgets() {
+    let server =
+        TestServer::start_with(|builder| builder.sweep_interval(Duration::from_millis(10))).await;
+    let client = server.client().await;
+    let upload = client.create_upload(2).await;
+    let part = client.add_part_ok(&upload.id, b"ab").await;
+    server.clock.set(upload.expires_at);
+    eventually("the expired Upload's Parts are removed", || {
+        stored_parts(server.data_dir(), &upload.id).is_empty()
+    })
+    .await;
+    client
+        .complete(&upload.id, &[&part.id], None)
+        .await
+        .assert_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            "Cannot complete an Upload that is already expired.",
+        );
+    // Kept for one more upload lifetime, then unknown.
+    server.clock.set(upload.expires_at + 3600);
+    let record = server.data_dir().join("uploads").join(upload.id.as_str());
+    eventually("the expired Upload is forgotten", || !record.exists()).await;
+    client.cancel(&upload.id).await.assert_error(
+        StatusCode::NOT_FOUND,
+        Some("upload_id"),
+        &format!("No such Upload object: {}", upload.id),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_completes_racing_get_the_same_file() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(6).await;
+    let part = client.add_part_ok(&upload.id, b"racing").await;
+    let md5 = md5_hex(&[b"racing"]);
+    let racers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, upload, part, md5) = (
+                client.clone(),
+                upload.id.clone(),
+                part.id.clone(),
+                md5.clone(),
+            );
+            tokio::spawn(async move { client.complete_ok(&upload, &[&part], Some(&md5)).await })
+        })
+        .collect();
+    let mut files = Vec::new();
+    for racer in racers {
+        files.push(racer.await.unwrap().file.unwrap());
+    }
+    assert!(files.iter().all(|file| *file == files[0]), "{files:?}");
+    assert_eq!(client.list_ids("").await, [files[0].id.clone()]);
+    assert_eq!(client.content_ok(&files[0].id).await, "racing");
+}
+
+#[tokio::test]
+async fn bad_list_queries_are_400_naming_the_param() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let file = client.upload_file(&[b"listed"]).await;
+    for (query, param, message) in [
+        (
+            "limit=0",
+            "limit",
+            "0 is less than the minimum of 1 - 'limit'".to_owned(),
+        ),
+        (
+            "limit=10001",
+            "limit",
+            "10001 is greater than the maximum of 10000 - 'limit'".to_owned(),
+        ),
+        (
+            "limit=ten",
+            "limit",
+            "'ten' is not of type 'integer' - 'limit'".to_owned(),
+        ),
+        (
+            "order=up",
+            "order",
+            "'up' is not one of ['asc', 'desc'] - 'order'".to_owned(),
+        ),
+        (
+            "after=file-gone",
+            "after",
+            "No such File object: file-gone".to_owned(),
+        ),
+    ] {
+        client
+            .list(query)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, Some(param), &message);
+    }
+    assert_eq!(client.list_ids("limit=10000").await, [file.id]);
+}
+
+#[tokio::test]
+async fn ids_that_would_be_paths_are_unknown_not_errors() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = "..%2F..%2Fetc";
+    client.cancel(&upload.into()).await.assert_error(
+        StatusCode::NOT_FOUND,
+        Some("upload_id"),
+        "No such Upload object: ../../etc",
+    );
+    client.content(&"..%2Ffiles%2Fx".into()).await.assert_error(
+        StatusCode::NOT_FOUND,
+        Some("file_id"),
+        "No such File object: ../files/x",
+    );
+    assert_eq!(
+        support::paths_under(server.data_dir()),
+        [
+            server.data_dir().join("files"),
+            server.data_dir().join("uploads")
+        ]
+    );
 }

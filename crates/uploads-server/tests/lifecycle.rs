@@ -11,7 +11,8 @@ use support::{
 };
 use uploads_core::multipart::MultipartBody;
 use uploads_core::types::{
-    DeletedFile, FileId, FileList, FileObject, FileStatus, PartId, UploadPart, UploadStatus,
+    DeletedFile, FileId, FileList, FileObject, FileStatus, PartId, UploadId, UploadPart,
+    UploadStatus,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,7 +28,7 @@ async fn whole_lifecycle_over_http2() {
 async fn lifecycle(protocol: Protocol) {
     let server = TestServer::start().await;
     let client = Client::connect(server.running.local_addr(), protocol, Some(support::KEY_A)).await;
-    let big = upload_in_parallel_and_complete_shuffled(&server, &client).await;
+    let (big_upload, big) = upload_in_parallel_and_complete_shuffled(&server, &client).await;
 
     server.clock.advance(1);
     let batch = upload_small(&client, "batch", "application/jsonl", b"{\"a\":1}\n").await;
@@ -62,6 +63,11 @@ async fn lifecycle(protocol: Protocol) {
         .await
         .assert_error(StatusCode::NOT_FOUND, Some("file_id"), &gone);
     assert_eq!(client.list_ids("").await, vec![user.id, batch.id]);
+    assert_eq!(
+        support::stored_parts(server.data_dir(), &big_upload),
+        Vec::<String>::new(),
+        "a deleted File's bytes are removed"
+    );
 }
 
 /// Four Parts sent at once (all four are provably in the handler together), listed in
@@ -69,7 +75,7 @@ async fn lifecycle(protocol: Protocol) {
 async fn upload_in_parallel_and_complete_shuffled(
     server: &TestServer,
     client: &Client,
-) -> FileObject {
+) -> (UploadId, FileObject) {
     let parts: Vec<Vec<u8>> = [3000, 1, 777, 4096]
         .iter()
         .zip(1..)
@@ -136,7 +142,7 @@ async fn upload_in_parallel_and_complete_shuffled(
     assert_eq!(client.content_ok(&file.id).await, expected);
     let retrieved: FileObject = client.retrieve(&file.id).await.ok();
     assert_eq!(retrieved, file);
-    file
+    (upload.id, file)
 }
 
 /// A one-Part Upload of `data` with this purpose and MIME type.

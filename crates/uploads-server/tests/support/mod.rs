@@ -649,8 +649,3 @@ pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
 pub async fn no_temp_files_eventually(root: &Path) {
     eventually("temp files removed", || temp_files(root).is_empty()).await;
 }
-
-/// The ids of Parts as the `part_ids` of a complete.
-pub fn ids(parts: &[UploadPart]) -> Vec<&PartId> {
-    parts.iter().map(|part| &part.id).collect()
-}
