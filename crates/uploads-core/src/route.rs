@@ -80,6 +80,15 @@ impl Route {
     }
 }
 
+/// The methods a path serves, for the `Allow` header of a 405; empty for a path that does
+/// not exist.
+pub fn allowed_methods(path: &str) -> Vec<Method> {
+    [Method::GET, Method::POST, Method::DELETE]
+        .into_iter()
+        .filter(|method| Route::resolve(method, path).is_ok())
+        .collect()
+}
+
 /// Decodes `%XX` escapes of a path segment; malformed escapes are kept as they are.
 pub fn percent_decode(segment: &str) -> String {
     let bytes = segment.as_bytes();

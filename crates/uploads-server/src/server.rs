@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::Owner;
 use uploads_core::limits::Limits;
@@ -196,7 +196,8 @@ impl ServerBuilder {
 }
 
 /// A server that is serving. Dropping it without [`RunningServer::shutdown`] stops it at once,
-/// as a crash would (in-flight requests are cut; nothing is flushed).
+/// as a crash would: connections and the requests on them are cut (a change already being
+/// made durable finishes, as it would have reached the disk or not).
 pub struct RunningServer {
     local_addr: SocketAddr,
     stats: Arc<ServerStats>,
@@ -262,14 +263,21 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
+        .max_buf_size(limits.max_header_bytes)
+        // A client may close its sending side once its request is out; it still gets
+        // the answer (and the request is not dropped half-handled).
+        .half_close(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Every connection's task: dropping this set (the server dropped, or the grace over)
+    // cuts them all, as a crash would.
+    let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = &mut stop => break,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
@@ -299,7 +307,7 @@ async fn accept_loop(
             }),
         );
         let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 use tokio::sync::{Mutex, mpsc};
@@ -29,7 +29,7 @@ use uploads_core::multipart::{
     DecoderLimits, Event, MultipartDecoder, MultipartError, boundary_from_content_type,
 };
 use uploads_core::rejection::Rejection;
-use uploads_core::route::Route;
+use uploads_core::route::{Route, allowed_methods};
 use uploads_core::types::{ExpiresAfter, ExpiresAfterAnchor, PartId, UploadId};
 
 use crate::body::{BodyError, BodyReader, ResponseBody, channel_body, full};
@@ -113,6 +113,25 @@ pub struct Service {
 /// A request refused on its way in, or a failure answered as 500.
 type Answer<T> = Result<T, Rejection>;
 
+/// The ids the ledger mints: random, from the server's entropy.
+type Ids = RandomIds<Box<dyn FnMut(&mut [u8]) + Send>>;
+
+/// Why [`Service::mutate`] changed nothing.
+enum Refused {
+    /// The ledger refused the request: nothing was persisted.
+    Planning(Rejection),
+    /// Persisting or applying failed (500).
+    Commit(Rejection),
+}
+
+impl From<Refused> for Rejection {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Planning(rejection) | Refused::Commit(rejection) => rejection,
+        }
+    }
+}
+
 impl Service {
     /// Opens the service over `store`: sweeps what a crash left (temp files, Parts never
     /// recorded, an interrupted complete), rebuilds the ledger and runs one sweep.
@@ -177,7 +196,7 @@ impl Service {
     }
 
     /// Answers one request; never fails (a failure is an OpenAI-shaped error response).
-    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    pub(crate) async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
@@ -189,6 +208,13 @@ impl Service {
             Ok(response) => response,
             Err(rejection) => rejection_response(&rejection),
         };
+        if response.status() == StatusCode::METHOD_NOT_ALLOWED {
+            let allowed = allowed_methods(&path);
+            let allowed: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+            if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(http::header::ALLOW, value);
+            }
+        }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
         }
@@ -203,7 +229,7 @@ impl Service {
         response
     }
 
-    async fn route<B>(&self, request: Request<B>) -> Answer<Response<ResponseBody>>
+    async fn route<B>(self: &Arc<Self>, request: Request<B>) -> Answer<Response<ResponseBody>>
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
@@ -219,20 +245,24 @@ impl Service {
         match route {
             Route::CreateUpload => {
                 let body = self.json_body(request).await?;
-                let mut ledger = self.ledger.lock().await;
-                let planned = ledger.create_upload(&owner, &body, now, &mut self.ids())?;
-                json(&self.commit(&mut ledger, planned).await?)
+                json(
+                    &self
+                        .mutate(move |ledger, now, ids| {
+                            ledger.create_upload(&owner, &body, now, ids)
+                        })
+                        .await?,
+                )
             }
             Route::AddUploadPart(upload_id) => self.add_part(&owner, &upload_id, request).await,
             Route::CompleteUpload(upload_id) => {
                 let body = self.json_body(request).await?;
                 self.complete(&owner, &upload_id, &body).await
             }
-            Route::CancelUpload(upload_id) => {
-                let mut ledger = self.ledger.lock().await;
-                let planned = ledger.cancel_upload(&owner, &upload_id, now)?;
-                json(&self.commit(&mut ledger, planned).await?)
-            }
+            Route::CancelUpload(upload_id) => json(
+                &self
+                    .mutate(move |ledger, now, _| ledger.cancel_upload(&owner, &upload_id, now))
+                    .await?,
+            ),
             Route::ListFiles => {
                 let query = parse_list_files_query(request.uri().query().unwrap_or(""))?;
                 json(&self.ledger.lock().await.list_files(&owner, &query, now)?)
@@ -244,11 +274,11 @@ impl Service {
                     .await
                     .retrieve_file(&owner, &file_id, now)?,
             ),
-            Route::DeleteFile(file_id) => {
-                let mut ledger = self.ledger.lock().await;
-                let planned = ledger.delete_file(&owner, &file_id, now)?;
-                json(&self.commit(&mut ledger, planned).await?)
-            }
+            Route::DeleteFile(file_id) => json(
+                &self
+                    .mutate(move |ledger, now, _| ledger.delete_file(&owner, &file_id, now))
+                    .await?,
+            ),
             Route::DownloadFile(file_id) => {
                 let record = self
                     .ledger
@@ -256,15 +286,43 @@ impl Service {
                     .await
                     .file_manifest(&owner, &file_id, now)?
                     .clone();
-                Ok(self.download(&record))
+                self.download(&record).await
             }
             Route::CreateFile => self.create_file(&owner, request).await,
             _ => Err(Rejection::unknown_route(&method, &path)),
         }
     }
 
-    fn ids(&self) -> RandomIds<impl FnMut(&mut [u8]) + '_> {
-        RandomIds::new(|buffer: &mut [u8]| self.entropy.fill(buffer))
+    fn ids(&self) -> Ids {
+        let entropy = Arc::clone(&self.entropy);
+        RandomIds::new(Box::new(move |buffer: &mut [u8]| entropy.fill(buffer)))
+    }
+
+    /// Plans a mutation, persists it and applies it, as one unit on its own task: a request
+    /// dropped half-way (its client went away) cannot stop a change between being persisted
+    /// and being applied, which would leave the disk and the ledger disagreeing.
+    async fn mutate<T, F>(self: &Arc<Self>, plan: F) -> Result<T, Refused>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Ledger, u64, &mut Ids) -> Answer<Planned<T>> + Send + 'static,
+    {
+        let service = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ledger = service.ledger.lock().await;
+            let planned = plan(&ledger, service.clock.now(), &mut service.ids())
+                .map_err(Refused::Planning)?;
+            service
+                .commit(&mut ledger, planned)
+                .await
+                .map_err(Refused::Commit)
+        })
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(%error, "a mutation's task failed");
+            Err(Refused::Commit(Rejection::server_error(
+                "The server failed while applying the request. Retry it.",
+            )))
+        })
     }
 
     /// Persists a planned change's steps in order, then applies it: the ledger's contract.
@@ -302,7 +360,7 @@ impl Service {
     }
 
     async fn add_part<B>(
-        &self,
+        self: &Arc<Self>,
         owner: &Owner,
         upload_id: &UploadId,
         request: Request<B>,
@@ -344,24 +402,27 @@ impl Service {
             ));
         };
         let part_bytes = writer.commit().await?;
-        let mut ledger = self.ledger.lock().await;
-        let planned = match ledger.add_part(owner, &slot, part_bytes, self.clock.now()) {
-            Ok(planned) => planned,
-            Err(rejection) => {
+        let owner = owner.clone();
+        let planned = self
+            .mutate(move |ledger, now, _| ledger.add_part(&owner, &slot, part_bytes, now))
+            .await;
+        let part = match planned {
+            Ok(part) => part,
+            Err(Refused::Planning(rejection)) => {
                 // The Upload moved on while the bytes streamed: they are nobody's.
                 let store = Arc::clone(&self.store);
                 let _ =
                     tokio::task::spawn_blocking(move || store.remove_parts(&upload, &[part])).await;
                 return Err(rejection);
             }
+            Err(Refused::Commit(rejection)) => return Err(rejection),
         };
-        let part = self.commit(&mut ledger, planned).await?;
         self.stats.parts_stored.fetch_add(1, Ordering::SeqCst);
         json(&part)
     }
 
     async fn complete(
-        &self,
+        self: &Arc<Self>,
         owner: &Owner,
         upload_id: &UploadId,
         body: &[u8],
@@ -391,10 +452,13 @@ impl Service {
         } else {
             None
         };
-        let mut ledger = self.ledger.lock().await;
-        let planned =
-            ledger.finish_complete(owner, &verification, md5, self.clock.now(), &mut self.ids())?;
-        json(&self.commit(&mut ledger, planned).await?)
+        let owner = owner.clone();
+        let completed = self
+            .mutate(move |ledger, now, ids| {
+                ledger.finish_complete(&owner, &verification, md5, now, ids)
+            })
+            .await?;
+        json(&completed)
     }
 
     async fn md5_of(&self, source: ContentSource) -> Answer<[u8; 16]> {
@@ -420,7 +484,9 @@ impl Service {
         })
     }
 
-    fn download(&self, record: &FileRecord) -> Response<ResponseBody> {
+    /// Streams a File's bytes. The content is opened before answering, so bytes that cannot
+    /// be read are a 500, not a 200 cut short.
+    async fn download(&self, record: &FileRecord) -> Answer<Response<ResponseBody>> {
         let source = match &record.upload_id {
             Some(upload) => ContentSource::Parts {
                 upload: upload.clone(),
@@ -428,9 +494,17 @@ impl Service {
             },
             None => ContentSource::Direct(record.file.id.clone()),
         };
-        let (sender, receiver) = mpsc::channel(4);
         let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || stream_content(&*store, &source, &sender));
+        let reader = tokio::task::spawn_blocking(move || store.open(&source))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|reader| reader)
+            .map_err(|error| {
+                tracing::error!(%error, file = %record.file.id, "a File's bytes cannot be read");
+                Rejection::server_error("The server could not read the File's content.")
+            })?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || stream_content(reader, &sender));
         let mut response = Response::new(channel_body(receiver));
         let headers = response.headers_mut();
         headers.insert(
@@ -438,11 +512,11 @@ impl Service {
             HeaderValue::from_static("application/octet-stream"),
         );
         headers.insert(CONTENT_LENGTH, HeaderValue::from(record.file.bytes));
-        response
+        Ok(response)
     }
 
     async fn create_file<B>(
-        &self,
+        self: &Arc<Self>,
         owner: &Owner,
         request: Request<B>,
     ) -> Answer<Response<ResponseBody>>
@@ -483,18 +557,22 @@ impl Service {
             ));
         };
         let bytes = writer.commit().await?;
-        let mut ledger = self.ledger.lock().await;
-        let planned = fields
-            .into_new_file(filename, bytes)
-            .and_then(|new| ledger.create_file(owner, &file_id, new, self.clock.now()));
+        let (owner, id) = (owner.clone(), file_id.clone());
+        let planned = self
+            .mutate(move |ledger, now, _| {
+                let new = fields.into_new_file(filename, bytes)?;
+                ledger.create_file(&owner, &id, new, now)
+            })
+            .await;
         match planned {
-            Ok(planned) => json(&self.commit(&mut ledger, planned).await?),
-            Err(rejection) => {
+            Ok(file) => json(&file),
+            Err(Refused::Planning(rejection)) => {
                 // Refused after the bytes were stored: they are nobody's.
                 let store = Arc::clone(&self.store);
                 let _ = tokio::task::spawn_blocking(move || store.remove_file(&file_id)).await;
                 Err(rejection)
             }
+            Err(Refused::Commit(rejection)) => Err(rejection),
         }
     }
 
@@ -637,7 +715,7 @@ impl TextFields {
             (Some(anchor), Some(seconds)) => {
                 let seconds = seconds.trim().parse::<u64>().map_err(|_| {
                     Rejection::invalid(
-                        Some("expires_after[seconds]"),
+                        Some("expires_after.seconds"),
                         format!("'{seconds}' is not of type 'integer' - 'expires_after.seconds'"),
                     )
                 })?;
@@ -647,11 +725,11 @@ impl TextFields {
                 }))
             }
             (None, Some(_)) => Err(Rejection::invalid(
-                Some("expires_after[anchor]"),
+                Some("expires_after.anchor"),
                 "'anchor' is a required property - 'expires_after'",
             )),
             (Some(_), None) => Err(Rejection::invalid(
-                Some("expires_after[seconds]"),
+                Some("expires_after.seconds"),
                 "'seconds' is a required property - 'expires_after'",
             )),
         }
@@ -791,18 +869,7 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
 }
 
 /// Reads a File's bytes from disk into the response channel.
-fn stream_content(
-    store: &dyn Store,
-    source: &ContentSource,
-    sender: &mpsc::Sender<io::Result<Bytes>>,
-) {
-    let mut reader = match store.open(source) {
-        Ok(reader) => reader,
-        Err(error) => {
-            let _ = sender.blocking_send(Err(error));
-            return;
-        }
-    };
+fn stream_content(mut reader: Box<dyn Read + Send>, sender: &mpsc::Sender<io::Result<Bytes>>) {
     loop {
         let mut buffer = vec![0; DOWNLOAD_CHUNK];
         match reader.read(&mut buffer) {
@@ -885,7 +952,7 @@ mod tests {
         fields.push("expires_after[seconds]", b"3600").unwrap();
         assert_eq!(
             fields.expires_after().unwrap_err().param(),
-            Some("expires_after[anchor]")
+            Some("expires_after.anchor")
         );
         fields.push("expires_after[anchor]", b"created_at").unwrap();
         assert_eq!(
@@ -897,7 +964,7 @@ mod tests {
         bad.push("expires_after[seconds]", b"soon").unwrap();
         assert_eq!(
             bad.expires_after().unwrap_err().param(),
-            Some("expires_after[seconds]")
+            Some("expires_after.seconds")
         );
         let long = vec![b'x'; MAX_TEXT_FIELD_BYTES + 1];
         assert!(TextFields::default().push("purpose", &long).is_err());

@@ -256,7 +256,13 @@ impl Store for DirStore {
                 let dir = self.parts_dir(upload)?;
                 let paths = parts
                     .iter()
-                    .map(|part| Ok(dir.join(safe_name(part.as_str())?)))
+                    .map(|part| {
+                        let path = dir.join(safe_name(part.as_str())?);
+                        // Every Part must be there now; each is opened when reached, so a
+                        // File of many Parts holds one descriptor at a time.
+                        fs::metadata(&path)?;
+                        Ok(path)
+                    })
                     .collect::<io::Result<Vec<_>>>()?;
                 Ok(Box::new(ChainedFiles::new(paths)))
             }

@@ -498,8 +498,6 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a 405 has no `Allow` header (RFC 9110 §15.5.6 says it MUST); service.rs \
-            `rejection_response` writes only Content-Type"]
 async fn a_405_says_which_methods_are_allowed() {
     let server = TestServer::start().await;
     let client = server.client().await;

@@ -108,13 +108,6 @@ async fn a_restart_after_a_crash_keeps_what_was_committed_and_nothing_else() {
 }
 
 #[tokio::test]
-#[ignore = "bug: dropping RunningServer does not cut requests in flight. server.rs `impl Drop \
-            for RunningServer` aborts only the accept loop and the sweeper; each connection \
-            runs in its own `tokio::spawn` (accept_loop) holding an Arc<Service>, so a \
-            'crashed' server keeps reading the Part, stores it, records it in the Upload's \
-            state file and answers 200, possibly after a new server recovered the same data \
-            dir. It should keep the connection tasks (JoinSet or abort handles) and abort them \
-            on drop, as the docs of RunningServer promise"]
 async fn dropping_the_server_cuts_the_requests_in_flight() {
     let server = TestServer::start().await;
     let client = server.client().await;

@@ -83,7 +83,7 @@ async fn a_bad_form_is_400_naming_the_field_and_stores_nothing() {
         ),
         (
             vec![("purpose", "user_data"), ("expires_after[seconds]", "3600")],
-            "expires_after[anchor]",
+            "expires_after.anchor",
             "'anchor' is a required property - 'expires_after'".to_owned(),
         ),
         (

@@ -4,7 +4,9 @@
 mod support;
 
 use http::StatusCode;
-use support::{KEY_A, TestServer, eventually, read_reply, request_head, stored_parts};
+use support::{
+    Client, KEY_A, Protocol, TestServer, eventually, read_reply, request_head, stored_parts,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use uploads_core::types::Upload;
@@ -33,11 +35,6 @@ async fn send_then_half_close(
 }
 
 #[tokio::test]
-#[ignore = "bug: a client that half-closes after a whole request gets no answer, though the \
-            request's effect is stored (here the Upload's state.json is written). server.rs \
-            `accept_loop` builds `builder.http1()` without `.half_close(true)`, so hyper closes \
-            the connection as soon as it reads EOF while the handler still works, and drops \
-            the handler's future"]
 async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     let server = TestServer::start().await;
     let body = br#"{"filename":"a","purpose":"user_data","bytes":1,"mime_type":"text/plain"}"#;
@@ -47,33 +44,41 @@ async fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a request whose connection closes while its change is being persisted is \
-            persisted but never applied to the in-memory ledger. service.rs `Service::commit` \
-            awaits `spawn_blocking(persist)` and only then calls `ledger.apply`; hyper drops \
-            the handler's future when the connection goes, at that await. Here the cancel \
-            removed the Parts' bytes and saved `cancelled`, the ledger still says pending, a \
-            complete answers 200 and the File's content cannot be read (its Parts are gone). \
-            Persist + apply must run to the end whatever happens to the request (e.g. in a \
-            spawned task owning the lock guard)"]
-async fn a_cancel_cut_off_mid_request_is_whole_or_nothing() {
+async fn a_cancel_cut_off_anywhere_is_whole_or_nothing() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let upload = client.create_upload(2).await;
-    let part = client.add_part_ok(&upload.id, b"ab").await;
-    // Answered or not, the cancel reached the disk once the Parts' bytes are gone.
-    let _ = send_then_half_close(&server, &format!("/v1/uploads/{}/cancel", upload.id), b"").await;
-    eventually("the cancel removed the Parts", || {
-        stored_parts(server.data_dir(), &upload.id).is_empty()
-    })
-    .await;
-    client
-        .complete(&upload.id, &[&part.id], None)
-        .await
-        .assert_error(
-            StatusCode::BAD_REQUEST,
-            None,
-            "Cannot complete an Upload that is already cancelled.",
-        );
-    let again: Upload = client.cancel(&upload.id).await.ok();
-    assert_eq!(again.status.as_str(), "cancelled");
+    let h2 = Client::connect(server.running.local_addr(), Protocol::Http2, Some(KEY_A)).await;
+    // An h2 request dropped by its client is reset (RST_STREAM) and the server drops its
+    // handler: at growing delays the reset lands before, during and after the cancel's
+    // durable write.
+    for delay_us in [0, 100, 200, 400, 800, 1600, 3200, 6400, 12800] {
+        let upload = client.create_upload(2).await;
+        let part = client.add_part_ok(&upload.id, b"ab").await;
+        let cut = std::time::Duration::from_micros(delay_us);
+        let _ = tokio::time::timeout(cut, h2.cancel(&upload.id)).await;
+        // Whatever the reset cut, the next request sees one consistent state: either the
+        // cancel happened (refused complete, Parts gone) or it did not (the complete works
+        // and its File's bytes are all there). A cancel persisted but not applied would
+        // complete over deleted Parts.
+        let reply = client.complete(&upload.id, &[&part.id], None).await;
+        if reply.status == StatusCode::OK {
+            let completed: Upload = reply.ok();
+            let file = completed.file.expect("a completed Upload has its File");
+            assert_eq!(
+                client.content_ok(&file.id).await.as_ref(),
+                b"ab",
+                "delay {delay_us} us"
+            );
+        } else {
+            reply.assert_error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "Cannot complete an Upload that is already cancelled.",
+            );
+            eventually("the cancel removed the Parts", || {
+                stored_parts(server.data_dir(), &upload.id).is_empty()
+            })
+            .await;
+        }
+    }
 }
