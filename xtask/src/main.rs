@@ -6,12 +6,18 @@
 
 use std::process::{Command, ExitCode};
 
+const USAGE: &str = "usage: cargo xtask ci";
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
-        _ => {
-            eprintln!("usage: cargo xtask ci");
+        Some("help" | "--help" | "-h") => {
+            eprintln!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => {
+            eprintln!("xtask: unknown task {other:?}\n{USAGE}");
             return ExitCode::from(2);
         }
     };

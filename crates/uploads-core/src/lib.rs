@@ -1,6 +1,124 @@
-//! Sans-IO core of OpenAI's multipart Uploads API.
+//! Sans-IO core of OpenAI's multipart Uploads API: everything the protocol knows, on both
+//! sides of the wire, and nothing that does I/O.
+//!
+//! ```text
+//!  client                                                   service
+//!  ──────                                                   ───────
+//!  UploadOptions::prepare ─▶ api::ClientConfig::create_upload ──▶ ledger::Ledger::create_upload
+//!  session::UploadSession::next_job                                 │
+//!    └▶ multipart::MultipartBody (head ++ file range ++ tail) ──▶ multipart::MultipartDecoder
+//!                                                                   └▶ Ledger::check_add_part / add_part
+//!  UploadSession::handle_part_done ◀── api::parse_add_upload_part ◀──┘
+//!  UploadSession::complete_request ──▶ complete ────────────────▶ Ledger::plan_complete / finish_complete
+//!  (retry::RetryPolicy decides every retry; digest::Md5Hasher hashes on both sides)
+//! ```
+//!
+//! What is here:
+//! * [`types`]: the wire types, field by field as OpenAI's OpenAPI document has them;
+//! * [`limits`]: OpenAI's limits and rules as data, and create-request validation;
+//! * [`api`]: every operation's `http::Request` builder and response parser (client side);
+//! * [`multipart`]: an encoder with a known length and a push decoder with hard limits;
+//! * [`session`] and [`retry`]: the uploader's state machine and retry policy;
+//! * [`upload`]: the options and errors both client adapters share;
+//! * [`ledger`], [`auth`], [`route`], [`rejection`]: the service's state machine, who may
+//!   call it, its routes, and its OpenAI-shaped refusals;
+//! * [`digest`]: the md5 an Upload is verified with.
+//!
+//! What is *not* here: sockets, files, threads, a clock or random numbers. Time (`now`) and
+//! randomness (ids, jitter, multipart boundaries) are parameters, so the same code runs under
+//! tokio, under plain threads, or in a deterministic test. `uploads-hyper` and `uploads-ureq`
+//! drive the client side; `uploads-server` drives the service side.
+//!
+//! # A whole upload, client and service, without a network
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//!
+//! use uploads_core::api::{ClientConfig, parse_add_upload_part, parse_complete_upload, parse_create_upload};
+//! use uploads_core::digest::Md5Hasher;
+//! use uploads_core::http::Response;
+//! use uploads_core::ledger::{CompletePlan, Ledger, Owner, Planned, SequentialIds};
+//! use uploads_core::limits::Limits;
+//! use uploads_core::multipart::{
+//!     Boundary, DecoderLimits, Event, MultipartBody, MultipartDecoder, boundary_from_content_type,
+//! };
+//! use uploads_core::retry::RetryPolicy;
+//! use uploads_core::session::{SessionState, UploadSession};
+//! use uploads_core::types::{Purpose, UploadStatus};
+//! use uploads_core::upload::UploadOptions;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let file = b"The quick brown fox jumps over the lazy dog.";
+//! let now = 1_719_184_911; // unix seconds, as the service's clock would say
+//!
+//! // The service: a ledger, an owner, ids. Its answers become JSON responses.
+//! let mut ledger = Ledger::new(Limits::default());
+//! let mut ids = SequentialIds::new();
+//! let owner = Owner::new("project-a");
+//! fn commit<T: serde::Serialize>(ledger: &mut Ledger, planned: Planned<T>) -> Response<Vec<u8>> {
+//!     if let Some(change) = planned.change {
+//!         ledger.apply(change).expect("nothing else changed the ledger");
+//!     }
+//!     Response::new(serde_json::to_vec(&planned.response).expect("serializable"))
+//! }
+//!
+//! // Client: check the options, build the create request; service: answer it.
+//! let options = UploadOptions::new(Purpose::Assistants).part_size(16);
+//! let (create, plan) = options.prepare("fox.txt", file.len() as u64)?;
+//! let config = ClientConfig::new("http://localhost/v1").with_api_key("sk-test");
+//! let request = config.create_upload(&create)?;
+//! let planned = ledger.create_upload(&owner, request.body(), now, &mut ids)?;
+//! let upload = parse_create_upload(&commit(&mut ledger, planned))?;
+//! let mut session = UploadSession::new(upload.clone(), plan, RetryPolicy::default(), None);
+//! let mut stored = BTreeMap::new();
+//!
+//! // Every part: the client encodes it, the service decodes it and records it.
+//! let mut md5 = Md5Hasher::new();
+//! while let Some(job) = session.next_job(now * 1000) {
+//!     let data = &file[job.offset as usize..(job.offset + job.len) as usize];
+//!     md5.update(data);
+//!     let body = MultipartBody::upload_part(&Boundary::from_entropy([7; 16]), job.len);
+//!     let wire = body.assemble(data);
+//!     assert_eq!(wire.len() as u64, body.content_length);
+//!
+//!     let slot = ledger.check_add_part(&owner, &upload.id, now, &mut ids)?;
+//!     let boundary = boundary_from_content_type(&body.content_type)?;
+//!     let mut decoder = MultipartDecoder::new(&boundary, DecoderLimits::default())?;
+//!     decoder.feed(wire.into());
+//!     let mut received = Vec::new();
+//!     while let Some(event) = decoder.poll_event()? {
+//!         if let Event::Data(bytes) = event {
+//!             received.extend_from_slice(&bytes);
+//!         }
+//!     }
+//!     assert_eq!(received, data);
+//!     let planned = ledger.add_part(&owner, &slot, received.len() as u64, now)?;
+//!     let part = parse_add_upload_part(&commit(&mut ledger, planned))?;
+//!     stored.insert(part.id.clone(), received); // the service's disk
+//!     session.handle_part_done(job.index, part.id);
+//! }
+//! assert_eq!(session.state(), SessionState::ReadyToComplete);
+//!
+//! // Complete with the md5; the service verifies it over the listed parts.
+//! let complete = session.complete_request(Some(md5.finish_hex())).unwrap();
+//! let request = config.complete_upload(&upload.id, &complete)?;
+//! let CompletePlan::Verify(verification) = ledger.plan_complete(&owner, &upload.id, request.body(), now)? else {
+//!     unreachable!("the upload was pending");
+//! };
+//! let mut server_md5 = Md5Hasher::new();
+//! for part in verification.parts() {
+//!     server_md5.update(&stored[&part.id]);
+//! }
+//! let planned = ledger.finish_complete(&owner, &verification, Some(server_md5.finish()), now, &mut ids)?;
+//! let completed = parse_complete_upload(&commit(&mut ledger, planned))?;
+//! assert_eq!(completed.status, UploadStatus::Completed);
+//! assert_eq!(completed.file.map(|file| file.bytes), Some(file.len() as u64));
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod api;
+pub mod auth;
 pub mod digest;
 pub mod ledger;
 pub mod limits;

@@ -1,3 +1,122 @@
 //! A durable, OpenAI-compatible Uploads + Files server on hyper.
+//!
+//! It serves `/v1/uploads*` and `/v1/files*` as OpenAI's service does, so the official SDKs,
+//! this workspace's clients and any OpenAI-compatible tooling can upload to it offline. Every
+//! decision (status codes, error bodies, transitions) comes from the sans-IO ledger in
+//! [`uploads_core::ledger`]; this crate authenticates, stores bytes durably and speaks HTTP
+//! (http1 and h2).
+//!
+//! What it does *not* do: TLS (put it behind a proxy that terminates TLS), other OpenAI
+//! endpoints, file processing (every File is `processed` at once), or quotas.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! let server = uploads_server::Server::builder()
+//!     .data_dir("/var/lib/uploads")
+//!     .api_key("sk-local-1", "project-a")
+//!     .start()
+//!     .await?;
+//! println!("serving on {}", server.base_url());
+//! server.run_until(uploads_server::shutdown_signal()).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Durability: every write goes to a temp file in the target's directory, is fsynced,
+//! renamed into place, and the directory fsynced; an Upload's state file is its commit point.
+//! See [`store`] for the layout and [`Server`] for the limits and timeouts.
 
+mod body;
+pub mod clock;
+mod entropy;
+mod server;
+mod service;
 pub mod store;
+
+pub use server::{RunningServer, Server, ServerBuilder};
+pub use service::{MAX_DIRECT_FILE_BYTES, ServerStats};
+
+use std::str::FromStr;
+
+/// An API key and the owner (project) it acts for, as written on a command line: `KEY` or
+/// `KEY=OWNER`. Without an owner, the key is its own owner, named by a digest of the key so
+/// that no secret is written to disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeySpec {
+    /// The bearer token.
+    pub key: String,
+    /// The owner whose objects the key sees.
+    pub owner: String,
+}
+
+impl FromStr for ApiKeySpec {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        let (key, owner) = if let Some((key, owner)) = spec.split_once('=') {
+            (key.trim(), owner.trim().to_owned())
+        } else {
+            let key = spec.trim();
+            let mut hasher = uploads_core::digest::Md5Hasher::new();
+            hasher.update(key.as_bytes());
+            (key, format!("key-{}", &hasher.finish_hex()[..16]))
+        };
+        if key.is_empty() || owner.is_empty() {
+            return Err(format!("expected KEY or KEY=OWNER, got {spec:?}"));
+        }
+        Ok(Self {
+            key: key.to_owned(),
+            owner,
+        })
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM: what `serve` waits for.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_specs_name_their_owner_or_get_one_from_the_key() {
+        assert_eq!(
+            "sk-a=project-1".parse(),
+            Ok(ApiKeySpec {
+                key: "sk-a".into(),
+                owner: "project-1".into()
+            })
+        );
+        let anonymous: ApiKeySpec = "sk-b".parse().unwrap();
+        assert_eq!(anonymous.key, "sk-b");
+        assert!(anonymous.owner.starts_with("key-") && !anonymous.owner.contains("sk-b"));
+        assert_eq!(
+            anonymous,
+            "sk-b".parse().unwrap(),
+            "the same key is the same owner"
+        );
+        assert!("=owner".parse::<ApiKeySpec>().is_err());
+        assert!("key=".parse::<ApiKeySpec>().is_err());
+    }
+}

@@ -1,6 +1,7 @@
 //! `uploads-server serve`: runs the server until SIGINT or SIGTERM. The `uploads` CLI exposes
 //! the same command with the same flags.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,11 @@ use clap::{Parser, Subcommand};
 use uploads_server::{ApiKeySpec, Server, shutdown_signal};
 
 #[derive(Parser)]
-#[command(name = "uploads-server", version, about = "An OpenAI-compatible Uploads + Files server")]
+#[command(
+    name = "uploads-server",
+    version,
+    about = "An OpenAI-compatible Uploads + Files server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,6 +45,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let Command::Serve {
         listen,

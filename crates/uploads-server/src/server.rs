@@ -15,10 +15,12 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
+use uploads_core::auth::ApiKeys;
+use uploads_core::ledger::Owner;
 use uploads_core::limits::Limits;
 
 use crate::clock::{Clock, SystemClock};
-use crate::service::{ApiKeys, Service, ServiceConfig};
+use crate::service::{ServerStats, Service, ServiceConfig};
 use crate::store::DirStore;
 
 /// Entry point: `Server::builder()`.
@@ -62,8 +64,8 @@ impl Default for ServerBuilder {
             max_header_bytes: 64 * 1024,
             max_json_bytes: 4 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
-            body_idle_timeout: Duration::from_secs(60),
-            sweep_interval: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_mins(1),
+            sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -85,7 +87,8 @@ impl ServerBuilder {
     /// Accepts `key` as a bearer token for `owner`. With no key configured the server is open:
     /// any request is served, as one anonymous owner.
     pub fn api_key(mut self, key: impl Into<String>, owner: impl Into<String>) -> Self {
-        self.keys.insert(key.into(), owner.into());
+        let owner: String = owner.into();
+        self.keys.insert(key.into(), Owner::new(owner));
         self
     }
 
@@ -161,7 +164,7 @@ impl ServerBuilder {
                 max_json_bytes: self.max_json_bytes,
                 body_idle_timeout: self.body_idle_timeout,
             },
-            Arc::new(store),
+            Arc::new(store) as Arc<dyn crate::store::Store>,
             self.clock,
         )
         .await?;
@@ -169,6 +172,7 @@ impl ServerBuilder {
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
         let (stop_tx, stop_rx) = oneshot::channel();
+        let stats = service.stats();
         let sweeper = tokio::spawn(Arc::clone(&service).sweep_every(self.sweep_interval));
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -183,6 +187,7 @@ impl ServerBuilder {
         ));
         Ok(RunningServer {
             local_addr,
+            stats,
             stop: Some(stop_tx),
             accept,
             sweeper,
@@ -194,6 +199,7 @@ impl ServerBuilder {
 /// as a crash would (in-flight requests are cut; nothing is flushed).
 pub struct RunningServer {
     local_addr: SocketAddr,
+    stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
@@ -208,6 +214,11 @@ impl RunningServer {
     /// The base URL clients use: `http://<addr>/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.local_addr)
+    }
+
+    /// Counters of what reached the handlers.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
     }
 
     /// Stops accepting, lets requests in flight finish (up to the shutdown grace), and returns.

@@ -1,0 +1,144 @@
+//! Who is asking: the bearer token of a request mapped to the [`Owner`] whose objects it may
+//! see, with OpenAI's 401 answers for a missing, malformed or unknown key.
+
+use std::collections::HashMap;
+
+use crate::ledger::Owner;
+use crate::rejection::Rejection;
+
+/// API keys and the owner (project) each one acts for. With no key at all the service is
+/// open: every request acts for [`ApiKeys::OPEN_OWNER`].
+#[derive(Debug, Clone, Default)]
+pub struct ApiKeys {
+    owners: HashMap<String, Owner>,
+}
+
+impl ApiKeys {
+    /// The owner of every object on a service with no keys configured.
+    pub const OPEN_OWNER: &'static str = "open";
+
+    /// Accepts `key` for `owner`.
+    pub fn insert(&mut self, key: impl Into<String>, owner: Owner) {
+        self.owners.insert(key.into(), owner);
+    }
+
+    /// Whether no key is configured (the service is open).
+    pub fn is_empty(&self) -> bool {
+        self.owners.is_empty()
+    }
+
+    /// The owner a request acts for, from its `Authorization` header value (raw bytes, as a
+    /// header may hold anything); 401 `invalid_api_key` when the service has keys and this
+    /// is not one of them.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Owner, Rejection> {
+        if self.owners.is_empty() {
+            return Ok(Owner::new(Self::OPEN_OWNER));
+        }
+        let Some(header) = authorization else {
+            return Err(Rejection::invalid_api_key(MISSING_KEY));
+        };
+        let key = std::str::from_utf8(header)
+            .ok()
+            .and_then(|header| header.trim().strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .ok_or_else(|| Rejection::invalid_api_key(MALFORMED_HEADER))?;
+        self.owners.get(key).cloned().ok_or_else(|| {
+            Rejection::invalid_api_key(format!(
+                "Incorrect API key provided: {}. You can find your API key at \
+                 https://platform.openai.com/account/api-keys.",
+                mask(key)
+            ))
+        })
+    }
+}
+
+/// OpenAI's message for a request without an `Authorization` header.
+const MISSING_KEY: &str = "You didn't provide an API key. You need to provide your API key in \
+an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the \
+password field (with blank username) if you're accessing the API from your browser and are \
+prompted for a username and password. You can obtain an API key from \
+https://platform.openai.com/account/api-keys.";
+
+/// The message for an `Authorization` header that is not `Bearer <key>`.
+const MALFORMED_HEADER: &str = "Invalid authorization header: expected 'Bearer YOUR_KEY'. You \
+can obtain an API key from https://platform.openai.com/account/api-keys.";
+
+/// A key as OpenAI echoes it: the first and last four characters, the middle starred, so a
+/// log of the error never holds a usable secret.
+fn mask(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 8 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    fn keys() -> ApiKeys {
+        let mut keys = ApiKeys::default();
+        keys.insert("sk-alpha-1234567890", Owner::new("proj_a"));
+        keys.insert("sk-beta-0987654321", Owner::new("proj_b"));
+        keys
+    }
+
+    #[test]
+    fn each_key_acts_for_its_owner() {
+        let keys = keys();
+        assert_eq!(
+            keys.authenticate(Some(b"Bearer sk-alpha-1234567890")),
+            Ok(Owner::new("proj_a"))
+        );
+        assert_eq!(
+            keys.authenticate(Some(b"Bearer sk-beta-0987654321 ")),
+            Ok(Owner::new("proj_b"))
+        );
+    }
+
+    #[test]
+    fn missing_malformed_and_wrong_keys_are_401_invalid_api_key() {
+        let keys = keys();
+        for header in [
+            None,
+            Some(&b"sk-alpha-1234567890"[..]),
+            Some(b"Basic abc"),
+            Some(b"Bearer "),
+            Some(b"Bearer \xff"),
+        ] {
+            let rejection = keys.authenticate(header).unwrap_err();
+            assert_eq!(rejection.status, StatusCode::UNAUTHORIZED, "{header:?}");
+            assert_eq!(
+                rejection.body.error.code.as_deref(),
+                Some("invalid_api_key")
+            );
+            assert_eq!(rejection.body.error.kind, "invalid_request_error");
+        }
+        let wrong = keys
+            .authenticate(Some(b"Bearer sk-gamma-5555555555"))
+            .unwrap_err();
+        assert!(
+            wrong
+                .body
+                .error
+                .message
+                .starts_with("Incorrect API key provided: sk-g***********5555.")
+        );
+        assert!(!wrong.body.error.message.contains("gamma"));
+    }
+
+    #[test]
+    fn an_open_service_serves_everyone_as_one_owner() {
+        let open = ApiKeys::default();
+        assert_eq!(open.authenticate(None), Ok(Owner::new(ApiKeys::OPEN_OWNER)));
+        assert_eq!(
+            open.authenticate(Some(b"Bearer anything")),
+            Ok(Owner::new(ApiKeys::OPEN_OWNER))
+        );
+    }
+}

@@ -1,1 +1,0 @@
-//! Placeholder: the server ledger (filled in by its own change).

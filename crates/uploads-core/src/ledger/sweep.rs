@@ -1,0 +1,242 @@
+//! What the server may delete from disk, decided by the ledger.
+//!
+//! [`Ledger::sweep`] returns one [`Change`] of these steps (a server runs it every minute or
+//! so, and at startup; it is a change like any other: persist, then apply):
+//!
+//! * [`Step::RemoveFile`] then [`Step::RemoveParts`] for each File that has expired
+//!   (`expires_at <= now`): its record and its bytes. (A deleted File's are removed by
+//!   [`Ledger::delete_file`] itself.)
+//! * [`Step::RemoveFile`] for each File record a crashed complete left behind (see
+//!   [`Ledger::load`]); only the record: its Parts belong to a pending Upload.
+//! * [`Step::RemoveParts`] for each expired Upload: the bytes of all its Parts, once. Its
+//!   record stays, so requests naming it still get 400 `expired`, not 404.
+//! * [`Step::RemoveUpload`] for each Upload that is finished and past its retention: it
+//!   is cancelled or expired, or completed with a File that is gone, and `now` is at least
+//!   `expires_at + upload_ttl_secs`. Until then a retried cancel or complete is still
+//!   answered as before; after, the Upload is unknown (404).
+//!
+//! Cancelled Uploads' Parts and completed Uploads' unlisted Parts are removed by
+//! [`Ledger::cancel_upload`] and [`Ledger::finish_complete`]. Nothing a live File lists, and
+//! nothing of a pending Upload that has not expired, is ever reported.
+
+use super::change::Guard;
+use super::files::removal_steps;
+use super::{Change, Ledger, RecordState, Step, UploadRecord};
+
+impl Ledger {
+    /// Everything that may be removed at `now` (see the module docs), or `None` when there
+    /// is nothing.
+    pub fn sweep(&self, now: u64) -> Option<Change> {
+        let mut steps = Vec::new();
+        let mut guards = Vec::new();
+        let mut expired_parts_removed = Vec::new();
+        // Files first: an Upload whose File expires now is forgotten after its File.
+        for record in self.files.values().filter(|record| record.is_expired(now)) {
+            steps.extend(removal_steps(record));
+            guards.push(Guard::File {
+                id: record.id().clone(),
+                exists: true,
+            });
+        }
+        steps.extend(self.orphan_files.iter().cloned().map(Step::RemoveFile));
+        for entry in self.uploads.values() {
+            let record = &entry.record;
+            if self.is_forgotten(record, now) {
+                steps.push(Step::RemoveUpload(record.id.clone()));
+            } else if record.is_expired(now)
+                && !entry.expired_parts_removed
+                && !record.parts.is_empty()
+            {
+                steps.push(Step::RemoveParts {
+                    upload_id: record.id.clone(),
+                    part_ids: record.part_ids(),
+                });
+                expired_parts_removed.push(record.id.clone());
+            } else {
+                continue;
+            }
+            guards.push(entry.guard());
+        }
+        if steps.is_empty() {
+            return None;
+        }
+        let mut change = Change::new(steps, guards);
+        change.expired_parts_removed = expired_parts_removed;
+        Some(change)
+    }
+
+    /// Whether an Upload's record may go: finished, and retained long enough.
+    fn is_forgotten(&self, record: &UploadRecord, now: u64) -> bool {
+        let retained_until = record
+            .expires_at
+            .saturating_add(self.limits.upload_ttl_secs);
+        if now < retained_until {
+            return false;
+        }
+        match &record.state {
+            // Past `expires_at`, a pending Upload is expired.
+            RecordState::Pending | RecordState::Cancelled { .. } => true,
+            RecordState::Completed(completion) => self
+                .files
+                .get(&completion.file.id)
+                .is_none_or(|file| file.is_expired(now)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::StatusCode;
+
+    use super::super::scenario::{START, Scenario, owner_a};
+    use super::*;
+    use crate::types::{ExpiresAfter, FileId, PartId, UploadId};
+
+    const TTL: u64 = 3600;
+
+    fn remove_parts(upload: &UploadId, parts: &[&PartId]) -> Step {
+        Step::RemoveParts {
+            upload_id: upload.clone(),
+            part_ids: parts.iter().map(|&part| part.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn nothing_to_sweep_is_none() {
+        let mut scenario = Scenario::new();
+        assert_eq!(scenario.ledger.sweep(START), None);
+        let upload = scenario.upload(&owner_a(), 1);
+        scenario.part(&owner_a(), &upload, b"x");
+        assert_eq!(
+            scenario.ledger.sweep(START + TTL - 1),
+            None,
+            "pending, not expired"
+        );
+    }
+
+    #[test]
+    fn an_expired_uploads_parts_go_once_and_its_record_after_the_retention() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 2);
+        let a = scenario.part(&owner_a(), &upload, b"a");
+        let b = scenario.part(&owner_a(), &upload, b"b");
+        scenario.now = START + TTL;
+        assert_eq!(scenario.sweep(), vec![remove_parts(&upload, &[&a, &b])]);
+        assert!(scenario.disk_parts.is_empty());
+        assert_eq!(scenario.sweep(), vec![], "reported once");
+        // The record stays: the Upload is still answered as expired.
+        let rejection = scenario.add_part(&owner_a(), &upload, b"c").unwrap_err();
+        assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
+        scenario.now = START + 2 * TTL - 1;
+        assert_eq!(scenario.sweep(), vec![]);
+        scenario.now = START + 2 * TTL;
+        assert_eq!(scenario.sweep(), vec![Step::RemoveUpload(upload.clone())]);
+        assert!(scenario.saved_uploads.is_empty());
+        let rejection = scenario.add_part(&owner_a(), &upload, b"c").unwrap_err();
+        assert_eq!(
+            rejection,
+            crate::rejection::Rejection::no_such_upload(&upload)
+        );
+    }
+
+    #[test]
+    fn after_a_restart_expired_parts_are_reported_again() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 1);
+        let a = scenario.part(&owner_a(), &upload, b"a");
+        scenario.now = START + TTL;
+        assert_eq!(scenario.sweep().len(), 1);
+        scenario.restart();
+        // Removing bytes already gone counts as done, so reporting again is safe.
+        assert_eq!(scenario.sweep(), vec![remove_parts(&upload, &[&a])]);
+    }
+
+    #[test]
+    fn a_cancelled_upload_is_answered_until_the_retention_ends() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 1);
+        scenario.part(&owner_a(), &upload, b"a");
+        scenario.cancel(&owner_a(), &upload).unwrap();
+        scenario.now = START + 2 * TTL - 1;
+        assert_eq!(scenario.sweep(), vec![], "its bytes went with the cancel");
+        assert!(scenario.cancel(&owner_a(), &upload).is_ok());
+        scenario.now = START + 2 * TTL;
+        assert_eq!(scenario.sweep(), vec![Step::RemoveUpload(upload.clone())]);
+        assert_eq!(
+            scenario.cancel(&owner_a(), &upload).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn a_completed_upload_stays_while_its_file_lives() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 1);
+        let a = scenario.part(&owner_a(), &upload, b"a");
+        let file = scenario
+            .complete_with(&owner_a(), &upload, &[&a])
+            .unwrap()
+            .file
+            .unwrap();
+        scenario.now = START + 100 * TTL;
+        assert_eq!(scenario.sweep(), vec![], "the File lists the Part");
+        assert_eq!(scenario.content(&owner_a(), &file.id).unwrap(), b"a");
+        scenario.delete_file(&owner_a(), &file.id).unwrap();
+        assert_eq!(scenario.sweep(), vec![Step::RemoveUpload(upload)]);
+        assert!(scenario.saved_uploads.is_empty() && scenario.disk_parts.is_empty());
+    }
+
+    #[test]
+    fn an_expired_file_goes_with_its_parts_then_its_upload() {
+        let mut scenario = Scenario::new();
+        let body = serde_json::json!({"filename": "a", "purpose": "batch", "bytes": 1,
+            "mime_type": "text/jsonl", "expires_after": {"anchor": "created_at", "seconds": 7200}});
+        let upload = scenario.create(&owner_a(), &body).unwrap().id;
+        let a = scenario.part(&owner_a(), &upload, b"a");
+        let file = scenario
+            .complete_with(&owner_a(), &upload, &[&a])
+            .unwrap()
+            .file
+            .unwrap();
+        let direct = scenario
+            .create_file(
+                &owner_a(),
+                "batch",
+                b"d",
+                Some(ExpiresAfter::after_creation(7200)),
+            )
+            .unwrap();
+        scenario.now = START + 7200 - 1;
+        assert_eq!(scenario.sweep(), vec![]);
+        scenario.now = START + 7200;
+        assert_eq!(
+            scenario.sweep(),
+            vec![
+                Step::RemoveFile(FileId::new("file-1")),
+                remove_parts(&upload, &[&a]),
+                Step::RemoveFile(direct.id.clone()),
+                // Past its retention, and its File went just before.
+                Step::RemoveUpload(upload),
+            ]
+        );
+        assert!(scenario.saved_files.is_empty() && scenario.disk_files.is_empty());
+        assert!(scenario.saved_uploads.is_empty() && scenario.disk_parts.is_empty());
+        assert_eq!(file.id.as_str(), "file-1");
+    }
+
+    #[test]
+    fn a_sweep_applies_once_it_is_persisted_and_not_twice() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 1);
+        scenario.part(&owner_a(), &upload, b"a");
+        scenario.now = START + 2 * TTL;
+        let sweep = scenario.ledger.sweep(scenario.now).unwrap();
+        assert_eq!(sweep.steps(), [Step::RemoveUpload(upload.clone())]);
+        scenario.ledger.apply(sweep.clone()).unwrap();
+        assert_eq!(scenario.ledger.sweep(scenario.now), None);
+        assert_eq!(
+            scenario.ledger.apply(sweep),
+            Err(super::super::ApplyError::UploadChanged(upload))
+        );
+    }
+}

@@ -1,0 +1,905 @@
+//! Request handling: authenticate, route, ask the ledger, store bytes, answer.
+//!
+//! Every decision (status codes, error bodies, state transitions) is the ledger's
+//! ([`uploads_core::ledger`]); this module moves bytes between sockets and the [`Store`] and
+//! keeps the ledger's persistence contract: a mutation is planned, its steps are made durable
+//! in order, and only then applied and answered. A failed durable write is a 500 and the
+//! mutation is not applied: the client retries, it is never told that a write worked.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use serde::Serialize;
+use tokio::sync::{Mutex, mpsc};
+use uploads_core::api::parse_list_files_query;
+use uploads_core::auth::ApiKeys;
+use uploads_core::digest::Md5Hasher;
+use uploads_core::ledger::{
+    CompletePlan, FileRecord, Ledger, NewFile, Owner, Planned, RandomIds, RecordState, Step,
+    UploadRecord,
+};
+use uploads_core::limits::{Limits, MIB};
+use uploads_core::multipart::{
+    DecoderLimits, Event, MultipartDecoder, MultipartError, boundary_from_content_type,
+};
+use uploads_core::rejection::Rejection;
+use uploads_core::route::Route;
+use uploads_core::types::{ExpiresAfter, ExpiresAfterAnchor, PartId, UploadId};
+
+use crate::body::{BodyError, BodyReader, ResponseBody, channel_body, full};
+use crate::clock::Clock;
+use crate::entropy::Entropy;
+use crate::store::{ContentSource, DataSink, Store};
+
+/// The largest File `POST /files` takes in one request, as OpenAI documents.
+pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
+/// The largest text field of a form (`purpose`, `expires_after[...]`).
+const MAX_TEXT_FIELD_BYTES: usize = 1024;
+/// Chunks of File content read from disk per step of a download.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+/// Chunks buffered between the socket and the writer thread of a Part (bounded memory).
+const WRITER_QUEUE: usize = 16;
+
+/// The settings of a [`Service`].
+pub(crate) struct ServiceConfig {
+    pub keys: ApiKeys,
+    pub limits: Limits,
+    pub max_json_bytes: usize,
+    pub body_idle_timeout: Duration,
+}
+
+/// Counters a test (or an operator) can read: what reached the Part handler.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    part_requests: AtomicU64,
+    parts_stored: AtomicU64,
+    parts_in_flight: AtomicU64,
+    peak_parts_in_flight: AtomicU64,
+}
+
+impl ServerStats {
+    /// Add-part requests that reached the handler (stored or not).
+    pub fn part_requests(&self) -> u64 {
+        self.part_requests.load(Ordering::SeqCst)
+    }
+
+    /// Parts stored and recorded.
+    pub fn parts_stored(&self) -> u64 {
+        self.parts_stored.load(Ordering::SeqCst)
+    }
+
+    /// The most add-part requests that were being handled at the same time.
+    pub fn peak_parts_in_flight(&self) -> u64 {
+        self.peak_parts_in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts a Part request in flight for as long as it lives.
+struct InFlight<'a>(&'a ServerStats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a ServerStats) -> Self {
+        stats.part_requests.fetch_add(1, Ordering::SeqCst);
+        let now = stats.parts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak_parts_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.parts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The Uploads + Files service over one store.
+pub struct Service {
+    config: ServiceConfig,
+    /// One lock over the ledger: it is held from planning a mutation to applying it (the
+    /// ledger's contract), never while bytes stream.
+    ledger: Mutex<Ledger>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<Entropy>,
+    stats: Arc<ServerStats>,
+}
+
+/// A request refused on its way in, or a failure answered as 500.
+type Answer<T> = Result<T, Rejection>;
+
+impl Service {
+    /// Opens the service over `store`: sweeps what a crash left (temp files, Parts never
+    /// recorded, an interrupted complete), rebuilds the ledger and runs one sweep.
+    pub(crate) async fn recover(
+        config: ServiceConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Arc<Self>> {
+        let entropy = Arc::new(Entropy::from_os()?);
+        let loaded = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || recover_records(&*store))
+                .await
+                .map_err(io::Error::other)??
+        };
+        let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
+        let service = Arc::new(Self {
+            config,
+            ledger: Mutex::new(ledger),
+            store,
+            clock,
+            entropy,
+            stats: Arc::new(ServerStats::default()),
+        });
+        service
+            .sweep()
+            .await
+            .map_err(|rejection| io::Error::other(rejection.to_string()))?;
+        Ok(service)
+    }
+
+    /// The counters of this service.
+    pub(crate) fn stats(&self) -> Arc<ServerStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Removes what the ledger says may go (expired and cancelled data), every `interval`.
+    pub(crate) async fn sweep_every(self: Arc<Self>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            if let Err(rejection) = self.sweep().await {
+                tracing::error!(error = %rejection, "sweep failed; retrying at the next tick");
+            }
+        }
+    }
+
+    async fn sweep(&self) -> Answer<()> {
+        let mut ledger = self.ledger.lock().await;
+        if let Some(change) = ledger.sweep(self.clock.now()) {
+            self.commit(
+                &mut ledger,
+                Planned {
+                    change: Some(change),
+                    response: (),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Answers one request; never fails (a failure is an OpenAI-shaped error response).
+    pub(crate) async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let started = Instant::now();
+        let request_id = self.entropy.request_id();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut response = match self.route(request).await {
+            Ok(response) => response,
+            Err(rejection) => rejection_response(&rejection),
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert("x-request-id", value);
+        }
+        tracing::info!(
+            %method,
+            %path,
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis(),
+            %request_id,
+            "request"
+        );
+        response
+    }
+
+    async fn route<B>(&self, request: Request<B>) -> Answer<Response<ResponseBody>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+        let route = Route::resolve(&method, &path)?;
+        let owner = self.config.keys.authenticate(
+            request
+                .headers()
+                .get(http::header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )?;
+        let now = self.clock.now();
+        match route {
+            Route::CreateUpload => {
+                let body = self.json_body(request).await?;
+                let mut ledger = self.ledger.lock().await;
+                let planned = ledger.create_upload(&owner, &body, now, &mut self.ids())?;
+                json(&self.commit(&mut ledger, planned).await?)
+            }
+            Route::AddUploadPart(upload_id) => self.add_part(&owner, &upload_id, request).await,
+            Route::CompleteUpload(upload_id) => {
+                let body = self.json_body(request).await?;
+                self.complete(&owner, &upload_id, &body).await
+            }
+            Route::CancelUpload(upload_id) => {
+                let mut ledger = self.ledger.lock().await;
+                let planned = ledger.cancel_upload(&owner, &upload_id, now)?;
+                json(&self.commit(&mut ledger, planned).await?)
+            }
+            Route::ListFiles => {
+                let query = parse_list_files_query(request.uri().query().unwrap_or(""))?;
+                json(&self.ledger.lock().await.list_files(&owner, &query, now)?)
+            }
+            Route::RetrieveFile(file_id) => json(
+                &self
+                    .ledger
+                    .lock()
+                    .await
+                    .retrieve_file(&owner, &file_id, now)?,
+            ),
+            Route::DeleteFile(file_id) => {
+                let mut ledger = self.ledger.lock().await;
+                let planned = ledger.delete_file(&owner, &file_id, now)?;
+                json(&self.commit(&mut ledger, planned).await?)
+            }
+            Route::DownloadFile(file_id) => {
+                let record = self
+                    .ledger
+                    .lock()
+                    .await
+                    .file_manifest(&owner, &file_id, now)?
+                    .clone();
+                Ok(self.download(&record))
+            }
+            Route::CreateFile => self.create_file(&owner, request).await,
+            _ => Err(Rejection::unknown_route(&method, &path)),
+        }
+    }
+
+    fn ids(&self) -> RandomIds<impl FnMut(&mut [u8]) + '_> {
+        RandomIds::new(|buffer: &mut [u8]| self.entropy.fill(buffer))
+    }
+
+    /// Persists a planned change's steps in order, then applies it: the ledger's contract.
+    async fn commit<T>(&self, ledger: &mut Ledger, planned: Planned<T>) -> Answer<T> {
+        if let Some(change) = planned.change {
+            let steps = change.steps().to_vec();
+            let store = Arc::clone(&self.store);
+            let persisted = tokio::task::spawn_blocking(move || persist(&*store, &steps))
+                .await
+                .map_err(io::Error::other)
+                .and_then(|result| result);
+            if let Err(error) = persisted {
+                tracing::error!(%error, "a durable write failed; the request was not applied");
+                return Err(Rejection::server_error(
+                    "The server could not store the request durably, so it was not applied. Retry it.",
+                ));
+            }
+            ledger.apply(change).map_err(|error| {
+                tracing::error!(%error, "the ledger refused a persisted change");
+                Rejection::server_error("The server's state changed during the request. Retry it.")
+            })?;
+        }
+        Ok(planned.response)
+    }
+
+    async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    {
+        let limit = self.config.max_json_bytes;
+        BodyReader::new(request.into_body(), self.config.body_idle_timeout)
+            .collect(limit)
+            .await
+            .map_err(|error| body_rejection(&error))
+    }
+
+    async fn add_part<B>(
+        &self,
+        owner: &Owner,
+        upload_id: &UploadId,
+        request: Request<B>,
+    ) -> Answer<Response<ResponseBody>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let _in_flight = InFlight::enter(&self.stats);
+        let slot = self.ledger.lock().await.check_add_part(
+            owner,
+            upload_id,
+            self.clock.now(),
+            &mut self.ids(),
+        )?;
+        let max_part_bytes = self.config.limits.max_part_bytes;
+        let store = Arc::clone(&self.store);
+        let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
+        let mut form = Self::form(&request, max_part_bytes)?;
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
+        let mut data: Option<PartWriter> = None;
+        while let Some(event) = form.next(&mut reader).await? {
+            match event {
+                FormEvent::Start(name) if name == "data" && data.is_none() => {
+                    let (upload, part) = (upload.clone(), part.clone());
+                    let store = Arc::clone(&store);
+                    data = Some(PartWriter::start(move || store.begin_part(&upload, &part)));
+                }
+                FormEvent::Start(name) => return Err(unexpected_field(&name)),
+                FormEvent::Data(bytes) => match &mut data {
+                    Some(writer) => writer.write(bytes).await?,
+                    None => return Err(unexpected_field("")),
+                },
+            }
+        }
+        let Some(writer) = data else {
+            return Err(Rejection::invalid(
+                Some("data"),
+                "'data' is a required property",
+            ));
+        };
+        let part_bytes = writer.commit().await?;
+        let mut ledger = self.ledger.lock().await;
+        let planned = match ledger.add_part(owner, &slot, part_bytes, self.clock.now()) {
+            Ok(planned) => planned,
+            Err(rejection) => {
+                // The Upload moved on while the bytes streamed: they are nobody's.
+                let store = Arc::clone(&self.store);
+                let _ =
+                    tokio::task::spawn_blocking(move || store.remove_parts(&upload, &[part])).await;
+                return Err(rejection);
+            }
+        };
+        let part = self.commit(&mut ledger, planned).await?;
+        self.stats.parts_stored.fetch_add(1, Ordering::SeqCst);
+        json(&part)
+    }
+
+    async fn complete(
+        &self,
+        owner: &Owner,
+        upload_id: &UploadId,
+        body: &[u8],
+    ) -> Answer<Response<ResponseBody>> {
+        let plan =
+            self.ledger
+                .lock()
+                .await
+                .plan_complete(owner, upload_id, body, self.clock.now())?;
+        let verification = match plan {
+            CompletePlan::Replay(upload) => return json(&upload),
+            CompletePlan::Verify(verification) => verification,
+            _ => return Err(Rejection::server_error("unexpected complete plan")),
+        };
+        // The md5 is computed outside the lock: it reads every listed byte, and
+        // `finish_complete` checks everything again.
+        let md5 = if verification.expected_md5().is_some() {
+            let source = ContentSource::Parts {
+                upload: upload_id.clone(),
+                parts: verification
+                    .parts()
+                    .iter()
+                    .map(|part| part.id.clone())
+                    .collect(),
+            };
+            Some(self.md5_of(source).await?)
+        } else {
+            None
+        };
+        let mut ledger = self.ledger.lock().await;
+        let planned =
+            ledger.finish_complete(owner, &verification, md5, self.clock.now(), &mut self.ids())?;
+        json(&self.commit(&mut ledger, planned).await?)
+    }
+
+    async fn md5_of(&self, source: ContentSource) -> Answer<[u8; 16]> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || -> io::Result<[u8; 16]> {
+            let mut reader = store.open(&source)?;
+            let mut hasher = Md5Hasher::new();
+            let mut buffer = vec![0; 1 << 20];
+            loop {
+                let n = reader.read(&mut buffer)?;
+                if n == 0 {
+                    return Ok(hasher.finish());
+                }
+                hasher.update(&buffer[..n]);
+            }
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|result| result)
+        .map_err(|error| {
+            tracing::error!(%error, "reading parts for the md5 failed");
+            Rejection::server_error("The server could not read the Upload's parts.")
+        })
+    }
+
+    fn download(&self, record: &FileRecord) -> Response<ResponseBody> {
+        let source = match &record.upload_id {
+            Some(upload) => ContentSource::Parts {
+                upload: upload.clone(),
+                parts: record.part_ids.clone(),
+            },
+            None => ContentSource::Direct(record.file.id.clone()),
+        };
+        let (sender, receiver) = mpsc::channel(4);
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || stream_content(&*store, &source, &sender));
+        let mut response = Response::new(channel_body(receiver));
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(record.file.bytes));
+        response
+    }
+
+    async fn create_file<B>(
+        &self,
+        owner: &Owner,
+        request: Request<B>,
+    ) -> Answer<Response<ResponseBody>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let file_id = self.ledger.lock().await.new_file_id(&mut self.ids())?;
+        let mut form = Self::form(&request, MAX_DIRECT_FILE_BYTES)?;
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
+        let mut fields = TextFields::default();
+        let mut data: Option<(String, PartWriter)> = None;
+        let mut current = String::new();
+        while let Some(event) = form.next(&mut reader).await? {
+            match event {
+                FormEvent::Start(name) if name == "file" && data.is_none() => {
+                    let filename = form.filename.take().unwrap_or_default();
+                    let (store, file_id) = (Arc::clone(&self.store), file_id.clone());
+                    data = Some((
+                        filename,
+                        PartWriter::start(move || store.begin_file_data(&file_id)),
+                    ));
+                    current = name;
+                }
+                FormEvent::Start(name) if TextFields::accepts(&name) => current = name,
+                FormEvent::Start(name) => return Err(unexpected_field(&name)),
+                FormEvent::Data(bytes) if current == "file" => {
+                    if let Some((_, writer)) = &mut data {
+                        writer.write(bytes).await?;
+                    }
+                }
+                FormEvent::Data(bytes) => fields.push(&current, &bytes)?,
+            }
+        }
+        let Some((filename, writer)) = data else {
+            return Err(Rejection::invalid(
+                Some("file"),
+                "'file' is a required property",
+            ));
+        };
+        let bytes = writer.commit().await?;
+        let mut ledger = self.ledger.lock().await;
+        let planned = fields
+            .into_new_file(filename, bytes)
+            .and_then(|new| ledger.create_file(owner, &file_id, new, self.clock.now()));
+        match planned {
+            Ok(planned) => json(&self.commit(&mut ledger, planned).await?),
+            Err(rejection) => {
+                // Refused after the bytes were stored: they are nobody's.
+                let store = Arc::clone(&self.store);
+                let _ = tokio::task::spawn_blocking(move || store.remove_file(&file_id)).await;
+                Err(rejection)
+            }
+        }
+    }
+
+    /// A multipart decoder for the request, or 400 when it is not `multipart/form-data`.
+    fn form<B>(request: &Request<B>, max_field_bytes: u64) -> Answer<Form> {
+        let content_type = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        let boundary = boundary_from_content_type(content_type)
+            .map_err(|error| multipart_rejection(&error))?;
+        let limits = DecoderLimits {
+            max_field_bytes,
+            ..DecoderLimits::default()
+        };
+        let decoder = MultipartDecoder::new(&boundary, limits)
+            .map_err(|error| multipart_rejection(&error))?;
+        Ok(Form {
+            decoder,
+            filename: None,
+            finished: false,
+        })
+    }
+}
+
+/// A multipart body being read: the decoder plus the socket it is fed from.
+struct Form {
+    decoder: MultipartDecoder,
+    /// The `filename` of the field that started last.
+    filename: Option<String>,
+    finished: bool,
+}
+
+/// What a form yields to a handler.
+enum FormEvent {
+    /// A field starts (its name).
+    Start(String),
+    /// Bytes of the current field.
+    Data(Bytes),
+}
+
+impl Form {
+    /// The next event, reading the body as needed; `None` once the closing boundary was seen
+    /// and the body ended.
+    async fn next<B>(&mut self, reader: &mut BodyReader<B>) -> Answer<Option<FormEvent>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    {
+        loop {
+            match self
+                .decoder
+                .poll_event()
+                .map_err(|error| multipart_rejection(&error))?
+            {
+                Some(Event::FieldStart(headers)) => {
+                    self.filename = headers.filename;
+                    return Ok(Some(FormEvent::Start(headers.name)));
+                }
+                Some(Event::Data(bytes)) => return Ok(Some(FormEvent::Data(bytes))),
+                Some(Event::End) => self.finished = true,
+                Some(_) => {}
+                None => {
+                    let chunk = reader
+                        .next_chunk()
+                        .await
+                        .map_err(|error| body_rejection(&error))?;
+                    let Some(chunk) = chunk else {
+                        self.decoder
+                            .finish()
+                            .map_err(|error| multipart_rejection(&error))?;
+                        return Ok(None);
+                    };
+                    self.decoder.feed(chunk);
+                }
+            }
+            if self.finished {
+                // The epilogue after the closing boundary is read and ignored.
+                while reader
+                    .next_chunk()
+                    .await
+                    .map_err(|error| body_rejection(&error))?
+                    .is_some()
+                {}
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// The text fields of `POST /files`.
+#[derive(Default)]
+struct TextFields {
+    purpose: Option<String>,
+    anchor: Option<String>,
+    seconds: Option<String>,
+}
+
+impl TextFields {
+    const NAMES: [&'static str; 3] = ["purpose", "expires_after[anchor]", "expires_after[seconds]"];
+
+    fn accepts(name: &str) -> bool {
+        Self::NAMES.contains(&name)
+    }
+
+    fn push(&mut self, name: &str, bytes: &[u8]) -> Answer<()> {
+        let field = match name {
+            "purpose" => &mut self.purpose,
+            "expires_after[anchor]" => &mut self.anchor,
+            _ => &mut self.seconds,
+        };
+        let value = field.get_or_insert_with(String::new);
+        if value.len() + bytes.len() > MAX_TEXT_FIELD_BYTES {
+            return Err(Rejection::invalid(
+                Some(name),
+                format!("'{name}' is too long"),
+            ));
+        }
+        value.push_str(&String::from_utf8_lossy(bytes));
+        Ok(())
+    }
+
+    /// The File the form describes, once its data is stored.
+    fn into_new_file(self, filename: String, bytes: u64) -> Answer<NewFile> {
+        let expires_after = self.expires_after()?;
+        let purpose = self.purpose.ok_or_else(|| {
+            Rejection::invalid(Some("purpose"), "'purpose' is a required property")
+        })?;
+        Ok(NewFile {
+            purpose,
+            filename,
+            bytes,
+            expires_after,
+        })
+    }
+
+    fn expires_after(&self) -> Answer<Option<ExpiresAfter>> {
+        match (&self.anchor, &self.seconds) {
+            (None, None) => Ok(None),
+            (Some(anchor), Some(seconds)) => {
+                let seconds = seconds.trim().parse::<u64>().map_err(|_| {
+                    Rejection::invalid(
+                        Some("expires_after[seconds]"),
+                        format!("'{seconds}' is not of type 'integer' - 'expires_after.seconds'"),
+                    )
+                })?;
+                Ok(Some(ExpiresAfter {
+                    anchor: ExpiresAfterAnchor::from_wire(anchor.trim()),
+                    seconds,
+                }))
+            }
+            (None, Some(_)) => Err(Rejection::invalid(
+                Some("expires_after[anchor]"),
+                "'anchor' is a required property - 'expires_after'",
+            )),
+            (Some(_), None) => Err(Rejection::invalid(
+                Some("expires_after[seconds]"),
+                "'seconds' is a required property - 'expires_after'",
+            )),
+        }
+    }
+}
+
+/// Bytes of one Part (or `POST /files` File) on their way to disk on a blocking thread, so
+/// a slow disk never stalls the runtime; a bounded queue keeps memory bounded.
+struct PartWriter {
+    sender: Option<mpsc::Sender<WriterMessage>>,
+    task: tokio::task::JoinHandle<io::Result<u64>>,
+}
+
+enum WriterMessage {
+    Data(Bytes),
+    Commit,
+}
+
+impl PartWriter {
+    fn start(open: impl FnOnce() -> io::Result<Box<dyn DataSink>> + Send + 'static) -> Self {
+        let (sender, mut receiver) = mpsc::channel::<WriterMessage>(WRITER_QUEUE);
+        let task = tokio::task::spawn_blocking(move || {
+            let mut sink = open()?;
+            while let Some(message) = receiver.blocking_recv() {
+                match message {
+                    WriterMessage::Data(bytes) => sink.write(&bytes)?,
+                    WriterMessage::Commit => return sink.commit(),
+                }
+            }
+            // The request ended without a commit: dropping the sink removes its bytes.
+            Err(io::Error::new(io::ErrorKind::Interrupted, "abandoned"))
+        });
+        Self {
+            sender: Some(sender),
+            task,
+        }
+    }
+
+    async fn write(&mut self, bytes: Bytes) -> Answer<()> {
+        let sent = match &self.sender {
+            Some(sender) => sender.send(WriterMessage::Data(bytes)).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped: its error says why.
+        self.sender = None;
+        Err(storage_failure((&mut self.task).await))
+    }
+
+    async fn commit(mut self) -> Answer<u64> {
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(WriterMessage::Commit).await;
+        }
+        match (&mut self.task).await {
+            Ok(Ok(written)) => Ok(written),
+            other => Err(storage_failure(other)),
+        }
+    }
+}
+
+fn storage_failure(outcome: Result<io::Result<u64>, tokio::task::JoinError>) -> Rejection {
+    let error = match outcome {
+        Ok(Err(error)) => error.to_string(),
+        Ok(Ok(_)) => "the writer stopped early".to_owned(),
+        Err(error) => error.to_string(),
+    };
+    tracing::error!(%error, "storing bytes failed");
+    Rejection::server_error("The server could not store the data durably. Retry the request.")
+}
+
+/// Makes a change's steps durable, in order.
+fn persist(store: &dyn Store, steps: &[Step]) -> io::Result<()> {
+    for step in steps {
+        match step {
+            Step::SaveUpload(record) => store.save_upload(&record.id, &to_json(record)?)?,
+            Step::SaveFile(record) => store.save_file(record.id(), &to_json(record)?)?,
+            Step::RemoveFile(id) => store.remove_file(id)?,
+            Step::RemoveParts {
+                upload_id,
+                part_ids,
+            } => store.remove_parts(upload_id, part_ids)?,
+            Step::RemoveUpload(id) => store.remove_upload(id)?,
+            other => return Err(io::Error::other(format!("unsupported step {other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+fn to_json(value: &impl Serialize) -> io::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(io::Error::other)
+}
+
+/// Reads every record back at startup and removes Part bytes that no record needs: Parts
+/// stored by a request that died before its record was saved, and Parts a crash kept from
+/// being removed after a complete or cancel.
+fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<FileRecord>)> {
+    let state = store.load()?;
+    let mut uploads = Vec::with_capacity(state.uploads.len());
+    for stored in state.uploads {
+        let record: UploadRecord = serde_json::from_slice(&stored.state).map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("upload {}: {error}", stored.id),
+            )
+        })?;
+        let needed: Vec<&PartId> = match &record.state {
+            RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
+            RecordState::Completed(completion) => completion.part_ids.iter().collect(),
+            _ => Vec::new(),
+        };
+        let garbage: Vec<PartId> = stored
+            .parts
+            .into_iter()
+            .map(|part| part.id)
+            .filter(|id| !needed.contains(&id))
+            .collect();
+        if !garbage.is_empty() {
+            store.remove_parts(&record.id, &garbage)?;
+        }
+        uploads.push(record);
+    }
+    let files = state
+        .files
+        .into_iter()
+        .map(|stored| {
+            serde_json::from_slice(&stored.record).map_err(|error| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("file {}: {error}", stored.id),
+                )
+            })
+        })
+        .collect::<io::Result<Vec<FileRecord>>>()?;
+    Ok((uploads, files))
+}
+
+/// Reads a File's bytes from disk into the response channel.
+fn stream_content(
+    store: &dyn Store,
+    source: &ContentSource,
+    sender: &mpsc::Sender<io::Result<Bytes>>,
+) {
+    let mut reader = match store.open(source) {
+        Ok(reader) => reader,
+        Err(error) => {
+            let _ = sender.blocking_send(Err(error));
+            return;
+        }
+    };
+    loop {
+        let mut buffer = vec![0; DOWNLOAD_CHUNK];
+        match reader.read(&mut buffer) {
+            Ok(0) => return,
+            Ok(n) => {
+                buffer.truncate(n);
+                if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                    return; // the client went away
+                }
+            }
+            Err(error) => {
+                let _ = sender.blocking_send(Err(error));
+                return;
+            }
+        }
+    }
+}
+
+fn json(value: &impl Serialize) -> Answer<Response<ResponseBody>> {
+    let body =
+        to_json(value).map_err(|_| Rejection::server_error("could not encode the response"))?;
+    let mut response = Response::new(full(body));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+fn rejection_response(rejection: &Rejection) -> Response<ResponseBody> {
+    let mut response = Response::new(full(rejection.body_json()));
+    *response.status_mut() = rejection.status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn unexpected_field(name: &str) -> Rejection {
+    Rejection::invalid(
+        Some(name),
+        format!("Additional properties are not allowed ('{name}' was unexpected)"),
+    )
+}
+
+fn body_rejection(error: &BodyError) -> Rejection {
+    match error {
+        BodyError::TooLarge { limit } => Rejection::too_large(
+            None,
+            format!("The request body is larger than the maximum of {limit} bytes."),
+        ),
+        BodyError::Idle(_) => Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            uploads_core::rejection::INVALID_REQUEST_ERROR,
+            error.to_string(),
+            None,
+            None,
+        ),
+        BodyError::Transport(_) => Rejection::invalid(None, "The request body could not be read."),
+    }
+}
+
+fn multipart_rejection(error: &MultipartError) -> Rejection {
+    match error {
+        MultipartError::FieldTooLarge { name, limit } => Rejection::too_large(
+            Some(name),
+            format!("'{name}' is larger than the maximum of {limit} bytes."),
+        ),
+        other => Rejection::invalid(None, format!("Invalid multipart/form-data body: {other}.")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_fields_build_the_expiry_or_name_what_is_missing() {
+        let mut fields = TextFields::default();
+        assert_eq!(fields.expires_after(), Ok(None));
+        fields.push("expires_after[seconds]", b"3600").unwrap();
+        assert_eq!(
+            fields.expires_after().unwrap_err().param(),
+            Some("expires_after[anchor]")
+        );
+        fields.push("expires_after[anchor]", b"created_at").unwrap();
+        assert_eq!(
+            fields.expires_after(),
+            Ok(Some(ExpiresAfter::after_creation(3600)))
+        );
+        let mut bad = TextFields::default();
+        bad.push("expires_after[anchor]", b"created_at").unwrap();
+        bad.push("expires_after[seconds]", b"soon").unwrap();
+        assert_eq!(
+            bad.expires_after().unwrap_err().param(),
+            Some("expires_after[seconds]")
+        );
+        let long = vec![b'x'; MAX_TEXT_FIELD_BYTES + 1];
+        assert!(TextFields::default().push("purpose", &long).is_err());
+    }
+}
