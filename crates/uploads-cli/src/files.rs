@@ -50,14 +50,23 @@ pub async fn files(command: FilesCommand, target: &Target) -> Result<(), Failure
             };
             print_json(&client.list_files(&query).await.map_err(api)?)
         }
-        FilesCommand::Get { file_id } => {
-            print_json(&client.retrieve_file(&FileId::new(file_id)).await.map_err(api)?)
-        }
-        FilesCommand::Delete { file_id } => {
-            print_json(&client.delete_file(&FileId::new(file_id)).await.map_err(api)?)
-        }
+        FilesCommand::Get { file_id } => print_json(
+            &client
+                .retrieve_file(&FileId::new(file_id))
+                .await
+                .map_err(api)?,
+        ),
+        FilesCommand::Delete { file_id } => print_json(
+            &client
+                .delete_file(&FileId::new(file_id))
+                .await
+                .map_err(api)?,
+        ),
         FilesCommand::Download { file_id, output } => {
-            let mut content = client.file_content(&FileId::new(file_id)).await.map_err(api)?;
+            let mut content = client
+                .file_content(&FileId::new(file_id))
+                .await
+                .map_err(api)?;
             let mut sink: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = match &output {
                 Some(path) => Box::new(tokio::fs::File::create(path).await.map_err(|error| {
                     Failure::Transfer(format!("cannot write {}: {error}", path.display()))
@@ -80,9 +89,15 @@ pub async fn files(command: FilesCommand, target: &Target) -> Result<(), Failure
 /// Runs `cancel`.
 pub async fn cancel(upload_id: String, target: &Target) -> Result<(), Failure> {
     let client = uploads_hyper::Client::new(target.config.clone());
-    print_json(&client.cancel_upload(&UploadId::new(upload_id)).await.map_err(api)?)
+    print_json(
+        &client
+            .cancel_upload(&UploadId::new(upload_id))
+            .await
+            .map_err(api)?,
+    )
 }
 
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 fn api(error: uploads_hyper::Error) -> Failure {
     Failure::Transfer(error.to_string())
 }

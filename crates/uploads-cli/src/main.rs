@@ -7,6 +7,9 @@
 //! Exit codes: 0 success, 1 API or transfer failure, 2 usage error, 130 interrupted. Errors
 //! are one line on stderr; stdout carries only the answer (JSON, or a File's bytes).
 
+// Doc comments here are clap's help text, read as plain text in a terminal: no Markdown.
+#![allow(clippy::doc_markdown)]
+
 mod files;
 mod progress;
 mod put;
@@ -27,7 +30,11 @@ use crate::put::PutArgs;
 use crate::target::TargetArgs;
 
 #[derive(Parser)]
-#[command(name = "uploads", version, about = "OpenAI multipart Uploads: put files, serve them")]
+#[command(
+    name = "uploads",
+    version,
+    about = "OpenAI multipart Uploads: put files, serve them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,7 +89,11 @@ pub enum Failure {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -93,18 +104,21 @@ async fn main() -> ExitCode {
         .init();
     let outcome = match cli.command {
         Command::Serve(args) => serve(args, cli.target.data_dir).await,
-        Command::Put(args) => match cli.target.resolve(env).await {
-            Ok(target) => put::put(args, target).await,
-            Err(failure) => Err(failure),
-        },
-        Command::Cancel { upload_id } => match cli.target.resolve(env).await {
-            Ok(target) => files::cancel(upload_id, &target).await,
-            Err(failure) => Err(failure),
-        },
-        Command::Files(command) => match cli.target.resolve(env).await {
-            Ok(target) => files::files(command, &target).await,
-            Err(failure) => Err(failure),
-        },
+        Command::Put(args) => {
+            remote(&cli.target, async |target| put::put(args, target).await).await
+        }
+        Command::Cancel { upload_id } => {
+            remote(&cli.target, async |target| {
+                files::cancel(upload_id, target).await
+            })
+            .await
+        }
+        Command::Files(command) => {
+            remote(&cli.target, async |target| {
+                files::files(command, target).await
+            })
+            .await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +134,20 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Runs a command against its target; an embedded `--local` server is shut down gracefully
+/// afterwards.
+async fn remote(
+    args: &TargetArgs,
+    run: impl AsyncFnOnce(&target::Target) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let target = args.resolve(env).await?;
+    let outcome = run(&target).await;
+    if let Some(local) = target.local {
+        local.server.shutdown().await;
+    }
+    outcome
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -132,7 +160,10 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> Result<(), Failure> {
     if let Some(max) = args.max_upload_bytes {
         limits.max_upload_bytes = max;
     }
-    let mut builder = Server::builder().listen(args.listen).data_dir(data_dir).limits(limits);
+    let mut builder = Server::builder()
+        .listen(args.listen)
+        .data_dir(data_dir)
+        .limits(limits);
     for spec in args.api_keys {
         builder = builder.api_key(spec.key, spec.owner);
     }

@@ -77,13 +77,15 @@ impl Progress {
                 parts_done,
                 parts_total,
             } => {
-                let message = format!("parts {parts_done}/{parts_total}, retries {}", counts.retries);
-                match &self.bar {
-                    Some(bar) => bar.set_message(message),
-                    None => {
-                        let seconds = started.elapsed().as_secs_f64();
-                        eprintln!("uploads: part {} done: {message}, {seconds:.1} s", part + 1);
-                    }
+                let message = format!(
+                    "parts {parts_done}/{parts_total}, retries {}",
+                    counts.retries
+                );
+                if let Some(bar) = &self.bar {
+                    bar.set_message(message);
+                } else {
+                    let seconds = started.elapsed().as_secs_f64();
+                    eprintln!("uploads: part {} done: {message}, {seconds:.1} s", part + 1);
                 }
             }
             ProgressEvent::GaveUp(failure) => {

@@ -51,7 +51,7 @@ pub struct PutArgs {
 }
 
 /// Runs `put`; prints the completed Upload as JSON on stdout and nothing else there.
-pub async fn put(args: PutArgs, target: Target) -> Result<(), Failure> {
+pub async fn put(args: PutArgs, target: &Target) -> Result<(), Failure> {
     let metadata = std::fs::metadata(&args.file)
         .map_err(|error| Failure::Usage(format!("cannot read {}: {error}", args.file.display())))?;
     let name = args
@@ -68,16 +68,16 @@ pub async fn put(args: PutArgs, target: Target) -> Result<(), Failure> {
     let state_file = options.snapshot_path.clone().unwrap_or_default();
     let resuming = args.resume.as_deref().is_some_and(Path::exists);
     let upload = tokio::select! {
-        result = send(&args, &target, options, resuming) => result,
+        result = send(&args, target, options, resuming) => result,
         _ = tokio::signal::ctrl_c() => {
             progress.finish();
-            return Err(interrupted(&args, &state_file, &target).await);
+            return Err(interrupted(&args, &state_file, target).await);
         }
     };
     progress.finish();
     let upload = upload?;
     if let Some(local) = &target.local {
-        verify_local(local, &target, &args.file, &upload).await?;
+        verify_local(local, target, &args.file, &upload).await?;
     }
     let json = serde_json::to_string_pretty(&upload)
         .map_err(|error| Failure::Transfer(format!("cannot print the Upload: {error}")))?;
@@ -124,43 +124,53 @@ async fn send(
     let state_file = options.snapshot_path.clone().unwrap_or_default();
     if args.blocking {
         let client = uploads_ureq::Client::new(target.config.clone());
+        let resume = args.resume.clone();
+        let (path, purpose) = (args.file.clone(), args.purpose.clone());
         tokio::task::spawn_blocking(move || {
-            if resuming {
+            let result = if resuming {
                 client.resume_upload(state_file.as_path(), &file, options)
             } else {
                 client.upload_file(&file, options)
-            }
+            };
+            result.map_err(|error| upload_failure(&error, resume.as_deref(), &path, &purpose))
         })
         .await
         .map_err(|error| Failure::Transfer(format!("the upload thread failed: {error}")))?
-        .map_err(|error| upload_failure(&error, args))
     } else {
         let client = uploads_hyper::Client::new(target.config.clone());
         let result = if resuming {
-            client.resume_upload(state_file.as_path(), &file, options).await
+            client
+                .resume_upload(state_file.as_path(), &file, options)
+                .await
         } else {
             client.upload_file(&file, options).await
         };
-        result.map_err(|error| upload_failure(&error, args))
+        result.map_err(|error| {
+            upload_failure(&error, args.resume.as_deref(), &args.file, &args.purpose)
+        })
     }
 }
 
 /// One line saying what failed, and how to continue when the Upload was kept.
-fn upload_failure(error: &impl std::fmt::Display, args: &PutArgs) -> Failure {
-    match &args.resume {
+fn upload_failure(
+    error: &impl std::fmt::Display,
+    resume: Option<&Path>,
+    file: &Path,
+    purpose: &str,
+) -> Failure {
+    match resume {
         Some(state_file) => Failure::Transfer(format!(
             "{error}; continue with: {}",
-            resume_command(args, state_file)
+            resume_command(file, purpose, state_file)
         )),
         None => Failure::Transfer(error.to_string()),
     }
 }
 
-fn resume_command(args: &PutArgs, state_file: &Path) -> String {
+fn resume_command(file: &Path, purpose: &str, state_file: &Path) -> String {
     format!(
-        "uploads put {} --purpose {} --resume {}",
-        args.file.display(),
-        args.purpose,
+        "uploads put {} --purpose {purpose} --resume {}",
+        file.display(),
         state_file.display()
     )
 }
@@ -170,7 +180,7 @@ async fn interrupted(args: &PutArgs, state_file: &Path, target: &Target) -> Fail
     if args.resume.is_some() {
         eprintln!(
             "uploads: interrupted; the Upload is kept until it expires. Continue with: {}",
-            resume_command(args, state_file)
+            resume_command(&args.file, &args.purpose, state_file)
         );
         return Failure::Interrupted;
     }
@@ -178,13 +188,18 @@ async fn interrupted(args: &PutArgs, state_file: &Path, target: &Target) -> Fail
         .ok()
         .and_then(|json| SessionSnapshot::from_json(&json).ok());
     let Some(snapshot) = snapshot else {
-        eprintln!("uploads: interrupted before the Upload was recorded; if it was created, it expires within an hour");
+        eprintln!(
+            "uploads: interrupted before the Upload was recorded; if it was created, it expires within an hour"
+        );
         return Failure::Interrupted;
     };
     let _ = std::fs::remove_file(state_file);
     let client = uploads_hyper::Client::new(target.config.clone());
     match client.cancel_upload(&snapshot.upload.id).await {
-        Ok(upload) => eprintln!("uploads: interrupted; Upload {} is {}", upload.id, upload.status),
+        Ok(upload) => eprintln!(
+            "uploads: interrupted; Upload {} is {}",
+            upload.id, upload.status
+        ),
         Err(error) => eprintln!(
             "uploads: interrupted; cancelling Upload {} failed: {error}",
             snapshot.upload.id
@@ -195,14 +210,22 @@ async fn interrupted(args: &PutArgs, state_file: &Path, target: &Target) -> Fail
 
 /// `--local`: reads the stored File back, checks it has the local file's md5, and says where
 /// it lives.
-async fn verify_local(local: &LocalServer, target: &Target, path: &Path, upload: &Upload) -> Result<(), Failure> {
+async fn verify_local(
+    local: &LocalServer,
+    target: &Target,
+    path: &Path,
+    upload: &Upload,
+) -> Result<(), Failure> {
     let file = upload
         .file
         .as_ref()
         .ok_or_else(|| Failure::Transfer("the completed Upload carries no File".to_owned()))?;
     let client = uploads_hyper::Client::new(target.config.clone());
     let stored = async {
-        let mut content = client.file_content(&file.id).await.map_err(|error| error.to_string())?;
+        let mut content = client
+            .file_content(&file.id)
+            .await
+            .map_err(|error| error.to_string())?;
         let mut hasher = Md5Hasher::new();
         while let Some(chunk) = content.next_chunk().await {
             hasher.update(&chunk.map_err(|error| error.to_string())?);
@@ -210,15 +233,21 @@ async fn verify_local(local: &LocalServer, target: &Target, path: &Path, upload:
         Ok::<_, String>(hasher.finish_hex())
     };
     let (stored, original) = tokio::join!(stored, md5_of_file(path));
-    let stored = stored.map_err(|error| Failure::Transfer(format!("reading the stored File failed: {error}")))?;
-    let original = original.map_err(|error| Failure::Transfer(format!("reading {} failed: {error}", path.display())))?;
+    let stored = stored
+        .map_err(|error| Failure::Transfer(format!("reading the stored File failed: {error}")))?;
+    let original = original.map_err(|error| {
+        Failure::Transfer(format!("reading {} failed: {error}", path.display()))
+    })?;
     if stored != original {
         return Err(Failure::Transfer(format!(
             "the stored File's md5 {stored} differs from {}'s {original}",
             path.display()
         )));
     }
-    eprintln!("uploads: verified md5 {stored}; {}", local.describe_file(upload.id.as_str(), file.id.as_str()));
+    eprintln!(
+        "uploads: verified md5 {stored}; {}",
+        local.describe_file(upload.id.as_str(), file.id.as_str())
+    );
     Ok(())
 }
 

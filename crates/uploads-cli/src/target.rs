@@ -42,7 +42,10 @@ impl TargetArgs {
     /// Resolves the target; starts the embedded server for `--local`. `lookup` reads the
     /// environment. A remote target without a key is a usage error, found before any file
     /// is read.
-    pub async fn resolve(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Target, Failure> {
+    pub async fn resolve(
+        &self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Target, Failure> {
         if self.local {
             let server = Server::builder()
                 .data_dir(&self.data_dir)
@@ -116,7 +119,11 @@ mod tests {
             "OPENAI_BASE_URL" => Some("http://env.example/v1".to_owned()),
             _ => None,
         };
-        let flag = args(Some("http://flag.example/v1/")).resolve(env).await.ok().unwrap();
+        let flag = args(Some("http://flag.example/v1/"))
+            .resolve(env)
+            .await
+            .ok()
+            .unwrap();
         assert_eq!(flag.config.base_url, "http://flag.example/v1");
         assert_eq!(flag.config.api_key.as_deref(), Some("sk-1"));
         let from_env = args(None).resolve(env).await.ok().unwrap();
@@ -131,6 +138,9 @@ mod tests {
         let Err(Failure::Usage(message)) = args(None).resolve(|_| None).await else {
             panic!("expected a usage error");
         };
-        assert!(message.starts_with("OPENAI_API_KEY is not set"), "{message}");
+        assert!(
+            message.starts_with("OPENAI_API_KEY is not set"),
+            "{message}"
+        );
     }
 }

@@ -37,7 +37,8 @@ fn uploads(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
 /// stdout must be exactly one JSON document.
 fn stdout_json(output: &Output) -> Value {
     let text = String::from_utf8(output.stdout.clone()).unwrap();
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {text:?}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {text:?}"))
 }
 
 fn stderr(output: &Output) -> String {
@@ -48,8 +49,10 @@ fn stderr(output: &Output) -> String {
 fn stored_bytes(data_dir: &Path, upload: &Value) -> Vec<u8> {
     let upload_id = upload["id"].as_str().unwrap();
     let file_id = upload["file"]["id"].as_str().unwrap();
-    let record: Value =
-        serde_json::from_slice(&std::fs::read(data_dir.join("files").join(format!("{file_id}.json"))).unwrap()).unwrap();
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(data_dir.join("files").join(format!("{file_id}.json"))).unwrap(),
+    )
+    .unwrap();
     let parts = data_dir.join("uploads").join(upload_id).join("parts");
     record["part_ids"]
         .as_array()
@@ -65,8 +68,17 @@ fn put_local_stores_a_multi_part_file_byte_exact_in_the_data_dir() {
     let (path, data) = sample_file(dir.path(), "notes.txt", 100_000);
     let data_dir = dir.path().join("store");
     let output = uploads(
-        &["put", path.to_str().unwrap(), "--purpose", "assistants", "--part-size", "16KiB",
-          "--local", "--data-dir", data_dir.to_str().unwrap()],
+        &[
+            "put",
+            path.to_str().unwrap(),
+            "--purpose",
+            "assistants",
+            "--part-size",
+            "16KiB",
+            "--local",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+        ],
         &[],
         dir.path(),
     );
@@ -76,7 +88,11 @@ fn put_local_stores_a_multi_part_file_byte_exact_in_the_data_dir() {
     assert_eq!(upload["bytes"], 100_000);
     assert_eq!(upload["file"]["filename"], "notes.txt");
     assert_eq!(stored_bytes(&data_dir, &upload), data);
-    assert!(stderr(&output).contains("verified md5"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("verified md5"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 async fn server(dir: &Path, key: &str) -> RunningServer {
@@ -94,7 +110,16 @@ async fn put_against_a_server_with_both_adapters() {
     let server = server(dir.path(), "sk-cli").await;
     let (path, data) = sample_file(dir.path(), "train.jsonl", 50_000);
     for blocking in [false, true] {
-        let mut args = vec!["put", path.to_str().unwrap(), "--purpose", "fine-tune", "--part-size", "8KiB", "--concurrency", "3"];
+        let mut args = vec![
+            "put",
+            path.to_str().unwrap(),
+            "--purpose",
+            "fine-tune",
+            "--part-size",
+            "8KiB",
+            "--concurrency",
+            "3",
+        ];
         if blocking {
             args.push("--blocking");
         }
@@ -105,15 +130,27 @@ async fn put_against_a_server_with_both_adapters() {
         );
         let output = tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            uploads(&args, &[("OPENAI_API_KEY", "sk-cli"), ("OPENAI_BASE_URL", &base_url)], &cwd)
+            uploads(
+                &args,
+                &[("OPENAI_API_KEY", "sk-cli"), ("OPENAI_BASE_URL", &base_url)],
+                &cwd,
+            )
         })
         .await
         .unwrap();
-        assert!(output.status.success(), "blocking={blocking}: {}", stderr(&output));
+        assert!(
+            output.status.success(),
+            "blocking={blocking}: {}",
+            stderr(&output)
+        );
         let upload = stdout_json(&output);
         assert_eq!(upload["status"], "completed", "blocking={blocking}");
         assert_eq!(upload["file"]["bytes"], data.len());
-        assert_eq!(stored_bytes(&dir.path().join("served"), &upload), data, "blocking={blocking}");
+        assert_eq!(
+            stored_bytes(&dir.path().join("served"), &upload),
+            data,
+            "blocking={blocking}"
+        );
     }
     server.shutdown().await;
 }
@@ -128,11 +165,21 @@ async fn a_wrong_key_exits_1_with_the_api_message_and_files_commands_work() {
     let path = path.to_str().unwrap().to_owned();
     let (wrong, listed) = tokio::task::spawn_blocking(move || {
         let wrong = uploads(
-            &["put", &path, "--purpose", "assistants", "--base-url", &base_url],
+            &[
+                "put",
+                &path,
+                "--purpose",
+                "assistants",
+                "--base-url",
+                &base_url,
+            ],
             &[("OPENAI_API_KEY", "sk-wrong-key-0000")],
             &cwd,
         );
-        let env = [("OPENAI_API_KEY", "sk-right"), ("OPENAI_BASE_URL", base_url.as_str())];
+        let env = [
+            ("OPENAI_API_KEY", "sk-right"),
+            ("OPENAI_BASE_URL", base_url.as_str()),
+        ];
         let put = uploads(&["put", &path, "--purpose", "assistants"], &env, &cwd);
         let file_id = stdout_json(&put)["file"]["id"].as_str().unwrap().to_owned();
         let listed = uploads(&["files", "list"], &env, &cwd);
@@ -154,26 +201,66 @@ async fn a_wrong_key_exits_1_with_the_api_message_and_files_commands_work() {
     let message = stderr(&wrong);
     assert!(message.contains("Incorrect API key provided"), "{message}");
     assert!(message.contains("request id"), "{message}");
-    assert_eq!(message.trim_end().lines().count(), 1, "one readable line: {message}");
+    assert_eq!(
+        message.trim_end().lines().count(),
+        1,
+        "one readable line: {message}"
+    );
     assert_eq!(stdout_json(&listed)["data"].as_array().unwrap().len(), 1);
     server.shutdown().await;
 }
+
+/// Arguments, environment, and what stderr must say.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
 
 #[test]
 fn usage_errors_exit_2_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sample_file(dir.path(), "a.txt", 10);
     let path = path.to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
-        (&["put", path, "--purpose", "assistants", "--part-size", "12 parsecs", "--local"], &[], "unknown size unit"),
-        (&["put", path, "--purpose", "assistants"], &[], "OPENAI_API_KEY is not set"),
-        (&["put", path, "--purpose", "vision", "--local"], &[], "Invalid MIME type 'text/plain' for purpose 'vision'"),
-        (&["put", "missing.bin", "--purpose", "assistants"], &[("OPENAI_API_KEY", "sk")], "cannot read missing.bin"),
+    let cases: [Case; 4] = [
+        (
+            &[
+                "put",
+                path,
+                "--purpose",
+                "assistants",
+                "--part-size",
+                "12 parsecs",
+                "--local",
+            ],
+            &[],
+            "unknown size unit",
+        ),
+        (
+            &["put", path, "--purpose", "assistants"],
+            &[],
+            "OPENAI_API_KEY is not set",
+        ),
+        (
+            &["put", path, "--purpose", "vision", "--local"],
+            &[],
+            "Invalid MIME type 'text/plain' for purpose 'vision'",
+        ),
+        (
+            &["put", "missing.bin", "--purpose", "assistants"],
+            &[("OPENAI_API_KEY", "sk")],
+            "cannot read missing.bin",
+        ),
     ];
     for (args, env, expected) in cases {
         let output = uploads(args, env, dir.path());
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
-        assert!(stderr(&output).contains(expected), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "{args:?}: {}",
+            stderr(&output)
+        );
         assert!(output.stdout.is_empty(), "{args:?}");
     }
 }
