@@ -89,10 +89,12 @@ pub enum Failure {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` logs a line per request; client commands only warnings, and none from an
+    // embedded `--local` server, which is open on an ephemeral loopback port on purpose.
     let default_level = if matches!(cli.command, Command::Serve(_)) {
         "info"
     } else {
-        "warn"
+        "warn,uploads_server=error"
     };
     tracing_subscriber::fmt()
         .with_env_filter(
