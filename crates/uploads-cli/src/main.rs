@@ -1,8 +1,20 @@
-//! `uploads`: the command line of the uploads workspace.
+//! `uploads`: upload a file in one line, run the server in one line.
 //!
-//! `uploads serve` runs the OpenAI-compatible server until SIGINT or SIGTERM.
+//! * `uploads put FILE --purpose P [--local]`: one Upload, parts in parallel, md5, progress;
+//! * `uploads serve`: the OpenAI-compatible server until SIGINT or SIGTERM;
+//! * `uploads cancel UPLOAD_ID`, `uploads files list|get|download|delete`.
+//!
+//! Exit codes: 0 success, 1 API or transfer failure, 2 usage error, 130 interrupted. Errors
+//! are one line on stderr; stdout carries only the answer (JSON, or a File's bytes).
 
+// Doc comments here are clap's help text, read as plain text in a terminal: no Markdown.
+#![allow(clippy::doc_markdown)]
+
+mod files;
+mod progress;
+mod put;
 mod size;
+mod target;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -13,6 +25,10 @@ use clap::{Parser, Subcommand};
 use uploads_core::limits::Limits;
 use uploads_server::{ApiKeySpec, Server, shutdown_signal};
 
+use crate::files::FilesCommand;
+use crate::put::PutArgs;
+use crate::target::TargetArgs;
+
 #[derive(Parser)]
 #[command(
     name = "uploads",
@@ -22,12 +38,24 @@ use uploads_server::{ApiKeySpec, Server, shutdown_signal};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    target: TargetArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Uploads a file as one Upload and prints the completed Upload (with its File) as JSON.
+    Put(PutArgs),
     /// Serves /v1/uploads and /v1/files until SIGINT or SIGTERM, logging one line per request.
     Serve(ServeArgs),
+    /// Cancels an Upload.
+    Cancel {
+        /// The Upload's id.
+        upload_id: String,
+    },
+    /// Lists, shows, downloads and deletes Files.
+    #[command(subcommand)]
+    Files(FilesCommand),
 }
 
 #[derive(clap::Args)]
@@ -35,9 +63,6 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Directory holding every Upload, Part and File.
-    #[arg(long, default_value = "uploads-data")]
-    data_dir: PathBuf,
     /// An accepted API key, as KEY or KEY=OWNER (repeatable; comma-separated in the
     /// environment). Without any, the server is open.
     #[arg(long = "api-key", env = "UPLOADS_API_KEYS", value_delimiter = ',')]
@@ -50,23 +75,86 @@ struct ServeArgs {
     max_upload_bytes: Option<u64>,
 }
 
+/// How a command failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The command line or the options are wrong (exit 2).
+    Usage(String),
+    /// The API refused, or the transfer failed (exit 1).
+    Transfer(String),
+    /// Ctrl-C (exit 130); what happened was already said.
+    Interrupted,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` logs a line per request; client commands only warnings, and none from an
+    // embedded `--local` server, which is open on an ephemeral loopback port on purpose.
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn,uploads_server=error"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    match cli.command {
-        Command::Serve(args) => serve(args).await,
+    let outcome = match cli.command {
+        Command::Serve(args) => serve(args, cli.target.data_dir).await,
+        Command::Put(args) => {
+            remote(&cli.target, async |target| put::put(args, target).await).await
+        }
+        Command::Cancel { upload_id } => {
+            remote(&cli.target, async |target| {
+                files::cancel(upload_id, target).await
+            })
+            .await
+        }
+        Command::Files(command) => {
+            remote(&cli.target, async |target| {
+                files::files(command, target).await
+            })
+            .await
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("uploads: {message}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Transfer(message)) => {
+            eprintln!("uploads: error: {message}");
+            ExitCode::FAILURE
+        }
+        Err(Failure::Interrupted) => ExitCode::from(130),
     }
 }
 
-async fn serve(args: ServeArgs) -> ExitCode {
+/// Runs a command against its target; an embedded `--local` server is shut down gracefully
+/// afterwards.
+async fn remote(
+    args: &TargetArgs,
+    run: impl AsyncFnOnce(&target::Target) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let target = args.resolve(env).await?;
+    let outcome = run(&target).await;
+    if let Some(local) = target.local {
+        local.server.shutdown().await;
+    }
+    outcome
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+async fn serve(args: ServeArgs, data_dir: PathBuf) -> Result<(), Failure> {
     let mut limits = Limits::default();
     if let Some(max) = args.max_part_bytes {
         limits.max_part_bytes = max;
@@ -76,19 +164,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     let mut builder = Server::builder()
         .listen(args.listen)
-        .data_dir(args.data_dir)
+        .data_dir(data_dir)
         .limits(limits);
     for spec in args.api_keys {
         builder = builder.api_key(spec.key, spec.owner);
     }
-    match builder.start().await {
-        Ok(server) => {
-            server.run_until(shutdown_signal()).await;
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("uploads: cannot start the server: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    let server = builder
+        .start()
+        .await
+        .map_err(|error| Failure::Transfer(format!("cannot start the server: {error}")))?;
+    server.run_until(shutdown_signal()).await;
+    Ok(())
 }

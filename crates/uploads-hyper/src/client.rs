@@ -1,0 +1,458 @@
+//! The [`Client`] and its low-level calls: one async method per operation, each building its
+//! request with the core, sending it over a pooled hyper client, and parsing the answer with
+//! the core.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tracing::Instrument;
+use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
+use uploads_core::multipart::MultipartBody;
+use uploads_core::retry::{RetryDecision, RetryPolicy};
+use uploads_core::types::{
+    CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
+    ListFilesQuery, Upload, UploadId, UploadPart,
+};
+
+use crate::body::{OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
+use crate::error::{Error, TransportError};
+use crate::source::Source;
+use crate::system::{boundary, jitter, now_unix_ms};
+
+/// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
+/// and plain http, HTTP/1.1 and HTTP/2.
+pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// How long one request may take by default, body included: generous, since a 64 MiB part
+/// on a slow link takes minutes.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_mins(10);
+
+/// How much of a successful JSON answer is read; a list of 10,000 Files is a few MiB.
+const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+
+/// An async client for the Uploads and Files endpoints.
+///
+/// Cheap to clone: clones share one connection pool. `C` is the connector, so tests and
+/// special networks can bring their own (anything hyper-util's legacy client accepts).
+#[derive(Clone)]
+pub struct Client<C = HttpsConnector> {
+    http: HyperClient<C, RequestBody>,
+    config: Arc<ClientConfig>,
+    timeout: Duration,
+}
+
+impl<C> std::fmt::Debug for Client<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client for `config` over https (rustls with the ring provider and Mozilla's roots
+    /// from webpki-roots) and plain http.
+    ///
+    /// Installs ring as rustls' process-wide provider unless one is installed already, in
+    /// which case that one is used.
+    pub fn new(config: ClientConfig) -> Self {
+        // An Err only says another provider was installed first; that one serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let connector = HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        Self::with_connector(config, connector)
+    }
+
+    /// A client configured from `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default
+    /// `https://api.openai.com/v1`), `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID`.
+    pub fn from_env() -> Self {
+        Self::new(ClientConfig::from_env(|name| std::env::var(name).ok()))
+    }
+}
+
+impl<C> Client<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
+    /// A client for `config` over `connector`, e.g. a plain [`HttpConnector`].
+    pub fn with_connector(config: ClientConfig, connector: C) -> Self {
+        let http = HyperClient::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        Self {
+            http,
+            config: Arc::new(config),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// This client with every request bounded by `timeout` (body included); a request that
+    /// takes longer fails with [`RequestError::Timeout`](uploads_core::upload::RequestError::Timeout).
+    /// The default is [`DEFAULT_REQUEST_TIMEOUT`].
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Where requests go and the credentials they carry.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Creates an Upload.
+    pub async fn create_upload(&self, request: &CreateUploadRequest) -> Result<Upload, Error> {
+        let request = self.config.create_upload(request)?;
+        self.call(request.map(full), api::parse_create_upload).await
+    }
+
+    /// Adds a Part of `len` bytes read from the file at `path` from `offset`, streamed a
+    /// chunk at a time.
+    pub async fn add_upload_part(
+        &self,
+        upload_id: &UploadId,
+        path: impl AsRef<Path>,
+        offset: u64,
+        len: u64,
+    ) -> Result<UploadPart, Error> {
+        let path = path.as_ref().to_owned();
+        let opened = tokio::task::spawn_blocking(move || Source::open_file(&path))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|opened| opened)
+            .map_err(|error| Error::Transport(TransportError::Source(error)))?;
+        let live = Arc::new(AtomicBool::new(true));
+        self.send_part(upload_id, Arc::new(opened.source), offset, len, None, live)
+            .await
+    }
+
+    /// Adds a Part whose data is in memory.
+    pub async fn add_upload_part_bytes(
+        &self,
+        upload_id: &UploadId,
+        data: impl Into<Bytes>,
+    ) -> Result<UploadPart, Error> {
+        let request = self
+            .config
+            .add_upload_part_bytes(upload_id, &boundary(), &data.into())?;
+        self.call(request.map(full), api::parse_add_upload_part)
+            .await
+    }
+
+    /// Completes an Upload with its Part ids in file order (and the md5, if given).
+    pub async fn complete_upload(
+        &self,
+        upload_id: &UploadId,
+        request: &CompleteUploadRequest,
+    ) -> Result<Upload, Error> {
+        let request = self.config.complete_upload(upload_id, request)?;
+        self.call(request.map(full), api::parse_complete_upload)
+            .await
+    }
+
+    /// Cancels an Upload.
+    pub async fn cancel_upload(&self, upload_id: &UploadId) -> Result<Upload, Error> {
+        let request = self.config.cancel_upload(upload_id)?;
+        self.call(request.map(full), api::parse_cancel_upload).await
+    }
+
+    /// Lists Files.
+    pub async fn list_files(&self, query: &ListFilesQuery) -> Result<FileList, Error> {
+        let request = self.config.list_files(query)?;
+        self.call(request.map(full), api::parse_list_files).await
+    }
+
+    /// Retrieves a File.
+    pub async fn retrieve_file(&self, file_id: &FileId) -> Result<FileObject, Error> {
+        let request = self.config.retrieve_file(file_id)?;
+        self.call(request.map(full), api::parse_retrieve_file).await
+    }
+
+    /// Deletes a File.
+    pub async fn delete_file(&self, file_id: &FileId) -> Result<DeletedFile, Error> {
+        let request = self.config.delete_file(file_id)?;
+        self.call(request.map(full), api::parse_delete_file).await
+    }
+
+    /// Creates a File from data in memory with one `POST /files`.
+    pub async fn create_file(
+        &self,
+        form: &CreateFileForm,
+        data: impl Into<Bytes>,
+    ) -> Result<FileObject, Error> {
+        let request = self
+            .config
+            .create_file_bytes(form, &boundary(), &data.into())?;
+        self.call(request.map(full), api::parse_create_file).await
+    }
+
+    /// A File's content as a stream of chunks. The request timeout bounds the wait for the
+    /// response head only; reading the stream is up to the caller.
+    pub async fn file_content(&self, file_id: &FileId) -> Result<FileContent, Error> {
+        let request = self.config.download_file(file_id)?;
+        let span = request_span(&request);
+        let timeout = self.timeout;
+        let exchange = async {
+            let response = self.send_head(request.map(full)).await?;
+            let (parts, body) = response.into_parts();
+            match api::check_response_head(parts.status, &parts.headers) {
+                Ok(()) => Ok(FileContent { body }),
+                Err(head) => Err(error_from_head(head, body).await),
+            }
+        };
+        with_timeout(timeout, exchange).instrument(span).await
+    }
+
+    /// Sends a Part read from `source`: the body streams `len` bytes from `offset` a chunk at
+    /// a time, telling `on_sent` as they go while `live` is set.
+    pub(crate) async fn send_part(
+        &self,
+        upload_id: &UploadId,
+        source: Arc<Source>,
+        offset: u64,
+        len: u64,
+        on_sent: Option<OnSent>,
+        live: Arc<AtomicBool>,
+    ) -> Result<UploadPart, Error> {
+        let multipart = MultipartBody::upload_part(&boundary(), len);
+        let head = self.config.add_upload_part(upload_id, &multipart)?;
+        let source_error = SourceErrorSlot::default();
+        let body = SourceBody::new(
+            &multipart,
+            source,
+            offset,
+            len,
+            on_sent,
+            live,
+            Arc::clone(&source_error),
+        );
+        let request = head.map(|()| body.boxed());
+        let result = self.call(request, api::parse_add_upload_part).await;
+        let failed_read = source_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match (result, failed_read) {
+            (Err(_), Some(read_error)) => Err(Error::Transport(TransportError::Source(read_error))),
+            (result, _) => result,
+        }
+    }
+
+    /// Sends `request` and parses the whole answer, within the request timeout, in a span
+    /// that records the status and the service's `x-request-id`.
+    async fn call<T>(
+        &self,
+        request: Request<RequestBody>,
+        parse: fn(&Response<Bytes>) -> Result<T, ResponseError>,
+    ) -> Result<T, Error> {
+        let span = request_span(&request);
+        let exchange = async {
+            let response = self.send_head(request).await?;
+            let (parts, body) = response.into_parts();
+            let limit = if parts.status.is_success() {
+                MAX_JSON_BYTES
+            } else {
+                ErrorHead::MAX_BODY_BYTES
+            };
+            let body = read_body(body, limit).await?;
+            Ok(parse(&Response::from_parts(parts, body))?)
+        };
+        with_timeout(self.timeout, exchange).instrument(span).await
+    }
+
+    /// Sends `request` and waits for the response head; records it in the current span.
+    async fn send_head(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, Error> {
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|error| Error::Transport(TransportError::Request(error)))?;
+        record_response(&response);
+        Ok(response)
+    }
+
+    /// Runs `call` until it succeeds or `policy` gives up, sleeping between attempts as the
+    /// policy says (the server's `Retry-After` included); no retry starts after `deadline`.
+    pub(crate) async fn retrying<T, F, Fut>(
+        policy: &RetryPolicy,
+        deadline_unix_ms: Option<u64>,
+        mut call: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let error = match call().await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let now = now_unix_ms();
+            let Some(failure) = error.as_failure(now) else {
+                return Err(error);
+            };
+            match policy.decide(&failure, attempt, now, deadline_unix_ms, jitter()) {
+                RetryDecision::RetryAt { delay_ms, .. } => {
+                    tracing::debug!(%error, attempt, delay_ms, "retrying");
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    attempt += 1;
+                }
+                RetryDecision::GiveUp(_) => return Err(error),
+            }
+        }
+    }
+}
+
+/// A File's content, read as it arrives.
+#[derive(Debug)]
+pub struct FileContent {
+    body: Incoming,
+}
+
+impl FileContent {
+    /// The next chunk of the content; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, Error>> {
+        loop {
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                }
+                Err(error) => return Some(Err(Error::Transport(TransportError::Body(error)))),
+            }
+        }
+    }
+
+    /// The rest of the content in memory.
+    pub async fn bytes(self) -> Result<Bytes, Error> {
+        self.body
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .map_err(|error| Error::Transport(TransportError::Body(error)))
+    }
+
+    /// The underlying hyper body, e.g. to forward it.
+    pub fn into_body(self) -> Incoming {
+        self.body
+    }
+}
+
+/// The span of one request; `status` and `request_id` are recorded when the head arrives.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "openai_request",
+        method = %request.method(),
+        path = request.uri().path(),
+        status = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    )
+}
+
+/// Records the status and `x-request-id` of a response in the current span.
+fn record_response<B>(response: &Response<B>) {
+    let span = tracing::Span::current();
+    span.record("status", response.status().as_u16());
+    if let Some(request_id) = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+    {
+        span.record("request_id", request_id);
+    }
+}
+
+/// `exchange`, or [`Error::Timeout`] once `timeout` passes.
+async fn with_timeout<T>(
+    timeout: Duration,
+    exchange: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)))
+}
+
+/// Reads a body up to `limit` bytes; what lies beyond is left unread.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, Error> {
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| Error::Transport(TransportError::Body(error)))?;
+        if let Ok(data) = frame.into_data() {
+            let room = limit - buffer.len();
+            buffer.extend_from_slice(&data[..data.len().min(room)]);
+            if buffer.len() == limit {
+                break;
+            }
+        }
+    }
+    Ok(buffer.freeze())
+}
+
+/// The API error of a non-2xx head, with the start of its body.
+async fn error_from_head(head: ErrorHead, body: Incoming) -> Error {
+    match read_body(body, ErrorHead::MAX_BODY_BYTES).await {
+        Ok(body) => Error::Response(ResponseError::from(head.with_body(&body))),
+        Err(error) => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uploads_core::retry::Failure;
+
+    #[tokio::test]
+    async fn an_unusable_base_url_fails_before_sending() {
+        let client = Client::new(ClientConfig::new("ftp://example.invalid"));
+        let error = client
+            .retrieve_file(&FileId::new("file-1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Build(_)), "{error:?}");
+        assert_eq!(error.as_failure(0), None);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_retryable_transport_error() {
+        // Port 9 on loopback: nothing listens there.
+        let config = ClientConfig::new("http://127.0.0.1:9/v1");
+        let client = Client::with_connector(config, HttpConnector::new());
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 1,
+            max_backoff_ms: 1,
+            max_retry_after_ms: 1,
+        };
+        let mut attempts = 0;
+        let upload_id = UploadId::new("upload_1");
+        let error = Client::<HttpConnector>::retrying(&policy, None, || {
+            attempts += 1;
+            client.cancel_upload(&upload_id)
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(attempts, 2);
+        assert!(
+            matches!(error, Error::Transport(TransportError::Request(_))),
+            "{error:?}"
+        );
+        assert_eq!(error.as_failure(0), Some(Failure::Connection));
+    }
+}

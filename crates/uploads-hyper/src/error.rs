@@ -1,0 +1,27 @@
+//! The errors of this client: the core's [`RequestError`](uploads_core::upload::RequestError)
+//! and [`UploadError`](uploads_core::upload::UploadError) over this crate's
+//! [`TransportError`].
+
+/// What went wrong on the way, below HTTP.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// Connecting, sending the request or receiving the response head failed.
+    #[error("sending the request failed: {0}")]
+    Request(#[source] hyper_util::client::legacy::Error),
+    /// Reading the response body failed.
+    #[error("reading the response failed: {0}")]
+    Body(#[source] hyper::Error),
+    /// Reading the data to send failed: the file could not be read, or is shorter than it was.
+    #[error("reading the data to send failed: {0}")]
+    Source(#[source] std::io::Error),
+}
+
+/// The error of one request.
+pub type Error = uploads_core::upload::RequestError<TransportError>;
+
+/// The error of a high-level upload.
+pub type UploadError = uploads_core::upload::UploadError<TransportError>;
+
+/// What made a high-level upload give up after its Upload was created.
+pub type AbortCause = uploads_core::upload::AbortCause<TransportError>;

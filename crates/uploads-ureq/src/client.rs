@@ -1,0 +1,399 @@
+//! The [`Client`] and its low-level calls: one blocking method per operation, each building
+//! its request with the core, sending it with a ureq agent, and parsing the answer with the
+//! core.
+
+use std::io::{self, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use http::{Request, Response};
+use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
+use uploads_core::multipart::MultipartBody;
+use uploads_core::retry::{RetryDecision, RetryPolicy};
+use uploads_core::types::{
+    CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
+    ListFilesQuery, Upload, UploadId, UploadPart,
+};
+use ureq::{Agent, AsSendBody, SendBody};
+
+use crate::error::{Error, TransportError};
+use crate::source::{PartReader, Source};
+use crate::system::{boundary, jitter, now_unix_ms};
+
+/// How long one request may take by default, body included: generous, since a 64 MiB part
+/// on a slow link takes minutes.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_mins(10);
+
+/// How much of a successful JSON answer is read; a list of 10,000 Files is a few MiB.
+const MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A blocking client for the Uploads and Files endpoints.
+///
+/// Cheap to clone: clones share the agent and its connection pool, and may be used from
+/// many threads at once.
+#[derive(Clone)]
+pub struct Client {
+    agent: Agent,
+    config: Arc<ClientConfig>,
+    timeout: Duration,
+    stop: Option<StopSignal>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("config", &self.config)
+            .field("timeout", &self.timeout)
+            .field("stop", &self.stop)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A flag that stops uploads from any thread (a Ctrl-C handler, a progress callback...).
+///
+/// Once [`stop`](Self::stop) is called, the uploads of every [`Client`] carrying the signal
+/// (see [`Client::stop_signal`]) end soon after with
+/// [`AbortCause::Interrupted`](uploads_core::upload::AbortCause::Interrupted): parts in
+/// flight are cut short, nothing new starts, and the Upload is kept (never cancelled) so the
+/// snapshot can resume it.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal(Arc<AtomicBool>);
+
+impl StopSignal {
+    /// A signal not yet given.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Gives the signal.
+    pub fn stop(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the signal was given.
+    pub fn is_stopped(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The flag itself, for the part readers.
+    pub(crate) fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
+}
+
+impl Client {
+    /// A client for `config` over https (rustls with the ring provider and Mozilla's roots
+    /// from webpki-roots) and plain http.
+    pub fn new(config: ClientConfig) -> Self {
+        Self::with_agent(config, Agent::new_with_defaults())
+    }
+
+    /// A client configured from `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default
+    /// `https://api.openai.com/v1`), `OPENAI_ORG_ID` and `OPENAI_PROJECT_ID`.
+    pub fn from_env() -> Self {
+        Self::new(ClientConfig::from_env(|name| std::env::var(name).ok()))
+    }
+
+    /// A client for `config` sending through `agent` (its proxy, TLS and pool settings). Each
+    /// request overrides the agent's timeout with this client's, and reads error statuses as
+    /// answers, whatever the agent's `http_status_as_error`.
+    pub fn with_agent(config: ClientConfig, agent: Agent) -> Self {
+        Self {
+            agent,
+            config: Arc::new(config),
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            stop: None,
+        }
+    }
+
+    /// This client with every request bounded by `timeout` (body included); a request that
+    /// takes longer fails with [`RequestError::Timeout`](uploads_core::upload::RequestError::Timeout).
+    /// The default is [`DEFAULT_REQUEST_TIMEOUT`].
+    #[must_use]
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// This client with its uploads stopped by `signal` (see [`StopSignal`]).
+    #[must_use]
+    pub fn stop_signal(mut self, signal: StopSignal) -> Self {
+        self.stop = Some(signal);
+        self
+    }
+
+    /// Where requests go and the credentials they carry.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The stop signal this client carries, if any.
+    pub(crate) fn stop(&self) -> Option<&StopSignal> {
+        self.stop.as_ref()
+    }
+
+    /// The request timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Creates an Upload.
+    pub fn create_upload(&self, request: &CreateUploadRequest) -> Result<Upload, Error> {
+        let request = self.config.create_upload(request)?;
+        self.call_whole(request, api::parse_create_upload)
+    }
+
+    /// Adds a Part of `len` bytes read from the file at `path` from `offset`, streamed
+    /// straight from the file into the connection.
+    pub fn add_upload_part(
+        &self,
+        upload_id: &UploadId,
+        path: impl AsRef<Path>,
+        offset: u64,
+        len: u64,
+    ) -> Result<UploadPart, Error> {
+        let opened = Source::open_file(path.as_ref())
+            .map_err(|error| Error::Transport(TransportError::Source(error)))?;
+        self.send_part(upload_id, &opened.source, offset, len, None, self.timeout)
+    }
+
+    /// Adds a Part whose data is in memory.
+    pub fn add_upload_part_bytes(
+        &self,
+        upload_id: &UploadId,
+        data: &[u8],
+    ) -> Result<UploadPart, Error> {
+        let request = self
+            .config
+            .add_upload_part_bytes(upload_id, &boundary(), data)?;
+        self.call_whole(request, api::parse_add_upload_part)
+    }
+
+    /// Completes an Upload with its Part ids in file order (and the md5, if given).
+    pub fn complete_upload(
+        &self,
+        upload_id: &UploadId,
+        request: &CompleteUploadRequest,
+    ) -> Result<Upload, Error> {
+        let request = self.config.complete_upload(upload_id, request)?;
+        self.call_whole(request, api::parse_complete_upload)
+    }
+
+    /// Cancels an Upload.
+    pub fn cancel_upload(&self, upload_id: &UploadId) -> Result<Upload, Error> {
+        let request = self.config.cancel_upload(upload_id)?;
+        self.call_whole(request, api::parse_cancel_upload)
+    }
+
+    /// Lists Files.
+    pub fn list_files(&self, query: &ListFilesQuery) -> Result<FileList, Error> {
+        let request = self.config.list_files(query)?;
+        self.call_whole(request, api::parse_list_files)
+    }
+
+    /// Retrieves a File.
+    pub fn retrieve_file(&self, file_id: &FileId) -> Result<FileObject, Error> {
+        let request = self.config.retrieve_file(file_id)?;
+        self.call_whole(request, api::parse_retrieve_file)
+    }
+
+    /// Deletes a File.
+    pub fn delete_file(&self, file_id: &FileId) -> Result<DeletedFile, Error> {
+        let request = self.config.delete_file(file_id)?;
+        self.call_whole(request, api::parse_delete_file)
+    }
+
+    /// Creates a File from data in memory with one `POST /files`.
+    pub fn create_file(&self, form: &CreateFileForm, data: &[u8]) -> Result<FileObject, Error> {
+        let request = self.config.create_file_bytes(form, &boundary(), data)?;
+        self.call_whole(request, api::parse_create_file)
+    }
+
+    /// A File's content as a reader. The request timeout bounds the whole exchange, reading
+    /// the content included.
+    pub fn file_content(&self, file_id: &FileId) -> Result<FileContent, Error> {
+        let request = self.config.download_file(file_id)?;
+        let span = request_span(&request);
+        let _entered = span.enter();
+        let (parts, body) = request.into_parts();
+        let response = self.run(Request::from_parts(parts, body.as_ref()), self.timeout)?;
+        let (parts, body) = response.into_parts();
+        match api::check_response_head(parts.status, &parts.headers) {
+            Ok(()) => Ok(FileContent {
+                reader: body.into_reader(),
+            }),
+            Err(head) => {
+                let body = read_body(body, ErrorHead::MAX_BODY_BYTES as u64, self.timeout)?;
+                Err(Error::Response(ResponseError::from(head.with_body(&body))))
+            }
+        }
+    }
+
+    /// Sends a Part read from `source`: `len` bytes from `offset` go straight from the source
+    /// into the connection, telling `on_read` as they go.
+    pub(crate) fn send_part(
+        &self,
+        upload_id: &UploadId,
+        source: &Source<'_>,
+        offset: u64,
+        len: u64,
+        on_read: Option<&(dyn Fn(u64) + Sync)>,
+        timeout: Duration,
+    ) -> Result<UploadPart, Error> {
+        let multipart = MultipartBody::upload_part(&boundary(), len);
+        let head = self.config.add_upload_part(upload_id, &multipart)?;
+        let stop = self.stop.as_ref().map(StopSignal::flag);
+        let data = PartReader::new(source, offset, len, on_read, stop);
+        let mut body = multipart
+            .head
+            .as_ref()
+            .chain(data)
+            .chain(multipart.tail.as_ref());
+        let request = head.map(|()| SendBody::from_reader(&mut body));
+        let result = self.call(request, api::parse_add_upload_part, timeout);
+        match (result, body.get_mut().0.get_mut().1.failed.take()) {
+            (Err(_), Some(read_error)) => Err(Error::Transport(TransportError::Source(read_error))),
+            (result, _) => result,
+        }
+    }
+
+    /// Sends `request`, whose body is in memory, as [`Self::call`] does, without copying it.
+    fn call_whole<T, B: AsRef<[u8]>>(
+        &self,
+        request: Request<B>,
+        parse: fn(&Response<Vec<u8>>) -> Result<T, ResponseError>,
+    ) -> Result<T, Error> {
+        let (parts, body) = request.into_parts();
+        self.call(
+            Request::from_parts(parts, body.as_ref()),
+            parse,
+            self.timeout,
+        )
+    }
+
+    /// Sends `request` and parses the whole answer within `timeout`, in a span that records
+    /// the status and the service's `x-request-id`.
+    fn call<T, B: AsSendBody>(
+        &self,
+        request: Request<B>,
+        parse: fn(&Response<Vec<u8>>) -> Result<T, ResponseError>,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        let span = request_span(&request);
+        let _entered = span.enter();
+        let response = self.run(request, timeout)?;
+        let (parts, body) = response.into_parts();
+        let limit = if parts.status.is_success() {
+            MAX_JSON_BYTES
+        } else {
+            ErrorHead::MAX_BODY_BYTES as u64
+        };
+        let body = read_body(body, limit, timeout)?;
+        Ok(parse(&Response::from_parts(parts, body))?)
+    }
+
+    /// Sends `request` and waits for the response head; records it in the current span.
+    fn run<B: AsSendBody>(
+        &self,
+        request: Request<B>,
+        timeout: Duration,
+    ) -> Result<Response<ureq::Body>, Error> {
+        let request = self
+            .agent
+            .configure_request(request)
+            .http_status_as_error(false)
+            .timeout_global(Some(timeout))
+            .build();
+        let response = self
+            .agent
+            .run(request)
+            .map_err(|error| transport_error(error, timeout))?;
+        let span = tracing::Span::current();
+        span.record("status", response.status().as_u16());
+        if let Some(request_id) = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|value| value.to_str().ok())
+        {
+            span.record("request_id", request_id);
+        }
+        Ok(response)
+    }
+
+    /// Runs `call` until it succeeds or `policy` gives up, sleeping between attempts as the
+    /// policy says (the server's `Retry-After` included); no retry starts after `deadline`.
+    pub(crate) fn retrying<T>(
+        policy: &RetryPolicy,
+        deadline_unix_ms: Option<u64>,
+        mut call: impl FnMut() -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut attempt = 1;
+        loop {
+            let error = match call() {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let now = now_unix_ms();
+            let Some(failure) = error.as_failure(now) else {
+                return Err(error);
+            };
+            match policy.decide(&failure, attempt, now, deadline_unix_ms, jitter()) {
+                RetryDecision::RetryAt { delay_ms, .. } => {
+                    tracing::debug!(%error, attempt, delay_ms, "retrying");
+                    std::thread::sleep(Duration::from_millis(delay_ms));
+                    attempt += 1;
+                }
+                RetryDecision::GiveUp(_) => return Err(error),
+            }
+        }
+    }
+}
+
+/// A File's content, read as it arrives.
+pub struct FileContent {
+    reader: ureq::BodyReader<'static>,
+}
+
+impl std::fmt::Debug for FileContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileContent").finish_non_exhaustive()
+    }
+}
+
+impl Read for FileContent {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+/// The span of one request; `status` and `request_id` are recorded when the head arrives.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    tracing::debug_span!(
+        "openai_request",
+        method = %request.method(),
+        path = request.uri().path(),
+        status = tracing::field::Empty,
+        request_id = tracing::field::Empty,
+    )
+}
+
+/// A ureq error as this crate's error: its timeouts as [`Error::Timeout`].
+fn transport_error(error: ureq::Error, timeout: Duration) -> Error {
+    match error {
+        ureq::Error::Timeout(_) => Error::Timeout(timeout),
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::TimedOut => Error::Timeout(timeout),
+        other => Error::Transport(TransportError::Http(other)),
+    }
+}
+
+/// Reads a body up to `limit` bytes; what lies beyond is left unread.
+fn read_body(body: ureq::Body, limit: u64, timeout: Duration) -> Result<Vec<u8>, Error> {
+    let mut buffer = Vec::new();
+    body.into_reader()
+        .take(limit)
+        .read_to_end(&mut buffer)
+        .map_err(|error| transport_error(ureq::Error::from(error), timeout))?;
+    Ok(buffer)
+}
