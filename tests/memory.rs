@@ -41,7 +41,9 @@ fn peak_memory_stays_below_one_part_with_both_clients() {
     let harness = Harness::start();
     let hyper = peak_while_uploading::<Hyper>(&harness, "hyper.jsonl");
     let ureq = peak_while_uploading::<Ureq>(&harness, "ureq.jsonl");
-    eprintln!("peak allocated while uploading 64 MiB in 16 MiB parts: hyper {hyper} B, ureq {ureq} B");
+    eprintln!(
+        "peak allocated while uploading 64 MiB in 16 MiB parts: hyper {hyper} B, ureq {ureq} B"
+    );
     assert!(hyper < PART as usize, "hyper peaked at {hyper} bytes");
     assert!(ureq < PART as usize, "ureq peaked at {ureq} bytes");
 }
