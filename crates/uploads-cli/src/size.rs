@@ -9,9 +9,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size: expected a whole number with an optional unit such as 64MiB"))?;
+    let number: u64 = digits.parse().map_err(|_| {
+        format!(
+            "{text:?} is not a size: expected a whole number with an optional unit such as 64MiB"
+        )
+    })?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kib" => 1 << 10,
@@ -57,7 +59,10 @@ mod tests {
     fn nonsense_is_refused_with_a_reason() {
         for text in ["", "MiB", "-1", "1.5GiB", "64 parsecs", "99999999999TiB"] {
             let error = parse_size(text).unwrap_err();
-            assert!(error.contains(text.trim()) || text.is_empty(), "{text}: {error}");
+            assert!(
+                error.contains(text.trim()) || text.is_empty(),
+                "{text}: {error}"
+            );
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Limits {
     pub expires_after_secs: RangeInclusive<u64>,
     /// Purposes an Upload may be created with, and the MIME types each allows.
     pub purposes: Vec<(Purpose, MimeRule)>,
+    /// Seconds after creation that Files of a purpose expire when `expires_after` is not
+    /// given: `batch` Files after 30 days, as OpenAI documents; others never.
+    pub default_file_expiry: Vec<(Purpose, u64)>,
 }
 
 impl Default for Limits {
@@ -74,6 +77,7 @@ impl Default for Limits {
                 (Purpose::UserData, MimeRule::Any),
                 (Purpose::Evals, jsonl()),
             ],
+            default_file_expiry: vec![(Purpose::Batch, 2_592_000)],
         }
     }
 }
@@ -187,11 +191,18 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(param: Option<&str>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(param: Option<&str>, message: impl Into<String>) -> Self {
         Self {
             param: param.map(str::to_owned),
             message: message.into(),
         }
+    }
+}
+
+impl From<FieldError> for Rejection {
+    /// A single problem is a 400 naming its field.
+    fn from(problem: FieldError) -> Self {
+        Rejection::invalid(problem.param.as_deref(), problem.message)
     }
 }
 
@@ -259,16 +270,32 @@ impl Limits {
         }
     }
 
-    fn purpose_error(&self, given: &str) -> FieldError {
-        let names: Vec<String> = self
-            .purposes
-            .iter()
-            .map(|(purpose, _)| format!("'{purpose}'"))
-            .collect();
-        FieldError::new(
-            Some("purpose"),
-            format!("'{given}' is not one of [{}] - 'purpose'", names.join(", ")),
+    /// The 400 for a purpose this service does not take, listing those it does.
+    pub(crate) fn purpose_error(&self, given: &str) -> FieldError {
+        not_one_of(
+            given,
+            self.purposes.iter().map(|(purpose, _)| purpose),
+            "purpose",
         )
+    }
+
+    /// When a File of `purpose` created at `created_at` expires: `expires_after` when given,
+    /// else the purpose's default, else never.
+    pub fn file_expires_at(
+        &self,
+        purpose: &Purpose,
+        expires_after: Option<&ExpiresAfter>,
+        created_at: u64,
+    ) -> Option<u64> {
+        let seconds = match expires_after {
+            Some(policy) => Some(policy.seconds),
+            None => self
+                .default_file_expiry
+                .iter()
+                .find(|(known, _)| known == purpose)
+                .map(|&(_, seconds)| seconds),
+        };
+        seconds.map(|seconds| created_at.saturating_add(seconds))
     }
 
     /// Checks `expires_after` seconds against the allowed range.
@@ -474,6 +501,39 @@ fn range_error(value: u64, range: &RangeInclusive<u64>, param: &str) -> Result<(
     }
 }
 
+/// OpenAI's problem for a value that is not one of the allowed ones.
+pub(crate) fn not_one_of<T: fmt::Display>(
+    given: &str,
+    allowed: impl IntoIterator<Item = T>,
+    param: &str,
+) -> FieldError {
+    let allowed: Vec<String> = allowed
+        .into_iter()
+        .map(|value| format!("'{value}'"))
+        .collect();
+    FieldError::new(
+        Some(param),
+        format!(
+            "{} is not one of [{}] - '{param}'",
+            quoted(given),
+            allowed.join(", ")
+        ),
+    )
+}
+
+/// Page sizes of `GET /files`: 1 to 10,000 (10,000 when not given).
+pub const LIST_FILES_LIMITS: RangeInclusive<u32> = 1..=10_000;
+
+/// The 400 for a `limit` outside [`LIST_FILES_LIMITS`]; `shown` is the value as sent.
+pub(crate) fn list_limit_error(shown: &str, below: bool) -> Rejection {
+    let message = if below {
+        below_minimum(shown, LIST_FILES_LIMITS.start(), "limit")
+    } else {
+        above_maximum(shown, LIST_FILES_LIMITS.end(), "limit")
+    };
+    Rejection::invalid(Some("limit"), message)
+}
+
 /// OpenAI's message for a number under its minimum.
 pub(crate) fn below_minimum(
     shown: impl fmt::Display,
@@ -504,7 +564,7 @@ fn type_error(value: &Value, expected: &str, param: &str) -> FieldError {
 
 /// A value as OpenAI quotes it in messages: strings in single quotes, the rest as JSON,
 /// cut short so a huge value cannot make a huge message.
-fn short_json(value: &Value) -> String {
+pub(crate) fn short_json(value: &Value) -> String {
     match value {
         Value::String(text) => quoted(text),
         other => shortened(&other.to_string()),
@@ -689,6 +749,28 @@ mod tests {
                 .error
                 .message
                 .contains("'bytes' is a required property")
+        );
+    }
+
+    #[test]
+    fn files_expire_as_asked_or_by_their_purpose() {
+        let limits = Limits::default();
+        let week = ExpiresAfter::after_creation(604_800);
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Batch, None, 100),
+            Some(100 + 2_592_000)
+        );
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Batch, Some(&week), 100),
+            Some(100 + 604_800)
+        );
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Assistants, None, 100),
+            None
+        );
+        assert_eq!(
+            limits.file_expires_at(&Purpose::Vision, Some(&week), 100),
+            Some(100 + 604_800)
         );
     }
 

@@ -7,7 +7,7 @@ use http::{Method, Request, Response};
 use super::config::{ACCEPT_JSON, BuildError, ClientConfig, id_path, with_data};
 use super::encoding::{decode_query_component, encode_component};
 use super::response::{ResponseError, parse, parse_bytes};
-use crate::limits::{above_maximum, below_minimum, quoted, shortened};
+use crate::limits::{LIST_FILES_LIMITS, list_limit_error, not_one_of, quoted, shortened};
 use crate::multipart::{Boundary, FileField, MultipartBody};
 use crate::rejection::Rejection;
 use crate::types::{
@@ -16,9 +16,6 @@ use crate::types::{
 
 /// The `Accept` the official Python SDK sends for file content.
 const ACCEPT_BINARY: &str = "application/binary";
-
-/// Allowed `limit` of a file list.
-const LIST_LIMIT_RANGE: std::ops::RangeInclusive<i64> = 1..=10_000;
 
 /// The fields of a `POST /files` form other than the data itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,15 +184,6 @@ pub fn parse_list_files_query(query: &str) -> Result<ListFilesQuery, Rejection> 
 }
 
 fn parse_limit(value: &str) -> Result<u32, Rejection> {
-    let (min, max) = (*LIST_LIMIT_RANGE.start(), *LIST_LIMIT_RANGE.end());
-    let out_of_range = |shown: &str, below: bool| {
-        let message = if below {
-            below_minimum(shown, min, "limit")
-        } else {
-            above_maximum(shown, max, "limit")
-        };
-        Rejection::invalid(Some("limit"), message)
-    };
     let digits = value.strip_prefix(['-', '+']).unwrap_or(value);
     if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
         return Err(Rejection::invalid(
@@ -203,32 +191,23 @@ fn parse_limit(value: &str) -> Result<u32, Rejection> {
             format!("{} is not of type 'integer' - 'limit'", quoted(value)),
         ));
     }
+    let (min, max) = (
+        i64::from(*LIST_FILES_LIMITS.start()),
+        i64::from(*LIST_FILES_LIMITS.end()),
+    );
     match value.parse::<i64>() {
-        Ok(limit) if limit < min => Err(out_of_range(&limit.to_string(), true)),
-        Ok(limit) if limit > max => Err(out_of_range(&limit.to_string(), false)),
+        Ok(limit) if limit < min => Err(list_limit_error(&limit.to_string(), true)),
+        Ok(limit) if limit > max => Err(list_limit_error(&limit.to_string(), false)),
         // In range, so it fits.
-        Ok(limit) => u32::try_from(limit).map_err(|_| out_of_range(value, false)),
+        Ok(limit) => u32::try_from(limit).map_err(|_| list_limit_error(value, false)),
         // All digits yet no i64: too far from zero on the side of its sign.
-        Err(_) => Err(out_of_range(&shortened(value), value.starts_with('-'))),
+        Err(_) => Err(list_limit_error(&shortened(value), value.starts_with('-'))),
     }
 }
 
 fn parse_order(value: &str) -> Result<ListOrder, Rejection> {
     match ListOrder::from_wire(value) {
-        ListOrder::Other(_) => {
-            let known: Vec<String> = ListOrder::KNOWN
-                .iter()
-                .map(|order| format!("'{order}'"))
-                .collect();
-            Err(Rejection::invalid(
-                Some("order"),
-                format!(
-                    "{} is not one of [{}] - 'order'",
-                    quoted(value),
-                    known.join(", ")
-                ),
-            ))
-        }
+        ListOrder::Other(_) => Err(not_one_of(value, ListOrder::KNOWN, "order").into()),
         known => Ok(known),
     }
 }

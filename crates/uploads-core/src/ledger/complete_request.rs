@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::limits::{FieldError, NOT_JSON_MESSAGE, ValidationErrors};
+use crate::limits::{FieldError, NOT_JSON_MESSAGE, ValidationErrors, short_json, shortened};
 use crate::types::PartId;
 
 /// The fields a complete body may have.
@@ -25,7 +25,7 @@ pub(super) fn parse_complete_request(body: &[u8]) -> Result<CompleteRequest, Val
     let Value::Object(fields) = value else {
         return Err(ValidationErrors(vec![problem(
             None,
-            format!("{} is not of type 'object'", quote(&value)),
+            format!("{} is not of type 'object'", short_json(&value)),
         )]));
     };
     let mut problems = Vec::new();
@@ -38,7 +38,7 @@ pub(super) fn parse_complete_request(body: &[u8]) -> Result<CompleteRequest, Val
                 Some("md5"),
                 format!(
                     "'{}' does not match '^[0-9a-fA-F]{{32}}$' - 'md5'",
-                    shorten(md5)
+                    shortened(md5)
                 ),
             ));
             None
@@ -46,7 +46,7 @@ pub(super) fn parse_complete_request(body: &[u8]) -> Result<CompleteRequest, Val
         Some(other) => {
             problems.push(problem(
                 Some("md5"),
-                format!("{} is not of type 'string' - 'md5'", quote(other)),
+                format!("{} is not of type 'string' - 'md5'", short_json(other)),
             ));
             None
         }
@@ -82,7 +82,7 @@ fn parse_part_ids(
         Some(other) => {
             problems.push(problem(
                 Some("part_ids"),
-                format!("{} is not of type 'array' - 'part_ids'", quote(other)),
+                format!("{} is not of type 'array' - 'part_ids'", short_json(other)),
             ));
             return None;
         }
@@ -98,7 +98,7 @@ fn parse_part_ids(
                     Some("part_ids"),
                     format!(
                         "{} is not of type 'string' - 'part_ids.{index}'",
-                        quote(other)
+                        short_json(other)
                     ),
                 ));
                 None
@@ -113,29 +113,7 @@ fn is_md5(text: &str) -> bool {
 }
 
 fn problem(param: Option<&str>, message: String) -> FieldError {
-    FieldError {
-        param: param.map(str::to_owned),
-        message,
-    }
-}
-
-/// A value as OpenAI's messages quote it: strings in single quotes, the rest as JSON, cut
-/// short so a huge value cannot make a huge message.
-fn quote(value: &Value) -> String {
-    match value {
-        Value::String(text) => format!("'{}'", shorten(text)),
-        other => shorten(&other.to_string()),
-    }
-}
-
-fn shorten(text: &str) -> String {
-    const MAX_CHARS: usize = 100;
-    if text.chars().count() > MAX_CHARS {
-        let cut: String = text.chars().take(MAX_CHARS - 3).collect();
-        format!("{cut}...")
-    } else {
-        text.to_owned()
-    }
+    FieldError::new(param, message)
 }
 
 #[cfg(test)]

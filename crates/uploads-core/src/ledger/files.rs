@@ -4,7 +4,7 @@
 //! A File whose `expires_at <= now` is gone: every endpoint answers 404 for it, lists skip
 //! it, and [`Ledger::sweep`] reports it for removal.
 
-use crate::limits::ValidationErrors;
+use crate::limits::{LIST_FILES_LIMITS, ValidationErrors, list_limit_error, not_one_of};
 use crate::rejection::Rejection;
 use crate::types::{
     DeletedFile, ExpiresAfter, FileId, FileList, FileObject, FileStatus, ListFilesQuery, ListOrder,
@@ -13,9 +13,6 @@ use crate::types::{
 
 use super::change::Guard;
 use super::{Change, FileRecord, Ledger, Owner, Planned, Step};
-
-/// The largest (and default) page size of `GET /files`.
-const MAX_LIST_LIMIT: u32 = 10_000;
 
 /// A File made in one request (`POST /files`), as the server read it from the form.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,10 +58,9 @@ impl Ledger {
             object: "file".to_owned(),
             bytes: new.bytes,
             created_at: now,
-            expires_at: new
-                .expires_after
-                .as_ref()
-                .map(|policy| now.saturating_add(policy.seconds)),
+            expires_at: self
+                .limits
+                .file_expires_at(&purpose, new.expires_after.as_ref(), now),
             filename: new.filename,
             purpose,
             status: Some(FileStatus::Processed),
@@ -88,16 +84,7 @@ impl Ledger {
 
     /// 400 for a purpose that is not one of the configured ones, listing them.
     fn unknown_purpose(&self, given: &str) -> Rejection {
-        let known: Vec<String> = self
-            .limits
-            .purposes
-            .iter()
-            .map(|(purpose, _)| format!("'{purpose}'"))
-            .collect();
-        Rejection::invalid(
-            Some("purpose"),
-            format!("'{given}' is not one of [{}] - 'purpose'", known.join(", ")),
-        )
+        self.limits.purpose_error(given).into()
     }
 
     /// `GET /files/{id}`: 404 when it does not exist, is another owner's, or has expired.
@@ -133,27 +120,18 @@ impl Ledger {
         query: &ListFilesQuery,
         now: u64,
     ) -> Result<FileList, Rejection> {
-        let limit = query.limit.unwrap_or(MAX_LIST_LIMIT);
-        if limit == 0 {
-            return Err(Rejection::invalid(
-                Some("limit"),
-                "0 is less than the minimum of 1 - 'limit'",
-            ));
-        }
-        if limit > MAX_LIST_LIMIT {
-            return Err(Rejection::invalid(
-                Some("limit"),
-                format!("{limit} is greater than the maximum of {MAX_LIST_LIMIT} - 'limit'"),
+        let limit = query.limit.unwrap_or(*LIST_FILES_LIMITS.end());
+        if !LIST_FILES_LIMITS.contains(&limit) {
+            return Err(list_limit_error(
+                &limit.to_string(),
+                limit < *LIST_FILES_LIMITS.start(),
             ));
         }
         let descending = match &query.order {
             None | Some(ListOrder::Desc) => true,
             Some(ListOrder::Asc) => false,
             Some(other) => {
-                return Err(Rejection::invalid(
-                    Some("order"),
-                    format!("'{other}' is not one of ['asc', 'desc'] - 'order'"),
-                ));
+                return Err(not_one_of(other.as_str(), ListOrder::KNOWN, "order").into());
             }
         };
         let cursor = match &query.after {

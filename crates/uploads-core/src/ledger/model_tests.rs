@@ -29,6 +29,8 @@ const MAX_PART: u64 = 5;
 const MAX_UPLOAD: u64 = 12;
 const TTL: u64 = 100;
 const FILE_TTL: std::ops::RangeInclusive<u64> = 10..=50;
+/// How long a `batch` File lives when no `expires_after` was given.
+const BATCH_FILE_TTL: u64 = 30;
 
 fn limits() -> Limits {
     Limits {
@@ -36,6 +38,7 @@ fn limits() -> Limits {
         max_upload_bytes: MAX_UPLOAD,
         upload_ttl_secs: TTL,
         expires_after_secs: FILE_TTL,
+        default_file_expiry: vec![(Purpose::Batch, BATCH_FILE_TTL)],
         ..Limits::default()
     }
 }
@@ -578,7 +581,8 @@ impl Model {
             object: "file".to_owned(),
             bytes: content.len() as u64,
             created_at: self.now,
-            expires_at: expires_after.map(|seconds| self.now + seconds),
+            // Batch Files expire by default.
+            expires_at: Some(self.now + expires_after.unwrap_or(BATCH_FILE_TTL)),
             filename: "notes.txt".to_owned(),
             purpose: Purpose::Batch,
             status: Some(FileStatus::Processed),

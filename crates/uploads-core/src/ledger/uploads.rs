@@ -310,10 +310,11 @@ impl Ledger {
             object: "file".to_owned(),
             bytes: record.bytes,
             created_at: now,
-            expires_at: record
-                .expires_after
-                .as_ref()
-                .map(|policy| now.saturating_add(policy.seconds)),
+            expires_at: self.limits.file_expires_at(
+                &record.purpose,
+                record.expires_after.as_ref(),
+                now,
+            ),
             filename: record.filename.clone(),
             purpose: record.purpose.clone(),
             status: Some(FileStatus::Processed),
