@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
@@ -116,10 +116,14 @@ impl Source {
 
 /// Writes `contents` to `path` atomically: a temporary file beside it, flushed to disk,
 /// then renamed over it, so a crash leaves the old snapshot or the new one, never half.
+/// Each write has a temporary file of its own, so two writers (an upload stopped while
+/// writing and its resume, say) never mix their bytes.
 pub(crate) fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write as _;
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, Ordering::Relaxed);
     let mut temporary = path.as_os_str().to_owned();
-    temporary.push(".tmp");
+    temporary.push(format!(".{}-{write}.tmp", std::process::id()));
     let temporary = std::path::PathBuf::from(temporary);
     let mut file = File::create(&temporary)?;
     file.write_all(contents.as_bytes())?;

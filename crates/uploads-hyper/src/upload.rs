@@ -74,7 +74,8 @@ where
     /// each finished part (atomically) and removed once the Upload completes or is cancelled.
     ///
     /// Dropping the returned future stops the upload where it is: the Upload stays pending
-    /// and can be resumed from the snapshot with [`Client::resume_upload`].
+    /// and can be resumed from the snapshot with [`Client::resume_upload`]. A snapshot write
+    /// already under way still lands (whole), so the file may gain a part after the drop.
     pub async fn upload_file(
         &self,
         path: impl AsRef<Path>,

@@ -1,0 +1,482 @@
+//! What the client tests share: a server on a runtime of the test's own, the fault proxy,
+//! and [`Adapter`], through which every scenario runs with both clients, so their parity is
+//! checked rather than hoped for.
+
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+pub mod proxy;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tempfile::TempDir;
+use tokio::runtime::Runtime;
+use uploads_core::api::{ClientConfig, CreateFileForm};
+use uploads_core::session::{ProgressEvent, SessionSnapshot};
+use uploads_core::types::{
+    CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
+    ListFilesQuery, Upload, UploadId, UploadPart,
+};
+use uploads_core::upload::{RequestError, UploadError, UploadOptions};
+use uploads_server::RunningServer;
+
+use self::proxy::{Fault, Proxy};
+
+/// The API key the test server accepts.
+pub const API_KEY: &str = "sk-test";
+
+/// A server on 127.0.0.1:0 with its data in a temporary directory, on a runtime of its own;
+/// the hyper client runs on that runtime too, the ureq client on the test's thread.
+pub struct Harness {
+    runtime: Runtime,
+    server: Option<RunningServer>,
+    dir: TempDir,
+}
+
+impl Harness {
+    pub fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("server");
+        let server = runtime.block_on(async {
+            uploads_server::Server::builder()
+                .data_dir(data_dir)
+                .api_key(API_KEY, "owner-a")
+                .start()
+                .await
+                .unwrap()
+        });
+        Self {
+            runtime,
+            server: Some(server),
+            dir,
+        }
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().unwrap()
+    }
+
+    pub fn base_url(&self) -> String {
+        self.server().base_url()
+    }
+
+    /// A client configuration for `base_url` with the test key.
+    pub fn config(base_url: &str) -> ClientConfig {
+        ClientConfig::new(base_url).with_api_key(API_KEY)
+    }
+
+    /// An adapter's client talking to the server directly.
+    pub fn client<A: Adapter>(&self) -> A {
+        A::connect(self, &self.base_url())
+    }
+
+    /// A proxy in front of the server that applies `faults` to the first part requests.
+    pub fn proxy(&self, faults: Vec<Fault>) -> Proxy {
+        let upstream = self.server().local_addr();
+        self.runtime.block_on(Proxy::start(upstream, faults))
+    }
+
+    /// A file of `len` bytes that no two offsets confuse, in the test's directory.
+    pub fn write_file(&self, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ len as u64;
+        let data: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
+            .collect();
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, &data).unwrap();
+        (path, data)
+    }
+
+    /// A path in the test's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(server.shutdown());
+        }
+    }
+}
+
+/// One client adapter, seen through blocking calls so one scenario serves both.
+pub trait Adapter: Sized {
+    /// The adapter's transport error.
+    type Transport: std::error::Error + Send + Sync + 'static;
+
+    fn connect(harness: &Harness, base_url: &str) -> Self;
+
+    fn upload_file(
+        &self,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>>;
+
+    fn resume_upload(
+        &self,
+        snapshot: &Path,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>>;
+
+    /// Resumes from a snapshot already read.
+    fn resume_from(
+        &self,
+        snapshot: SessionSnapshot,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>>;
+
+    /// Starts uploading `path` and stops once `parts` parts are done, the way a user of the
+    /// adapter would: hyper drops the future, ureq gives a stop signal.
+    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32);
+
+    fn create_upload(
+        &self,
+        request: &CreateUploadRequest,
+    ) -> Result<Upload, RequestError<Self::Transport>>;
+    fn add_part_bytes(
+        &self,
+        upload_id: &UploadId,
+        data: &[u8],
+    ) -> Result<UploadPart, RequestError<Self::Transport>>;
+    fn add_part_from_file(
+        &self,
+        upload_id: &UploadId,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<UploadPart, RequestError<Self::Transport>>;
+    fn complete_upload(
+        &self,
+        upload_id: &UploadId,
+        request: &CompleteUploadRequest,
+    ) -> Result<Upload, RequestError<Self::Transport>>;
+    fn cancel_upload(&self, upload_id: &UploadId) -> Result<Upload, RequestError<Self::Transport>>;
+    fn list_files(&self, query: &ListFilesQuery)
+    -> Result<FileList, RequestError<Self::Transport>>;
+    fn retrieve_file(&self, file_id: &FileId) -> Result<FileObject, RequestError<Self::Transport>>;
+    fn file_content(&self, file_id: &FileId) -> Result<Vec<u8>, RequestError<Self::Transport>>;
+    fn delete_file(&self, file_id: &FileId) -> Result<DeletedFile, RequestError<Self::Transport>>;
+    fn create_file(
+        &self,
+        form: &CreateFileForm,
+        data: &[u8],
+    ) -> Result<FileObject, RequestError<Self::Transport>>;
+}
+
+/// `options` with a progress callback that calls `then` once `parts` parts are done.
+fn when_parts_done(
+    options: UploadOptions,
+    parts: u32,
+    then: impl Fn() + Send + Sync + 'static,
+) -> UploadOptions {
+    options.on_progress(move |event| {
+        if let ProgressEvent::PartDone { parts_done, .. } = event
+            && *parts_done >= parts
+        {
+            then();
+        }
+    })
+}
+
+/// The async client, driven on the harness's runtime.
+pub struct Hyper {
+    client: uploads_hyper::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Adapter for Hyper {
+    type Transport = uploads_hyper::TransportError;
+
+    fn connect(harness: &Harness, base_url: &str) -> Self {
+        Self {
+            client: uploads_hyper::Client::new(Harness::config(base_url)),
+            runtime: harness.runtime.handle().clone(),
+        }
+    }
+
+    fn upload_file(
+        &self,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        self.runtime
+            .block_on(self.client.upload_file(path, options))
+    }
+
+    fn resume_upload(
+        &self,
+        snapshot: &Path,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        self.runtime
+            .block_on(self.client.resume_upload(snapshot, path, options))
+    }
+
+    fn resume_from(
+        &self,
+        snapshot: SessionSnapshot,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        self.runtime
+            .block_on(self.client.resume_upload(snapshot, path, options))
+    }
+
+    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32) {
+        let reached = Arc::new(tokio::sync::Notify::new());
+        let notify = Arc::clone(&reached);
+        let options = when_parts_done(options, parts, move || notify.notify_one());
+        self.runtime.block_on(async {
+            tokio::select! {
+                result = self.client.upload_file(path, options) => {
+                    panic!("the upload ended before it was stopped: {result:?}")
+                }
+                () = reached.notified() => {}
+            }
+        });
+    }
+
+    fn create_upload(
+        &self,
+        request: &CreateUploadRequest,
+    ) -> Result<Upload, RequestError<Self::Transport>> {
+        self.runtime.block_on(self.client.create_upload(request))
+    }
+
+    fn add_part_bytes(
+        &self,
+        upload_id: &UploadId,
+        data: &[u8],
+    ) -> Result<UploadPart, RequestError<Self::Transport>> {
+        self.runtime.block_on(
+            self.client
+                .add_upload_part_bytes(upload_id, bytes::Bytes::copy_from_slice(data)),
+        )
+    }
+
+    fn add_part_from_file(
+        &self,
+        upload_id: &UploadId,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<UploadPart, RequestError<Self::Transport>> {
+        self.runtime
+            .block_on(self.client.add_upload_part(upload_id, path, offset, len))
+    }
+
+    fn complete_upload(
+        &self,
+        upload_id: &UploadId,
+        request: &CompleteUploadRequest,
+    ) -> Result<Upload, RequestError<Self::Transport>> {
+        self.runtime
+            .block_on(self.client.complete_upload(upload_id, request))
+    }
+
+    fn cancel_upload(&self, upload_id: &UploadId) -> Result<Upload, RequestError<Self::Transport>> {
+        self.runtime.block_on(self.client.cancel_upload(upload_id))
+    }
+
+    fn list_files(
+        &self,
+        query: &ListFilesQuery,
+    ) -> Result<FileList, RequestError<Self::Transport>> {
+        self.runtime.block_on(self.client.list_files(query))
+    }
+
+    fn retrieve_file(&self, file_id: &FileId) -> Result<FileObject, RequestError<Self::Transport>> {
+        self.runtime.block_on(self.client.retrieve_file(file_id))
+    }
+
+    fn file_content(&self, file_id: &FileId) -> Result<Vec<u8>, RequestError<Self::Transport>> {
+        self.runtime.block_on(async {
+            let mut content = self.client.file_content(file_id).await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = content.next_chunk().await {
+                bytes.extend_from_slice(&chunk?);
+            }
+            Ok(bytes)
+        })
+    }
+
+    fn delete_file(&self, file_id: &FileId) -> Result<DeletedFile, RequestError<Self::Transport>> {
+        self.runtime.block_on(self.client.delete_file(file_id))
+    }
+
+    fn create_file(
+        &self,
+        form: &CreateFileForm,
+        data: &[u8],
+    ) -> Result<FileObject, RequestError<Self::Transport>> {
+        self.runtime.block_on(
+            self.client
+                .create_file(form, bytes::Bytes::copy_from_slice(data)),
+        )
+    }
+}
+
+/// The blocking client, on the test's thread (and the threads it starts).
+pub struct Ureq {
+    client: uploads_ureq::Client,
+}
+
+impl Adapter for Ureq {
+    type Transport = uploads_ureq::TransportError;
+
+    fn connect(_harness: &Harness, base_url: &str) -> Self {
+        Self {
+            client: uploads_ureq::Client::new(Harness::config(base_url)),
+        }
+    }
+
+    fn upload_file(
+        &self,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        self.client.upload_file(path, options)
+    }
+
+    fn resume_upload(
+        &self,
+        snapshot: &Path,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        self.client.resume_upload(snapshot, path, options)
+    }
+
+    fn resume_from(
+        &self,
+        snapshot: SessionSnapshot,
+        path: &Path,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        self.client.resume_upload(snapshot, path, options)
+    }
+
+    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32) {
+        let signal = uploads_ureq::StopSignal::new();
+        let stop = signal.clone();
+        let options = when_parts_done(options, parts, move || stop.stop());
+        let client = self.client.clone().stop_signal(signal);
+        match client.upload_file(path, options) {
+            Err(UploadError::Aborted {
+                cancelled: false,
+                cause: uploads_core::upload::AbortCause::Interrupted,
+                ..
+            }) => {}
+            other => panic!("expected an interrupted upload, got {other:?}"),
+        }
+    }
+
+    fn create_upload(
+        &self,
+        request: &CreateUploadRequest,
+    ) -> Result<Upload, RequestError<Self::Transport>> {
+        self.client.create_upload(request)
+    }
+
+    fn add_part_bytes(
+        &self,
+        upload_id: &UploadId,
+        data: &[u8],
+    ) -> Result<UploadPart, RequestError<Self::Transport>> {
+        self.client.add_upload_part_bytes(upload_id, data)
+    }
+
+    fn add_part_from_file(
+        &self,
+        upload_id: &UploadId,
+        path: &Path,
+        offset: u64,
+        len: u64,
+    ) -> Result<UploadPart, RequestError<Self::Transport>> {
+        self.client.add_upload_part(upload_id, path, offset, len)
+    }
+
+    fn complete_upload(
+        &self,
+        upload_id: &UploadId,
+        request: &CompleteUploadRequest,
+    ) -> Result<Upload, RequestError<Self::Transport>> {
+        self.client.complete_upload(upload_id, request)
+    }
+
+    fn cancel_upload(&self, upload_id: &UploadId) -> Result<Upload, RequestError<Self::Transport>> {
+        self.client.cancel_upload(upload_id)
+    }
+
+    fn list_files(
+        &self,
+        query: &ListFilesQuery,
+    ) -> Result<FileList, RequestError<Self::Transport>> {
+        self.client.list_files(query)
+    }
+
+    fn retrieve_file(&self, file_id: &FileId) -> Result<FileObject, RequestError<Self::Transport>> {
+        self.client.retrieve_file(file_id)
+    }
+
+    fn file_content(&self, file_id: &FileId) -> Result<Vec<u8>, RequestError<Self::Transport>> {
+        use std::io::Read as _;
+        let mut content = self.client.file_content(file_id)?;
+        let mut bytes = Vec::new();
+        content.read_to_end(&mut bytes).map_err(|error| {
+            RequestError::Transport(uploads_ureq::TransportError::Http(error.into()))
+        })?;
+        Ok(bytes)
+    }
+
+    fn delete_file(&self, file_id: &FileId) -> Result<DeletedFile, RequestError<Self::Transport>> {
+        self.client.delete_file(file_id)
+    }
+
+    fn create_file(
+        &self,
+        form: &CreateFileForm,
+        data: &[u8],
+    ) -> Result<FileObject, RequestError<Self::Transport>> {
+        self.client.create_file(form, data)
+    }
+}
+
+/// Runs each scenario (a function generic over [`Adapter`]) as one test per adapter.
+#[macro_export]
+macro_rules! with_both_adapters {
+    ($($scenario:ident),* $(,)?) => {
+        mod hyper {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario::<$crate::support::Hyper>();
+            })*
+        }
+        mod ureq {
+            $(#[test]
+            fn $scenario() {
+                super::$scenario::<$crate::support::Ureq>();
+            })*
+        }
+    };
+}

@@ -1,0 +1,365 @@
+//! The clients against the real server over real HTTP: every scenario runs once with the
+//! async client and once with the blocking one.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use uploads_core::api::{ApiError, CreateFileForm};
+use uploads_core::digest::Md5Hasher;
+use uploads_core::limits::MIB;
+use uploads_core::retry::{GiveUpReason, RetryPolicy};
+use uploads_core::session::{ProgressEvent, ResumeError, SessionSnapshot};
+use uploads_core::types::{
+    CompleteUploadRequest, CreateUploadRequest, ListFilesQuery, PartId, Purpose, UploadId,
+    UploadStatus,
+};
+use uploads_core::upload::{AbortCause, RequestError, UploadError, UploadOptions};
+
+use support::proxy::Fault;
+use support::{Adapter, Harness};
+
+const PART: u64 = 256 * 1024;
+
+with_both_adapters!(
+    a_multi_part_upload_arrives_byte_exact_with_parts_in_parallel,
+    resets_500s_and_429s_are_survived,
+    giving_up_cancels_the_upload_and_says_why,
+    a_resume_sends_only_the_missing_parts,
+    an_expired_snapshot_or_a_changed_file_is_refused,
+    every_low_level_call_works_and_errors_carry_openai_bodies,
+);
+
+fn options(part_size: u64) -> UploadOptions {
+    UploadOptions::new(Purpose::FineTune).part_size(part_size)
+}
+
+/// Retries without long waits, so fault tests stay quick; `Retry-After` is still obeyed.
+fn quick_retries(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff_ms: 10,
+        max_backoff_ms: 50,
+        ..RetryPolicy::default()
+    }
+}
+
+/// A progress callback that keeps every event.
+fn recorder() -> (
+    Arc<Mutex<Vec<ProgressEvent>>>,
+    impl Fn(&ProgressEvent) + Send + Sync + 'static,
+) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&events);
+    (events, move |event: &ProgressEvent| {
+        kept.lock().unwrap().push(event.clone());
+    })
+}
+
+fn api_error<T: std::fmt::Debug, E: std::fmt::Debug>(
+    result: Result<T, RequestError<E>>,
+) -> ApiError {
+    match result {
+        Err(error) => error
+            .api_error()
+            .cloned()
+            .unwrap_or_else(|| panic!("expected an API error, got {error:?}")),
+        Ok(value) => panic!("expected an API error, got {value:?}"),
+    }
+}
+
+fn a_multi_part_upload_arrives_byte_exact_with_parts_in_parallel<A: Adapter>() {
+    let harness = Harness::start();
+    let client: A = harness.client();
+    let (path, data) = harness.write_file("train.jsonl", (6 * MIB + 12_345) as usize);
+    let (events, record) = recorder();
+
+    let upload = client
+        .upload_file(&path, options(MIB).concurrency(4).on_progress(record))
+        .unwrap();
+
+    assert_eq!(upload.status, UploadStatus::Completed);
+    assert_eq!(upload.bytes, data.len() as u64);
+    let file = upload.file.unwrap();
+    assert_eq!(file.bytes, data.len() as u64);
+    assert_eq!(file.filename, "train.jsonl");
+    assert_eq!(client.file_content(&file.id).unwrap(), data);
+    let stats = harness.server().stats();
+    assert_eq!(stats.part_requests(), 7);
+    assert!(stats.peak_parts_in_flight() > 1, "parts never overlapped");
+    let events = events.lock().unwrap();
+    let parts_done = events
+        .iter()
+        .filter(|event| matches!(event, ProgressEvent::PartDone { .. }))
+        .count();
+    assert_eq!(parts_done, 7);
+    let last_sent = events.iter().rev().find_map(|event| match event {
+        ProgressEvent::BytesSent {
+            total_sent, total, ..
+        } => Some((*total_sent, *total)),
+        _ => None,
+    });
+    assert_eq!(last_sent, Some((data.len() as u64, data.len() as u64)));
+}
+
+fn resets_500s_and_429s_are_survived<A: Adapter>() {
+    let harness = Harness::start();
+    let proxy = harness.proxy(vec![
+        Fault::Reset,
+        Fault::Status(500),
+        Fault::TooManyRequests {
+            retry_after_seconds: 1,
+        },
+    ]);
+    let client = A::connect(&harness, &proxy.base_url());
+    let (path, data) = harness.write_file("train.jsonl", (4 * PART + 1000) as usize);
+    let (events, record) = recorder();
+
+    let upload = client
+        .upload_file(
+            &path,
+            options(PART)
+                .concurrency(2)
+                .retry(quick_retries(5))
+                .on_progress(record),
+        )
+        .unwrap();
+
+    assert_eq!(upload.status, UploadStatus::Completed);
+    let file = upload.file.unwrap();
+    let direct: A = harness.client();
+    assert_eq!(direct.file_content(&file.id).unwrap(), data);
+    assert_eq!(proxy.faults_injected(), 3);
+    assert_eq!(proxy.part_requests(), 5 + 3);
+    assert_eq!(harness.server().stats().parts_stored(), 5);
+    let retries: Vec<u64> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|event| match event {
+            ProgressEvent::PartRetry { delay_ms, .. } => Some(*delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries.len(), 3, "{retries:?}");
+    assert!(
+        retries.contains(&1000),
+        "Retry-After: 1 was not obeyed: {retries:?}"
+    );
+}
+
+fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
+    let harness = Harness::start();
+    let proxy = harness.proxy(vec![Fault::Status(503); 10]);
+    let client = A::connect(&harness, &proxy.base_url());
+    let (path, _) = harness.write_file("train.jsonl", PART as usize);
+
+    let error = client
+        .upload_file(&path, options(PART).concurrency(1).retry(quick_retries(2)))
+        .unwrap_err();
+
+    let message = error.to_string();
+    let UploadError::Aborted {
+        upload_id,
+        cancelled,
+        cause:
+            AbortCause::Part {
+                part,
+                reason,
+                error: last,
+            },
+    } = error
+    else {
+        panic!("expected a part to give up, got {error:?}");
+    };
+    assert!(cancelled);
+    assert_eq!(part, 0);
+    assert_eq!(reason, GiveUpReason::AttemptsExhausted { attempts: 2 });
+    assert_eq!(last.api_error().map(|api| api.status.as_u16()), Some(503));
+    assert!(message.contains("(cancelled)"), "{message}");
+    assert!(message.contains("attempts exhausted after 2"), "{message}");
+    assert_eq!(proxy.part_requests(), 2);
+
+    let direct: A = harness.client();
+    let refused = api_error(direct.add_part_bytes(&upload_id, b"late"));
+    assert_eq!(refused.status, 400, "{refused}");
+    let complete = CompleteUploadRequest {
+        part_ids: vec![PartId::new("part_none")],
+        md5: None,
+    };
+    let refused = api_error(direct.complete_upload(&upload_id, &complete));
+    assert_eq!(refused.status, 400, "{refused}");
+}
+
+fn a_resume_sends_only_the_missing_parts<A: Adapter>() {
+    let harness = Harness::start();
+    let client: A = harness.client();
+    let (path, data) = harness.write_file("train.jsonl", (8 * PART) as usize);
+    let snapshot_path = harness.path("train.upload.json");
+
+    client.upload_until_parts_done(
+        &path,
+        options(PART).concurrency(2).snapshot_path(&snapshot_path),
+        3,
+    );
+
+    let snapshot =
+        SessionSnapshot::from_json(&std::fs::read_to_string(&snapshot_path).unwrap()).unwrap();
+    // Each part is in the snapshot soon after its PartDone event, so it may lag by the
+    // parts that finished last; a worker writes its part's snapshot before taking another.
+    let done = snapshot.part_ids.iter().flatten().count();
+    assert!((1..8).contains(&done), "{done} parts in the snapshot");
+    // A request the stopped upload had already written reaches the server long before this
+    // round trip ends, so the count below is of the resume's requests alone.
+    client.list_files(&ListFilesQuery::default()).unwrap();
+    let before = harness.server().stats().part_requests();
+
+    // Resumed from the snapshot as read: a write the stopped upload had under way may still
+    // land in the file.
+    let resumed_path = harness.path("train.resumed.json");
+    let upload = client
+        .resume_from(
+            snapshot.clone(),
+            &path,
+            options(PART).concurrency(2).snapshot_path(&resumed_path),
+        )
+        .unwrap();
+
+    assert_eq!(upload.status, UploadStatus::Completed);
+    assert_eq!(upload.id, snapshot.upload.id);
+    assert_eq!(
+        harness.server().stats().part_requests() - before,
+        (8 - done) as u64
+    );
+    let file = upload.file.unwrap();
+    assert_eq!(client.file_content(&file.id).unwrap(), data);
+    assert!(!resumed_path.exists(), "the snapshot outlived the upload");
+}
+
+fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
+    let harness = Harness::start();
+    let client: A = harness.client();
+    let (path, mut data) = harness.write_file("train.jsonl", (4 * PART) as usize);
+    let snapshot_path = harness.path("train.upload.json");
+    client.upload_until_parts_done(
+        &path,
+        options(PART).concurrency(1).snapshot_path(&snapshot_path),
+        1,
+    );
+    let text = std::fs::read_to_string(&snapshot_path).unwrap();
+    let mut expired = SessionSnapshot::from_json(&text).unwrap();
+    expired.upload.expires_at = 1_000;
+    let expired_path = harness.path("expired.upload.json");
+    std::fs::write(&expired_path, expired.to_json()).unwrap();
+    client.list_files(&ListFilesQuery::default()).unwrap();
+    let before = harness.server().stats().part_requests();
+
+    let refused = client
+        .resume_upload(&expired_path, &path, options(PART))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            UploadError::Resume(ResumeError::Expired { expires_at: 1_000, upload_id })
+                if *upload_id == expired.upload.id
+        ),
+        "{refused:?}"
+    );
+
+    data.push(b'\n');
+    std::fs::write(&path, &data).unwrap();
+    let refused = client
+        .resume_upload(&snapshot_path, &path, options(PART))
+        .unwrap_err();
+    assert!(
+        matches!(refused, UploadError::SourceChanged { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(harness.server().stats().part_requests(), before);
+}
+
+fn every_low_level_call_works_and_errors_carry_openai_bodies<A: Adapter>() {
+    let harness = Harness::start();
+    let client: A = harness.client();
+    let (path, data) = harness.write_file("notes.jsonl", 1000);
+    let create = CreateUploadRequest {
+        filename: "notes.jsonl".to_owned(),
+        purpose: Purpose::FineTune,
+        bytes: 1000,
+        mime_type: "text/jsonl".to_owned(),
+        expires_after: None,
+    };
+
+    let upload = client.create_upload(&create).unwrap();
+    assert_eq!(upload.status, UploadStatus::Pending);
+    assert_eq!(upload.bytes, 1000);
+    let first = client.add_part_bytes(&upload.id, &data[..400]).unwrap();
+    let second = client
+        .add_part_from_file(&upload.id, &path, 400, 600)
+        .unwrap();
+    assert_eq!(first.upload_id, upload.id);
+    let mut md5 = Md5Hasher::new();
+    md5.update(&data);
+    let complete = CompleteUploadRequest {
+        part_ids: vec![first.id, second.id],
+        md5: Some(md5.finish_hex()),
+    };
+    let completed = client.complete_upload(&upload.id, &complete).unwrap();
+    assert_eq!(completed.status, UploadStatus::Completed);
+    let file = completed.file.unwrap();
+
+    let retrieved = client.retrieve_file(&file.id).unwrap();
+    assert_eq!(
+        (retrieved.id.clone(), retrieved.bytes),
+        (file.id.clone(), 1000)
+    );
+    assert_eq!(client.file_content(&file.id).unwrap(), data);
+    let listed = client.list_files(&ListFilesQuery::default()).unwrap();
+    assert!(listed.data.iter().any(|listed| listed.id == file.id));
+
+    let form = CreateFileForm {
+        purpose: Purpose::FineTune,
+        filename: "small.jsonl".to_owned(),
+        content_type: "text/jsonl".to_owned(),
+        expires_after: None,
+    };
+    let small = client.create_file(&form, b"{}\n").unwrap();
+    assert_eq!((small.bytes, small.filename.as_str()), (3, "small.jsonl"));
+    assert_eq!(client.file_content(&small.id).unwrap(), b"{}\n");
+
+    let other = client.create_upload(&create).unwrap();
+    let cancelled = client.cancel_upload(&other.id).unwrap();
+    assert_eq!(cancelled.status, UploadStatus::Cancelled);
+    assert_eq!(client.cancel_upload(&other.id).unwrap(), cancelled);
+
+    let deleted = client.delete_file(&file.id).unwrap();
+    assert!(deleted.deleted);
+    assert_eq!(deleted.id, file.id);
+
+    let missing = api_error(client.retrieve_file(&file.id));
+    assert_eq!(missing.status, 404);
+    let detail = missing.detail().unwrap();
+    assert_eq!(detail.message, format!("No such File object: {}", file.id));
+    assert_eq!(detail.kind, "invalid_request_error");
+    assert_eq!(detail.param.as_deref(), Some("file_id"));
+    let missing = api_error(client.file_content(&file.id));
+    assert_eq!(missing.status, 404);
+
+    let unknown = UploadId::new("upload_missing");
+    let missing = api_error(client.complete_upload(&unknown, &complete));
+    assert_eq!(missing.status, 404);
+    let detail = missing.detail().unwrap();
+    assert_eq!(detail.message, "No such Upload object: upload_missing");
+    assert_eq!(detail.param.as_deref(), Some("upload_id"));
+
+    let invalid = CreateUploadRequest {
+        mime_type: "application/x-unknown".to_owned(),
+        ..create
+    };
+    let refused = api_error(client.create_upload(&invalid));
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.detail().unwrap().param.as_deref(),
+        Some("mime_type")
+    );
+}
