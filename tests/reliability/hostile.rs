@@ -935,3 +935,153 @@ fn check_only_ids_on_disk(root: &Path) {
         );
     }
 }
+
+#[test]
+fn an_oversized_part_gets_413_and_stores_nothing() {
+    let _memory = shared_memory();
+    let hostile = hostile();
+    hostile.run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = uploads_core::limits::Limits {
+            max_part_bytes: 1024,
+            ..uploads_core::limits::Limits::default()
+        };
+        let server = Server::builder()
+            .data_dir(dir.path())
+            .limits(limits)
+            .start()
+            .await
+            .unwrap();
+        let client = Client::new(server.local_addr(), None);
+        let upload = client.new_upload("big.bin", 4096).await;
+        let id = upload.id.as_str();
+        client.new_part(id, &[7; 1024]).await;
+        let reply = client.add_part(id, &[7; 1025]).await.unwrap();
+        reply.expect(413);
+        let error = reply.error().error;
+        assert_eq!(error.param.as_deref(), Some("data"));
+        assert_eq!(error.kind, "invalid_request_error");
+        let parts = dir.path().join("uploads").join(id).join("parts");
+        let mut settled = false;
+        for _ in 0..250 {
+            if tree(&parts).len() == 1 {
+                settled = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(settled, "the oversized part left bytes: {:?}", tree(&parts));
+    });
+}
+
+#[test]
+fn chunked_part_bodies_are_stored_exactly_and_bad_chunking_is_refused() {
+    let _memory = shared_memory();
+    let hostile = hostile();
+    hostile.run(async {
+        let client = hostile.client();
+        let data = b"chunked transfer of a part".to_vec();
+        let body = part_body(&data);
+        let upload = client.new_upload("chunked.bin", data.len() as u64).await;
+        let id = upload.id.as_str().to_owned();
+        let head = raw_head(
+            "POST",
+            &format!("/v1/uploads/{id}/parts"),
+            &[
+                ("content-type", multipart_content_type()),
+                ("transfer-encoding", "chunked".to_owned()),
+            ],
+        );
+        let mut request = head.clone();
+        for chunk in body.chunks(7) {
+            request.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+            request.extend_from_slice(chunk);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        let outcome = raw_exchange(hostile.addr, &request).await;
+        let RawOutcome::Answered { status: 200, bytes } = &outcome else {
+            panic!("a chunked part: {outcome:?}");
+        };
+        let part: uploads_core::types::UploadPart =
+            serde_json::from_slice(raw_body(bytes)).unwrap();
+        let done: Upload = client
+            .complete(
+                &id,
+                &[part.id.as_str().to_owned()],
+                Some(&md5_hex([&data[..]])),
+            )
+            .await
+            .unwrap()
+            .expect(200)
+            .json();
+        let content = client
+            .content(done.file.unwrap().id.as_str())
+            .await
+            .unwrap()
+            .expect(200)
+            .body
+            .clone();
+        assert_eq!(&content[..], &data[..]);
+
+        let upload = fresh_upload(&client).await;
+        let head = raw_head(
+            "POST",
+            &format!("/v1/uploads/{upload}/parts"),
+            &[
+                ("content-type", multipart_content_type()),
+                ("transfer-encoding", "chunked".to_owned()),
+            ],
+        );
+        for garbage in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"ffffffffffffffffffff\r\nhello\r\n",
+            b"5\r\nhello world, more than five\r\n0\r\n\r\n",
+        ] {
+            let mut request = head.clone();
+            request.extend_from_slice(&body[..20]);
+            request.splice(head.len()..head.len(), b"14\r\n".iter().copied());
+            request.extend_from_slice(b"\r\n");
+            request.extend_from_slice(garbage);
+            let outcome = raw_exchange(hostile.addr, &request).await;
+            assert!(
+                matches!(outcome.status(), None | Some(400)),
+                "bad chunking {:?}: {outcome:?}",
+                String::from_utf8_lossy(garbage)
+            );
+        }
+        hostile.assert_nothing_stored(&upload).await;
+        hostile.still_serves().await;
+    });
+}
+
+#[test]
+fn too_many_fields_are_refused_with_400() {
+    let _memory = shared_memory();
+    let hostile = hostile();
+    hostile.run(async {
+        let upload = fresh_upload(&hostile.client()).await;
+        let mut body = Vec::new();
+        for n in 0..1000 {
+            body.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"f{n}\"\r\n\r\nv\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        let outcome = raw_exchange(
+            hostile.addr,
+            &raw_request(
+                &format!("/v1/uploads/{upload}/parts"),
+                &multipart_content_type(),
+                &body,
+            ),
+        )
+        .await;
+        assert_refused(&outcome, 400, "a thousand fields");
+        hostile.assert_nothing_stored(&upload).await;
+        hostile.still_serves().await;
+    });
+}
