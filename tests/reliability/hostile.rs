@@ -652,10 +652,6 @@ async fn closes_silent_connection(addr: SocketAddr, sent: &[u8], patience: u32) 
 }
 
 #[test]
-#[ignore = "bug: crates/uploads-server/src/server.rs accept_loop serves each connection with \
-            hyper_util auto::Builder, whose HTTP/1-vs-HTTP/2 sniffing (read_version) has no \
-            timeout; header_read_timeout starts only after it: a connection that sends no byte \
-            stays open forever"]
 fn a_silent_connection_is_closed_after_the_header_timeout() {
     let _memory = shared_memory();
     let hostile = hostile();
@@ -668,9 +664,6 @@ fn a_silent_connection_is_closed_after_the_header_timeout() {
 }
 
 #[test]
-#[ignore = "bug: crates/uploads-server/src/server.rs accept_loop: an HTTP/2 preface trickled \
-            (or stopped half way) is never cut off: auto::Builder's version sniffing has no \
-            timeout and HTTP/2 has no header timeout configured"]
 fn a_trickled_http2_preface_is_cut_off() {
     let _memory = shared_memory();
     let hostile = hostile();
@@ -694,9 +687,6 @@ fn a_trickled_http2_preface_is_cut_off() {
 }
 
 #[test]
-#[ignore = "bug: with the connection cap (ServerBuilder::max_connections) reached by \
-            connections that send nothing, crates/uploads-server/src/server.rs accept_loop \
-            waits for a permit forever: every other client is locked out (denial of service)"]
 fn silent_connections_cannot_lock_out_other_clients() {
     let _memory = shared_memory();
     let hostile = hostile();

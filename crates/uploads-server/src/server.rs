@@ -12,7 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use uploads_core::auth::ApiKeys;
@@ -252,6 +252,35 @@ struct ConnectionLimits {
     shutdown_grace: Duration,
 }
 
+/// HTTP/2's connection preface, which tells an HTTP/2 client from an HTTP/1 one.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Waits until the client has sent enough to tell HTTP/1 from HTTP/2, within `timeout`.
+/// hyper-util reads those bytes with no timeout of its own (its header timeout starts after),
+/// so without this a connection that sends nothing, or trickles the HTTP/2 preface, would
+/// hold its slot forever.
+async fn protocol_known_in_time(stream: &TcpStream, timeout: Duration) -> bool {
+    let known = async {
+        let mut seen = [0; H2_PREFACE.len()];
+        loop {
+            let n = stream.peek(&mut seen).await?;
+            if n == 0 {
+                return Ok(false); // closed before a byte
+            }
+            if n == H2_PREFACE.len() || seen[..n] != H2_PREFACE[..n] {
+                return Ok(true);
+            }
+            // A prefix of the HTTP/2 preface: the rest is still coming. Peeking returns at
+            // once while bytes wait unread, so pause instead of spinning.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    matches!(
+        tokio::time::timeout(timeout, known).await,
+        Ok(Ok::<_, std::io::Error>(true))
+    )
+}
+
 async fn accept_loop(
     listener: TcpListener,
     service: Arc<Service>,
@@ -299,16 +328,23 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let service = Arc::clone(&service);
-        let connection = builder.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |request| {
-                let service = Arc::clone(&service);
-                async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
-            }),
-        );
-        let connection = graceful.watch(connection.into_owned());
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        let header_read_timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            if let Err(error) = connection.await {
+            // Holds a connection slot only while the client speaks: a silent socket is
+            // closed after the header timeout, like a slow request head.
+            if !protocol_known_in_time(&stream, header_read_timeout).await {
+                tracing::debug!(%peer, "no request within the header timeout; closing");
+                return;
+            }
+            let connection = builder.serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |request| {
+                    let service = Arc::clone(&service);
+                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+                }),
+            );
+            if let Err(error) = watcher.watch(connection.into_owned()).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);

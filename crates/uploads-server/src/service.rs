@@ -6,9 +6,10 @@
 //! in order, and only then applied and answered. A failed durable write is a 500 and the
 //! mutation is not applied: the client retries, it is never told that a write worked.
 
+use std::collections::HashMap;
 use std::io::{self, Read};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,13 +17,13 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use uploads_core::api::parse_list_files_query;
 use uploads_core::auth::ApiKeys;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::ledger::{
-    CompletePlan, FileRecord, Ledger, NewFile, Owner, Planned, RandomIds, RecordState, Step,
-    UploadRecord,
+    Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, Planned, RandomIds, RecordState,
+    Step, UploadRecord,
 };
 use uploads_core::limits::{Limits, MIB};
 use uploads_core::multipart::{
@@ -101,9 +102,11 @@ impl Drop for InFlight<'_> {
 /// The Uploads + Files service over one store.
 pub struct Service {
     config: ServiceConfig,
-    /// One lock over the ledger: it is held from planning a mutation to applying it (the
-    /// ledger's contract), never while bytes stream.
+    /// The ledger, locked briefly: to plan a mutation, to apply it, to read. Mutations of
+    /// one record are kept apart by its record lock (the ledger's contract), not by this.
     ledger: Mutex<Ledger>,
+    /// Per-record locks of the mutations in flight (see [`Service::record_lock`]).
+    record_locks: std::sync::Mutex<HashMap<String, Weak<Mutex<()>>>>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     entropy: Arc<Entropy>,
@@ -151,6 +154,7 @@ impl Service {
         let service = Arc::new(Self {
             config,
             ledger: Mutex::new(ledger),
+            record_locks: std::sync::Mutex::new(HashMap::new()),
             store,
             clock,
             entropy,
@@ -247,7 +251,7 @@ impl Service {
                 let body = self.json_body(request).await?;
                 json(
                     &self
-                        .mutate(move |ledger, now, ids| {
+                        .mutate(None, move |ledger, now, ids| {
                             ledger.create_upload(&owner, &body, now, ids)
                         })
                         .await?,
@@ -260,7 +264,9 @@ impl Service {
             }
             Route::CancelUpload(upload_id) => json(
                 &self
-                    .mutate(move |ledger, now, _| ledger.cancel_upload(&owner, &upload_id, now))
+                    .mutate(Some(upload_id.to_string()), move |ledger, now, _| {
+                        ledger.cancel_upload(&owner, &upload_id, now)
+                    })
                     .await?,
             ),
             Route::ListFiles => {
@@ -276,7 +282,9 @@ impl Service {
             ),
             Route::DeleteFile(file_id) => json(
                 &self
-                    .mutate(move |ledger, now, _| ledger.delete_file(&owner, &file_id, now))
+                    .mutate(Some(file_id.to_string()), move |ledger, now, _| {
+                        ledger.delete_file(&owner, &file_id, now)
+                    })
                     .await?,
             ),
             Route::DownloadFile(file_id) => {
@@ -298,23 +306,31 @@ impl Service {
         RandomIds::new(Box::new(move |buffer: &mut [u8]| entropy.fill(buffer)))
     }
 
-    /// Plans a mutation, persists it and applies it, as one unit on its own task: a request
-    /// dropped half-way (its client went away) cannot stop a change between being persisted
-    /// and being applied, which would leave the disk and the ledger disagreeing.
-    async fn mutate<T, F>(self: &Arc<Self>, plan: F) -> Result<T, Refused>
+    /// Plans a mutation of the record named `record` (an Upload or File id; `None` for one
+    /// that creates a record), persists it and applies it, as one unit on its own task: a
+    /// request dropped half-way (its client went away) cannot stop a change between being
+    /// persisted and being applied, which would leave the disk and the ledger disagreeing.
+    /// The ledger itself is locked only to plan and to apply, never across an fsync.
+    async fn mutate<T, F>(self: &Arc<Self>, record: Option<String>, plan: F) -> Result<T, Refused>
     where
         T: Send + 'static,
         F: FnOnce(&Ledger, u64, &mut Ids) -> Answer<Planned<T>> + Send + 'static,
     {
         let service = Arc::clone(self);
         tokio::spawn(async move {
-            let mut ledger = service.ledger.lock().await;
-            let planned = plan(&ledger, service.clock.now(), &mut service.ids())
-                .map_err(Refused::Planning)?;
-            service
-                .commit(&mut ledger, planned)
-                .await
-                .map_err(Refused::Commit)
+            let _record = match &record {
+                Some(record) => Some(service.record_lock(record).await),
+                None => None,
+            };
+            let planned = {
+                let ledger = service.ledger.lock().await;
+                plan(&ledger, service.clock.now(), &mut service.ids()).map_err(Refused::Planning)?
+            };
+            if let Some(change) = planned.change {
+                service.persist(&change).await.map_err(Refused::Commit)?;
+                apply(&mut *service.ledger.lock().await, change).map_err(Refused::Commit)?;
+            }
+            Ok(planned.response)
         })
         .await
         .unwrap_or_else(|error| {
@@ -325,27 +341,52 @@ impl Service {
         })
     }
 
-    /// Persists a planned change's steps in order, then applies it: the ledger's contract.
+    /// Persists a planned change's steps in order, then applies it (the ledger's contract),
+    /// holding the ledger throughout: for the sweep, which touches many records.
     async fn commit<T>(&self, ledger: &mut Ledger, planned: Planned<T>) -> Answer<T> {
         if let Some(change) = planned.change {
-            let steps = change.steps().to_vec();
-            let store = Arc::clone(&self.store);
-            let persisted = tokio::task::spawn_blocking(move || persist(&*store, &steps))
-                .await
-                .map_err(io::Error::other)
-                .and_then(|result| result);
-            if let Err(error) = persisted {
-                tracing::error!(%error, "a durable write failed; the request was not applied");
-                return Err(Rejection::server_error(
-                    "The server could not store the request durably, so it was not applied. Retry it.",
-                ));
-            }
-            ledger.apply(change).map_err(|error| {
-                tracing::error!(%error, "the ledger refused a persisted change");
-                Rejection::server_error("The server's state changed during the request. Retry it.")
-            })?;
+            self.persist(&change).await?;
+            apply(ledger, change)?;
         }
         Ok(planned.response)
+    }
+
+    /// Makes a change's steps durable, in order, on a blocking thread.
+    async fn persist(&self, change: &Change) -> Answer<()> {
+        let steps = change.steps().to_vec();
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || persist(&*store, &steps))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|result| result)
+            .map_err(|error| {
+                tracing::error!(%error, "a durable write failed; the request was not applied");
+                Rejection::server_error(
+                    "The server could not store the request durably, so it was not applied. Retry it.",
+                )
+            })
+    }
+
+    /// The lock of one Upload or File: held from planning a mutation of it to applying it, so
+    /// mutations of one record never interleave while those of different records run (and
+    /// fsync) side by side.
+    async fn record_lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .record_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Only records with a mutation in flight keep an entry.
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            if let Some(lock) = locks.get(key).and_then(Weak::upgrade) {
+                lock
+            } else {
+                let lock = Arc::new(Mutex::new(()));
+                locks.insert(key.to_owned(), Arc::downgrade(&lock));
+                lock
+            }
+        };
+        lock.lock_owned().await
     }
 
     async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
@@ -404,7 +445,9 @@ impl Service {
         let part_bytes = writer.commit().await?;
         let owner = owner.clone();
         let planned = self
-            .mutate(move |ledger, now, _| ledger.add_part(&owner, &slot, part_bytes, now))
+            .mutate(Some(upload.to_string()), move |ledger, now, _| {
+                ledger.add_part(&owner, &slot, part_bytes, now)
+            })
             .await;
         let part = match planned {
             Ok(part) => part,
@@ -454,7 +497,7 @@ impl Service {
         };
         let owner = owner.clone();
         let completed = self
-            .mutate(move |ledger, now, ids| {
+            .mutate(Some(upload_id.to_string()), move |ledger, now, ids| {
                 ledger.finish_complete(&owner, &verification, md5, now, ids)
             })
             .await?;
@@ -559,7 +602,7 @@ impl Service {
         let bytes = writer.commit().await?;
         let (owner, id) = (owner.clone(), file_id.clone());
         let planned = self
-            .mutate(move |ledger, now, _| {
+            .mutate(None, move |ledger, now, _| {
                 let new = fields.into_new_file(filename, bytes)?;
                 ledger.create_file(&owner, &id, new, now)
             })
@@ -800,6 +843,15 @@ fn storage_failure(outcome: Result<io::Result<u64>, tokio::task::JoinError>) -> 
     };
     tracing::error!(%error, "storing bytes failed");
     Rejection::server_error("The server could not store the data durably. Retry the request.")
+}
+
+/// Applies a persisted change; a refusal means the disk and the ledger may disagree (a
+/// 500: restarting reloads the disk's truth).
+fn apply(ledger: &mut Ledger, change: Change) -> Answer<()> {
+    ledger.apply(change).map_err(|error| {
+        tracing::error!(%error, "the ledger refused a persisted change");
+        Rejection::server_error("The server's state changed during the request. Retry it.")
+    })
 }
 
 /// Makes a change's steps durable, in order.
