@@ -27,7 +27,7 @@ NODE_SDK_TIMEOUT_S = 120
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--server", required=True, type=Path, help="the server binary, e.g. target/debug/uploads-server")
+    parser.add_argument("--server", required=True, type=Path, help="the server binary, e.g. target/debug/uploads")
     parser.add_argument("--server-subcommand", default="serve", help="its subcommand taking --listen, --data-dir, --api-key")
     parser.add_argument("--spec", required=True, type=Path, help="OpenAI's OpenAPI document")
     parser.add_argument("--node-dir", required=True, type=Path, help="folder whose node_modules has openai and prism")

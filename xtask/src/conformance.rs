@@ -16,12 +16,11 @@ use std::process::Command;
 
 use crate::run_command;
 
-/// The server under test: its package, its binary, and the subcommand that takes
-/// `--listen`, `--data-dir` and `--api-key`. The `uploads` CLI will take over this role
-/// (`uploads serve`, same flags): change this one value then.
+/// The server under test, as users start it: `uploads serve` with `--listen`, `--data-dir`
+/// and `--api-key`.
 const SERVER: ServerBinary = ServerBinary {
-    package: "uploads-server",
-    binary: "uploads-server",
+    package: "uploads-cli",
+    binary: "uploads",
     subcommand: "serve",
 };
 
