@@ -124,15 +124,14 @@ async fn send(
     let state_file = options.snapshot_path.clone().unwrap_or_default();
     if args.blocking {
         let client = uploads_ureq::Client::new(target.config.clone());
-        let resume = args.resume.clone();
-        let (path, purpose) = (args.file.clone(), args.purpose.clone());
+        let kept = args.resume.is_some();
         tokio::task::spawn_blocking(move || {
             let result = if resuming {
                 client.resume_upload(state_file.as_path(), &file, options)
             } else {
                 client.upload_file(&file, options)
             };
-            result.map_err(|error| upload_failure(&error, resume.as_deref(), &path, &purpose))
+            result.map_err(|error| upload_failure(&error, kept))
         })
         .await
         .map_err(|error| Failure::Transfer(format!("the upload thread failed: {error}")))?
@@ -145,34 +144,45 @@ async fn send(
         } else {
             client.upload_file(&file, options).await
         };
-        result.map_err(|error| {
-            upload_failure(&error, args.resume.as_deref(), &args.file, &args.purpose)
-        })
+        result.map_err(|error| upload_failure(&error, args.resume.is_some()))
     }
 }
 
 /// One line saying what failed, and how to continue when the Upload was kept.
-fn upload_failure(
-    error: &impl std::fmt::Display,
-    resume: Option<&Path>,
-    file: &Path,
-    purpose: &str,
-) -> Failure {
-    match resume {
-        Some(state_file) => Failure::Transfer(format!(
-            "{error}; continue with: {}",
-            resume_command(file, purpose, state_file)
-        )),
-        None => Failure::Transfer(error.to_string()),
+fn upload_failure(error: &impl std::fmt::Display, kept: bool) -> Failure {
+    if kept {
+        Failure::Transfer(format!("{error}; continue with: {}", resume_command()))
+    } else {
+        Failure::Transfer(error.to_string())
     }
 }
 
-fn resume_command(file: &Path, purpose: &str, state_file: &Path) -> String {
-    format!(
-        "uploads put {} --purpose {purpose} --resume {}",
-        file.display(),
-        state_file.display()
-    )
+/// The command that continues the upload: the one that was run, which names the state file.
+fn resume_command() -> String {
+    std::env::args()
+        .enumerate()
+        .map(|(index, arg)| {
+            if index == 0 {
+                "uploads".to_owned()
+            } else {
+                shell_quoted(&arg)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// An argument as a POSIX shell reads it back: bare when it is plain, else single-quoted.
+fn shell_quoted(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:@%+,".contains(&b));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
 }
 
 /// Ctrl-C: keep the Upload for `--resume`, else cancel it.
@@ -180,7 +190,7 @@ async fn interrupted(args: &PutArgs, state_file: &Path, target: &Target) -> Fail
     if args.resume.is_some() {
         eprintln!(
             "uploads: interrupted; the Upload is kept until it expires. Continue with: {}",
-            resume_command(&args.file, &args.purpose, state_file)
+            resume_command()
         );
         return Failure::Interrupted;
     }
