@@ -52,9 +52,275 @@ pub fn parse_hex(hex: &str) -> Option<[u8; 16]> {
     Some(digest)
 }
 
+/// A service's md5 computed ahead of the complete request: Parts are hashed in the order
+/// their requests started, while the upload goes on, so that a complete whose listed order
+/// matches (what a client sending parts in order causes) needs no second pass over the bytes.
+///
+/// An md5 cannot be combined from per-part digests: the digest of part k depends on every
+/// byte before it. So the chain guesses the file order (the order Parts were started in), and
+/// keeps the hash state after each Part it hashed; at complete, the longest prefix of the
+/// listed order that the chain hashed is reused and only the rest is read again.
+///
+/// ```text
+/// slot_started(p) ──▶ Pending ── slot_committed(p) ──▶ Committed ── next_to_hash / hashed ──▶ in the chain
+///                        └────── slot_failed(p) ─────▶ Dead (skipped)
+/// ```
+///
+/// Sans-IO: the caller reads the Parts' bytes, and [`Md5Chain::next_to_hash`] /
+/// [`Md5Chain::hashed`] hand the hashing back and forth.
+#[derive(Debug, Clone, Default)]
+pub struct Md5Chain {
+    /// Every Part in the order it was started, with what became of it.
+    slots: Vec<(crate::types::PartId, Slot)>,
+    /// How many leading slots the chain has consumed (hashed or skipped).
+    consumed: usize,
+    /// The Parts hashed so far, in chain order, each with the hash state after it.
+    states: Vec<(crate::types::PartId, Md5Hasher)>,
+    /// Whether a Part was handed out by `next_to_hash` and not yet returned.
+    hashing: bool,
+}
+
+/// What became of a started Part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Pending,
+    Committed,
+    Dead,
+}
+
+/// How to finish an md5 over listed Parts: start from `state` (the chain's state after the
+/// first `reused` listed Parts) and hash `remaining` in order.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Md5Resume {
+    /// The hash state to continue from.
+    pub state: Md5Hasher,
+    /// How many listed Parts the state already covers.
+    pub reused: usize,
+    /// The listed Parts still to hash, in order.
+    pub remaining: Vec<crate::types::PartId>,
+}
+
+impl Md5Chain {
+    /// A chain with no Parts.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A Part's request started (its bytes are on their way).
+    pub fn slot_started(&mut self, part: crate::types::PartId) {
+        self.slots.push((part, Slot::Pending));
+    }
+
+    /// A Part's bytes are durable and recorded.
+    pub fn slot_committed(&mut self, part: &crate::types::PartId) {
+        self.set(part, Slot::Committed);
+    }
+
+    /// A Part's request ended without recording it: the chain skips it.
+    pub fn slot_failed(&mut self, part: &crate::types::PartId) {
+        self.set(part, Slot::Dead);
+    }
+
+    fn set(&mut self, part: &crate::types::PartId, slot: Slot) {
+        if let Some((_, state)) = self.slots.iter_mut().find(|(id, _)| id == part) {
+            *state = slot;
+        }
+    }
+
+    /// The next Part to hash, with the state to hash it from, if the chain can advance now;
+    /// the caller reads its bytes, feeds them, and returns the state with
+    /// [`Md5Chain::hashed`]. At most one Part is out at a time.
+    pub fn next_to_hash(&mut self) -> Option<(crate::types::PartId, Md5Hasher)> {
+        if self.hashing {
+            return None;
+        }
+        while let Some((part, slot)) = self.slots.get(self.consumed) {
+            match slot {
+                Slot::Dead => self.consumed += 1,
+                Slot::Pending => return None,
+                Slot::Committed => {
+                    self.hashing = true;
+                    let state = self
+                        .states
+                        .last()
+                        .map(|(_, state)| state.clone())
+                        .unwrap_or_default();
+                    return Some((part.clone(), state));
+                }
+            }
+        }
+        None
+    }
+
+    /// The state after hashing the Part [`Md5Chain::next_to_hash`] handed out.
+    pub fn hashed(&mut self, part: crate::types::PartId, state: Md5Hasher) {
+        self.hashing = false;
+        self.consumed += 1;
+        self.states.push((part, state));
+    }
+
+    /// Gives back a Part handed out by [`Md5Chain::next_to_hash`] that could not be hashed:
+    /// the chain stops there (complete reads the rest).
+    pub fn abandon(&mut self) {
+        self.hashing = false;
+        self.slots.truncate(self.consumed);
+    }
+
+    /// Whether the chain has work under way or ready: a Part being hashed, or a committed
+    /// Part next in line. A complete waits for it rather than reading those bytes again.
+    pub fn is_busy(&self) -> bool {
+        self.hashing
+            || self.slots[self.consumed..]
+                .iter()
+                .find(|(_, slot)| *slot != Slot::Dead)
+                .is_some_and(|(_, slot)| *slot == Slot::Committed)
+    }
+
+    /// How to compute the md5 of `listed` (the complete request's order) reusing the chain.
+    pub fn resume_for(&self, listed: &[crate::types::PartId]) -> Md5Resume {
+        let reused = listed
+            .iter()
+            .zip(&self.states)
+            .take_while(|(listed, (hashed, _))| listed == &hashed)
+            .count();
+        Md5Resume {
+            state: reused
+                .checked_sub(1)
+                .map(|last| self.states[last].1.clone())
+                .unwrap_or_default(),
+            reused,
+            remaining: listed[reused..].to_vec(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::PartId;
+    use proptest::prelude::*;
+
+    fn part(index: usize) -> PartId {
+        PartId::new(format!("part_{index}"))
+    }
+
+    fn bytes_of(index: usize) -> Vec<u8> {
+        (0..(10 + index * 7))
+            .map(|byte| (byte * 31 + index) as u8)
+            .collect()
+    }
+
+    /// Drives the chain as a service would, then finishes the md5 of `listed`.
+    fn digest_via_chain(chain: &mut Md5Chain, listed: &[PartId]) -> (String, usize) {
+        while let Some((next, mut state)) = chain.next_to_hash() {
+            let index: usize = next.as_str()["part_".len()..].parse().unwrap();
+            state.update(&bytes_of(index));
+            chain.hashed(next, state);
+        }
+        let resume = chain.resume_for(listed);
+        let mut state = resume.state;
+        for id in &resume.remaining {
+            let index: usize = id.as_str()["part_".len()..].parse().unwrap();
+            state.update(&bytes_of(index));
+        }
+        (state.finish_hex(), resume.reused)
+    }
+
+    fn expected(listed: &[PartId]) -> String {
+        let mut hasher = Md5Hasher::new();
+        for id in listed {
+            let index: usize = id.as_str()["part_".len()..].parse().unwrap();
+            hasher.update(&bytes_of(index));
+        }
+        hasher.finish_hex()
+    }
+
+    #[test]
+    fn parts_in_start_order_need_no_second_read() {
+        let mut chain = Md5Chain::new();
+        let listed: Vec<PartId> = (0..4).map(part).collect();
+        for id in &listed {
+            chain.slot_started(id.clone());
+        }
+        // Committed out of order: the chain waits for part 0, then runs through.
+        for index in [2, 0, 3, 1] {
+            chain.slot_committed(&part(index));
+        }
+        let (digest, reused) = digest_via_chain(&mut chain, &listed);
+        assert_eq!((digest, reused), (expected(&listed), 4));
+    }
+
+    #[test]
+    fn a_failed_slot_is_skipped_and_a_different_order_reuses_the_common_prefix() {
+        let mut chain = Md5Chain::new();
+        for index in 0..4 {
+            chain.slot_started(part(index));
+        }
+        chain.slot_failed(&part(1));
+        for index in [0, 2, 3] {
+            chain.slot_committed(&part(index));
+        }
+        let listed = vec![part(0), part(3), part(2)];
+        let (digest, reused) = digest_via_chain(&mut chain, &listed);
+        assert_eq!((digest, reused), (expected(&listed), 1));
+    }
+
+    #[test]
+    fn a_pending_slot_stops_the_chain_and_abandon_cuts_it() {
+        let mut chain = Md5Chain::new();
+        chain.slot_started(part(0));
+        chain.slot_started(part(1));
+        chain.slot_committed(&part(1));
+        assert!(!chain.is_busy(), "part 1 waits behind part 0");
+        assert!(chain.next_to_hash().is_none(), "part 0 is still on its way");
+        chain.slot_committed(&part(0));
+        let (next, _) = chain.next_to_hash().unwrap();
+        assert_eq!(next, part(0));
+        assert!(chain.is_busy());
+        assert!(chain.next_to_hash().is_none(), "one at a time");
+        chain.abandon();
+        assert!(chain.next_to_hash().is_none());
+        let listed = vec![part(0), part(1)];
+        assert_eq!(
+            digest_via_chain(&mut chain, &listed),
+            (expected(&listed), 0)
+        );
+    }
+
+    proptest! {
+        /// Whatever the start, commit and fail order and whatever the listed order, the md5
+        /// is the md5 of the listed Parts' bytes in the listed order.
+        #[test]
+        fn the_digest_is_always_that_of_the_listed_order(
+            count in 1_usize..8,
+            commits in prop::collection::vec(0_usize..8, 0..16),
+            failed in prop::collection::vec(0_usize..8, 0..3),
+            listed in prop::collection::vec(0_usize..8, 1..8),
+        ) {
+            let mut chain = Md5Chain::new();
+            for index in 0..count {
+                chain.slot_started(part(index));
+            }
+            for index in failed {
+                chain.slot_failed(&part(index));
+            }
+            for (step, index) in commits.into_iter().enumerate() {
+                chain.slot_committed(&part(index));
+                if step % 3 == 0
+                    && let Some((next, mut state)) = chain.next_to_hash()
+                {
+                    let index: usize = next.as_str()["part_".len()..].parse().unwrap();
+                    state.update(&bytes_of(index));
+                    chain.hashed(next, state);
+                }
+            }
+            let listed: Vec<PartId> = listed.into_iter().map(part).collect();
+            let (digest, reused) = digest_via_chain(&mut chain, &listed);
+            prop_assert_eq!(digest, expected(&listed));
+            prop_assert!(reused <= listed.len());
+        }
+    }
 
     #[test]
     fn known_digests_in_hex_both_ways() {

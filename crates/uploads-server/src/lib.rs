@@ -29,6 +29,7 @@
 mod body;
 pub mod clock;
 mod entropy;
+mod md5_ahead;
 mod server;
 mod service;
 pub mod store;

@@ -20,7 +20,6 @@ use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use uploads_core::api::parse_list_files_query;
 use uploads_core::auth::ApiKeys;
-use uploads_core::digest::Md5Hasher;
 use uploads_core::ledger::{
     Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, Planned, RandomIds, RecordState,
     Step, UploadRecord,
@@ -36,6 +35,7 @@ use uploads_core::types::{ExpiresAfter, ExpiresAfterAnchor, PartId, UploadId};
 use crate::body::{BodyError, BodyReader, ResponseBody, channel_body, full};
 use crate::clock::Clock;
 use crate::entropy::Entropy;
+use crate::md5_ahead::Md5Ahead;
 use crate::store::{ContentSource, DataSink, Store};
 
 /// The largest File `POST /files` takes in one request, as OpenAI documents.
@@ -62,6 +62,7 @@ pub struct ServerStats {
     parts_stored: AtomicU64,
     parts_in_flight: AtomicU64,
     peak_parts_in_flight: AtomicU64,
+    parts_reread_for_md5: AtomicU64,
 }
 
 impl ServerStats {
@@ -78,6 +79,17 @@ impl ServerStats {
     /// The most add-part requests that were being handled at the same time.
     pub fn peak_parts_in_flight(&self) -> u64 {
         self.peak_parts_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Parts that completes with an md5 had to read again, because they had not been hashed
+    /// ahead in the order the complete listed (0 when Parts arrive in file order).
+    pub fn parts_reread_for_md5(&self) -> u64 {
+        self.parts_reread_for_md5.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_reread(&self, parts: usize) {
+        self.parts_reread_for_md5
+            .fetch_add(parts as u64, Ordering::SeqCst);
     }
 }
 
@@ -111,6 +123,8 @@ pub struct Service {
     clock: Arc<dyn Clock>,
     entropy: Arc<Entropy>,
     stats: Arc<ServerStats>,
+    /// The md5 of each pending Upload, hashed as its Parts arrive.
+    md5_ahead: Arc<Md5Ahead>,
 }
 
 /// A request refused on its way in, or a failure answered as 500.
@@ -151,6 +165,8 @@ impl Service {
                 .map_err(io::Error::other)??
         };
         let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
+        let stats = Arc::new(ServerStats::default());
+        let md5_ahead = Arc::new(Md5Ahead::new(Arc::clone(&store), Arc::clone(&stats)));
         let service = Arc::new(Self {
             config,
             ledger: Mutex::new(ledger),
@@ -158,7 +174,8 @@ impl Service {
             store,
             clock,
             entropy,
-            stats: Arc::new(ServerStats::default()),
+            md5_ahead,
+            stats,
         });
         service
             .sweep()
@@ -262,13 +279,16 @@ impl Service {
                 let body = self.json_body(request).await?;
                 self.complete(&owner, &upload_id, &body).await
             }
-            Route::CancelUpload(upload_id) => json(
-                &self
+            Route::CancelUpload(upload_id) => {
+                let id = upload_id.clone();
+                let cancelled = self
                     .mutate(Some(upload_id.to_string()), move |ledger, now, _| {
-                        ledger.cancel_upload(&owner, &upload_id, now)
+                        ledger.cancel_upload(&owner, &id, now)
                     })
-                    .await?,
-            ),
+                    .await?;
+                self.md5_ahead.forget(&upload_id);
+                json(&cancelled)
+            }
             Route::ListFiles => {
                 let query = parse_list_files_query(request.uri().query().unwrap_or(""))?;
                 json(&self.ledger.lock().await.list_files(&owner, &query, now)?)
@@ -419,6 +439,8 @@ impl Service {
         let max_part_bytes = self.config.limits.max_part_bytes;
         let store = Arc::clone(&self.store);
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
+        // Failed unless committed below: then the md5 chain skips this Part.
+        let hash_slot = self.md5_ahead.started(&upload, &part);
         let mut form = Self::form(&request, max_part_bytes)?;
         let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
         let mut data: Option<PartWriter> = None;
@@ -461,6 +483,7 @@ impl Service {
             Err(Refused::Commit(rejection)) => return Err(rejection),
         };
         self.stats.parts_stored.fetch_add(1, Ordering::SeqCst);
+        hash_slot.committed();
         json(&part)
     }
 
@@ -483,15 +506,20 @@ impl Service {
         // The md5 is computed outside the lock: it reads every listed byte, and
         // `finish_complete` checks everything again.
         let md5 = if verification.expected_md5().is_some() {
-            let source = ContentSource::Parts {
-                upload: upload_id.clone(),
-                parts: verification
-                    .parts()
-                    .iter()
-                    .map(|part| part.id.clone())
-                    .collect(),
-            };
-            Some(self.md5_of(source).await?)
+            let listed = verification
+                .parts()
+                .iter()
+                .map(|part| part.id.clone())
+                .collect();
+            let digest = self
+                .md5_ahead
+                .digest(upload_id, listed)
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "reading parts for the md5 failed");
+                    Rejection::server_error("The server could not read the Upload's parts.")
+                })?;
+            Some(digest)
         } else {
             None
         };
@@ -501,30 +529,8 @@ impl Service {
                 ledger.finish_complete(&owner, &verification, md5, now, ids)
             })
             .await?;
+        self.md5_ahead.forget(upload_id);
         json(&completed)
-    }
-
-    async fn md5_of(&self, source: ContentSource) -> Answer<[u8; 16]> {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || -> io::Result<[u8; 16]> {
-            let mut reader = store.open(&source)?;
-            let mut hasher = Md5Hasher::new();
-            let mut buffer = vec![0; 1 << 20];
-            loop {
-                let n = reader.read(&mut buffer)?;
-                if n == 0 {
-                    return Ok(hasher.finish());
-                }
-                hasher.update(&buffer[..n]);
-            }
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|result| result)
-        .map_err(|error| {
-            tracing::error!(%error, "reading parts for the md5 failed");
-            Rejection::server_error("The server could not read the Upload's parts.")
-        })
     }
 
     /// Streams a File's bytes. The content is opened before answering, so bytes that cannot

@@ -209,3 +209,50 @@ async fn listing(client: &Client, [oldest, middle, newest]: [&FileId; 3]) {
         Vec::<FileId>::new()
     );
 }
+
+/// Parts sent front to back are hashed while they arrive: a complete listing them in that
+/// order reads nothing again; one listing another order reads what the chain cannot reuse,
+/// and both verify the md5 of the listed order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_md5_of_parts_sent_in_order_is_ready_at_complete() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let parts: Vec<Vec<u8>> = (0..5_u8).map(|seed| pattern(3000, seed)).collect();
+    let chunks: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+
+    let upload = client.create_upload(15_000).await;
+    let mut ids = Vec::new();
+    for data in &chunks {
+        ids.push(client.add_part_ok(&upload.id, data).await.id);
+    }
+    let listed: Vec<&PartId> = ids.iter().collect();
+    let completed = client
+        .complete_ok(&upload.id, &listed, Some(&md5_hex(&chunks)))
+        .await;
+    assert_eq!(server.running.stats().parts_reread_for_md5(), 0);
+    let file = completed.file.unwrap();
+    assert_eq!(client.content_ok(&file.id).await, chunks.concat());
+
+    let upload = client.create_upload(15_000).await;
+    let mut ids = Vec::new();
+    for data in &chunks {
+        ids.push(client.add_part_ok(&upload.id, data).await.id);
+    }
+    // Listed with the first two swapped: nothing of the chain is the listed order's prefix.
+    let listed: Vec<&PartId> = [1, 0, 2, 3, 4].iter().map(|&index| &ids[index]).collect();
+    let swapped: Vec<&[u8]> = [1, 0, 2, 3, 4].iter().map(|&index| chunks[index]).collect();
+    // The md5 of the order sent is not the md5 of the order listed.
+    let refused = client
+        .complete(&upload.id, &listed, Some(&md5_hex(&chunks)))
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.error().param.as_deref(), Some("md5"));
+    client
+        .complete_ok(&upload.id, &listed, Some(&md5_hex(&swapped)))
+        .await;
+    assert_eq!(
+        server.running.stats().parts_reread_for_md5(),
+        10,
+        "two completes read all five"
+    );
+}
