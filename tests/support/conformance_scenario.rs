@@ -248,13 +248,13 @@ impl Report {
 /// Whether `error` says only that a 2xx answer's body was not what OpenAI would send: every
 /// request was accepted, and the mock's placeholder content is the problem.
 fn only_placeholder_content<E>(error: &UploadError<E>) -> bool {
-    let (UploadError::Create(request)
-    | UploadError::Aborted {
-        cause: AbortCause::Part { error: request, .. } | AbortCause::Complete(request),
-        ..
-    }) = error
-    else {
-        return false;
+    let request = match error {
+        UploadError::Create(request) => request,
+        UploadError::Aborted { cause, .. } => match &**cause {
+            AbortCause::Part { error, .. } | AbortCause::Complete(error) => error,
+            _ => return false,
+        },
+        _ => return false,
     };
     matches!(
         request,
