@@ -25,6 +25,7 @@ with_both_adapters!(
     a_multi_part_upload_arrives_byte_exact_with_parts_in_parallel,
     resets_500s_and_429s_are_survived,
     giving_up_cancels_the_upload_and_says_why,
+    a_source_shorter_than_promised_gives_up_at_once_and_cancels,
     a_resume_sends_only_the_missing_parts,
     an_expired_snapshot_or_a_changed_file_is_refused,
     every_low_level_call_works_and_errors_carry_openai_bodies,
@@ -162,15 +163,18 @@ fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
     let UploadError::Aborted {
         upload_id,
         cancelled,
-        cause:
-            AbortCause::Part {
-                part,
-                reason,
-                error: last,
-            },
+        cause,
     } = error
     else {
-        panic!("expected a part to give up, got {error:?}");
+        panic!("expected the upload to give up, got {error:?}");
+    };
+    let AbortCause::Part {
+        part,
+        reason,
+        error: last,
+    } = *cause
+    else {
+        panic!("expected a part to give up, got {cause:?}");
     };
     assert!(cancelled);
     assert_eq!(part, 0);
@@ -188,6 +192,44 @@ fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
         md5: None,
     };
     let refused = api_error(direct.complete_upload(&upload_id, &complete));
+    assert_eq!(refused.status, 400, "{refused}");
+}
+
+fn a_source_shorter_than_promised_gives_up_at_once_and_cancels<A: Adapter>() {
+    let harness = Harness::start();
+    let client: A = harness.client();
+    let (events, record) = recorder();
+    let options = options(PART)
+        .concurrency(1)
+        .retry(quick_retries(5))
+        .on_progress(record);
+
+    // Two parts of data behind a promise of three: the third part's read comes up short.
+    let data = vec![b'x'; (2 * PART) as usize];
+    let error = client
+        .upload_reader(data, 3 * PART, "short.jsonl", options)
+        .unwrap_err();
+
+    let UploadError::Aborted {
+        upload_id,
+        cancelled,
+        cause,
+    } = error
+    else {
+        panic!("expected the upload to give up, got {error:?}");
+    };
+    assert!(cancelled);
+    assert!(
+        matches!(&*cause, AbortCause::Source(read) if read.kind() == std::io::ErrorKind::UnexpectedEof),
+        "{cause:?}"
+    );
+    let retried = events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|event| matches!(event, ProgressEvent::PartRetry { .. }));
+    assert!(!retried, "a read that came up short is not retried");
+    let refused = api_error(client.add_part_bytes(&upload_id, b"late"));
     assert_eq!(refused.status, 400, "{refused}");
 }
 

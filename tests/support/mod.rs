@@ -129,6 +129,15 @@ pub trait Adapter: Sized {
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>>;
 
+    /// Uploads `data` as a source that promises `len` bytes.
+    fn upload_reader(
+        &self,
+        data: Vec<u8>,
+        len: u64,
+        name: &str,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>>;
+
     fn resume_upload(
         &self,
         snapshot: &Path,
@@ -220,6 +229,18 @@ impl Adapter for Hyper {
     ) -> Result<Upload, UploadError<Self::Transport>> {
         self.runtime
             .block_on(self.client.upload_file(path, options))
+    }
+
+    fn upload_reader(
+        &self,
+        data: Vec<u8>,
+        len: u64,
+        name: &str,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        let reader = std::io::Cursor::new(data);
+        self.runtime
+            .block_on(self.client.upload_reader(reader, len, name, options))
     }
 
     fn resume_upload(
@@ -358,6 +379,17 @@ impl Adapter for Ureq {
         self.client.upload_file(path, options)
     }
 
+    fn upload_reader(
+        &self,
+        data: Vec<u8>,
+        len: u64,
+        name: &str,
+        options: UploadOptions,
+    ) -> Result<Upload, UploadError<Self::Transport>> {
+        let reader = std::io::Cursor::new(data);
+        self.client.upload_reader(reader, len, name, options)
+    }
+
     fn resume_upload(
         &self,
         snapshot: &Path,
@@ -384,9 +416,9 @@ impl Adapter for Ureq {
         match client.upload_file(path, options) {
             Err(UploadError::Aborted {
                 cancelled: false,
-                cause: uploads_core::upload::AbortCause::Interrupted,
+                cause,
                 ..
-            }) => {}
+            }) if matches!(*cause, uploads_core::upload::AbortCause::Interrupted) => {}
             other => panic!("expected an interrupted upload, got {other:?}"),
         }
     }

@@ -15,8 +15,17 @@
 //! positive one (capped), otherwise an exponential backoff with caller-supplied jitter: this
 //! crate reads no clock and draws no random numbers.
 //!
-//! The policy is usable on its own: the clients retry create, complete and cancel with it, and
+//! The policy is usable on its own: the clients retry create, complete and cancel through a
+//! [`RetryLoop`] (one per request, driven with the adapter's own sleep), and
 //! [`crate::session::UploadSession`] retries each part with it.
+//!
+//! ```text
+//!   RetryLoop::new(policy, deadline) ─▶ send attempt ─▶ ok ─▶ done
+//!                   ▲                        │
+//!                   │                        └─ fails ─▶ on_failure(failure, now, jitter)
+//!                   └── RetryAt: sleep delay_ms ─────────────────┤
+//!                                                                └─ GiveUp: return the error
+//! ```
 //!
 //! ```
 //! use uploads_core::http::{HeaderMap, HeaderValue, StatusCode};
@@ -183,6 +192,11 @@ pub enum GiveUpReason {
         /// How many attempts were made.
         attempts: u32,
     },
+    /// The request cannot be sent as it is: it could not be built (a bad base URL, a key
+    /// with invalid characters...) or its data could not be read. No attempt reached the
+    /// service, and sending again cannot help.
+    #[error("the request cannot be sent")]
+    CannotSend,
     /// The next attempt would start after the deadline.
     #[error("a retry at {retry_at_unix_ms} ms would pass the deadline at {deadline_unix_ms} ms")]
     Deadline {
@@ -253,6 +267,62 @@ impl RetryPolicy {
             },
         }
     }
+}
+
+/// The retries of one request (create, complete, cancel...): counts its attempts and asks
+/// the policy after each failure. The adapter sends, sleeps and reads the clock; this decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryLoop {
+    policy: RetryPolicy,
+    deadline_unix_ms: Option<u64>,
+    attempts: u32,
+}
+
+impl RetryLoop {
+    /// The loop of a request retried per `policy`, none of whose retries may start after
+    /// `deadline_unix_ms`.
+    pub fn new(policy: RetryPolicy, deadline_unix_ms: Option<u64>) -> Self {
+        Self {
+            policy,
+            deadline_unix_ms,
+            attempts: 0,
+        }
+    }
+
+    /// How many attempts have failed so far.
+    pub fn failed_attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Reports that the latest attempt failed at `now_unix_ms`, as the policy sees it
+    /// (`None` for an error no attempt can fix: the request cannot be sent). Returns when to
+    /// send the next attempt, or why to stop; `jitter` is the caller's random number in
+    /// `[0, 1)`.
+    pub fn on_failure(
+        &mut self,
+        failure: Option<&Failure>,
+        now_unix_ms: u64,
+        jitter: f64,
+    ) -> RetryDecision {
+        self.attempts = self.attempts.saturating_add(1);
+        match failure {
+            Some(failure) => self.policy.decide(
+                failure,
+                self.attempts,
+                now_unix_ms,
+                self.deadline_unix_ms,
+                jitter,
+            ),
+            None => RetryDecision::GiveUp(GiveUpReason::CannotSend),
+        }
+    }
+}
+
+/// A jitter in `[0, 1)` from 8 random bytes (the caller draws them): the top 53 bits, each
+/// value an exact f64, evenly spread.
+#[allow(clippy::cast_precision_loss)]
+pub fn jitter_from_bytes(bytes: [u8; 8]) -> f64 {
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1_u64 << 53) as f64
 }
 
 /// `ms * factor`, rounded down; `factor` is in `[0.75, 1]`.
@@ -673,6 +743,61 @@ mod tests {
             seconds / 60 % 60,
             seconds % 60
         )
+    }
+
+    #[test]
+    fn a_retry_loop_counts_attempts_until_the_policy_gives_up() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+            max_retry_after_ms: 5_000,
+        };
+        let mut retries = RetryLoop::new(policy, None);
+        let overloaded = failure_with(429, &[("retry-after", "2")]);
+        assert_eq!(
+            retries.on_failure(Some(&overloaded), NOW, 0.0),
+            retry_in(2_000)
+        );
+        assert_eq!(
+            retries.on_failure(Some(&Failure::Connection), NOW, 0.0),
+            retry_in(200)
+        );
+        assert_eq!(
+            retries.on_failure(Some(&Failure::Timeout), NOW, 0.0),
+            RetryDecision::GiveUp(GiveUpReason::AttemptsExhausted { attempts: 3 })
+        );
+        assert_eq!(retries.failed_attempts(), 3);
+    }
+
+    #[test]
+    fn a_retry_loop_stops_at_once_on_what_no_retry_fixes() {
+        let mut retries = RetryLoop::new(RetryPolicy::default(), Some(NOW + 100));
+        assert_eq!(
+            retries.on_failure(None, NOW, 0.0),
+            RetryDecision::GiveUp(GiveUpReason::CannotSend)
+        );
+        assert_eq!(
+            retries.on_failure(Some(&status(400)), NOW, 0.0),
+            RetryDecision::GiveUp(GiveUpReason::NotRetryable { status: 400 })
+        );
+        assert_eq!(
+            retries.on_failure(Some(&status(503)), NOW, 0.0),
+            RetryDecision::GiveUp(GiveUpReason::Deadline {
+                retry_at_unix_ms: NOW + 2_000,
+                deadline_unix_ms: NOW + 100,
+            })
+        );
+    }
+
+    #[test]
+    // Both values are exact in an f64: equality is the point.
+    #[allow(clippy::float_cmp)]
+    fn jitter_from_bytes_spans_zero_to_just_below_one() {
+        assert_eq!(jitter_from_bytes([0; 8]), 0.0);
+        assert_eq!(jitter_from_bytes([0, 0, 0, 0, 0, 0, 0, 0x80]), 0.5);
+        let top = jitter_from_bytes([0xff; 8]);
+        assert!(top < 1.0 && top > 0.999_999, "{top}");
     }
 
     proptest! {

@@ -523,6 +523,11 @@ impl UploadSession {
         &self.plan
     }
 
+    /// The caller's deadline for the whole upload, in unix milliseconds, if it has one.
+    pub fn deadline_unix_ms(&self) -> Option<u64> {
+        self.deadline_unix_ms
+    }
+
     /// The next part to send at `now_unix_ms`: a retry whose time has come (earliest
     /// first), else a part not sent yet (lowest index first). The part is in flight until
     /// its result is reported. `None` when nothing can be sent now, or the session is done.

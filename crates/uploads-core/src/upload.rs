@@ -1,18 +1,37 @@
 //! What every adapter's high-level upload shares, so the async and the blocking clients are
 //! the same product with different transports: the options of `upload_file`, their checks
-//! before any request, the error of one request ([`RequestError`]) and of a whole upload
-//! ([`UploadError`]), each generic over the adapter's transport error, and the fingerprint that
-//! ties a resume snapshot to its source.
+//! before any request (of a new upload and of a resume), the error of one request
+//! ([`RequestError`]) and of a whole upload ([`UploadError`]), each generic over the adapter's
+//! transport error, the fingerprint that ties a resume snapshot to its source, and
+//! [`UploadRun`]: the parts phase as the adapter's workers share it, which turns each part
+//! attempt's result into the session's update or the reason to give up.
+//!
+//! An adapter's high-level upload, with what each step calls here:
+//!
+//! ```text
+//!   UploadOptions::prepare / prepare_resume ─▶ create (retried by a RetryLoop)
+//!     ─▶ UploadRun::new(session) ─▶ N workers: next_step ─▶ send ─▶ handle_part_result ─┐
+//!                                          ▲                                             │
+//!                                          └─────────────────────────────────────────────┘
+//!     ─▶ UploadRun::complete_request(md5) ─┬─ Ok  ─▶ complete (retried) ─▶ Ok(Upload)
+//!                                          └─ Err(cause) ─▶ cancel if cancels_upload_on(cause)
+//!                                                           ─▶ Err(UploadError::Aborted)
+//! ```
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{ApiError, BuildError, ResponseError};
 use crate::limits::{Limits, MIB, mime_type_for_filename};
-use crate::retry::{Failure, GiveUpReason, RetryPolicy};
-use crate::session::{PartPlan, PlanError, ProgressEvent, ResumeError};
-use crate::types::{CreateUploadRequest, ExpiresAfter, Purpose, UploadId};
+use crate::retry::{Failure, GiveUpReason, RetryDecision, RetryPolicy};
+use crate::session::{
+    PartJob, PartPlan, PlanError, ProgressEvent, ResumeError, SessionSnapshot, UploadSession,
+};
+use crate::types::{
+    CompleteUploadRequest, CreateUploadRequest, ExpiresAfter, PartId, Purpose, UploadId,
+};
 
 /// Receives progress events; called from whichever task or thread made progress.
 pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
@@ -226,10 +245,112 @@ impl UploadOptions {
         Ok((request, plan))
     }
 
+    /// Checks a resume of `snapshot` before any request, as [`prepare`](Self::prepare)
+    /// checks a new upload: the options, that the source (`source_len` bytes, fingerprinted
+    /// `source_fingerprint` by [`source_fingerprint`]) is the one the snapshot was taken of,
+    /// and that the snapshot can be resumed at `now_unix_ms`. Returns the session to drive,
+    /// bounded by this options' deadline counted from `now_unix_ms`.
+    ///
+    /// A snapshot without a fingerprint (of an upload from a reader) can only be checked by
+    /// length.
+    pub fn prepare_resume<E>(
+        &self,
+        snapshot: SessionSnapshot,
+        source_len: u64,
+        source_fingerprint: &str,
+        now_unix_ms: u64,
+    ) -> Result<UploadSession, UploadError<E>> {
+        if self.concurrency == 0 {
+            return Err(OptionsError::ZeroConcurrency.into());
+        }
+        let changed = match &snapshot.source {
+            Some(expected) => expected != source_fingerprint,
+            None => source_len != snapshot.file_size,
+        };
+        if changed {
+            return Err(UploadError::SourceChanged {
+                expected: snapshot
+                    .source
+                    .unwrap_or_else(|| format!("{} bytes", snapshot.file_size)),
+                found: source_fingerprint.to_owned(),
+            });
+        }
+        let deadline = self.deadline_unix_ms(now_unix_ms);
+        let session =
+            UploadSession::resume(snapshot, &self.limits, self.retry, now_unix_ms, deadline)?;
+        Ok(session.with_source(source_fingerprint))
+    }
+
+    /// The deadline as a point in time: [`deadline`](Self::deadline) counted from
+    /// `now_unix_ms` (saturating), `None` without one.
+    pub fn deadline_unix_ms(&self, now_unix_ms: u64) -> Option<u64> {
+        let deadline = self.deadline?;
+        let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
+        Some(now_unix_ms.saturating_add(millis))
+    }
+
+    /// Whether an upload that gives up for `cause` cancels its Upload:
+    /// [`cancel_on_failure`](Self::cancel_on_failure), except that an
+    /// [`AbortCause::Interrupted`] upload never cancels, since the caller stopped it to
+    /// resume it later.
+    pub fn cancels_upload_on<E>(&self, cause: &AbortCause<E>) -> bool {
+        self.cancel_on_failure && !matches!(cause, AbortCause::Interrupted)
+    }
+
     /// Sends a progress event to the callback, if there is one.
     pub fn report(&self, event: &ProgressEvent) {
         if let Some(callback) = &self.progress {
             callback(event);
+        }
+    }
+}
+
+/// Where an adapter's `resume_upload` finds the session to resume.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SnapshotSource {
+    /// A snapshot file written by an earlier upload (see
+    /// [`UploadOptions::snapshot_path`]); the resumed upload keeps writing it unless the
+    /// options name another path.
+    Path(PathBuf),
+    /// A snapshot already read.
+    Snapshot(Box<SessionSnapshot>),
+}
+
+impl From<PathBuf> for SnapshotSource {
+    fn from(path: PathBuf) -> Self {
+        Self::Path(path)
+    }
+}
+
+impl From<&Path> for SnapshotSource {
+    fn from(path: &Path) -> Self {
+        Self::Path(path.to_owned())
+    }
+}
+
+impl From<SessionSnapshot> for SnapshotSource {
+    fn from(snapshot: SessionSnapshot) -> Self {
+        Self::Snapshot(Box::new(snapshot))
+    }
+}
+
+impl SnapshotSource {
+    /// The snapshot, and the path of the file it was read from, if it was (the resumed
+    /// upload keeps writing it unless its options name another). `read` reads a file's text:
+    /// the adapter's I/O. A file that cannot be read is [`ResumeError::Malformed`], naming it.
+    pub fn load(
+        self,
+        read: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<(SessionSnapshot, Option<PathBuf>), ResumeError> {
+        match self {
+            Self::Snapshot(snapshot) => Ok((*snapshot, None)),
+            Self::Path(path) => {
+                let text = read(&path).map_err(|error| ResumeError::Malformed {
+                    message: format!("cannot read {}: {error}", path.display()),
+                })?;
+                Ok((SessionSnapshot::from_json(&text)?, Some(path)))
+            }
         }
     }
 }
@@ -272,6 +393,10 @@ pub enum RequestError<E> {
     /// The request or its response failed on the way.
     #[error("transport error: {0}")]
     Transport(#[source] E),
+    /// Reading the data to send failed: the file could not be read, or is shorter than it
+    /// was. The request was cut short; no retry can fix it.
+    #[error("reading the data to send failed: {0}")]
+    Source(#[source] std::io::Error),
     /// No answer in time.
     #[error("the request timed out after {0:?}")]
     Timeout(Duration),
@@ -286,10 +411,11 @@ impl<E> RequestError<E> {
         }
     }
 
-    /// How the retry policy sees this error; `None` for an error no retry can fix.
+    /// How the retry policy sees this error; `None` for an error no retry can fix (the
+    /// request cannot be built, or its data cannot be read).
     pub fn as_failure(&self, now_unix_ms: u64) -> Option<Failure> {
         match self {
-            Self::Build(_) => None,
+            Self::Build(_) | Self::Source(_) => None,
             Self::Response(ResponseError::Api(api)) => Some(Failure::from_response(
                 api.status,
                 &api.headers,
@@ -334,9 +460,10 @@ pub enum UploadError<E> {
         upload_id: UploadId,
         /// Whether the Upload was cancelled.
         cancelled: bool,
-        /// What went wrong.
+        /// What went wrong; boxed, since it is large (the last request's error) and every
+        /// `Result` of an upload would carry its size.
         #[source]
-        cause: AbortCause<E>,
+        cause: Box<AbortCause<E>>,
     },
 }
 
@@ -367,9 +494,187 @@ pub enum AbortCause<E> {
     /// The deadline passed.
     #[error("the deadline passed")]
     Deadline,
-    /// The caller stopped the upload.
+    /// The caller stopped the upload. The Upload is never cancelled for this cause, whatever
+    /// [`UploadOptions::cancel_on_failure`] says (see [`UploadOptions::cancels_upload_on`]):
+    /// it stays pending so the snapshot can resume it.
     #[error("interrupted")]
     Interrupted,
+    /// The workers stopped with parts missing and no other cause: an adapter bug, reported
+    /// rather than completing an Upload without all of its parts.
+    #[error("the upload stopped with {missing} parts never stored")]
+    Unfinished {
+        /// How many parts were not stored.
+        missing: u32,
+    },
+}
+
+/// What a worker of a high-level upload does next (see [`UploadRun::next_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum NextStep {
+    /// Send this part, then report with [`UploadRun::handle_part_result`].
+    Send(PartJob),
+    /// Nothing to send now: wait until another worker reports, or until the given time
+    /// (unix milliseconds), when a retry is due.
+    Wait(Option<u64>),
+    /// The parts are over (all stored, or the upload gives up): the worker stops.
+    Stop,
+}
+
+/// The parts phase of one high-level upload as all of the adapter's workers share it
+/// (behind the adapter's lock): the [`UploadSession`] and the first reason to give up. It
+/// turns each part attempt's result into the session's update or the abort cause, so both
+/// adapters decide alike; they only send, sleep, and read the clock.
+///
+/// ```text
+///   next_step(now) ─┬─ Send(job) ─▶ (adapter sends) ─▶ handle_part_result(job, result, now, jitter)
+///                   │                                     ├─ stored ─────────────▶ the part is done
+///                   │                                     ├─ retryable ──────────▶ a retry is scheduled
+///                   │                                     └─ failed for good ────▶ the abort cause
+///                   ├─ Wait(until) ─▶ sleep until then, or until another worker reports
+///                   └─ Stop ─▶ (every worker stopped) ─▶ complete_request(md5) ─▶ Ok(request) | Err(cause)
+/// ```
+///
+/// Causes only the adapter sees (the caller's stop, a source that cannot be hashed, a
+/// snapshot that cannot be written) go in through [`abort`](Self::abort); the first cause
+/// wins.
+#[derive(Debug)]
+pub struct UploadRun<E> {
+    session: UploadSession,
+    abort: Option<AbortCause<E>>,
+}
+
+impl<E> UploadRun<E> {
+    /// The parts phase of `session`; its deadline bounds the run.
+    pub fn new(session: UploadSession) -> Self {
+        Self {
+            session,
+            abort: None,
+        }
+    }
+
+    /// The session, for its snapshot, progress and missing parts.
+    pub fn session(&self) -> &UploadSession {
+        &self.session
+    }
+
+    /// Gives up for `cause`, unless the run gave up already (the first cause wins): no part
+    /// is handed out any more.
+    pub fn abort(&mut self, cause: AbortCause<E>) {
+        self.abort.get_or_insert(cause);
+    }
+
+    /// Whether the run gives up.
+    pub fn is_aborted(&self) -> bool {
+        self.abort.is_some()
+    }
+
+    /// What a worker does next at `now_unix_ms`. Once the deadline has come the run gives
+    /// up with [`AbortCause::Deadline`].
+    pub fn next_step(&mut self, now_unix_ms: u64) -> NextStep {
+        if self.abort.is_some() || self.session.is_done() {
+            return NextStep::Stop;
+        }
+        if self
+            .session
+            .deadline_unix_ms()
+            .is_some_and(|deadline| now_unix_ms >= deadline)
+        {
+            self.abort(AbortCause::Deadline);
+            return NextStep::Stop;
+        }
+        match self.session.next_job(now_unix_ms) {
+            Some(job) => NextStep::Send(job),
+            None => NextStep::Wait(self.session.next_wakeup()),
+        }
+    }
+
+    /// Reports that `bytes` more bytes of part `index` went out.
+    pub fn handle_bytes_sent(&mut self, index: u32, bytes: u64) {
+        self.session.handle_bytes_sent(index, bytes);
+    }
+
+    /// Reports how sending `job` ended at `now_unix_ms`; returns whether the part is stored.
+    ///
+    /// A stored part is recorded even after the run gave up (a snapshot keeps it). A failure
+    /// after the run gave up changes nothing. Otherwise a failure becomes, in this order:
+    /// * [`AbortCause::Source`] when the data could not be read;
+    /// * [`AbortCause::Deadline`] when the deadline has come (the attempt was likely cut
+    ///   short by it);
+    /// * [`AbortCause::Part`] with [`GiveUpReason::CannotSend`] when the request cannot be
+    ///   built, which no retry fixes;
+    /// * else the session's decision with the caller's `jitter` in `[0, 1)`: a retry
+    ///   scheduled, or [`AbortCause::Part`] with the policy's reason.
+    pub fn handle_part_result(
+        &mut self,
+        job: PartJob,
+        result: Result<PartId, RequestError<E>>,
+        now_unix_ms: u64,
+        jitter: f64,
+    ) -> bool {
+        let error = match result {
+            Ok(part_id) => {
+                self.session.handle_part_done(job.index, part_id);
+                return true;
+            }
+            Err(error) => error,
+        };
+        if self.abort.is_some() {
+            return false;
+        }
+        let deadline_passed = self
+            .session
+            .deadline_unix_ms()
+            .is_some_and(|deadline| now_unix_ms >= deadline);
+        let cause = match error {
+            RequestError::Source(error) => Some(AbortCause::Source(error)),
+            _ if deadline_passed => Some(AbortCause::Deadline),
+            error => {
+                let reason = match error.as_failure(now_unix_ms) {
+                    None => Some(GiveUpReason::CannotSend),
+                    Some(failure) => match self.session.handle_part_failed(
+                        job.index,
+                        failure,
+                        now_unix_ms,
+                        jitter,
+                    ) {
+                        Some(RetryDecision::GiveUp(reason)) => Some(reason),
+                        Some(RetryDecision::RetryAt { .. }) | None => None,
+                    },
+                };
+                reason.map(|reason| AbortCause::Part {
+                    part: job.index,
+                    reason,
+                    error,
+                })
+            }
+        };
+        if let Some(cause) = cause {
+            self.abort(cause);
+        }
+        false
+    }
+
+    /// The next progress event, oldest first; the adapter MUST drain them.
+    pub fn poll_event(&mut self) -> Option<ProgressEvent> {
+        self.session.poll_event()
+    }
+
+    /// Once every worker stopped: the complete request (part ids in file order, and the md5
+    /// if given), or why the upload gives up. The abort cause is taken out.
+    pub fn complete_request(
+        &mut self,
+        md5_hex: Option<String>,
+    ) -> Result<CompleteUploadRequest, AbortCause<E>> {
+        if let Some(cause) = self.abort.take() {
+            return Err(cause);
+        }
+        self.session
+            .complete_request(md5_hex)
+            .ok_or_else(|| AbortCause::Unfinished {
+                missing: u32::try_from(self.session.missing_parts().count()).unwrap_or(u32::MAX),
+            })
+    }
 }
 
 /// The fingerprint of a source file that a snapshot records, so a resume refuses a file that
@@ -386,7 +691,393 @@ pub fn source_fingerprint(path: &str, len: u64, modified_unix_nanos: Option<u128
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::check_response_head;
     use crate::limits::GIB;
+    use crate::types::{Upload, UploadStatus};
+    use http::{HeaderMap, StatusCode};
+    use proptest::prelude::*;
+
+    const NOW: u64 = 1_719_184_912_000;
+    const EXPIRES_AT: u64 = 1_719_188_511;
+
+    type Error = RequestError<std::io::Error>;
+
+    /// A pending Upload of `bytes` bytes, as create returns it.
+    fn upload(bytes: u64) -> Upload {
+        Upload {
+            id: UploadId::new("upload_abc123"),
+            object: "upload".to_owned(),
+            bytes,
+            created_at: EXPIRES_AT - 3600,
+            filename: "train.jsonl".to_owned(),
+            purpose: Purpose::FineTune,
+            status: UploadStatus::Pending,
+            expires_at: EXPIRES_AT,
+            file: None,
+        }
+    }
+
+    /// A run of `parts` parts of 4 bytes, retried twice at most, 1 ms apart.
+    fn started(parts: u64, deadline: Option<u64>) -> UploadRun<std::io::Error> {
+        let plan = PartPlan::new(parts * 4, 4, &Limits::default()).unwrap();
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff_ms: 1,
+            max_backoff_ms: 1,
+            max_retry_after_ms: 1,
+        };
+        UploadRun::new(UploadSession::new(
+            upload(parts * 4),
+            plan,
+            policy,
+            deadline,
+        ))
+    }
+
+    fn send(run: &mut UploadRun<std::io::Error>, now: u64) -> PartJob {
+        match run.next_step(now) {
+            NextStep::Send(job) => job,
+            other => panic!("expected a part to send, got {other:?}"),
+        }
+    }
+
+    fn status(status: StatusCode) -> Error {
+        let head = check_response_head(status, &HeaderMap::new()).unwrap_err();
+        RequestError::Response(head.with_body(b"{}").into())
+    }
+
+    fn id(index: u32) -> PartId {
+        PartId::new(format!("part_{index}"))
+    }
+
+    #[test]
+    fn a_run_retries_a_part_then_completes_with_the_ids_in_file_order() {
+        let mut run = started(2, None);
+        let first = send(&mut run, NOW);
+        let second = send(&mut run, NOW);
+        assert_eq!(run.next_step(NOW), NextStep::Wait(None));
+        assert!(run.handle_part_result(second, Ok(id(1)), NOW, 0.0));
+        let reset = RequestError::Transport(std::io::Error::other("reset"));
+        assert!(!run.handle_part_result(first, Err(reset), NOW, 0.0));
+        assert_eq!(run.next_step(NOW), NextStep::Wait(Some(NOW + 1)));
+        let retry = send(&mut run, NOW + 1);
+        assert_eq!((retry.index, retry.attempt), (0, 2));
+        assert!(run.handle_part_result(retry, Ok(id(0)), NOW + 2, 0.0));
+        assert_eq!(run.next_step(NOW + 2), NextStep::Stop);
+        let complete = run.complete_request(Some("md5".into())).unwrap();
+        assert_eq!(complete.part_ids, [id(0), id(1)]);
+        assert_eq!(complete.md5.as_deref(), Some("md5"));
+    }
+
+    #[test]
+    fn a_part_that_fails_for_good_is_the_abort_cause() {
+        let mut run = started(2, None);
+        let job = send(&mut run, NOW);
+        assert!(!run.handle_part_result(job, Err(status(StatusCode::BAD_REQUEST)), NOW, 0.0));
+        assert_eq!(run.next_step(NOW), NextStep::Stop);
+        let cause = run.complete_request(None).unwrap_err();
+        assert!(
+            matches!(
+                &cause,
+                AbortCause::Part { part: 0, reason: GiveUpReason::NotRetryable { status: 400 }, error }
+                    if error.api_error().is_some()
+            ),
+            "{cause:?}"
+        );
+
+        let mut run = started(1, None);
+        let job = send(&mut run, NOW);
+        run.handle_part_result(
+            job,
+            Err(RequestError::Timeout(Duration::from_secs(1))),
+            NOW,
+            0.0,
+        );
+        let retry = send(&mut run, NOW + 1);
+        run.handle_part_result(
+            retry,
+            Err(RequestError::Timeout(Duration::from_secs(1))),
+            NOW + 1,
+            0.0,
+        );
+        assert!(matches!(
+            run.complete_request(None),
+            Err(AbortCause::Part {
+                reason: GiveUpReason::AttemptsExhausted { attempts: 2 },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_request_that_cannot_be_built_says_so_and_is_not_retried() {
+        let mut run = started(1, None);
+        let job = send(&mut run, NOW);
+        let unbuildable = RequestError::Build(BuildError::EmptyId { param: "upload_id" });
+        run.handle_part_result(job, Err(unbuildable), NOW, 0.0);
+        assert_eq!(run.session().progress().retries, 0);
+        let cause = run.complete_request(None).unwrap_err();
+        assert!(
+            matches!(
+                cause,
+                AbortCause::Part {
+                    part: 0,
+                    reason: GiveUpReason::CannotSend,
+                    error: RequestError::Build(_)
+                }
+            ),
+            "{cause:?}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_source_and_the_deadline_are_their_own_causes() {
+        let mut run = started(2, None);
+        let job = send(&mut run, NOW);
+        let short = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        run.handle_part_result(job, Err(RequestError::Source(short)), NOW, 0.0);
+        assert!(matches!(
+            run.complete_request(None),
+            Err(AbortCause::Source(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof
+        ));
+
+        // A failure once the deadline has come: the attempt was cut short by it.
+        let mut run = started(2, Some(NOW + 10));
+        let job = send(&mut run, NOW);
+        run.handle_part_result(
+            job,
+            Err(RequestError::Timeout(Duration::from_millis(10))),
+            NOW + 10,
+            0.0,
+        );
+        assert!(matches!(
+            run.complete_request(None),
+            Err(AbortCause::Deadline)
+        ));
+
+        // No worker starts a part once it has come.
+        let mut run = started(2, Some(NOW + 10));
+        assert_eq!(run.next_step(NOW + 10), NextStep::Stop);
+        assert!(matches!(
+            run.complete_request(None),
+            Err(AbortCause::Deadline)
+        ));
+    }
+
+    #[test]
+    fn the_first_cause_wins_and_parts_stored_after_it_still_count() {
+        let mut run = started(2, None);
+        let first = send(&mut run, NOW);
+        let second = send(&mut run, NOW);
+        run.abort(AbortCause::Interrupted);
+        run.abort(AbortCause::Deadline);
+        assert!(run.is_aborted());
+        assert_eq!(run.next_step(NOW), NextStep::Stop);
+        assert!(!run.handle_part_result(first, Err(status(StatusCode::BAD_REQUEST)), NOW, 0.0));
+        assert!(run.handle_part_result(second, Ok(id(1)), NOW, 0.0));
+        assert_eq!(run.session().snapshot().part_ids, [None, Some(id(1))]);
+        assert!(matches!(
+            run.complete_request(None),
+            Err(AbortCause::Interrupted)
+        ));
+    }
+
+    #[test]
+    fn workers_stopped_short_without_a_cause_are_reported_not_completed() {
+        let mut run = started(3, None);
+        let job = send(&mut run, NOW);
+        run.handle_part_result(job, Ok(id(0)), NOW, 0.0);
+        assert!(matches!(
+            run.complete_request(None),
+            Err(AbortCause::Unfinished { missing: 2 })
+        ));
+    }
+
+    #[test]
+    fn only_an_interrupted_upload_is_kept_whatever_the_options() {
+        let cancelling = UploadOptions::new(Purpose::Batch);
+        let keeping = UploadOptions::new(Purpose::Batch).cancel_on_failure(false);
+        let deadline: AbortCause<std::io::Error> = AbortCause::Deadline;
+        let interrupted: AbortCause<std::io::Error> = AbortCause::Interrupted;
+        assert!(cancelling.cancels_upload_on(&deadline));
+        assert!(!cancelling.cancels_upload_on(&interrupted));
+        assert!(!keeping.cancels_upload_on(&deadline));
+        assert!(!keeping.cancels_upload_on(&interrupted));
+    }
+
+    #[test]
+    fn the_deadline_counts_from_now_and_saturates() {
+        let options = UploadOptions::new(Purpose::Batch);
+        assert_eq!(options.deadline_unix_ms(NOW), None);
+        let options = options.deadline(Duration::from_secs(2));
+        assert_eq!(options.deadline_unix_ms(NOW), Some(NOW + 2_000));
+        assert_eq!(options.deadline_unix_ms(u64::MAX - 1), Some(u64::MAX));
+    }
+
+    #[test]
+    fn a_resume_checks_the_source_and_the_options_before_any_request() {
+        let plan = PartPlan::new(8, 4, &Limits::default()).unwrap();
+        let session = UploadSession::new(upload(8), plan, RetryPolicy::default(), None)
+            .with_source("8:5:/data/a.jsonl");
+        let snapshot = session.snapshot();
+        let options = UploadOptions::new(Purpose::FineTune).deadline(Duration::from_secs(1));
+
+        let resumed = options
+            .prepare_resume::<std::io::Error>(snapshot.clone(), 8, "8:5:/data/a.jsonl", NOW)
+            .unwrap();
+        assert_eq!(resumed.missing_parts().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(resumed.deadline_unix_ms(), Some(NOW + 1_000));
+        assert_eq!(resumed.source(), Some("8:5:/data/a.jsonl"));
+
+        let touched = options
+            .prepare_resume::<std::io::Error>(snapshot.clone(), 8, "8:6:/data/a.jsonl", NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&touched, UploadError::SourceChanged { expected, found }
+                if expected == "8:5:/data/a.jsonl" && found == "8:6:/data/a.jsonl"),
+            "{touched:?}"
+        );
+
+        // A snapshot of an upload from a reader has no fingerprint: only the length counts.
+        let unfingerprinted = SessionSnapshot {
+            source: None,
+            ..snapshot.clone()
+        };
+        assert!(
+            options
+                .prepare_resume::<std::io::Error>(unfingerprinted.clone(), 8, "any", NOW)
+                .is_ok()
+        );
+        let shorter = options
+            .prepare_resume::<std::io::Error>(unfingerprinted, 7, "7:1:/b", NOW)
+            .unwrap_err();
+        assert!(
+            matches!(&shorter, UploadError::SourceChanged { expected, .. } if expected == "8 bytes"),
+            "{shorter:?}"
+        );
+
+        let expired = options
+            .prepare_resume::<std::io::Error>(
+                snapshot.clone(),
+                8,
+                "8:5:/data/a.jsonl",
+                EXPIRES_AT * 1000,
+            )
+            .unwrap_err();
+        assert!(matches!(
+            expired,
+            UploadError::Resume(ResumeError::Expired { .. })
+        ));
+        let idle = options.concurrency(0);
+        assert!(matches!(
+            idle.prepare_resume::<std::io::Error>(snapshot, 8, "8:5:/data/a.jsonl", NOW),
+            Err(UploadError::Options(OptionsError::ZeroConcurrency))
+        ));
+    }
+
+    #[test]
+    fn a_snapshot_source_loads_through_the_callers_reader() {
+        let plan = PartPlan::new(8, 4, &Limits::default()).unwrap();
+        let snapshot = UploadSession::new(upload(8), plan, RetryPolicy::default(), None).snapshot();
+
+        let (read, path) = SnapshotSource::from(snapshot.clone())
+            .load(|_| panic!("nothing to read"))
+            .unwrap();
+        assert_eq!((read, path), (snapshot.clone(), None));
+
+        let json = snapshot.to_json();
+        let (read, path) = SnapshotSource::from(Path::new("/tmp/a.upload"))
+            .load(|path| {
+                assert_eq!(path, Path::new("/tmp/a.upload"));
+                Ok(json.clone())
+            })
+            .unwrap();
+        assert_eq!(
+            (read, path),
+            (snapshot, Some(PathBuf::from("/tmp/a.upload")))
+        );
+
+        let missing = SnapshotSource::from(PathBuf::from("/tmp/gone.upload"))
+            .load(|_| Err(std::io::ErrorKind::NotFound.into()))
+            .unwrap_err();
+        assert!(
+            matches!(&missing, ResumeError::Malformed { message } if message.starts_with("cannot read /tmp/gone.upload: ")),
+            "{missing:?}"
+        );
+    }
+
+    /// What one worker's attempt ends with in the property test.
+    #[derive(Debug, Clone, Copy)]
+    enum Outcome {
+        Stored,
+        Retryable,
+        Refused,
+        Unbuildable,
+        Unreadable,
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            4 => Just(Outcome::Stored),
+            3 => Just(Outcome::Retryable),
+            1 => Just(Outcome::Refused),
+            1 => Just(Outcome::Unbuildable),
+            1 => Just(Outcome::Unreadable),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn a_run_completes_exactly_when_every_part_was_stored_and_nothing_gave_up(
+            parts in 1_u64..6,
+            outcomes in proptest::collection::vec(outcome(), 1..40),
+        ) {
+            let mut run = started(parts, None);
+            let mut now = NOW;
+            let mut first_cause = None;
+            for outcome in outcomes {
+                now += 1;
+                let NextStep::Send(job) = run.next_step(now) else { break };
+                let result = match outcome {
+                    Outcome::Stored => Ok(id(job.index)),
+                    Outcome::Retryable => Err(RequestError::Timeout(Duration::from_secs(1))),
+                    Outcome::Refused => Err(status(StatusCode::BAD_REQUEST)),
+                    Outcome::Unbuildable => Err(RequestError::Build(BuildError::EmptyId { param: "upload_id" })),
+                    Outcome::Unreadable => Err(RequestError::Source(std::io::ErrorKind::UnexpectedEof.into())),
+                };
+                let stored = run.handle_part_result(job, result, now, 0.5);
+                prop_assert_eq!(stored, matches!(outcome, Outcome::Stored));
+                if first_cause.is_none() && run.is_aborted() {
+                    first_cause = Some(outcome);
+                }
+            }
+            let all_stored = run.session().missing_parts().next().is_none();
+            match run.complete_request(None) {
+                Ok(complete) => {
+                    prop_assert!(first_cause.is_none());
+                    prop_assert!(all_stored);
+                    let expected: Vec<PartId> = (0..).map(id).take(parts as usize).collect();
+                    prop_assert_eq!(complete.part_ids, expected);
+                }
+                Err(AbortCause::Unfinished { missing }) => {
+                    prop_assert!(first_cause.is_none());
+                    prop_assert!(missing > 0);
+                }
+                Err(cause) => {
+                    let matches_first = matches!(
+                        (&cause, first_cause),
+                        (AbortCause::Part { reason: GiveUpReason::AttemptsExhausted { .. }, .. }, Some(Outcome::Retryable))
+                            | (AbortCause::Part { reason: GiveUpReason::NotRetryable { status: 400 }, .. }, Some(Outcome::Refused))
+                            | (AbortCause::Part { reason: GiveUpReason::CannotSend, .. }, Some(Outcome::Unbuildable))
+                            | (AbortCause::Source(_), Some(Outcome::Unreadable))
+                    );
+                    prop_assert!(matches_first, "{:?} after {:?}", cause, first_cause);
+                }
+            }
+        }
+    }
 
     #[test]
     fn prepare_guesses_the_mime_type_and_checks_everything_before_any_request() {

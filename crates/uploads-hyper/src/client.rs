@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
-use uploads_core::retry::{RetryDecision, RetryPolicy};
+use uploads_core::retry::{RetryDecision, RetryLoop, RetryPolicy};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
@@ -135,7 +135,7 @@ where
             .await
             .map_err(std::io::Error::other)
             .and_then(|opened| opened)
-            .map_err(|error| Error::Transport(TransportError::Source(error)))?;
+            .map_err(Error::Source)?;
         let live = Arc::new(AtomicBool::new(true));
         self.send_part(upload_id, Arc::new(opened.source), offset, len, None, live)
             .await
@@ -248,7 +248,7 @@ where
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         match (result, failed_read) {
-            (Err(_), Some(read_error)) => Err(Error::Transport(TransportError::Source(read_error))),
+            (Err(_), Some(read_error)) => Err(Error::Source(read_error)),
             (result, _) => result,
         }
     }
@@ -297,21 +297,17 @@ where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
-        let mut attempt = 1;
+        let mut retries = RetryLoop::new(*policy, deadline_unix_ms);
         loop {
             let error = match call().await {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             let now = now_unix_ms();
-            let Some(failure) = error.as_failure(now) else {
-                return Err(error);
-            };
-            match policy.decide(&failure, attempt, now, deadline_unix_ms, jitter()) {
+            match retries.on_failure(error.as_failure(now).as_ref(), now, jitter()) {
                 RetryDecision::RetryAt { delay_ms, .. } => {
-                    tracing::debug!(%error, attempt, delay_ms, "retrying");
+                    tracing::debug!(%error, attempt = retries.failed_attempts(), delay_ms, "retrying");
                     tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    attempt += 1;
                 }
                 RetryDecision::GiveUp(_) => return Err(error),
             }

@@ -12,9 +12,6 @@ pub enum TransportError {
     /// Reading the response body failed.
     #[error("reading the response failed: {0}")]
     Body(#[source] hyper::Error),
-    /// Reading the data to send failed: the file could not be read, or is shorter than it was.
-    #[error("reading the data to send failed: {0}")]
-    Source(#[source] std::io::Error),
 }
 
 /// The error of one request.

@@ -48,6 +48,5 @@ mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, HttpsConnector};
 pub use error::{AbortCause, Error, TransportError, UploadError};
-pub use upload::SnapshotSource;
 pub use uploads_core as core;
-pub use uploads_core::upload::UploadOptions;
+pub use uploads_core::upload::{SnapshotSource, UploadOptions};

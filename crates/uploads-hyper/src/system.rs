@@ -6,6 +6,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use uploads_core::multipart::Boundary;
+use uploads_core::retry::jitter_from_bytes;
 
 /// Now, in unix milliseconds (0 before 1970, which no real clock reports).
 pub(crate) fn now_unix_ms() -> u64 {
@@ -37,12 +38,10 @@ pub(crate) fn boundary() -> Boundary {
 }
 
 /// A random number in `[0, 1)` for the retry backoff.
-#[allow(clippy::cast_precision_loss)]
 pub(crate) fn jitter() -> f64 {
     let mut word = [0; 8];
     word.copy_from_slice(&random_bytes()[..8]);
-    // The top 53 bits, exactly representable in an f64.
-    (u64::from_le_bytes(word) >> 11) as f64 / (1_u64 << 53) as f64
+    jitter_from_bytes(word)
 }
 
 #[cfg(test)]

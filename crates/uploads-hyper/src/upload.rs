@@ -1,16 +1,18 @@
 //! The high-level upload: [`Client::upload_file`], [`Client::upload_reader`] and
-//! [`Client::resume_upload`]. The core's [`UploadSession`] decides everything; this module
-//! runs its parts on tokio tasks, reads the source, sleeps, and writes snapshots.
+//! [`Client::resume_upload`]. The core decides everything (its [`UploadRun`] over the
+//! [`UploadSession`], the [`RetryLoop`](uploads_core::retry::RetryLoop) of create, complete
+//! and cancel); this module runs its parts on tokio tasks, reads the source, sleeps, and
+//! writes snapshots.
 //!
 //! ```text
-//!   prepare (options) ─▶ create (retried) ─▶ N workers ─┬─ next_job ─▶ send part ─▶ handle_part_done ─▶ snapshot
-//!                                                         ├─ handle_part_failed ─▶ wait until next_wakeup
-//!                                                         └─ give up ─▶ cancel (unless kept) ─▶ Err(Aborted)
-//!   md5 pass (blocking pool, in file order, beside the workers) ──────────────────────▶ complete (retried) ─▶ Ok(Upload)
+//!   prepare (options) ─▶ create (retried) ─▶ N workers ─┬─ next_step ─▶ send part ─▶ handle_part_result ─▶ snapshot
+//!                                                       ├─ Wait ─▶ sleep until the retry, or until a part finishes
+//!                                                       └─ Stop ─▶ complete_request ─▶ Err(cause) ─▶ cancel (unless kept) ─▶ Err(Aborted)
+//!   md5 pass (blocking pool, in file order, beside the workers) ─▶ complete (retried) ─▶ Ok(Upload)
 //! ```
 
 use std::io::{Read, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -18,45 +20,14 @@ use std::time::Duration;
 use hyper_util::client::legacy::connect::Connect;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
-use uploads_core::retry::{GiveUpReason, RetryDecision};
-use uploads_core::session::{PartJob, SessionSnapshot, UploadSession};
+use uploads_core::session::{PartJob, UploadSession};
 use uploads_core::types::{Upload, UploadId, UploadPart};
-use uploads_core::upload::{OptionsError, UploadOptions};
+use uploads_core::upload::{NextStep, SnapshotSource, UploadOptions, UploadRun};
 
 use crate::client::Client;
 use crate::error::{AbortCause, Error, TransportError, UploadError};
 use crate::source::{Source, write_atomically};
 use crate::system::{jitter, now_unix_ms};
-
-/// Where [`Client::resume_upload`] finds the session to resume.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SnapshotSource {
-    /// A snapshot file written by an earlier upload (see
-    /// [`UploadOptions::snapshot_path`]); the resumed upload keeps writing it unless the
-    /// options name another path.
-    Path(PathBuf),
-    /// A snapshot already read.
-    Snapshot(Box<SessionSnapshot>),
-}
-
-impl From<PathBuf> for SnapshotSource {
-    fn from(path: PathBuf) -> Self {
-        Self::Path(path)
-    }
-}
-
-impl From<&Path> for SnapshotSource {
-    fn from(path: &Path) -> Self {
-        Self::Path(path.to_owned())
-    }
-}
-
-impl From<SessionSnapshot> for SnapshotSource {
-    fn from(snapshot: SessionSnapshot) -> Self {
-        Self::Snapshot(Box::new(snapshot))
-    }
-}
 
 impl<C> Client<C>
 where
@@ -83,13 +54,13 @@ where
     ) -> Result<Upload, UploadError> {
         let opened = open_file(path.as_ref()).await?;
         let (create, plan) = options.prepare(&opened.name, opened.source.len())?;
-        let deadline = deadline_unix_ms(&options);
+        let deadline = options.deadline_unix_ms(now_unix_ms());
         let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
             .await
             .map_err(UploadError::Create)?;
         let session = UploadSession::new(upload, plan, options.retry, deadline)
             .with_source(opened.fingerprint);
-        self.drive(session, opened.source, options, deadline).await
+        self.drive(session, opened.source, options).await
     }
 
     /// Uploads `len` bytes read from `reader`, naming the File `name` unless the options
@@ -111,13 +82,12 @@ where
         R: Read + Seek + Send + 'static,
     {
         let (create, plan) = options.prepare(name, len)?;
-        let deadline = deadline_unix_ms(&options);
+        let deadline = options.deadline_unix_ms(now_unix_ms());
         let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
             .await
             .map_err(UploadError::Create)?;
         let session = UploadSession::new(upload, plan, options.retry, deadline);
-        self.drive(session, Source::new(reader, len), options, deadline)
-            .await
+        self.drive(session, Source::new(reader, len), options).await
     }
 
     /// Resumes an upload of the file at `path` from a snapshot: only the parts the snapshot
@@ -134,36 +104,23 @@ where
         path: impl AsRef<Path>,
         mut options: UploadOptions,
     ) -> Result<Upload, UploadError> {
-        if options.concurrency == 0 {
-            return Err(OptionsError::ZeroConcurrency.into());
+        let snapshot: SnapshotSource = snapshot.into();
+        let (snapshot, snapshot_path) = tokio::task::spawn_blocking(move || {
+            snapshot.load(|path| std::fs::read_to_string(path))
+        })
+        .await
+        .map_err(|error| UploadError::Source(std::io::Error::other(error)))??;
+        if let Some(snapshot_path) = snapshot_path {
+            options.snapshot_path.get_or_insert(snapshot_path);
         }
-        let snapshot = match snapshot.into() {
-            SnapshotSource::Snapshot(snapshot) => *snapshot,
-            SnapshotSource::Path(snapshot_path) => {
-                let read_path = snapshot_path.clone();
-                let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(read_path))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|read| read)
-                    .map_err(|error| unreadable_snapshot(&snapshot_path, &error))?;
-                options.snapshot_path.get_or_insert(snapshot_path);
-                SessionSnapshot::from_json(&text)?
-            }
-        };
         let opened = open_file(path.as_ref()).await?;
-        if let Some(changed) = source_changed(&snapshot, opened.source.len(), &opened.fingerprint) {
-            return Err(changed);
-        }
-        let deadline = deadline_unix_ms(&options);
-        let session = UploadSession::resume(
+        let session = options.prepare_resume(
             snapshot,
-            &options.limits,
-            options.retry,
+            opened.source.len(),
+            &opened.fingerprint,
             now_unix_ms(),
-            deadline,
-        )?
-        .with_source(opened.fingerprint);
-        self.drive(session, opened.source, options, deadline).await
+        )?;
+        self.drive(session, opened.source, options).await
     }
 
     /// Runs `session` to its end: the workers, the md5 pass, then complete, or the give-up.
@@ -172,19 +129,15 @@ where
         session: UploadSession,
         source: Source,
         options: UploadOptions,
-        deadline: Option<u64>,
     ) -> Result<Upload, UploadError> {
         let upload_id = session.upload().id.clone();
+        let deadline = session.deadline_unix_ms();
         let workers_needed = session.missing_parts().count().min(options.concurrency);
         let run = Arc::new(Run {
-            state: Mutex::new(RunState {
-                session,
-                abort: None,
-            }),
+            state: Mutex::new(UploadRun::new(session)),
             wake: Notify::new(),
             snapshot_lock: tokio::sync::Mutex::new(()),
             options,
-            deadline,
         });
         let source = Arc::new(source);
         let stop_hashing = StopOnDrop(Arc::new(AtomicBool::new(false)));
@@ -224,9 +177,8 @@ where
         // Stops workers still sending when the deadline passed.
         workers.abort_all();
 
-        let abort = run.lock().abort.take();
-        if let Some(cause) = abort {
-            return Err(self.give_up(&run, upload_id, cause).await);
+        if run.lock().is_aborted() {
+            stop_hashing.0.store(true, Ordering::Relaxed);
         }
         let md5 = match md5 {
             None => None,
@@ -237,16 +189,16 @@ where
             {
                 Ok(md5) => Some(md5),
                 Err(error) => {
-                    return Err(self
-                        .give_up(&run, upload_id, AbortCause::Source(error))
-                        .await);
+                    // A pass stopped for an earlier cause fails too; that cause wins.
+                    run.abort(AbortCause::Source(error));
+                    None
                 }
             },
         };
-        let Some(complete) = run.lock().session.complete_request(md5) else {
-            // Workers stop early only with an abort cause (a failed session leaves one), so
-            // this is not reached; should it be, the workers were stopped short of the end.
-            return Err(self.give_up(&run, upload_id, AbortCause::Interrupted).await);
+        let complete = run.lock().complete_request(md5);
+        let complete = match complete {
+            Ok(complete) => complete,
+            Err(cause) => return Err(self.give_up(&run, upload_id, cause).await),
         };
         let completed = Self::retrying(&run.options.retry, deadline, || {
             self.complete_upload(&upload_id, &complete)
@@ -265,7 +217,7 @@ where
 
     /// Cancels the Upload unless the options keep it, and says why the upload ended.
     async fn give_up(&self, run: &Run, upload_id: UploadId, cause: AbortCause) -> UploadError {
-        let cancelled = run.options.cancel_on_failure
+        let cancelled = run.options.cancels_upload_on(&cause)
             && Self::retrying(&run.options.retry, None, || self.cancel_upload(&upload_id))
                 .await
                 .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
@@ -276,120 +228,61 @@ where
         UploadError::Aborted {
             upload_id,
             cancelled,
-            cause,
+            cause: Box::new(cause),
         }
     }
 }
 
 /// What the workers of one upload share.
 struct Run {
-    state: Mutex<RunState>,
+    /// The parts phase: the session and the first reason to give up.
+    state: Mutex<UploadRun<TransportError>>,
     /// Woken whenever a part finishes, so waiting workers look for new work.
     wake: Notify,
     /// Taken while a snapshot is written, so a later snapshot never lands before an earlier.
     snapshot_lock: tokio::sync::Mutex<()>,
     options: UploadOptions,
-    deadline: Option<u64>,
-}
-
-struct RunState {
-    session: UploadSession,
-    /// Why the upload gives up: the first cause wins.
-    abort: Option<AbortCause>,
-}
-
-/// What a worker does next.
-enum Step {
-    Send(PartJob),
-    /// Wait for another worker's result, or until the given time for a retry.
-    Wait(Option<u64>),
-    Stop,
 }
 
 impl Run {
-    fn lock(&self) -> MutexGuard<'_, RunState> {
+    fn lock(&self) -> MutexGuard<'_, UploadRun<TransportError>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records why the upload gives up (the first cause wins) and wakes every worker.
     fn abort(&self, cause: AbortCause) {
-        self.lock().abort.get_or_insert(cause);
+        self.lock().abort(cause);
         self.wake.notify_waiters();
     }
 
-    /// Hands the session's queued progress events to the caller's callback, in order.
-    fn report_events(&self, state: &mut RunState) {
-        while let Some(event) = state.session.poll_event() {
+    /// Hands the run's queued progress events to the caller's callback, in order.
+    fn report_events(&self, state: &mut UploadRun<TransportError>) {
+        while let Some(event) = state.poll_event() {
             self.options.report(&event);
         }
     }
 
-    fn next_step(&self) -> Step {
+    fn next_step(&self) -> NextStep {
         let now = now_unix_ms();
-        let mut state = self.lock();
-        if state.abort.is_some() || state.session.is_done() {
-            return Step::Stop;
-        }
-        if self.deadline.is_some_and(|deadline| now >= deadline) {
-            state.abort = Some(AbortCause::Deadline);
-            return Step::Stop;
-        }
-        match state.session.next_job(now) {
-            Some(job) => Step::Send(job),
-            None => Step::Wait(state.session.next_wakeup()),
-        }
+        self.lock().next_step(now)
     }
 
     fn bytes_sent(&self, part: u32, bytes: u64) {
         let mut state = self.lock();
-        state.session.handle_bytes_sent(part, bytes);
+        state.handle_bytes_sent(part, bytes);
         self.report_events(&mut state);
     }
 
-    /// Hands the result of `job` to the session; a failure the policy gives up on, or one
-    /// no retry can fix, becomes the abort cause. Returns whether the part is done.
+    /// Hands the result of `job` to the run, which decides. Returns whether the part is
+    /// stored.
     fn finish(&self, job: PartJob, result: Result<UploadPart, Error>) -> bool {
+        let now = now_unix_ms();
         let mut state = self.lock();
-        let done = match result {
-            Ok(part) => {
-                state.session.handle_part_done(job.index, part.id);
-                true
-            }
-            Err(Error::Transport(TransportError::Source(error))) => {
-                state.abort.get_or_insert(AbortCause::Source(error));
-                false
-            }
-            Err(error) => {
-                let now = now_unix_ms();
-                let reason = match error.as_failure(now) {
-                    Some(failure) => {
-                        match state
-                            .session
-                            .handle_part_failed(job.index, failure, now, jitter())
-                        {
-                            Some(RetryDecision::GiveUp(reason)) => Some(reason),
-                            _ => None,
-                        }
-                    }
-                    // No retry can fix a request that cannot be built.
-                    None => Some(GiveUpReason::AttemptsExhausted {
-                        attempts: job.attempt,
-                    }),
-                };
-                if let Some(reason) = reason {
-                    state.abort.get_or_insert(AbortCause::Part {
-                        part: job.index,
-                        reason,
-                        error,
-                    });
-                }
-                false
-            }
-        };
+        let stored = state.handle_part_result(job, result.map(|part| part.id), now, jitter());
         self.report_events(&mut state);
         drop(state);
         self.wake.notify_waiters();
-        done
+        stored
     }
 
     /// Writes the session to the snapshot path, if there is one; a failure aborts.
@@ -398,7 +291,7 @@ impl Run {
             return;
         };
         let _in_order = self.snapshot_lock.lock().await;
-        let json = self.lock().session.snapshot().to_json();
+        let json = self.lock().session().snapshot().to_json();
         let written = tokio::task::spawn_blocking(move || write_atomically(&path, &json))
             .await
             .map_err(std::io::Error::other)
@@ -435,16 +328,16 @@ where
             // wakes this worker.
             let woken = self.run.wake.notified();
             match self.run.next_step() {
-                Step::Stop => return,
-                Step::Wait(None) => woken.await,
-                Step::Wait(Some(at_unix_ms)) => {
+                NextStep::Stop => return,
+                NextStep::Wait(None) => woken.await,
+                NextStep::Wait(Some(at_unix_ms)) => {
                     let delay = Duration::from_millis(at_unix_ms.saturating_sub(now_unix_ms()));
                     tokio::select! {
                         () = woken => {}
                         () = tokio::time::sleep(delay) => {}
                     }
                 }
-                Step::Send(job) => self.send(job).await,
+                NextStep::Send(job) => self.send(job).await,
             }
         }
     }
@@ -480,13 +373,6 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// The deadline in unix milliseconds, counted from now.
-fn deadline_unix_ms(options: &UploadOptions) -> Option<u64> {
-    let deadline = options.deadline?;
-    let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-    Some(now_unix_ms().saturating_add(millis))
-}
-
 /// Opens the file to upload on the blocking pool.
 async fn open_file(path: &Path) -> Result<crate::source::OpenedFile, UploadError> {
     let path = path.to_owned();
@@ -495,26 +381,4 @@ async fn open_file(path: &Path) -> Result<crate::source::OpenedFile, UploadError
         .map_err(std::io::Error::other)
         .and_then(|opened| opened)
         .map_err(UploadError::Source)
-}
-
-/// The refusal of a source that is not the one the snapshot was taken of.
-fn source_changed(snapshot: &SessionSnapshot, len: u64, fingerprint: &str) -> Option<UploadError> {
-    let changed = match &snapshot.source {
-        Some(expected) => expected != fingerprint,
-        None => len != snapshot.file_size,
-    };
-    changed.then(|| UploadError::SourceChanged {
-        expected: snapshot
-            .source
-            .clone()
-            .unwrap_or_else(|| format!("{} bytes", snapshot.file_size)),
-        found: fingerprint.to_owned(),
-    })
-}
-
-/// The error of a snapshot file that cannot be read.
-fn unreadable_snapshot(path: &Path, error: &std::io::Error) -> UploadError {
-    UploadError::Resume(uploads_core::session::ResumeError::Malformed {
-        message: format!("cannot read {}: {error}", path.display()),
-    })
 }

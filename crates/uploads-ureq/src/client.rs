@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
-use uploads_core::retry::{RetryDecision, RetryPolicy};
+use uploads_core::retry::{RetryDecision, RetryLoop, RetryPolicy};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
@@ -154,8 +154,7 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<UploadPart, Error> {
-        let opened = Source::open_file(path.as_ref())
-            .map_err(|error| Error::Transport(TransportError::Source(error)))?;
+        let opened = Source::open_file(path.as_ref()).map_err(Error::Source)?;
         self.send_part(upload_id, &opened.source, offset, len, None, self.timeout)
     }
 
@@ -254,7 +253,7 @@ impl Client {
         let request = head.map(|()| SendBody::from_reader(&mut body));
         let result = self.call(request, api::parse_add_upload_part, timeout);
         match (result, body.get_mut().0.get_mut().1.failed.take()) {
-            (Err(_), Some(read_error)) => Err(Error::Transport(TransportError::Source(read_error))),
+            (Err(_), Some(read_error)) => Err(Error::Source(read_error)),
             (result, _) => result,
         }
     }
@@ -329,21 +328,17 @@ impl Client {
         deadline_unix_ms: Option<u64>,
         mut call: impl FnMut() -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let mut attempt = 1;
+        let mut retries = RetryLoop::new(*policy, deadline_unix_ms);
         loop {
             let error = match call() {
                 Ok(value) => return Ok(value),
                 Err(error) => error,
             };
             let now = now_unix_ms();
-            let Some(failure) = error.as_failure(now) else {
-                return Err(error);
-            };
-            match policy.decide(&failure, attempt, now, deadline_unix_ms, jitter()) {
+            match retries.on_failure(error.as_failure(now).as_ref(), now, jitter()) {
                 RetryDecision::RetryAt { delay_ms, .. } => {
-                    tracing::debug!(%error, attempt, delay_ms, "retrying");
+                    tracing::debug!(%error, attempt = retries.failed_attempts(), delay_ms, "retrying");
                     std::thread::sleep(Duration::from_millis(delay_ms));
-                    attempt += 1;
                 }
                 RetryDecision::GiveUp(_) => return Err(error),
             }

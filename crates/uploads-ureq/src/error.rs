@@ -9,9 +9,6 @@ pub enum TransportError {
     /// Connecting, sending the request or reading the response failed.
     #[error("the request failed: {0}")]
     Http(#[source] ureq::Error),
-    /// Reading the data to send failed: the file could not be read, or is shorter than it was.
-    #[error("reading the data to send failed: {0}")]
-    Source(#[source] std::io::Error),
 }
 
 /// The error of one request.

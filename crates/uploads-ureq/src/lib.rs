@@ -46,6 +46,5 @@ mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, StopSignal};
 pub use error::{AbortCause, Error, TransportError, UploadError};
-pub use upload::SnapshotSource;
 pub use uploads_core as core;
-pub use uploads_core::upload::UploadOptions;
+pub use uploads_core::upload::{SnapshotSource, UploadOptions};

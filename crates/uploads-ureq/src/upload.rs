@@ -1,25 +1,25 @@
 //! The high-level upload: [`Client::upload_file`], [`Client::upload_reader`] and
-//! [`Client::resume_upload`]. The core's [`UploadSession`] decides everything; this module
-//! runs its parts on a scoped pool of threads, reads the source, sleeps, and writes
-//! snapshots.
+//! [`Client::resume_upload`]. The core decides everything (its [`UploadRun`] over the
+//! [`UploadSession`], the [`RetryLoop`](uploads_core::retry::RetryLoop) of create, complete
+//! and cancel); this module runs its parts on a scoped pool of threads, reads the source,
+//! sleeps, and writes snapshots.
 //!
 //! ```text
-//!   prepare (options) ─▶ create (retried) ─▶ N threads ─┬─ next_job ─▶ send part ─▶ handle_part_done ─▶ snapshot
-//!                                                        ├─ handle_part_failed ─▶ wait until next_wakeup
-//!                                                        └─ give up ─▶ cancel (unless kept) ─▶ Err(Aborted)
-//!   md5 pass (one more thread, in file order, beside the parts) ─────────────────────▶ complete (retried) ─▶ Ok(Upload)
+//!   prepare (options) ─▶ create (retried) ─▶ N threads ─┬─ next_step ─▶ send part ─▶ handle_part_result ─▶ snapshot
+//!                                                       ├─ Wait ─▶ sleep until the retry, or until a part finishes
+//!                                                       └─ Stop ─▶ complete_request ─▶ Err(cause) ─▶ cancel (unless kept) ─▶ Err(Aborted)
+//!   md5 pass (one more thread, in file order, beside the parts) ─▶ complete (retried) ─▶ Ok(Upload)
 //! ```
 
 use std::io::{Read, Seek};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use uploads_core::retry::{GiveUpReason, RetryDecision};
-use uploads_core::session::{PartJob, SessionSnapshot, UploadSession};
+use uploads_core::session::{PartJob, UploadSession};
 use uploads_core::types::{Upload, UploadId, UploadPart};
-use uploads_core::upload::{OptionsError, UploadOptions};
+use uploads_core::upload::{NextStep, SnapshotSource, UploadOptions, UploadRun};
 
 use crate::client::Client;
 use crate::error::{AbortCause, Error, TransportError, UploadError};
@@ -29,39 +29,6 @@ use crate::system::{jitter, now_unix_ms};
 /// The longest a waiting thread sleeps before it looks at the stop signal again.
 const STOP_POLL: Duration = Duration::from_millis(50);
 
-/// Where [`Client::resume_upload`] finds the session to resume.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SnapshotSource {
-    /// A snapshot file written by an earlier upload (see
-    /// [`UploadOptions::snapshot_path`]); the resumed upload keeps writing it unless the
-    /// options name another path.
-    Path(PathBuf),
-    /// A snapshot already read.
-    Snapshot(Box<SessionSnapshot>),
-}
-
-impl From<PathBuf> for SnapshotSource {
-    fn from(path: PathBuf) -> Self {
-        Self::Path(path)
-    }
-}
-
-impl From<&Path> for SnapshotSource {
-    fn from(path: &Path) -> Self {
-        Self::Path(path.to_owned())
-    }
-}
-
-impl From<SessionSnapshot> for SnapshotSource {
-    fn from(snapshot: SessionSnapshot) -> Self {
-        Self::Snapshot(Box::new(snapshot))
-    }
-}
-
-// `UploadError` is the core's, shared with the async client; the size of its `Aborted`
-// variant (the Upload id beside the cause) is the core's to change.
-#[allow(clippy::result_large_err)]
 impl Client {
     /// Uploads the file at `path` as one Upload and returns it completed (with its File).
     ///
@@ -85,12 +52,12 @@ impl Client {
     ) -> Result<Upload, UploadError> {
         let opened = Source::open_file(path.as_ref()).map_err(UploadError::Source)?;
         let (create, plan) = options.prepare(&opened.name, opened.source.len())?;
-        let deadline = deadline_unix_ms(&options);
+        let deadline = options.deadline_unix_ms(now_unix_ms());
         let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
             .map_err(UploadError::Create)?;
         let session = UploadSession::new(upload, plan, options.retry, deadline)
             .with_source(opened.fingerprint);
-        self.drive(session, &opened.source, options, deadline)
+        self.drive(session, &opened.source, options)
     }
 
     /// Uploads `len` bytes read from `reader`, naming the File `name` unless the options
@@ -112,11 +79,11 @@ impl Client {
         R: Read + Seek + Send,
     {
         let (create, plan) = options.prepare(name, len)?;
-        let deadline = deadline_unix_ms(&options);
+        let deadline = options.deadline_unix_ms(now_unix_ms());
         let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
             .map_err(UploadError::Create)?;
         let session = UploadSession::new(upload, plan, options.retry, deadline);
-        self.drive(session, &Source::new(reader, len), options, deadline)
+        self.drive(session, &Source::new(reader, len), options)
     }
 
     /// Resumes an upload of the file at `path` from a snapshot: only the parts the snapshot
@@ -133,32 +100,19 @@ impl Client {
         path: impl AsRef<Path>,
         mut options: UploadOptions,
     ) -> Result<Upload, UploadError> {
-        if options.concurrency == 0 {
-            return Err(OptionsError::ZeroConcurrency.into());
+        let (snapshot, snapshot_path) =
+            snapshot.into().load(|path| std::fs::read_to_string(path))?;
+        if let Some(snapshot_path) = snapshot_path {
+            options.snapshot_path.get_or_insert(snapshot_path);
         }
-        let snapshot = match snapshot.into() {
-            SnapshotSource::Snapshot(snapshot) => *snapshot,
-            SnapshotSource::Path(snapshot_path) => {
-                let text = std::fs::read_to_string(&snapshot_path)
-                    .map_err(|error| unreadable_snapshot(&snapshot_path, &error))?;
-                options.snapshot_path.get_or_insert(snapshot_path);
-                SessionSnapshot::from_json(&text)?
-            }
-        };
         let opened = Source::open_file(path.as_ref()).map_err(UploadError::Source)?;
-        if let Some(changed) = source_changed(&snapshot, opened.source.len(), &opened.fingerprint) {
-            return Err(changed);
-        }
-        let deadline = deadline_unix_ms(&options);
-        let session = UploadSession::resume(
+        let session = options.prepare_resume(
             snapshot,
-            &options.limits,
-            options.retry,
+            opened.source.len(),
+            &opened.fingerprint,
             now_unix_ms(),
-            deadline,
-        )?
-        .with_source(opened.fingerprint);
-        self.drive(session, &opened.source, options, deadline)
+        )?;
+        self.drive(session, &opened.source, options)
     }
 
     /// Runs `session` to its end: the workers, the md5 pass, then complete, or the give-up.
@@ -167,15 +121,12 @@ impl Client {
         session: UploadSession,
         source: &Source<'_>,
         options: UploadOptions,
-        deadline: Option<u64>,
     ) -> Result<Upload, UploadError> {
         let upload_id = session.upload().id.clone();
+        let deadline = session.deadline_unix_ms();
         let workers_needed = session.missing_parts().count().min(options.concurrency);
         let run = Run {
-            state: Mutex::new(RunState {
-                session,
-                abort: None,
-            }),
+            state: Mutex::new(UploadRun::new(session)),
             wake: Condvar::new(),
             snapshot_lock: Mutex::new(()),
             options,
@@ -199,7 +150,7 @@ impl Client {
                     )));
                 }
             }
-            if run.lock().abort.is_some() {
+            if run.lock().is_aborted() {
                 stop_hashing.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             md5.map(|pass| {
@@ -208,18 +159,18 @@ impl Client {
             })
         });
 
-        let abort = run.lock().abort.take();
-        if let Some(cause) = abort {
-            return Err(self.give_up(&run, upload_id, cause));
-        }
         let md5 = match md5.transpose() {
             Ok(md5) => md5,
-            Err(error) => return Err(self.give_up(&run, upload_id, AbortCause::Source(error))),
+            Err(error) => {
+                // A pass stopped for an earlier cause fails too; that cause wins.
+                run.abort(AbortCause::Source(error));
+                None
+            }
         };
-        let Some(complete) = run.lock().session.complete_request(md5) else {
-            // Workers stop early only with an abort cause (a failed session leaves one), so
-            // this is not reached; should it be, the workers were stopped short of the end.
-            return Err(self.give_up(&run, upload_id, AbortCause::Interrupted));
+        let complete = run.lock().complete_request(md5);
+        let complete = match complete {
+            Ok(complete) => complete,
+            Err(cause) => return Err(self.give_up(&run, upload_id, cause)),
         };
         let completed = Self::retrying(&run.options.retry, deadline, || {
             self.complete_upload(&upload_id, &complete)
@@ -236,9 +187,7 @@ impl Client {
     /// Cancels the Upload unless the options keep it or the caller stopped the upload, and
     /// says why the upload ended.
     fn give_up(&self, run: &Run<'_>, upload_id: UploadId, cause: AbortCause) -> UploadError {
-        let interrupted = matches!(cause, AbortCause::Interrupted);
-        let cancelled = run.options.cancel_on_failure
-            && !interrupted
+        let cancelled = run.options.cancels_upload_on(&cause)
             && Self::retrying(&run.options.retry, None, || self.cancel_upload(&upload_id))
                 .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
                 .is_ok();
@@ -248,7 +197,7 @@ impl Client {
         UploadError::Aborted {
             upload_id,
             cancelled,
-            cause,
+            cause: Box::new(cause),
         }
     }
 
@@ -257,9 +206,9 @@ impl Client {
     fn work(&self, run: &Run<'_>, source: &Source<'_>, upload_id: &UploadId) {
         loop {
             match run.next_step() {
-                Step::Stop => return,
-                Step::Wait(until) => run.wait(until),
-                Step::Send(job) => {
+                NextStep::Stop => return,
+                NextStep::Wait(until) => run.wait(until),
+                NextStep::Send(job) => {
                     let on_read = |bytes| run.bytes_sent(job.index, bytes);
                     let timeout = run.request_timeout(self.timeout());
                     let result = self.send_part(
@@ -281,32 +230,20 @@ impl Client {
 
 /// What the threads of one upload share.
 struct Run<'a> {
-    state: Mutex<RunState>,
+    /// The parts phase: the session and the first reason to give up.
+    state: Mutex<UploadRun<TransportError>>,
     /// Signalled whenever a part finishes, so waiting threads look for new work.
     wake: Condvar,
     /// Held while a snapshot is written, so a later snapshot never lands before an earlier.
     snapshot_lock: Mutex<()>,
     options: UploadOptions,
+    /// The session's deadline: a bound on waits and on each part request.
     deadline: Option<u64>,
     stop: Option<&'a AtomicBool>,
 }
 
-struct RunState {
-    session: UploadSession,
-    /// Why the upload gives up: the first cause wins.
-    abort: Option<AbortCause>,
-}
-
-/// What a thread does next.
-enum Step {
-    Send(PartJob),
-    /// Wait for another thread's result, or until the given time for a retry.
-    Wait(Option<u64>),
-    Stop,
-}
-
 impl Run<'_> {
-    fn lock(&self) -> MutexGuard<'_, RunState> {
+    fn lock(&self) -> MutexGuard<'_, UploadRun<TransportError>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -317,35 +254,24 @@ impl Run<'_> {
 
     /// Records why the upload gives up (the first cause wins) and wakes every thread.
     fn abort(&self, cause: AbortCause) {
-        self.lock().abort.get_or_insert(cause);
+        self.lock().abort(cause);
         self.wake.notify_all();
     }
 
-    /// Hands the session's queued progress events to the caller's callback, in order.
-    fn report_events(&self, state: &mut RunState) {
-        while let Some(event) = state.session.poll_event() {
+    /// Hands the run's queued progress events to the caller's callback, in order.
+    fn report_events(&self, state: &mut UploadRun<TransportError>) {
+        while let Some(event) = state.poll_event() {
             self.options.report(&event);
         }
     }
 
-    fn next_step(&self) -> Step {
+    fn next_step(&self) -> NextStep {
         let now = now_unix_ms();
         let mut state = self.lock();
-        if state.abort.is_some() || state.session.is_done() {
-            return Step::Stop;
-        }
         if self.stopped() {
-            state.abort = Some(AbortCause::Interrupted);
-            return Step::Stop;
+            state.abort(AbortCause::Interrupted);
         }
-        if self.deadline.is_some_and(|deadline| now >= deadline) {
-            state.abort = Some(AbortCause::Deadline);
-            return Step::Stop;
-        }
-        match state.session.next_job(now) {
-            Some(job) => Step::Send(job),
-            None => Step::Wait(state.session.next_wakeup()),
-        }
+        state.next_step(now)
     }
 
     /// Sleeps until `until` (or the deadline, whichever is first), until another thread
@@ -388,63 +314,23 @@ impl Run<'_> {
 
     fn bytes_sent(&self, part: u32, bytes: u64) {
         let mut state = self.lock();
-        state.session.handle_bytes_sent(part, bytes);
+        state.handle_bytes_sent(part, bytes);
         self.report_events(&mut state);
     }
 
-    /// Hands the result of `job` to the session; a failure the policy gives up on, or one
-    /// no retry can fix, becomes the abort cause, as do the stop signal and the deadline.
-    /// Returns whether the part is done.
+    /// Hands the result of `job` to the run, which decides; once the stop signal is given,
+    /// the stop is the cause, not the failure it made. Returns whether the part is stored.
     fn finish(&self, job: PartJob, result: Result<UploadPart, Error>) -> bool {
         let now = now_unix_ms();
         let mut state = self.lock();
-        let done = match result {
-            Ok(part) => {
-                state.session.handle_part_done(job.index, part.id);
-                true
-            }
-            Err(_) if self.stopped() => {
-                state.abort.get_or_insert(AbortCause::Interrupted);
-                false
-            }
-            Err(_) if self.deadline.is_some_and(|deadline| now >= deadline) => {
-                state.abort.get_or_insert(AbortCause::Deadline);
-                false
-            }
-            Err(Error::Transport(TransportError::Source(error))) => {
-                state.abort.get_or_insert(AbortCause::Source(error));
-                false
-            }
-            Err(error) => {
-                let reason = match error.as_failure(now) {
-                    Some(failure) => {
-                        match state
-                            .session
-                            .handle_part_failed(job.index, failure, now, jitter())
-                        {
-                            Some(RetryDecision::GiveUp(reason)) => Some(reason),
-                            _ => None,
-                        }
-                    }
-                    // No retry can fix a request that cannot be built.
-                    None => Some(GiveUpReason::AttemptsExhausted {
-                        attempts: job.attempt,
-                    }),
-                };
-                if let Some(reason) = reason {
-                    state.abort.get_or_insert(AbortCause::Part {
-                        part: job.index,
-                        reason,
-                        error,
-                    });
-                }
-                false
-            }
-        };
+        if self.stopped() {
+            state.abort(AbortCause::Interrupted);
+        }
+        let stored = state.handle_part_result(job, result.map(|part| part.id), now, jitter());
         self.report_events(&mut state);
         drop(state);
         self.wake.notify_all();
-        done
+        stored
     }
 
     /// Writes the session to the snapshot path, if there is one; a failure aborts.
@@ -456,7 +342,7 @@ impl Run<'_> {
             .snapshot_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let json = self.lock().session.snapshot().to_json();
+        let json = self.lock().session().snapshot().to_json();
         if let Err(error) = write_atomically(path, &json) {
             self.abort(AbortCause::Snapshot(error));
         }
@@ -472,33 +358,4 @@ impl Run<'_> {
             let _ = std::fs::remove_file(path);
         }
     }
-}
-
-/// The deadline in unix milliseconds, counted from now.
-fn deadline_unix_ms(options: &UploadOptions) -> Option<u64> {
-    let deadline = options.deadline?;
-    let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
-    Some(now_unix_ms().saturating_add(millis))
-}
-
-/// The refusal of a source that is not the one the snapshot was taken of.
-fn source_changed(snapshot: &SessionSnapshot, len: u64, fingerprint: &str) -> Option<UploadError> {
-    let changed = match &snapshot.source {
-        Some(expected) => expected != fingerprint,
-        None => len != snapshot.file_size,
-    };
-    changed.then(|| UploadError::SourceChanged {
-        expected: snapshot
-            .source
-            .clone()
-            .unwrap_or_else(|| format!("{} bytes", snapshot.file_size)),
-        found: fingerprint.to_owned(),
-    })
-}
-
-/// The error of a snapshot file that cannot be read.
-fn unreadable_snapshot(path: &Path, error: &std::io::Error) -> UploadError {
-    UploadError::Resume(uploads_core::session::ResumeError::Malformed {
-        message: format!("cannot read {}: {error}", path.display()),
-    })
 }

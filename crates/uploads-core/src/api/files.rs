@@ -14,8 +14,11 @@ use crate::types::{
     DeletedFile, ExpiresAfter, FileId, FileList, FileObject, ListFilesQuery, ListOrder, Purpose,
 };
 
-/// The `Accept` the official Python SDK sends for file content.
-const ACCEPT_BINARY: &str = "application/binary";
+/// The `Accept` of a download: anything. OpenAI's document declares the content as
+/// `application/json` (a string) while the service sends the file's bytes whatever is asked;
+/// `*/*` is what the document's own curl example sends. (The Python SDK's
+/// `application/binary` is refused with 406 by a mock that follows the document.)
+const ACCEPT_ANY: &str = "*/*";
 
 /// The fields of a `POST /files` form other than the data itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,12 +101,12 @@ impl ClientConfig {
         self.empty_request(Method::DELETE, &file_path(file_id, "")?, ACCEPT_JSON)
     }
 
-    /// `GET {base}/files/{id}/content` with `Accept: application/binary`, as the official SDK
-    /// sends it. Parse a buffered answer with [`parse_download_file`]; to stream the content
+    /// `GET {base}/files/{id}/content` with `Accept: */*`, which both the service and
+    /// OpenAI's document accept. Parse a buffered answer with [`parse_download_file`]; to stream the content
     /// instead, decide from the head with
     /// [`check_response_head`](super::check_response_head).
     pub fn download_file(&self, file_id: &FileId) -> Result<Request<Bytes>, BuildError> {
-        self.empty_request(Method::GET, &file_path(file_id, "/content")?, ACCEPT_BINARY)
+        self.empty_request(Method::GET, &file_path(file_id, "/content")?, ACCEPT_ANY)
     }
 
     /// The head of `POST {base}/files` for a form encoded as `body` (see
@@ -274,10 +277,7 @@ mod tests {
             "http://127.0.0.1:8080/v1/files/file-abc123/content"
         );
         assert!(download.body().is_empty());
-        assert_eq!(
-            headers(&download),
-            expected_headers("application/binary", &[])
-        );
+        assert_eq!(headers(&download), expected_headers("*/*", &[]));
     }
 
     #[test]
