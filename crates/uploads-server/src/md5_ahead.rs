@@ -18,6 +18,10 @@ use crate::store::{ContentSource, Store};
 
 type Chain = Arc<Mutex<Md5Chain>>;
 
+/// The longest a complete waits for hashing under way before reading the Parts itself: far
+/// more than hashing a few 64 MiB Parts takes, so it only guards against a stuck chain.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// Every pending Upload's chain.
 pub(crate) struct Md5Ahead {
     chains: Mutex<HashMap<UploadId, Chain>>,
@@ -95,20 +99,31 @@ impl Md5Ahead {
     }
 
     /// The md5 of `listed` (a complete's Parts, in order): the Upload's chain covers what it
-    /// hashed in that order, and the rest is read from disk. The chain is forgotten.
+    /// hashed in that order, and the rest is read from disk. The chain is forgotten once it
+    /// has nothing under way.
     pub(crate) async fn digest(
         &self,
         upload: &UploadId,
         listed: Vec<PartId>,
     ) -> io::Result<[u8; 16]> {
-        let chain = self.chains().remove(upload);
+        let chain = self.chains().get(upload).cloned();
         let resume = match &chain {
             Some(chain) => {
-                // Parts being hashed, or ready to be, are done sooner than read again.
-                while lock(chain).is_busy() {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                // Parts being hashed, or ready to be, are done sooner than read again. The
+                // chain stays registered meanwhile: its hashing stops once it is forgotten.
+                let waited = tokio::time::timeout(MAX_WAIT, async {
+                    while lock(chain).is_busy() {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+                .await;
+                self.forget(upload);
+                if waited.is_ok() {
+                    lock(chain).resume_for(&listed)
+                } else {
+                    tracing::warn!(%upload, "hashing ahead fell behind; reading every Part");
+                    Md5Chain::new().resume_for(&listed)
                 }
-                lock(chain).resume_for(&listed)
             }
             None => Md5Chain::new().resume_for(&listed),
         };
