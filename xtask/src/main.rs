@@ -4,14 +4,18 @@
 //! * `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
 //!   warnings denied, the whole test suite, and the docs with warnings denied.
 
+mod bench;
+
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask ci";
+const USAGE: &str = "usage: cargo xtask ci
+       cargo xtask bench [--size 2GiB] [--quick] [--runs 3] [--out docs/BENCHMARKS.md] [--smoke]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
