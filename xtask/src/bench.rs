@@ -220,16 +220,56 @@ fn measure(options: &Options, command_line: &str) -> Result<Report, String> {
         );
     }
 
+    // Logs and the server's data live in a directory of this run's own, so that two runs
+    // (a smoke test beside a real run) never share a server's data.
+    let work_dir = bench_dir.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|error| format!("cannot create {}: {error}", work_dir.display()))?;
     let machine_before = Machine::observe();
-    let data_dir = bench_dir.join("data");
-    let _ = std::fs::remove_dir_all(&data_dir);
-    let server = Server::start(&uploads, &data_dir, &bench_dir.join("server.log"))?;
+    let rows = run_rounds(options, subjects, &uploads, &file, &work_dir);
+    // The stored copies go in any case; the logs stay when something failed.
+    let _ = std::fs::remove_dir_all(work_dir.join("data"));
+    let rows = rows.map_err(|error| {
+        format!(
+            "{error}
+(logs are in {})",
+            work_dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_dir_all(&work_dir);
+
+    Ok(Report {
+        command_line: command_line.to_owned(),
+        size: options.size,
+        part_size: options.part_size,
+        runs: options.runs,
+        smoke: options.smoke,
+        rows,
+        machine_before,
+        machine_after: Machine::observe(),
+        notes,
+    })
+}
+
+/// Starts the server and measures every subject once per round.
+fn run_rounds(
+    options: &Options,
+    subjects: Vec<Subject>,
+    uploads: &Path,
+    file: &Path,
+    work_dir: &Path,
+) -> Result<Vec<Row>, String> {
+    let server = Server::start(
+        uploads,
+        &work_dir.join("data"),
+        &work_dir.join("server.log"),
+    )?;
     let bench = Bench {
-        uploads: &uploads,
-        file: &file,
+        uploads,
+        file,
         part_size: options.part_size,
         server: &server,
-        work_dir: &bench_dir,
+        work_dir,
     };
     let mut rows: Vec<Row> = subjects.into_iter().map(Row::new).collect();
     for round in 1..=options.runs {
@@ -245,19 +285,7 @@ fn measure(options: &Options, command_line: &str) -> Result<Report, String> {
         }
     }
     server.stop();
-    let _ = std::fs::remove_dir_all(&data_dir);
-
-    Ok(Report {
-        command_line: command_line.to_owned(),
-        size: options.size,
-        part_size: options.part_size,
-        runs: options.runs,
-        smoke: options.smoke,
-        rows,
-        machine_before,
-        machine_after: Machine::observe(),
-        notes,
-    })
+    Ok(rows)
 }
 
 /// Builds `uploads` (release, or debug for `--smoke`) and returns the binary's path.
@@ -785,6 +813,43 @@ mod tests {
             }
         );
         assert_eq!(PeerAnswer::parse("upload_id=u seconds=1"), None);
+    }
+
+    /// The whole bench on 8 MiB against a real `uploads serve`: every subject runs and is
+    /// measured (the peer is left out: it would need the package index).
+    #[test]
+    fn a_smoke_run_measures_every_subject_and_writes_the_report() {
+        let out = std::env::temp_dir().join(format!("xtask-smoke-{}.md", std::process::id()));
+        run(&args(&format!("--smoke --no-peer --out {}", out.display()))).unwrap();
+        let report = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let table_row = |label: String| {
+            report
+                .lines()
+                .find(|line| line.starts_with(&format!("| {label} | ")))
+                .unwrap_or_else(|| panic!("no row for {label} in:\n{report}"))
+                .to_owned()
+        };
+        for bound in [Subject::Md5Bound, Subject::TransportBound] {
+            assert!(table_row(bound.label()).contains(" | - | - | - | - | - |"));
+        }
+        for blocking in [false, true] {
+            for (concurrency, md5) in [(1, true), (4, true), (8, true), (8, false)] {
+                let row = table_row(
+                    Subject::Ours {
+                        blocking,
+                        concurrency,
+                        md5,
+                    }
+                    .label(),
+                );
+                // Client RSS, server RSS and the complete latency were all read.
+                assert_eq!(row.matches(" MiB |").count(), 2, "{row}");
+                assert_eq!(row.matches(" ms (").count(), 1, "{row}");
+            }
+        }
+        assert!(report.contains("the run was asked for `--no-peer`"));
+        assert!(report.contains("| complete without md5 < 50 ms (async, c=8) | "));
     }
 
     #[test]
