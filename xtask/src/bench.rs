@@ -147,11 +147,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             "bench",
         ];
         rerun.extend(args.iter().map(String::as_str));
-        return run_command(
-            Command::new("cargo")
-                .args(&rerun)
-                .current_dir(workspace_root()),
-        );
+        return run_command(cargo().args(&rerun).current_dir(workspace_root()));
     }
     let report = measure(&options, &command_line)?;
     let out = workspace_root().join(&options.out);
@@ -290,20 +286,48 @@ fn run_rounds(
 
 /// Builds `uploads` (release, or debug for `--smoke`) and returns the binary's path.
 fn build_uploads(root: &Path, target_dir: &Path, smoke: bool) -> Result<PathBuf, String> {
-    let mut args = vec![
-        "build",
-        "--quiet",
-        "--package",
-        "uploads-cli",
-        "--bin",
-        "uploads",
-    ];
-    if !smoke {
-        args.push("--release");
-    }
-    run_command(Command::new("cargo").args(&args).current_dir(root))?;
+    let args: &[&str] = if smoke {
+        // The features `cargo test --workspace` builds with (dev-dependencies included), so
+        // that the smoke test inside it finds everything built and compiles nothing.
+        &["build", "--quiet", "--workspace", "--all-targets"]
+    } else {
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "uploads-cli",
+            "--bin",
+            "uploads",
+        ]
+    };
+    run_command(cargo().args(args).current_dir(root))?;
     let profile = if smoke { "debug" } else { "release" };
     Ok(target_dir.join(profile).join("uploads"))
+}
+
+/// `cargo`, without the variables cargo sets for the package it runs (this xtask, or its
+/// test): build scripts that watch them (ring watches `CARGO_MANIFEST_DIR`) would otherwise
+/// see a change and rebuild their crate and everything above it.
+fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(&*name);
+        }
+    }
+    command
 }
 
 /// Refuses to start without room for the file, one stored copy of it and some slack.
