@@ -41,7 +41,7 @@ const BENCH_API_KEY: &str = "sk-bench";
 /// What the bench tells the API the File is for: a purpose that takes any MIME type.
 const PURPOSE: &str = "user_data";
 const MIME_TYPE: &str = "application/octet-stream";
-/// The peak RSS of a client, as `/usr/bin/time -f %M` writes it (KiB).
+/// Measures a client's peak RSS: `/usr/bin/time -f %M` writes it, in KiB.
 const TIME: &str = "/usr/bin/time";
 /// How long the server may take to accept connections after it starts.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -225,13 +225,7 @@ fn measure(options: &Options, command_line: &str) -> Result<Report, String> {
     let rows = run_rounds(options, subjects, &uploads, &file, &work_dir);
     // The stored copies go in any case; the logs stay when something failed.
     let _ = std::fs::remove_dir_all(work_dir.join("data"));
-    let rows = rows.map_err(|error| {
-        format!(
-            "{error}
-(logs are in {})",
-            work_dir.display()
-        )
-    })?;
+    let rows = rows.map_err(|error| format!("{error}\n(logs are in {})", work_dir.display()))?;
     let _ = std::fs::remove_dir_all(&work_dir);
 
     Ok(Report {
@@ -371,7 +365,9 @@ fn generate_file(path: &Path, size: u64) -> io::Result<()> {
         path.display(),
         report::bytes_label(size)
     );
-    let mut writer = BufWriter::with_capacity(MIB as usize, File::create(path)?);
+    // Written aside and renamed, so a run beside this one never reads a half-made file.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let mut writer = BufWriter::with_capacity(MIB as usize, File::create(&partial)?);
     let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
     let mut chunk = vec![0; MIB as usize];
     let mut left = size;
@@ -384,7 +380,8 @@ fn generate_file(path: &Path, size: u64) -> io::Result<()> {
     writer
         .into_inner()
         .map_err(io::IntoInnerError::into_error)?
-        .sync_all()
+        .sync_all()?;
+    std::fs::rename(&partial, path)
 }
 
 /// xorshift64*: fast, deterministic bytes that neither compress nor repeat within a part.
