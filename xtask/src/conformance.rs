@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::run_command;
+use crate::{run_command, workspace_root};
 
 /// The server under test, as users start it: `uploads serve` with `--listen`, `--data-dir`
 /// and `--api-key`.
@@ -128,12 +128,6 @@ pub fn run() -> Result<(), String> {
     run_command(&mut runner).map_err(|failure| format!("conformance failed: {failure}"))
 }
 
-/// The workspace root: xtask lives one level below it.
-fn workspace_root() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
-}
-
 /// Cargo's target folder, honouring `CARGO_TARGET_DIR` as cargo does.
 fn target_dir(root: &Path) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -144,7 +138,7 @@ fn target_dir(root: &Path) -> PathBuf {
 
 /// Creates the venv and installs the pinned requirements, unless the stamp says the venv
 /// already holds exactly them; returns the venv's Python.
-fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
+pub(crate) fn ensure_venv(root: &Path) -> Result<PathBuf, String> {
     let venv = root.join(VENV_DIR);
     let python = venv.join("bin").join("python");
     let requirements = read(&root.join(REQUIREMENTS))?;

@@ -7,18 +7,23 @@
 //! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
+//! * `bench`: throughput and memory of the clients, the official SDK and the machine's limits
+//!   in one run, written to `docs/BENCHMARKS.md` (see [`bench`]).
 
+mod bench;
 mod conformance;
 
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask ci | conformance";
+const USAGE: &str = "usage: cargo xtask ci | conformance
+       cargo xtask bench [--size 2GiB] [--quick] [--runs 3] [--out docs/BENCHMARKS.md] [--smoke]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("conformance") => conformance::run(),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -35,6 +40,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The workspace root: xtask lives one directory below it.
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.to_owned(), std::path::Path::to_owned)
 }
 
 /// Runs every check CI runs; stops at the first that fails.

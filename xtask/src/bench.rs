@@ -1,0 +1,844 @@
+//! `cargo xtask bench`: how fast and how lean an upload is, next to the official Python SDK
+//! and next to the machine's limits, measured in one run and written to `docs/BENCHMARKS.md`.
+//!
+//! ```text
+//! build `uploads` ─▶ generate the file ─▶ start one `uploads serve` (fresh data dir)
+//!   ─▶ for each round: for each subject:
+//!        reset the server's peak RSS ─▶ run the subject (client under /usr/bin/time)
+//!        ─▶ read the server's peak RSS and the complete request's latency ─▶ delete the File
+//!   ─▶ stop the server ─▶ print the table and the ratios ─▶ write the report
+//! ```
+//!
+//! Subjects: `uploads put` with the async and the blocking adapter (concurrency 1, 4, 8 with
+//! md5; 8 without), the official SDK's `upload_file_chunked` with the md5 computed beforehand
+//! (the peer), md5 of the file in one process (the serial bound with md5 on) and a raw
+//! streaming HTTP POST over loopback (the transport bound). Rounds interleave the subjects,
+//! so a burst of load from other processes spreads over all of them rather than one.
+//!
+//! Numbers are never asserted: the `--smoke` mode (8 MiB, one round, debug build) only proves
+//! that every subject runs and is measured.
+
+mod bounds;
+mod report;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::workspace_root;
+
+use uploads_core::http::Response;
+use uploads_core::limits::{GIB, MIB};
+
+use self::report::{Machine, Report, Row, Sample, Subject};
+
+/// The API key the clients send; the bench server has none configured, so any key goes.
+const BENCH_API_KEY: &str = "sk-bench";
+/// What the bench tells the API the File is for: a purpose that takes any MIME type.
+const PURPOSE: &str = "user_data";
+const MIME_TYPE: &str = "application/octet-stream";
+/// Measures a client's peak RSS: `/usr/bin/time -f %M` writes it, in KiB.
+const TIME: &str = "/usr/bin/time";
+/// How long the server may take to accept connections after it starts.
+const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+const USAGE: &str = "usage: cargo xtask bench [--size 2GiB] [--quick] [--runs 3] \
+[--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
+
+/// What one bench run measures and where it writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Options {
+    /// Size of the generated file.
+    size: u64,
+    /// Rounds over every subject; each row reports the median.
+    runs: usize,
+    /// Part size for our clients and the peer.
+    part_size: u64,
+    /// The report's path (relative to the workspace root unless absolute).
+    out: PathBuf,
+    /// Whether to run the official SDK (needs Python and the package index).
+    peer: bool,
+    /// The tiny mode that proves the bench works: debug build, 8 MiB, one round.
+    smoke: bool,
+}
+
+impl Options {
+    /// Parses the arguments after `bench`.
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut size = None;
+        let mut runs = None;
+        let mut part_size = None;
+        let mut out = None;
+        let mut quick = false;
+        let mut smoke = false;
+        let mut peer = true;
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let mut value = || {
+                args.next()
+                    .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))
+            };
+            match arg.as_str() {
+                "--size" => size = Some(parse_size(value()?)?),
+                "--part-size" => part_size = Some(parse_size(value()?)?),
+                "--runs" => {
+                    let text = value()?;
+                    runs = Some(
+                        text.parse::<usize>()
+                            .ok()
+                            .filter(|runs| *runs > 0)
+                            .ok_or_else(|| {
+                                format!("--runs takes a positive count, not {text:?}")
+                            })?,
+                    );
+                }
+                "--out" => out = Some(PathBuf::from(value()?)),
+                "--quick" => quick = true,
+                "--smoke" => smoke = true,
+                "--no-peer" => peer = false,
+                other => return Err(format!("unknown bench option {other:?}\n{USAGE}")),
+            }
+        }
+        let (default_size, default_runs, default_part, default_out) = if smoke {
+            (8 * MIB, 1, MIB, "target/bench/BENCHMARKS-smoke.md")
+        } else if quick {
+            (256 * MIB, 3, 64 * MIB, "docs/BENCHMARKS.md")
+        } else {
+            (2 * GIB, 3, 64 * MIB, "docs/BENCHMARKS.md")
+        };
+        Ok(Self {
+            size: size.unwrap_or(default_size),
+            runs: runs.unwrap_or(default_runs),
+            part_size: part_size.unwrap_or(default_part),
+            out: out.unwrap_or_else(|| PathBuf::from(default_out)),
+            peer,
+            smoke,
+        })
+    }
+}
+
+/// Runs `cargo xtask bench` with the arguments after `bench`.
+pub fn run(args: &[String]) -> Result<(), String> {
+    if args
+        .iter()
+        .any(|arg| matches!(arg.as_str(), "-h" | "--help"))
+    {
+        eprintln!("{USAGE}");
+        return Ok(());
+    }
+    let options = Options::parse(args)?;
+    let command_line = format!("cargo xtask bench {}", args.join(" "))
+        .trim_end()
+        .to_owned();
+    // The bounds are measured in this process: a debug build would hash several times
+    // slower than `uploads` does, so a real run re-runs itself optimised.
+    if cfg!(debug_assertions) && !options.smoke {
+        let mut rerun = vec![
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "bench",
+        ];
+        rerun.extend(args.iter().map(String::as_str));
+        return run_command(cargo().args(&rerun).current_dir(workspace_root()));
+    }
+    let report = measure(&options, &command_line)?;
+    let out = workspace_root().join(&options.out);
+    print!("{}", report.to_text());
+    report::write_markdown(&out, &report.to_markdown())
+        .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+    eprintln!("xtask: bench: wrote {}", out.display());
+    Ok(())
+}
+
+/// Everything from building to the finished report.
+fn measure(options: &Options, command_line: &str) -> Result<Report, String> {
+    let root = workspace_root();
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bench_dir = target_dir.join("bench");
+    std::fs::create_dir_all(&bench_dir)
+        .map_err(|error| format!("cannot create {}: {error}", bench_dir.display()))?;
+    if !Path::new(TIME).exists() {
+        return Err(format!(
+            "{TIME} is needed to measure the clients' peak RSS (apt-get install time)"
+        ));
+    }
+
+    let uploads = build_uploads(&root, &target_dir, options.smoke)?;
+    let file = bench_dir.join(format!("bench-{}.bin", report::size_label(options.size)));
+    check_free_space(&bench_dir, &file, options.size)?;
+    generate_file(&file, options.size)
+        .map_err(|error| format!("cannot generate {}: {error}", file.display()))?;
+
+    let mut subjects = vec![Subject::Md5Bound, Subject::TransportBound];
+    for blocking in [false, true] {
+        for concurrency in [1, 4, 8] {
+            subjects.push(Subject::Ours {
+                blocking,
+                concurrency,
+                md5: true,
+            });
+        }
+        subjects.push(Subject::Ours {
+            blocking,
+            concurrency: 8,
+            md5: false,
+        });
+    }
+    let mut notes = Vec::new();
+    if options.peer {
+        // The conformance suite's venv: one pinned official SDK for both.
+        match crate::conformance::ensure_venv(&workspace_root()) {
+            Ok(python) => subjects.push(Subject::Peer { python }),
+            Err(reason) => {
+                eprintln!("xtask: bench: skipping the official SDK: {reason}");
+                notes.push(format!("The official SDK's row is missing: {reason}."));
+            }
+        }
+    } else {
+        notes.push(
+            "The official SDK's row is missing: the run was asked for `--no-peer`.".to_owned(),
+        );
+    }
+
+    // Logs and the server's data live in a directory of this run's own, so that two runs
+    // (a smoke test beside a real run) never share a server's data.
+    let work_dir = bench_dir.join(format!("run-{}", std::process::id()));
+    std::fs::create_dir_all(&work_dir)
+        .map_err(|error| format!("cannot create {}: {error}", work_dir.display()))?;
+    let machine_before = Machine::observe();
+    let rows = run_rounds(options, subjects, &uploads, &file, &work_dir);
+    // The stored copies go in any case; the logs stay when something failed.
+    let _ = std::fs::remove_dir_all(work_dir.join("data"));
+    let rows = rows.map_err(|error| format!("{error}\n(logs are in {})", work_dir.display()))?;
+    let _ = std::fs::remove_dir_all(&work_dir);
+
+    Ok(Report {
+        command_line: command_line.to_owned(),
+        size: options.size,
+        part_size: options.part_size,
+        runs: options.runs,
+        smoke: options.smoke,
+        rows,
+        machine_before,
+        machine_after: Machine::observe(),
+        notes,
+    })
+}
+
+/// Starts the server and measures every subject once per round.
+fn run_rounds(
+    options: &Options,
+    subjects: Vec<Subject>,
+    uploads: &Path,
+    file: &Path,
+    work_dir: &Path,
+) -> Result<Vec<Row>, String> {
+    let server = Server::start(
+        uploads,
+        &work_dir.join("data"),
+        &work_dir.join("server.log"),
+    )?;
+    let bench = Bench {
+        uploads,
+        file,
+        part_size: options.part_size,
+        server: &server,
+        work_dir,
+    };
+    let mut rows: Vec<Row> = subjects.into_iter().map(Row::new).collect();
+    for round in 1..=options.runs {
+        for row in &mut rows {
+            let sample = bench.sample(&row.subject)?;
+            eprintln!(
+                "xtask: bench: round {round}/{}: {}: {}",
+                options.runs,
+                row.subject.label(),
+                sample.describe(options.size)
+            );
+            row.samples.push(sample);
+        }
+    }
+    server.stop();
+    Ok(rows)
+}
+
+/// Builds `uploads` (release, or debug for `--smoke`) and returns the binary's path.
+fn build_uploads(root: &Path, target_dir: &Path, smoke: bool) -> Result<PathBuf, String> {
+    let args: &[&str] = if smoke {
+        // The features `cargo test --workspace` builds with (dev-dependencies included), so
+        // that the smoke test inside it finds everything built and compiles nothing.
+        &["build", "--quiet", "--workspace", "--all-targets"]
+    } else {
+        &[
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "uploads-cli",
+            "--bin",
+            "uploads",
+        ]
+    };
+    run_command(cargo().args(args).current_dir(root))?;
+    let profile = if smoke { "debug" } else { "release" };
+    Ok(target_dir.join(profile).join("uploads"))
+}
+
+/// `cargo`, without the variables cargo sets for the package it runs (this xtask, or its
+/// test): build scripts that watch them (ring watches `CARGO_MANIFEST_DIR`) would otherwise
+/// see a change and rebuild their crate and everything above it.
+fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(&*name);
+        }
+    }
+    command
+}
+
+/// Refuses to start without room for the file, one stored copy of it and some slack.
+fn check_free_space(dir: &Path, file: &Path, size: u64) -> Result<(), String> {
+    let output = Command::new("df")
+        .args(["-Pk"])
+        .arg(dir)
+        .output()
+        .map_err(|error| format!("cannot run df: {error}"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let available_kib = parse_df_available_kib(&text)
+        .ok_or_else(|| format!("cannot read df's answer for {}: {text:?}", dir.display()))?;
+    let existing = std::fs::metadata(file).map_or(0, |metadata| metadata.len());
+    let needed = (3 * size).saturating_sub(existing);
+    let available = available_kib * 1024;
+    if available < needed {
+        return Err(format!(
+            "not enough free disk space in {}: the bench needs about {} (3 x the file size, \
+             less the file if already generated) and {} is free; use a smaller --size",
+            dir.display(),
+            report::bytes_label(needed),
+            report::bytes_label(available),
+        ));
+    }
+    Ok(())
+}
+
+/// The "Available" column of `df -Pk` for one path, in KiB.
+fn parse_df_available_kib(df: &str) -> Option<u64> {
+    df.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// Writes `size` bytes of deterministic, incompressible noise to `path`, unless a file of
+/// that size is already there (it was made by an earlier run: the content never changes).
+fn generate_file(path: &Path, size: u64) -> io::Result<()> {
+    if std::fs::metadata(path).is_ok_and(|metadata| metadata.len() == size) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: bench: generating {} ({})",
+        path.display(),
+        report::bytes_label(size)
+    );
+    // Written aside and renamed, so a run beside this one never reads a half-made file.
+    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    let mut writer = BufWriter::with_capacity(MIB as usize, File::create(&partial)?);
+    let mut noise = Noise(0x9E37_79B9_7F4A_7C15);
+    let mut chunk = vec![0; MIB as usize];
+    let mut left = size;
+    while left > 0 {
+        let len = left.min(MIB) as usize;
+        noise.fill(&mut chunk[..len]);
+        writer.write_all(&chunk[..len])?;
+        left -= len as u64;
+    }
+    writer
+        .into_inner()
+        .map_err(io::IntoInnerError::into_error)?
+        .sync_all()?;
+    std::fs::rename(&partial, path)
+}
+
+/// xorshift64*: fast, deterministic bytes that neither compress nor repeat within a part.
+struct Noise(u64);
+
+impl Noise {
+    fn fill(&mut self, buffer: &mut [u8]) {
+        for word in buffer.chunks_mut(8) {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            let bytes = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes();
+            word.copy_from_slice(&bytes[..word.len()]);
+        }
+    }
+}
+
+/// What every sample needs.
+struct Bench<'a> {
+    uploads: &'a Path,
+    file: &'a Path,
+    part_size: u64,
+    server: &'a Server,
+    work_dir: &'a Path,
+}
+
+impl Bench<'_> {
+    /// Measures one run of `subject`.
+    fn sample(&self, subject: &Subject) -> Result<Sample, String> {
+        match subject {
+            Subject::Md5Bound => {
+                let hashed = bounds::md5_of_file(self.file)
+                    .map_err(|error| format!("md5 bound: {error}"))?;
+                eprintln!("xtask: bench: the file's md5 is {}", hashed.md5_hex);
+                Ok(Sample::of_bound(hashed.elapsed))
+            }
+            Subject::TransportBound => {
+                let elapsed = bounds::post_over_loopback(self.file)
+                    .map_err(|error| format!("transport bound: {error}"))?;
+                Ok(Sample::of_bound(elapsed))
+            }
+            Subject::Ours {
+                blocking,
+                concurrency,
+                md5,
+            } => {
+                let mut command = Command::new(self.uploads);
+                command
+                    .arg("put")
+                    .arg(self.file)
+                    .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE])
+                    .args(["--base-url", &self.server.base_url])
+                    .args(["--concurrency", &concurrency.to_string()])
+                    .args(["--part-size", &self.part_size.to_string()]);
+                if *blocking {
+                    command.arg("--blocking");
+                }
+                if !md5 {
+                    command.arg("--no-md5");
+                }
+                let finished = self.timed_client(&command, &subject.label())?;
+                let upload = uploads_core::api::parse_complete_upload(&Response::new(
+                    finished.stdout.as_bytes(),
+                ))
+                .map_err(|error| {
+                    format!(
+                        "{}: stdout is not a completed Upload ({error})",
+                        subject.label()
+                    )
+                })?;
+                let file_id = upload.file.as_ref().map(|file| file.id.as_str().to_owned());
+                self.finish_upload(&finished, upload.id.as_str(), file_id.as_deref(), subject)
+            }
+            Subject::Peer { python } => {
+                let mut command = Command::new(python);
+                command
+                    .arg(workspace_root().join("tests/bench/peer.py"))
+                    .arg("--file")
+                    .arg(self.file)
+                    .args(["--base-url", &self.server.base_url])
+                    .args(["--part-size", &self.part_size.to_string()])
+                    .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE]);
+                let mut finished = self.timed_client(&command, &subject.label())?;
+                let answer = PeerAnswer::parse(&finished.stdout)
+                    .ok_or_else(|| format!("peer: unexpected answer {:?}", finished.stdout))?;
+                // The peer times the md5 and the upload itself: interpreter start-up and
+                // `import openai` are not the SDK's transfer, and leaving them out favours it.
+                finished.elapsed = answer.elapsed;
+                self.finish_upload(&finished, &answer.upload_id, Some(&answer.file_id), subject)
+            }
+        }
+    }
+
+    /// Runs a client under `/usr/bin/time` with the server's peak RSS reset first.
+    fn timed_client(&self, command: &Command, label: &str) -> Result<Finished, String> {
+        self.server.reset_peak_rss()?;
+        let rss_file = self.work_dir.join("client-rss.txt");
+        let log = self.work_dir.join("client.log");
+        let log_file = File::create(&log)
+            .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
+        let mut timed = Command::new(TIME);
+        timed
+            .args(["-f", "%M", "-o"])
+            .arg(&rss_file)
+            .arg(program)
+            .args(args)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("OPENAI_ORG_ID")
+            .env_remove("OPENAI_PROJECT_ID")
+            .env_remove("RUST_LOG")
+            .env("OPENAI_API_KEY", BENCH_API_KEY)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file);
+        let started = Instant::now();
+        let output = timed
+            .output()
+            .map_err(|error| format!("{label}: cannot start {TIME}: {error}"))?;
+        let elapsed = started.elapsed();
+        if !output.status.success() {
+            return Err(format!(
+                "{label} failed ({}); its stderr ends with:\n{}",
+                output.status,
+                tail(&log, 20)
+            ));
+        }
+        let rss = std::fs::read_to_string(&rss_file)
+            .ok()
+            .and_then(|text| text.trim().lines().last()?.trim().parse::<u64>().ok())
+            .ok_or_else(|| format!("{label}: {TIME} left no peak RSS in {}", rss_file.display()))?;
+        Ok(Finished {
+            elapsed,
+            client_rss_kib: rss,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        })
+    }
+
+    /// Reads what the server saw of a finished upload, then deletes its File so the disk
+    /// holds at most one stored copy at a time.
+    fn finish_upload(
+        &self,
+        finished: &Finished,
+        upload_id: &str,
+        file_id: Option<&str>,
+        subject: &Subject,
+    ) -> Result<Sample, String> {
+        let server_rss_kib = self.server.peak_rss_kib()?;
+        let complete_ms = self.server.complete_elapsed_ms(upload_id);
+        let file_id = file_id
+            .ok_or_else(|| format!("{}: the completed Upload carries no File", subject.label()))?;
+        let deleted = Command::new(self.uploads)
+            .args([
+                "files",
+                "delete",
+                file_id,
+                "--base-url",
+                &self.server.base_url,
+            ])
+            .env("OPENAI_API_KEY", BENCH_API_KEY)
+            .stdout(Stdio::null())
+            .output()
+            .map_err(|error| format!("cannot run `uploads files delete`: {error}"))?;
+        if !deleted.status.success() {
+            return Err(format!(
+                "deleting File {file_id} failed: {}",
+                String::from_utf8_lossy(&deleted.stderr).trim()
+            ));
+        }
+        if finished.elapsed.is_zero() {
+            return Err(format!("{}: no time elapsed", subject.label()));
+        }
+        Ok(Sample {
+            elapsed: finished.elapsed,
+            client_rss_kib: Some(finished.client_rss_kib),
+            server_rss_kib: Some(server_rss_kib),
+            complete_ms,
+        })
+    }
+}
+
+/// A client process that exited successfully.
+struct Finished {
+    elapsed: Duration,
+    client_rss_kib: u64,
+    stdout: String,
+}
+
+/// The peer's one line on stdout: `upload_id=… file_id=… seconds=…`.
+#[derive(Debug, PartialEq)]
+struct PeerAnswer {
+    upload_id: String,
+    file_id: String,
+    elapsed: Duration,
+}
+
+impl PeerAnswer {
+    fn parse(stdout: &str) -> Option<Self> {
+        let line = stdout.lines().rev().find(|line| !line.trim().is_empty())?;
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+        };
+        let seconds: f64 = field("seconds")?.parse().ok()?;
+        Some(Self {
+            upload_id: field("upload_id")?.to_owned(),
+            file_id: field("file_id")?.to_owned(),
+            elapsed: Duration::try_from_secs_f64(seconds).ok()?,
+        })
+    }
+}
+
+/// The last `lines` lines of a log file, for error messages.
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs a command with inherited stdio; a failure names it.
+fn run_command(command: &mut Command) -> Result<(), String> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .map_err(|error| format!("could not start {shown}: {error}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{shown} failed with {status}"))
+    }
+}
+
+/// The one `uploads serve` every client of a run talks to, logging to a file.
+struct Server {
+    child: Child,
+    base_url: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `uploads serve` on a free loopback port and waits until it accepts connections.
+    fn start(uploads: &Path, data_dir: &Path, log: &Path) -> Result<Self, String> {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| format!("cannot find a free port: {error}"))?
+            .port();
+        let log_file = File::create(log)
+            .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+        let child = Command::new(uploads)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .env_remove("UPLOADS_API_KEYS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|error| format!("cannot start {}: {error}", uploads.display()))?;
+        let mut server = Self {
+            child,
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            log: log.to_owned(),
+        };
+        let started = Instant::now();
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            let exited = server.child.try_wait().ok().flatten();
+            if exited.is_some() || started.elapsed() > SERVER_START_TIMEOUT {
+                return Err(format!(
+                    "`uploads serve` did not start; its log ends with:\n{}",
+                    tail(log, 20)
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// Resets the server's peak RSS (`VmHWM`) to its current RSS.
+    fn reset_peak_rss(&self) -> Result<(), String> {
+        let path = format!("/proc/{}/clear_refs", self.child.id());
+        std::fs::write(&path, "5").map_err(|error| format!("cannot write {path}: {error}"))
+    }
+
+    /// The server's peak RSS since the last reset, in KiB.
+    fn peak_rss_kib(&self) -> Result<u64, String> {
+        let path = format!("/proc/{}/status", self.child.id());
+        let status = std::fs::read_to_string(&path)
+            .map_err(|error| format!("cannot read {path}: {error}"))?;
+        report::parse_vm_hwm_kib(&status).ok_or_else(|| format!("no VmHWM in {path}"))
+    }
+
+    /// How long the server took to answer the last successful complete of `upload_id`.
+    fn complete_elapsed_ms(&self, upload_id: &str) -> Option<u64> {
+        let log = std::fs::read_to_string(&self.log).ok()?;
+        report::complete_elapsed_ms(&log, upload_id)
+    }
+
+    /// Stops the server gracefully (SIGTERM), or kills it if it does not stop in time.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status();
+        let asked = Instant::now();
+        while asked.elapsed() < Duration::from_secs(10) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        // Drop kills it.
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A size such as `2GiB`, `256MiB`, `8MiB`, `512KiB` or a plain number of bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &text[digits.len()..];
+    let multiplier = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1024,
+        "mib" | "m" => MIB,
+        "gib" | "g" => GIB,
+        _ => {
+            return Err(format!(
+                "unknown size unit in {text:?} (use B, KiB, MiB or GiB)"
+            ));
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|count| count.checked_mul(multiplier))
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive size such as 2GiB"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(parse_size("2GiB"), Ok(2 * GIB));
+        assert_eq!(parse_size("256MiB"), Ok(256 * MIB));
+        assert_eq!(parse_size("8m"), Ok(8 * MIB));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        for bad in ["", "0MiB", "2TB", "GiB", "-1", "99999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_mode_and_flags_override_them() {
+        let full = Options::parse(&[]).unwrap();
+        assert_eq!(
+            full,
+            Options {
+                size: 2 * GIB,
+                runs: 3,
+                part_size: 64 * MIB,
+                out: PathBuf::from("docs/BENCHMARKS.md"),
+                peer: true,
+                smoke: false,
+            }
+        );
+        assert_eq!(Options::parse(&args("--quick")).unwrap().size, 256 * MIB);
+        let smoke = Options::parse(&args("--smoke --no-peer")).unwrap();
+        assert_eq!((smoke.size, smoke.runs, smoke.peer), (8 * MIB, 1, false));
+        assert_eq!(smoke.out, PathBuf::from("target/bench/BENCHMARKS-smoke.md"));
+        let custom = Options::parse(&args("--size 1GiB --runs 5 --out x.md")).unwrap();
+        assert_eq!((custom.size, custom.runs), (GIB, 5));
+        assert_eq!(custom.out, PathBuf::from("x.md"));
+        assert!(Options::parse(&args("--runs 0")).is_err());
+        assert!(Options::parse(&args("--size")).is_err());
+        assert!(Options::parse(&args("--fast")).is_err());
+    }
+
+    #[test]
+    fn df_and_the_peer_answer_are_read() {
+        let df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n\
+                  /dev/vda 264137564 23000000 73400320 24% /\n";
+        assert_eq!(parse_df_available_kib(df), Some(73_400_320));
+        assert_eq!(parse_df_available_kib("Filesystem\n"), None);
+        let answer = PeerAnswer::parse("upload_id=upload_1 file_id=file-2 seconds=1.5\n").unwrap();
+        assert_eq!(
+            answer,
+            PeerAnswer {
+                upload_id: "upload_1".to_owned(),
+                file_id: "file-2".to_owned(),
+                elapsed: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(PeerAnswer::parse("upload_id=u seconds=1"), None);
+    }
+
+    /// The whole bench on 8 MiB against a real `uploads serve`: every subject runs and is
+    /// measured (the peer is left out: it would need the package index).
+    #[test]
+    fn a_smoke_run_measures_every_subject_and_writes_the_report() {
+        let out = std::env::temp_dir().join(format!("xtask-smoke-{}.md", std::process::id()));
+        run(&args(&format!("--smoke --no-peer --out {}", out.display()))).unwrap();
+        let report = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        let table_row = |label: String| {
+            report
+                .lines()
+                .find(|line| line.starts_with(&format!("| {label} | ")))
+                .unwrap_or_else(|| panic!("no row for {label} in:\n{report}"))
+                .to_owned()
+        };
+        for bound in [Subject::Md5Bound, Subject::TransportBound] {
+            assert!(table_row(bound.label()).contains(" | - | - | - | - | - |"));
+        }
+        for blocking in [false, true] {
+            for (concurrency, md5) in [(1, true), (4, true), (8, true), (8, false)] {
+                let row = table_row(
+                    Subject::Ours {
+                        blocking,
+                        concurrency,
+                        md5,
+                    }
+                    .label(),
+                );
+                // Client RSS, server RSS and the complete latency were all read.
+                assert_eq!(row.matches(" MiB |").count(), 2, "{row}");
+                assert_eq!(row.matches(" ms (").count(), 1, "{row}");
+            }
+        }
+        assert!(report.contains("the run was asked for `--no-peer`"));
+        assert!(report.contains("| complete without md5 < 50 ms (async, c=8) | "));
+    }
+
+    #[test]
+    fn generated_files_are_noise_of_the_exact_size_and_always_the_same() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (first, second) = (dir.join("a.bin"), dir.join("b.bin"));
+        generate_file(&first, 3 * MIB + 5).unwrap();
+        generate_file(&second, 3 * MIB + 5).unwrap();
+        let bytes = std::fs::read(&first).unwrap();
+        assert_eq!(bytes.len() as u64, 3 * MIB + 5);
+        assert_eq!(bytes, std::fs::read(&second).unwrap());
+        // No 4 KiB page repeats, so nothing along the way can compress or dedupe it.
+        let mut pages: Vec<&[u8]> = bytes.chunks_exact(4096).collect();
+        let count = pages.len();
+        pages.sort_unstable();
+        pages.dedup();
+        assert_eq!(pages.len(), count);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
