@@ -8,7 +8,7 @@
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
 //! * `bench`: throughput and memory of the clients, the official SDK and the machine's limits
-//!   in one run, written to `docs/BENCHMARKS.md` (see [`bench`]).
+//!   in one run, written to `docs/BENCHMARKS.md` (see [`mod@bench`]).
 
 mod bench;
 mod conformance;
