@@ -7,8 +7,9 @@
 //! Exit codes: 0 success, 1 API or transfer failure, 2 usage error, 130 interrupted. Errors
 //! are one line on stderr; stdout carries only the answer (JSON, or a File's bytes).
 
-// Doc comments here are clap's help text, read as plain text in a terminal: no Markdown.
-#![allow(clippy::doc_markdown)]
+// Doc comments here are clap's help text, read as plain text in a terminal: no Markdown,
+// and URLs as they are.
+#![allow(clippy::doc_markdown, rustdoc::bare_urls)]
 
 mod files;
 mod progress;
