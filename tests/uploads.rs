@@ -4,6 +4,7 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use uploads_core::api::{ApiError, CreateFileForm};
 use uploads_core::digest::Md5Hasher;
@@ -24,6 +25,8 @@ const PART: u64 = 256 * 1024;
 with_both_adapters!(
     a_multi_part_upload_arrives_byte_exact_with_parts_in_parallel,
     resets_500s_and_429s_are_survived,
+    stalls_truncated_answers_and_503s_are_survived,
+    the_deadline_gives_up_in_time_and_cancels,
     giving_up_cancels_the_upload_and_says_why,
     a_source_shorter_than_promised_gives_up_at_once_and_cancels,
     a_resume_sends_only_the_missing_parts,
@@ -147,6 +150,71 @@ fn resets_500s_and_429s_are_survived<A: Adapter>() {
         retries.contains(&1000),
         "Retry-After: 1 was not obeyed: {retries:?}"
     );
+}
+
+fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
+    let harness = Harness::start();
+    let proxy = harness.proxy(vec![Fault::Stall, Fault::Truncate, Fault::Status(503)]);
+    // Short enough that a stalled part is given up on quickly.
+    let client = A::connect_with_timeout(&harness, &proxy.base_url(), Duration::from_millis(500));
+    let (path, data) = harness.write_file("train.jsonl", (3 * PART + 10) as usize);
+
+    let upload = client
+        .upload_file(&path, options(PART).concurrency(1).retry(quick_retries(4)))
+        .unwrap();
+
+    let file = upload.file.unwrap();
+    let direct: A = harness.client();
+    assert_eq!(direct.file_content(&file.id).unwrap(), data);
+    assert_eq!(proxy.faults_injected(), 3);
+    // The truncated answer's Part reached the server; its retry is the one listed.
+    assert_eq!(harness.server().stats().parts_stored(), 4 + 1);
+}
+
+fn the_deadline_gives_up_in_time_and_cancels<A: Adapter>() {
+    let harness = Harness::start();
+    let proxy = harness.proxy(vec![Fault::Stall; 20]);
+    let client = A::connect_with_timeout(&harness, &proxy.base_url(), Duration::from_millis(300));
+    let (path, _) = harness.write_file("train.jsonl", PART as usize);
+
+    let error = client
+        .upload_file(
+            &path,
+            options(PART)
+                .concurrency(1)
+                .retry(quick_retries(20))
+                .deadline(Duration::from_millis(800)),
+        )
+        .unwrap_err();
+
+    let UploadError::Aborted {
+        upload_id,
+        cancelled,
+        cause,
+    } = error
+    else {
+        panic!("expected the upload to give up, got {error:?}");
+    };
+    assert!(
+        cancelled,
+        "the Upload is cancelled when the deadline passes"
+    );
+    assert!(
+        matches!(
+            *cause,
+            AbortCause::Deadline
+                | AbortCause::Part {
+                    reason: GiveUpReason::Deadline { .. },
+                    ..
+                }
+        ),
+        "the deadline is the cause: {cause:?}"
+    );
+    // Far fewer attempts than the policy allows: the deadline stopped them.
+    assert!(proxy.part_requests() < 20, "{}", proxy.part_requests());
+    let direct: A = harness.client();
+    let refused = api_error(direct.add_part_bytes(&upload_id, b"late"));
+    assert_eq!(refused.status, 400, "{refused}");
 }
 
 fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {

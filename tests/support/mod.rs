@@ -123,6 +123,13 @@ pub trait Adapter: Sized {
 
     fn connect(harness: &Harness, base_url: &str) -> Self;
 
+    /// A client whose every request gives up after `timeout`.
+    fn connect_with_timeout(
+        harness: &Harness,
+        base_url: &str,
+        timeout: std::time::Duration,
+    ) -> Self;
+
     fn upload_file(
         &self,
         path: &Path,
@@ -218,6 +225,17 @@ impl Adapter for Hyper {
     fn connect(harness: &Harness, base_url: &str) -> Self {
         Self {
             client: uploads_hyper::Client::new(Harness::config(base_url)),
+            runtime: harness.runtime.handle().clone(),
+        }
+    }
+
+    fn connect_with_timeout(
+        harness: &Harness,
+        base_url: &str,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            client: uploads_hyper::Client::new(Harness::config(base_url)).request_timeout(timeout),
             runtime: harness.runtime.handle().clone(),
         }
     }
@@ -368,6 +386,16 @@ impl Adapter for Ureq {
     fn connect(_harness: &Harness, base_url: &str) -> Self {
         Self {
             client: uploads_ureq::Client::new(Harness::config(base_url)),
+        }
+    }
+
+    fn connect_with_timeout(
+        _harness: &Harness,
+        base_url: &str,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            client: uploads_ureq::Client::new(Harness::config(base_url)).request_timeout(timeout),
         }
     }
 

@@ -23,6 +23,11 @@ pub enum Fault {
     Status(u16),
     /// Reads the whole request and answers 429 with `Retry-After: <seconds>`.
     TooManyRequests { retry_after_seconds: u32 },
+    /// Reads the whole request and never answers (until the client gives up on it).
+    Stall,
+    /// Forwards the request, then sends only the first half of the server's answer and
+    /// closes: the server stored the Part, the client never learns its id.
+    Truncate,
 }
 
 /// The running proxy; stops when dropped.
@@ -90,7 +95,7 @@ impl Drop for Proxy {
 }
 
 async fn serve(mut client: TcpStream, state: &State) -> io::Result<()> {
-    let (head, mut body_start) = read_head(&mut client).await?;
+    let (head, body_start) = read_head(&mut client).await?;
     let head_text = String::from_utf8_lossy(&head).into_owned();
     let request_line = head_text.lines().next().unwrap_or_default().to_owned();
     let content_length: u64 = head_text
@@ -133,21 +138,50 @@ async fn serve(mut client: TcpStream, state: &State) -> io::Result<()> {
             let header = format!("retry-after: {retry_after_seconds}\r\n");
             answer(&mut client, 429, &header).await
         }
+        Some(Fault::Stall) => {
+            discard(&mut client, unread).await?;
+            // Hold the connection open, silent, until the client closes it.
+            let mut rest = [0; 1];
+            while client.read(&mut rest).await? > 0 {}
+            Ok(())
+        }
+        Some(Fault::Truncate) => {
+            let mut upstream =
+                forward(&mut client, state, &head, body_start, content_length).await?;
+            let mut answer = Vec::new();
+            upstream.read_to_end(&mut answer).await?;
+            client.write_all(&answer[..answer.len() / 2]).await?;
+            client.shutdown().await
+        }
         None => {
-            let mut upstream = TcpStream::connect(state.upstream).await?;
-            let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
-            upstream.write_all(&head[..line_end]).await?;
-            upstream.write_all(b"connection: close\r\n").await?;
-            upstream.write_all(&head[line_end..]).await?;
-            let already = body_start.len().min(content_length as usize);
-            body_start.truncate(already);
-            upstream.write_all(&body_start).await?;
-            let mut rest = (&mut client).take(unread);
-            tokio::io::copy(&mut rest, &mut upstream).await?;
+            let mut upstream =
+                forward(&mut client, state, &head, body_start, content_length).await?;
             tokio::io::copy(&mut upstream, &mut client).await?;
             client.shutdown().await
         }
     }
+}
+
+/// Sends the request (head, then its whole body) to the server on a connection of its own.
+async fn forward(
+    client: &mut TcpStream,
+    state: &State,
+    head: &[u8],
+    mut body_start: Vec<u8>,
+    content_length: u64,
+) -> io::Result<TcpStream> {
+    let unread = content_length.saturating_sub(body_start.len() as u64);
+    let mut upstream = TcpStream::connect(state.upstream).await?;
+    let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap_or(0) + 2;
+    upstream.write_all(&head[..line_end]).await?;
+    upstream.write_all(b"connection: close\r\n").await?;
+    upstream.write_all(&head[line_end..]).await?;
+    let already = body_start.len().min(content_length as usize);
+    body_start.truncate(already);
+    upstream.write_all(&body_start).await?;
+    let mut rest = client.take(unread);
+    tokio::io::copy(&mut rest, &mut upstream).await?;
+    Ok(upstream)
 }
 
 /// Reads up to the end of the request head; returns the head and the body bytes read past it.
