@@ -12,8 +12,9 @@ use bytes::Bytes;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::upload::source_fingerprint;
 
-/// How many bytes a part sender reads at a time: what one part in flight holds in memory.
-pub(crate) const CHUNK_BYTES: u64 = 256 * 1024;
+/// How many bytes a part sender reads at a time (one blocking read each): what one part in
+/// flight holds in memory.
+pub(crate) const CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// How many bytes the md5 pass reads at a time.
 const HASH_CHUNK_BYTES: usize = 1024 * 1024;
@@ -86,8 +87,17 @@ impl Source {
 
     /// `len` bytes from `offset` as one chunk.
     pub(crate) fn read_chunk(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut chunk = vec![0; len];
-        self.read_exact_at(offset, &mut chunk)?;
+        // Read into fresh capacity: `read_to_end` does not zero it first, and at a gigabyte
+        // per second zeroing every chunk shows in the profile.
+        let mut chunk = Vec::with_capacity(len);
+        {
+            let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+            reader.seek(SeekFrom::Start(offset))?;
+            (&mut *reader).take(len as u64).read_to_end(&mut chunk)?;
+        }
+        if chunk.len() < len {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         Ok(Bytes::from(chunk))
     }
 

@@ -36,7 +36,7 @@ where
     /// Uploads the file at `path` as one Upload and returns it completed (with its File).
     ///
     /// Parts of `options.part_size` are sent `options.concurrency` at a time, each streamed
-    /// from disk by offset a chunk (256 KiB) at a time: memory stays a few chunks per part in
+    /// from disk by offset a chunk (1 MiB) at a time: memory stays a few chunks per part in
     /// flight whatever the part or file size. The md5 is computed by one pass over the file
     /// in order beside the uploads and sent on complete. Each part is retried on its own per
     /// `options.retry`, honouring `Retry-After`; when a part gives up, the deadline passes or

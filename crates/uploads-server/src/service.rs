@@ -76,6 +76,11 @@ impl ServerStats {
         self.parts_stored.load(Ordering::SeqCst)
     }
 
+    /// Add-part requests being handled now.
+    pub fn parts_in_flight(&self) -> u64 {
+        self.parts_in_flight.load(Ordering::SeqCst)
+    }
+
     /// The most add-part requests that were being handled at the same time.
     pub fn peak_parts_in_flight(&self) -> u64 {
         self.peak_parts_in_flight.load(Ordering::SeqCst)
