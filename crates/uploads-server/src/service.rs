@@ -209,6 +209,18 @@ impl Service {
     async fn sweep(&self) -> Answer<()> {
         let mut ledger = self.ledger.lock().await;
         if let Some(change) = ledger.sweep(self.clock.now()) {
+            // Uploads whose Parts go (expired or finished) will never be completed with an
+            // md5: their hashing-ahead chains go too.
+            let swept: Vec<UploadId> = change
+                .steps()
+                .iter()
+                .filter_map(|step| match step {
+                    Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
+                        Some(upload_id.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
             self.commit(
                 &mut ledger,
                 Planned {
@@ -217,6 +229,9 @@ impl Service {
                 },
             )
             .await?;
+            for upload in &swept {
+                self.md5_ahead.forget(upload);
+            }
         }
         Ok(())
     }
