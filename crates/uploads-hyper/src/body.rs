@@ -14,7 +14,11 @@ use http_body_util::{BodyExt, Full};
 use tokio::task::JoinHandle;
 use uploads_core::multipart::MultipartBody;
 
-use crate::source::{CHUNK_BYTES, Source};
+use uploads_client_io::Source;
+
+/// How many bytes a part sender reads at a time (one blocking read each): what one part in
+/// flight holds in memory.
+pub(crate) const CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// The body of every request this client sends.
 pub(crate) type RequestBody = BoxBody<Bytes, io::Error>;
@@ -36,7 +40,7 @@ pub(crate) type SourceErrorSlot = Arc<Mutex<Option<io::Error>>>;
 pub(crate) struct SourceBody {
     head: Option<Bytes>,
     tail: Option<Bytes>,
-    source: Arc<Source>,
+    source: Arc<Source<'static>>,
     offset: u64,
     remaining: u64,
     reading: Option<JoinHandle<io::Result<Bytes>>>,
@@ -51,7 +55,7 @@ impl SourceBody {
     /// The body of `multipart` with its data read from `source`.
     pub(crate) fn new(
         multipart: &MultipartBody,
-        source: Arc<Source>,
+        source: Arc<Source<'static>>,
         offset: u64,
         len: u64,
         on_sent: Option<OnSent>,
@@ -99,7 +103,9 @@ impl Body for SourceBody {
             let reading = this.reading.get_or_insert_with(|| {
                 let source = Arc::clone(&this.source);
                 let offset = this.offset;
-                tokio::task::spawn_blocking(move || source.read_chunk(offset, len as usize))
+                tokio::task::spawn_blocking(move || {
+                    source.read_vec(offset, len as usize).map(Bytes::from)
+                })
             });
             let read = ready!(Pin::new(reading).poll(cx));
             this.reading = None;

@@ -26,8 +26,8 @@ use uploads_core::types::{
 
 use crate::body::{OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
-use crate::source::Source;
-use crate::system::{boundary, jitter, now_unix_ms};
+use uploads_client_io::Source;
+use uploads_client_io::{boundary, jitter, now_unix_ms};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
 /// and plain http, HTTP/1.1 and HTTP/2.
@@ -223,7 +223,7 @@ where
     pub(crate) async fn send_part(
         &self,
         upload_id: &UploadId,
-        source: Arc<Source>,
+        source: Arc<Source<'static>>,
         offset: u64,
         len: u64,
         on_sent: Option<OnSent>,

@@ -42,8 +42,6 @@
 mod body;
 mod client;
 mod error;
-mod source;
-mod system;
 mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, HttpsConnector};

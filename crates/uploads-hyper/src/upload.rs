@@ -26,8 +26,8 @@ use uploads_core::upload::{NextStep, SnapshotSource, UploadOptions, UploadRun};
 
 use crate::client::Client;
 use crate::error::{AbortCause, Error, TransportError, UploadError};
-use crate::source::{Source, write_atomically};
-use crate::system::{jitter, now_unix_ms};
+use uploads_client_io::{Source, write_atomically};
+use uploads_client_io::{jitter, now_unix_ms};
 
 impl<C> Client<C>
 where
@@ -127,7 +127,7 @@ where
     async fn drive(
         &self,
         session: UploadSession,
-        source: Source,
+        source: Source<'static>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
         let upload_id = session.upload().id.clone();
@@ -314,7 +314,7 @@ impl Run {
 struct Worker<C> {
     client: Client<C>,
     run: Arc<Run>,
-    source: Arc<Source>,
+    source: Arc<Source<'static>>,
     upload_id: UploadId,
 }
 
@@ -374,7 +374,7 @@ impl Drop for StopOnDrop {
 }
 
 /// Opens the file to upload on the blocking pool.
-async fn open_file(path: &Path) -> Result<crate::source::OpenedFile, UploadError> {
+async fn open_file(path: &Path) -> Result<uploads_client_io::OpenedFile, UploadError> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || Source::open_file(&path))
         .await

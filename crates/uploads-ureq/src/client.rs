@@ -19,8 +19,9 @@ use uploads_core::types::{
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
-use crate::source::{PartReader, Source};
-use crate::system::{boundary, jitter, now_unix_ms};
+use crate::source::PartReader;
+use uploads_client_io::Source;
+use uploads_client_io::{boundary, jitter, now_unix_ms};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.

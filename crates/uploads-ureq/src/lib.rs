@@ -41,7 +41,6 @@
 mod client;
 mod error;
 mod source;
-mod system;
 mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, StopSignal};

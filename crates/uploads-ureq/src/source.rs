@@ -1,108 +1,10 @@
-//! The bytes an upload sends: a source of known length that the part senders read at any
-//! offset and the md5 pass reads in order, each a small chunk at a time.
+//! A part's bytes read straight from the source into ureq's send buffer, reporting progress
+//! as they go.
 
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
-use std::time::UNIX_EPOCH;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use uploads_core::digest::Md5Hasher;
-use uploads_core::upload::source_fingerprint;
-
-/// How many bytes the md5 pass reads at a time.
-const HASH_CHUNK_BYTES: usize = 1024 * 1024;
-
-/// What a source reader must be able to do.
-trait ReadSeek: Read + Seek + Send {}
-impl<T: Read + Seek + Send> ReadSeek for T {}
-
-/// A seekable reader shared by every part in flight and the md5 pass. Reads are short
-/// (what the transport asks for at once) and take turns, so sharing one handle costs little
-/// next to the network.
-pub(crate) struct Source<'a> {
-    reader: Mutex<Box<dyn ReadSeek + 'a>>,
-    len: u64,
-}
-
-/// A file opened for upload, with what a snapshot records about it.
-pub(crate) struct OpenedFile {
-    /// The file as a source.
-    pub(crate) source: Source<'static>,
-    /// Its file name, the default name of the File.
-    pub(crate) name: String,
-    /// Its fingerprint (see [`source_fingerprint`]).
-    pub(crate) fingerprint: String,
-}
-
-impl<'a> Source<'a> {
-    /// A source of `len` bytes read from `reader`.
-    pub(crate) fn new(reader: impl Read + Seek + Send + 'a, len: u64) -> Self {
-        Self {
-            reader: Mutex::new(Box::new(reader)),
-            len,
-        }
-    }
-
-    /// Opens the file at `path`: its length, name and fingerprint are read once, here.
-    pub(crate) fn open_file(path: &Path) -> io::Result<OpenedFile> {
-        let file = File::open(path)?;
-        let metadata = file.metadata()?;
-        let modified = metadata
-            .modified()
-            .ok()
-            .and_then(|modified| modified.duration_since(UNIX_EPOCH).ok())
-            .map(|since| since.as_nanos());
-        let canonical = std::fs::canonicalize(path)?;
-        let fingerprint =
-            source_fingerprint(&canonical.to_string_lossy(), metadata.len(), modified);
-        let name = path
-            .file_name()
-            .map(|name| name.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        Ok(OpenedFile {
-            source: Source::new(file, metadata.len()),
-            name,
-            fingerprint,
-        })
-    }
-
-    /// The source's length.
-    pub(crate) fn len(&self) -> u64 {
-        self.len
-    }
-
-    /// Exactly `buf.len()` bytes from `offset`; a source shorter than promised is an
-    /// `UnexpectedEof` error, never a short part.
-    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
-        reader.seek(SeekFrom::Start(offset))?;
-        reader.read_exact(buf)
-    }
-
-    /// The md5 of the whole source as lower-case hex, read in order one chunk at a time.
-    /// Returns an `Interrupted` error once `stop` is set.
-    pub(crate) fn md5_hex(&self, stop: &AtomicBool) -> io::Result<String> {
-        let mut hasher = Md5Hasher::new();
-        let mut chunk = vec![0; HASH_CHUNK_BYTES];
-        let mut offset = 0;
-        while offset < self.len {
-            if stop.load(Ordering::Relaxed) {
-                return Err(io::Error::new(
-                    io::ErrorKind::Interrupted,
-                    "md5 pass stopped",
-                ));
-            }
-            let len = (self.len - offset).min(HASH_CHUNK_BYTES as u64) as usize;
-            let chunk = &mut chunk[..len];
-            self.read_exact_at(offset, chunk)?;
-            hasher.update(chunk);
-            offset += len as u64;
-        }
-        Ok(hasher.finish_hex())
-    }
-}
+use uploads_client_io::Source;
 
 /// `len` bytes of a source from `offset`, read straight into the transport's buffer: a part
 /// in flight holds no buffer of its own.
@@ -160,24 +62,6 @@ impl Read for PartReader<'_, '_> {
     }
 }
 
-/// Writes `contents` to `path` atomically: a temporary file beside it, flushed to disk,
-/// then renamed over it, so a crash leaves the old snapshot or the new one, never half.
-/// Each write has a temporary file of its own, so two writers (an upload stopped while
-/// writing and its resume, say) never mix their bytes.
-pub(crate) fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
-    use std::io::Write as _;
-    static WRITES: AtomicU64 = AtomicU64::new(0);
-    let write = WRITES.fetch_add(1, Ordering::Relaxed);
-    let mut temporary = path.as_os_str().to_owned();
-    temporary.push(format!(".{}-{write}.tmp", std::process::id()));
-    let temporary = std::path::PathBuf::from(temporary);
-    let mut file = File::create(&temporary)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&temporary, path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,39 +91,5 @@ mod tests {
         let error = stopped.read(&mut [0; 4]).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::Interrupted);
         assert!(stopped.failed.is_none());
-    }
-
-    #[test]
-    fn hashes_the_whole_source_in_order_or_stops() {
-        let data: Vec<u8> = (0..3 * HASH_CHUNK_BYTES + 5).map(|i| i as u8).collect();
-        let mut expected = Md5Hasher::new();
-        expected.update(&data);
-        let len = data.len() as u64;
-        let source = Source::new(Cursor::new(data), len);
-        assert_eq!(
-            source.md5_hex(&AtomicBool::new(false)).unwrap(),
-            expected.finish_hex()
-        );
-        let stopped = source.md5_hex(&AtomicBool::new(true)).unwrap_err();
-        assert_eq!(stopped.kind(), io::ErrorKind::Interrupted);
-    }
-
-    #[test]
-    fn files_are_fingerprinted_and_snapshots_replaced_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("train.jsonl");
-        write_atomically(&path, "first").unwrap();
-        write_atomically(&path, "second").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "second");
-        let opened = Source::open_file(&path).unwrap();
-        assert_eq!(opened.name, "train.jsonl");
-        assert_eq!(opened.source.len(), 6);
-        assert!(
-            opened.fingerprint.starts_with("6:"),
-            "{}",
-            opened.fingerprint
-        );
-        assert!(opened.fingerprint.ends_with("train.jsonl"));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }

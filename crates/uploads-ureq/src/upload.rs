@@ -23,8 +23,8 @@ use uploads_core::upload::{NextStep, SnapshotSource, UploadOptions, UploadRun};
 
 use crate::client::Client;
 use crate::error::{AbortCause, Error, TransportError, UploadError};
-use crate::source::{Source, write_atomically};
-use crate::system::{jitter, now_unix_ms};
+use uploads_client_io::{Source, write_atomically};
+use uploads_client_io::{jitter, now_unix_ms};
 
 /// The longest a waiting thread sleeps before it looks at the stop signal again.
 const STOP_POLL: Duration = Duration::from_millis(50);

@@ -1,4 +1,4 @@
-//! The one place this crate reads the clock and the one place it draws random bytes: the
+//! The one place the clients read the clock and the one place it draws random bytes: the
 //! core takes both as parameters.
 
 use std::collections::hash_map::RandomState;
@@ -9,7 +9,7 @@ use uploads_core::multipart::Boundary;
 use uploads_core::retry::jitter_from_bytes;
 
 /// Now, in unix milliseconds (0 before 1970, which no real clock reports).
-pub(crate) fn now_unix_ms() -> u64 {
+pub fn now_unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| {
@@ -33,12 +33,12 @@ fn random_bytes() -> [u8; 16] {
 }
 
 /// A fresh multipart boundary.
-pub(crate) fn boundary() -> Boundary {
+pub fn boundary() -> Boundary {
     Boundary::from_entropy(random_bytes())
 }
 
 /// A random number in `[0, 1)` for the retry backoff.
-pub(crate) fn jitter() -> f64 {
+pub fn jitter() -> f64 {
     let mut word = [0; 8];
     word.copy_from_slice(&random_bytes()[..8]);
     jitter_from_bytes(word)

@@ -8,13 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
-use bytes::Bytes;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::upload::source_fingerprint;
-
-/// How many bytes a part sender reads at a time (one blocking read each): what one part in
-/// flight holds in memory.
-pub(crate) const CHUNK_BYTES: u64 = 1024 * 1024;
 
 /// How many bytes the md5 pass reads at a time.
 const HASH_CHUNK_BYTES: usize = 1024 * 1024;
@@ -24,25 +19,26 @@ trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
 
 /// A seekable reader shared by every part in flight and the md5 pass. Reads are short
-/// (one chunk) and take turns, so sharing one handle costs little next to the network.
-pub(crate) struct Source {
-    reader: Mutex<Box<dyn ReadSeek>>,
+/// (what the transport asks for at once) and take turns, so sharing one handle costs little
+/// next to the network.
+pub struct Source<'a> {
+    reader: Mutex<Box<dyn ReadSeek + 'a>>,
     len: u64,
 }
 
 /// A file opened for upload, with what a snapshot records about it.
-pub(crate) struct OpenedFile {
+pub struct OpenedFile {
     /// The file as a source.
-    pub(crate) source: Source,
+    pub source: Source<'static>,
     /// Its file name, the default name of the File.
-    pub(crate) name: String,
+    pub name: String,
     /// Its fingerprint (see [`source_fingerprint`]).
-    pub(crate) fingerprint: String,
+    pub fingerprint: String,
 }
 
-impl Source {
+impl<'a> Source<'a> {
     /// A source of `len` bytes read from `reader`.
-    pub(crate) fn new(reader: impl Read + Seek + Send + 'static, len: u64) -> Self {
+    pub fn new(reader: impl Read + Seek + Send + 'a, len: u64) -> Self {
         Self {
             reader: Mutex::new(Box::new(reader)),
             len,
@@ -50,7 +46,7 @@ impl Source {
     }
 
     /// Opens the file at `path`: its length, name and fingerprint are read once, here.
-    pub(crate) fn open_file(path: &Path) -> io::Result<OpenedFile> {
+    pub fn open_file(path: &Path) -> io::Result<OpenedFile> {
         let file = File::open(path)?;
         let metadata = file.metadata()?;
         let modified = metadata
@@ -66,29 +62,34 @@ impl Source {
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(OpenedFile {
-            source: Self::new(file, metadata.len()),
+            source: Source::new(file, metadata.len()),
             name,
             fingerprint,
         })
     }
 
     /// The source's length.
-    pub(crate) fn len(&self) -> u64 {
+    pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether the source holds no bytes (a zero-byte file is still one empty Part).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Exactly `buf.len()` bytes from `offset`; a source shorter than promised is an
     /// `UnexpectedEof` error, never a short part.
-    pub(crate) fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
         reader.seek(SeekFrom::Start(offset))?;
         reader.read_exact(buf)
     }
 
-    /// `len` bytes from `offset` as one chunk.
-    pub(crate) fn read_chunk(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        // Read into fresh capacity: `read_to_end` does not zero it first, and at a gigabyte
-        // per second zeroing every chunk shows in the profile.
+    /// `len` bytes from `offset` in a buffer of their own, read into fresh capacity:
+    /// `read_to_end` does not zero it first, and at a gigabyte per second zeroing every
+    /// chunk shows in the profile. A source shorter than promised is `UnexpectedEof`.
+    pub fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut chunk = Vec::with_capacity(len);
         {
             let mut reader = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
@@ -98,12 +99,12 @@ impl Source {
         if chunk.len() < len {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        Ok(Bytes::from(chunk))
+        Ok(chunk)
     }
 
     /// The md5 of the whole source as lower-case hex, read in order one chunk at a time.
     /// Returns an `Interrupted` error once `stop` is set.
-    pub(crate) fn md5_hex(&self, stop: &AtomicBool) -> io::Result<String> {
+    pub fn md5_hex(&self, stop: &AtomicBool) -> io::Result<String> {
         let mut hasher = Md5Hasher::new();
         let mut chunk = vec![0; HASH_CHUNK_BYTES];
         let mut offset = 0;
@@ -128,7 +129,7 @@ impl Source {
 /// then renamed over it, so a crash leaves the old snapshot or the new one, never half.
 /// Each write has a temporary file of its own, so two writers (an upload stopped while
 /// writing and its resume, say) never mix their bytes.
-pub(crate) fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
+pub fn write_atomically(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write as _;
     static WRITES: AtomicU64 = AtomicU64::new(0);
     let write = WRITES.fetch_add(1, Ordering::Relaxed);
@@ -150,10 +151,13 @@ mod tests {
     #[test]
     fn reads_by_offset_and_refuses_a_short_source() {
         let source = Source::new(Cursor::new(b"0123456789".to_vec()), 10);
-        assert_eq!(source.read_chunk(3, 4).unwrap(), &b"3456"[..]);
-        assert_eq!(source.read_chunk(0, 2).unwrap(), &b"01"[..]);
-        let short = source.read_chunk(8, 4).unwrap_err();
+        assert_eq!(source.read_vec(3, 4).unwrap(), b"3456");
+        assert_eq!(source.read_vec(0, 2).unwrap(), b"01");
+        let short = source.read_vec(8, 4).unwrap_err();
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+        let mut buf = [0; 3];
+        source.read_exact_at(7, &mut buf).unwrap();
+        assert_eq!(&buf, b"789");
     }
 
     #[test]

@@ -1,0 +1,27 @@
+//! The I/O both client adapters do the same way, in one place: opening the file an upload
+//! sends (its length, name and fingerprint), reading it by offset from any number of part
+//! senders and in order for the md5 pass, writing the resume snapshot atomically, and the one
+//! place that reads the clock and draws random bytes.
+//!
+//! It exists because `uploads-core` does no I/O: the core decides, this crate touches the
+//! file system and the clock, and `uploads-hyper` and `uploads-ureq` add only their
+//! transport. It is blocking (std only): the async adapter calls it on blocking threads.
+//!
+//! ```
+//! use std::io::Cursor;
+//! use std::sync::atomic::AtomicBool;
+//!
+//! let source = uploads_client_io::Source::new(Cursor::new(b"hello world".to_vec()), 11);
+//! assert_eq!(source.read_vec(6, 5)?, b"world");
+//! assert_eq!(
+//!     source.md5_hex(&AtomicBool::new(false))?,
+//!     "5eb63bbbe01eeed093cb22bb8f5acdc3"
+//! );
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod source;
+mod system;
+
+pub use source::{OpenedFile, Source, write_atomically};
+pub use system::{boundary, jitter, now_unix_ms};
