@@ -660,6 +660,14 @@ impl<E> UploadRun<E> {
         self.session.poll_event()
     }
 
+    /// Drains the queued progress events into `options`' callback, oldest first: what an
+    /// adapter does after every report it makes to the run.
+    pub fn report_events(&mut self, options: &UploadOptions) {
+        while let Some(event) = self.poll_event() {
+            options.report(&event);
+        }
+    }
+
     /// Once every worker stopped: the complete request (part ids in file order, and the md5
     /// if given), or why the upload gives up. The abort cause is taken out.
     pub fn complete_request(

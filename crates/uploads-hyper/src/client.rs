@@ -366,11 +366,7 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
 fn record_response<B>(response: &Response<B>) {
     let span = tracing::Span::current();
     span.record("status", response.status().as_u16());
-    if let Some(request_id) = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-    {
+    if let Some(request_id) = uploads_core::api::request_id(response.headers()) {
         span.record("request_id", request_id);
     }
 }

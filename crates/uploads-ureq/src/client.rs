@@ -312,11 +312,7 @@ impl Client {
             .map_err(|error| transport_error(error, timeout))?;
         let span = tracing::Span::current();
         span.record("status", response.status().as_u16());
-        if let Some(request_id) = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|value| value.to_str().ok())
-        {
+        if let Some(request_id) = uploads_core::api::request_id(response.headers()) {
             span.record("request_id", request_id);
         }
         Ok(response)

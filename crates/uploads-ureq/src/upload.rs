@@ -258,13 +258,6 @@ impl Run<'_> {
         self.wake.notify_all();
     }
 
-    /// Hands the run's queued progress events to the caller's callback, in order.
-    fn report_events(&self, state: &mut UploadRun<TransportError>) {
-        while let Some(event) = state.poll_event() {
-            self.options.report(&event);
-        }
-    }
-
     fn next_step(&self) -> NextStep {
         let now = now_unix_ms();
         let mut state = self.lock();
@@ -315,7 +308,7 @@ impl Run<'_> {
     fn bytes_sent(&self, part: u32, bytes: u64) {
         let mut state = self.lock();
         state.handle_bytes_sent(part, bytes);
-        self.report_events(&mut state);
+        state.report_events(&self.options);
     }
 
     /// Hands the result of `job` to the run, which decides; once the stop signal is given,
@@ -327,7 +320,7 @@ impl Run<'_> {
             state.abort(AbortCause::Interrupted);
         }
         let stored = state.handle_part_result(job, result.map(|part| part.id), now, jitter());
-        self.report_events(&mut state);
+        state.report_events(&self.options);
         drop(state);
         self.wake.notify_all();
         stored

@@ -130,11 +130,7 @@ impl ErrorHead {
 
     /// The error, given the body or its first [`Self::MAX_BODY_BYTES`] bytes.
     pub fn with_body(self, body: &[u8]) -> ApiError {
-        let request_id = self
-            .headers
-            .get(REQUEST_ID)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+        let request_id = request_id(&self.headers).map(str::to_owned);
         ApiError {
             status: self.status,
             body: serde_json::from_slice(body).ok(),
@@ -156,6 +152,13 @@ pub fn check_response_head(status: StatusCode, headers: &HeaderMap) -> Result<()
             headers: headers.clone(),
         })
     }
+}
+
+/// The id the service gave a response (`x-request-id`), to log beside it and quote in errors.
+pub fn request_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
 }
 
 /// Parses a whole response: a 2xx JSON body into `T`, anything else into an [`ApiError`].
