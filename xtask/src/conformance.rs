@@ -48,8 +48,8 @@ const REQUIREMENTS: &str = "tests/conformance/requirements.txt";
 const NODE_DIR: &str = "tests/conformance/node";
 /// The suite's entry point.
 const RUNNER: &str = "tests/conformance/run.py";
-/// OpenAI's OpenAPI document, kept beside the repository.
-const SPEC: &str = "../shared/spec/openai-uploads-files.openapi.yaml";
+/// OpenAI's OpenAPI document: the repository's own copy.
+const SPEC: &str = "spec/openai-uploads-files.openapi.yaml";
 /// Where the run keeps its scratch files, server data and logs (inside the target folder).
 const WORKDIR: &str = "conformance";
 /// The copy of the install's source file kept in an installed folder.

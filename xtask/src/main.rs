@@ -12,6 +12,8 @@
 
 mod bench;
 mod conformance;
+#[cfg(test)]
+mod tidy;
 
 use std::process::{Command, ExitCode};
 

@@ -435,7 +435,7 @@ mod tests {
 
     /// Every `response` example and object example of the spec file, verbatim (including the
     /// trailing commas OpenAI published; they are fixed up by [`parse_lenient`]).
-    const SPEC: &str = include_str!("../../../../shared/spec/openai-uploads-files.openapi.yaml");
+    const SPEC: &str = include_str!("../../../spec/openai-uploads-files.openapi.yaml");
 
     /// Removes the trailing commas before `}` or `]` that OpenAI's examples carry.
     fn parse_lenient(text: &str) -> Value {
