@@ -1,29 +1,37 @@
 //! `cargo xtask bench`: how fast and how lean an upload is, next to the official Python SDK
-//! and next to the machine's limits, measured in one run and written to `docs/BENCHMARKS.md`.
+//! and next to the machine's limits, measured in one run and written to `docs/BENCHMARKS.md`
+//! with a chart beside it.
 //!
 //! ```text
-//! build `uploads` ─▶ generate the file ─▶ start one `uploads serve` (fresh data dir)
+//! build `uploads` ─▶ for each profile (loopback, pinned, WAN slow, WAN fast):
+//!   generate the file ─▶ start one `uploads serve` (fresh data dir; pinned: on core 0)
+//!   ─▶ on a WAN profile, start the link emulator in front of it
 //!   ─▶ for each round: for each subject:
 //!        reset the server's peak RSS ─▶ run the subject (client under /usr/bin/time)
-//!        ─▶ read the server's peak RSS and the complete request's latency ─▶ delete the File
-//!   ─▶ stop the server ─▶ print the table and the ratios ─▶ write the report
+//!        ─▶ read the server's peak RSS and CPU, the emulator's CPU, the complete request's
+//!           latency and the part count ─▶ delete the File
+//!   ─▶ stop the server
+//! ─▶ print the tables and the targets ─▶ write the report and the chart
 //! ```
 //!
-//! Subjects: `uploads put` with the async and the blocking adapter (concurrency 1, 4, 8 with
-//! md5; 8 without), the official SDK's `upload_file_chunked` with the md5 computed beforehand
-//! (the peer), md5 of the file in one process (the serial bound with md5 on) and a raw
-//! streaming HTTP POST over loopback (the transport bound). Rounds interleave the subjects,
-//! so a burst of load from other processes spreads over all of them rather than one.
+//! Subjects (see [`Profile::subjects`]): `uploads put` with the async and the blocking
+//! adapter at several parts in flight, with no tuning flags at all on the WAN profiles, the
+//! official SDK's `upload_file_chunked` with the md5 computed beforehand (the peer), md5 of
+//! the file in one thread (the serial bound with md5 on, and the CPU floor) and, on loopback,
+//! a raw streaming HTTP POST (the transport bound). Rounds interleave the subjects, so a
+//! burst of load from other processes spreads over all of them rather than one.
 //!
-//! Numbers are never asserted: the `--smoke` mode (8 MiB, one round, debug build) only proves
-//! that every subject runs and is measured.
+//! Numbers are never asserted: the `--smoke` mode (tiny files, one round, debug build, every
+//! profile) only proves that every subject runs and is measured.
 
 mod bounds;
-mod report;
+mod chart;
+pub mod link;
+pub mod report;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -34,7 +42,9 @@ use crate::workspace_root;
 use uploads_core::http::Response;
 use uploads_core::limits::{GIB, MIB};
 
-use self::report::{Machine, Report, Row, Sample, Subject};
+use self::chart::Panel;
+use self::link::Link;
+use self::report::{Machine, Profile, Report, Row, Sample, Section, Subject};
 
 /// The API key the clients send; the bench server has none configured, so any key goes.
 const BENCH_API_KEY: &str = "sk-bench";
@@ -46,29 +56,40 @@ const TIME: &str = "/usr/bin/time";
 /// How long the server may take to accept connections after it starts.
 const SERVER_START_TIMEOUT: Duration = Duration::from_secs(30);
 
-const USAGE: &str = "usage: cargo xtask bench [--size 2GiB] [--quick] [--runs 3] \
-[--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
+/// Pins the server and the client of the pinned profile to one core each.
+const TASKSET: &str = "taskset";
+/// The chart's file name, written beside the report.
+const CHART: &str = "bench-throughput.svg";
+
+const USAGE: &str = "usage: cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... \
+[--size 2GiB] [--quick] [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] \
+[--smoke]";
 
 /// What one bench run measures and where it writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Options {
-    /// Size of the generated file.
-    size: u64,
+    /// Where client and server meet, in report order.
+    profiles: Vec<Profile>,
+    /// Size of the generated file; `None`: each profile's own default.
+    size: Option<u64>,
+    /// The smaller default sizes.
+    quick: bool,
     /// Rounds over every subject; each row reports the median.
     runs: usize,
-    /// Part size for our clients and the peer.
-    part_size: u64,
+    /// Part size for our clients and the peer; `None`: their defaults.
+    part_size: Option<u64>,
     /// The report's path (relative to the workspace root unless absolute).
     out: PathBuf,
     /// Whether to run the official SDK (needs Python and the package index).
     peer: bool,
-    /// The tiny mode that proves the bench works: debug build, 8 MiB, one round.
+    /// The tiny mode that proves the bench works: debug build, tiny files, one round.
     smoke: bool,
 }
 
 impl Options {
     /// Parses the arguments after `bench`.
     fn parse(args: &[String]) -> Result<Self, String> {
+        let mut profiles = Vec::new();
         let mut size = None;
         let mut runs = None;
         let mut part_size = None;
@@ -83,6 +104,14 @@ impl Options {
                     .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))
             };
             match arg.as_str() {
+                "--profile" => {
+                    let key = value()?;
+                    let profile = Profile::from_key(key)
+                        .ok_or_else(|| format!("unknown profile {key:?}\n{USAGE}"))?;
+                    if !profiles.contains(&profile) {
+                        profiles.push(profile);
+                    }
+                }
                 "--size" => size = Some(parse_size(value()?)?),
                 "--part-size" => part_size = Some(parse_size(value()?)?),
                 "--runs" => {
@@ -103,21 +132,31 @@ impl Options {
                 other => return Err(format!("unknown bench option {other:?}\n{USAGE}")),
             }
         }
-        let (default_size, default_runs, default_part, default_out) = if smoke {
-            (8 * MIB, 1, MIB, "target/bench/BENCHMARKS-smoke.md")
-        } else if quick {
-            (256 * MIB, 3, 64 * MIB, "docs/BENCHMARKS.md")
+        if profiles.is_empty() {
+            profiles = Profile::ALL.to_vec();
+        }
+        profiles.sort_by_key(|profile| Profile::ALL.iter().position(|p| p == profile));
+        let default_out = if smoke {
+            "target/bench/BENCHMARKS-smoke.md"
         } else {
-            (2 * GIB, 3, 64 * MIB, "docs/BENCHMARKS.md")
+            "docs/BENCHMARKS.md"
         };
         Ok(Self {
-            size: size.unwrap_or(default_size),
-            runs: runs.unwrap_or(default_runs),
-            part_size: part_size.unwrap_or(default_part),
+            profiles,
+            size,
+            quick,
+            runs: runs.unwrap_or(if smoke { 1 } else { 3 }),
+            part_size,
             out: out.unwrap_or_else(|| PathBuf::from(default_out)),
             peer,
             smoke,
         })
+    }
+
+    /// The file size a profile uses.
+    fn size_for(&self, profile: Profile) -> u64 {
+        self.size
+            .unwrap_or_else(|| profile.default_size(self.quick, self.smoke))
     }
 }
 
@@ -149,8 +188,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         rerun.extend(args.iter().map(String::as_str));
         return run_command(cargo().args(&rerun).current_dir(workspace_root()));
     }
-    let report = measure(&options, &command_line)?;
     let out = workspace_root().join(&options.out);
+    let report = measure(&options, &command_line, &out)?;
     print!("{}", report.to_text());
     report::write_markdown(&out, &report.to_markdown())
         .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
@@ -158,8 +197,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Everything from building to the finished report.
-fn measure(options: &Options, command_line: &str) -> Result<Report, String> {
+/// Everything from building to the finished report (and the chart beside `out`).
+fn measure(options: &Options, command_line: &str, out: &Path) -> Result<Report, String> {
     let root = workspace_root();
     let target_dir =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
@@ -171,87 +210,128 @@ fn measure(options: &Options, command_line: &str) -> Result<Report, String> {
             "{TIME} is needed to measure the clients' peak RSS (apt-get install time)"
         ));
     }
-
     let uploads = build_uploads(&root, &target_dir, options.smoke)?;
-    let file = bench_dir.join(format!("bench-{}.bin", report::size_label(options.size)));
-    check_free_space(&bench_dir, &file, options.size)?;
-    generate_file(&file, options.size)
-        .map_err(|error| format!("cannot generate {}: {error}", file.display()))?;
 
-    let mut subjects = vec![Subject::Md5Bound, Subject::TransportBound];
-    for blocking in [false, true] {
-        for concurrency in [1, 4, 8] {
-            subjects.push(Subject::Ours {
-                blocking,
-                concurrency,
-                md5: true,
-            });
-        }
-        subjects.push(Subject::Ours {
-            blocking,
-            concurrency: 8,
-            md5: false,
-        });
-    }
     let mut notes = Vec::new();
-    if options.peer {
+    let peer = if options.peer {
         // The conformance suite's venv: one pinned official SDK for both.
         match crate::conformance::ensure_venv(&workspace_root()) {
-            Ok(python) => subjects.push(Subject::Peer { python }),
+            Ok(python) => Some(Subject::Peer { python }),
             Err(reason) => {
                 eprintln!("xtask: bench: skipping the official SDK: {reason}");
-                notes.push(format!("The official SDK's row is missing: {reason}."));
+                notes.push(format!("The official SDK's rows are missing: {reason}."));
+                None
             }
         }
     } else {
         notes.push(
-            "The official SDK's row is missing: the run was asked for `--no-peer`.".to_owned(),
+            "The official SDK's rows are missing: the run was asked for `--no-peer`.".to_owned(),
         );
+        None
+    };
+
+    let machine_before = Machine::observe();
+    let mut sections = Vec::new();
+    for &profile in &options.profiles {
+        let size = options.size_for(profile);
+        let file = bench_dir.join(format!("bench-{}.bin", report::size_label(size)));
+        check_free_space(&bench_dir, &file, size)?;
+        generate_file(&file, size)
+            .map_err(|error| format!("cannot generate {}: {error}", file.display()))?;
+        let mut subjects = profile.subjects(options.smoke);
+        subjects.extend(peer.clone());
+        // Logs and the server's data live in a directory of this run's own, so that two
+        // runs (a smoke test beside a real run) never share a server's data.
+        let work_dir = bench_dir.join(format!("run-{}-{}", std::process::id(), profile.key()));
+        std::fs::create_dir_all(&work_dir)
+            .map_err(|error| format!("cannot create {}: {error}", work_dir.display()))?;
+        eprintln!(
+            "xtask: bench: {}: {}",
+            profile.title(),
+            report::bytes_label(size)
+        );
+        let rows = run_rounds(options, profile, subjects, &uploads, &file, &work_dir);
+        // The stored copies go in any case; the logs stay when something failed.
+        let _ = std::fs::remove_dir_all(work_dir.join("data"));
+        let rows =
+            rows.map_err(|error| format!("{error}\n(logs are in {})", work_dir.display()))?;
+        let _ = std::fs::remove_dir_all(&work_dir);
+        sections.push(Section {
+            profile,
+            size,
+            rows,
+        });
     }
 
-    // Logs and the server's data live in a directory of this run's own, so that two runs
-    // (a smoke test beside a real run) never share a server's data.
-    let work_dir = bench_dir.join(format!("run-{}", std::process::id()));
-    std::fs::create_dir_all(&work_dir)
-        .map_err(|error| format!("cannot create {}: {error}", work_dir.display()))?;
-    let machine_before = Machine::observe();
-    let rows = run_rounds(options, subjects, &uploads, &file, &work_dir);
-    // The stored copies go in any case; the logs stay when something failed.
-    let _ = std::fs::remove_dir_all(work_dir.join("data"));
-    let rows = rows.map_err(|error| format!("{error}\n(logs are in {})", work_dir.display()))?;
-    let _ = std::fs::remove_dir_all(&work_dir);
-
+    let chart = chart::svg(&panels(&sections));
+    let chart_path = out.with_file_name(CHART);
+    if let Some(parent) = chart_path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+    }
+    std::fs::write(&chart_path, chart)
+        .map_err(|error| format!("cannot write {}: {error}", chart_path.display()))?;
     Ok(Report {
         command_line: command_line.to_owned(),
-        size: options.size,
-        part_size: options.part_size,
         runs: options.runs,
         smoke: options.smoke,
-        rows,
+        sections,
         machine_before,
         machine_after: Machine::observe(),
         notes,
+        chart: Some(CHART.to_owned()),
     })
 }
 
-/// Starts the server and measures every subject once per round.
+/// The chart's panels: each profile's rates by parts in flight.
+fn panels(sections: &[Section]) -> Vec<Panel> {
+    sections
+        .iter()
+        .map(|section| Panel {
+            title: section.profile.title(),
+            profile: section.profile,
+            async_rates: section.sweep(false),
+            blocking_rates: section.sweep(true),
+            sdk: section.peer(),
+        })
+        .collect()
+}
+
+/// Starts the server (and the link), and measures every subject once per round.
 fn run_rounds(
     options: &Options,
+    profile: Profile,
     subjects: Vec<Subject>,
     uploads: &Path,
     file: &Path,
     work_dir: &Path,
 ) -> Result<Vec<Row>, String> {
+    let pinned = profile == Profile::Pinned;
     let server = Server::start(
         uploads,
         &work_dir.join("data"),
         &work_dir.join("server.log"),
+        pinned.then_some("0"),
     )?;
+    let link = match profile {
+        Profile::Wan(link) => Some(
+            Link::start(server.addr, link)
+                .map_err(|error| format!("cannot start the link emulator: {error}"))?,
+        ),
+        Profile::Loopback | Profile::Pinned => None,
+    };
+    let base_url = link.as_ref().map_or_else(
+        || server.base_url(),
+        |link| format!("http://{}/v1", link.addr()),
+    );
     let bench = Bench {
         uploads,
         file,
+        size: options.size_for(profile),
         part_size: options.part_size,
         server: &server,
+        base_url,
+        client_core: pinned.then_some("1"),
         work_dir,
     };
     let mut rows: Vec<Row> = subjects.into_iter().map(Row::new).collect();
@@ -259,14 +339,16 @@ fn run_rounds(
         for row in &mut rows {
             let sample = bench.sample(&row.subject)?;
             eprintln!(
-                "xtask: bench: round {round}/{}: {}: {}",
+                "xtask: bench: {}: round {round}/{}: {}: {}",
+                profile.key(),
                 options.runs,
                 row.subject.label(),
-                sample.describe(options.size)
+                sample.describe(bench.size)
             );
             row.samples.push(sample);
         }
     }
+    drop(link);
     server.stop();
     Ok(rows)
 }
@@ -396,8 +478,14 @@ impl Noise {
 struct Bench<'a> {
     uploads: &'a Path,
     file: &'a Path,
-    part_size: u64,
+    /// The file's size.
+    size: u64,
+    part_size: Option<u64>,
     server: &'a Server,
+    /// Where clients send requests: the server, or the link emulator in front of it.
+    base_url: String,
+    /// The core the client is pinned to, on the pinned profile.
+    client_core: Option<&'static str>,
     work_dir: &'a Path,
 }
 
@@ -406,15 +494,17 @@ impl Bench<'_> {
     fn sample(&self, subject: &Subject) -> Result<Sample, String> {
         match subject {
             Subject::Md5Bound => {
+                let cpu_before = link::own_cpu_time();
                 let hashed = bounds::md5_of_file(self.file)
                     .map_err(|error| format!("md5 bound: {error}"))?;
+                let cpu = report::cpu_between(cpu_before, link::own_cpu_time());
                 eprintln!("xtask: bench: the file's md5 is {}", hashed.md5_hex);
-                Ok(Sample::of_bound(hashed.elapsed))
+                Ok(Sample::of_bound(hashed.elapsed, cpu))
             }
             Subject::TransportBound => {
                 let elapsed = bounds::post_over_loopback(self.file)
                     .map_err(|error| format!("transport bound: {error}"))?;
-                Ok(Sample::of_bound(elapsed))
+                Ok(Sample::of_bound(elapsed, None))
             }
             Subject::Ours {
                 blocking,
@@ -426,9 +516,13 @@ impl Bench<'_> {
                     .arg("put")
                     .arg(self.file)
                     .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE])
-                    .args(["--base-url", &self.server.base_url])
-                    .args(["--concurrency", &concurrency.to_string()])
-                    .args(["--part-size", &self.part_size.to_string()]);
+                    .args(["--base-url", &self.base_url]);
+                if let Some(concurrency) = concurrency {
+                    command.args(["--concurrency", &concurrency.to_string()]);
+                }
+                if let Some(part_size) = self.part_size {
+                    command.args(["--part-size", &part_size.to_string()]);
+                }
                 if *blocking {
                     command.arg("--blocking");
                 }
@@ -454,9 +548,11 @@ impl Bench<'_> {
                     .arg(workspace_root().join("tests/bench/peer.py"))
                     .arg("--file")
                     .arg(self.file)
-                    .args(["--base-url", &self.server.base_url])
-                    .args(["--part-size", &self.part_size.to_string()])
+                    .args(["--base-url", &self.base_url])
                     .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE]);
+                if let Some(part_size) = self.part_size {
+                    command.args(["--part-size", &part_size.to_string()]);
+                }
                 let mut finished = self.timed_client(&command, &subject.label())?;
                 let answer = PeerAnswer::parse(&finished.stdout)
                     .ok_or_else(|| format!("peer: unexpected answer {:?}", finished.stdout))?;
@@ -468,19 +564,27 @@ impl Bench<'_> {
         }
     }
 
-    /// Runs a client under `/usr/bin/time` with the server's peak RSS reset first.
+    /// Runs a client under `/usr/bin/time` with the server's peak RSS reset first, and
+    /// measures the CPU the server and the link emulator spent meanwhile.
     fn timed_client(&self, command: &Command, label: &str) -> Result<Finished, String> {
         self.server.reset_peak_rss()?;
-        let rss_file = self.work_dir.join("client-rss.txt");
+        let usage_file = self.work_dir.join("client-usage.txt");
         let log = self.work_dir.join("client.log");
         let log_file = File::create(&log)
             .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
         let program = command.get_program().to_owned();
         let args: Vec<_> = command.get_args().map(ToOwned::to_owned).collect();
-        let mut timed = Command::new(TIME);
+        let mut timed = match self.client_core {
+            Some(core) => {
+                let mut pinned = Command::new(TASKSET);
+                pinned.args(["-c", core, TIME]);
+                pinned
+            }
+            None => Command::new(TIME),
+        };
         timed
-            .args(["-f", "%M", "-o"])
-            .arg(&rss_file)
+            .args(["-f", "%M %U %S", "-o"])
+            .arg(&usage_file)
             .arg(program)
             .args(args)
             .env_remove("OPENAI_BASE_URL")
@@ -491,11 +595,15 @@ impl Bench<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log_file);
+        let server_cpu_before = self.server.cpu_time();
+        let link_cpu_before = link::own_cpu_time();
         let started = Instant::now();
         let output = timed
             .output()
             .map_err(|error| format!("{label}: cannot start {TIME}: {error}"))?;
         let elapsed = started.elapsed();
+        let link_cpu = report::cpu_between(link_cpu_before, link::own_cpu_time());
+        let server_cpu = report::cpu_between(server_cpu_before, self.server.cpu_time());
         if !output.status.success() {
             return Err(format!(
                 "{label} failed ({}); its stderr ends with:\n{}",
@@ -503,13 +611,19 @@ impl Bench<'_> {
                 tail(&log, 20)
             ));
         }
-        let rss = std::fs::read_to_string(&rss_file)
-            .ok()
-            .and_then(|text| text.trim().lines().last()?.trim().parse::<u64>().ok())
-            .ok_or_else(|| format!("{label}: {TIME} left no peak RSS in {}", rss_file.display()))?;
+        let usage = std::fs::read_to_string(&usage_file).unwrap_or_default();
+        let (client_rss_kib, client_cpu) = parse_time_usage(&usage).ok_or_else(|| {
+            format!(
+                "{label}: {TIME} left no usage in {}: {usage:?}",
+                usage_file.display()
+            )
+        })?;
         Ok(Finished {
             elapsed,
-            client_rss_kib: rss,
+            client_rss_kib,
+            client_cpu,
+            server_cpu,
+            link_cpu,
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         })
     }
@@ -524,17 +638,12 @@ impl Bench<'_> {
         subject: &Subject,
     ) -> Result<Sample, String> {
         let server_rss_kib = self.server.peak_rss_kib()?;
-        let complete_ms = self.server.complete_elapsed_ms(upload_id);
+        let server_log = std::fs::read_to_string(&self.server.log).unwrap_or_default();
         let file_id = file_id
             .ok_or_else(|| format!("{}: the completed Upload carries no File", subject.label()))?;
         let deleted = Command::new(self.uploads)
-            .args([
-                "files",
-                "delete",
-                file_id,
-                "--base-url",
-                &self.server.base_url,
-            ])
+            .args(["files", "delete", file_id, "--base-url"])
+            .arg(self.server.base_url())
             .env("OPENAI_API_KEY", BENCH_API_KEY)
             .stdout(Stdio::null())
             .output()
@@ -552,15 +661,35 @@ impl Bench<'_> {
             elapsed: finished.elapsed,
             client_rss_kib: Some(finished.client_rss_kib),
             server_rss_kib: Some(server_rss_kib),
-            complete_ms,
+            complete_ms: report::complete_elapsed_ms(&server_log, upload_id),
+            client_cpu: Some(finished.client_cpu),
+            server_cpu: finished.server_cpu,
+            link_cpu: finished
+                .link_cpu
+                .filter(|_| self.base_url != self.server.base_url()),
+            parts: report::part_count(&server_log, upload_id),
         })
     }
+}
+
+/// `/usr/bin/time -f "%M %U %S"`'s last line: peak RSS in KiB, user and system seconds.
+fn parse_time_usage(text: &str) -> Option<(u64, Duration)> {
+    let mut fields = text.trim().lines().last()?.split_whitespace();
+    let rss = fields.next()?.parse().ok()?;
+    let mut cpu = Duration::ZERO;
+    for _ in 0..2 {
+        cpu += Duration::try_from_secs_f64(fields.next()?.parse().ok()?).ok()?;
+    }
+    Some((rss, cpu))
 }
 
 /// A client process that exited successfully.
 struct Finished {
     elapsed: Duration,
     client_rss_kib: u64,
+    client_cpu: Duration,
+    server_cpu: Option<Duration>,
+    link_cpu: Option<Duration>,
     stdout: String,
 }
 
@@ -608,23 +737,38 @@ fn run_command(command: &mut Command) -> Result<(), String> {
     }
 }
 
-/// The one `uploads serve` every client of a run talks to, logging to a file.
+/// The one `uploads serve` every client of a profile talks to, logging to a file.
 struct Server {
     child: Child,
-    base_url: String,
+    addr: SocketAddr,
     log: PathBuf,
 }
 
 impl Server {
-    /// Starts `uploads serve` on a free loopback port and waits until it accepts connections.
-    fn start(uploads: &Path, data_dir: &Path, log: &Path) -> Result<Self, String> {
+    /// Starts `uploads serve` on a free loopback port (pinned to `core` when given) and waits
+    /// until it accepts connections.
+    fn start(
+        uploads: &Path,
+        data_dir: &Path,
+        log: &Path,
+        core: Option<&str>,
+    ) -> Result<Self, String> {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|listener| listener.local_addr())
             .map_err(|error| format!("cannot find a free port: {error}"))?
             .port();
         let log_file = File::create(log)
             .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
-        let child = Command::new(uploads)
+        let mut command = match core {
+            // taskset execs the server: the child's pid is the server's.
+            Some(core) => {
+                let mut pinned = Command::new(TASKSET);
+                pinned.args(["-c", core]).arg(uploads);
+                pinned
+            }
+            None => Command::new(uploads),
+        };
+        let child = command
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(data_dir)
@@ -637,11 +781,11 @@ impl Server {
             .map_err(|error| format!("cannot start {}: {error}", uploads.display()))?;
         let mut server = Self {
             child,
-            base_url: format!("http://127.0.0.1:{port}/v1"),
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             log: log.to_owned(),
         };
         let started = Instant::now();
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+        while TcpStream::connect(server.addr).is_err() {
             let exited = server.child.try_wait().ok().flatten();
             if exited.is_some() || started.elapsed() > SERVER_START_TIMEOUT {
                 return Err(format!(
@@ -652,6 +796,17 @@ impl Server {
             thread::sleep(Duration::from_millis(50));
         }
         Ok(server)
+    }
+
+    /// The base URL that reaches the server directly.
+    fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The server's CPU time so far.
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        report::cpu_time_from_stat(&stat)
     }
 
     /// Resets the server's peak RSS (`VmHWM`) to its current RSS.
@@ -666,12 +821,6 @@ impl Server {
         let status = std::fs::read_to_string(&path)
             .map_err(|error| format!("cannot read {path}: {error}"))?;
         report::parse_vm_hwm_kib(&status).ok_or_else(|| format!("no VmHWM in {path}"))
-    }
-
-    /// How long the server took to answer the last successful complete of `upload_id`.
-    fn complete_elapsed_ms(&self, upload_id: &str) -> Option<u64> {
-        let log = std::fs::read_to_string(&self.log).ok()?;
-        report::complete_elapsed_ms(&log, upload_id)
     }
 
     /// Stops the server gracefully (SIGTERM), or kills it if it does not stop in time.
@@ -724,6 +873,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::link::LinkProfile;
     use super::*;
 
     fn args(text: &str) -> Vec<String> {
@@ -748,24 +898,51 @@ mod tests {
         assert_eq!(
             full,
             Options {
-                size: 2 * GIB,
+                profiles: Profile::ALL.to_vec(),
+                size: None,
+                quick: false,
                 runs: 3,
-                part_size: 64 * MIB,
+                part_size: None,
                 out: PathBuf::from("docs/BENCHMARKS.md"),
                 peer: true,
                 smoke: false,
             }
         );
-        assert_eq!(Options::parse(&args("--quick")).unwrap().size, 256 * MIB);
+        assert_eq!(full.size_for(Profile::Loopback), 2 * GIB);
+        assert_eq!(full.size_for(Profile::Wan(LinkProfile::SLOW)), 256 * MIB);
+        let quick = Options::parse(&args("--quick")).unwrap();
+        assert_eq!(quick.size_for(Profile::Loopback), 256 * MIB);
         let smoke = Options::parse(&args("--smoke --no-peer")).unwrap();
-        assert_eq!((smoke.size, smoke.runs, smoke.peer), (8 * MIB, 1, false));
+        assert_eq!((smoke.runs, smoke.peer), (1, false));
+        assert_eq!(smoke.size_for(Profile::Pinned), 8 * MIB);
         assert_eq!(smoke.out, PathBuf::from("target/bench/BENCHMARKS-smoke.md"));
-        let custom = Options::parse(&args("--size 1GiB --runs 5 --out x.md")).unwrap();
-        assert_eq!((custom.size, custom.runs), (GIB, 5));
-        assert_eq!(custom.out, PathBuf::from("x.md"));
+        let custom =
+            Options::parse(&args("--size 1GiB --runs 5 --out x.md --part-size 8MiB")).unwrap();
+        assert_eq!((custom.size_for(Profile::Pinned), custom.runs), (GIB, 5));
+        assert_eq!(
+            (custom.out, custom.part_size),
+            (PathBuf::from("x.md"), Some(8 * MIB))
+        );
+        let some = Options::parse(&args("--profile wan-fast --profile loopback")).unwrap();
+        assert_eq!(
+            some.profiles,
+            [Profile::Loopback, Profile::Wan(LinkProfile::FAST)],
+            "report order"
+        );
+        assert!(Options::parse(&args("--profile wan")).is_err());
         assert!(Options::parse(&args("--runs 0")).is_err());
         assert!(Options::parse(&args("--size")).is_err());
         assert!(Options::parse(&args("--fast")).is_err());
+    }
+
+    #[test]
+    fn time_s_usage_line_is_read() {
+        assert_eq!(
+            parse_time_usage("Command exited with non-zero status 1\n40960 1.25 0.50\n"),
+            Some((40_960, Duration::from_millis(1750)))
+        );
+        assert_eq!(parse_time_usage("40960\n"), None);
+        assert_eq!(parse_time_usage(""), None);
     }
 
     #[test]
@@ -786,41 +963,62 @@ mod tests {
         assert_eq!(PeerAnswer::parse("upload_id=u seconds=1"), None);
     }
 
-    /// The whole bench on 8 MiB against a real `uploads serve`: every subject runs and is
-    /// measured (the peer is left out: it would need the package index).
+    /// The whole bench, tiny, against a real `uploads serve` on every profile (the WAN ones
+    /// through the link emulator): every subject runs and is measured (the peer is left out:
+    /// it would need the package index).
     #[test]
     fn a_smoke_run_measures_every_subject_and_writes_the_report() {
-        let out = std::env::temp_dir().join(format!("xtask-smoke-{}.md", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("xtask-smoke-{}", std::process::id()));
+        let out = dir.join("report.md");
         run(&args(&format!("--smoke --no-peer --out {}", out.display()))).unwrap();
         let report = std::fs::read_to_string(&out).unwrap();
-        std::fs::remove_file(&out).unwrap();
-        let table_row = |label: String| {
-            report
-                .lines()
-                .find(|line| line.starts_with(&format!("| {label} | ")))
-                .unwrap_or_else(|| panic!("no row for {label} in:\n{report}"))
-                .to_owned()
-        };
-        for bound in [Subject::Md5Bound, Subject::TransportBound] {
-            assert!(table_row(bound.label()).contains(" | - | - | - | - | - |"));
-        }
-        for blocking in [false, true] {
-            for (concurrency, md5) in [(1, true), (4, true), (8, true), (8, false)] {
-                let row = table_row(
-                    Subject::Ours {
-                        blocking,
-                        concurrency,
-                        md5,
-                    }
-                    .label(),
-                );
-                // Client RSS, server RSS and the complete latency were all read.
+        let chart = std::fs::read_to_string(dir.join(CHART)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        for profile in Profile::ALL {
+            let heading = format!("### {}: ", profile.title());
+            let start = report
+                .find(&heading)
+                .unwrap_or_else(|| panic!("no section {heading} in:\n{report}"));
+            let section = &report[start..];
+            let section = &section[..section[4..]
+                .find("### ")
+                .map_or(section.len(), |end| end + 4)];
+            let table_row = |label: String| {
+                section
+                    .lines()
+                    .find(|line| line.starts_with(&format!("| {label} | ")))
+                    .unwrap_or_else(|| panic!("no row for {label} in:\n{section}"))
+                    .to_owned()
+            };
+            // The md5 bound's own CPU was measured.
+            let md5 = table_row(Subject::Md5Bound.label());
+            assert!(!md5.contains("| - | - | - | - | - | - | - | - |"), "{md5}");
+            for subject in profile.subjects(true) {
+                if !matches!(subject, Subject::Ours { .. }) {
+                    continue;
+                }
+                let row = table_row(subject.label());
+                // Client RSS, server RSS and the complete latency were all read, and the
+                // bound column is filled (the link's, on a WAN profile).
                 assert_eq!(row.matches(" MiB |").count(), 2, "{row}");
                 assert_eq!(row.matches(" ms (").count(), 1, "{row}");
+                let bound = if matches!(profile, Profile::Wan(_)) {
+                    "of link |"
+                } else {
+                    "of "
+                };
+                assert!(row.contains(bound), "{row}");
+            }
+            if matches!(profile, Profile::Wan(_)) {
+                assert!(
+                    section.contains("The emulator used at most 0."),
+                    "{section}"
+                );
             }
         }
         assert!(report.contains("the run was asked for `--no-peer`"));
-        assert!(report.contains("| complete without md5 < 50 ms (async, c=8) | "));
+        assert!(report.contains("| complete without md5 < 50 ms (loopback, async, c=8) | "));
+        assert_eq!(chart.matches("<g transform").count(), Profile::ALL.len());
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
-//! * `bench`: throughput and memory of the clients, the official SDK and the machine's limits
-//!   in one run, written to `docs/BENCHMARKS.md` (see [`mod@bench`]).
+//! * `bench`: throughput, CPU and memory of the clients, the official SDK and the machine's
+//!   limits in one run, on loopback and through an emulated WAN link, written to
+//!   `docs/BENCHMARKS.md` with a chart (see [`mod@bench`]).
 
 mod bench;
 mod conformance;
@@ -18,7 +19,8 @@ mod tidy;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask ci | conformance
-       cargo xtask bench [--size 2GiB] [--quick] [--runs 3] [--out docs/BENCHMARKS.md] [--smoke]";
+       cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... [--size 2GiB] [--quick]
+                         [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -39,8 +39,7 @@ fn paths_outside(text: &str, depth: usize) -> Vec<(usize, String)> {
         let climbs_too_far = line.match_indices("../").any(|(start, _)| {
             // Count the whole run once, from its first `../`.
             let starts_run = !line[..start].ends_with("../");
-            let run = line[start..]
-                .as_bytes()
+            let run = line.as_bytes()[start..]
                 .chunks(3)
                 .take_while(|chunk| *chunk == b"../")
                 .count();
@@ -58,8 +57,9 @@ fn nothing_reads_a_path_outside_the_repository() {
     let root = crate::workspace_root();
     let mut offenders = Vec::new();
     for path in tracked_files(&root) {
-        // The vendored document is data, not something that reads paths.
-        if path.starts_with("spec/") {
+        // The vendored document is data, not something that reads paths; this file's tests
+        // hold the strings the check must catch.
+        if path.starts_with("spec/") || path == "xtask/src/tidy.rs" {
             continue;
         }
         let Ok(text) = std::fs::read_to_string(root.join(&path)) else {
