@@ -58,6 +58,24 @@ pub fn svg(panels: &[Panel]) -> String {
     out
 }
 
+/// Maps parts in flight (evenly spaced categories: 1, 4, 8, 16) and MiB/s to the plot.
+struct Scale {
+    xs: Vec<usize>,
+    top: f64,
+}
+
+impl Scale {
+    fn x(&self, c: usize) -> f64 {
+        let position = self.xs.iter().position(|x| *x == c).unwrap_or(0);
+        let slots = self.xs.len().max(2) - 1;
+        MARGIN_LEFT + PLOT_WIDTH * position as f64 / slots as f64
+    }
+
+    fn y(&self, rate: f64) -> f64 {
+        MARGIN_TOP + PLOT_HEIGHT * (1.0 - rate / self.top)
+    }
+}
+
 fn draw_panel(out: &mut String, panel: &Panel) {
     let mut xs: Vec<usize> = panel
         .async_rates
@@ -67,99 +85,51 @@ fn draw_panel(out: &mut String, panel: &Panel) {
         .collect();
     xs.sort_unstable();
     xs.dedup();
-    let link_rate = |c: usize| match panel.profile {
-        Profile::Wan(link) => Some(mib(link.bytes_per_second * c as u64)),
-        _ => None,
+    let link_points: Vec<(usize, f64)> = match panel.profile {
+        Profile::Wan(link) => xs
+            .iter()
+            .map(|c| (*c, mib(link.bytes_per_second * *c as u64)))
+            .collect(),
+        Profile::Loopback | Profile::Pinned => Vec::new(),
     };
     let top = panel
         .async_rates
         .iter()
         .chain(&panel.blocking_rates)
+        .chain(&link_points)
         .map(|(_, rate)| *rate)
         .chain(panel.sdk)
-        .chain(xs.iter().filter_map(|c| link_rate(*c)))
         .fold(1.0_f64, f64::max)
         * 1.1;
-    // Parts in flight are evenly spaced categories: 1, 4, 8, 16.
-    let x_of = |c: usize| {
-        let position = xs.iter().position(|x| *x == c).unwrap_or(0);
-        let slots = xs.len().max(2) - 1;
-        MARGIN_LEFT + PLOT_WIDTH * position as f64 / slots as f64
-    };
-    let y_of = |rate: f64| MARGIN_TOP + PLOT_HEIGHT * (1.0 - rate / top);
+    let scale = Scale { xs, top };
     let _ = writeln!(
         out,
         "<text x=\"{:.0}\" y=\"18\" text-anchor=\"middle\" font-weight=\"bold\">{}</text>",
         PANEL_WIDTH / 2.0,
         escape(&panel.title)
     );
-    // Axes, ticks and labels.
-    let bottom = MARGIN_TOP + PLOT_HEIGHT;
-    let _ = writeln!(
-        out,
-        "<path d=\"M{MARGIN_LEFT:.1},{MARGIN_TOP:.1} V{bottom:.1} H{:.1}\" stroke=\"black\" fill=\"none\"/>",
-        MARGIN_LEFT + PLOT_WIDTH
-    );
-    for step in 0..=4 {
-        let rate = top / 1.1 * f64::from(step) / 4.0;
-        let y = y_of(rate);
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{rate:.0}</text>\
-             <path d=\"M{MARGIN_LEFT:.1},{y:.1} h{PLOT_WIDTH:.1}\" stroke=\"#dddddd\"/>",
-            MARGIN_LEFT - 4.0,
-            y + 4.0
-        );
-    }
-    for c in &xs {
-        let _ = writeln!(
-            out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{c}</text>",
-            x_of(*c),
-            bottom + 14.0
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">parts in flight</text>\
-         <text x=\"12\" y=\"{:.1}\" transform=\"rotate(-90 12 {:.1})\" text-anchor=\"middle\">MiB/s</text>",
-        MARGIN_LEFT + PLOT_WIDTH / 2.0,
-        bottom + 28.0,
-        MARGIN_TOP + PLOT_HEIGHT / 2.0,
-        MARGIN_TOP + PLOT_HEIGHT / 2.0
-    );
-    // The series.
-    let link_points: Vec<(usize, f64)> = xs
-        .iter()
-        .filter_map(|c| Some((*c, link_rate(*c)?)))
-        .collect();
+    draw_axes(out, &scale);
     let mut legend = Vec::new();
     if !link_points.is_empty() {
-        polyline(out, &link_points, &x_of, &y_of, LINK_COLOUR, "2,3");
+        polyline(out, &link_points, &scale, LINK_COLOUR, "2,3");
         legend.push(("link bound", LINK_COLOUR, "2,3"));
     }
     if let Some(sdk) = panel.sdk {
-        let y = y_of(sdk);
         let _ = writeln!(
             out,
-            "<path d=\"M{MARGIN_LEFT:.1},{y:.1} h{PLOT_WIDTH:.1}\" stroke=\"{SDK_COLOUR}\" \
-             stroke-dasharray=\"6,4\" fill=\"none\"/>"
+            "<path d=\"M{MARGIN_LEFT:.1},{:.1} h{PLOT_WIDTH:.1}\" stroke=\"{SDK_COLOUR}\" \
+             stroke-dasharray=\"6,4\" fill=\"none\"/>",
+            scale.y(sdk)
         );
         legend.push(("official SDK", SDK_COLOUR, "6,4"));
     }
-    polyline(out, &panel.async_rates, &x_of, &y_of, ASYNC_COLOUR, "");
+    polyline(out, &panel.async_rates, &scale, ASYNC_COLOUR, "");
     legend.push(("ours, async", ASYNC_COLOUR, ""));
-    polyline(
-        out,
-        &panel.blocking_rates,
-        &x_of,
-        &y_of,
-        BLOCKING_COLOUR,
-        "",
-    );
+    polyline(out, &panel.blocking_rates, &scale, BLOCKING_COLOUR, "");
     legend.push(("ours, blocking", BLOCKING_COLOUR, ""));
+    let bottom = MARGIN_TOP + PLOT_HEIGHT;
     for (index, (name, colour, dashes)) in legend.iter().enumerate() {
-        let x = MARGIN_LEFT + 100.0 * (index % 2) as f64 * 1.6;
+        let x = MARGIN_LEFT + 160.0 * (index % 2) as f64;
         let y = bottom + 44.0 + 14.0 * (index / 2) as f64;
         let _ = writeln!(
             out,
@@ -171,20 +141,51 @@ fn draw_panel(out: &mut String, panel: &Panel) {
     }
 }
 
-fn polyline(
-    out: &mut String,
-    points: &[(usize, f64)],
-    x_of: &impl Fn(usize) -> f64,
-    y_of: &impl Fn(f64) -> f64,
-    colour: &str,
-    dashes: &str,
-) {
+/// The axes, the grid, the ticks and their labels.
+fn draw_axes(out: &mut String, scale: &Scale) {
+    let bottom = MARGIN_TOP + PLOT_HEIGHT;
+    let _ = writeln!(
+        out,
+        "<path d=\"M{MARGIN_LEFT:.1},{MARGIN_TOP:.1} V{bottom:.1} H{:.1}\" stroke=\"black\" fill=\"none\"/>",
+        MARGIN_LEFT + PLOT_WIDTH
+    );
+    for step in 0..=4 {
+        let rate = scale.top / 1.1 * f64::from(step) / 4.0;
+        let y = scale.y(rate);
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{rate:.0}</text>\
+             <path d=\"M{MARGIN_LEFT:.1},{y:.1} h{PLOT_WIDTH:.1}\" stroke=\"#dddddd\"/>",
+            MARGIN_LEFT - 4.0,
+            y + 4.0
+        );
+    }
+    for c in &scale.xs {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{c}</text>",
+            scale.x(*c),
+            bottom + 14.0
+        );
+    }
+    let middle = MARGIN_TOP + PLOT_HEIGHT / 2.0;
+    let _ = writeln!(
+        out,
+        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">parts in flight</text>\
+         <text x=\"12\" y=\"{middle:.1}\" transform=\"rotate(-90 12 {middle:.1})\" \
+         text-anchor=\"middle\">MiB/s</text>",
+        MARGIN_LEFT + PLOT_WIDTH / 2.0,
+        bottom + 28.0,
+    );
+}
+
+fn polyline(out: &mut String, points: &[(usize, f64)], scale: &Scale, colour: &str, dashes: &str) {
     if points.is_empty() {
         return;
     }
     let path: Vec<String> = points
         .iter()
-        .map(|(c, rate)| format!("{:.1},{:.1}", x_of(*c), y_of(*rate)))
+        .map(|(c, rate)| format!("{:.1},{:.1}", scale.x(*c), scale.y(*rate)))
         .collect();
     let _ = writeln!(
         out,
@@ -196,8 +197,8 @@ fn polyline(
         let _ = writeln!(
             out,
             "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"/>",
-            x_of(*c),
-            y_of(*rate)
+            scale.x(*c),
+            scale.y(*rate)
         );
     }
 }
