@@ -24,7 +24,7 @@ mod serve;
 mod size;
 mod target;
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -136,7 +136,10 @@ pub enum Failure {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(&error),
+    };
     // `serve` logs a line per request; client commands only warnings, and none from an
     // embedded `--local` server, which is open on an ephemeral loopback port on purpose.
     let default_level = if matches!(cli.command, Command::Serve(_)) {
@@ -177,6 +180,27 @@ async fn main() -> ExitCode {
         Err(Failure::Interrupted) => ExitCode::from(130),
         Err(Failure::StdoutClosed) => ExitCode::from(141),
     }
+}
+
+/// Prints clap's refusal of the command line with the one error prefix (help and version go
+/// to stdout as usual).
+fn usage_error(error: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+    }
+    let text = error.render().to_string();
+    let text = text.strip_prefix("error: ").unwrap_or(&text);
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    output::error(first);
+    let _ = write!(std::io::stderr().lock(), "{rest}");
+    ExitCode::from(2)
 }
 
 /// Reads the process environment (the seam tests replace).

@@ -268,5 +268,10 @@ fn usage_errors_exit_2_before_any_request() {
             stderr(&output)
         );
         assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr(&output).starts_with("uploads: error: "),
+            "one prefix for every error: {}",
+            stderr(&output)
+        );
     }
 }
