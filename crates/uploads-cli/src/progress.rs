@@ -142,9 +142,8 @@ struct State {
 }
 
 impl State {
-    /// This run's rate and the time left, in words.
-    fn rate_and_eta(&self, total: u64) -> (String, String) {
-        let seconds = self.started.elapsed().as_secs_f64();
+    /// This run's rate and the time left after `seconds` of this run, in words.
+    fn rate_and_eta(&self, total: u64, seconds: f64) -> (String, String) {
         let sent = self.position.saturating_sub(self.baseline);
         let rate = format_rate(sent, seconds);
         let eta = if sent == 0 || seconds <= 0.0 {
@@ -158,7 +157,7 @@ impl State {
     }
 
     fn describe(&self, total: u64) -> String {
-        let (rate, eta) = self.rate_and_eta(total);
+        let (rate, eta) = self.rate_and_eta(total, self.started.elapsed().as_secs_f64());
         let mut text = format!(
             "{}/{} {rate} ETA {eta}",
             format_size(self.position),
@@ -339,5 +338,37 @@ impl Transfer {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resumed(baseline: u64, position: u64) -> State {
+        State {
+            started: Instant::now(),
+            baseline,
+            position,
+            parts: None,
+            retries: 0,
+            last_line: Instant::now(),
+            finishing: false,
+        }
+    }
+
+    #[test]
+    fn a_resumed_transfer_counts_only_this_runs_bytes() {
+        // 3 MiB were stored before; 1 MiB more in 2 s is 512 KiB/s, and 4 MiB are left.
+        let state = resumed(3 << 20, 4 << 20);
+        assert_eq!(
+            state.rate_and_eta(8 << 20, 2.0),
+            ("512 KiB/s".to_owned(), "8.0s".to_owned())
+        );
+        // Nothing sent yet in this run: no rate, no ETA, whatever was there before.
+        assert_eq!(
+            resumed(3 << 20, 3 << 20).rate_and_eta(8 << 20, 2.0),
+            ("0 B/s".to_owned(), "-".to_owned())
+        );
     }
 }

@@ -376,14 +376,11 @@ async fn put_one(
         .as_ref()
         .map(|file| file.id.to_string())
         .unwrap_or_default();
-    if let Some(local) = &target.local {
+    if target.local.is_some() {
         progress.finishing("verifying the stored File's md5");
         let verified = verify_local(target, &job.path, &upload).await;
         match verified {
-            Ok(md5) => progress.finish(&format!(
-                "File {file_id}, md5 {md5} verified in {}",
-                local.data_dir.display()
-            )),
+            Ok(()) => progress.finish(&format!("File {file_id} (md5 verified)")),
             Err(failure) => {
                 progress.abandon();
                 return Err(failure);
@@ -543,9 +540,8 @@ async fn cancel(target: &Target, upload_id: &UploadId) -> String {
     }
 }
 
-/// `--local`: reads the stored File back and checks it has the local file's md5, which it
-/// returns.
-async fn verify_local(target: &Target, path: &Path, upload: &Upload) -> Result<String, Failure> {
+/// `--local`: reads the stored File back and checks it has the local file's md5.
+async fn verify_local(target: &Target, path: &Path, upload: &Upload) -> Result<(), Failure> {
     let file = upload
         .file
         .as_ref()
@@ -574,7 +570,7 @@ async fn verify_local(target: &Target, path: &Path, upload: &Upload) -> Result<S
             path.display()
         )));
     }
-    Ok(stored)
+    Ok(())
 }
 
 async fn md5_of_file(path: &Path) -> std::io::Result<String> {

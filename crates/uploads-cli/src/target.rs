@@ -20,8 +20,6 @@ pub struct Target {
 pub struct LocalServer {
     /// The running server.
     pub server: RunningServer,
-    /// Its data directory.
-    pub data_dir: PathBuf,
 }
 
 /// The target options every remote command shares.
@@ -66,10 +64,7 @@ impl TargetArgs {
             let config = ClientConfig::new(server.base_url());
             return Ok(Target {
                 config,
-                local: Some(LocalServer {
-                    server,
-                    data_dir: self.data_dir.clone(),
-                }),
+                local: Some(LocalServer { server }),
             });
         }
         let mut config = ClientConfig::from_env(&lookup);

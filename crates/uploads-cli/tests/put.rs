@@ -5,12 +5,11 @@ mod support;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    command, error_lines, sample_file, server, server_with, stderr, stdout_json, stdout_json_lines,
-    stored_uploads, uploads, uploads_async,
+    command, error_lines, interrupt_once_a_part_is_stored, sample_file, server, server_with,
+    stderr, stdout_json, stdout_json_lines, stored_uploads, uploads, uploads_async,
 };
 use uploads_core::limits::Limits;
 
@@ -486,31 +485,7 @@ fn ctrl_c_names_the_upload_and_the_same_command_resumes_it() {
         "--data-dir",
         data_dir.to_str().unwrap(),
     ];
-    let child = command(&args, &[], dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The state file appears once the Upload exists; interrupt once a part is stored.
-    let upload_id = loop {
-        let stored = std::fs::read_to_string(&state)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-            .filter(|snapshot| {
-                snapshot["part_ids"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|id| !id.is_null())
-            });
-        if let Some(snapshot) = stored {
-            break snapshot["upload"]["id"].as_str().unwrap().to_owned();
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let (output, upload_id) = interrupt_once_a_part_is_stored(&args, dir.path(), &state);
     assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
     let errors = error_lines(&output);
     assert_eq!(errors.len(), 1, "{}", stderr(&output));

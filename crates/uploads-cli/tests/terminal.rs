@@ -18,8 +18,10 @@ struct Screens {
     status: ExitStatus,
     /// The screen after each read, as text.
     seen: Vec<String>,
-    /// The screen at the end.
+    /// The screen at the end, row by row.
     last: String,
+    /// The screen at the end, a wrapped line joined into one.
+    logical: String,
     /// stdout, when it was a pipe.
     stdout: Vec<u8>,
 }
@@ -78,7 +80,7 @@ fn in_terminal(
             break;
         }
         parser.process(&buffer[..n]);
-        let screen = parser.screen().contents();
+        let screen = rows(parser.screen(), cols);
         if seen.last() != Some(&screen) {
             seen.push(screen);
         }
@@ -86,12 +88,23 @@ fn in_terminal(
     let status = child.wait().unwrap();
     Screens {
         status,
-        last: parser.screen().contents(),
+        last: rows(parser.screen(), cols),
+        logical: parser.screen().contents(),
         seen,
         stdout: stdout
             .map(|thread| thread.join().unwrap())
             .unwrap_or_default(),
     }
+}
+
+/// The screen row by row, as a person reads it (a row the terminal marks as wrapped is still
+/// a row of its own on the glass).
+fn rows(screen: &vt100::Screen, cols: u16) -> String {
+    screen
+        .rows(0, cols)
+        .map(|row| row.trim_end().to_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[test]
@@ -136,12 +149,22 @@ fn put_shows_a_live_line_then_leaves_a_one_line_summary() {
         assert!(bar.chars().count() <= usize::from(cols), "{bar}");
         let text = screens.last.trim_end();
         assert!(!text.contains("ETA"), "the live line stays:\n{text}");
-        let summary = text.lines().last().unwrap();
+        let summary = screens.logical.trim_end().lines().last().unwrap();
         assert!(
             summary.starts_with("uploads: uploaded big.txt: 4 MiB in "),
             "{text}"
         );
-        assert!(text.contains(&format!("File {file_id}")), "{text}");
+        assert!(
+            summary.ends_with(&format!("File {file_id} (md5 verified)")),
+            "{text}"
+        );
+        if cols >= 120 {
+            assert_eq!(
+                summary,
+                text.lines().last().unwrap(),
+                "one row on a wide screen"
+            );
+        }
     }
 }
 
@@ -243,6 +266,43 @@ fn files_list_is_a_table_and_download_will_not_print_binary_on_a_terminal() {
         text.starts_with(
             "uploads: error: refusing to write a File's bytes to the terminal: use -o PATH"
         ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_resume_on_a_terminal_says_what_was_stored_already() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_file(dir.path(), "big.txt", 16 << 20);
+    let args = [
+        "put",
+        "big.txt",
+        "--purpose",
+        "assistants",
+        "--part-size",
+        "64K",
+        "--concurrency",
+        "1",
+        "--resume",
+        "big.state",
+        "--local",
+    ];
+    let (interrupted, upload_id) =
+        support::interrupt_once_a_part_is_stored(&args, dir.path(), &dir.path().join("big.state"));
+    assert_eq!(interrupted.status.code(), Some(130));
+    let screens = in_terminal(&args, &[("TERM", "xterm")], dir.path(), 120, true);
+    assert!(screens.status.success(), "{}", screens.last);
+    let text = screens.last.trim_end();
+    assert!(
+        text.contains(&format!("uploads: big.txt: resuming Upload {upload_id}: ")),
+        "{text}"
+    );
+    assert!(text.contains(" of 256 parts already stored"), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .starts_with("uploads: uploaded big.txt: 16 MiB in "),
         "{text}"
     );
 }

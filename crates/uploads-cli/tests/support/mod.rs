@@ -126,3 +126,39 @@ pub async fn server_with(dir: &Path, key: &str, limits: Limits) -> RunningServer
 pub fn stored_uploads(data_dir: &Path) -> usize {
     std::fs::read_dir(data_dir.join("uploads")).map_or(0, Iterator::count)
 }
+
+/// Starts `uploads put ... --resume STATE` and sends it SIGINT once the state file records a
+/// stored part; returns what the command said and the Upload's id.
+pub fn interrupt_once_a_part_is_stored(
+    args: &[&str],
+    cwd: &Path,
+    state: &Path,
+) -> (Output, String) {
+    let mut child = command(args, &[], cwd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let upload_id = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the upload ended ({status}) before a stored part could be seen");
+        }
+        let stored = std::fs::read_to_string(state)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .filter(|snapshot| {
+                snapshot["part_ids"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|id| !id.is_null())
+            });
+        if let Some(snapshot) = stored {
+            break snapshot["upload"]["id"].as_str().unwrap().to_owned();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    (child.wait_with_output().unwrap(), upload_id)
+}
