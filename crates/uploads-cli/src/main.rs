@@ -57,36 +57,23 @@ Exit codes:
     name = "uploads",
     version,
     about = "OpenAI multipart Uploads: put files, serve them",
-    after_help = TOP_HELP
+    after_help = format!(
+        "{TOP_EXAMPLES}\n\n{CLIENT_ENV}\n  UPLOADS_API_KEYS   keys `uploads serve` accepts\n\n{EXIT_CODES}"
+    )
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-/// The top-level help's epilogue.
-const TOP_HELP: &str = "\
+/// The top-level help's examples.
+const TOP_EXAMPLES: &str = "\
 Examples:
   uploads put train.jsonl --purpose fine-tune            upload to OpenAI (OPENAI_API_KEY)
   uploads put *.pdf --purpose assistants --local         store in ./uploads-data, no network
   uploads serve --listen 127.0.0.1:8000                  run the server
   OPENAI_BASE_URL=http://127.0.0.1:8000/v1 uploads files list
-  uploads completions bash > /etc/bash_completion.d/uploads
-
-Environment:
-  OPENAI_API_KEY     the API key (not needed with --local)
-  OPENAI_BASE_URL    the API's base URL (default https://api.openai.com/v1)
-  OPENAI_ORG_ID      sent as OpenAI-Organization
-  OPENAI_PROJECT_ID  sent as OpenAI-Project
-  UPLOADS_API_KEYS   keys `uploads serve` accepts (comma-separated KEY or KEY=OWNER)
-  RUST_LOG           log filter, e.g. RUST_LOG=debug
-
-Exit codes:
-  0    success
-  1    the API refused, or the transfer failed
-  2    usage error (bad option, missing key, unreadable file)
-  130  interrupted (Ctrl-C)
-  141  stdout was closed early (e.g. piped into head)";
+  uploads completions bash > /etc/bash_completion.d/uploads";
 
 #[derive(Subcommand)]
 enum Command {

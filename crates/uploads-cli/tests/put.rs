@@ -197,49 +197,34 @@ fn sizes_and_durations_read_as_people_write_them() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sample_file(dir.path(), "a.txt", 100_000);
     let path = path.to_str().unwrap();
-    let output = uploads(
-        &[
-            "put",
-            path,
-            "--purpose",
-            "assistants",
+    let refusals: [(&str, &str, &[&str]); 2] = [
+        (
             "--part-size",
             "65M",
-            "--local",
-        ],
-        &[],
-        dir.path(),
-    );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("part size 65 MiB is over the part limit of 64 MiB"),
-        "{}",
-        stderr(&output)
-    );
-    let output = uploads(
-        &[
+            &["part size 65 MiB is over the part limit of 64 MiB"],
+        ),
+        (
+            "--expires-after",
+            "30m",
+            &["--expires-after 30m00s is outside", "1h00m to 30d00h"],
+        ),
+    ];
+    for (flag, value, expected) in refusals {
+        let args = [
             "put",
             path,
             "--purpose",
             "assistants",
-            "--expires-after",
-            "30m",
+            flag,
+            value,
             "--local",
-        ],
-        &[],
-        dir.path(),
-    );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("--expires-after 30m00s is outside"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(
-        stderr(&output).contains("1h00m to 30d00h"),
-        "{}",
-        stderr(&output)
-    );
+        ];
+        let output = uploads(&args, &[], dir.path());
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        for text in expected {
+            assert!(stderr(&output).contains(text), "{}", stderr(&output));
+        }
+    }
 
     for (part_size, expires) in [("16K", "1h"), ("20KB", "30d"), ("32KiB", "86400")] {
         let output = uploads(
