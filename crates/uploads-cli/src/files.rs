@@ -14,21 +14,17 @@ use uploads_core::types::{
 use crate::progress::Transfer;
 use crate::size::format_size;
 use crate::target::{Target, TargetArgs};
-use crate::{CLIENT_ENV, EXIT_CODES, Failure, explain, output};
+use crate::{Failure, client_help, explain, output};
 
 /// `uploads files`: the subcommand and where it goes.
 #[derive(clap::Args)]
-#[command(after_help = format!("\
-Examples:
-  uploads files list                        a table on a terminal, JSON in a pipe
-  uploads files list --all --json | jq -r '.data[].id'
-  uploads files get file-abc123
-  uploads files download file-abc123 -o .   writes ./<the File's filename>
-  uploads files delete file-abc123 --local
-
-{CLIENT_ENV}
-
-{EXIT_CODES}"))]
+#[command(after_help = client_help(concat!(
+    "  uploads files list                        a table on a terminal, JSON in a pipe\n",
+    "  uploads files list --all --json | jq -r '.data[].id'\n",
+    "  uploads files get file-abc123\n",
+    "  uploads files download file-abc123 -o .   writes ./<the File's filename>\n",
+    "  uploads files delete file-abc123 --local"
+)))]
 pub struct FilesArgs {
     #[command(subcommand)]
     command: FilesCommand,
@@ -40,6 +36,10 @@ pub struct FilesArgs {
 #[derive(clap::Subcommand, Debug)]
 enum FilesCommand {
     /// Lists Files, newest first: a table on a terminal, JSON otherwise.
+    #[command(after_help = client_help(concat!(
+        "  uploads files list --purpose fine-tune --limit 20\n",
+        "  uploads files list --all --order asc --json > files.json"
+    )))]
     List {
         /// Only Files with this purpose.
         #[arg(long)]
@@ -61,12 +61,20 @@ enum FilesCommand {
         json: bool,
     },
     /// Shows one File as JSON.
+    #[command(after_help = client_help(concat!(
+        "  uploads files get file-abc123"
+    )))]
     Get {
         /// The File's id.
         file_id: String,
     },
     /// Writes a File's bytes to a path, into a directory under the File's name, or to a
     /// pipe.
+    #[command(after_help = client_help(concat!(
+        "  uploads files download file-abc123 -o .            ./<the File's filename>\n",
+        "  uploads files download file-abc123 -o out.jsonl --force\n",
+        "  uploads files download file-abc123 | gzip > out.gz"
+    )))]
     Download {
         /// The File's id.
         file_id: String,
@@ -79,6 +87,9 @@ enum FilesCommand {
         force: bool,
     },
     /// Deletes a File.
+    #[command(after_help = client_help(concat!(
+        "  uploads files delete file-abc123"
+    )))]
     Delete {
         /// The File's id.
         file_id: String,

@@ -35,7 +35,7 @@ use crate::serve::ServeArgs;
 use crate::target::TargetArgs;
 
 /// The environment every client command reads, for the help texts.
-pub(crate) const CLIENT_ENV: &str = "\
+const CLIENT_ENV: &str = "\
 Environment:
   OPENAI_API_KEY     the API key (not needed with --local)
   OPENAI_BASE_URL    the API's base URL (default https://api.openai.com/v1)
@@ -66,6 +66,12 @@ struct Cli {
     command: Command,
 }
 
+/// A client command's help epilogue: its examples (indented lines), the environment it reads
+/// and the exit codes.
+pub(crate) fn client_help(examples: &str) -> String {
+    format!("Examples:\n{examples}\n\n{CLIENT_ENV}\n\n{EXIT_CODES}")
+}
+
 /// The top-level help's examples.
 const TOP_EXAMPLES: &str = "\
 Examples:
@@ -82,8 +88,8 @@ enum Command {
     /// Serves /v1/uploads and /v1/files until SIGINT or SIGTERM, logging one line per request.
     Serve(ServeArgs),
     /// Cancels a pending Upload and prints it as JSON.
-    #[command(after_help = format!(
-        "Examples:\n  uploads cancel upload_abc123\n  uploads cancel upload_abc123 --local\n\n{CLIENT_ENV}\n\n{EXIT_CODES}"
+    #[command(after_help = client_help(
+        "  uploads cancel upload_abc123\n  uploads cancel upload_abc123 --local"
     ))]
     Cancel {
         /// The Upload's id.

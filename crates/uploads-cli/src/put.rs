@@ -16,21 +16,17 @@ use uploads_core::upload::{OptionsError, UploadError, UploadOptions};
 use crate::progress::Display;
 use crate::size::{format_duration, format_size, parse_duration, parse_size};
 use crate::target::{Target, TargetArgs};
-use crate::{CLIENT_ENV, EXIT_CODES, Failure, explain, output};
+use crate::{Failure, client_help, explain, output};
 
 /// The arguments of `put`.
 #[derive(clap::Args, Debug)]
-#[command(after_help = format!("\
-Examples:
-  uploads put train.jsonl --purpose fine-tune
-  uploads put *.pdf --purpose assistants --jobs 4 > uploads.jsonl
-  uploads put big.bin --purpose user_data --part-size 16M --expires-after 30d
-  uploads put big.bin --purpose user_data --resume big.state   (run again to continue)
-  uploads put notes.txt --purpose assistants --local            (no network, ./uploads-data)
-
-{CLIENT_ENV}
-
-{EXIT_CODES}"))]
+#[command(after_help = client_help(concat!(
+    "  uploads put train.jsonl --purpose fine-tune\n",
+    "  uploads put *.pdf --purpose assistants --jobs 4 > uploads.jsonl\n",
+    "  uploads put big.bin --purpose user_data --part-size 16M --expires-after 30d\n",
+    "  uploads put big.bin --purpose user_data --resume big.state   (run again to continue)\n",
+    "  uploads put notes.txt --purpose assistants --local            (no network, ./uploads-data)"
+)))]
 pub struct PutArgs {
     /// The files to upload, each as its own Upload.
     #[arg(required = true, value_name = "FILE")]

@@ -42,6 +42,10 @@ fn every_help_has_examples_the_environment_and_the_exit_codes() {
         &["--help"][..],
         &["put", "--help"][..],
         &["files", "--help"][..],
+        &["files", "list", "--help"][..],
+        &["files", "get", "--help"][..],
+        &["files", "download", "--help"][..],
+        &["files", "delete", "--help"][..],
         &["cancel", "--help"][..],
     ] {
         let text = help(args);

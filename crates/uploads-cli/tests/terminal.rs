@@ -268,6 +268,21 @@ fn files_list_is_a_table_and_download_will_not_print_binary_on_a_terminal() {
         ),
         "{text}"
     );
+
+    let screens = in_terminal(
+        &["files", "download", &file_id, "-o", "copy.txt", "--local"],
+        &[("TERM", "xterm")],
+        dir.path(),
+        120,
+        false,
+    );
+    assert!(screens.status.success(), "{}", screens.last);
+    let text = screens.last.trim_end();
+    assert!(
+        text.starts_with("uploads: downloaded copy.txt: 97.7 KiB in "),
+        "{text}"
+    );
+    assert!(text.ends_with(&format!("copy.txt ({file_id})")), "{text}");
 }
 
 #[test]
