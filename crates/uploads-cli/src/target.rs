@@ -1,7 +1,7 @@
 //! Where requests go: `--local` (a server embedded in this process), else `--base-url`, else
 //! `OPENAI_BASE_URL`, else OpenAI; the key from `OPENAI_API_KEY`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use uploads_core::api::{ClientConfig, DEFAULT_BASE_URL};
 use uploads_server::{RunningServer, Server};
@@ -20,8 +20,6 @@ pub struct Target {
 pub struct LocalServer {
     /// The running server.
     pub server: RunningServer,
-    /// Its data directory.
-    pub data_dir: PathBuf,
 }
 
 /// The target options every remote command shares.
@@ -39,6 +37,12 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
+    /// `--local` with a data directory that does not exist: a read-only command answers
+    /// "nothing stored" rather than create it.
+    pub fn local_data_missing(&self) -> bool {
+        self.local && !self.data_dir.exists()
+    }
+
     /// Resolves the target; starts the embedded server for `--local`. `lookup` reads the
     /// environment. A remote target without a key is a usage error, found before any file
     /// is read.
@@ -60,10 +64,7 @@ impl TargetArgs {
             let config = ClientConfig::new(server.base_url());
             return Ok(Target {
                 config,
-                local: Some(LocalServer {
-                    server,
-                    data_dir: self.data_dir.clone(),
-                }),
+                local: Some(LocalServer { server }),
             });
         }
         let mut config = ClientConfig::from_env(&lookup);
@@ -87,16 +88,12 @@ impl TargetArgs {
     }
 }
 
-impl LocalServer {
-    /// Where a completed Upload's File lives on disk, in words.
-    pub fn describe_file(&self, upload_id: &str, file_id: &str) -> String {
-        let root: &Path = &self.data_dir;
-        format!(
-            "the File {file_id} lives in {}: its record is {}, its bytes are the parts in {}",
-            root.display(),
-            root.join("files").join(format!("{file_id}.json")).display(),
-            root.join("uploads").join(upload_id).join("parts").display(),
-        )
+impl Target {
+    /// Shuts the embedded `--local` server down gracefully, if there is one.
+    pub async fn close(self) {
+        if let Some(local) = self.local {
+            local.server.shutdown().await;
+        }
     }
 }
 

@@ -1,49 +1,12 @@
 //! The `uploads` binary as a user runs it: real files, a real server, exit codes and the
 //! exact split between stdout (the answer, as JSON) and stderr (everything else).
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
-use uploads_server::{RunningServer, Server};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_uploads");
-
-/// A file of `len` bytes that differ from part to part, so a misordered part shows.
-fn sample_file(dir: &Path, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
-    let data: Vec<u8> = (0..len).map(|index| (index * 7 % 251) as u8).collect();
-    let path = dir.join(name);
-    std::fs::write(&path, &data).unwrap();
-    (path, data)
-}
-
-/// Runs the binary with a clean environment (no OpenAI variables from the machine).
-fn uploads(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .current_dir(cwd)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("OPENAI_ORG_ID")
-        .env_remove("OPENAI_PROJECT_ID")
-        .env_remove("UPLOADS_API_KEYS");
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.output().unwrap()
-}
-
-/// stdout must be exactly one JSON document.
-fn stdout_json(output: &Output) -> Value {
-    let text = String::from_utf8(output.stdout.clone()).unwrap();
-    serde_json::from_str(&text)
-        .unwrap_or_else(|error| panic!("stdout is not JSON ({error}): {text:?}"))
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{sample_file, server, stderr, stdout_json, uploads};
 
 /// The bytes a File holds on disk, read through its manifest as the server does.
 fn stored_bytes(data_dir: &Path, upload: &Value) -> Vec<u8> {
@@ -88,20 +51,9 @@ fn put_local_stores_a_multi_part_file_byte_exact_in_the_data_dir() {
     assert_eq!(upload["bytes"], 100_000);
     assert_eq!(upload["file"]["filename"], "notes.txt");
     assert_eq!(stored_bytes(&data_dir, &upload), data);
-    assert!(
-        stderr(&output).contains("verified md5"),
-        "{}",
-        stderr(&output)
-    );
-}
-
-async fn server(dir: &Path, key: &str) -> RunningServer {
-    Server::builder()
-        .data_dir(dir.join("served"))
-        .api_key(key, "project-a")
-        .start()
-        .await
-        .unwrap()
+    let file_id = upload["file"]["id"].as_str().unwrap();
+    let summary = format!("File {file_id} (md5 verified)");
+    assert!(stderr(&output).contains(&summary), "{}", stderr(&output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +154,10 @@ async fn a_wrong_key_exits_1_with_the_api_message_and_files_commands_work() {
     assert!(message.contains("Incorrect API key provided"), "{message}");
     assert!(message.contains("request id"), "{message}");
     assert_eq!(
-        message.trim_end().lines().count(),
+        message
+            .lines()
+            .filter(|line| line.starts_with("uploads: error: "))
+            .count(),
         1,
         "one readable line: {message}"
     );
@@ -262,5 +217,10 @@ fn usage_errors_exit_2_before_any_request() {
             stderr(&output)
         );
         assert!(output.stdout.is_empty(), "{args:?}");
+        assert!(
+            stderr(&output).starts_with("uploads: error: "),
+            "one prefix for every error: {}",
+            stderr(&output)
+        );
     }
 }

@@ -586,6 +586,114 @@ pub(crate) fn shortened(text: &str) -> String {
     }
 }
 
+/// Why a [`Limits`] value cannot serve any upload (see [`Limits::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitsError {
+    /// `max_part_bytes` is 0: no part could carry data.
+    #[error("the part limit must be at least 1 byte")]
+    ZeroPartBytes,
+    /// `max_upload_bytes` is 0: no file with any data could be uploaded.
+    #[error("the upload limit must be at least 1 byte")]
+    ZeroUploadBytes,
+    /// `upload_ttl_secs` is 0: every Upload would expire as it is created.
+    #[error("Uploads must live at least 1 second")]
+    ZeroUploadTtl,
+    /// `expires_after_secs` is an empty range: no `expires_after` could be accepted.
+    #[error("the range of expires_after seconds is empty ({start}..={end})")]
+    EmptyExpiresAfter {
+        /// The range's start.
+        start: u64,
+        /// The range's end.
+        end: u64,
+    },
+    /// No purpose is accepted, so no Upload could be created.
+    #[error("no purpose is accepted")]
+    NoPurposes,
+}
+
+/// How many MIME types (or extensions) [`Limits::accepted_summary`] names before "and N more".
+const SUMMARY_ITEMS: usize = 8;
+
+impl Limits {
+    /// Checks that these limits can serve uploads at all; a server refuses to start with
+    /// limits that fail this.
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.max_part_bytes == 0 {
+            return Err(LimitsError::ZeroPartBytes);
+        }
+        if self.max_upload_bytes == 0 {
+            return Err(LimitsError::ZeroUploadBytes);
+        }
+        if self.upload_ttl_secs == 0 {
+            return Err(LimitsError::ZeroUploadTtl);
+        }
+        if self.expires_after_secs.is_empty() {
+            return Err(LimitsError::EmptyExpiresAfter {
+                start: *self.expires_after_secs.start(),
+                end: *self.expires_after_secs.end(),
+            });
+        }
+        if self.purposes.is_empty() {
+            return Err(LimitsError::NoPurposes);
+        }
+        Ok(())
+    }
+
+    /// Whether `purpose` accepts `mime_type` (parameters and case ignored).
+    pub fn accepts_mime_type(&self, purpose: &Purpose, mime_type: &str) -> bool {
+        self.check_mime_type(purpose, mime_type).is_ok()
+    }
+
+    /// The purposes that accept `mime_type`, in this value's order, those that accept any
+    /// type last: what to suggest when a purpose refuses a file.
+    pub fn purposes_accepting(&self, mime_type: &str) -> Vec<&Purpose> {
+        let (specific, any): (Vec<_>, Vec<_>) = self
+            .purposes
+            .iter()
+            .filter(|(purpose, _)| self.accepts_mime_type(purpose, mime_type))
+            .partition(|(_, rule)| matches!(rule, MimeRule::OneOf(_)));
+        specific
+            .into_iter()
+            .chain(any)
+            .map(|(purpose, _)| purpose)
+            .collect()
+    }
+
+    /// What a purpose accepts, short enough for one line of an error message: `any MIME
+    /// type`, or the file extensions it takes (`.gif .jpeg .jpg .png .webp`), cut after a few
+    /// with "and N more"; `None` when the purpose is not accepted at all.
+    pub fn accepted_summary(&self, purpose: &Purpose) -> Option<String> {
+        let allowed = match self.mime_rule(purpose)? {
+            MimeRule::Any => return Some("any MIME type".to_owned()),
+            MimeRule::OneOf(allowed) => allowed,
+        };
+        let mut extensions: Vec<String> = EXTENSION_MIME
+            .iter()
+            .filter(|(_, mime)| allowed.iter().any(|allowed| allowed == mime))
+            .map(|(extension, _)| format!(".{extension}"))
+            .collect();
+        extensions.sort();
+        let (items, total) = if extensions.is_empty() {
+            (allowed.clone(), allowed.len())
+        } else {
+            let total = extensions.len();
+            (extensions, total)
+        };
+        let shown = items
+            .iter()
+            .take(SUMMARY_ITEMS)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(if total > SUMMARY_ITEMS {
+            format!("{shown} and {} more", total - SUMMARY_ITEMS)
+        } else {
+            shown
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -779,5 +887,66 @@ mod tests {
         assert_eq!(mime_type_for_filename("train.JSONL"), Some("text/jsonl"));
         assert_eq!(mime_type_for_filename("photo.jpg"), Some("image/jpeg"));
         assert_eq!(mime_type_for_filename("README"), None);
+    }
+
+    #[test]
+    fn impossible_limits_are_named() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+        let zero_part = Limits {
+            max_part_bytes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(zero_part.validate(), Err(LimitsError::ZeroPartBytes));
+        let zero_upload = Limits {
+            max_upload_bytes: 0,
+            ..Limits::default()
+        };
+        assert_eq!(zero_upload.validate(), Err(LimitsError::ZeroUploadBytes));
+        #[allow(clippy::reversed_empty_ranges)]
+        let empty = Limits {
+            expires_after_secs: 10..=1,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            empty.validate(),
+            Err(LimitsError::EmptyExpiresAfter { start: 10, end: 1 })
+        ));
+    }
+
+    #[test]
+    fn refusals_can_suggest_a_purpose_and_say_what_is_accepted() {
+        let limits = Limits::default();
+        assert_eq!(
+            limits.purposes_accepting("image/png"),
+            vec![&Purpose::Assistants, &Purpose::Vision, &Purpose::UserData]
+        );
+        assert_eq!(
+            limits.purposes_accepting("text/plain; charset=utf-8")[0],
+            &Purpose::Assistants
+        );
+        assert_eq!(
+            limits.purposes_accepting("application/x-weird"),
+            vec![&Purpose::UserData]
+        );
+        assert_eq!(
+            limits.accepted_summary(&Purpose::Vision).as_deref(),
+            Some(".gif .jpeg .jpg .png .webp")
+        );
+        assert_eq!(
+            limits.accepted_summary(&Purpose::FineTune).as_deref(),
+            Some(".json .jsonl .txt")
+        );
+        assert_eq!(
+            limits.accepted_summary(&Purpose::UserData).as_deref(),
+            Some("any MIME type")
+        );
+        let assistants = limits.accepted_summary(&Purpose::Assistants).unwrap();
+        assert!(assistants.ends_with(" more"), "{assistants}");
+        assert!(
+            limits
+                .accepted_summary(&Purpose::Other("x".into()))
+                .is_none()
+        );
+        assert!(limits.accepts_mime_type(&Purpose::Batch, "application/JSON"));
     }
 }

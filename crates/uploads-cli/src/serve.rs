@@ -1,0 +1,142 @@
+//! `uploads serve`: the server, with limits checked and one line saying where clients go.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+
+use uploads_core::limits::{Limits, LimitsError};
+use uploads_server::{ApiKeySpec, Server, shutdown_signal};
+
+use crate::size::{format_size, parse_size};
+use crate::{EXIT_CODES, Failure, output};
+
+/// The arguments of `serve`.
+#[derive(clap::Args)]
+#[command(after_help = format!("\
+Examples:
+  uploads serve                                   open server on 127.0.0.1:8000, data in ./uploads-data
+  uploads serve --listen 0.0.0.0:8000 --data-dir /var/lib/uploads
+  UPLOADS_API_KEYS=sk-a=team-a,sk-b=team-b uploads serve
+  uploads serve --max-part-bytes 16MiB --max-upload-bytes 1GiB
+
+Clients then use: OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (printed at startup).
+
+Environment:
+  UPLOADS_API_KEYS   accepted keys, comma-separated KEY or KEY=OWNER (values never shown)
+  RUST_LOG           log filter (default info: one line per request)
+
+{EXIT_CODES}"))]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Where Uploads and Files are stored.
+    #[arg(long, default_value = "uploads-data")]
+    data_dir: PathBuf,
+    /// An accepted API key, as KEY or KEY=OWNER (repeatable; comma-separated in the
+    /// environment). Without any, the server is open.
+    #[arg(
+        long = "api-key",
+        env = "UPLOADS_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<ApiKeySpec>,
+    /// Largest Part, e.g. 64MiB (the default) or 16M.
+    #[arg(long, value_parser = parse_size)]
+    max_part_bytes: Option<u64>,
+    /// Largest Upload, e.g. 8GiB (the default) or 500MB.
+    #[arg(long, value_parser = parse_size)]
+    max_upload_bytes: Option<u64>,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let mut limits = Limits::default();
+    if let Some(max) = args.max_part_bytes {
+        limits.max_part_bytes = max;
+    }
+    if let Some(max) = args.max_upload_bytes {
+        limits.max_upload_bytes = max;
+    }
+    limits.validate().map_err(|error| {
+        Failure::Usage(match error {
+            LimitsError::ZeroPartBytes => {
+                "--max-part-bytes 0 would refuse every part: give at least 1 byte, e.g. 64MiB"
+                    .to_owned()
+            }
+            LimitsError::ZeroUploadBytes => {
+                "--max-upload-bytes 0 would refuse every file: give at least 1 byte, e.g. 8GiB"
+                    .to_owned()
+            }
+            other => format!("impossible limits: {other}"),
+        })
+    })?;
+    if limits.max_part_bytes > limits.max_upload_bytes {
+        output::note(&format!(
+            "--max-part-bytes {} is over --max-upload-bytes {}: parts are bounded by the upload limit",
+            format_size(limits.max_part_bytes),
+            format_size(limits.max_upload_bytes)
+        ));
+    }
+    let mut builder = Server::builder()
+        .listen(args.listen)
+        .data_dir(&args.data_dir)
+        .limits(limits);
+    for spec in args.api_keys {
+        builder = builder.api_key(spec.key, spec.owner);
+    }
+    let server = builder.start().await.map_err(|error| {
+        Failure::Transfer(if error.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot listen on {}: the address is already in use (another `uploads serve`?); choose another with --listen",
+                args.listen
+            )
+        } else {
+            format!(
+                "cannot start the server on {} with data in {}: {error}",
+                args.listen,
+                args.data_dir.display()
+            )
+        })
+    })?;
+    let line = format!(
+        "uploads: serving; clients use OPENAI_BASE_URL={}; data in {}",
+        client_base_url(server.local_addr()),
+        args.data_dir.display(),
+    );
+    // A closed stdout must not stop the server; the log on stderr goes on.
+    let _ = output::print_line(&line);
+    server.run_until(shutdown_signal()).await;
+    Ok(())
+}
+
+/// The base URL a client on this machine uses: a wildcard address becomes loopback.
+fn client_base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/v1", SocketAddr::new(ip, addr.port()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_listen_address_is_given_to_clients_as_loopback() {
+        assert_eq!(
+            client_base_url("0.0.0.0:8000".parse().unwrap()),
+            "http://127.0.0.1:8000/v1"
+        );
+        assert_eq!(
+            client_base_url("[::]:80".parse().unwrap()),
+            "http://[::1]:80/v1"
+        );
+        assert_eq!(
+            client_base_url("10.0.0.5:9000".parse().unwrap()),
+            "http://10.0.0.5:9000/v1"
+        );
+    }
+}

@@ -1,0 +1,195 @@
+//! What `uploads` says about itself and how `uploads serve` starts: help with examples,
+//! environment and exit codes; completions; limits, addresses and the base URL at startup.
+
+mod support;
+
+use std::io::BufRead;
+use std::process::{Child, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use support::{command, error_lines, stderr, stdout_json, uploads};
+
+/// Waits for a command that must end by itself; a hang guard kills it after a minute.
+fn ended(child: Child) -> Output {
+    let id = child.id();
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        if finished.recv_timeout(Duration::from_mins(1)).is_err() {
+            let pid = rustix::process::Pid::from_raw(i32::try_from(id).unwrap()).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    output
+}
+
+fn help(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let output = uploads(
+        args,
+        &[("UPLOADS_API_KEYS", "sk-secret-1234,sk-other-5678")],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn every_help_has_examples_the_environment_and_the_exit_codes() {
+    for args in [
+        &["--help"][..],
+        &["put", "--help"][..],
+        &["files", "--help"][..],
+        &["files", "list", "--help"][..],
+        &["files", "get", "--help"][..],
+        &["files", "download", "--help"][..],
+        &["files", "delete", "--help"][..],
+        &["cancel", "--help"][..],
+    ] {
+        let text = help(args);
+        for expected in [
+            "Examples:",
+            "OPENAI_API_KEY",
+            "OPENAI_BASE_URL",
+            "Exit codes:",
+            "130",
+        ] {
+            assert!(
+                text.contains(expected),
+                "{args:?} lacks {expected}:\n{text}"
+            );
+        }
+    }
+    let serve = help(&["serve", "--help"]);
+    for expected in [
+        "Examples:",
+        "--listen",
+        "--data-dir",
+        "UPLOADS_API_KEYS",
+        "Exit codes:",
+    ] {
+        assert!(
+            serve.contains(expected),
+            "serve --help lacks {expected}:\n{serve}"
+        );
+    }
+    for unexpected in ["--base-url", "--local", "sk-secret-1234", "sk-other-5678"] {
+        assert!(
+            !serve.contains(unexpected),
+            "serve --help shows {unexpected}:\n{serve}"
+        );
+    }
+    assert!(help(&["completions", "--help"]).contains("Examples:"));
+}
+
+#[test]
+fn completions_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let text = help(&["completions", shell]);
+        for expected in ["uploads", "put", "files", "purpose"] {
+            assert!(text.contains(expected), "{shell} lacks {expected}");
+        }
+    }
+}
+
+#[test]
+fn serve_refuses_impossible_limits_and_a_busy_address_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, expected) in [
+        (
+            "--max-part-bytes",
+            "--max-part-bytes 0 would refuse every part",
+        ),
+        (
+            "--max-upload-bytes",
+            "--max-upload-bytes 0 would refuse every file",
+        ),
+    ] {
+        let child = command(
+            &["serve", "--listen", "127.0.0.1:0", flag, "0"],
+            &[],
+            dir.path(),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let output = ended(child);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(
+            error_lines(&output)[0].contains(expected),
+            "{}",
+            stderr(&output)
+        );
+    }
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = busy.local_addr().unwrap().to_string();
+    let child = command(&["serve", "--listen", &address], &[], dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = ended(child);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let message = &error_lines(&output)[0];
+    assert!(
+        message.contains(&format!("cannot listen on {address}")),
+        "{message}"
+    );
+    assert!(message.contains("already in use"), "{message}");
+}
+
+#[test]
+fn serve_prints_the_base_url_for_clients_and_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            "served-here",
+        ],
+        &[],
+        dir.path(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = lines.send(line);
+    });
+    let line = received.recv_timeout(Duration::from_mins(1));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let Ok(line) = line else {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        panic!("serve printed no line");
+    };
+    assert!(line.contains("data in served-here"), "{line}");
+    let base_url = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("OPENAI_BASE_URL="))
+        .unwrap_or_else(|| panic!("no base URL in {line:?}"))
+        .trim_end_matches(';')
+        .to_owned();
+    assert!(
+        base_url.starts_with("http://127.0.0.1:") && base_url.ends_with("/v1"),
+        "{line}"
+    );
+    let listed = uploads(
+        &["files", "list", "--base-url", &base_url],
+        &[("OPENAI_API_KEY", "any")],
+        dir.path(),
+    );
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(stdout_json(&listed)["data"].as_array().unwrap().len(), 0);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+}
