@@ -129,5 +129,6 @@ pub mod route;
 pub mod session;
 pub mod types;
 pub mod upload;
+pub mod uploader;
 
 pub use http;

@@ -450,8 +450,12 @@ pub enum UploadError<E> {
         found: String,
     },
     /// Creating the Upload failed; nothing was left behind.
-    #[error("creating the Upload failed: {0}")]
+    #[error("creating the Upload failed")]
     Create(#[source] RequestError<E>),
+    /// The caller stopped the upload before the Upload was created (if a create request was
+    /// in flight, the Upload it made expires unused).
+    #[error("interrupted before the Upload was created")]
+    Interrupted,
     /// The Upload was created but the upload gave up; `cancelled` says whether the Upload was
     /// cancelled (otherwise it can be resumed from the snapshot until it expires).
     #[error("upload {upload_id} failed ({}): {cause}", if *.cancelled { "cancelled" } else { "kept for resume" })]
