@@ -32,6 +32,8 @@ with_both_adapters!(
     a_resume_sends_only_the_missing_parts,
     an_expired_snapshot_or_a_changed_file_is_refused,
     every_low_level_call_works_and_errors_carry_openai_bodies,
+    a_progress_callback_that_blocks_stalls_no_part,
+    a_part_answered_while_the_driver_turns_to_wait_is_not_lost,
 );
 
 fn options(part_size: u64) -> UploadOptions {
@@ -476,4 +478,81 @@ fn every_low_level_call_works_and_errors_carry_openai_bodies<A: Adapter>() {
         refused.detail().unwrap().param.as_deref(),
         Some("mime_type")
     );
+}
+
+/// How long a test waits for what must happen at once before it calls it a hang.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// Runs `upload` on a thread of its own and returns its result, or panics once
+/// [`HANG_GUARD`] passes: a hung upload fails the test instead of hanging it.
+fn within_hang_guard<T: Send + 'static>(upload: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(upload());
+    });
+    receiver
+        .recv_timeout(HANG_GUARD * 2)
+        .expect("the upload hung")
+}
+
+/// Waits until `done` holds, for at most [`HANG_GUARD`]; returns whether it held.
+fn wait_until(done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > HANG_GUARD {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// A slow progress callback (a terminal redraw, a blocked pipe) must not hold up the parts:
+/// the callback of the first bytes sent waits for the server to answer both parts, which it
+/// can only do if the parts keep streaming while the callback runs.
+fn a_progress_callback_that_blocks_stalls_no_part<A: Adapter + Send + 'static>() {
+    let harness = Harness::start();
+    let proxy = Arc::new(harness.proxy(Vec::new()));
+    let client = A::connect(&harness, &proxy.base_url());
+    let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
+    let streamed_on = Arc::new(Mutex::new(None));
+    let (seen, watched) = (Arc::clone(&streamed_on), Arc::clone(&proxy));
+    let options = options(PART).concurrency(2).on_progress(move |event| {
+        if matches!(event, ProgressEvent::BytesSent { .. }) && seen.lock().unwrap().is_none() {
+            let answered = wait_until(|| watched.parts_answered() >= 2);
+            *seen.lock().unwrap() = Some(answered);
+        }
+    });
+    let upload = within_hang_guard(move || client.upload_file(&path, options)).unwrap();
+    assert_eq!(
+        *streamed_on.lock().unwrap(),
+        Some(true),
+        "the parts stalled while the progress callback ran"
+    );
+    let client: A = harness.client();
+    assert_eq!(client.file_content(&upload.file.unwrap().id).unwrap(), data);
+}
+
+/// The other part's answer arrives while the driver has just decided to wait for one (the
+/// first part's `PartDone` callback runs between that decision and the wait, and holds until
+/// the server has answered the second part): the driver must still see it and complete,
+/// with no deadline and no stop signal to wake it otherwise.
+fn a_part_answered_while_the_driver_turns_to_wait_is_not_lost<A: Adapter + Send + 'static>() {
+    let harness = Harness::start();
+    let proxy = Arc::new(harness.proxy(Vec::new()));
+    let client = A::connect(&harness, &proxy.base_url());
+    let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
+    let first_done = Arc::new(Mutex::new(None));
+    let (seen, watched) = (Arc::clone(&first_done), Arc::clone(&proxy));
+    let options = options(PART).concurrency(2).on_progress(move |event| {
+        if matches!(event, ProgressEvent::PartDone { .. }) && seen.lock().unwrap().is_none() {
+            let answered = wait_until(|| watched.parts_answered() >= 2);
+            *seen.lock().unwrap() = Some(answered);
+        }
+    });
+    let upload = within_hang_guard(move || client.upload_file(&path, options)).unwrap();
+    assert_eq!(*first_done.lock().unwrap(), Some(true));
+    assert_eq!(upload.status, UploadStatus::Completed);
+    let client: A = harness.client();
+    assert_eq!(client.file_content(&upload.file.unwrap().id).unwrap(), data);
 }

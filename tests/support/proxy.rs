@@ -41,6 +41,7 @@ struct State {
     upstream: SocketAddr,
     faults: Mutex<VecDeque<Fault>>,
     part_requests: AtomicU64,
+    parts_answered: AtomicU64,
     faults_injected: AtomicU64,
 }
 
@@ -54,6 +55,7 @@ impl Proxy {
             upstream,
             faults: Mutex::new(faults.into()),
             part_requests: AtomicU64::new(0),
+            parts_answered: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
         });
         let shared = Arc::clone(&state);
@@ -80,6 +82,11 @@ impl Proxy {
     /// Add-part requests that reached the proxy.
     pub fn part_requests(&self) -> u64 {
         self.state.part_requests.load(Ordering::SeqCst)
+    }
+
+    /// Add-part requests whose answer the server gave and the proxy passed on whole.
+    pub fn parts_answered(&self) -> u64 {
+        self.state.parts_answered.load(Ordering::SeqCst)
     }
 
     /// Faults applied so far.
@@ -157,7 +164,11 @@ async fn serve(mut client: TcpStream, state: &State) -> io::Result<()> {
             let mut upstream =
                 forward(&mut client, state, &head, body_start, content_length).await?;
             tokio::io::copy(&mut upstream, &mut client).await?;
-            client.shutdown().await
+            client.shutdown().await?;
+            if is_part {
+                state.parts_answered.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
         }
     }
 }

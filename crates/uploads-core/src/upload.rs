@@ -1,22 +1,11 @@
-//! What every adapter's high-level upload shares, so the async and the blocking clients are
+//! What every driver's high-level upload shares, so the async and the blocking clients are
 //! the same product with different transports: the options of `upload_file`, their checks
 //! before any request (of a new upload and of a resume), the error of one request
-//! ([`RequestError`]) and of a whole upload ([`UploadError`]), each generic over the adapter's
-//! transport error, the fingerprint that ties a resume snapshot to its source, and
-//! [`UploadRun`]: the parts phase as the adapter's workers share it, which turns each part
-//! attempt's result into the session's update or the reason to give up.
-//!
-//! An adapter's high-level upload, with what each step calls here:
-//!
-//! ```text
-//!   UploadOptions::prepare / prepare_resume ─▶ create (retried by a RetryLoop)
-//!     ─▶ UploadRun::new(session) ─▶ N workers: next_step ─▶ send ─▶ handle_part_result ─┐
-//!                                          ▲                                             │
-//!                                          └─────────────────────────────────────────────┘
-//!     ─▶ UploadRun::complete_request(md5) ─┬─ Ok  ─▶ complete (retried) ─▶ Ok(Upload)
-//!                                          └─ Err(cause) ─▶ cancel if cancels_upload_on(cause)
-//!                                                           ─▶ Err(UploadError::Aborted)
-//! ```
+//! ([`RequestError`]) and of a whole upload ([`UploadError`]), each generic over the driver's
+//! transport error, and the fingerprint that ties a resume snapshot to its source. The
+//! [`Uploader`](crate::uploader::Uploader) runs the upload itself; its parts phase is
+//! `UploadRun` here, which turns each part attempt's result into the session's update or the
+//! reason to give up.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -289,14 +278,6 @@ impl UploadOptions {
         Some(now_unix_ms.saturating_add(millis))
     }
 
-    /// Whether an upload that gives up for `cause` cancels its Upload:
-    /// [`cancel_on_failure`](Self::cancel_on_failure), except that an
-    /// [`AbortCause::Interrupted`] upload never cancels, since the caller stopped it to
-    /// resume it later.
-    pub fn cancels_upload_on<E>(&self, cause: &AbortCause<E>) -> bool {
-        self.cancel_on_failure && !matches!(cause, AbortCause::Interrupted)
-    }
-
     /// Sends a progress event to the callback, if there is one.
     pub fn report(&self, event: &ProgressEvent) {
         if let Some(callback) = &self.progress {
@@ -450,7 +431,7 @@ pub enum UploadError<E> {
         found: String,
     },
     /// Creating the Upload failed; nothing was left behind.
-    #[error("creating the Upload failed")]
+    #[error("creating the Upload failed: {0}")]
     Create(#[source] RequestError<E>),
     /// The caller stopped the upload before the Upload was created (if a create request was
     /// in flight, the Upload it made expires unused).
@@ -498,9 +479,9 @@ pub enum AbortCause<E> {
     /// The deadline passed.
     #[error("the deadline passed")]
     Deadline,
-    /// The caller stopped the upload. The Upload is never cancelled for this cause, whatever
-    /// [`UploadOptions::cancel_on_failure`] says (see [`UploadOptions::cancels_upload_on`]):
-    /// it stays pending so the snapshot can resume it.
+    /// The caller stopped the upload. Whether the Upload is cancelled is the caller's choice
+    /// ([`StopMode`](crate::uploader::StopMode)), whatever
+    /// [`UploadOptions::cancel_on_failure`] says.
     #[error("interrupted")]
     Interrupted,
     /// The workers stopped with parts missing and no other cause: an adapter bug, reported
@@ -515,7 +496,7 @@ pub enum AbortCause<E> {
 /// What a worker of a high-level upload does next (see [`UploadRun::next_step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub enum NextStep {
+pub(crate) enum NextStep {
     /// Send this part, then report with [`UploadRun::handle_part_result`].
     Send(PartJob),
     /// Nothing to send now: wait until another worker reports, or until the given time
@@ -543,7 +524,7 @@ pub enum NextStep {
 /// snapshot that cannot be written) go in through [`abort`](Self::abort); the first cause
 /// wins.
 #[derive(Debug)]
-pub struct UploadRun<E> {
+pub(crate) struct UploadRun<E> {
     session: UploadSession,
     abort: Option<AbortCause<E>>,
 }
@@ -662,14 +643,6 @@ impl<E> UploadRun<E> {
     /// The next progress event, oldest first; the adapter MUST drain them.
     pub fn poll_event(&mut self) -> Option<ProgressEvent> {
         self.session.poll_event()
-    }
-
-    /// Drains the queued progress events into `options`' callback, oldest first: what an
-    /// adapter does after every report it makes to the run.
-    pub fn report_events(&mut self, options: &UploadOptions) {
-        while let Some(event) = self.poll_event() {
-            options.report(&event);
-        }
     }
 
     /// Once every worker stopped: the complete request (part ids in file order, and the md5
@@ -903,18 +876,6 @@ mod tests {
             run.complete_request(None),
             Err(AbortCause::Unfinished { missing: 2 })
         ));
-    }
-
-    #[test]
-    fn only_an_interrupted_upload_is_kept_whatever_the_options() {
-        let cancelling = UploadOptions::new(Purpose::Batch);
-        let keeping = UploadOptions::new(Purpose::Batch).cancel_on_failure(false);
-        let deadline: AbortCause<std::io::Error> = AbortCause::Deadline;
-        let interrupted: AbortCause<std::io::Error> = AbortCause::Interrupted;
-        assert!(cancelling.cancels_upload_on(&deadline));
-        assert!(!cancelling.cancels_upload_on(&interrupted));
-        assert!(!keeping.cancels_upload_on(&deadline));
-        assert!(!keeping.cancels_upload_on(&interrupted));
     }
 
     #[test]

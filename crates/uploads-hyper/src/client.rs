@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
-use uploads_core::retry::{RetryDecision, RetryLoop, RetryPolicy};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
@@ -27,7 +26,7 @@ use uploads_core::types::{
 use crate::body::{OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
 use uploads_client_io::Source;
-use uploads_client_io::{boundary, jitter, now_unix_ms};
+use uploads_client_io::boundary;
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
 /// and plain http, HTTP/1.1 and HTTP/2.
@@ -285,34 +284,6 @@ where
         record_response(&response);
         Ok(response)
     }
-
-    /// Runs `call` until it succeeds or `policy` gives up, sleeping between attempts as the
-    /// policy says (the server's `Retry-After` included); no retry starts after `deadline`.
-    pub(crate) async fn retrying<T, F, Fut>(
-        policy: &RetryPolicy,
-        deadline_unix_ms: Option<u64>,
-        mut call: F,
-    ) -> Result<T, Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let mut retries = RetryLoop::new(*policy, deadline_unix_ms);
-        loop {
-            let error = match call().await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let now = now_unix_ms();
-            match retries.on_failure(error.as_failure(now).as_ref(), now, jitter()) {
-                RetryDecision::RetryAt { delay_ms, .. } => {
-                    tracing::debug!(%error, attempt = retries.failed_attempts(), delay_ms, "retrying");
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                }
-                RetryDecision::GiveUp(_) => return Err(error),
-            }
-        }
-    }
 }
 
 /// A File's content, read as it arrives.
@@ -426,21 +397,10 @@ mod tests {
         // Port 9 on loopback: nothing listens there.
         let config = ClientConfig::new("http://127.0.0.1:9/v1");
         let client = Client::with_connector(config, HttpConnector::new());
-        let policy = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff_ms: 1,
-            max_backoff_ms: 1,
-            max_retry_after_ms: 1,
-        };
-        let mut attempts = 0;
-        let upload_id = UploadId::new("upload_1");
-        let error = Client::<HttpConnector>::retrying(&policy, None, || {
-            attempts += 1;
-            client.cancel_upload(&upload_id)
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(attempts, 2);
+        let error = client
+            .cancel_upload(&UploadId::new("upload_1"))
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, Error::Transport(TransportError::Request(_))),
             "{error:?}"

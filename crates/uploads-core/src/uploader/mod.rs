@@ -144,6 +144,31 @@ pub enum Action {
     StopParts,
 }
 
+/// One report of the driver, for [`Uploader::handle`]: what a driver's tasks send back to
+/// its loop (over a channel, say), one variant per `handle_*` method.
+#[derive(Debug)]
+pub enum Report<E> {
+    /// `bytes` more bytes of part `part` went out; 0 says its body has begun.
+    Sent {
+        /// The part's index.
+        part: u32,
+        /// How many more bytes.
+        bytes: u64,
+    },
+    /// A part request ended.
+    Part(PartJob, Result<PartId, RequestError<E>>),
+    /// The create request ended.
+    Created(Result<Upload, RequestError<E>>),
+    /// The complete request ended.
+    Completed(Result<Upload, RequestError<E>>),
+    /// The cancel request ended.
+    Cancelled(Result<Upload, RequestError<E>>),
+    /// The md5 pass ended.
+    Hashed(Result<String, std::io::Error>),
+    /// The snapshot write or removal ended.
+    SnapshotDone(std::io::Result<()>),
+}
+
 /// How [`Uploader::stop`] leaves the Upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopMode {
@@ -342,9 +367,29 @@ impl<E> Uploader<E> {
         self.session().map(|session| &session.upload().id)
     }
 
+    /// The caller's deadline for the whole upload, in unix milliseconds, if it has one: a
+    /// driver may bound each part request by it.
+    pub fn deadline_unix_ms(&self) -> Option<u64> {
+        self.deadline_unix_ms
+    }
+
     /// How many parts are in flight.
     pub fn parts_in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// Hands `report` to the matching `handle_*` method at `now_unix_ms`, with `jitter` in
+    /// `[0, 1)` for any retry it schedules.
+    pub fn handle(&mut self, report: Report<E>, now_unix_ms: u64, jitter: f64) {
+        match report {
+            Report::Sent { part, bytes } => self.handle_bytes_sent(part, bytes),
+            Report::Part(job, result) => self.handle_part_result(job, result, now_unix_ms, jitter),
+            Report::Created(result) => self.handle_created(result, now_unix_ms, jitter),
+            Report::Completed(result) => self.handle_completed(result, now_unix_ms, jitter),
+            Report::Cancelled(result) => self.handle_cancelled(result, now_unix_ms, jitter),
+            Report::Hashed(result) => self.handle_hashed(result, now_unix_ms),
+            Report::SnapshotDone(result) => self.handle_snapshot_done(result, now_unix_ms),
+        }
     }
 
     /// Reports create's answer at `now_unix_ms`; a failure is retried per the policy (with
