@@ -82,6 +82,17 @@ impl Harness {
         self.runtime.block_on(Proxy::start(upstream, faults))
     }
 
+    /// A proxy in front of the server that passes request bodies at `bytes_per_second` per
+    /// connection.
+    pub fn slow_proxy(&self, bytes_per_second: u64) -> Proxy {
+        let upstream = self.server().local_addr();
+        self.runtime.block_on(Proxy::start_with_rate(
+            upstream,
+            Vec::new(),
+            Some(bytes_per_second),
+        ))
+    }
+
     /// A file of `len` bytes that no two offsets confuse, in the test's directory.
     pub fn write_file(&self, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
         let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ len as u64;

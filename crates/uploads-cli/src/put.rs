@@ -67,9 +67,19 @@ pub async fn put(args: PutArgs, target: &Target) -> Result<(), Failure> {
         .map_err(|error| Failure::Usage(error.to_string()))?;
     let state_file = options.snapshot_path.clone().unwrap_or_default();
     let resuming = args.resume.as_deref().is_some_and(Path::exists);
+    // Ctrl-C stops both clients alike: the async one when its future is dropped, the
+    // blocking one by its stop signal, waited for so no thread outlives the runtime. Either
+    // way the Upload and the state file are kept, and `interrupted` cancels unless --resume.
+    let stop = uploads_ureq::StopSignal::new();
+    let sending = send(&args, target, options, resuming, stop.clone());
+    tokio::pin!(sending);
     let upload = tokio::select! {
-        result = send(&args, target, options, resuming) => result,
+        result = &mut sending => result,
         _ = tokio::signal::ctrl_c() => {
+            if args.blocking {
+                stop.stop();
+                let _ = sending.await;
+            }
             progress.finish();
             return Err(interrupted(&args, &state_file, target).await);
         }
@@ -119,11 +129,12 @@ async fn send(
     target: &Target,
     options: UploadOptions,
     resuming: bool,
+    stop: uploads_ureq::StopSignal,
 ) -> Result<Upload, Failure> {
     let file = args.file.clone();
     let state_file = options.snapshot_path.clone().unwrap_or_default();
     if args.blocking {
-        let client = uploads_ureq::Client::new(target.config.clone());
+        let client = uploads_ureq::Client::new(target.config.clone()).stop_signal(stop);
         let kept = args.resume.is_some();
         tokio::task::spawn_blocking(move || {
             let result = if resuming {
