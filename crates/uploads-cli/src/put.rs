@@ -29,7 +29,7 @@ pub struct PutArgs {
     /// The File's name (default: the file's own name).
     #[arg(long)]
     pub filename: Option<String>,
-    /// Bytes per part, e.g. 64MiB (the default) or 8MiB.
+    /// Bytes per part, e.g. 8MiB or 64MiB (default: sized to the file and the concurrency).
     #[arg(long, value_parser = parse_size)]
     pub part_size: Option<u64>,
     /// Parts in flight at once.

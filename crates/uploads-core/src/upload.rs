@@ -25,8 +25,8 @@ use crate::types::{
 /// Receives progress events; called from whichever task or thread made progress.
 pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
-/// Options of a high-level upload. [`UploadOptions::new`] gives the defaults: 64 MiB parts,
-/// 4 in flight, md5 on, cancel on failure, OpenAI's limits and the SDKs' retry policy.
+/// Options of a high-level upload. [`UploadOptions::new`] gives the defaults: parts sized to
+/// the file ([`default_part_size`]), 4 in flight, md5 on, cancel on failure, OpenAI's limits and the SDKs' retry policy.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct UploadOptions {
@@ -36,8 +36,10 @@ pub struct UploadOptions {
     pub filename: Option<String>,
     /// The MIME type; by default guessed from the filename's extension.
     pub mime_type: Option<String>,
-    /// Bytes per Part (the last may be shorter); at most `limits.max_part_bytes`.
-    pub part_size: u64,
+    /// Bytes per Part (the last may be shorter); at most `limits.max_part_bytes`. `None`
+    /// (the default) lets [`default_part_size`] choose from the file's size and the
+    /// concurrency.
+    pub part_size: Option<u64>,
     /// Parts in flight at once.
     pub concurrency: usize,
     /// Compute the md5 while uploading and send it on complete, so the service verifies it.
@@ -77,8 +79,48 @@ impl fmt::Debug for UploadOptions {
     }
 }
 
-/// The default part size: 64 MiB, what the official SDKs send.
-pub const DEFAULT_PART_SIZE: u64 = 64 * MIB;
+/// The smallest part [`default_part_size`] chooses: below this, the cost of a request
+/// (a round trip, a multipart head, the service's bookkeeping) starts to show.
+pub const MIN_DEFAULT_PART_SIZE: u64 = 8 * MIB;
+/// How many parts an Upload may have, when [`Limits`] does not say.
+pub const DEFAULT_MAX_PARTS: u64 = 10_000;
+/// How many parts each connection should carry in [`default_part_size`]: with four rounds,
+/// the last round (where connections finish unevenly and some sit idle) is a quarter of the
+/// time at most.
+const ROUNDS_PER_CONNECTION: u64 = 4;
+
+/// The part size for a file of `file_size` bytes sent `concurrency` parts at a time, when
+/// the caller does not fix one.
+///
+/// A fixed 64 MiB (the official SDKs' size) leaves connections idle: a 256 MiB file is 4
+/// parts, so an 8-way upload runs 4 connections, and the slowest part alone is the tail.
+/// Instead each connection gets about [`ROUNDS_PER_CONNECTION`] parts, so all of them stay
+/// busy until the last round; the size is rounded up to whole MiB, never below
+/// [`MIN_DEFAULT_PART_SIZE`] (small files are few parts, not many tiny ones), never above
+/// `limits.max_part_bytes` (64 MiB), and never so small that the file needs more than
+/// [`DEFAULT_MAX_PARTS`] parts.
+///
+/// ```
+/// use uploads_core::limits::{Limits, MIB, GIB};
+/// use uploads_core::upload::default_part_size;
+///
+/// let limits = Limits::default();
+/// assert_eq!(default_part_size(256 * MIB, 4, &limits), 16 * MIB); // 16 parts, 4 rounds of 4
+/// assert_eq!(default_part_size(256 * MIB, 8, &limits), 8 * MIB); // 32 parts
+/// assert_eq!(default_part_size(10 * MIB, 4, &limits), 8 * MIB); // the floor: 2 parts
+/// assert_eq!(default_part_size(8 * GIB, 4, &limits), 64 * MIB); // the part limit
+/// ```
+pub fn default_part_size(file_size: u64, concurrency: usize, limits: &Limits) -> u64 {
+    let connections = u64::try_from(concurrency.max(1)).unwrap_or(u64::MAX);
+    let busy = file_size.div_ceil(connections.saturating_mul(ROUNDS_PER_CONNECTION));
+    let whole_mib = busy.div_ceil(MIB).saturating_mul(MIB);
+    let few_enough = file_size.div_ceil(DEFAULT_MAX_PARTS);
+    whole_mib
+        .max(MIN_DEFAULT_PART_SIZE)
+        .min(limits.max_part_bytes)
+        .max(few_enough)
+        .max(1)
+}
 /// The default number of parts in flight.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
@@ -89,7 +131,7 @@ impl UploadOptions {
             purpose,
             filename: None,
             mime_type: None,
-            part_size: DEFAULT_PART_SIZE,
+            part_size: None,
             concurrency: DEFAULT_CONCURRENCY,
             md5: true,
             cancel_on_failure: true,
@@ -116,10 +158,10 @@ impl UploadOptions {
         self
     }
 
-    /// Sets the part size.
+    /// Sets the part size (instead of [`default_part_size`]).
     #[must_use]
     pub fn part_size(mut self, part_size: u64) -> Self {
-        self.part_size = part_size;
+        self.part_size = Some(part_size);
         self
     }
 
@@ -200,7 +242,10 @@ impl UploadOptions {
         if self.concurrency == 0 {
             return Err(OptionsError::ZeroConcurrency);
         }
-        let plan = PartPlan::new(size, self.part_size, &self.limits).map_err(OptionsError::Plan)?;
+        let part_size = self
+            .part_size
+            .unwrap_or_else(|| default_part_size(size, self.concurrency, &self.limits));
+        let plan = PartPlan::new(size, part_size, &self.limits).map_err(OptionsError::Plan)?;
         let filename = self
             .filename
             .clone()
@@ -1115,6 +1160,66 @@ mod tests {
                 "10 is less than the minimum of 3600 - 'expires_after.seconds'".into()
             )
         );
+    }
+
+    #[test]
+    fn the_default_part_size_keeps_every_connection_busy_within_the_limits() {
+        let limits = Limits::default();
+        // Four rounds per connection, in whole MiB.
+        assert_eq!(default_part_size(512 * MIB, 4, &limits), 32 * MIB);
+        assert_eq!(default_part_size(512 * MIB + 1, 4, &limits), 33 * MIB);
+        assert_eq!(default_part_size(1024 * MIB, 16, &limits), 16 * MIB);
+        // The floor for small files, and an empty one.
+        assert_eq!(default_part_size(1, 4, &limits), MIN_DEFAULT_PART_SIZE);
+        assert_eq!(default_part_size(0, 4, &limits), MIN_DEFAULT_PART_SIZE);
+        // The ceiling is the service's part limit.
+        let small_parts = Limits {
+            max_part_bytes: 4 * MIB,
+            ..Limits::default()
+        };
+        assert_eq!(default_part_size(GIB, 1, &small_parts), 4 * MIB);
+        // Never more than 10,000 parts, even past the part limit's ceiling.
+        let huge = Limits {
+            max_part_bytes: MIB,
+            max_upload_bytes: 100 * GIB,
+            ..Limits::default()
+        };
+        let size = default_part_size(20 * GIB, 64, &huge);
+        assert!(20 * GIB / size <= DEFAULT_MAX_PARTS, "{size}");
+        // A concurrency of 0 is refused by prepare; here it counts as 1.
+        assert_eq!(default_part_size(128 * MIB, 0, &limits), 32 * MIB);
+    }
+
+    proptest! {
+        #[test]
+        fn the_default_part_size_always_makes_a_valid_plan(
+            file_size in 0_u64..=8 * GIB,
+            concurrency in 1_usize..64,
+        ) {
+            let limits = Limits::default();
+            let size = default_part_size(file_size, concurrency, &limits);
+            let plan = PartPlan::new(file_size, size, &limits).unwrap();
+            prop_assert!(u64::from(plan.count()) <= DEFAULT_MAX_PARTS);
+            prop_assert!((MIN_DEFAULT_PART_SIZE..=limits.max_part_bytes).contains(&size));
+        }
+    }
+
+    #[test]
+    fn explicit_part_sizes_win_over_the_default() {
+        let (_, plan) = UploadOptions::new(Purpose::Batch)
+            .prepare("a.jsonl", 256 * MIB)
+            .unwrap();
+        assert_eq!(plan.part_size(), 16 * MIB);
+        let (_, plan) = UploadOptions::new(Purpose::Batch)
+            .concurrency(8)
+            .prepare("a.jsonl", 256 * MIB)
+            .unwrap();
+        assert_eq!(plan.part_size(), 8 * MIB);
+        let (_, plan) = UploadOptions::new(Purpose::Batch)
+            .part_size(64 * MIB)
+            .prepare("a.jsonl", 256 * MIB)
+            .unwrap();
+        assert_eq!(plan.count(), 4);
     }
 
     #[test]
