@@ -94,7 +94,7 @@ const ROUNDS_PER_CONNECTION: u64 = 4;
 ///
 /// A fixed 64 MiB (the official SDKs' size) leaves connections idle: a 256 MiB file is 4
 /// parts, so an 8-way upload runs 4 connections, and the slowest part alone is the tail.
-/// Instead each connection gets about [`ROUNDS_PER_CONNECTION`] parts, so all of them stay
+/// Instead each connection gets about four parts, so all of them stay
 /// busy until the last round; the size is rounded up to whole MiB, never below
 /// [`MIN_DEFAULT_PART_SIZE`] (small files are few parts, not many tiny ones), never above
 /// `limits.max_part_bytes` (64 MiB), and never so small that the file needs more than

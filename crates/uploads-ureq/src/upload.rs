@@ -48,7 +48,7 @@ impl Client {
     /// Upload completes or is cancelled.
     ///
     /// A [`StopSignal`](crate::StopSignal) given to this client stops the upload within
-    /// [`STOP_POLL`] or so: [`stop`](crate::StopSignal::stop) keeps the Upload pending to
+    /// 50 ms or so: [`stop`](crate::StopSignal::stop) keeps the Upload pending to
     /// resume from the snapshot with [`Client::resume_upload`],
     /// [`cancel`](crate::StopSignal::cancel) cancels it.
     pub fn upload_file(
