@@ -405,6 +405,38 @@ pub enum OptionsError {
     Refused(String),
 }
 
+/// How connecting to the service failed, as a driver tells it from its transport's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens at the address.
+    #[error("connection refused")]
+    Refused,
+    /// No answer to the connection attempt in time.
+    #[error("timed out")]
+    TimedOut,
+    /// The TLS handshake failed (an unknown certificate, a protocol mismatch...).
+    #[error("TLS handshake failed")]
+    Tls,
+    /// Anything else (the name does not resolve, the network is unreachable...).
+    #[error("connection failed")]
+    Other,
+}
+
+/// Whether `address` (`host:port`, the host maybe a bracketed IPv6 address) is this
+/// machine's own: `localhost` or a loopback IP address.
+pub fn is_loopback_address(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .filter(|(host, port)| !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(address, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The error of one request: what the low-level calls of every adapter return. `E` is the
 /// adapter's transport error.
 #[derive(Debug, thiserror::Error)]
@@ -416,6 +448,18 @@ pub enum RequestError<E> {
     /// The service answered with an error (or a body that is not what it should be).
     #[error(transparent)]
     Response(#[from] ResponseError),
+    /// Connecting to the service failed: the address (`host:port`) and how are kept so a
+    /// program can say `cannot connect to 127.0.0.1:8000 (connection refused)`.
+    #[error("cannot connect to {address} ({kind})")]
+    Connect {
+        /// The `host:port` the request went to.
+        address: String,
+        /// How connecting failed.
+        kind: ConnectFailure,
+        /// The transport's own error.
+        #[source]
+        source: E,
+    },
     /// The request or its response failed on the way.
     #[error("transport error: {0}")]
     Transport(#[source] E),
@@ -447,9 +491,22 @@ impl<E> RequestError<E> {
                 &api.headers,
                 now_unix_ms,
             )),
+            Self::Connect {
+                address,
+                kind: ConnectFailure::Refused,
+                ..
+            } => Some(Failure::Refused {
+                loopback: is_loopback_address(address),
+            }),
+            Self::Connect {
+                kind: ConnectFailure::TimedOut,
+                ..
+            }
+            | Self::Timeout(_) => Some(Failure::Timeout),
             // A 2xx whose body does not parse is most often a response cut short.
-            Self::Response(_) | Self::Transport(_) => Some(Failure::Connection),
-            Self::Timeout(_) => Some(Failure::Timeout),
+            Self::Response(_) | Self::Transport(_) | Self::Connect { .. } => {
+                Some(Failure::Connection)
+            }
         }
     }
 }
@@ -1220,6 +1277,47 @@ mod tests {
             .prepare("a.jsonl", 256 * MIB)
             .unwrap();
         assert_eq!(plan.count(), 4);
+    }
+
+    #[test]
+    fn a_refused_connection_keeps_its_address_and_is_final_on_this_machine() {
+        let refused = |address: &str| -> RequestError<std::io::Error> {
+            RequestError::Connect {
+                address: address.to_owned(),
+                kind: ConnectFailure::Refused,
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            }
+        };
+        assert_eq!(
+            refused("127.0.0.1:18099").to_string(),
+            "cannot connect to 127.0.0.1:18099 (connection refused)"
+        );
+        for local in [
+            "127.0.0.1:18099",
+            "127.1.2.3:80",
+            "[::1]:8000",
+            "localhost:8000",
+            "LOCALHOST",
+        ] {
+            assert_eq!(
+                refused(local).as_failure(0),
+                Some(Failure::Refused { loopback: true }),
+                "{local}"
+            );
+        }
+        for remote in ["api.openai.com:443", "10.0.0.1:80", "[2001:db8::1]:443"] {
+            assert_eq!(
+                refused(remote).as_failure(0),
+                Some(Failure::Refused { loopback: false }),
+                "{remote}"
+            );
+        }
+        let timed_out: RequestError<std::io::Error> = RequestError::Connect {
+            address: "10.0.0.1:443".into(),
+            kind: ConnectFailure::TimedOut,
+            source: std::io::ErrorKind::TimedOut.into(),
+        };
+        assert_eq!(timed_out.as_failure(0), Some(Failure::Timeout));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use uploads_core::types::{
 use crate::body::{OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
 use uploads_client_io::Source;
-use uploads_client_io::boundary;
+use uploads_client_io::{boundary, connect_address, connect_failure};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
 /// and plain http, HTTP/1.1 and HTTP/2.
@@ -276,11 +276,12 @@ where
 
     /// Sends `request` and waits for the response head; records it in the current span.
     async fn send_head(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, Error> {
+        let address = connect_address(request.uri());
         let response = self
             .http
             .request(request)
             .await
-            .map_err(|error| Error::Transport(TransportError::Request(error)))?;
+            .map_err(|error| request_error(error, address))?;
         record_response(&response);
         Ok(response)
     }
@@ -342,6 +343,20 @@ fn record_response<B>(response: &Response<B>) {
     }
 }
 
+/// A failed request as this crate's error: a connection that could not be made as
+/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how.
+fn request_error(error: hyper_util::client::legacy::Error, address: String) -> Error {
+    if !error.is_connect() {
+        return Error::Transport(TransportError::Request(error));
+    }
+    let kind = connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>);
+    Error::Connect {
+        address,
+        kind,
+        source: TransportError::Request(error),
+    }
+}
+
 /// `exchange`, or [`Error::Timeout`] once `timeout` passes.
 async fn with_timeout<T>(
     timeout: Duration,
@@ -380,6 +395,7 @@ async fn error_from_head(head: ErrorHead, body: Incoming) -> Error {
 mod tests {
     use super::*;
     use uploads_core::retry::Failure;
+    use uploads_core::upload::ConnectFailure;
 
     #[tokio::test]
     async fn an_unusable_base_url_fails_before_sending() {
@@ -393,7 +409,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_refused_connection_is_a_retryable_transport_error() {
+    async fn a_refused_connection_names_the_address_and_is_final_on_this_machine() {
         // Port 9 on loopback: nothing listens there.
         let config = ClientConfig::new("http://127.0.0.1:9/v1");
         let client = Client::with_connector(config, HttpConnector::new());
@@ -402,9 +418,16 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(error, Error::Transport(TransportError::Request(_))),
+            matches!(&error, Error::Connect { kind: ConnectFailure::Refused, address, .. } if address == "127.0.0.1:9"),
             "{error:?}"
         );
-        assert_eq!(error.as_failure(0), Some(Failure::Connection));
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to 127.0.0.1:9 (connection refused)"
+        );
+        assert_eq!(
+            error.as_failure(0),
+            Some(Failure::Refused { loopback: true })
+        );
     }
 }

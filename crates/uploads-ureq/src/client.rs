@@ -15,13 +15,14 @@ use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
+use uploads_core::upload::ConnectFailure;
 use uploads_core::uploader::StopMode;
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
 use uploads_client_io::Source;
-use uploads_client_io::boundary;
+use uploads_client_io::{boundary, connect_address};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.
@@ -342,10 +343,11 @@ impl Client {
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .build();
+        let address = connect_address(request.uri());
         let response = self
             .agent
             .run(request)
-            .map_err(|error| transport_error(error, timeout))?;
+            .map_err(|error| request_error(error, timeout, address))?;
         let span = tracing::Span::current();
         span.record("status", response.status().as_u16());
         if let Some(request_id) = uploads_core::api::request_id(response.headers()) {
@@ -383,6 +385,28 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
     )
 }
 
+/// A failed request as this crate's error: a connection that could not be made as
+/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how;
+/// otherwise as [`transport_error`] says.
+fn request_error(error: ureq::Error, timeout: Duration, address: String) -> Error {
+    let kind = match &error {
+        ureq::Error::Timeout(ureq::Timeout::Connect) => ConnectFailure::TimedOut,
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
+            ConnectFailure::Refused
+        }
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ConnectFailure::Other,
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::TlsRequired => {
+            ConnectFailure::Tls
+        }
+        _ => return transport_error(error, timeout),
+    };
+    Error::Connect {
+        address,
+        kind,
+        source: TransportError::Http(error),
+    }
+}
+
 /// A ureq error as this crate's error: its timeouts as [`Error::Timeout`].
 fn transport_error(error: ureq::Error, timeout: Duration) -> Error {
     match error {
@@ -400,4 +424,31 @@ fn read_body(body: ureq::Body, limit: u64, timeout: Duration) -> Result<Vec<u8>,
         .read_to_end(&mut buffer)
         .map_err(|error| transport_error(ureq::Error::from(error), timeout))?;
     Ok(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uploads_core::retry::Failure;
+
+    #[test]
+    fn a_refused_connection_names_the_address_and_is_final_on_this_machine() {
+        // Port 9 on loopback: nothing listens there.
+        let client = Client::new(ClientConfig::new("http://127.0.0.1:9/v1"));
+        let error = client
+            .cancel_upload(&UploadId::new("upload_1"))
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Connect { kind: ConnectFailure::Refused, address, .. } if address == "127.0.0.1:9"),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to 127.0.0.1:9 (connection refused)"
+        );
+        assert_eq!(
+            error.as_failure(0),
+            Some(Failure::Refused { loopback: true })
+        );
+    }
 }

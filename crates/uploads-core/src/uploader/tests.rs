@@ -358,6 +358,26 @@ fn create_and_complete_are_retried_too() {
 }
 
 #[test]
+fn a_refused_connection_to_this_machine_ends_the_upload_at_once() {
+    let mut harness = Harness::new(&UploadOptions::new(Purpose::Batch).md5(false), 4);
+    let _ = harness.take_request();
+    let refused = RequestError::Connect {
+        address: "127.0.0.1:18099".to_owned(),
+        kind: crate::upload::ConnectFailure::Refused,
+        source: std::io::ErrorKind::ConnectionRefused.into(),
+    };
+    harness
+        .uploader
+        .handle_created(Err(refused), harness.now, 0.0);
+    assert_eq!(harness.uploader.poll_timeout(), None, "no retry scheduled");
+    let error = harness.finished().unwrap().unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "creating the Upload failed: cannot connect to 127.0.0.1:18099 (connection refused)"
+    );
+}
+
+#[test]
 fn a_create_that_fails_for_good_ends_the_upload_with_nothing_to_cancel() {
     let mut harness = Harness::new(&options(1), 4);
     let _ = harness.take_request();
