@@ -42,12 +42,9 @@ fn options(part_size: u64) -> UploadOptions {
 
 /// Retries without long waits, so fault tests stay quick; `Retry-After` is still obeyed.
 fn quick_retries(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts,
-        initial_backoff_ms: 10,
-        max_backoff_ms: 50,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .with_max_attempts(max_attempts)
+        .with_backoff_ms(10, 50)
 }
 
 /// A progress callback that keeps every event.

@@ -41,8 +41,10 @@
 
 use http::{HeaderMap, StatusCode};
 
-/// How often and how patiently to retry one request.
+/// How often and how patiently to retry one request. [`RetryPolicy::default`] is the SDKs';
+/// change it with the `with_*` methods (the struct may gain fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per request, the first one included (1 means never retry).
     pub max_attempts: u32,
@@ -52,6 +54,30 @@ pub struct RetryPolicy {
     pub max_backoff_ms: u64,
     /// A server's `Retry-After` is obeyed up to this long, and cut to it when longer.
     pub max_retry_after_ms: u64,
+}
+
+impl RetryPolicy {
+    /// This policy with `attempts` attempts per request, the first one included.
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// This policy with a backoff from `initial_ms`, doubling up to `max_ms`.
+    #[must_use]
+    pub fn with_backoff_ms(mut self, initial_ms: u64, max_ms: u64) -> Self {
+        self.initial_backoff_ms = initial_ms;
+        self.max_backoff_ms = max_ms;
+        self
+    }
+
+    /// This policy obeying a server's `Retry-After` up to `max_ms`.
+    #[must_use]
+    pub fn with_max_retry_after_ms(mut self, max_ms: u64) -> Self {
+        self.max_retry_after_ms = max_ms;
+        self
+    }
 }
 
 impl Default for RetryPolicy {

@@ -61,15 +61,20 @@ impl<C> std::fmt::Debug for Client<C> {
 
 impl Client {
     /// A client for `config` over https (rustls with the ring provider and Mozilla's roots
-    /// from webpki-roots) and plain http.
-    ///
-    /// Installs ring as rustls' process-wide provider unless one is installed already, in
-    /// which case that one is used.
+    /// from webpki-roots) and plain http. The ring provider is this client's own: nothing
+    /// process-wide is installed, so the program may use another provider elsewhere.
     pub fn new(config: ClientConfig) -> Self {
-        // An Err only says another provider was installed first; that one serves.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let connector = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match HttpsConnectorBuilder::new().with_provider_and_webpki_roots(ring) {
+            Ok(builder) => builder,
+            // Ring supports rustls' default protocol versions, so this does not happen; were
+            // it to, rustls' own default provider still gives a working client.
+            Err(error) => {
+                tracing::warn!(%error, "the ring provider was refused; using rustls' default");
+                HttpsConnectorBuilder::new().with_webpki_roots()
+            }
+        };
+        let connector = builder
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -396,6 +401,12 @@ mod tests {
     use super::*;
     use uploads_core::retry::Failure;
     use uploads_core::upload::ConnectFailure;
+
+    #[tokio::test]
+    async fn a_client_installs_no_process_wide_tls_provider() {
+        let _client = Client::new(ClientConfig::new("https://example.invalid/v1"));
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+    }
 
     #[tokio::test]
     async fn an_unusable_base_url_fails_before_sending() {
