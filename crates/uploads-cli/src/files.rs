@@ -99,7 +99,7 @@ pub async fn cancel(upload_id: String, target: &Target) -> Result<(), Failure> {
 
 #[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 fn api(error: uploads_hyper::Error) -> Failure {
-    Failure::Transfer(error.to_string())
+    Failure::Transfer(uploads_core::upload::error_chain(&error))
 }
 
 fn print_json(value: &impl Serialize) -> Result<(), Failure> {

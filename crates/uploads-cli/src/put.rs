@@ -159,12 +159,14 @@ async fn send(
     }
 }
 
-/// One line saying what failed, and how to continue when the Upload was kept.
-fn upload_failure(error: &impl std::fmt::Display, kept: bool) -> Failure {
+/// One line saying what failed (the error and its causes), and how to continue when the
+/// Upload was kept.
+fn upload_failure(error: &(dyn std::error::Error + 'static), kept: bool) -> Failure {
+    let error = uploads_core::upload::error_chain(error);
     if kept {
         Failure::Transfer(format!("{error}; continue with: {}", resume_command()))
     } else {
-        Failure::Transfer(error.to_string())
+        Failure::Transfer(error)
     }
 }
 

@@ -263,11 +263,11 @@ impl UploadOptions {
         };
         self.limits
             .check_mime_type(&self.purpose, &mime_type)
-            .map_err(|problem| OptionsError::Refused(problem.message))?;
+            .map_err(OptionsError::refused)?;
         if let Some(expires_after) = &self.expires_after {
             self.limits
                 .check_expires_after(expires_after)
-                .map_err(|problem| OptionsError::Refused(problem.message))?;
+                .map_err(OptionsError::refused)?;
         }
         let request = CreateUploadRequest {
             filename,
@@ -400,9 +400,15 @@ pub enum OptionsError {
         /// The filename whose extension was looked up.
         filename: String,
     },
-    /// The service would refuse the request; the message is the service's.
-    #[error("{0}")]
-    Refused(String),
+    /// The service would refuse the request: the field at fault (`param`, as the service
+    /// would name it) and the service's message.
+    #[error("{message}")]
+    Refused {
+        /// The field, e.g. `mime_type` or `expires_after.seconds`.
+        param: Option<String>,
+        /// The message, in OpenAI's style.
+        message: String,
+    },
 }
 
 /// How connecting to the service failed, as a driver tells it from its transport's error.
@@ -437,6 +443,15 @@ pub fn is_loopback_address(address: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+impl OptionsError {
+    fn refused(problem: crate::limits::FieldError) -> Self {
+        Self::Refused {
+            param: problem.param,
+            message: problem.message,
+        }
+    }
+}
+
 /// The error of one request: what the low-level calls of every adapter return. `E` is the
 /// adapter's transport error.
 #[derive(Debug, thiserror::Error)]
@@ -461,11 +476,11 @@ pub enum RequestError<E> {
         source: E,
     },
     /// The request or its response failed on the way.
-    #[error("transport error: {0}")]
+    #[error("transport error")]
     Transport(#[source] E),
     /// Reading the data to send failed: the file could not be read, or is shorter than it
     /// was. The request was cut short; no retry can fix it.
-    #[error("reading the data to send failed: {0}")]
+    #[error("reading the data to send failed")]
     Source(#[source] std::io::Error),
     /// No answer in time.
     #[error("the request timed out after {0:?}")]
@@ -511,18 +526,38 @@ impl<E> RequestError<E> {
     }
 }
 
+/// The text of `error` and of every cause under it, joined by `: ` as one line, e.g.
+/// `creating the Upload failed: cannot connect to 127.0.0.1:8000 (connection refused)`.
+/// This crate's errors never repeat their cause in their own message (the cause is their
+/// `source`), so a program that shows errors prints this, not just the outer message. A
+/// cause whose text is already in the line (an error from elsewhere that does repeat its
+/// cause) is left out.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = error.source();
+    }
+    line
+}
+
 /// Why a high-level upload failed. `E` is the adapter's transport error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UploadError<E> {
     /// The options were refused before any request.
-    #[error("invalid upload options: {0}")]
+    #[error("invalid upload options")]
     Options(#[from] OptionsError),
     /// The source could not be read (before the Upload was created).
-    #[error("cannot read the source: {0}")]
+    #[error("cannot read the source")]
     Source(#[source] std::io::Error),
     /// The snapshot cannot be resumed.
-    #[error("cannot resume: {0}")]
+    #[error("cannot resume")]
     Resume(#[from] ResumeError),
     /// The source is not the one the snapshot was taken of.
     #[error("cannot resume: the source changed since the snapshot (was {expected}, now {found})")]
@@ -533,7 +568,7 @@ pub enum UploadError<E> {
         found: String,
     },
     /// Creating the Upload failed; nothing was left behind.
-    #[error("creating the Upload failed: {0}")]
+    #[error("creating the Upload failed")]
     Create(#[source] RequestError<E>),
     /// The caller stopped the upload before the Upload was created (if a create request was
     /// in flight, the Upload it made expires unused).
@@ -541,7 +576,7 @@ pub enum UploadError<E> {
     Interrupted,
     /// The Upload was created but the upload gave up; `cancelled` says whether the Upload was
     /// cancelled (otherwise it can be resumed from the snapshot until it expires).
-    #[error("upload {upload_id} failed ({}): {cause}", if *.cancelled { "cancelled" } else { "kept for resume" })]
+    #[error("upload {upload_id} failed ({})", if *.cancelled { "cancelled" } else { "kept for resume" })]
     Aborted {
         /// The Upload that was created.
         upload_id: UploadId,
@@ -559,7 +594,7 @@ pub enum UploadError<E> {
 #[non_exhaustive]
 pub enum AbortCause<E> {
     /// A part failed for good.
-    #[error("part {part} gave up ({reason}): {error}")]
+    #[error("part {part} gave up ({reason})")]
     Part {
         /// The part's index in the file.
         part: u32,
@@ -570,13 +605,13 @@ pub enum AbortCause<E> {
         error: RequestError<E>,
     },
     /// The complete request failed for good.
-    #[error("complete failed: {0}")]
+    #[error("complete failed")]
     Complete(#[source] RequestError<E>),
     /// The source could not be read.
-    #[error("reading the source failed: {0}")]
+    #[error("reading the source failed")]
     Source(#[source] std::io::Error),
     /// The snapshot could not be written.
-    #[error("writing the snapshot failed: {0}")]
+    #[error("writing the snapshot failed")]
     Snapshot(#[source] std::io::Error),
     /// The deadline passed.
     #[error("the deadline passed")]
@@ -1197,7 +1232,8 @@ mod tests {
             .prepare("doc.pdf", 1)
             .unwrap_err();
         assert!(
-            matches!(&refused, OptionsError::Refused(message) if message.starts_with("Invalid MIME type 'application/pdf'")),
+            matches!(&refused, OptionsError::Refused { param: Some(param), message }
+                if param == "mime_type" && message.starts_with("Invalid MIME type 'application/pdf'")),
             "{refused:?}"
         );
         let too_big = UploadOptions::new(Purpose::Batch)
@@ -1213,9 +1249,10 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             expiry,
-            OptionsError::Refused(
-                "10 is less than the minimum of 3600 - 'expires_after.seconds'".into()
-            )
+            OptionsError::Refused {
+                param: Some("expires_after.seconds".into()),
+                message: "10 is less than the minimum of 3600 - 'expires_after.seconds'".into()
+            }
         );
     }
 
@@ -1318,6 +1355,24 @@ mod tests {
             source: std::io::ErrorKind::TimedOut.into(),
         };
         assert_eq!(timed_out.as_failure(0), Some(Failure::Timeout));
+    }
+
+    #[test]
+    fn messages_leave_their_cause_to_the_chain() {
+        let error: UploadError<std::io::Error> = UploadError::Aborted {
+            upload_id: UploadId::new("upload_1"),
+            cancelled: true,
+            cause: Box::new(AbortCause::Part {
+                part: 3,
+                reason: GiveUpReason::AttemptsExhausted { attempts: 5 },
+                error: RequestError::Transport(std::io::Error::other("reset by peer")),
+            }),
+        };
+        assert_eq!(error.to_string(), "upload upload_1 failed (cancelled)");
+        assert_eq!(
+            error_chain(&error),
+            "upload upload_1 failed (cancelled): part 3 gave up (attempts exhausted after 5): transport error: reset by peer"
+        );
     }
 
     #[test]

@@ -7,10 +7,10 @@
 #[non_exhaustive]
 pub enum TransportError {
     /// Connecting, sending the request or receiving the response head failed.
-    #[error("sending the request failed: {0}")]
+    #[error("sending the request failed")]
     Request(#[source] hyper_util::client::legacy::Error),
     /// Reading the response body failed.
-    #[error("reading the response failed: {0}")]
+    #[error("reading the response failed")]
     Body(#[source] hyper::Error),
 }
 

@@ -7,7 +7,7 @@
 #[non_exhaustive]
 pub enum TransportError {
     /// Connecting, sending the request or reading the response failed.
-    #[error("the request failed: {0}")]
+    #[error("the request failed")]
     Http(#[source] ureq::Error),
 }
 

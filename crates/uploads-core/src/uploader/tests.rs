@@ -372,7 +372,7 @@ fn a_refused_connection_to_this_machine_ends_the_upload_at_once() {
     assert_eq!(harness.uploader.poll_timeout(), None, "no retry scheduled");
     let error = harness.finished().unwrap().unwrap_err();
     assert_eq!(
-        error.to_string(),
+        crate::upload::error_chain(&error),
         "creating the Upload failed: cannot connect to 127.0.0.1:18099 (connection refused)"
     );
 }
