@@ -9,13 +9,13 @@ use std::time::Duration;
 use uploads_core::api::{ApiError, CreateFileForm};
 use uploads_core::digest::Md5Hasher;
 use uploads_core::limits::MIB;
-use uploads_core::retry::{GiveUpReason, RetryPolicy};
+use uploads_core::retry::{Failure, GiveUpReason, RetryPolicy};
 use uploads_core::session::{ProgressEvent, ResumeError, SessionSnapshot};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, ListFilesQuery, PartId, Purpose, UploadId,
     UploadStatus,
 };
-use uploads_core::upload::{AbortCause, RequestError, UploadError, UploadOptions};
+use uploads_core::upload::{AbortCause, ConnectFailure, RequestError, UploadError, UploadOptions};
 
 use support::proxy::Fault;
 use support::{Adapter, Harness};
@@ -32,6 +32,7 @@ with_both_adapters!(
     a_resume_sends_only_the_missing_parts,
     an_expired_snapshot_or_a_changed_file_is_refused,
     every_low_level_call_works_and_errors_carry_openai_bodies,
+    a_refused_connection_names_its_address_and_is_final_on_this_machine,
     a_progress_callback_that_blocks_stalls_no_part,
     a_part_answered_while_the_driver_turns_to_wait_is_not_lost,
 );
@@ -226,7 +227,7 @@ fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
         .upload_file(&path, options(PART).concurrency(1).retry(quick_retries(2)))
         .unwrap_err();
 
-    let message = error.to_string();
+    let message = uploads_core::upload::error_chain(&error);
     let UploadError::Aborted {
         upload_id,
         cancelled,
@@ -552,4 +553,25 @@ fn a_part_answered_while_the_driver_turns_to_wait_is_not_lost<A: Adapter + Send 
     assert_eq!(upload.status, UploadStatus::Completed);
     let client: A = harness.client();
     assert_eq!(client.file_content(&upload.file.unwrap().id).unwrap(), data);
+}
+
+fn a_refused_connection_names_its_address_and_is_final_on_this_machine<A: Adapter>() {
+    let harness = Harness::start();
+    // Port 9 on loopback: nothing listens there.
+    let client = A::connect(&harness, "http://127.0.0.1:9/v1");
+    let error = client
+        .cancel_upload(&UploadId::new("upload_1"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, RequestError::Connect { kind: ConnectFailure::Refused, address, .. } if address == "127.0.0.1:9"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "cannot connect to 127.0.0.1:9 (connection refused)"
+    );
+    assert_eq!(
+        error.as_failure(0),
+        Some(Failure::Refused { loopback: true })
+    );
 }

@@ -22,10 +22,12 @@
 //! ```
 
 mod connect;
+mod report;
 mod source;
 mod system;
 
 pub use connect::{connect_address, connect_failure};
+pub use report::PartReport;
 
 pub use source::{OpenedFile, Source, write_atomically};
 pub use system::{boundary, jitter, now_unix_ms};

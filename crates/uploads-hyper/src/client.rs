@@ -399,8 +399,6 @@ async fn error_from_head(head: ErrorHead, body: Incoming) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uploads_core::retry::Failure;
-    use uploads_core::upload::ConnectFailure;
 
     #[tokio::test]
     async fn a_client_installs_no_process_wide_tls_provider() {
@@ -417,28 +415,5 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, Error::Build(_)), "{error:?}");
         assert_eq!(error.as_failure(0), None);
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_names_the_address_and_is_final_on_this_machine() {
-        // Port 9 on loopback: nothing listens there.
-        let config = ClientConfig::new("http://127.0.0.1:9/v1");
-        let client = Client::with_connector(config, HttpConnector::new());
-        let error = client
-            .cancel_upload(&UploadId::new("upload_1"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(&error, Error::Connect { kind: ConnectFailure::Refused, address, .. } if address == "127.0.0.1:9"),
-            "{error:?}"
-        );
-        assert_eq!(
-            error.to_string(),
-            "cannot connect to 127.0.0.1:9 (connection refused)"
-        );
-        assert_eq!(
-            error.as_failure(0),
-            Some(Failure::Refused { loopback: true })
-        );
     }
 }

@@ -23,14 +23,13 @@ use std::time::Duration;
 use hyper_util::client::legacy::connect::Connect;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
-use uploads_core::session::PartJob;
-use uploads_core::types::{PartId, Upload};
+use uploads_core::types::Upload;
 use uploads_core::upload::{SnapshotSource, UploadOptions};
 use uploads_core::uploader::{Action, Report, Transmit, Uploader};
 
 use crate::client::Client;
-use crate::error::{Error, TransportError, UploadError};
-use uploads_client_io::{Source, write_atomically};
+use crate::error::{TransportError, UploadError};
+use uploads_client_io::{PartReport, Source, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
 
 type Reports = UnboundedSender<Report<TransportError>>;
@@ -205,11 +204,10 @@ where
                 let client = self.client.clone();
                 let source = Arc::clone(&self.source);
                 self.parts.spawn(async move {
-                    let report = PartReport {
-                        reports: reports.clone(),
-                        job,
-                        result: None,
-                    };
+                    let sender = reports.clone();
+                    let report = PartReport::new(job, move |report| {
+                        let _ = sender.send(report);
+                    });
                     let live = Arc::new(AtomicBool::new(true));
                     let on_sent = Arc::new(move |bytes| {
                         let _ = reports.send(Report::Sent {
@@ -228,7 +226,7 @@ where
                         )
                         .await;
                     live.store(false, Ordering::Release);
-                    report.send(sent.map(|part| part.id));
+                    report.finish(sent.map(|part| part.id));
                 });
             }
             Action::Send(transmit) => {
@@ -275,31 +273,6 @@ where
     fn stop_parts(&mut self) {
         self.parts.abort_all();
         self.abandon.0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A part's result, sent to the loop when dropped: also when the part's task panics, so
-/// the loop never waits for it in vain (an aborted task's report is ignored).
-struct PartReport {
-    reports: Reports,
-    job: PartJob,
-    result: Option<Result<PartId, Error>>,
-}
-
-impl PartReport {
-    fn send(mut self, result: Result<PartId, Error>) {
-        self.result = Some(result);
-    }
-}
-
-impl Drop for PartReport {
-    fn drop(&mut self) {
-        let result = self.result.take().unwrap_or_else(|| {
-            Err(Error::Source(std::io::Error::other(
-                "the part's task ended without a result",
-            )))
-        });
-        let _ = self.reports.send(Report::Part(self.job, result));
     }
 }
 

@@ -425,30 +425,3 @@ fn read_body(body: ureq::Body, limit: u64, timeout: Duration) -> Result<Vec<u8>,
         .map_err(|error| transport_error(ureq::Error::from(error), timeout))?;
     Ok(buffer)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use uploads_core::retry::Failure;
-
-    #[test]
-    fn a_refused_connection_names_the_address_and_is_final_on_this_machine() {
-        // Port 9 on loopback: nothing listens there.
-        let client = Client::new(ClientConfig::new("http://127.0.0.1:9/v1"));
-        let error = client
-            .cancel_upload(&UploadId::new("upload_1"))
-            .unwrap_err();
-        assert!(
-            matches!(&error, Error::Connect { kind: ConnectFailure::Refused, address, .. } if address == "127.0.0.1:9"),
-            "{error:?}"
-        );
-        assert_eq!(
-            error.to_string(),
-            "cannot connect to 127.0.0.1:9 (connection refused)"
-        );
-        assert_eq!(
-            error.as_failure(0),
-            Some(Failure::Refused { loopback: true })
-        );
-    }
-}

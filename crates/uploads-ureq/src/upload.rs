@@ -26,7 +26,7 @@ use uploads_core::uploader::{Action, Report, Transmit, Uploader};
 
 use crate::client::Client;
 use crate::error::{Error, TransportError, UploadError};
-use uploads_client_io::{Source, write_atomically};
+use uploads_client_io::{PartReport, Source, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
 
 /// The longest the loop waits before it looks at the stop signal again.
@@ -196,13 +196,11 @@ impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
             Action::Send(Transmit::Part { upload_id, job }) => {
                 let (client, source, abandon) = (self.client, self.source, self.abandon);
                 let timeout = self.request_timeout();
-                let report = PartReport {
-                    reports: self.reports.clone(),
-                    job,
-                    result: None,
-                };
+                let (sender, reports) = (self.reports.clone(), self.reports.clone());
                 self.scope.spawn(move || {
-                    let reports = report.reports.clone();
+                    let report = PartReport::new(job, move |report| {
+                        let _ = sender.send(report);
+                    });
                     let on_read = move |bytes| {
                         let _ = reports.send(Report::Sent {
                             part: job.index,
@@ -218,7 +216,7 @@ impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
                         timeout,
                         Some(abandon),
                     );
-                    report.send(sent.map(|part| part.id));
+                    report.finish(sent.map(|part| part.id));
                 });
             }
             Action::Send(transmit) => self.send(transmit),
@@ -271,29 +269,4 @@ fn cancel(client: &Client, upload_id: &UploadId) -> Result<Upload, Error> {
     client
         .cancel_upload(upload_id)
         .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
-}
-
-/// A part's result, sent to the loop when dropped: also when the part's thread panics (a
-/// reader of the caller's that panics, say), so the loop never waits for it in vain.
-struct PartReport {
-    reports: Reports,
-    job: uploads_core::session::PartJob,
-    result: Option<Result<uploads_core::types::PartId, Error>>,
-}
-
-impl PartReport {
-    fn send(mut self, result: Result<uploads_core::types::PartId, Error>) {
-        self.result = Some(result);
-    }
-}
-
-impl Drop for PartReport {
-    fn drop(&mut self) {
-        let result = self.result.take().unwrap_or_else(|| {
-            Err(Error::Source(std::io::Error::other(
-                "the part's thread ended without a result",
-            )))
-        });
-        let _ = self.reports.send(Report::Part(self.job, result));
-    }
 }
