@@ -156,7 +156,11 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Stall, Fault::Truncate, Fault::Status(503)]);
     // Short enough that a stalled part is given up on quickly.
-    let client = A::connect_with_timeout(&harness, &proxy.base_url(), Duration::from_millis(500));
+    let client = A::connect_with(
+        &harness,
+        &proxy.base_url(),
+        Some(Duration::from_millis(500)),
+    );
     let (path, data) = harness.write_file("train.jsonl", (3 * PART + 10) as usize);
 
     let upload = client
@@ -174,7 +178,11 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
 fn the_deadline_gives_up_in_time_and_cancels<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Stall; 20]);
-    let client = A::connect_with_timeout(&harness, &proxy.base_url(), Duration::from_millis(300));
+    let client = A::connect_with(
+        &harness,
+        &proxy.base_url(),
+        Some(Duration::from_millis(300)),
+    );
     let (path, _) = harness.write_file("train.jsonl", PART as usize);
 
     let error = client
@@ -332,7 +340,7 @@ fn a_resume_sends_only_the_missing_parts<A: Adapter>() {
     // land in the file.
     let resumed_path = harness.path("train.resumed.json");
     let upload = client
-        .resume_from(
+        .resume_upload(
             snapshot.clone(),
             &path,
             options(PART).concurrency(2).snapshot_path(&resumed_path),
@@ -369,7 +377,7 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     let before = harness.server().stats().part_requests();
 
     let refused = client
-        .resume_upload(&expired_path, &path, options(PART))
+        .resume_upload(expired_path.as_path(), &path, options(PART))
         .unwrap_err();
     assert!(
         matches!(
@@ -383,7 +391,7 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     data.push(b'\n');
     std::fs::write(&path, &data).unwrap();
     let refused = client
-        .resume_upload(&snapshot_path, &path, options(PART))
+        .resume_upload(snapshot_path.as_path(), &path, options(PART))
         .unwrap_err();
     assert!(
         matches!(refused, UploadError::SourceChanged { .. }),
