@@ -9,13 +9,13 @@ use std::time::Duration;
 use uploads_core::api::{ApiError, CreateFileForm};
 use uploads_core::digest::Md5Hasher;
 use uploads_core::limits::MIB;
-use uploads_core::retry::{GiveUpReason, RetryPolicy};
+use uploads_core::retry::{Failure, GiveUpReason, RetryPolicy};
 use uploads_core::session::{ProgressEvent, ResumeError, SessionSnapshot};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, ListFilesQuery, PartId, Purpose, UploadId,
     UploadStatus,
 };
-use uploads_core::upload::{AbortCause, RequestError, UploadError, UploadOptions};
+use uploads_core::upload::{AbortCause, ConnectFailure, RequestError, UploadError, UploadOptions};
 
 use support::proxy::Fault;
 use support::{Adapter, Harness};
@@ -32,6 +32,9 @@ with_both_adapters!(
     a_resume_sends_only_the_missing_parts,
     an_expired_snapshot_or_a_changed_file_is_refused,
     every_low_level_call_works_and_errors_carry_openai_bodies,
+    a_refused_connection_names_its_address_and_is_final_on_this_machine,
+    a_progress_callback_that_blocks_stalls_no_part,
+    a_part_answered_while_the_driver_turns_to_wait_is_not_lost,
 );
 
 fn options(part_size: u64) -> UploadOptions {
@@ -40,12 +43,9 @@ fn options(part_size: u64) -> UploadOptions {
 
 /// Retries without long waits, so fault tests stay quick; `Retry-After` is still obeyed.
 fn quick_retries(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts,
-        initial_backoff_ms: 10,
-        max_backoff_ms: 50,
-        ..RetryPolicy::default()
-    }
+    RetryPolicy::default()
+        .with_max_attempts(max_attempts)
+        .with_backoff_ms(10, 50)
 }
 
 /// A progress callback that keeps every event.
@@ -156,7 +156,11 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Stall, Fault::Truncate, Fault::Status(503)]);
     // Short enough that a stalled part is given up on quickly.
-    let client = A::connect_with_timeout(&harness, &proxy.base_url(), Duration::from_millis(500));
+    let client = A::connect_with(
+        &harness,
+        &proxy.base_url(),
+        Some(Duration::from_millis(500)),
+    );
     let (path, data) = harness.write_file("train.jsonl", (3 * PART + 10) as usize);
 
     let upload = client
@@ -174,7 +178,11 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
 fn the_deadline_gives_up_in_time_and_cancels<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Stall; 20]);
-    let client = A::connect_with_timeout(&harness, &proxy.base_url(), Duration::from_millis(300));
+    let client = A::connect_with(
+        &harness,
+        &proxy.base_url(),
+        Some(Duration::from_millis(300)),
+    );
     let (path, _) = harness.write_file("train.jsonl", PART as usize);
 
     let error = client
@@ -227,7 +235,7 @@ fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
         .upload_file(&path, options(PART).concurrency(1).retry(quick_retries(2)))
         .unwrap_err();
 
-    let message = error.to_string();
+    let message = uploads_core::upload::error_chain(&error);
     let UploadError::Aborted {
         upload_id,
         cancelled,
@@ -332,7 +340,7 @@ fn a_resume_sends_only_the_missing_parts<A: Adapter>() {
     // land in the file.
     let resumed_path = harness.path("train.resumed.json");
     let upload = client
-        .resume_from(
+        .resume_upload(
             snapshot.clone(),
             &path,
             options(PART).concurrency(2).snapshot_path(&resumed_path),
@@ -369,7 +377,7 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     let before = harness.server().stats().part_requests();
 
     let refused = client
-        .resume_upload(&expired_path, &path, options(PART))
+        .resume_upload(expired_path.as_path(), &path, options(PART))
         .unwrap_err();
     assert!(
         matches!(
@@ -383,7 +391,7 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     data.push(b'\n');
     std::fs::write(&path, &data).unwrap();
     let refused = client
-        .resume_upload(&snapshot_path, &path, options(PART))
+        .resume_upload(snapshot_path.as_path(), &path, options(PART))
         .unwrap_err();
     assert!(
         matches!(refused, UploadError::SourceChanged { .. }),
@@ -475,5 +483,103 @@ fn every_low_level_call_works_and_errors_carry_openai_bodies<A: Adapter>() {
     assert_eq!(
         refused.detail().unwrap().param.as_deref(),
         Some("mime_type")
+    );
+}
+
+/// How long a test waits for what must happen at once before it calls it a hang.
+const HANG_GUARD: Duration = Duration::from_secs(20);
+
+/// Runs `upload` on a thread of its own and returns its result, or panics once
+/// [`HANG_GUARD`] passes: a hung upload fails the test instead of hanging it.
+fn within_hang_guard<T: Send + 'static>(upload: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(upload());
+    });
+    receiver
+        .recv_timeout(HANG_GUARD * 2)
+        .expect("the upload hung")
+}
+
+/// Waits until `done` holds, for at most [`HANG_GUARD`]; returns whether it held.
+fn wait_until(done: impl Fn() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while !done() {
+        if start.elapsed() > HANG_GUARD {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// A slow progress callback (a terminal redraw, a blocked pipe) must not hold up the parts:
+/// the callback of the first bytes sent waits for the server to answer both parts, which it
+/// can only do if the parts keep streaming while the callback runs.
+fn a_progress_callback_that_blocks_stalls_no_part<A: Adapter + Send + 'static>() {
+    let harness = Harness::start();
+    let proxy = Arc::new(harness.proxy(Vec::new()));
+    let client = A::connect(&harness, &proxy.base_url());
+    let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
+    let streamed_on = Arc::new(Mutex::new(None));
+    let (seen, watched) = (Arc::clone(&streamed_on), Arc::clone(&proxy));
+    let options = options(PART).concurrency(2).on_progress(move |event| {
+        if matches!(event, ProgressEvent::BytesSent { .. }) && seen.lock().unwrap().is_none() {
+            let answered = wait_until(|| watched.parts_answered() >= 2);
+            *seen.lock().unwrap() = Some(answered);
+        }
+    });
+    let upload = within_hang_guard(move || client.upload_file(&path, options)).unwrap();
+    assert_eq!(
+        *streamed_on.lock().unwrap(),
+        Some(true),
+        "the parts stalled while the progress callback ran"
+    );
+    let client: A = harness.client();
+    assert_eq!(client.file_content(&upload.file.unwrap().id).unwrap(), data);
+}
+
+/// The other part's answer arrives while the driver has just decided to wait for one (the
+/// first part's `PartDone` callback runs between that decision and the wait, and holds until
+/// the server has answered the second part): the driver must still see it and complete,
+/// with no deadline and no stop signal to wake it otherwise.
+fn a_part_answered_while_the_driver_turns_to_wait_is_not_lost<A: Adapter + Send + 'static>() {
+    let harness = Harness::start();
+    let proxy = Arc::new(harness.proxy(Vec::new()));
+    let client = A::connect(&harness, &proxy.base_url());
+    let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
+    let first_done = Arc::new(Mutex::new(None));
+    let (seen, watched) = (Arc::clone(&first_done), Arc::clone(&proxy));
+    let options = options(PART).concurrency(2).on_progress(move |event| {
+        if matches!(event, ProgressEvent::PartDone { .. }) && seen.lock().unwrap().is_none() {
+            let answered = wait_until(|| watched.parts_answered() >= 2);
+            *seen.lock().unwrap() = Some(answered);
+        }
+    });
+    let upload = within_hang_guard(move || client.upload_file(&path, options)).unwrap();
+    assert_eq!(*first_done.lock().unwrap(), Some(true));
+    assert_eq!(upload.status, UploadStatus::Completed);
+    let client: A = harness.client();
+    assert_eq!(client.file_content(&upload.file.unwrap().id).unwrap(), data);
+}
+
+fn a_refused_connection_names_its_address_and_is_final_on_this_machine<A: Adapter>() {
+    let harness = Harness::start();
+    // Port 9 on loopback: nothing listens there.
+    let client = A::connect(&harness, "http://127.0.0.1:9/v1");
+    let error = client
+        .cancel_upload(&UploadId::new("upload_1"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, RequestError::Connect { kind: ConnectFailure::Refused, address, .. } if address == "127.0.0.1:9"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "cannot connect to 127.0.0.1:9 (connection refused)"
+    );
+    assert_eq!(
+        error.as_failure(0),
+        Some(Failure::Refused { loopback: true })
     );
 }

@@ -932,10 +932,7 @@ fn an_oversized_part_gets_413_and_stores_nothing() {
     let hostile = hostile();
     hostile.run(async {
         let dir = tempfile::tempdir().unwrap();
-        let limits = uploads_core::limits::Limits {
-            max_part_bytes: 1024,
-            ..uploads_core::limits::Limits::default()
-        };
+        let limits = uploads_core::limits::Limits::default().with_max_part_bytes(1024);
         let server = Server::builder()
             .data_dir(dir.path())
             .limits(limits)

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use uploads_core::api::{ClientConfig, CreateFileForm};
-use uploads_core::session::{ProgressEvent, SessionSnapshot};
+use uploads_core::session::ProgressEvent;
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
-use uploads_core::upload::{RequestError, UploadError, UploadOptions};
+use uploads_core::upload::{RequestError, SnapshotSource, UploadError, UploadOptions};
 use uploads_server::RunningServer;
 
 use self::proxy::{Fault, Proxy};
@@ -82,6 +82,17 @@ impl Harness {
         self.runtime.block_on(Proxy::start(upstream, faults))
     }
 
+    /// A proxy in front of the server that passes request bodies at `bytes_per_second` per
+    /// connection.
+    pub fn slow_proxy(&self, bytes_per_second: u64) -> Proxy {
+        let upstream = self.server().local_addr();
+        self.runtime.block_on(Proxy::start_with_rate(
+            upstream,
+            Vec::new(),
+            Some(bytes_per_second),
+        ))
+    }
+
     /// A file of `len` bytes that no two offsets confuse, in the test's directory.
     pub fn write_file(&self, name: &str, len: usize) -> (PathBuf, Vec<u8>) {
         let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ len as u64;
@@ -121,14 +132,17 @@ pub trait Adapter: Sized {
     /// The adapter's transport error.
     type Transport: std::error::Error + Send + Sync + 'static;
 
-    fn connect(harness: &Harness, base_url: &str) -> Self;
-
-    /// A client whose every request gives up after `timeout`.
-    fn connect_with_timeout(
+    /// A client of `base_url` whose every request gives up after `timeout` (or the
+    /// client's default).
+    fn connect_with(
         harness: &Harness,
         base_url: &str,
-        timeout: std::time::Duration,
+        timeout: Option<std::time::Duration>,
     ) -> Self;
+
+    fn connect(harness: &Harness, base_url: &str) -> Self {
+        Self::connect_with(harness, base_url, None)
+    }
 
     fn upload_file(
         &self,
@@ -145,17 +159,10 @@ pub trait Adapter: Sized {
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>>;
 
+    /// Resumes from a snapshot file or a snapshot already read.
     fn resume_upload(
         &self,
-        snapshot: &Path,
-        path: &Path,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>>;
-
-    /// Resumes from a snapshot already read.
-    fn resume_from(
-        &self,
-        snapshot: SessionSnapshot,
+        snapshot: impl Into<SnapshotSource>,
         path: &Path,
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>>;
@@ -222,20 +229,14 @@ pub struct Hyper {
 impl Adapter for Hyper {
     type Transport = uploads_hyper::TransportError;
 
-    fn connect(harness: &Harness, base_url: &str) -> Self {
-        Self {
-            client: uploads_hyper::Client::new(Harness::config(base_url)),
-            runtime: harness.runtime.handle().clone(),
-        }
-    }
-
-    fn connect_with_timeout(
+    fn connect_with(
         harness: &Harness,
         base_url: &str,
-        timeout: std::time::Duration,
+        timeout: Option<std::time::Duration>,
     ) -> Self {
+        let client = uploads_hyper::Client::new(Harness::config(base_url));
         Self {
-            client: uploads_hyper::Client::new(Harness::config(base_url)).request_timeout(timeout),
+            client: timeout.map_or(client.clone(), |timeout| client.request_timeout(timeout)),
             runtime: harness.runtime.handle().clone(),
         }
     }
@@ -263,17 +264,7 @@ impl Adapter for Hyper {
 
     fn resume_upload(
         &self,
-        snapshot: &Path,
-        path: &Path,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>> {
-        self.runtime
-            .block_on(self.client.resume_upload(snapshot, path, options))
-    }
-
-    fn resume_from(
-        &self,
-        snapshot: SessionSnapshot,
+        snapshot: impl Into<SnapshotSource>,
         path: &Path,
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>> {
@@ -383,19 +374,14 @@ pub struct Ureq {
 impl Adapter for Ureq {
     type Transport = uploads_ureq::TransportError;
 
-    fn connect(_harness: &Harness, base_url: &str) -> Self {
-        Self {
-            client: uploads_ureq::Client::new(Harness::config(base_url)),
-        }
-    }
-
-    fn connect_with_timeout(
+    fn connect_with(
         _harness: &Harness,
         base_url: &str,
-        timeout: std::time::Duration,
+        timeout: Option<std::time::Duration>,
     ) -> Self {
+        let client = uploads_ureq::Client::new(Harness::config(base_url));
         Self {
-            client: uploads_ureq::Client::new(Harness::config(base_url)).request_timeout(timeout),
+            client: timeout.map_or(client.clone(), |timeout| client.request_timeout(timeout)),
         }
     }
 
@@ -420,16 +406,7 @@ impl Adapter for Ureq {
 
     fn resume_upload(
         &self,
-        snapshot: &Path,
-        path: &Path,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>> {
-        self.client.resume_upload(snapshot, path, options)
-    }
-
-    fn resume_from(
-        &self,
-        snapshot: SessionSnapshot,
+        snapshot: impl Into<SnapshotSource>,
         path: &Path,
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>> {

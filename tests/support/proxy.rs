@@ -41,20 +41,35 @@ struct State {
     upstream: SocketAddr,
     faults: Mutex<VecDeque<Fault>>,
     part_requests: AtomicU64,
+    parts_answered: AtomicU64,
     faults_injected: AtomicU64,
+    /// Request bodies pass at most this many bytes per second per connection.
+    bytes_per_second: Option<u64>,
 }
 
 impl Proxy {
     /// Listens on 127.0.0.1:0 in front of `upstream`; `faults` apply to the first part
     /// requests, in order.
     pub async fn start(upstream: SocketAddr, faults: Vec<Fault>) -> Self {
+        Self::start_with_rate(upstream, faults, None).await
+    }
+
+    /// As [`Proxy::start`], with request bodies slowed to `bytes_per_second` per connection:
+    /// a slow link, so that parts are still in flight when a test interrupts an upload.
+    pub async fn start_with_rate(
+        upstream: SocketAddr,
+        faults: Vec<Fault>,
+        bytes_per_second: Option<u64>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(State {
             upstream,
             faults: Mutex::new(faults.into()),
             part_requests: AtomicU64::new(0),
+            parts_answered: AtomicU64::new(0),
             faults_injected: AtomicU64::new(0),
+            bytes_per_second,
         });
         let shared = Arc::clone(&state);
         let accept = tokio::spawn(async move {
@@ -80,6 +95,11 @@ impl Proxy {
     /// Add-part requests that reached the proxy.
     pub fn part_requests(&self) -> u64 {
         self.state.part_requests.load(Ordering::SeqCst)
+    }
+
+    /// Add-part requests whose answer the server gave and the proxy passed on whole.
+    pub fn parts_answered(&self) -> u64 {
+        self.state.parts_answered.load(Ordering::SeqCst)
     }
 
     /// Faults applied so far.
@@ -157,7 +177,11 @@ async fn serve(mut client: TcpStream, state: &State) -> io::Result<()> {
             let mut upstream =
                 forward(&mut client, state, &head, body_start, content_length).await?;
             tokio::io::copy(&mut upstream, &mut client).await?;
-            client.shutdown().await
+            client.shutdown().await?;
+            if is_part {
+                state.parts_answered.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
         }
     }
 }
@@ -180,8 +204,31 @@ async fn forward(
     body_start.truncate(already);
     upstream.write_all(&body_start).await?;
     let mut rest = client.take(unread);
-    tokio::io::copy(&mut rest, &mut upstream).await?;
+    match state.bytes_per_second {
+        None => {
+            tokio::io::copy(&mut rest, &mut upstream).await?;
+        }
+        Some(rate) => copy_at_rate(&mut rest, &mut upstream, rate).await?,
+    }
     Ok(upstream)
+}
+
+/// Copies `from` to `to` in slices of a tenth of `rate`, one slice per tenth of a second.
+async fn copy_at_rate(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut TcpStream,
+    rate: u64,
+) -> io::Result<()> {
+    let mut slice = vec![0; (rate / 10).max(1) as usize];
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        let read = from.read(&mut slice).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        to.write_all(&slice[..read]).await?;
+    }
 }
 
 /// Reads up to the end of the request head; returns the head and the body bytes read past it.

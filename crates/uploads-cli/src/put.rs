@@ -221,18 +221,21 @@ async fn run_all(
     let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.jobs)));
     let mut running = JoinSet::new();
     let mut started: Vec<(String, PathBuf)> = Vec::new();
+    // One stop signal for every blocking upload (the async ones stop when dropped).
+    let stop = uploads_ureq::StopSignal::new();
     for job in jobs {
         started.push((job.label.clone(), job.state_file.clone()));
-        let (args, target, display, limit) = (
+        let (args, target, display, limit, stop) = (
             Arc::clone(args),
             Arc::clone(target),
             Arc::clone(display),
             Arc::clone(&limit),
+            stop.clone(),
         );
         running.spawn(async move {
             let _permit = limit.acquire_owned().await;
             let label = job.label.clone();
-            (label, put_one(&args, job, &target, &display).await)
+            (label, put_one(&args, job, &target, &display, stop).await)
         });
     }
     let mut failed = 0;
@@ -244,7 +247,13 @@ async fn run_all(
         let next = tokio::select! {
             next = running.join_next() => next,
             _ = &mut interrupt => {
-                running.abort_all();
+                // Both clients stop alike and keep their Upload: the async ones when their
+                // futures are dropped, the blocking ones by the stop signal, waited for so
+                // that no thread goes on sending (or outlives the runtime).
+                stop.stop();
+                if !args.blocking {
+                    running.abort_all();
+                }
                 while running.join_next().await.is_some() {}
                 for (label, state_file) in &started {
                     interrupted(args, label, state_file, target, display).await;
@@ -314,6 +323,7 @@ async fn put_one(
     job: Job,
     target: &Target,
     display: &Display,
+    stop: uploads_ureq::StopSignal,
 ) -> Result<Upload, Failure> {
     let already = job.resume_from.as_ref().map_or(0, |snapshot| {
         snapshot
@@ -359,7 +369,7 @@ async fn put_one(
     let watched = Arc::clone(&progress);
     let options = options(args, &mime_type, job.state_file.clone())
         .on_progress(move |event| watched.show(event));
-    let result = send(args, target, &job, options).await;
+    let result = send(args, target, &job, options, stop).await;
     let upload = match result {
         Ok(upload) => upload,
         Err(failure) => {
@@ -394,13 +404,14 @@ async fn send(
     target: &Target,
     job: &Job,
     options: UploadOptions,
+    stop: uploads_ureq::StopSignal,
 ) -> Result<Upload, Failure> {
     let file = job.path.clone();
     let state_file = job.state_file.clone();
     let resuming = job.resume_from.is_some();
     let base_url = target.config.base_url.clone();
     if args.blocking {
-        let client = uploads_ureq::Client::new(target.config.clone());
+        let client = uploads_ureq::Client::new(target.config.clone()).stop_signal(stop);
         let result = tokio::task::spawn_blocking(move || {
             if resuming {
                 client.resume_upload(state_file.as_path(), &file, options)

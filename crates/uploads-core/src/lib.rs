@@ -18,8 +18,10 @@
 //! * [`limits`]: OpenAI's limits and rules as data, and create-request validation;
 //! * [`api`]: every operation's `http::Request` builder and response parser (client side);
 //! * [`multipart`]: an encoder with a known length and a push decoder with hard limits;
-//! * [`session`] and [`retry`]: the uploader's state machine and retry policy;
-//! * [`upload`]: the options and errors both client adapters share;
+//! * [`uploader`]: the whole client upload as one state machine (create, parts, md5,
+//!   snapshots, complete, give-up and cancel), which any runtime drives;
+//! * [`session`] and [`retry`]: its parts' bookkeeping and the retry policy;
+//! * [`upload`]: the options and errors every driver shares, and the default part size;
 //! * [`ledger`], [`auth`], [`route`], [`rejection`]: the service's state machine, who may
 //!   call it, its routes, and its OpenAI-shaped refusals;
 //! * [`digest`]: the md5 an Upload is verified with.
@@ -28,6 +30,40 @@
 //! randomness (ids, jitter, multipart boundaries) are parameters, so the same code runs under
 //! tokio, under plain threads, or in a deterministic test. `uploads-hyper` and `uploads-ureq`
 //! drive the client side; `uploads-server` drives the service side.
+//!
+//! # Writing a driver
+//!
+//! [`uploader::Uploader`] is the whole high-level upload; a driver is the loop that performs
+//! what it asks, in whatever runtime the program already has. The example
+//! `examples/reqwest.rs` (`cargo run -p uploads-core --example reqwest -- FILE --purpose
+//! batch`) is a complete one on blocking reqwest and threads, in under two hundred lines:
+//!
+//! 1. **Start**: [`Uploader::new`](uploader::Uploader::new) with the
+//!    [`UploadOptions`](upload::UploadOptions), the source's name and size, and `now` (unix
+//!    milliseconds); or [`Uploader::resume`](uploader::Uploader::resume) with a snapshot.
+//!    Every check the service would make happens here, before any request.
+//! 2. **Act**: drain [`poll_action`](uploader::Uploader::poll_action). `Send(Transmit)` is a
+//!    request: build it with [`api::ClientConfig`] (`create_upload`, `add_upload_part` with a
+//!    [`multipart::MultipartBody`] whose head, file range and tail you stream,
+//!    `complete_upload`, `cancel_upload`), send it on a task or thread of its own, parse the
+//!    answer with `api::parse_*`, and send the result back as a
+//!    [`Report`](uploader::Report). A part reports `Sent { bytes: 0 }` when its body begins
+//!    (the next part waits for that, so the service receives parts in order) and more
+//!    `Sent` as bytes go out, for progress. `Hash` asks for the md5 of a range,
+//!    `WriteSnapshot` / `RemoveSnapshot` for the snapshot file, `StopParts` to abandon the
+//!    parts in flight.
+//! 3. **Show**: drain [`poll_event`](uploader::Uploader::poll_event) into the progress display,
+//!    holding no lock.
+//! 4. **Finish**: [`poll_finished`](uploader::Uploader::poll_finished) hands out the completed
+//!    Upload or the error, once.
+//! 5. **Wait**: for the next report from a channel, at most until
+//!    [`poll_timeout`](uploader::Uploader::poll_timeout); then
+//!    [`handle`](uploader::Uploader::handle) the report with `now` and a random jitter in
+//!    `[0, 1)`, or call [`handle_timeout`](uploader::Uploader::handle_timeout). Reports that
+//!    arrive while the loop is busy wait in the channel, so none is lost.
+//!
+//! Retries (with `Retry-After`), the deadline, giving up and cancelling, the order parts start
+//! in and what the snapshot holds are the machine's decisions: a driver makes none.
 //!
 //! # A whole upload, client and service, without a network
 //!
@@ -129,5 +165,6 @@ pub mod route;
 pub mod session;
 pub mod types;
 pub mod upload;
+pub mod uploader;
 
 pub use http;

@@ -23,8 +23,11 @@ pub enum MimeRule {
     OneOf(Vec<String>),
 }
 
-/// The limits and rules a service enforces. [`Limits::default`] is OpenAI's.
+/// The limits and rules a service enforces. [`Limits::default`] is OpenAI's; change one with
+/// the `with_*` methods (the struct may gain fields, so it cannot be built by its fields
+/// outside this crate).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Largest `data` of one Part: 64 MiB, the size the official SDK sends.
     pub max_part_bytes: u64,
@@ -39,6 +42,22 @@ pub struct Limits {
     /// Seconds after creation that Files of a purpose expire when `expires_after` is not
     /// given: `batch` Files after 30 days, as OpenAI documents; others never.
     pub default_file_expiry: Vec<(Purpose, u64)>,
+}
+
+impl Limits {
+    /// These limits with parts of at most `bytes`.
+    #[must_use]
+    pub fn with_max_part_bytes(mut self, bytes: u64) -> Self {
+        self.max_part_bytes = bytes;
+        self
+    }
+
+    /// These limits with Uploads of at most `bytes`.
+    #[must_use]
+    pub fn with_max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = bytes;
+        self
+    }
 }
 
 impl Default for Limits {

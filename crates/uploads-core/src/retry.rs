@@ -41,8 +41,10 @@
 
 use http::{HeaderMap, StatusCode};
 
-/// How often and how patiently to retry one request.
+/// How often and how patiently to retry one request. [`RetryPolicy::default`] is the SDKs';
+/// change it with the `with_*` methods (the struct may gain fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts per request, the first one included (1 means never retry).
     pub max_attempts: u32,
@@ -52,6 +54,30 @@ pub struct RetryPolicy {
     pub max_backoff_ms: u64,
     /// A server's `Retry-After` is obeyed up to this long, and cut to it when longer.
     pub max_retry_after_ms: u64,
+}
+
+impl RetryPolicy {
+    /// This policy with `attempts` attempts per request, the first one included.
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// This policy with a backoff from `initial_ms`, doubling up to `max_ms`.
+    #[must_use]
+    pub fn with_backoff_ms(mut self, initial_ms: u64, max_ms: u64) -> Self {
+        self.initial_backoff_ms = initial_ms;
+        self.max_backoff_ms = max_ms;
+        self
+    }
+
+    /// This policy obeying a server's `Retry-After` up to `max_ms`.
+    #[must_use]
+    pub fn with_max_retry_after_ms(mut self, max_ms: u64) -> Self {
+        self.max_retry_after_ms = max_ms;
+        self
+    }
 }
 
 impl Default for RetryPolicy {
@@ -81,9 +107,15 @@ pub enum Failure {
         /// OpenAI's `x-should-retry` header, which overrides the status rule.
         should_retry: Option<bool>,
     },
-    /// The connection was reset, refused or broken, or the response was cut short.
+    /// The connection was reset or broken, or the response was cut short.
     #[error("the connection failed")]
     Connection,
+    /// Connecting was refused: nothing listens at the address.
+    #[error("the connection was refused")]
+    Refused {
+        /// Whether the address is this machine's own (a loopback address or `localhost`).
+        loopback: bool,
+    },
     /// The request or its response took too long.
     #[error("the request timed out")]
     Timeout,
@@ -118,7 +150,10 @@ impl Failure {
     }
 
     /// Whether another attempt may succeed: 408, 409, 429 and 5xx, broken connections and
-    /// timeouts, unless `x-should-retry` says otherwise.
+    /// timeouts, unless `x-should-retry` says otherwise. A connection refused on this
+    /// machine's own address is not retried: nothing listens there, and waiting seconds for a
+    /// server that is not running only delays the error (a refusal over a real network may be
+    /// a balancer between restarts, and is retried).
     pub fn is_retryable(&self) -> bool {
         match *self {
             Self::Status {
@@ -126,6 +161,7 @@ impl Failure {
                 ..
             } => should_retry,
             Self::Status { status, .. } => matches!(status, 408 | 409 | 429 | 500..),
+            Self::Refused { loopback } => !loopback,
             Self::Connection | Self::Timeout => true,
         }
     }
@@ -134,7 +170,7 @@ impl Failure {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match *self {
             Self::Status { retry_after_ms, .. } => retry_after_ms,
-            Self::Connection | Self::Timeout => None,
+            Self::Connection | Self::Refused { .. } | Self::Timeout => None,
         }
     }
 
@@ -150,7 +186,8 @@ impl Failure {
                 ..
             } => Some(GiveUpReason::ServerSaidNoRetry { status }),
             Self::Status { status, .. } => Some(GiveUpReason::NotRetryable { status }),
-            Self::Connection | Self::Timeout => None,
+            Self::Refused { loopback: true } => Some(GiveUpReason::NothingListening),
+            Self::Connection | Self::Refused { .. } | Self::Timeout => None,
         }
     }
 }
@@ -197,6 +234,9 @@ pub enum GiveUpReason {
     /// service, and sending again cannot help.
     #[error("the request cannot be sent")]
     CannotSend,
+    /// A connection to this machine's own address was refused: nothing listens there.
+    #[error("nothing listens at the local address")]
+    NothingListening,
     /// The next attempt would start after the deadline.
     #[error("a retry at {retry_at_unix_ms} ms would pass the deadline at {deadline_unix_ms} ms")]
     Deadline {
@@ -453,6 +493,25 @@ fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_on_this_machine_is_final_and_elsewhere_retried() {
+        let policy = RetryPolicy::default();
+        let local = Failure::Refused { loopback: true };
+        assert!(!local.is_retryable());
+        assert_eq!(
+            policy.decide(&local, 1, 0, None, 0.0),
+            RetryDecision::GiveUp(GiveUpReason::NothingListening)
+        );
+        let remote = Failure::Refused { loopback: false };
+        assert_eq!(
+            policy.decide(&remote, 1, 0, None, 0.0),
+            RetryDecision::RetryAt {
+                at_unix_ms: 500,
+                delay_ms: 500
+            }
+        );
+    }
     use http::HeaderValue;
     use proptest::prelude::*;
 

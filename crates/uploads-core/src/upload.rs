@@ -1,22 +1,11 @@
-//! What every adapter's high-level upload shares, so the async and the blocking clients are
+//! What every driver's high-level upload shares, so the async and the blocking clients are
 //! the same product with different transports: the options of `upload_file`, their checks
 //! before any request (of a new upload and of a resume), the error of one request
-//! ([`RequestError`]) and of a whole upload ([`UploadError`]), each generic over the adapter's
-//! transport error, the fingerprint that ties a resume snapshot to its source, and
-//! [`UploadRun`]: the parts phase as the adapter's workers share it, which turns each part
-//! attempt's result into the session's update or the reason to give up.
-//!
-//! An adapter's high-level upload, with what each step calls here:
-//!
-//! ```text
-//!   UploadOptions::prepare / prepare_resume ─▶ create (retried by a RetryLoop)
-//!     ─▶ UploadRun::new(session) ─▶ N workers: next_step ─▶ send ─▶ handle_part_result ─┐
-//!                                          ▲                                             │
-//!                                          └─────────────────────────────────────────────┘
-//!     ─▶ UploadRun::complete_request(md5) ─┬─ Ok  ─▶ complete (retried) ─▶ Ok(Upload)
-//!                                          └─ Err(cause) ─▶ cancel if cancels_upload_on(cause)
-//!                                                           ─▶ Err(UploadError::Aborted)
-//! ```
+//! ([`RequestError`]) and of a whole upload ([`UploadError`]), each generic over the driver's
+//! transport error, and the fingerprint that ties a resume snapshot to its source. The
+//! [`Uploader`](crate::uploader::Uploader) runs the upload itself; its parts phase is
+//! `UploadRun` here, which turns each part attempt's result into the session's update or the
+//! reason to give up.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,8 +25,8 @@ use crate::types::{
 /// Receives progress events; called from whichever task or thread made progress.
 pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
-/// Options of a high-level upload. [`UploadOptions::new`] gives the defaults: 64 MiB parts,
-/// 4 in flight, md5 on, cancel on failure, OpenAI's limits and the SDKs' retry policy.
+/// Options of a high-level upload. [`UploadOptions::new`] gives the defaults: parts sized to
+/// the file ([`default_part_size`]), 4 in flight, md5 on, cancel on failure, OpenAI's limits and the SDKs' retry policy.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct UploadOptions {
@@ -47,8 +36,10 @@ pub struct UploadOptions {
     pub filename: Option<String>,
     /// The MIME type; by default guessed from the filename's extension.
     pub mime_type: Option<String>,
-    /// Bytes per Part (the last may be shorter); at most `limits.max_part_bytes`.
-    pub part_size: u64,
+    /// Bytes per Part (the last may be shorter); at most `limits.max_part_bytes`. `None`
+    /// (the default) lets [`default_part_size`] choose from the file's size and the
+    /// concurrency.
+    pub part_size: Option<u64>,
     /// Parts in flight at once.
     pub concurrency: usize,
     /// Compute the md5 while uploading and send it on complete, so the service verifies it.
@@ -88,8 +79,48 @@ impl fmt::Debug for UploadOptions {
     }
 }
 
-/// The default part size: 64 MiB, what the official SDKs send.
-pub const DEFAULT_PART_SIZE: u64 = 64 * MIB;
+/// The smallest part [`default_part_size`] chooses: below this, the cost of a request
+/// (a round trip, a multipart head, the service's bookkeeping) starts to show.
+pub const MIN_DEFAULT_PART_SIZE: u64 = 8 * MIB;
+/// How many parts an Upload may have, when [`Limits`] does not say.
+pub const DEFAULT_MAX_PARTS: u64 = 10_000;
+/// How many parts each connection should carry in [`default_part_size`]: with four rounds,
+/// the last round (where connections finish unevenly and some sit idle) is a quarter of the
+/// time at most.
+const ROUNDS_PER_CONNECTION: u64 = 4;
+
+/// The part size for a file of `file_size` bytes sent `concurrency` parts at a time, when
+/// the caller does not fix one.
+///
+/// A fixed 64 MiB (the official SDKs' size) leaves connections idle: a 256 MiB file is 4
+/// parts, so an 8-way upload runs 4 connections, and the slowest part alone is the tail.
+/// Instead each connection gets about four parts, so all of them stay
+/// busy until the last round; the size is rounded up to whole MiB, never below
+/// [`MIN_DEFAULT_PART_SIZE`] (small files are few parts, not many tiny ones), never above
+/// `limits.max_part_bytes` (64 MiB), and never so small that the file needs more than
+/// [`DEFAULT_MAX_PARTS`] parts.
+///
+/// ```
+/// use uploads_core::limits::{Limits, MIB, GIB};
+/// use uploads_core::upload::default_part_size;
+///
+/// let limits = Limits::default();
+/// assert_eq!(default_part_size(256 * MIB, 4, &limits), 16 * MIB); // 16 parts, 4 rounds of 4
+/// assert_eq!(default_part_size(256 * MIB, 8, &limits), 8 * MIB); // 32 parts
+/// assert_eq!(default_part_size(10 * MIB, 4, &limits), 8 * MIB); // the floor: 2 parts
+/// assert_eq!(default_part_size(8 * GIB, 4, &limits), 64 * MIB); // the part limit
+/// ```
+pub fn default_part_size(file_size: u64, concurrency: usize, limits: &Limits) -> u64 {
+    let connections = u64::try_from(concurrency.max(1)).unwrap_or(u64::MAX);
+    let busy = file_size.div_ceil(connections.saturating_mul(ROUNDS_PER_CONNECTION));
+    let whole_mib = busy.div_ceil(MIB).saturating_mul(MIB);
+    let few_enough = file_size.div_ceil(DEFAULT_MAX_PARTS);
+    whole_mib
+        .max(MIN_DEFAULT_PART_SIZE)
+        .min(limits.max_part_bytes)
+        .max(few_enough)
+        .max(1)
+}
 /// The default number of parts in flight.
 pub const DEFAULT_CONCURRENCY: usize = 4;
 
@@ -100,7 +131,7 @@ impl UploadOptions {
             purpose,
             filename: None,
             mime_type: None,
-            part_size: DEFAULT_PART_SIZE,
+            part_size: None,
             concurrency: DEFAULT_CONCURRENCY,
             md5: true,
             cancel_on_failure: true,
@@ -127,10 +158,10 @@ impl UploadOptions {
         self
     }
 
-    /// Sets the part size.
+    /// Sets the part size (instead of [`default_part_size`]).
     #[must_use]
     pub fn part_size(mut self, part_size: u64) -> Self {
-        self.part_size = part_size;
+        self.part_size = Some(part_size);
         self
     }
 
@@ -211,7 +242,10 @@ impl UploadOptions {
         if self.concurrency == 0 {
             return Err(OptionsError::ZeroConcurrency);
         }
-        let plan = PartPlan::new(size, self.part_size, &self.limits).map_err(OptionsError::Plan)?;
+        let part_size = self
+            .part_size
+            .unwrap_or_else(|| default_part_size(size, self.concurrency, &self.limits));
+        let plan = PartPlan::new(size, part_size, &self.limits).map_err(OptionsError::Plan)?;
         let filename = self
             .filename
             .clone()
@@ -229,11 +263,11 @@ impl UploadOptions {
         };
         self.limits
             .check_mime_type(&self.purpose, &mime_type)
-            .map_err(|problem| OptionsError::Refused(problem.message))?;
+            .map_err(OptionsError::refused)?;
         if let Some(expires_after) = &self.expires_after {
             self.limits
                 .check_expires_after(expires_after)
-                .map_err(|problem| OptionsError::Refused(problem.message))?;
+                .map_err(OptionsError::refused)?;
         }
         let request = CreateUploadRequest {
             filename,
@@ -287,14 +321,6 @@ impl UploadOptions {
         let deadline = self.deadline?;
         let millis = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         Some(now_unix_ms.saturating_add(millis))
-    }
-
-    /// Whether an upload that gives up for `cause` cancels its Upload:
-    /// [`cancel_on_failure`](Self::cancel_on_failure), except that an
-    /// [`AbortCause::Interrupted`] upload never cancels, since the caller stopped it to
-    /// resume it later.
-    pub fn cancels_upload_on<E>(&self, cause: &AbortCause<E>) -> bool {
-        self.cancel_on_failure && !matches!(cause, AbortCause::Interrupted)
     }
 
     /// Sends a progress event to the callback, if there is one.
@@ -374,9 +400,56 @@ pub enum OptionsError {
         /// The filename whose extension was looked up.
         filename: String,
     },
-    /// The service would refuse the request; the message is the service's.
-    #[error("{0}")]
-    Refused(String),
+    /// The service would refuse the request: the field at fault (`param`, as the service
+    /// would name it) and the service's message.
+    #[error("{message}")]
+    Refused {
+        /// The field, e.g. `mime_type` or `expires_after.seconds`.
+        param: Option<String>,
+        /// The message, in OpenAI's style.
+        message: String,
+    },
+}
+
+/// How connecting to the service failed, as a driver tells it from its transport's error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// Nothing listens at the address.
+    #[error("connection refused")]
+    Refused,
+    /// No answer to the connection attempt in time.
+    #[error("timed out")]
+    TimedOut,
+    /// The TLS handshake failed (an unknown certificate, a protocol mismatch...).
+    #[error("TLS handshake failed")]
+    Tls,
+    /// Anything else (the name does not resolve, the network is unreachable...).
+    #[error("connection failed")]
+    Other,
+}
+
+/// Whether `address` (`host:port`, the host maybe a bracketed IPv6 address) is this
+/// machine's own: `localhost` or a loopback IP address.
+pub fn is_loopback_address(address: &str) -> bool {
+    let host = address
+        .rsplit_once(':')
+        .filter(|(host, port)| !host.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(address, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl OptionsError {
+    fn refused(problem: crate::limits::FieldError) -> Self {
+        Self::Refused {
+            param: problem.param,
+            message: problem.message,
+        }
+    }
 }
 
 /// The error of one request: what the low-level calls of every adapter return. `E` is the
@@ -390,12 +463,24 @@ pub enum RequestError<E> {
     /// The service answered with an error (or a body that is not what it should be).
     #[error(transparent)]
     Response(#[from] ResponseError),
+    /// Connecting to the service failed: the address (`host:port`) and how are kept so a
+    /// program can say `cannot connect to 127.0.0.1:8000 (connection refused)`.
+    #[error("cannot connect to {address} ({kind})")]
+    Connect {
+        /// The `host:port` the request went to.
+        address: String,
+        /// How connecting failed.
+        kind: ConnectFailure,
+        /// The transport's own error.
+        #[source]
+        source: E,
+    },
     /// The request or its response failed on the way.
-    #[error("transport error: {0}")]
+    #[error("transport error")]
     Transport(#[source] E),
     /// Reading the data to send failed: the file could not be read, or is shorter than it
     /// was. The request was cut short; no retry can fix it.
-    #[error("reading the data to send failed: {0}")]
+    #[error("reading the data to send failed")]
     Source(#[source] std::io::Error),
     /// No answer in time.
     #[error("the request timed out after {0:?}")]
@@ -421,11 +506,44 @@ impl<E> RequestError<E> {
                 &api.headers,
                 now_unix_ms,
             )),
+            Self::Connect {
+                address,
+                kind: ConnectFailure::Refused,
+                ..
+            } => Some(Failure::Refused {
+                loopback: is_loopback_address(address),
+            }),
+            Self::Connect {
+                kind: ConnectFailure::TimedOut,
+                ..
+            }
+            | Self::Timeout(_) => Some(Failure::Timeout),
             // A 2xx whose body does not parse is most often a response cut short.
-            Self::Response(_) | Self::Transport(_) => Some(Failure::Connection),
-            Self::Timeout(_) => Some(Failure::Timeout),
+            Self::Response(_) | Self::Transport(_) | Self::Connect { .. } => {
+                Some(Failure::Connection)
+            }
         }
     }
+}
+
+/// The text of `error` and of every cause under it, joined by `: ` as one line, e.g.
+/// `creating the Upload failed: cannot connect to 127.0.0.1:8000 (connection refused)`.
+/// This crate's errors never repeat their cause in their own message (the cause is their
+/// `source`), so a program that shows errors prints this, not just the outer message. A
+/// cause whose text is already in the line (an error from elsewhere that does repeat its
+/// cause) is left out.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = error.source();
+    }
+    line
 }
 
 /// Why a high-level upload failed. `E` is the adapter's transport error.
@@ -433,13 +551,13 @@ impl<E> RequestError<E> {
 #[non_exhaustive]
 pub enum UploadError<E> {
     /// The options were refused before any request.
-    #[error("invalid upload options: {0}")]
+    #[error("invalid upload options")]
     Options(#[from] OptionsError),
     /// The source could not be read (before the Upload was created).
-    #[error("cannot read the source: {0}")]
+    #[error("cannot read the source")]
     Source(#[source] std::io::Error),
     /// The snapshot cannot be resumed.
-    #[error("cannot resume: {0}")]
+    #[error("cannot resume")]
     Resume(#[from] ResumeError),
     /// The source is not the one the snapshot was taken of.
     #[error("cannot resume: the source changed since the snapshot (was {expected}, now {found})")]
@@ -450,11 +568,15 @@ pub enum UploadError<E> {
         found: String,
     },
     /// Creating the Upload failed; nothing was left behind.
-    #[error("creating the Upload failed: {0}")]
+    #[error("creating the Upload failed")]
     Create(#[source] RequestError<E>),
+    /// The caller stopped the upload before the Upload was created (if a create request was
+    /// in flight, the Upload it made expires unused).
+    #[error("interrupted before the Upload was created")]
+    Interrupted,
     /// The Upload was created but the upload gave up; `cancelled` says whether the Upload was
     /// cancelled (otherwise it can be resumed from the snapshot until it expires).
-    #[error("upload {upload_id} failed ({}): {cause}", if *.cancelled { "cancelled" } else { "kept for resume" })]
+    #[error("upload {upload_id} failed ({})", if *.cancelled { "cancelled" } else { "kept for resume" })]
     Aborted {
         /// The Upload that was created.
         upload_id: UploadId,
@@ -472,7 +594,7 @@ pub enum UploadError<E> {
 #[non_exhaustive]
 pub enum AbortCause<E> {
     /// A part failed for good.
-    #[error("part {part} gave up ({reason}): {error}")]
+    #[error("part {part} gave up ({reason})")]
     Part {
         /// The part's index in the file.
         part: u32,
@@ -483,20 +605,20 @@ pub enum AbortCause<E> {
         error: RequestError<E>,
     },
     /// The complete request failed for good.
-    #[error("complete failed: {0}")]
+    #[error("complete failed")]
     Complete(#[source] RequestError<E>),
     /// The source could not be read.
-    #[error("reading the source failed: {0}")]
+    #[error("reading the source failed")]
     Source(#[source] std::io::Error),
     /// The snapshot could not be written.
-    #[error("writing the snapshot failed: {0}")]
+    #[error("writing the snapshot failed")]
     Snapshot(#[source] std::io::Error),
     /// The deadline passed.
     #[error("the deadline passed")]
     Deadline,
-    /// The caller stopped the upload. The Upload is never cancelled for this cause, whatever
-    /// [`UploadOptions::cancel_on_failure`] says (see [`UploadOptions::cancels_upload_on`]):
-    /// it stays pending so the snapshot can resume it.
+    /// The caller stopped the upload. Whether the Upload is cancelled is the caller's choice
+    /// ([`StopMode`](crate::uploader::StopMode)), whatever
+    /// [`UploadOptions::cancel_on_failure`] says.
     #[error("interrupted")]
     Interrupted,
     /// The workers stopped with parts missing and no other cause: an adapter bug, reported
@@ -511,7 +633,7 @@ pub enum AbortCause<E> {
 /// What a worker of a high-level upload does next (see [`UploadRun::next_step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
-pub enum NextStep {
+pub(crate) enum NextStep {
     /// Send this part, then report with [`UploadRun::handle_part_result`].
     Send(PartJob),
     /// Nothing to send now: wait until another worker reports, or until the given time
@@ -539,7 +661,7 @@ pub enum NextStep {
 /// snapshot that cannot be written) go in through [`abort`](Self::abort); the first cause
 /// wins.
 #[derive(Debug)]
-pub struct UploadRun<E> {
+pub(crate) struct UploadRun<E> {
     session: UploadSession,
     abort: Option<AbortCause<E>>,
 }
@@ -658,14 +780,6 @@ impl<E> UploadRun<E> {
     /// The next progress event, oldest first; the adapter MUST drain them.
     pub fn poll_event(&mut self) -> Option<ProgressEvent> {
         self.session.poll_event()
-    }
-
-    /// Drains the queued progress events into `options`' callback, oldest first: what an
-    /// adapter does after every report it makes to the run.
-    pub fn report_events(&mut self, options: &UploadOptions) {
-        while let Some(event) = self.poll_event() {
-            options.report(&event);
-        }
     }
 
     /// Once every worker stopped: the complete request (part ids in file order, and the md5
@@ -902,18 +1016,6 @@ mod tests {
     }
 
     #[test]
-    fn only_an_interrupted_upload_is_kept_whatever_the_options() {
-        let cancelling = UploadOptions::new(Purpose::Batch);
-        let keeping = UploadOptions::new(Purpose::Batch).cancel_on_failure(false);
-        let deadline: AbortCause<std::io::Error> = AbortCause::Deadline;
-        let interrupted: AbortCause<std::io::Error> = AbortCause::Interrupted;
-        assert!(cancelling.cancels_upload_on(&deadline));
-        assert!(!cancelling.cancels_upload_on(&interrupted));
-        assert!(!keeping.cancels_upload_on(&deadline));
-        assert!(!keeping.cancels_upload_on(&interrupted));
-    }
-
-    #[test]
     fn the_deadline_counts_from_now_and_saturates() {
         let options = UploadOptions::new(Purpose::Batch);
         assert_eq!(options.deadline_unix_ms(NOW), None);
@@ -1130,7 +1232,8 @@ mod tests {
             .prepare("doc.pdf", 1)
             .unwrap_err();
         assert!(
-            matches!(&refused, OptionsError::Refused(message) if message.starts_with("Invalid MIME type 'application/pdf'")),
+            matches!(&refused, OptionsError::Refused { param: Some(param), message }
+                if param == "mime_type" && message.starts_with("Invalid MIME type 'application/pdf'")),
             "{refused:?}"
         );
         let too_big = UploadOptions::new(Purpose::Batch)
@@ -1146,9 +1249,129 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             expiry,
-            OptionsError::Refused(
-                "10 is less than the minimum of 3600 - 'expires_after.seconds'".into()
-            )
+            OptionsError::Refused {
+                param: Some("expires_after.seconds".into()),
+                message: "10 is less than the minimum of 3600 - 'expires_after.seconds'".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_default_part_size_keeps_every_connection_busy_within_the_limits() {
+        let limits = Limits::default();
+        // Four rounds per connection, in whole MiB.
+        assert_eq!(default_part_size(512 * MIB, 4, &limits), 32 * MIB);
+        assert_eq!(default_part_size(512 * MIB + 1, 4, &limits), 33 * MIB);
+        assert_eq!(default_part_size(1024 * MIB, 16, &limits), 16 * MIB);
+        // The floor for small files, and an empty one.
+        assert_eq!(default_part_size(1, 4, &limits), MIN_DEFAULT_PART_SIZE);
+        assert_eq!(default_part_size(0, 4, &limits), MIN_DEFAULT_PART_SIZE);
+        // The ceiling is the service's part limit.
+        let small_parts = Limits {
+            max_part_bytes: 4 * MIB,
+            ..Limits::default()
+        };
+        assert_eq!(default_part_size(GIB, 1, &small_parts), 4 * MIB);
+        // Never more than 10,000 parts, even past the part limit's ceiling.
+        let huge = Limits {
+            max_part_bytes: MIB,
+            max_upload_bytes: 100 * GIB,
+            ..Limits::default()
+        };
+        let size = default_part_size(20 * GIB, 64, &huge);
+        assert!(20 * GIB / size <= DEFAULT_MAX_PARTS, "{size}");
+        // A concurrency of 0 is refused by prepare; here it counts as 1.
+        assert_eq!(default_part_size(128 * MIB, 0, &limits), 32 * MIB);
+    }
+
+    proptest! {
+        #[test]
+        fn the_default_part_size_always_makes_a_valid_plan(
+            file_size in 0_u64..=8 * GIB,
+            concurrency in 1_usize..64,
+        ) {
+            let limits = Limits::default();
+            let size = default_part_size(file_size, concurrency, &limits);
+            let plan = PartPlan::new(file_size, size, &limits).unwrap();
+            prop_assert!(u64::from(plan.count()) <= DEFAULT_MAX_PARTS);
+            prop_assert!((MIN_DEFAULT_PART_SIZE..=limits.max_part_bytes).contains(&size));
+        }
+    }
+
+    #[test]
+    fn explicit_part_sizes_win_over_the_default() {
+        let (_, plan) = UploadOptions::new(Purpose::Batch)
+            .prepare("a.jsonl", 256 * MIB)
+            .unwrap();
+        assert_eq!(plan.part_size(), 16 * MIB);
+        let (_, plan) = UploadOptions::new(Purpose::Batch)
+            .concurrency(8)
+            .prepare("a.jsonl", 256 * MIB)
+            .unwrap();
+        assert_eq!(plan.part_size(), 8 * MIB);
+        let (_, plan) = UploadOptions::new(Purpose::Batch)
+            .part_size(64 * MIB)
+            .prepare("a.jsonl", 256 * MIB)
+            .unwrap();
+        assert_eq!(plan.count(), 4);
+    }
+
+    #[test]
+    fn a_refused_connection_keeps_its_address_and_is_final_on_this_machine() {
+        let refused = |address: &str| -> RequestError<std::io::Error> {
+            RequestError::Connect {
+                address: address.to_owned(),
+                kind: ConnectFailure::Refused,
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            }
+        };
+        assert_eq!(
+            refused("127.0.0.1:18099").to_string(),
+            "cannot connect to 127.0.0.1:18099 (connection refused)"
+        );
+        for local in [
+            "127.0.0.1:18099",
+            "127.1.2.3:80",
+            "[::1]:8000",
+            "localhost:8000",
+            "LOCALHOST",
+        ] {
+            assert_eq!(
+                refused(local).as_failure(0),
+                Some(Failure::Refused { loopback: true }),
+                "{local}"
+            );
+        }
+        for remote in ["api.openai.com:443", "10.0.0.1:80", "[2001:db8::1]:443"] {
+            assert_eq!(
+                refused(remote).as_failure(0),
+                Some(Failure::Refused { loopback: false }),
+                "{remote}"
+            );
+        }
+        let timed_out: RequestError<std::io::Error> = RequestError::Connect {
+            address: "10.0.0.1:443".into(),
+            kind: ConnectFailure::TimedOut,
+            source: std::io::ErrorKind::TimedOut.into(),
+        };
+        assert_eq!(timed_out.as_failure(0), Some(Failure::Timeout));
+    }
+
+    #[test]
+    fn messages_leave_their_cause_to_the_chain() {
+        let error: UploadError<std::io::Error> = UploadError::Aborted {
+            upload_id: UploadId::new("upload_1"),
+            cancelled: true,
+            cause: Box::new(AbortCause::Part {
+                part: 3,
+                reason: GiveUpReason::AttemptsExhausted { attempts: 5 },
+                error: RequestError::Transport(std::io::Error::other("reset by peer")),
+            }),
+        };
+        assert_eq!(error.to_string(), "upload upload_1 failed (cancelled)");
+        assert_eq!(
+            error_chain(&error),
+            "upload upload_1 failed (cancelled): part 3 gave up (attempts exhausted after 5): transport error: reset by peer"
         );
     }
 

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use bytes::Bytes;
 use tokio::runtime::Runtime;
-use uploads_hyper::core::api::CreateFileForm;
-use uploads_hyper::core::types::{
+use uploads_hyper::uploads_core::api::CreateFileForm;
+use uploads_hyper::uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };

@@ -9,8 +9,8 @@
 
 use std::process::ExitCode;
 
-use uploads_hyper::core::session::ProgressEvent;
-use uploads_hyper::core::types::Purpose;
+use uploads_hyper::uploads_core::session::ProgressEvent;
+use uploads_hyper::uploads_core::types::Purpose;
 use uploads_hyper::{Client, UploadOptions};
 
 #[tokio::main]

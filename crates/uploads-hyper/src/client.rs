@@ -18,7 +18,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tracing::Instrument;
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
-use uploads_core::retry::{RetryDecision, RetryLoop, RetryPolicy};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
@@ -27,7 +26,7 @@ use uploads_core::types::{
 use crate::body::{OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
 use uploads_client_io::Source;
-use uploads_client_io::{boundary, jitter, now_unix_ms};
+use uploads_client_io::{boundary, connect_address, connect_failure};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
 /// and plain http, HTTP/1.1 and HTTP/2.
@@ -62,15 +61,20 @@ impl<C> std::fmt::Debug for Client<C> {
 
 impl Client {
     /// A client for `config` over https (rustls with the ring provider and Mozilla's roots
-    /// from webpki-roots) and plain http.
-    ///
-    /// Installs ring as rustls' process-wide provider unless one is installed already, in
-    /// which case that one is used.
+    /// from webpki-roots) and plain http. The ring provider is this client's own: nothing
+    /// process-wide is installed, so the program may use another provider elsewhere.
     pub fn new(config: ClientConfig) -> Self {
-        // An Err only says another provider was installed first; that one serves.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let connector = HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match HttpsConnectorBuilder::new().with_provider_and_webpki_roots(ring) {
+            Ok(builder) => builder,
+            // Ring supports rustls' default protocol versions, so this does not happen; were
+            // it to, rustls' own default provider still gives a working client.
+            Err(error) => {
+                tracing::warn!(%error, "the ring provider was refused; using rustls' default");
+                HttpsConnectorBuilder::new().with_webpki_roots()
+            }
+        };
+        let connector = builder
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -277,41 +281,14 @@ where
 
     /// Sends `request` and waits for the response head; records it in the current span.
     async fn send_head(&self, request: Request<RequestBody>) -> Result<Response<Incoming>, Error> {
+        let address = connect_address(request.uri());
         let response = self
             .http
             .request(request)
             .await
-            .map_err(|error| Error::Transport(TransportError::Request(error)))?;
+            .map_err(|error| request_error(error, address))?;
         record_response(&response);
         Ok(response)
-    }
-
-    /// Runs `call` until it succeeds or `policy` gives up, sleeping between attempts as the
-    /// policy says (the server's `Retry-After` included); no retry starts after `deadline`.
-    pub(crate) async fn retrying<T, F, Fut>(
-        policy: &RetryPolicy,
-        deadline_unix_ms: Option<u64>,
-        mut call: F,
-    ) -> Result<T, Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let mut retries = RetryLoop::new(*policy, deadline_unix_ms);
-        loop {
-            let error = match call().await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let now = now_unix_ms();
-            match retries.on_failure(error.as_failure(now).as_ref(), now, jitter()) {
-                RetryDecision::RetryAt { delay_ms, .. } => {
-                    tracing::debug!(%error, attempt = retries.failed_attempts(), delay_ms, "retrying");
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                }
-                RetryDecision::GiveUp(_) => return Err(error),
-            }
-        }
     }
 }
 
@@ -371,6 +348,20 @@ fn record_response<B>(response: &Response<B>) {
     }
 }
 
+/// A failed request as this crate's error: a connection that could not be made as
+/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how.
+fn request_error(error: hyper_util::client::legacy::Error, address: String) -> Error {
+    if !error.is_connect() {
+        return Error::Transport(TransportError::Request(error));
+    }
+    let kind = connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>);
+    Error::Connect {
+        address,
+        kind,
+        source: TransportError::Request(error),
+    }
+}
+
 /// `exchange`, or [`Error::Timeout`] once `timeout` passes.
 async fn with_timeout<T>(
     timeout: Duration,
@@ -408,7 +399,12 @@ async fn error_from_head(head: ErrorHead, body: Incoming) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uploads_core::retry::Failure;
+
+    #[tokio::test]
+    async fn a_client_installs_no_process_wide_tls_provider() {
+        let _client = Client::new(ClientConfig::new("https://example.invalid/v1"));
+        assert!(rustls::crypto::CryptoProvider::get_default().is_none());
+    }
 
     #[tokio::test]
     async fn an_unusable_base_url_fails_before_sending() {
@@ -419,32 +415,5 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, Error::Build(_)), "{error:?}");
         assert_eq!(error.as_failure(0), None);
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_is_a_retryable_transport_error() {
-        // Port 9 on loopback: nothing listens there.
-        let config = ClientConfig::new("http://127.0.0.1:9/v1");
-        let client = Client::with_connector(config, HttpConnector::new());
-        let policy = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff_ms: 1,
-            max_backoff_ms: 1,
-            max_retry_after_ms: 1,
-        };
-        let mut attempts = 0;
-        let upload_id = UploadId::new("upload_1");
-        let error = Client::<HttpConnector>::retrying(&policy, None, || {
-            attempts += 1;
-            client.cancel_upload(&upload_id)
-        })
-        .await
-        .unwrap_err();
-        assert_eq!(attempts, 2);
-        assert!(
-            matches!(error, Error::Transport(TransportError::Request(_))),
-            "{error:?}"
-        );
-        assert_eq!(error.as_failure(0), Some(Failure::Connection));
     }
 }

@@ -7,14 +7,19 @@
 #[non_exhaustive]
 pub enum TransportError {
     /// Connecting, sending the request or receiving the response head failed.
-    #[error("sending the request failed: {0}")]
+    #[error("sending the request failed")]
     Request(#[source] hyper_util::client::legacy::Error),
     /// Reading the response body failed.
-    #[error("reading the response failed: {0}")]
+    #[error("reading the response failed")]
     Body(#[source] hyper::Error),
 }
 
-/// The error of one request.
+/// The error of one request. A connection that could not be made is
+/// [`RequestError::Connect`](uploads_core::upload::RequestError::Connect): its `address`
+/// (`host:port`) and `kind` ([`ConnectFailure`](uploads_core::upload::ConnectFailure):
+/// refused, timed out, TLS) say what to tell the user, e.g. `cannot connect to
+/// 127.0.0.1:18099 (connection refused)`; the transport's error is its source. A refusal on
+/// this machine's own address is not retried.
 pub type Error = uploads_core::upload::RequestError<TransportError>;
 
 /// The error of a high-level upload.

@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! use uploads_hyper::{Client, UploadOptions};
-//! use uploads_hyper::core::types::Purpose;
+//! use uploads_hyper::uploads_core::types::Purpose;
 //!
 //! # async fn run() -> Result<(), uploads_hyper::UploadError> {
 //! // OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID
@@ -46,5 +46,7 @@ mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, HttpsConnector};
 pub use error::{AbortCause, Error, TransportError, UploadError};
-pub use uploads_core as core;
+/// The core this client drives, under its own name (not `core`, which would shadow the
+/// language's `core` crate in a glob import).
+pub use uploads_core;
 pub use uploads_core::upload::{SnapshotSource, UploadOptions};

@@ -1,33 +1,38 @@
 //! The high-level upload: [`Client::upload_file`], [`Client::upload_reader`] and
-//! [`Client::resume_upload`]. The core decides everything (its [`UploadRun`] over the
-//! [`UploadSession`], the [`RetryLoop`](uploads_core::retry::RetryLoop) of create, complete
-//! and cancel); this module runs its parts on tokio tasks, reads the source, sleeps, and
-//! writes snapshots.
+//! [`Client::resume_upload`]. The core's [`Uploader`] decides everything; this module is its
+//! executor on tokio: the upload's future owns the machine, each request and part runs as a
+//! task (the md5 pass and snapshot writes on the blocking pool) and sends its [`Report`]
+//! back over a channel.
 //!
 //! ```text
-//!   prepare (options) ─▶ create (retried) ─▶ N workers ─┬─ next_step ─▶ send part ─▶ handle_part_result ─▶ snapshot
-//!                                                       ├─ Wait ─▶ sleep until the retry, or until a part finishes
-//!                                                       └─ Stop ─▶ complete_request ─▶ Err(cause) ─▶ cancel (unless kept) ─▶ Err(Aborted)
-//!   md5 pass (blocking pool, in file order, beside the workers) ─▶ complete (retried) ─▶ Ok(Upload)
+//!   loop ─▶ poll_action ─▶ spawn the request / part / md5 pass / snapshot write
+//!     ▲     poll_timeout, then progress events (no lock held), then poll_finished
+//!     │     recv, or sleep until the timeout ─▶ handle(report) | handle_timeout
+//!     └──────────────────────────────────────────────┘
 //! ```
+//!
+//! A part body reports its progress into the channel from `poll_frame` and never runs the
+//! caller's callback there, so a slow callback holds up no part.
 
 use std::io::{Read, Seek};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hyper_util::client::legacy::connect::Connect;
-use tokio::sync::Notify;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::task::JoinSet;
-use uploads_core::session::{PartJob, UploadSession};
-use uploads_core::types::{Upload, UploadId, UploadPart};
-use uploads_core::upload::{NextStep, SnapshotSource, UploadOptions, UploadRun};
+use uploads_core::types::Upload;
+use uploads_core::upload::{SnapshotSource, UploadOptions};
+use uploads_core::uploader::{Action, Report, Transmit, Uploader};
 
 use crate::client::Client;
-use crate::error::{AbortCause, Error, TransportError, UploadError};
-use uploads_client_io::{Source, write_atomically};
+use crate::error::{TransportError, UploadError};
+use uploads_client_io::{PartReport, Source, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
+
+type Reports = UnboundedSender<Report<TransportError>>;
 
 impl<C> Client<C>
 where
@@ -53,14 +58,14 @@ where
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
         let opened = open_file(path.as_ref()).await?;
-        let (create, plan) = options.prepare(&opened.name, opened.source.len())?;
-        let deadline = options.deadline_unix_ms(now_unix_ms());
-        let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
-            .await
-            .map_err(UploadError::Create)?;
-        let session = UploadSession::new(upload, plan, options.retry, deadline)
-            .with_source(opened.fingerprint);
-        self.drive(session, opened.source, options).await
+        let uploader = Uploader::new(
+            &options,
+            &opened.name,
+            opened.source.len(),
+            Some(opened.fingerprint),
+            now_unix_ms(),
+        )?;
+        self.drive(uploader, opened.source, options).await
     }
 
     /// Uploads `len` bytes read from `reader`, naming the File `name` unless the options
@@ -81,13 +86,9 @@ where
     where
         R: Read + Seek + Send + 'static,
     {
-        let (create, plan) = options.prepare(name, len)?;
-        let deadline = options.deadline_unix_ms(now_unix_ms());
-        let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
+        let uploader = Uploader::new(&options, name, len, None, now_unix_ms())?;
+        self.drive(uploader, Source::new(reader, len), options)
             .await
-            .map_err(UploadError::Create)?;
-        let session = UploadSession::new(upload, plan, options.retry, deadline);
-        self.drive(session, Source::new(reader, len), options).await
     }
 
     /// Resumes an upload of the file at `path` from a snapshot: only the parts the snapshot
@@ -114,246 +115,164 @@ where
             options.snapshot_path.get_or_insert(snapshot_path);
         }
         let opened = open_file(path.as_ref()).await?;
-        let session = options.prepare_resume(
+        let uploader = Uploader::resume(
+            &options,
             snapshot,
             opened.source.len(),
             &opened.fingerprint,
             now_unix_ms(),
         )?;
-        self.drive(session, opened.source, options).await
+        self.drive(uploader, opened.source, options).await
     }
 
-    /// Runs `session` to its end: the workers, the md5 pass, then complete, or the give-up.
+    /// Runs the machine to its end. Dropping the future aborts every part task and stops
+    /// the md5 pass.
     async fn drive(
         &self,
-        session: UploadSession,
+        mut uploader: Uploader<TransportError>,
         source: Source<'static>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
-        let upload_id = session.upload().id.clone();
-        let deadline = session.deadline_unix_ms();
-        let workers_needed = session.missing_parts().count().min(options.concurrency);
-        let run = Arc::new(Run {
-            state: Mutex::new(UploadRun::new(session)),
-            wake: Notify::new(),
-            snapshot_lock: tokio::sync::Mutex::new(()),
-            options,
-        });
-        let source = Arc::new(source);
-        let stop_hashing = StopOnDrop(Arc::new(AtomicBool::new(false)));
-        let md5 = run.options.md5.then(|| {
-            let source = Arc::clone(&source);
-            let stop = Arc::clone(&stop_hashing.0);
-            tokio::task::spawn_blocking(move || source.md5_hex(&stop))
-        });
-
-        run.write_snapshot().await;
-        let mut workers = JoinSet::new();
-        for _ in 0..workers_needed {
-            let worker = Worker {
-                client: self.clone(),
-                run: Arc::clone(&run),
-                source: Arc::clone(&source),
-                upload_id: upload_id.clone(),
+        let progress = options.progress;
+        let (reports, mut received) = unbounded_channel();
+        let executor = Executor {
+            client: self.clone(),
+            reports,
+            source: Arc::new(source),
+            parts: JoinSet::new(),
+            requests: JoinSet::new(),
+            abandon: StopOnDrop(Arc::new(AtomicBool::new(false))),
+        };
+        let mut executor = executor;
+        loop {
+            let now = now_unix_ms();
+            while let Some(action) = uploader.poll_action(now) {
+                executor.start(action);
+            }
+            let timeout = uploader.poll_timeout();
+            // After the decision to wait, outside any lock and any body's poll_frame.
+            while let Some(event) = uploader.poll_event() {
+                if let Some(callback) = &progress {
+                    callback(&event);
+                }
+            }
+            if let Some(result) = uploader.poll_finished() {
+                executor.stop_parts();
+                return result;
+            }
+            let report = match timeout {
+                Some(at) => {
+                    let wait = Duration::from_millis(at.saturating_sub(now_unix_ms()));
+                    tokio::time::timeout(wait, received.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+                None => received.recv().await,
             };
-            workers.spawn(worker.work());
-        }
-        let all_done = async {
-            while let Some(joined) = workers.join_next().await {
-                if let Err(error) = joined {
-                    run.abort(AbortCause::Source(std::io::Error::other(error)));
-                }
+            // The tasks' handles are only kept to abort them; reap the finished ones.
+            while executor.parts.try_join_next().is_some() {}
+            while executor.requests.try_join_next().is_some() {}
+            let now = now_unix_ms();
+            match report {
+                Some(report) => uploader.handle(report, now, jitter()),
+                None => uploader.handle_timeout(now),
             }
-        };
-        match deadline {
-            Some(deadline) => {
-                let left = Duration::from_millis(deadline.saturating_sub(now_unix_ms()));
-                if tokio::time::timeout(left, all_done).await.is_err() {
-                    run.abort(AbortCause::Deadline);
-                }
-            }
-            None => all_done.await,
-        }
-        // Stops workers still sending when the deadline passed.
-        workers.abort_all();
-
-        if run.lock().is_aborted() {
-            stop_hashing.0.store(true, Ordering::Relaxed);
-        }
-        let md5 = match md5 {
-            None => None,
-            Some(pass) => match pass
-                .await
-                .map_err(std::io::Error::other)
-                .and_then(|md5| md5)
-            {
-                Ok(md5) => Some(md5),
-                Err(error) => {
-                    // A pass stopped for an earlier cause fails too; that cause wins.
-                    run.abort(AbortCause::Source(error));
-                    None
-                }
-            },
-        };
-        let complete = run.lock().complete_request(md5);
-        let complete = match complete {
-            Ok(complete) => complete,
-            Err(cause) => return Err(self.give_up(&run, upload_id, cause).await),
-        };
-        let completed = Self::retrying(&run.options.retry, deadline, || {
-            self.complete_upload(&upload_id, &complete)
-        })
-        .await;
-        match completed {
-            Ok(upload) => {
-                run.remove_snapshot().await;
-                Ok(upload)
-            }
-            Err(error) => Err(self
-                .give_up(&run, upload_id, AbortCause::Complete(error))
-                .await),
-        }
-    }
-
-    /// Cancels the Upload unless the options keep it, and says why the upload ended.
-    async fn give_up(&self, run: &Run, upload_id: UploadId, cause: AbortCause) -> UploadError {
-        let cancelled = run.options.cancels_upload_on(&cause)
-            && Self::retrying(&run.options.retry, None, || self.cancel_upload(&upload_id))
-                .await
-                .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
-                .is_ok();
-        if cancelled {
-            run.remove_snapshot().await;
-        }
-        UploadError::Aborted {
-            upload_id,
-            cancelled,
-            cause: Box::new(cause),
         }
     }
 }
 
-/// What the workers of one upload share.
-struct Run {
-    /// The parts phase: the session and the first reason to give up.
-    state: Mutex<UploadRun<TransportError>>,
-    /// Woken whenever a part finishes, so waiting workers look for new work.
-    wake: Notify,
-    /// Taken while a snapshot is written, so a later snapshot never lands before an earlier.
-    snapshot_lock: tokio::sync::Mutex<()>,
-    options: UploadOptions,
-}
-
-impl Run {
-    fn lock(&self) -> MutexGuard<'_, UploadRun<TransportError>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records why the upload gives up (the first cause wins) and wakes every worker.
-    fn abort(&self, cause: AbortCause) {
-        self.lock().abort(cause);
-        self.wake.notify_waiters();
-    }
-
-    fn next_step(&self) -> NextStep {
-        let now = now_unix_ms();
-        self.lock().next_step(now)
-    }
-
-    fn bytes_sent(&self, part: u32, bytes: u64) {
-        let mut state = self.lock();
-        state.handle_bytes_sent(part, bytes);
-        state.report_events(&self.options);
-    }
-
-    /// Hands the result of `job` to the run, which decides. Returns whether the part is
-    /// stored.
-    fn finish(&self, job: PartJob, result: Result<UploadPart, Error>) -> bool {
-        let now = now_unix_ms();
-        let mut state = self.lock();
-        let stored = state.handle_part_result(job, result.map(|part| part.id), now, jitter());
-        state.report_events(&self.options);
-        drop(state);
-        self.wake.notify_waiters();
-        stored
-    }
-
-    /// Writes the session to the snapshot path, if there is one; a failure aborts.
-    async fn write_snapshot(&self) {
-        let Some(path) = self.options.snapshot_path.clone() else {
-            return;
-        };
-        let _in_order = self.snapshot_lock.lock().await;
-        let json = self.lock().session().snapshot().to_json();
-        let written = tokio::task::spawn_blocking(move || write_atomically(&path, &json))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|written| written);
-        if let Err(error) = written {
-            self.abort(AbortCause::Snapshot(error));
-        }
-    }
-
-    /// Removes the snapshot once it can no longer be resumed.
-    async fn remove_snapshot(&self) {
-        if let Some(path) = self.options.snapshot_path.clone() {
-            let _in_order = self.snapshot_lock.lock().await;
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
-        }
-    }
-}
-
-/// One of the upload's workers: takes a part, sends it, reports, until the session is done.
-struct Worker<C> {
+/// What the loop needs to start the machine's actions, and the tasks it started.
+struct Executor<C> {
     client: Client<C>,
-    run: Arc<Run>,
+    reports: Reports,
     source: Arc<Source<'static>>,
-    upload_id: UploadId,
+    parts: JoinSet<()>,
+    requests: JoinSet<()>,
+    /// Set when the parts are abandoned (or the upload dropped): the md5 pass stops.
+    abandon: StopOnDrop,
 }
 
-impl<C> Worker<C>
+impl<C> Executor<C>
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    async fn work(self) {
-        loop {
-            // Created before looking at the session, so a part finishing in between still
-            // wakes this worker.
-            let woken = self.run.wake.notified();
-            match self.run.next_step() {
-                NextStep::Stop => return,
-                NextStep::Wait(None) => woken.await,
-                NextStep::Wait(Some(at_unix_ms)) => {
-                    let delay = Duration::from_millis(at_unix_ms.saturating_sub(now_unix_ms()));
-                    tokio::select! {
-                        () = woken => {}
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-                NextStep::Send(job) => self.send(job).await,
+    fn start(&mut self, action: Action) {
+        let reports = self.reports.clone();
+        match action {
+            Action::Send(Transmit::Part { upload_id, job }) => {
+                let client = self.client.clone();
+                let source = Arc::clone(&self.source);
+                self.parts.spawn(async move {
+                    let sender = reports.clone();
+                    let report = PartReport::new(job, move |report| {
+                        let _ = sender.send(report);
+                    });
+                    let live = Arc::new(AtomicBool::new(true));
+                    let on_sent = Arc::new(move |bytes| {
+                        let _ = reports.send(Report::Sent {
+                            part: job.index,
+                            bytes,
+                        });
+                    });
+                    let sent = client
+                        .send_part(
+                            &upload_id,
+                            source,
+                            job.offset,
+                            job.len,
+                            Some(on_sent),
+                            Arc::clone(&live),
+                        )
+                        .await;
+                    live.store(false, Ordering::Release);
+                    report.finish(sent.map(|part| part.id));
+                });
             }
+            Action::Send(transmit) => {
+                let client = self.client.clone();
+                self.requests.spawn(async move {
+                    let report = match transmit {
+                        Transmit::Create(request) => {
+                            Report::Created(client.create_upload(&request).await)
+                        }
+                        Transmit::Complete { upload_id, request } => {
+                            Report::Completed(client.complete_upload(&upload_id, &request).await)
+                        }
+                        Transmit::Cancel { upload_id } => {
+                            Report::Cancelled(client.cancel_upload(&upload_id).await.inspect_err(
+                                |error| tracing::warn!(%error, %upload_id, "cancel failed"),
+                            ))
+                        }
+                        Transmit::Part { .. } => return,
+                    };
+                    let _ = reports.send(report);
+                });
+            }
+            Action::Hash { .. } => {
+                let source = Arc::clone(&self.source);
+                let stop = Arc::clone(&self.abandon.0);
+                tokio::task::spawn_blocking(move || {
+                    let _ = reports.send(Report::Hashed(source.md5_hex(&stop)));
+                });
+            }
+            Action::WriteSnapshot { path, json } => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = reports.send(Report::SnapshotDone(write_atomically(&path, &json)));
+                });
+            }
+            Action::RemoveSnapshot { path } => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = reports.send(Report::SnapshotDone(std::fs::remove_file(path)));
+                });
+            }
+            Action::StopParts => self.stop_parts(),
         }
     }
 
-    async fn send(&self, job: PartJob) {
-        let live = Arc::new(AtomicBool::new(true));
-        let run = Arc::clone(&self.run);
-        let on_sent = Arc::new(move |bytes| run.bytes_sent(job.index, bytes));
-        let result = self
-            .client
-            .send_part(
-                &self.upload_id,
-                Arc::clone(&self.source),
-                job.offset,
-                job.len,
-                Some(on_sent),
-                Arc::clone(&live),
-            )
-            .await;
-        live.store(false, Ordering::Release);
-        if self.run.finish(job, result) {
-            self.run.write_snapshot().await;
-        }
+    fn stop_parts(&mut self) {
+        self.parts.abort_all();
+        self.abandon.0.store(true, Ordering::Relaxed);
     }
 }
 

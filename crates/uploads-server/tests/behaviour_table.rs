@@ -168,10 +168,7 @@ fn assert_401(reply: &support::Reply, message_start: &str) {
 #[tokio::test]
 async fn a_part_over_the_limit_is_413_on_data_and_nothing_is_stored() {
     let server = TestServer::start_with(|builder| {
-        builder.limits(Limits {
-            max_part_bytes: 1024,
-            ..Limits::default()
-        })
+        builder.limits(Limits::default().with_max_part_bytes(1024))
     })
     .await;
     let client = server.client().await;

@@ -20,10 +20,7 @@ use uploads_core::types::{UploadId, UploadPart};
 #[tokio::test]
 async fn a_configured_limit_takes_exactly_its_size_and_refuses_one_byte_more() {
     let server = TestServer::start_with(|builder| {
-        builder.limits(Limits {
-            max_part_bytes: 1024,
-            ..Limits::default()
-        })
+        builder.limits(Limits::default().with_max_part_bytes(1024))
     })
     .await;
     let client = server.client().await;

@@ -13,8 +13,8 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
-use uploads_ureq::core::api::CreateFileForm;
-use uploads_ureq::core::types::{
+use uploads_ureq::uploads_core::api::CreateFileForm;
+use uploads_ureq::uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };

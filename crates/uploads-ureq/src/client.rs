@@ -5,23 +5,24 @@
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use http::{Request, Response};
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
-use uploads_core::retry::{RetryDecision, RetryLoop, RetryPolicy};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
+use uploads_core::upload::ConnectFailure;
+use uploads_core::uploader::StopMode;
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
 use uploads_client_io::Source;
-use uploads_client_io::{boundary, jitter, now_unix_ms};
+use uploads_client_io::{boundary, connect_address};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.
@@ -52,15 +53,22 @@ impl std::fmt::Debug for Client {
     }
 }
 
-/// A flag that stops uploads from any thread (a Ctrl-C handler, a progress callback...).
+/// Stops uploads from any thread (a Ctrl-C handler, a progress callback...).
 ///
-/// Once [`stop`](Self::stop) is called, the uploads of every [`Client`] carrying the signal
-/// (see [`Client::stop_signal`]) end soon after with
-/// [`AbortCause::Interrupted`](uploads_core::upload::AbortCause::Interrupted): parts in
-/// flight are cut short, nothing new starts, and the Upload is kept (never cancelled) so the
-/// snapshot can resume it.
+/// Once given, the uploads of every [`Client`] carrying the signal (see
+/// [`Client::stop_signal`]) end within a few tens of milliseconds with
+/// [`AbortCause::Interrupted`](uploads_core::upload::AbortCause::Interrupted) (or
+/// [`UploadError::Interrupted`](uploads_core::upload::UploadError::Interrupted) before the
+/// Upload exists): parts in flight are cut short and nothing new starts. [`stop`](Self::stop)
+/// keeps the Upload (never cancelled) so the snapshot can resume it;
+/// [`cancel`](Self::cancel) cancels it.
 #[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<AtomicU8>);
+
+/// [`StopSignal`]'s states.
+const NOT_STOPPED: u8 = 0;
+const STOP_AND_KEEP: u8 = 1;
+const STOP_AND_CANCEL: u8 = 2;
 
 impl StopSignal {
     /// A signal not yet given.
@@ -68,19 +76,38 @@ impl StopSignal {
         Self::default()
     }
 
-    /// Gives the signal.
+    /// Gives the signal: the Upload is kept for a resume.
     pub fn stop(&self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.0.compare_exchange(
+            NOT_STOPPED,
+            STOP_AND_KEEP,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Gives the signal: the Upload is cancelled.
+    pub fn cancel(&self) {
+        let _ = self.0.compare_exchange(
+            NOT_STOPPED,
+            STOP_AND_CANCEL,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether the signal was given.
     pub fn is_stopped(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed) != NOT_STOPPED
     }
 
-    /// The flag itself, for the part readers.
-    pub(crate) fn flag(&self) -> &AtomicBool {
-        &self.0
+    /// How the upload stops, once the signal is given (the first call wins).
+    pub(crate) fn mode(&self) -> Option<StopMode> {
+        match self.0.load(Ordering::Relaxed) {
+            STOP_AND_KEEP => Some(StopMode::Keep),
+            STOP_AND_CANCEL => Some(StopMode::Cancel),
+            _ => None,
+        }
     }
 }
 
@@ -156,7 +183,15 @@ impl Client {
         len: u64,
     ) -> Result<UploadPart, Error> {
         let opened = Source::open_file(path.as_ref()).map_err(Error::Source)?;
-        self.send_part(upload_id, &opened.source, offset, len, None, self.timeout)
+        self.send_part(
+            upload_id,
+            &opened.source,
+            offset,
+            len,
+            None,
+            self.timeout,
+            None,
+        )
     }
 
     /// Adds a Part whose data is in memory.
@@ -232,7 +267,9 @@ impl Client {
     }
 
     /// Sends a Part read from `source`: `len` bytes from `offset` go straight from the source
-    /// into the connection, telling `on_read` as they go.
+    /// into the connection, telling `on_read` as they go (0 when the body begins), and cut
+    /// short once `abandon` is set.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_part(
         &self,
         upload_id: &UploadId,
@@ -241,11 +278,11 @@ impl Client {
         len: u64,
         on_read: Option<&(dyn Fn(u64) + Sync)>,
         timeout: Duration,
+        abandon: Option<&AtomicBool>,
     ) -> Result<UploadPart, Error> {
         let multipart = MultipartBody::upload_part(&boundary(), len);
         let head = self.config.add_upload_part(upload_id, &multipart)?;
-        let stop = self.stop.as_ref().map(StopSignal::flag);
-        let data = PartReader::new(source, offset, len, on_read, stop);
+        let data = PartReader::new(source, offset, len, on_read, abandon);
         let mut body = multipart
             .head
             .as_ref()
@@ -306,40 +343,17 @@ impl Client {
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .build();
+        let address = connect_address(request.uri());
         let response = self
             .agent
             .run(request)
-            .map_err(|error| transport_error(error, timeout))?;
+            .map_err(|error| request_error(error, timeout, address))?;
         let span = tracing::Span::current();
         span.record("status", response.status().as_u16());
         if let Some(request_id) = uploads_core::api::request_id(response.headers()) {
             span.record("request_id", request_id);
         }
         Ok(response)
-    }
-
-    /// Runs `call` until it succeeds or `policy` gives up, sleeping between attempts as the
-    /// policy says (the server's `Retry-After` included); no retry starts after `deadline`.
-    pub(crate) fn retrying<T>(
-        policy: &RetryPolicy,
-        deadline_unix_ms: Option<u64>,
-        mut call: impl FnMut() -> Result<T, Error>,
-    ) -> Result<T, Error> {
-        let mut retries = RetryLoop::new(*policy, deadline_unix_ms);
-        loop {
-            let error = match call() {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let now = now_unix_ms();
-            match retries.on_failure(error.as_failure(now).as_ref(), now, jitter()) {
-                RetryDecision::RetryAt { delay_ms, .. } => {
-                    tracing::debug!(%error, attempt = retries.failed_attempts(), delay_ms, "retrying");
-                    std::thread::sleep(Duration::from_millis(delay_ms));
-                }
-                RetryDecision::GiveUp(_) => return Err(error),
-            }
-        }
     }
 }
 
@@ -369,6 +383,28 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
         status = tracing::field::Empty,
         request_id = tracing::field::Empty,
     )
+}
+
+/// A failed request as this crate's error: a connection that could not be made as
+/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how;
+/// otherwise as [`transport_error`] says.
+fn request_error(error: ureq::Error, timeout: Duration, address: String) -> Error {
+    let kind = match &error {
+        ureq::Error::Timeout(ureq::Timeout::Connect) => ConnectFailure::TimedOut,
+        ureq::Error::Io(io) if io.kind() == io::ErrorKind::ConnectionRefused => {
+            ConnectFailure::Refused
+        }
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ConnectFailure::Other,
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::TlsRequired => {
+            ConnectFailure::Tls
+        }
+        _ => return transport_error(error, timeout),
+    };
+    Error::Connect {
+        address,
+        kind,
+        source: TransportError::Http(error),
+    }
 }
 
 /// A ureq error as this crate's error: its timeouts as [`Error::Timeout`].

@@ -7,11 +7,16 @@
 #[non_exhaustive]
 pub enum TransportError {
     /// Connecting, sending the request or reading the response failed.
-    #[error("the request failed: {0}")]
+    #[error("the request failed")]
     Http(#[source] ureq::Error),
 }
 
-/// The error of one request.
+/// The error of one request. A connection that could not be made is
+/// [`RequestError::Connect`](uploads_core::upload::RequestError::Connect): its `address`
+/// (`host:port`) and `kind` ([`ConnectFailure`](uploads_core::upload::ConnectFailure):
+/// refused, timed out, TLS) say what to tell the user, e.g. `cannot connect to
+/// 127.0.0.1:18099 (connection refused)`; the transport's error is its source. A refusal on
+/// this machine's own address is not retried.
 pub type Error = uploads_core::upload::RequestError<TransportError>;
 
 /// The error of a high-level upload.

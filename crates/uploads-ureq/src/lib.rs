@@ -25,7 +25,7 @@
 //!
 //! ```no_run
 //! use uploads_ureq::{Client, UploadOptions};
-//! use uploads_ureq::core::types::Purpose;
+//! use uploads_ureq::uploads_core::types::Purpose;
 //!
 //! // OPENAI_API_KEY, OPENAI_BASE_URL, OPENAI_ORG_ID, OPENAI_PROJECT_ID
 //! let client = Client::from_env();
@@ -45,5 +45,7 @@ mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, StopSignal};
 pub use error::{AbortCause, Error, TransportError, UploadError};
-pub use uploads_core as core;
+/// The core this client drives, under its own name (not `core`, which would shadow the
+/// language's `core` crate in a glob import).
+pub use uploads_core;
 pub use uploads_core::upload::{SnapshotSource, UploadOptions};

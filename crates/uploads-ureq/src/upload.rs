@@ -1,33 +1,38 @@
 //! The high-level upload: [`Client::upload_file`], [`Client::upload_reader`] and
-//! [`Client::resume_upload`]. The core decides everything (its [`UploadRun`] over the
-//! [`UploadSession`], the [`RetryLoop`](uploads_core::retry::RetryLoop) of create, complete
-//! and cancel); this module runs its parts on a scoped pool of threads, reads the source,
-//! sleeps, and writes snapshots.
+//! [`Client::resume_upload`]. The core's [`Uploader`] decides everything; this module is its
+//! executor on scoped threads: one loop owns the machine, each request, the md5 pass and
+//! each part run on a thread of their own and send their [`Report`] back over a channel.
 //!
 //! ```text
-//!   prepare (options) ─▶ create (retried) ─▶ N threads ─┬─ next_step ─▶ send part ─▶ handle_part_result ─▶ snapshot
-//!                                                       ├─ Wait ─▶ sleep until the retry, or until a part finishes
-//!                                                       └─ Stop ─▶ complete_request ─▶ Err(cause) ─▶ cancel (unless kept) ─▶ Err(Aborted)
-//!   md5 pass (one more thread, in file order, beside the parts) ─▶ complete (retried) ─▶ Ok(Upload)
+//!   loop ─▶ poll_action ─▶ spawn the request / part / md5 pass, write the snapshot
+//!     ▲     poll_timeout, then progress events (no lock held), then poll_finished
+//!     │     recv_timeout(until the timeout) ─▶ handle(report) | handle_timeout
+//!     └──────────────────────────────────────────────┘
 //! ```
+//!
+//! Nothing is shared but the channel: a report sent while the loop decides to wait stays
+//! in the channel until the loop receives it, so no wake-up can be lost.
 
 use std::io::{Read, Seek};
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::thread::Scope;
 use std::time::Duration;
 
-use uploads_core::session::{PartJob, UploadSession};
-use uploads_core::types::{Upload, UploadId, UploadPart};
-use uploads_core::upload::{NextStep, SnapshotSource, UploadOptions, UploadRun};
+use uploads_core::types::{Upload, UploadId};
+use uploads_core::upload::{SnapshotSource, UploadOptions};
+use uploads_core::uploader::{Action, Report, Transmit, Uploader};
 
 use crate::client::Client;
-use crate::error::{AbortCause, Error, TransportError, UploadError};
-use uploads_client_io::{Source, write_atomically};
+use crate::error::{Error, TransportError, UploadError};
+use uploads_client_io::{PartReport, Source, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
 
-/// The longest a waiting thread sleeps before it looks at the stop signal again.
+/// The longest the loop waits before it looks at the stop signal again.
 const STOP_POLL: Duration = Duration::from_millis(50);
+
+type Reports = Sender<Report<TransportError>>;
 
 impl Client {
     /// Uploads the file at `path` as one Upload and returns it completed (with its File).
@@ -42,22 +47,24 @@ impl Client {
     /// session is written there after each finished part (atomically) and removed once the
     /// Upload completes or is cancelled.
     ///
-    /// A [`StopSignal`](crate::StopSignal) given to this client stops the upload where it is:
-    /// the Upload stays pending and can be resumed from the snapshot with
-    /// [`Client::resume_upload`].
+    /// A [`StopSignal`](crate::StopSignal) given to this client stops the upload within
+    /// 50 ms or so: [`stop`](crate::StopSignal::stop) keeps the Upload pending to
+    /// resume from the snapshot with [`Client::resume_upload`],
+    /// [`cancel`](crate::StopSignal::cancel) cancels it.
     pub fn upload_file(
         &self,
         path: impl AsRef<Path>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
         let opened = Source::open_file(path.as_ref()).map_err(UploadError::Source)?;
-        let (create, plan) = options.prepare(&opened.name, opened.source.len())?;
-        let deadline = options.deadline_unix_ms(now_unix_ms());
-        let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
-            .map_err(UploadError::Create)?;
-        let session = UploadSession::new(upload, plan, options.retry, deadline)
-            .with_source(opened.fingerprint);
-        self.drive(session, &opened.source, options)
+        let uploader = Uploader::new(
+            &options,
+            &opened.name,
+            opened.source.len(),
+            Some(opened.fingerprint),
+            now_unix_ms(),
+        )?;
+        self.drive(uploader, &opened.source, options)
     }
 
     /// Uploads `len` bytes read from `reader`, naming the File `name` unless the options
@@ -78,12 +85,8 @@ impl Client {
     where
         R: Read + Seek + Send,
     {
-        let (create, plan) = options.prepare(name, len)?;
-        let deadline = options.deadline_unix_ms(now_unix_ms());
-        let upload = Self::retrying(&options.retry, deadline, || self.create_upload(&create))
-            .map_err(UploadError::Create)?;
-        let session = UploadSession::new(upload, plan, options.retry, deadline);
-        self.drive(session, &Source::new(reader, len), options)
+        let uploader = Uploader::new(&options, name, len, None, now_unix_ms())?;
+        self.drive(uploader, &Source::new(reader, len), options)
     }
 
     /// Resumes an upload of the file at `path` from a snapshot: only the parts the snapshot
@@ -106,249 +109,164 @@ impl Client {
             options.snapshot_path.get_or_insert(snapshot_path);
         }
         let opened = Source::open_file(path.as_ref()).map_err(UploadError::Source)?;
-        let session = options.prepare_resume(
+        let uploader = Uploader::resume(
+            &options,
             snapshot,
             opened.source.len(),
             &opened.fingerprint,
             now_unix_ms(),
         )?;
-        self.drive(session, &opened.source, options)
+        self.drive(uploader, &opened.source, options)
     }
 
-    /// Runs `session` to its end: the workers, the md5 pass, then complete, or the give-up.
+    /// Runs the machine to its end; returns once every thread it started has ended.
     fn drive(
         &self,
-        session: UploadSession,
+        mut uploader: Uploader<TransportError>,
         source: &Source<'_>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
-        let upload_id = session.upload().id.clone();
-        let deadline = session.deadline_unix_ms();
-        let workers_needed = session.missing_parts().count().min(options.concurrency);
-        let run = Run {
-            state: Mutex::new(UploadRun::new(session)),
-            wake: Condvar::new(),
-            snapshot_lock: Mutex::new(()),
-            options,
-            deadline,
-            stop: self.stop().map(crate::StopSignal::flag),
-        };
-        run.write_snapshot();
-        let stop_hashing = AtomicBool::new(false);
-        let md5 = std::thread::scope(|scope| {
-            let md5 = run
-                .options
-                .md5
-                .then(|| scope.spawn(|| source.md5_hex(&stop_hashing)));
-            let workers: Vec<_> = (0..workers_needed)
-                .map(|_| scope.spawn(|| self.work(&run, source, &upload_id)))
-                .collect();
-            for worker in workers {
-                if worker.join().is_err() {
-                    run.abort(AbortCause::Source(std::io::Error::other(
-                        "a part thread panicked",
-                    )));
+        let progress = options.progress;
+        let (reports, received) = mpsc::channel();
+        // Set when the parts are abandoned: part bodies and the md5 pass stop reading.
+        let abandon = AtomicBool::new(false);
+        let deadline = uploader.deadline_unix_ms();
+        std::thread::scope(|scope| {
+            let executor = Executor {
+                client: self,
+                scope,
+                reports: &reports,
+                source,
+                abandon: &abandon,
+                deadline,
+            };
+            let result = loop {
+                let now = now_unix_ms();
+                if let Some(mode) = self.stop().and_then(crate::StopSignal::mode) {
+                    uploader.stop(mode, now);
                 }
-            }
-            if run.lock().is_aborted() {
-                stop_hashing.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-            md5.map(|pass| {
-                pass.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("the md5 thread panicked")))
-            })
-        });
-
-        let md5 = match md5.transpose() {
-            Ok(md5) => md5,
-            Err(error) => {
-                // A pass stopped for an earlier cause fails too; that cause wins.
-                run.abort(AbortCause::Source(error));
-                None
-            }
-        };
-        let complete = run.lock().complete_request(md5);
-        let complete = match complete {
-            Ok(complete) => complete,
-            Err(cause) => return Err(self.give_up(&run, upload_id, cause)),
-        };
-        let completed = Self::retrying(&run.options.retry, deadline, || {
-            self.complete_upload(&upload_id, &complete)
-        });
-        match completed {
-            Ok(upload) => {
-                run.remove_snapshot();
-                Ok(upload)
-            }
-            Err(error) => Err(self.give_up(&run, upload_id, AbortCause::Complete(error))),
-        }
+                while let Some(action) = uploader.poll_action(now) {
+                    executor.start(action, &mut uploader);
+                }
+                let timeout = uploader.poll_timeout();
+                // After the decision to wait, and with no lock anywhere: a slow callback
+                // holds up no part, and what finishes meanwhile waits in the channel.
+                while let Some(event) = uploader.poll_event() {
+                    if let Some(callback) = &progress {
+                        callback(&event);
+                    }
+                }
+                if let Some(result) = uploader.poll_finished() {
+                    break result;
+                }
+                let mut wait =
+                    timeout.map(|at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
+                if self.stop().is_some() {
+                    wait = Some(wait.map_or(STOP_POLL, |wait| wait.min(STOP_POLL)));
+                }
+                let report = match wait {
+                    Some(wait) => received.recv_timeout(wait).ok(),
+                    None => received.recv().ok(),
+                };
+                let now = now_unix_ms();
+                match report {
+                    Some(report) => uploader.handle(report, now, jitter()),
+                    None => uploader.handle_timeout(now),
+                }
+            };
+            abandon.store(true, Ordering::Relaxed);
+            result
+        })
     }
+}
 
-    /// Cancels the Upload unless the options keep it or the caller stopped the upload, and
-    /// says why the upload ended.
-    fn give_up(&self, run: &Run<'_>, upload_id: UploadId, cause: AbortCause) -> UploadError {
-        let cancelled = run.options.cancels_upload_on(&cause)
-            && Self::retrying(&run.options.retry, None, || self.cancel_upload(&upload_id))
-                .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
-                .is_ok();
-        if cancelled {
-            run.remove_snapshot();
-        }
-        UploadError::Aborted {
-            upload_id,
-            cancelled,
-            cause: Box::new(cause),
-        }
-    }
+/// What the loop needs to start the machine's actions.
+struct Executor<'scope, 'env, 'a> {
+    client: &'env Client,
+    scope: &'scope Scope<'scope, 'env>,
+    reports: &'env Reports,
+    source: &'env Source<'a>,
+    abandon: &'env AtomicBool,
+    deadline: Option<u64>,
+}
 
-    /// One of the upload's threads: takes a part, sends it, reports, until the session is
-    /// done.
-    fn work(&self, run: &Run<'_>, source: &Source<'_>, upload_id: &UploadId) {
-        loop {
-            match run.next_step() {
-                NextStep::Stop => return,
-                NextStep::Wait(until) => run.wait(until),
-                NextStep::Send(job) => {
-                    let on_read = |bytes| run.bytes_sent(job.index, bytes);
-                    let timeout = run.request_timeout(self.timeout());
-                    let result = self.send_part(
-                        upload_id,
+impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
+    fn start(&self, action: Action, uploader: &mut Uploader<TransportError>) {
+        match action {
+            Action::Send(Transmit::Part { upload_id, job }) => {
+                let (client, source, abandon) = (self.client, self.source, self.abandon);
+                let timeout = self.request_timeout();
+                let (sender, reports) = (self.reports.clone(), self.reports.clone());
+                self.scope.spawn(move || {
+                    let report = PartReport::new(job, move |report| {
+                        let _ = sender.send(report);
+                    });
+                    let on_read = move |bytes| {
+                        let _ = reports.send(Report::Sent {
+                            part: job.index,
+                            bytes,
+                        });
+                    };
+                    let sent = client.send_part(
+                        &upload_id,
                         source,
                         job.offset,
                         job.len,
                         Some(&on_read),
                         timeout,
+                        Some(abandon),
                     );
-                    if run.finish(job, result) {
-                        run.write_snapshot();
-                    }
+                    report.finish(sent.map(|part| part.id));
+                });
+            }
+            Action::Send(transmit) => self.send(transmit),
+            Action::Hash { offset: _, len: _ } => {
+                let (reports, source, abandon) = (self.reports.clone(), self.source, self.abandon);
+                self.scope.spawn(move || {
+                    let _ = reports.send(Report::Hashed(source.md5_hex(abandon)));
+                });
+            }
+            Action::WriteSnapshot { path, json } => {
+                uploader.handle_snapshot_done(write_atomically(&path, &json), now_unix_ms());
+            }
+            Action::RemoveSnapshot { path } => {
+                uploader.handle_snapshot_done(std::fs::remove_file(path), now_unix_ms());
+            }
+            Action::StopParts => self.abandon.store(true, Ordering::Relaxed),
+        }
+    }
+
+    /// Sends create, complete or cancel on a thread of its own.
+    fn send(&self, transmit: Transmit) {
+        let (client, reports) = (self.client, self.reports.clone());
+        self.scope.spawn(move || {
+            let report = match transmit {
+                Transmit::Create(request) => Report::Created(client.create_upload(&request)),
+                Transmit::Complete { upload_id, request } => {
+                    Report::Completed(client.complete_upload(&upload_id, &request))
                 }
-            }
-        }
-    }
-}
-
-/// What the threads of one upload share.
-struct Run<'a> {
-    /// The parts phase: the session and the first reason to give up.
-    state: Mutex<UploadRun<TransportError>>,
-    /// Signalled whenever a part finishes, so waiting threads look for new work.
-    wake: Condvar,
-    /// Held while a snapshot is written, so a later snapshot never lands before an earlier.
-    snapshot_lock: Mutex<()>,
-    options: UploadOptions,
-    /// The session's deadline: a bound on waits and on each part request.
-    deadline: Option<u64>,
-    stop: Option<&'a AtomicBool>,
-}
-
-impl Run<'_> {
-    fn lock(&self) -> MutexGuard<'_, UploadRun<TransportError>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stopped(&self) -> bool {
-        self.stop
-            .is_some_and(|stop| stop.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// Records why the upload gives up (the first cause wins) and wakes every thread.
-    fn abort(&self, cause: AbortCause) {
-        self.lock().abort(cause);
-        self.wake.notify_all();
-    }
-
-    fn next_step(&self) -> NextStep {
-        let now = now_unix_ms();
-        let mut state = self.lock();
-        if self.stopped() {
-            state.abort(AbortCause::Interrupted);
-        }
-        state.next_step(now)
-    }
-
-    /// Sleeps until `until` (or the deadline, whichever is first), until another thread
-    /// reports, or at most [`STOP_POLL`] when a stop signal may come.
-    fn wait(&self, until: Option<u64>) {
-        let state = self.lock();
-        let until = match (until, self.deadline) {
-            (Some(until), Some(deadline)) => Some(until.min(deadline)),
-            (until, deadline) => until.or(deadline),
-        };
-        let mut timeout =
-            until.map(|until| Duration::from_millis(until.saturating_sub(now_unix_ms())));
-        if self.stop.is_some() {
-            timeout = Some(timeout.map_or(STOP_POLL, |timeout| timeout.min(STOP_POLL)));
-        }
-        let _woken = match timeout {
-            Some(timeout) => {
-                self.wake
-                    .wait_timeout(state, timeout)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
-            None => self
-                .wake
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner),
-        };
+                Transmit::Cancel { upload_id } => Report::Cancelled(cancel(client, &upload_id)),
+                Transmit::Part { .. } => return,
+            };
+            let _ = reports.send(report);
+        });
     }
 
     /// A part request's timeout: the client's, cut short by the deadline.
-    fn request_timeout(&self, client_timeout: Duration) -> Duration {
+    fn request_timeout(&self) -> Duration {
+        let timeout = self.client.timeout();
         match self.deadline {
-            Some(deadline) => client_timeout.min(
+            Some(deadline) => timeout.min(
                 Duration::from_millis(deadline.saturating_sub(now_unix_ms()))
                     .max(Duration::from_millis(1)),
             ),
-            None => client_timeout,
+            None => timeout,
         }
     }
+}
 
-    fn bytes_sent(&self, part: u32, bytes: u64) {
-        let mut state = self.lock();
-        state.handle_bytes_sent(part, bytes);
-        state.report_events(&self.options);
-    }
-
-    /// Hands the result of `job` to the run, which decides; once the stop signal is given,
-    /// the stop is the cause, not the failure it made. Returns whether the part is stored.
-    fn finish(&self, job: PartJob, result: Result<UploadPart, Error>) -> bool {
-        let now = now_unix_ms();
-        let mut state = self.lock();
-        if self.stopped() {
-            state.abort(AbortCause::Interrupted);
-        }
-        let stored = state.handle_part_result(job, result.map(|part| part.id), now, jitter());
-        state.report_events(&self.options);
-        drop(state);
-        self.wake.notify_all();
-        stored
-    }
-
-    /// Writes the session to the snapshot path, if there is one; a failure aborts.
-    fn write_snapshot(&self) {
-        let Some(path) = &self.options.snapshot_path else {
-            return;
-        };
-        let _in_order = self
-            .snapshot_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let json = self.lock().session().snapshot().to_json();
-        if let Err(error) = write_atomically(path, &json) {
-            self.abort(AbortCause::Snapshot(error));
-        }
-    }
-
-    /// Removes the snapshot once it can no longer be resumed.
-    fn remove_snapshot(&self) {
-        if let Some(path) = &self.options.snapshot_path {
-            let _in_order = self
-                .snapshot_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let _ = std::fs::remove_file(path);
-        }
-    }
+fn cancel(client: &Client, upload_id: &UploadId) -> Result<Upload, Error> {
+    client
+        .cancel_upload(upload_id)
+        .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
 }

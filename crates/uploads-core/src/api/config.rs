@@ -34,6 +34,7 @@ const OPENAI_PROJECT: HeaderName = HeaderName::from_static("openai-project");
 /// because every request needs the base URL and the credentials, and a method call reads as
 /// the operation it builds: `config.complete_upload(&id, &body)`.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The API's base URL, e.g. [`DEFAULT_BASE_URL`]; trailing slashes are ignored.
     pub base_url: String,

@@ -1,0 +1,889 @@
+//! The uploader driven through every path by a deterministic harness with a virtual clock:
+//! the harness plays the driver (it performs nothing, it only records what was asked) and
+//! the test plays the network, the disk and the service.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue, StatusCode};
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::check_response_head;
+use crate::limits::Limits;
+use crate::retry::GiveUpReason;
+use crate::session::ProgressEvent;
+use crate::types::{Purpose, UploadStatus};
+
+const NOW: u64 = 1_719_184_912_000;
+
+type Error = RequestError<std::io::Error>;
+
+fn policy(max_attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts,
+        initial_backoff_ms: 100,
+        max_backoff_ms: 400,
+        max_retry_after_ms: 5_000,
+    }
+}
+
+/// Options for a file in parts of 4 bytes, no md5, no snapshot, quick retries.
+fn options(concurrency: usize) -> UploadOptions {
+    UploadOptions::new(Purpose::Batch)
+        .part_size(4)
+        .concurrency(concurrency)
+        .md5(false)
+        .retry(policy(3))
+}
+
+fn upload(bytes: u64, now: u64) -> Upload {
+    Upload {
+        id: UploadId::new("upload_1"),
+        object: "upload".to_owned(),
+        bytes,
+        created_at: now / 1000,
+        filename: "a.jsonl".to_owned(),
+        purpose: Purpose::Batch,
+        status: UploadStatus::Pending,
+        expires_at: now / 1000 + 3600,
+        file: None,
+    }
+}
+
+fn completed(bytes: u64) -> Upload {
+    Upload {
+        status: UploadStatus::Completed,
+        ..upload(bytes, NOW)
+    }
+}
+
+fn status(code: u16, retry_after: Option<&'static str>) -> Error {
+    let mut headers = HeaderMap::new();
+    if let Some(value) = retry_after {
+        headers.insert("retry-after", HeaderValue::from_static(value));
+    }
+    let head = check_response_head(StatusCode::from_u16(code).unwrap(), &headers).unwrap_err();
+    RequestError::Response(head.with_body(b"{}").into())
+}
+
+fn reset() -> Error {
+    RequestError::Transport(std::io::Error::other("reset"))
+}
+
+fn id(index: u32) -> PartId {
+    PartId::new(format!("part_{index}"))
+}
+
+/// The driver's side: what the machine asked for and has not been answered yet.
+struct Harness {
+    uploader: Uploader<std::io::Error>,
+    now: u64,
+    size: u64,
+    parts: Vec<PartJob>,
+    requests: Vec<Transmit>,
+    hashing: bool,
+    snapshot_io: Option<Action>,
+    snapshot_file: Option<String>,
+    stopped_parts: u32,
+    snapshot_failed: bool,
+    events: Vec<ProgressEvent>,
+    log: Vec<String>,
+}
+
+impl Harness {
+    fn new(options: &UploadOptions, size: u64) -> Self {
+        let uploader = Uploader::new(options, "a.jsonl", size, Some("fp".into()), NOW).unwrap();
+        Self::with(uploader, size)
+    }
+
+    fn with(uploader: Uploader<std::io::Error>, size: u64) -> Self {
+        Self {
+            uploader,
+            now: NOW,
+            size,
+            parts: Vec::new(),
+            requests: Vec::new(),
+            hashing: false,
+            snapshot_io: None,
+            snapshot_file: None,
+            stopped_parts: 0,
+            snapshot_failed: false,
+            events: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// Takes every action the machine has now, as a driver's loop does.
+    fn pump(&mut self) {
+        while let Some(action) = self.uploader.poll_action(self.now) {
+            match action {
+                Action::Send(Transmit::Part { job, .. }) => {
+                    self.log
+                        .push(format!("part {} #{}", job.index, job.attempt));
+                    self.parts.push(job);
+                }
+                Action::Send(request) => {
+                    self.log.push(
+                        format!("{request:?}")
+                            .split([' ', '('])
+                            .next()
+                            .unwrap()
+                            .to_owned(),
+                    );
+                    self.requests.push(request);
+                }
+                Action::Hash { offset, len } => {
+                    assert_eq!((offset, len), (0, self.size));
+                    assert!(!self.hashing, "asked to hash twice");
+                    self.hashing = true;
+                }
+                Action::WriteSnapshot { .. } | Action::RemoveSnapshot { .. } => {
+                    assert!(self.snapshot_io.is_none(), "two snapshot writes at once");
+                    self.snapshot_io = Some(action);
+                }
+                Action::StopParts => {
+                    self.stopped_parts += 1;
+                    self.parts.clear();
+                    self.hashing = false;
+                }
+            }
+        }
+        while let Some(event) = self.uploader.poll_event() {
+            self.events.push(event);
+        }
+    }
+
+    fn take_request(&mut self) -> Transmit {
+        self.pump();
+        assert_eq!(self.requests.len(), 1, "{:?}", self.requests);
+        self.requests.remove(0)
+    }
+
+    fn create(&mut self) {
+        let Transmit::Create(request) = self.take_request() else {
+            panic!("expected create")
+        };
+        assert_eq!(request.bytes, self.size);
+        self.uploader
+            .handle_created(Ok(upload(self.size, NOW)), self.now, 0.0);
+        self.pump();
+    }
+
+    /// Answers the in-flight part `index`.
+    fn answer(&mut self, index: u32, result: Result<PartId, Error>) {
+        let position = self
+            .parts
+            .iter()
+            .position(|job| job.index == index)
+            .unwrap();
+        let job = self.parts.remove(position);
+        self.uploader.handle_begun_and_sent(job);
+        self.uploader.handle_part_result(job, result, self.now, 0.0);
+        self.pump();
+    }
+
+    fn begin(&mut self, index: u32) {
+        self.uploader.handle_part_begun(index);
+        self.pump();
+    }
+
+    fn settle_snapshot(&mut self) {
+        self.pump();
+        if let Some(action) = self.snapshot_io.take() {
+            match action {
+                Action::WriteSnapshot { json, .. } => self.snapshot_file = Some(json),
+                Action::RemoveSnapshot { .. } => self.snapshot_file = None,
+                _ => unreachable!(),
+            }
+            self.uploader.handle_snapshot_done(Ok(()), self.now);
+            self.pump();
+        }
+    }
+
+    fn advance_to(&mut self, at: u64) {
+        assert!(at >= self.now);
+        self.now = at;
+        self.uploader.handle_timeout(at);
+        self.pump();
+    }
+
+    fn finished(&mut self) -> Option<Result<Upload, UploadError<std::io::Error>>> {
+        self.pump();
+        self.uploader.poll_finished()
+    }
+
+    fn in_flight(&self) -> Vec<u32> {
+        self.parts.iter().map(|job| job.index).collect()
+    }
+}
+
+impl Uploader<std::io::Error> {
+    /// What a transport reports for a part body sent whole.
+    fn handle_begun_and_sent(&mut self, job: PartJob) {
+        self.handle_part_begun(job.index);
+        self.handle_bytes_sent(job.index, job.len);
+    }
+}
+
+#[test]
+fn a_whole_upload_hashes_snapshots_and_completes_with_parts_in_order() {
+    let options = options(3).md5(true).snapshot_path("/state.json");
+    let mut harness = Harness::new(&options, 10);
+    harness.create();
+    // The hash pass and the first snapshot start with the parts.
+    assert!(harness.hashing);
+    assert!(harness.snapshot_io.is_some());
+    // One part waits for the one before it to begin.
+    assert_eq!(harness.in_flight(), [0]);
+    harness.begin(0);
+    assert_eq!(harness.in_flight(), [0, 1]);
+    harness.begin(1);
+    assert_eq!(harness.in_flight(), [0, 1, 2]);
+    harness.settle_snapshot();
+    harness.answer(2, Ok(id(2)));
+    harness.answer(0, Ok(id(0)));
+    // The second snapshot waits for the first; one write at a time, the latest state.
+    harness.settle_snapshot();
+    harness.settle_snapshot();
+    let written = SessionSnapshot::from_json(harness.snapshot_file.as_ref().unwrap()).unwrap();
+    assert_eq!(written.part_ids, [Some(id(0)), None, Some(id(2))]);
+    harness.answer(1, Ok(id(1)));
+    harness.settle_snapshot();
+    // Every part is stored, but complete waits for the md5.
+    assert!(harness.requests.is_empty());
+    harness
+        .uploader
+        .handle_hashed(Ok("abc".into()), harness.now);
+    let Transmit::Complete { request, .. } = harness.take_request() else {
+        panic!("expected complete")
+    };
+    assert_eq!(request.part_ids, [id(0), id(1), id(2)]);
+    assert_eq!(request.md5.as_deref(), Some("abc"));
+    harness
+        .uploader
+        .handle_completed(Ok(completed(10)), harness.now, 0.0);
+    // The snapshot is removed before the result is handed out.
+    assert!(harness.finished().is_none());
+    assert!(matches!(
+        harness.snapshot_io,
+        Some(Action::RemoveSnapshot { .. })
+    ));
+    harness.settle_snapshot();
+    assert_eq!(harness.finished().unwrap().unwrap(), completed(10));
+    assert!(harness.uploader.poll_finished().is_none());
+    assert_eq!(
+        harness.log,
+        ["Create", "part 0 #1", "part 1 #1", "part 2 #1", "Complete"]
+    );
+    let done: Vec<u32> = harness
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            ProgressEvent::PartDone { part, .. } => Some(*part),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(done, [2, 0, 1]);
+}
+
+#[test]
+fn a_part_retries_after_the_servers_retry_after_and_its_progress_winds_back() {
+    let mut harness = Harness::new(&options(2), 8);
+    harness.create();
+    harness.begin(0);
+    let first = harness.parts[0];
+    harness.uploader.handle_bytes_sent(0, 3);
+    harness
+        .uploader
+        .handle_part_result(first, Err(status(503, Some("2"))), harness.now, 0.0);
+    harness.parts.remove(0);
+    harness.pump();
+    let retry = harness.events.iter().find_map(|event| match event {
+        ProgressEvent::PartRetry {
+            delay_ms,
+            bytes_wound_back,
+            total_sent,
+            ..
+        } => Some((*delay_ms, *bytes_wound_back, *total_sent)),
+        _ => None,
+    });
+    assert_eq!(retry, Some((2_000, 3, 0)));
+    // Part 1 goes meanwhile; part 0 waits for the server's 2 s.
+    assert_eq!(harness.in_flight(), [1]);
+    harness.answer(1, Ok(id(1)));
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 2_000));
+    harness.advance_to(NOW + 1_999);
+    assert!(harness.parts.is_empty());
+    harness.advance_to(NOW + 2_000);
+    assert_eq!(harness.parts[0].attempt, 2);
+    harness.answer(0, Ok(id(0)));
+    let Transmit::Complete { request, .. } = harness.take_request() else {
+        panic!("expected complete")
+    };
+    assert_eq!(request.part_ids, [id(0), id(1)]);
+}
+
+#[test]
+fn create_and_complete_are_retried_too() {
+    let mut harness = Harness::new(&options(1), 4);
+    let Transmit::Create(_) = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_created(Err(status(429, Some("1"))), harness.now, 0.0);
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 1_000));
+    harness.advance_to(NOW + 1_000);
+    harness.create();
+    harness.answer(0, Ok(id(0)));
+    let Transmit::Complete { .. } = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_completed(Err(reset()), harness.now, 0.0);
+    let at = harness.uploader.poll_timeout().unwrap();
+    harness.advance_to(at);
+    let Transmit::Complete { .. } = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_completed(Ok(completed(4)), harness.now, 0.0);
+    assert!(harness.finished().unwrap().is_ok());
+    assert_eq!(
+        harness.log,
+        ["Create", "Create", "part 0 #1", "Complete", "Complete"]
+    );
+}
+
+#[test]
+fn a_refused_connection_to_this_machine_ends_the_upload_at_once() {
+    let mut harness = Harness::new(&UploadOptions::new(Purpose::Batch).md5(false), 4);
+    let _ = harness.take_request();
+    let refused = RequestError::Connect {
+        address: "127.0.0.1:18099".to_owned(),
+        kind: crate::upload::ConnectFailure::Refused,
+        source: std::io::ErrorKind::ConnectionRefused.into(),
+    };
+    harness
+        .uploader
+        .handle_created(Err(refused), harness.now, 0.0);
+    assert_eq!(harness.uploader.poll_timeout(), None, "no retry scheduled");
+    let error = harness.finished().unwrap().unwrap_err();
+    assert_eq!(
+        crate::upload::error_chain(&error),
+        "creating the Upload failed: cannot connect to 127.0.0.1:18099 (connection refused)"
+    );
+}
+
+#[test]
+fn a_create_that_fails_for_good_ends_the_upload_with_nothing_to_cancel() {
+    let mut harness = Harness::new(&options(1), 4);
+    let _ = harness.take_request();
+    harness
+        .uploader
+        .handle_created(Err(status(400, None)), harness.now, 0.0);
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(matches!(error, UploadError::Create(_)), "{error:?}");
+}
+
+#[test]
+fn the_deadline_stops_the_parts_and_cancels() {
+    let options = options(2).deadline(Duration::from_secs(5));
+    let mut harness = Harness::new(&options, 8);
+    harness.create();
+    harness.begin(0);
+    assert_eq!(harness.in_flight(), [0, 1]);
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 5_000));
+    harness.advance_to(NOW + 5_000);
+    assert_eq!(harness.stopped_parts, 1);
+    assert!(harness.parts.is_empty());
+    let Transmit::Cancel { .. } = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_cancelled(Ok(upload(8, NOW)), harness.now, 0.0);
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cancelled: true, cause, .. } if matches!(**cause, AbortCause::Deadline)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_part_that_gives_up_cancels_and_says_why() {
+    let mut harness = Harness::new(&options(1), 8);
+    harness.create();
+    harness.answer(0, Err(status(400, None)));
+    let Transmit::Cancel { .. } = harness.take_request() else {
+        panic!()
+    };
+    // A failed cancel is retried, then reported as kept.
+    harness
+        .uploader
+        .handle_cancelled(Err(reset()), harness.now, 0.0);
+    let at = harness.uploader.poll_timeout().unwrap();
+    harness.advance_to(at);
+    let Transmit::Cancel { .. } = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_cancelled(Ok(upload(8, NOW)), harness.now, 0.0);
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cancelled: true, cause, .. }
+            if matches!(**cause, AbortCause::Part { part: 0, reason: GiveUpReason::NotRetryable { status: 400 }, .. })),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn exhausted_retries_keep_the_upload_when_asked() {
+    let options = options(1)
+        .cancel_on_failure(false)
+        .snapshot_path("/state.json");
+    let mut harness = Harness::new(&options, 4);
+    harness.create();
+    harness.settle_snapshot();
+    for attempt in 1..=3 {
+        assert_eq!(harness.parts[0].attempt, attempt);
+        harness.answer(0, Err(status(500, None)));
+        if let Some(at) = harness.uploader.poll_timeout() {
+            harness.advance_to(at);
+        }
+    }
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cancelled: false, cause, .. }
+            if matches!(**cause, AbortCause::Part { reason: GiveUpReason::AttemptsExhausted { attempts: 3 }, .. })),
+        "{error:?}"
+    );
+    assert!(harness.requests.is_empty());
+    assert!(harness.snapshot_file.is_some());
+}
+
+#[test]
+fn stop_keeps_the_upload_and_its_snapshot_or_cancels_it() {
+    for mode in [StopMode::Keep, StopMode::Cancel] {
+        let options = options(2).snapshot_path("/state.json");
+        let mut harness = Harness::new(&options, 12);
+        harness.create();
+        harness.settle_snapshot();
+        harness.begin(0);
+        harness.answer(0, Ok(id(0)));
+        assert_eq!(harness.in_flight(), [1]);
+        harness.uploader.stop(mode, harness.now);
+        harness.pump();
+        assert_eq!(harness.stopped_parts, 1);
+        // The stored part reaches the snapshot before the upload ends.
+        assert!(harness.finished().is_none());
+        harness.settle_snapshot();
+        if mode == StopMode::Cancel {
+            let Transmit::Cancel { .. } = harness.take_request() else {
+                panic!()
+            };
+            harness
+                .uploader
+                .handle_cancelled(Ok(upload(12, NOW)), harness.now, 0.0);
+            harness.settle_snapshot();
+            assert_eq!(harness.snapshot_file, None);
+        } else {
+            let kept = SessionSnapshot::from_json(harness.snapshot_file.as_ref().unwrap()).unwrap();
+            assert_eq!(kept.part_ids, [Some(id(0)), None, None]);
+        }
+        let error = harness.finished().unwrap().unwrap_err();
+        assert!(
+            matches!(&error, UploadError::Aborted { cancelled, cause, .. }
+                if *cancelled == (mode == StopMode::Cancel) && matches!(**cause, AbortCause::Interrupted)),
+            "{error:?}"
+        );
+        // Answers that come late change nothing.
+        harness.uploader.handle_part_result(
+            PartJob {
+                index: 1,
+                offset: 4,
+                len: 4,
+                attempt: 1,
+            },
+            Ok(id(1)),
+            harness.now,
+            0.0,
+        );
+        assert!(harness.finished().is_none());
+    }
+
+    let mut harness = Harness::new(&options(1), 4);
+    let _ = harness.take_request();
+    harness.uploader.stop(StopMode::Keep, harness.now);
+    assert!(matches!(
+        harness.finished(),
+        Some(Err(UploadError::Interrupted))
+    ));
+}
+
+#[test]
+fn a_resume_sends_only_the_missing_parts() {
+    let plan = PartPlan::new(12, 4, &Limits::default()).unwrap();
+    let mut session =
+        UploadSession::new(upload(12, NOW), plan, RetryPolicy::default(), None).with_source("fp");
+    let job = session.next_job(NOW).unwrap();
+    session.handle_part_done(job.index, id(0));
+    let snapshot = session.snapshot();
+
+    let options = options(3).md5(true);
+    let uploader = Uploader::resume(&options, snapshot.clone(), 12, "fp", NOW + 1).unwrap();
+    let mut harness = Harness::with(uploader, 12);
+    harness.pump();
+    assert!(harness.hashing, "the md5 covers the whole file");
+    assert_eq!(harness.in_flight(), [1]);
+    harness.begin(1);
+    assert_eq!(harness.in_flight(), [1, 2]);
+    harness.answer(1, Ok(id(1)));
+    harness.answer(2, Ok(id(2)));
+    harness
+        .uploader
+        .handle_hashed(Ok("abc".into()), harness.now);
+    let Transmit::Complete { request, .. } = harness.take_request() else {
+        panic!()
+    };
+    assert_eq!(request.part_ids, [id(0), id(1), id(2)]);
+    assert_eq!(harness.log, ["part 1 #1", "part 2 #1", "Complete"]);
+
+    let expired = Uploader::<std::io::Error>::resume(
+        &options,
+        snapshot.clone(),
+        12,
+        "fp",
+        (NOW / 1000 + 3600) * 1000,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            expired,
+            UploadError::Resume(crate::session::ResumeError::Expired { .. })
+        ),
+        "{expired:?}"
+    );
+    let changed =
+        Uploader::<std::io::Error>::resume(&options, snapshot, 12, "other", NOW).unwrap_err();
+    assert!(
+        matches!(changed, UploadError::SourceChanged { .. }),
+        "{changed:?}"
+    );
+}
+
+#[test]
+fn source_and_snapshot_failures_end_the_upload() {
+    let options = options(2).md5(true).snapshot_path("/state.json");
+    let mut harness = Harness::new(&options, 8);
+    harness.create();
+    harness
+        .uploader
+        .handle_hashed(Err(std::io::ErrorKind::UnexpectedEof.into()), harness.now);
+    harness.pump();
+    assert_eq!(harness.stopped_parts, 1);
+    harness.settle_snapshot();
+    let Transmit::Cancel { .. } = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_cancelled(Ok(upload(8, NOW)), harness.now, 0.0);
+    harness.settle_snapshot();
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cause, .. } if matches!(**cause, AbortCause::Source(_))),
+        "{error:?}"
+    );
+
+    let mut harness = Harness::new(&options.clone().md5(false), 8);
+    harness.create();
+    assert!(harness.snapshot_io.take().is_some());
+    harness.uploader.handle_snapshot_done(
+        Err(std::io::ErrorKind::PermissionDenied.into()),
+        harness.now,
+    );
+    let Transmit::Cancel { .. } = harness.take_request() else {
+        panic!()
+    };
+    harness
+        .uploader
+        .handle_cancelled(Ok(upload(8, NOW)), harness.now, 0.0);
+    harness.settle_snapshot();
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cause, .. } if matches!(**cause, AbortCause::Snapshot(_))),
+        "{error:?}"
+    );
+}
+
+/// What the network, the disk or the user does next, in a random interleaving.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// The in-flight part at `pick` begins and sends some bytes.
+    Send {
+        pick: usize,
+        bytes: u64,
+    },
+    /// The in-flight part at `pick` ends.
+    Answer {
+        pick: usize,
+        outcome: Outcome,
+    },
+    /// The pending request (create, complete or cancel) ends.
+    Reply(Outcome),
+    /// The md5 pass ends.
+    Hashed(bool),
+    /// The snapshot write ends.
+    Snapshot(bool),
+    /// Time passes, to the next timeout or by some milliseconds.
+    Wait(Option<u64>),
+    Stop(bool),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Ok,
+    Retryable,
+    Refused,
+}
+
+fn outcome() -> impl Strategy<Value = Outcome> {
+    prop_oneof![6 => Just(Outcome::Ok), 3 => Just(Outcome::Retryable), 1 => Just(Outcome::Refused)]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (any::<usize>(), 0_u64..5).prop_map(|(pick, bytes)| Step::Send { pick, bytes }),
+        6 => (any::<usize>(), outcome()).prop_map(|(pick, outcome)| Step::Answer { pick, outcome }),
+        2 => outcome().prop_map(Step::Reply),
+        1 => prop_oneof![9 => Just(true), 1 => Just(false)].prop_map(Step::Hashed),
+        2 => prop_oneof![9 => Just(true), 1 => Just(false)].prop_map(Step::Snapshot),
+        2 => proptest::option::of(0_u64..3_000).prop_map(Step::Wait),
+        1 => prop_oneof![Just(true), Just(false)].prop_map(Step::Stop),
+    ]
+}
+
+fn result_for(outcome: Outcome, ok: Upload) -> Result<Upload, Error> {
+    match outcome {
+        Outcome::Ok => Ok(ok),
+        Outcome::Retryable => Err(status(503, Some("1"))),
+        Outcome::Refused => Err(status(400, None)),
+    }
+}
+
+impl Harness {
+    fn apply(&mut self, step: Step) {
+        self.pump();
+        match step {
+            Step::Send { pick, bytes } => {
+                if self.parts.is_empty() {
+                    return;
+                }
+                let job = self.parts[pick % self.parts.len()];
+                self.uploader.handle_part_begun(job.index);
+                self.uploader.handle_bytes_sent(job.index, bytes);
+            }
+            Step::Answer { pick, outcome } => {
+                if self.parts.is_empty() {
+                    return;
+                }
+                let job = self.parts.remove(pick % self.parts.len());
+                let result = match outcome {
+                    Outcome::Ok => Ok(PartId::new(format!("part_{}_{}", job.index, job.attempt))),
+                    Outcome::Retryable => Err(reset()),
+                    Outcome::Refused => Err(status(400, None)),
+                };
+                self.uploader.handle_part_result(job, result, self.now, 0.5);
+            }
+            Step::Reply(outcome) => {
+                if self.requests.is_empty() {
+                    return;
+                }
+                match self.requests.remove(0) {
+                    Transmit::Create(_) => self.uploader.handle_created(
+                        result_for(outcome, upload(self.size, NOW)),
+                        self.now,
+                        0.5,
+                    ),
+                    Transmit::Complete { .. } => self.uploader.handle_completed(
+                        result_for(outcome, completed(self.size)),
+                        self.now,
+                        0.5,
+                    ),
+                    Transmit::Cancel { .. } => self.uploader.handle_cancelled(
+                        result_for(outcome, upload(self.size, NOW)),
+                        self.now,
+                        0.5,
+                    ),
+                    Transmit::Part { .. } => unreachable!("parts are kept apart"),
+                }
+            }
+            Step::Hashed(ok) => {
+                if self.hashing {
+                    self.hashing = false;
+                    let result = if ok {
+                        Ok("abc".to_owned())
+                    } else {
+                        Err(std::io::ErrorKind::UnexpectedEof.into())
+                    };
+                    self.uploader.handle_hashed(result, self.now);
+                }
+            }
+            Step::Snapshot(ok) => {
+                if let Some(action) = self.snapshot_io.take() {
+                    self.snapshot_failed |= !ok;
+                    if ok {
+                        self.snapshot_file = match action {
+                            Action::WriteSnapshot { json, .. } => Some(json),
+                            _ => None,
+                        };
+                    }
+                    let result = if ok {
+                        Ok(())
+                    } else {
+                        Err(std::io::ErrorKind::PermissionDenied.into())
+                    };
+                    self.uploader.handle_snapshot_done(result, self.now);
+                }
+            }
+            Step::Wait(by) => {
+                let to = match by {
+                    Some(by) => self.now + by,
+                    None => match self.uploader.poll_timeout() {
+                        Some(at) => at.max(self.now),
+                        None => return,
+                    },
+                };
+                self.advance_to(to);
+            }
+            Step::Stop(keep) => {
+                let mode = if keep {
+                    StopMode::Keep
+                } else {
+                    StopMode::Cancel
+                };
+                self.uploader.stop(mode, self.now);
+            }
+        }
+        self.pump();
+        self.check();
+    }
+
+    /// What must hold after every step.
+    fn check(&self) {
+        if self.uploader.is_done() {
+            return;
+        }
+        let concurrency = 3;
+        assert!(self.parts.len() <= concurrency);
+        let mut indexes: Vec<u32> = self.in_flight();
+        indexes.sort_unstable();
+        indexes.dedup();
+        assert_eq!(indexes.len(), self.parts.len(), "a part handed out twice");
+        assert!(
+            self.requests.len() <= 1,
+            "two requests of the machine's own at once"
+        );
+        // Nothing outstanding: the machine must have finished or set a timeout.
+        let idle = self.parts.is_empty()
+            && self.requests.is_empty()
+            && !self.hashing
+            && self.snapshot_io.is_none();
+        if idle {
+            assert!(
+                matches!(self.uploader.phase, Phase::Finishing(_))
+                    || self.uploader.poll_timeout().is_some(),
+                "stuck with nothing in flight and no timeout"
+            );
+        }
+        if let Some(session) = self.uploader.session() {
+            let progress = session.progress();
+            assert!(progress.bytes_sent <= progress.bytes_total);
+        }
+    }
+
+    /// Runs to the end with everything succeeding.
+    fn finish(&mut self) -> Result<Upload, UploadError<std::io::Error>> {
+        for _ in 0..10_000 {
+            self.pump();
+            if let Some(result) = self.uploader.poll_finished() {
+                return result;
+            }
+            if let Some(job) = self.parts.first().copied() {
+                self.answer(
+                    job.index,
+                    Ok(PartId::new(format!("part_{}_{}", job.index, job.attempt))),
+                );
+            } else if !self.requests.is_empty() {
+                self.apply(Step::Reply(Outcome::Ok));
+            } else if self.hashing {
+                self.apply(Step::Hashed(true));
+            } else if self.snapshot_io.is_some() {
+                self.apply(Step::Snapshot(true));
+            } else {
+                let at = self.uploader.poll_timeout().expect("stuck");
+                self.advance_to(at.max(self.now));
+            }
+        }
+        panic!("no end in sight")
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_interleaving_ends_once_and_completes_only_with_every_part_in_order(
+        size in 0_u64..30,
+        md5 in any::<bool>(),
+        snapshot in any::<bool>(),
+        keep in any::<bool>(),
+        steps in proptest::collection::vec(step(), 0..120),
+    ) {
+        let mut options = options(3).md5(md5).cancel_on_failure(!keep);
+        if snapshot {
+            options = options.snapshot_path("/state.json");
+        }
+        let mut harness = Harness::new(&options, size);
+        let mut stopped = false;
+        for step in steps {
+            stopped |= matches!(step, Step::Stop(_));
+            harness.apply(step);
+        }
+        let completes = harness.log.iter().filter(|line| *line == "Complete").count();
+        let result = harness.finish();
+        match &result {
+            Ok(upload) => {
+                prop_assert_eq!(upload.status.clone(), UploadStatus::Completed);
+                prop_assert!(completes <= harness.log.iter().filter(|line| *line == "Complete").count());
+                // The complete request listed every part, in order.
+                let parts = size.div_ceil(4).max(1);
+                let first_attempts: Vec<String> = harness.log.iter()
+                    .filter(|line| line.starts_with("part ") && line.ends_with("#1"))
+                    .cloned().collect();
+                let expected: Vec<String> = (0..parts).map(|index| format!("part {index} #1")).collect();
+                prop_assert_eq!(first_attempts, expected, "first attempts start in index order");
+                if snapshot && !harness.snapshot_failed {
+                    prop_assert_eq!(&harness.snapshot_file, &None, "the snapshot is removed on success");
+                }
+            }
+            Err(UploadError::Aborted { cancelled, cause, .. }) => {
+                if *cancelled && snapshot && !harness.snapshot_failed {
+                    prop_assert_eq!(&harness.snapshot_file, &None);
+                }
+                if matches!(**cause, AbortCause::Interrupted) {
+                    prop_assert!(stopped);
+                }
+            }
+            Err(UploadError::Create(_)) => {}
+            Err(UploadError::Interrupted) => prop_assert!(stopped),
+            Err(other) => prop_assert!(false, "unexpected {:?}", other),
+        }
+        prop_assert!(harness.uploader.poll_finished().is_none());
+        prop_assert!(harness.uploader.is_done());
+    }
+}
