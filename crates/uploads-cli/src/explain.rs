@@ -8,7 +8,7 @@ use std::io::ErrorKind;
 use uploads_core::limits::Limits;
 use uploads_core::session::{PlanError, ResumeError};
 use uploads_core::types::{Purpose, UploadStatus};
-use uploads_core::upload::{AbortCause, OptionsError, RequestError, UploadError};
+use uploads_core::upload::{AbortCause, ConnectFailure, OptionsError, RequestError, UploadError};
 
 use crate::size::format_size;
 
@@ -32,10 +32,29 @@ pub fn request<E: Error + 'static>(error: &RequestError<E>, base_url: &str) -> S
             }
             None => response.to_string(),
         },
-        RequestError::Transport(transport) => transport_error(transport, base_url),
+        RequestError::Connect {
+            address,
+            kind: ConnectFailure::Refused,
+            ..
+        } => format!("cannot connect to {address} (connection refused): {NOTHING_LISTENS}"),
+        RequestError::Connect {
+            address,
+            kind: ConnectFailure::TimedOut,
+            ..
+        } => format!("cannot connect to {address} (timed out): {CHECK_THE_ADDRESS}"),
+        // A TLS or other failure: the transport's own error says more (a scheme mismatch).
+        RequestError::Connect { source, .. } | RequestError::Transport(source) => {
+            transport_error(source, base_url)
+        }
         other => other.to_string(),
     }
 }
+
+/// What to do when nothing listens at the address.
+const NOTHING_LISTENS: &str = "nothing listens there; start a server with `uploads serve`, or \
+set --base-url / OPENAI_BASE_URL to where it runs";
+/// What to do when the address does not answer.
+const CHECK_THE_ADDRESS: &str = "check --base-url / OPENAI_BASE_URL and the network";
 
 /// A failure below HTTP: the address and the kind when the connection failed, the scheme
 /// when one side spoke TLS and the other did not.
@@ -43,16 +62,15 @@ fn transport_error(error: &(dyn Error + 'static), base_url: &str) -> String {
     let address = host_port(base_url);
     let chain = chain_text(error);
     if let Some(kind) = io_kind(error) {
-        let hint = "start a server with `uploads serve`, or set --base-url / OPENAI_BASE_URL to where it runs";
         match kind {
             ErrorKind::ConnectionRefused => {
                 return format!(
-                    "cannot connect to {address} (connection refused): nothing listens there; {hint}"
+                    "cannot connect to {address} (connection refused): {NOTHING_LISTENS}"
                 );
             }
             ErrorKind::TimedOut | ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
                 return format!(
-                    "cannot connect to {address} ({}): check --base-url / OPENAI_BASE_URL and the network",
+                    "cannot connect to {address} ({}): {CHECK_THE_ADDRESS}",
                     kind.to_string().to_lowercase()
                 );
             }

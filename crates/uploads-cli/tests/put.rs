@@ -257,10 +257,7 @@ fn sizes_and_durations_read_as_people_write_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_say_what_to_do_and_never_advise_a_command_that_fails_again() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_part_bytes: 8 * 1024,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_part_bytes(8 * 1024);
     let server = server_with(dir.path(), "sk-cli", limits).await;
     let base_url = server.base_url();
     let env = [
@@ -361,10 +358,7 @@ async fn failures_say_what_to_do_and_never_advise_a_command_that_fails_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_files_each_become_an_upload_and_one_failure_fails_the_command() {
     let dir = tempfile::tempdir().unwrap();
-    let limits = Limits {
-        max_upload_bytes: 50_000,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_upload_bytes(50_000);
     let server = server_with(dir.path(), "sk-cli", limits).await;
     let env = [
         ("OPENAI_API_KEY", "sk-cli"),
