@@ -44,8 +44,8 @@ pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 const MAX_TEXT_FIELD_BYTES: usize = 1024;
 /// Chunks of File content read from disk per step of a download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
-/// Chunks buffered between the socket and the writer thread of a Part (bounded memory).
-const WRITER_QUEUE: usize = 16;
+/// Bytes of a Part gathered in memory before one blocking task writes them.
+const WRITE_BATCH: usize = 1 << 20;
 
 /// The settings of a [`Service`].
 pub(crate) struct ServiceConfig {
@@ -469,7 +469,7 @@ impl Service {
                 FormEvent::Start(name) if name == "data" && data.is_none() => {
                     let (upload, part) = (upload.clone(), part.clone());
                     let store = Arc::clone(&store);
-                    data = Some(PartWriter::start(move || store.begin_part(&upload, &part)));
+                    data = Some(PartWriter::start(move || store.begin_part(&upload, &part)).await?);
                 }
                 FormEvent::Start(name) => return Err(unexpected_field(&name)),
                 FormEvent::Data(bytes) => match &mut data {
@@ -573,7 +573,7 @@ impl Service {
                 Rejection::server_error("The server could not read the File's content.")
             })?;
         let (sender, receiver) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || stream_content(reader, &sender));
+        tokio::spawn(stream_content(reader, sender));
         let mut response = Response::new(channel_body(receiver));
         let headers = response.headers_mut();
         headers.insert(
@@ -605,7 +605,7 @@ impl Service {
                     let (store, file_id) = (Arc::clone(&self.store), file_id.clone());
                     data = Some((
                         filename,
-                        PartWriter::start(move || store.begin_file_data(&file_id)),
+                        PartWriter::start(move || store.begin_file_data(&file_id)).await?,
                     ));
                     current = name;
                 }
@@ -805,68 +805,89 @@ impl TextFields {
     }
 }
 
-/// Bytes of one Part (or `POST /files` File) on their way to disk on a blocking thread, so
-/// a slow disk never stalls the runtime; a bounded queue keeps memory bounded.
+/// Bytes of one Part (or `POST /files` File) on their way to disk. Arriving chunks gather in
+/// memory (at most [`WRITE_BATCH`] bytes) and each batch is written by one short blocking
+/// task: a request holds a blocking thread only while its bytes are being written, never
+/// while its client is slow, so slow bodies cannot exhaust the pool other requests need.
 struct PartWriter {
-    sender: Option<mpsc::Sender<WriterMessage>>,
-    task: tokio::task::JoinHandle<io::Result<u64>>,
-}
-
-enum WriterMessage {
-    Data(Bytes),
-    Commit,
+    /// `None` once a write failed or the sink was handed to a blocking task that never
+    /// returned it.
+    sink: Option<Box<dyn DataSink>>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
 }
 
 impl PartWriter {
-    fn start(open: impl FnOnce() -> io::Result<Box<dyn DataSink>> + Send + 'static) -> Self {
-        let (sender, mut receiver) = mpsc::channel::<WriterMessage>(WRITER_QUEUE);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut sink = open()?;
-            while let Some(message) = receiver.blocking_recv() {
-                match message {
-                    WriterMessage::Data(bytes) => sink.write(&bytes)?,
-                    WriterMessage::Commit => return sink.commit(),
-                }
-            }
-            // The request ended without a commit: dropping the sink removes its bytes.
-            Err(io::Error::new(io::ErrorKind::Interrupted, "abandoned"))
-        });
-        Self {
-            sender: Some(sender),
-            task,
-        }
+    async fn start(
+        open: impl FnOnce() -> io::Result<Box<dyn DataSink>> + Send + 'static,
+    ) -> Answer<Self> {
+        let sink = blocking(open).await?;
+        Ok(Self {
+            sink: Some(sink),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        })
     }
 
     async fn write(&mut self, bytes: Bytes) -> Answer<()> {
-        let sent = match &self.sender {
-            Some(sender) => sender.send(WriterMessage::Data(bytes)).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
+        self.pending_bytes += bytes.len();
+        self.pending.push(bytes);
+        if self.pending_bytes >= WRITE_BATCH {
+            let sink = self.take_sink()?;
+            let pending = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
+            self.sink = Some(
+                blocking(move || {
+                    let mut sink = sink;
+                    write_batch(&mut *sink, &pending)?;
+                    Ok(sink)
+                })
+                .await?,
+            );
         }
-        // The writer stopped: its error says why.
-        self.sender = None;
-        Err(storage_failure((&mut self.task).await))
+        Ok(())
     }
 
     async fn commit(mut self) -> Answer<u64> {
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(WriterMessage::Commit).await;
-        }
-        match (&mut self.task).await {
-            Ok(Ok(written)) => Ok(written),
-            other => Err(storage_failure(other)),
-        }
+        let mut sink = self.take_sink()?;
+        let pending = std::mem::take(&mut self.pending);
+        blocking(move || {
+            write_batch(&mut *sink, &pending)?;
+            sink.commit()
+        })
+        .await
+    }
+
+    fn take_sink(&mut self) -> Answer<Box<dyn DataSink>> {
+        self.sink
+            .take()
+            .ok_or_else(|| storage_failure(&io::Error::other("the writer failed earlier")))
     }
 }
 
-fn storage_failure(outcome: Result<io::Result<u64>, tokio::task::JoinError>) -> Rejection {
-    let error = match outcome {
-        Ok(Err(error)) => error.to_string(),
-        Ok(Ok(_)) => "the writer stopped early".to_owned(),
-        Err(error) => error.to_string(),
-    };
+/// Writes gathered chunks in one system call when there are several.
+fn write_batch(sink: &mut dyn DataSink, chunks: &[Bytes]) -> io::Result<()> {
+    match chunks {
+        [] => Ok(()),
+        [one] => sink.write(one),
+        many => sink.write(&many.concat()),
+    }
+}
+
+/// Runs one bounded piece of disk work on a blocking thread; a failure is a 500 that says
+/// nothing was stored. If the request is dropped meanwhile, the task finishes on its own and
+/// drops what it holds (an uncommitted sink removes its bytes).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Answer<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(storage_failure(&error)),
+        Err(error) => Err(storage_failure(&io::Error::other(error))),
+    }
+}
+
+fn storage_failure(error: &io::Error) -> Rejection {
     tracing::error!(%error, "storing bytes failed");
     Rejection::server_error("The server could not store the data durably. Retry the request.")
 }
@@ -946,20 +967,34 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
     Ok((uploads, files))
 }
 
-/// Reads a File's bytes from disk into the response channel.
-fn stream_content(mut reader: Box<dyn Read + Send>, sender: &mpsc::Sender<io::Result<Bytes>>) {
+/// Reads a File's bytes into the response channel, one chunk per blocking task: a download
+/// whose client reads slowly waits here, on the runtime, not on a blocking thread.
+async fn stream_content(reader: Box<dyn Read + Send>, sender: mpsc::Sender<io::Result<Bytes>>) {
+    let mut reader = reader;
     loop {
-        let mut buffer = vec![0; DOWNLOAD_CHUNK];
-        match reader.read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = vec![0; DOWNLOAD_CHUNK];
+            let read = reader.read(&mut buffer).map(|n| {
                 buffer.truncate(n);
-                if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                Bytes::from(buffer)
+            });
+            (reader, read)
+        })
+        .await;
+        match read {
+            Ok((back, Ok(bytes))) if !bytes.is_empty() => {
+                reader = back;
+                if sender.send(Ok(bytes)).await.is_err() {
                     return; // the client went away
                 }
             }
+            Ok((_, Ok(_))) => return, // the end
+            Ok((_, Err(error))) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
             Err(error) => {
-                let _ = sender.blocking_send(Err(error));
+                let _ = sender.send(Err(io::Error::other(error))).await;
                 return;
             }
         }

@@ -21,7 +21,7 @@
 //! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -179,7 +179,7 @@ impl DirStore {
         let temp = self.temp_path(&dir, name);
         let file = File::create(&temp)?;
         Ok(Box::new(FileSink {
-            writer: Some(BufWriter::with_capacity(SINK_BUFFER, file)),
+            file: Some(file),
             final_path: dir.join(name),
             temp,
             dir,
@@ -187,9 +187,6 @@ impl DirStore {
         }))
     }
 }
-
-/// Write buffer of a sink: large enough that a Part is written in few system calls.
-const SINK_BUFFER: usize = 1 << 20;
 
 impl Store for DirStore {
     fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>> {
@@ -338,7 +335,8 @@ impl Store for DirStore {
 
 /// A Part's bytes on their way to disk.
 struct FileSink {
-    writer: Option<BufWriter<File>>,
+    /// Unbuffered: callers hand over large batches.
+    file: Option<File>,
     temp: PathBuf,
     final_path: PathBuf,
     dir: PathBuf,
@@ -347,23 +345,20 @@ struct FileSink {
 
 impl DataSink for FileSink {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let writer = self
-            .writer
+        let file = self
+            .file
             .as_mut()
             .ok_or_else(|| io::Error::other("sink already committed"))?;
-        writer.write_all(data)?;
+        file.write_all(data)?;
         self.written += data.len() as u64;
         Ok(())
     }
 
     fn commit(mut self: Box<Self>) -> io::Result<u64> {
-        let writer = self
-            .writer
+        let file = self
+            .file
             .take()
             .ok_or_else(|| io::Error::other("sink already committed"))?;
-        let file = writer
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&self.temp, &self.final_path)?;
