@@ -21,7 +21,7 @@ use uploads_core::limits::Limits;
 
 use crate::clock::{Clock, SystemClock};
 use crate::service::{ServerStats, Service, ServiceConfig};
-use crate::store::DirStore;
+use crate::store::{DataDirLock, DirStore};
 
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -151,9 +151,12 @@ impl ServerBuilder {
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
         let data_dir = self.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || DirStore::open(data_dir))
-            .await
-            .map_err(io::Error::other)??;
+        let (lock, store) = tokio::task::spawn_blocking(move || {
+            let lock = DataDirLock::acquire(&data_dir)?;
+            Ok::<_, io::Error>((lock, DirStore::open(data_dir)?))
+        })
+        .await
+        .map_err(io::Error::other)??;
         if self.keys.is_empty() {
             tracing::warn!("no API keys configured: the server is open to anyone who can reach it");
         }
@@ -191,6 +194,7 @@ impl ServerBuilder {
             stop: Some(stop_tx),
             accept,
             sweeper,
+            _lock: lock,
         })
     }
 }
@@ -204,6 +208,8 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// The data directory's lock, released when the server stops (or is dropped).
+    _lock: DataDirLock,
 }
 
 impl RunningServer {

@@ -114,6 +114,57 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self) -> io::Result<StoredState>;
 }
 
+/// The name of the lock file in a data directory; it holds the pid of the process serving it.
+pub const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on a data directory, held for as long as this value lives: two
+/// processes recovering and writing one directory would delete each other's temp files and
+/// let their ledgers diverge. The lock is advisory (`flock`), released by the kernel when the
+/// process dies, so a crash never leaves a stale lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `root` (creating the directory if needed) and writes this process's
+    /// pid into it. A directory locked by another process (or another server of this one) is
+    /// refused with [`io::ErrorKind::ResourceBusy`] and a message naming the holder's pid.
+    pub fn acquire(root: &Path) -> io::Result<Self> {
+        fs::create_dir_all(root)?;
+        let path = root.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "an unknown pid".to_owned(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "the data directory {} is in use by another process ({holder})",
+                        root.display()
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(error),
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        file.sync_all()?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// The default [`Store`]: a directory on a local file system.
 #[derive(Debug)]
 pub struct DirStore {
