@@ -911,7 +911,15 @@ fn persist(store: &dyn Store, steps: &[Step]) -> io::Result<()> {
             Step::RemoveParts {
                 upload_id,
                 part_ids,
-            } => store.remove_parts(upload_id, part_ids)?,
+            } => {
+                // Bytes no record needs any more (the record saved or removed before says
+                // so): the change is committed, and a failure here only leaves garbage that
+                // recovery or a later sweep removes. Failing the request would answer "not
+                // applied" for a change a restart sees as applied.
+                if let Err(error) = store.remove_parts(upload_id, part_ids) {
+                    tracing::warn!(%error, %upload_id, "could not remove Parts no record needs; left for recovery");
+                }
+            }
             Step::RemoveUpload(id) => store.remove_upload(id)?,
             other => return Err(io::Error::other(format!("unsupported step {other:?}"))),
         }
@@ -947,8 +955,10 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
             .map(|part| part.id)
             .filter(|id| !needed.contains(&id))
             .collect();
-        if !garbage.is_empty() {
-            store.remove_parts(&record.id, &garbage)?;
+        if !garbage.is_empty()
+            && let Err(error) = store.remove_parts(&record.id, &garbage)
+        {
+            tracing::warn!(%error, upload = %record.id, "could not remove Parts no record needs");
         }
         uploads.push(record);
     }

@@ -268,9 +268,12 @@ impl Store for DirStore {
     fn remove_file(&self, file: &FileId) -> io::Result<()> {
         let name = safe_name(file.as_str())?;
         let dir = self.files_dir();
-        // The record goes first: a crash in between leaves only orphan bytes, swept at load.
+        // The record (the commit point) goes first: a crash or failure after it leaves only
+        // orphan bytes, swept at load, so it is not an error of the removal.
         remove_if_present(&dir.join(format!("{name}.json")))?;
-        remove_if_present(&dir.join(format!("{name}.data")))?;
+        if let Err(error) = remove_if_present(&dir.join(format!("{name}.data"))) {
+            tracing::warn!(%error, file = %file, "could not remove a deleted File's bytes; left for recovery");
+        }
         sync_dir(&dir)
     }
 
@@ -287,8 +290,14 @@ impl Store for DirStore {
         // The state (commit point) goes first, so a half-removed Upload is an orphan, not a
         // record pointing at missing Parts.
         remove_if_present(&dir.join("state.json"))?;
+        if dir.exists() {
+            sync_dir(&dir)?;
+        }
+        // Past the commit point: what is left is garbage that recovery removes.
         match fs::remove_dir_all(&dir) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(%error, %upload, "could not remove a removed Upload's directory; left for recovery");
+            }
             _ => {}
         }
         sync_dir(&self.root.join("uploads"))

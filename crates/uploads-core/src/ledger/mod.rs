@@ -178,8 +178,9 @@ impl Ledger {
 
     /// Rebuilds the ledger from persisted records (at startup).
     ///
-    /// A File record that names an Upload which exists but was not completed with that File
-    /// is the trace of a complete that crashed between saving the File's record and the
+    /// Only what a commit point says exists is loaded. A File record that names an Upload
+    /// which was not completed with that File, or which no longer exists, is the trace of a
+    /// complete that failed (a crash, a full disk) between saving the File's record and the
     /// Upload's state file (the commit point): it is not loaded, and [`Ledger::sweep`]
     /// reports it for removal.
     pub fn load(
@@ -193,11 +194,14 @@ impl Ledger {
             ledger.uploads.insert(entry.record.id.clone(), entry);
         }
         for record in files {
-            let uncommitted = record
-                .upload_id
-                .as_ref()
-                .and_then(|upload_id| ledger.uploads.get(upload_id))
-                .is_some_and(|entry| !completed_with(&entry.record, record.id()));
+            // An Upload's record is removed only after its File's, so a File whose Upload
+            // is gone was never committed either.
+            let uncommitted = record.upload_id.as_ref().is_some_and(|upload_id| {
+                ledger
+                    .uploads
+                    .get(upload_id)
+                    .is_none_or(|entry| !completed_with(&entry.record, record.id()))
+            });
             if uncommitted {
                 ledger.orphan_files.insert(record.id().clone());
             } else {
@@ -438,6 +442,28 @@ mod tests {
         // Part ids only need to be unique within their Upload (the store keeps them there).
         assert_eq!(scenario.part(&owner_a(), &pending, b"z").as_str(), "part_1");
         assert_eq!(scenario.part(&owner_a(), &pending, b"z").as_str(), "part_2");
+    }
+
+    #[test]
+    fn a_file_record_whose_upload_is_gone_is_not_loaded_and_is_swept() {
+        let mut scenario = Scenario::new();
+        let (upload, hello, world) = hello_world(&mut scenario);
+        let done = scenario
+            .complete_with(&owner_a(), &upload, &[&hello, &world])
+            .unwrap();
+        let file_id = done.file.unwrap().id;
+        // What a failed complete followed by the Upload's sweep leaves: the record alone.
+        scenario.saved_uploads.remove(&upload);
+        scenario.restart();
+        assert_eq!(
+            scenario
+                .ledger
+                .retrieve_file(&owner_a(), &file_id, START)
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(scenario.sweep(), vec![Step::RemoveFile(file_id)]);
     }
 
     #[test]
