@@ -9,7 +9,7 @@ use crate::support::{Client, block_on, tree, uploads_binary};
 
 /// How long a refused command may take; only a hang guard (a command that was not refused
 /// keeps serving, and is killed after it).
-const REFUSAL_GUARD: Duration = Duration::from_secs(60);
+const REFUSAL_GUARD: Duration = Duration::from_mins(1);
 
 /// Runs `uploads` with `args` to its end; each is refused at once, before any network work.
 fn uploads(args: &[&str]) -> Output {
