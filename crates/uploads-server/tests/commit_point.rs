@@ -89,7 +89,7 @@ async fn a_complete_past_its_commit_point_is_answered_completed_even_if_cleanup_
         Some(support::KEY_A),
     )
     .await;
-    assert_eq!(client.list_ids("").await, [file.id.clone()]);
+    assert_eq!(client.list_ids("").await, std::slice::from_ref(&file.id));
     assert_eq!(client.content_ok(&file.id).await.as_ref(), b"hello");
 }
 
