@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use uploads_core::auth::ApiKeys;
-use uploads_core::ledger::Owner;
+use uploads_core::ledger::{Owner, max_complete_request_bytes};
 use uploads_core::limits::Limits;
 
 use crate::clock::{Clock, SystemClock};
@@ -150,6 +150,18 @@ impl ServerBuilder {
     /// Opens the data directory, recovers what a crash left, binds the listener and starts
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
+        let largest_complete = max_complete_request_bytes(self.limits.max_parts_per_upload);
+        if largest_complete > self.max_json_bytes as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a complete listing {} Parts takes up to {largest_complete} bytes of JSON, \
+                     over the JSON body limit of {} bytes: lower max_parts_per_upload or raise \
+                     the JSON limit",
+                    self.limits.max_parts_per_upload, self.max_json_bytes
+                ),
+            ));
+        }
         let data_dir = self.data_dir.clone();
         let (lock, store) = tokio::task::spawn_blocking(move || {
             let lock = DataDirLock::acquire(&data_dir)?;

@@ -21,8 +21,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use uploads_core::api::parse_list_files_query;
 use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::{
-    Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, Planned, RandomIds, RecordState,
-    Step, UploadRecord,
+    Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, PartRecord, Planned, RandomIds,
+    RecordState, Step, UploadRecord,
 };
 use uploads_core::limits::{Limits, MIB};
 use uploads_core::multipart::{
@@ -906,6 +906,7 @@ fn persist(store: &dyn Store, steps: &[Step]) -> io::Result<()> {
     for step in steps {
         match step {
             Step::SaveUpload(record) => store.save_upload(&record.id, &to_json(record)?)?,
+            Step::AddPart { upload_id, part } => store.append_part(upload_id, &to_json(part)?)?,
             Step::SaveFile(record) => store.save_file(record.id(), &to_json(record)?)?,
             Step::RemoveFile(id) => store.remove_file(id)?,
             Step::RemoveParts {
@@ -938,12 +939,26 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
     let state = store.load()?;
     let mut uploads = Vec::with_capacity(state.uploads.len());
     for stored in state.uploads {
-        let record: UploadRecord = serde_json::from_slice(&stored.state).map_err(|error| {
+        let mut record: UploadRecord = serde_json::from_slice(&stored.state).map_err(|error| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("upload {}: {error}", stored.id),
             )
         })?;
+        // The Parts added since the state file was saved.
+        for line in stored
+            .part_log
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+        {
+            match serde_json::from_slice::<PartRecord>(line) {
+                Ok(part) if record.part(&part.id).is_none() => record.parts.push(part),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
+                }
+            }
+        }
         let needed: Vec<&PartId> = match &record.state {
             RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
             RecordState::Completed(completion) => completion.part_ids.iter().collect(),

@@ -12,7 +12,9 @@
 //! ever becomes a path):
 //!
 //! ```text
+//! <data dir>/lock                               held by the process serving the directory
 //! <data dir>/uploads/<upload id>/state.json      the Upload's record: its commit point
+//! <data dir>/uploads/<upload id>/parts.log       Parts added since, one JSON line each
 //! <data dir>/uploads/<upload id>/parts/<part id> one Part's bytes
 //! <data dir>/files/<file id>.json                a File's record (and its manifest)
 //! <data dir>/files/<file id>.data                the bytes of a File made by `POST /files`
@@ -46,6 +48,9 @@ pub struct StoredUpload {
     pub id: UploadId,
     /// The state blob last saved with [`Store::save_upload`].
     pub state: Vec<u8>,
+    /// Every record appended with [`Store::append_part`], each ending in `\n`, in order (a
+    /// record torn by a crash is cut off).
+    pub part_log: Vec<u8>,
     /// Every committed Part on disk, listed or not in the state.
     pub parts: Vec<StoredPart>,
 }
@@ -100,6 +105,9 @@ pub trait Store: Send + Sync + 'static {
     fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>>;
     /// Durably replaces an Upload's state blob (its commit point).
     fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()>;
+    /// Durably appends one Part's record (one line, no `\n` inside) to the Upload, in O(1)
+    /// bytes written; a failed append leaves the earlier records as they were.
+    fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()>;
     /// Durably replaces a File's record blob.
     fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()>;
     /// Removes a File's record and any bytes of its own (not the Parts it points at).
@@ -260,6 +268,30 @@ impl Store for DirStore {
         self.write_atomic(&dir, "state.json", state)
     }
 
+    fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()> {
+        let dir = self.upload_dir(upload)?;
+        let path = dir.join(PART_LOG);
+        let created = !path.exists();
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let before = log.metadata()?.len();
+        let mut line = Vec::with_capacity(record.len() + 1);
+        line.extend_from_slice(record);
+        line.push(b'\n');
+        let written = log.write_all(&line).and_then(|()| log.sync_data());
+        if let Err(error) = written {
+            // A torn line would swallow the next record appended after it.
+            let _ = log.set_len(before);
+            return Err(error);
+        }
+        if created {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
     fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()> {
         let name = format!("{}.json", safe_name(file.as_str())?);
         self.write_atomic(&self.files_dir(), &name, record)
@@ -363,6 +395,7 @@ impl Store for DirStore {
             state.uploads.push(StoredUpload {
                 id,
                 state: fs::read(&state_path)?,
+                part_log: read_part_log(&dir.join(PART_LOG))?,
                 parts,
             });
         }
@@ -391,6 +424,27 @@ impl Store for DirStore {
         state.files.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(state)
     }
+}
+
+/// The name of an Upload's part log, beside its state file.
+const PART_LOG: &str = "parts.log";
+
+/// An Upload's part log, with a record a crash tore cut off (on disk too, so the next
+/// append starts on a line of its own).
+fn read_part_log(path: &Path) -> io::Result<Vec<u8>> {
+    let mut log = match fs::read(path) {
+        Ok(log) => log,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    if log.last().is_some_and(|&last| last != b'\n') {
+        let whole = log.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        log.truncate(whole);
+        let file = fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(whole as u64)?;
+        file.sync_all()?;
+    }
+    Ok(log)
 }
 
 /// A Part's bytes on their way to disk.

@@ -125,6 +125,7 @@ use crate::types::{FileId, UploadId};
 use change::Guard;
 
 pub use change::{ApplyError, Change, Planned, Step};
+pub use complete_request::max_complete_request_bytes;
 pub use files::NewFile;
 pub use ids::{IdSource, RANDOM_ID_LEN, RandomIds, SequentialIds};
 pub use records::{Completion, FileRecord, Owner, PartRecord, RecordState, UploadRecord};
@@ -230,6 +231,14 @@ impl Ledger {
                 Step::SaveUpload(record) => {
                     let entry = self.entry(record);
                     self.uploads.insert(entry.record.id.clone(), entry);
+                }
+                Step::AddPart { upload_id, part } => {
+                    let revision = self.next_revision;
+                    if let Some(entry) = self.uploads.get_mut(&upload_id) {
+                        entry.record.parts.push(part);
+                        entry.revision = revision;
+                        self.next_revision += 1;
+                    }
                 }
                 Step::SaveFile(record) => {
                     self.files.insert(record.id().clone(), record);
