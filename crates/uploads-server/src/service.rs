@@ -276,10 +276,14 @@ impl Service {
     {
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let route = Route::resolve(&method, &path)?;
+        if route == Route::Health {
+            return self.health().await;
+        }
         let owner = self.config.keys.authenticate(
             request
                 .headers()
-                .get(http::header::AUTHORIZATION)
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
                 .map(HeaderValue::as_bytes),
         )?;
         let now = self.clock.now();
@@ -338,6 +342,29 @@ impl Service {
             }
             Route::CreateFile => self.create_file(&owner, request).await,
             _ => Err(Rejection::unknown_route(&method, &path)),
+        }
+    }
+
+    /// `GET /healthz`: 200 `{"status":"ok"}` when the store takes writes, else 503.
+    async fn health(&self) -> Answer<Response<ResponseBody>> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.probe()).await {
+            Ok(Ok(())) => json(&serde_json::json!({"status": "ok"})),
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    Err(error) => error.to_string(),
+                    Ok(Ok(())) => String::new(),
+                };
+                tracing::error!(%error, "health check: the store is not usable");
+                Err(Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    uploads_core::rejection::SERVER_ERROR,
+                    "The server's storage is not usable.",
+                    None,
+                    None,
+                ))
+            }
         }
     }
 

@@ -120,6 +120,8 @@ pub trait Store: Send + Sync + 'static {
     fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>>;
     /// Sweeps temporary files and reads back everything durable (startup recovery).
     fn load(&self) -> io::Result<StoredState>;
+    /// Whether the store can take writes now (the health check): a cheap probe, no fsync.
+    fn probe(&self) -> io::Result<()>;
 }
 
 /// The name of the lock file in a data directory; it holds the pid of the process serving it.
@@ -356,6 +358,13 @@ impl Store for DirStore {
                 Ok(Box::new(ChainedFiles::new(paths)))
             }
         }
+    }
+
+    fn probe(&self) -> io::Result<()> {
+        // A temp name: a crash between the two calls leaves nothing recovery keeps.
+        let path = self.temp_path(&self.files_dir(), "healthz");
+        File::create(&path)?.write_all(b"ok")?;
+        fs::remove_file(&path)
     }
 
     fn load(&self) -> io::Result<StoredState> {
