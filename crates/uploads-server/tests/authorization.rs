@@ -9,7 +9,9 @@ use support::{KEY_A, KEY_B, TestServer, raw_exchange};
 fn list_files_with(authorizations: &[String]) -> Vec<u8> {
     let mut head = "GET /v1/files HTTP/1.1\r\nHost: localhost\r\n".to_owned();
     for value in authorizations {
-        head.push_str(&format!("Authorization: {value}\r\n"));
+        head += "Authorization: ";
+        head += value;
+        head += "\r\n";
     }
     head.push_str("Connection: close\r\n\r\n");
     head.into_bytes()
