@@ -558,15 +558,28 @@ impl Service {
                 .iter()
                 .map(|part| part.id.clone())
                 .collect();
-            let digest = self
-                .md5_ahead
-                .digest(upload_id, listed)
-                .await
-                .map_err(|error| {
+            match self.md5_ahead.digest(upload_id, listed).await {
+                Ok(digest) => Some(digest),
+                Err(error) => {
+                    // A cancel or another complete that won the race removed the Parts: the
+                    // loser gets the answer it would get had it arrived second. The winner
+                    // holds the Upload's lock until its change is applied: wait for it.
+                    let _applied = self.record_lock(upload_id.as_str()).await;
+                    let plan = self.ledger.lock().await.plan_complete(
+                        owner,
+                        upload_id,
+                        body,
+                        self.clock.now(),
+                    )?;
+                    if let CompletePlan::Replay(upload) = plan {
+                        return json(&upload);
+                    }
                     tracing::error!(%error, "reading parts for the md5 failed");
-                    Rejection::server_error("The server could not read the Upload's parts.")
-                })?;
-            Some(digest)
+                    return Err(Rejection::server_error(
+                        "The server could not read the Upload's parts.",
+                    ));
+                }
+            }
         } else {
             None
         };
