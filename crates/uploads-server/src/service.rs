@@ -488,7 +488,7 @@ impl Service {
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
         // Failed unless committed below: then the md5 chain skips this Part.
         let hash_slot = self.md5_ahead.started(&upload, &part);
-        let mut form = Self::form(&request, max_part_bytes)?;
+        let mut form = Self::form(&request, "data", max_part_bytes)?;
         let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
         let mut data: Option<PartWriter> = None;
         while let Some(event) = form.next(&mut reader).await? {
@@ -633,7 +633,7 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let file_id = self.ledger.lock().await.new_file_id(&mut self.ids())?;
-        let mut form = Self::form(&request, MAX_DIRECT_FILE_BYTES)?;
+        let mut form = Self::form(&request, "file", MAX_DIRECT_FILE_BYTES)?;
         let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
         let mut fields = TextFields::default();
         let mut data: Option<(String, PartWriter)> = None;
@@ -685,8 +685,29 @@ impl Service {
         }
     }
 
-    /// A multipart decoder for the request, or 400 when it is not `multipart/form-data`.
-    fn form<B>(request: &Request<B>, max_field_bytes: u64) -> Answer<Form> {
+    /// A multipart decoder for the request, or 400 when it is not `multipart/form-data`; 413
+    /// on `field` when the declared `Content-Length` is more than such a form can be, before
+    /// the body is read (so `Expect: 100-continue` gets its answer, not `100 Continue`).
+    fn form<B>(request: &Request<B>, field: &str, max_field_bytes: u64) -> Answer<Form> {
+        let limits = DecoderLimits {
+            max_field_bytes,
+            ..DecoderLimits::default()
+        };
+        let ceiling = limits.max_body_bytes(max_field_bytes);
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if let Some(declared) = declared.filter(|&declared| declared > ceiling) {
+            return Err(Rejection::too_large(
+                Some(field),
+                format!(
+                    "The request body is {declared} bytes; a form whose '{field}' holds at \
+                     most {max_field_bytes} bytes is at most {ceiling} bytes."
+                ),
+            ));
+        }
         let content_type = request
             .headers()
             .get(CONTENT_TYPE)
@@ -694,10 +715,6 @@ impl Service {
             .unwrap_or("");
         let boundary = boundary_from_content_type(content_type)
             .map_err(|error| multipart_rejection(&error))?;
-        let limits = DecoderLimits {
-            max_field_bytes,
-            ..DecoderLimits::default()
-        };
         let decoder = MultipartDecoder::new(&boundary, limits)
             .map_err(|error| multipart_rejection(&error))?;
         Ok(Form {

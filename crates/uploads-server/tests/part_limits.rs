@@ -235,3 +235,35 @@ async fn the_default_part_count_fits_a_complete_in_the_json_limit_and_a_larger_o
         .expect("a JSON limit a complete cannot fit in is refused");
     assert!(error.to_string().contains("10000 Parts"), "{error}");
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_100_continue() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(1).await;
+    let form = MultipartBody::upload_part(&support::next_boundary(), 10 << 30);
+    let head = request_head(
+        "POST",
+        &format!("/v1/uploads/{}/parts", upload.id),
+        Some(KEY_A),
+        &[
+            ("Content-Type", &form.content_type),
+            ("Expect", "100-continue"),
+        ],
+        Some(form.content_length),
+    );
+    let mut stream = TcpStream::connect(server.running.local_addr())
+        .await
+        .unwrap();
+    stream.write_all(&head).await.unwrap();
+    // Nothing of the body is sent: the answer must come without asking for it.
+    let reply = read_reply(&mut stream).await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.error().param.as_deref(), Some("data"));
+    assert!(stored_parts(server.data_dir(), &upload.id).is_empty());
+}
