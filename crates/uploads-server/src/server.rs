@@ -19,6 +19,7 @@ use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::{Owner, max_complete_request_bytes};
 use uploads_core::limits::Limits;
 
+use crate::body::BodyPace;
 use crate::clock::{Clock, SystemClock};
 use crate::service::{ServerStats, Service, ServiceConfig};
 use crate::store::{DataDirLock, DirStore};
@@ -48,6 +49,7 @@ pub struct ServerBuilder {
     max_json_bytes: usize,
     header_read_timeout: Duration,
     body_idle_timeout: Duration,
+    min_body_bytes_per_sec: u64,
     sweep_interval: Duration,
     shutdown_grace: Duration,
 }
@@ -65,6 +67,7 @@ impl Default for ServerBuilder {
             max_json_bytes: 4 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
             body_idle_timeout: Duration::from_mins(1),
+            min_body_bytes_per_sec: 1024,
             sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -135,6 +138,14 @@ impl ServerBuilder {
         self
     }
 
+    /// The slowest average rate a request body may arrive at, in bytes per second, once its
+    /// first body idle timeout has passed (default 1 KiB/s; 0 for no minimum). A body that
+    /// falls behind gets 408.
+    pub fn min_body_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_body_bytes_per_sec = bytes_per_sec;
+        self
+    }
+
     /// How often the sweeper removes the data of expired and cancelled Uploads.
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = interval;
@@ -177,7 +188,10 @@ impl ServerBuilder {
                 keys: self.keys,
                 limits: self.limits,
                 max_json_bytes: self.max_json_bytes,
-                body_idle_timeout: self.body_idle_timeout,
+                body_pace: BodyPace {
+                    idle: self.body_idle_timeout,
+                    min_bytes_per_sec: self.min_body_bytes_per_sec,
+                },
             },
             Arc::new(store) as Arc<dyn crate::store::Store>,
             self.clock,

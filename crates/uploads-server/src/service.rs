@@ -32,7 +32,7 @@ use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
 use uploads_core::types::{ExpiresAfter, ExpiresAfterAnchor, PartId, UploadId};
 
-use crate::body::{BodyError, BodyReader, ResponseBody, channel_body, full};
+use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, channel_body, full};
 use crate::clock::Clock;
 use crate::entropy::Entropy;
 use crate::md5_ahead::Md5Ahead;
@@ -52,7 +52,7 @@ pub(crate) struct ServiceConfig {
     pub keys: ApiKeys,
     pub limits: Limits,
     pub max_json_bytes: usize,
-    pub body_idle_timeout: Duration,
+    pub body_pace: BodyPace,
 }
 
 /// Counters a test (or an operator) can read: what reached the Part handler.
@@ -461,7 +461,7 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
     {
         let limit = self.config.max_json_bytes;
-        BodyReader::new(request.into_body(), self.config.body_idle_timeout)
+        BodyReader::new(request.into_body(), self.config.body_pace)
             .collect(limit)
             .await
             .map_err(|error| body_rejection(&error))
@@ -489,7 +489,7 @@ impl Service {
         // Failed unless committed below: then the md5 chain skips this Part.
         let hash_slot = self.md5_ahead.started(&upload, &part);
         let mut form = Self::form(&request, "data", max_part_bytes)?;
-        let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
         let mut data: Option<PartWriter> = None;
         while let Some(event) = form.next(&mut reader).await? {
             match event {
@@ -634,7 +634,7 @@ impl Service {
     {
         let file_id = self.ledger.lock().await.new_file_id(&mut self.ids())?;
         let mut form = Self::form(&request, "file", MAX_DIRECT_FILE_BYTES)?;
-        let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
         let mut fields = TextFields::default();
         let mut data: Option<(String, PartWriter)> = None;
         let mut current = String::new();
@@ -1115,7 +1115,7 @@ fn body_rejection(error: &BodyError) -> Rejection {
             None,
             format!("The request body is larger than the maximum of {limit} bytes."),
         ),
-        BodyError::Idle(_) => Rejection::new(
+        BodyError::Idle(_) | BodyError::TooSlow(_) => Rejection::new(
             StatusCode::REQUEST_TIMEOUT,
             uploads_core::rejection::INVALID_REQUEST_ERROR,
             error.to_string(),

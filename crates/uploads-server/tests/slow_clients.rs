@@ -96,3 +96,33 @@ fn stalled_part_bodies_of_one_owner_never_stall_another_owners_requests() {
         drop(stalled);
     });
 }
+
+#[tokio::test]
+async fn a_part_body_trickled_inside_the_idle_timeout_but_below_the_minimum_rate_gets_408() {
+    let server = TestServer::start_with(|builder| {
+        builder
+            .body_idle_timeout(Duration::from_millis(500))
+            .min_body_rate(1000)
+    })
+    .await;
+    let client = Client::connect(server.running.local_addr(), Protocol::Http1, Some(KEY_A)).await;
+    let upload = client.create_upload(1 << 20).await;
+    let mut stream = stalled_part(&server, KEY_A, upload.id.as_str(), 1 << 20, 0).await;
+    // One byte every 50 ms: never idle for 500 ms, but 20 bytes/s against 1000 required.
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if stream.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(PATIENCE, trickle).await;
+    let reply = support::read_reply(&mut stream).await.unwrap();
+    reply.assert_error(
+        http::StatusCode::REQUEST_TIMEOUT,
+        None,
+        "the request body arrived slower than the minimum of 1000 bytes per second",
+    );
+    support::no_temp_files_eventually(server.data_dir()).await;
+}
