@@ -104,7 +104,8 @@ where
     fn rate_deadline(&self) -> Option<tokio::time::Instant> {
         let rate = self.pace.min_bytes_per_sec;
         (rate > 0).then(|| {
-            let earned = Duration::from_secs_f64(self.received as f64 / rate as f64);
+            let millis = self.received.saturating_mul(1000) / rate;
+            let earned = Duration::from_millis(millis);
             self.started + self.pace.idle + earned
         })
     }
