@@ -996,12 +996,15 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
     let state = store.load()?;
     let mut uploads = Vec::with_capacity(state.uploads.len());
     for stored in state.uploads {
-        let mut record: UploadRecord = serde_json::from_slice(&stored.state).map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("upload {}: {error}", stored.id),
-            )
-        })?;
+        let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
+            Ok(record) => record,
+            Err(error) => {
+                // One unreadable record must not keep everything else from being served.
+                let moved_to = store.quarantine_upload(&stored.id)?;
+                tracing::error!(upload = %stored.id, %error, %moved_to, "an unreadable Upload state was quarantined");
+                continue;
+            }
+        };
         // The Parts added since the state file was saved.
         for line in stored
             .part_log
@@ -1034,18 +1037,16 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
         }
         uploads.push(record);
     }
-    let files = state
-        .files
-        .into_iter()
-        .map(|stored| {
-            serde_json::from_slice(&stored.record).map_err(|error| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("file {}: {error}", stored.id),
-                )
-            })
-        })
-        .collect::<io::Result<Vec<FileRecord>>>()?;
+    let mut files = Vec::with_capacity(state.files.len());
+    for stored in state.files {
+        match serde_json::from_slice::<FileRecord>(&stored.record) {
+            Ok(record) => files.push(record),
+            Err(error) => {
+                let moved_to = store.quarantine_file(&stored.id)?;
+                tracing::error!(file = %stored.id, %error, %moved_to, "an unreadable File record was quarantined");
+            }
+        }
+    }
     Ok((uploads, files))
 }
 

@@ -18,6 +18,7 @@
 //! <data dir>/uploads/<upload id>/parts/<part id> one Part's bytes
 //! <data dir>/files/<file id>.json                a File's record (and its manifest)
 //! <data dir>/files/<file id>.data                the bytes of a File made by `POST /files`
+//! <data dir>/quarantine/                         records that could not be read at startup
 //! ```
 //!
 //! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup.
@@ -122,6 +123,11 @@ pub trait Store: Send + Sync + 'static {
     fn load(&self) -> io::Result<StoredState>;
     /// Whether the store can take writes now (the health check): a cheap probe, no fsync.
     fn probe(&self) -> io::Result<()>;
+    /// Moves an Upload whose records cannot be read out of the way (kept for an operator,
+    /// never loaded again); says where it went.
+    fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String>;
+    /// Moves a File whose record cannot be read (and its bytes) out of the way; says where.
+    fn quarantine_file(&self, file: &FileId) -> io::Result<String>;
 }
 
 /// The name of the lock file in a data directory; it holds the pid of the process serving it.
@@ -212,6 +218,16 @@ impl DirStore {
 
     fn files_dir(&self) -> PathBuf {
         self.root.join("files")
+    }
+
+    /// Where unreadable records are moved (created when first needed).
+    fn quarantine_dir(&self) -> io::Result<PathBuf> {
+        let dir = self.root.join("quarantine");
+        if !dir.exists() {
+            fs::create_dir_all(&dir)?;
+            sync_dir(&self.root)?;
+        }
+        Ok(dir)
     }
 
     fn temp_path(&self, dir: &Path, name: &str) -> PathBuf {
@@ -360,6 +376,31 @@ impl Store for DirStore {
         }
     }
 
+    fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String> {
+        let target = self
+            .quarantine_dir()?
+            .join(format!("upload-{}", safe_name(upload.as_str())?));
+        fs::rename(self.upload_dir(upload)?, &target)?;
+        sync_dir(&self.root.join("uploads"))?;
+        Ok(target.display().to_string())
+    }
+
+    fn quarantine_file(&self, file: &FileId) -> io::Result<String> {
+        let name = safe_name(file.as_str())?;
+        let target = self.quarantine_dir()?;
+        for suffix in ["json", "data"] {
+            let from = self.files_dir().join(format!("{name}.{suffix}"));
+            if from.exists() {
+                fs::rename(from, target.join(format!("file-{name}.{suffix}")))?;
+            }
+        }
+        sync_dir(&self.files_dir())?;
+        Ok(target
+            .join(format!("file-{name}.json"))
+            .display()
+            .to_string())
+    }
+
     fn probe(&self) -> io::Result<()> {
         // A temp name: a crash between the two calls leaves nothing recovery keeps.
         let path = self.temp_path(&self.files_dir(), "healthz");
@@ -383,7 +424,9 @@ impl Store for DirStore {
             let state_path = dir.join("state.json");
             if !state_path.exists() {
                 // Created but never committed: nothing refers to it.
-                fs::remove_dir_all(&dir)?;
+                if let Err(error) = fs::remove_dir_all(&dir) {
+                    tracing::warn!(%error, path = %dir.display(), "could not remove an uncommitted Upload");
+                }
                 continue;
             }
             let parts_dir = dir.join("parts");
@@ -566,11 +609,17 @@ fn remove_if_temp(path: &Path) -> io::Result<bool> {
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with(TEMP_PREFIX));
     if is_temp {
-        if path.is_dir() {
-            fs::remove_dir_all(path)?;
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(path)
         } else {
-            fs::remove_file(path)?;
-        }
+            fs::remove_file(path)
+        };
+        removed.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot remove the temp file {}: {error}", path.display()),
+            )
+        })?;
     }
     Ok(is_temp)
 }
