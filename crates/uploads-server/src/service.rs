@@ -36,6 +36,7 @@ use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, channel_body, f
 use crate::clock::Clock;
 use crate::entropy::Entropy;
 use crate::md5_ahead::Md5Ahead;
+use crate::readers::{ReadGuard, Readers};
 use crate::store::{ContentSource, DataSink, Store};
 
 /// The largest File `POST /files` takes in one request, as OpenAI documents.
@@ -130,6 +131,8 @@ pub struct Service {
     stats: Arc<ServerStats>,
     /// The md5 of each pending Upload, hashed as its Parts arrive.
     md5_ahead: Arc<Md5Ahead>,
+    /// Downloads in flight, which Part removals wait for.
+    readers: Arc<Readers>,
 }
 
 /// A request refused on its way in, or a failure answered as 500.
@@ -172,6 +175,7 @@ impl Service {
         let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
         let stats = Arc::new(ServerStats::default());
         let md5_ahead = Arc::new(Md5Ahead::new(Arc::clone(&store), Arc::clone(&stats)));
+        let readers = Arc::new(Readers::new(Arc::clone(&store)));
         let service = Arc::new(Self {
             config,
             ledger: Mutex::new(ledger),
@@ -180,6 +184,7 @@ impl Service {
             clock,
             entropy,
             md5_ahead,
+            readers,
             stats,
         });
         service
@@ -332,13 +337,18 @@ impl Service {
                     .await?,
             ),
             Route::DownloadFile(file_id) => {
-                let record = self
-                    .ledger
-                    .lock()
-                    .await
-                    .file_manifest(&owner, &file_id, now)?
-                    .clone();
-                self.download(&record).await
+                // The read is registered while the ledger is held: a delete planned after
+                // this leaves the Parts in place until the download ends.
+                let (record, guard) = {
+                    let ledger = self.ledger.lock().await;
+                    let record = ledger.file_manifest(&owner, &file_id, now)?.clone();
+                    let guard = record
+                        .upload_id
+                        .as_ref()
+                        .map(|upload| self.readers.enter(upload));
+                    (record, guard)
+                };
+                self.download(&record, guard).await
             }
             Route::CreateFile => self.create_file(&owner, request).await,
             _ => Err(Rejection::unknown_route(&method, &path)),
@@ -421,8 +431,8 @@ impl Service {
     /// Makes a change's steps durable, in order, on a blocking thread.
     async fn persist(&self, change: &Change) -> Answer<()> {
         let steps = change.steps().to_vec();
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || persist(&*store, &steps))
+        let (store, readers) = (Arc::clone(&self.store), Arc::clone(&self.readers));
+        tokio::task::spawn_blocking(move || persist(&*store, &readers, &steps))
             .await
             .map_err(io::Error::other)
             .and_then(|result| result)
@@ -595,7 +605,11 @@ impl Service {
 
     /// Streams a File's bytes. The content is opened before answering, so bytes that cannot
     /// be read are a 500, not a 200 cut short.
-    async fn download(&self, record: &FileRecord) -> Answer<Response<ResponseBody>> {
+    async fn download(
+        &self,
+        record: &FileRecord,
+        guard: Option<ReadGuard>,
+    ) -> Answer<Response<ResponseBody>> {
         let source = match &record.upload_id {
             Some(upload) => ContentSource::Parts {
                 upload: upload.clone(),
@@ -613,7 +627,10 @@ impl Service {
                 Rejection::server_error("The server could not read the File's content.")
             })?;
         let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(stream_content(reader, sender));
+        tokio::spawn(async move {
+            stream_content(reader, sender).await;
+            drop(guard);
+        });
         let mut response = Response::new(channel_body(receiver));
         let headers = response.headers_mut();
         headers.insert(
@@ -959,7 +976,7 @@ fn apply(ledger: &mut Ledger, change: Change) -> Answer<()> {
 }
 
 /// Makes a change's steps durable, in order.
-fn persist(store: &dyn Store, steps: &[Step]) -> io::Result<()> {
+fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<()> {
     for step in steps {
         match step {
             Step::SaveUpload(record) => store.save_upload(&record.id, &to_json(record)?)?,
@@ -974,7 +991,7 @@ fn persist(store: &dyn Store, steps: &[Step]) -> io::Result<()> {
                 // so): the change is committed, and a failure here only leaves garbage that
                 // recovery or a later sweep removes. Failing the request would answer "not
                 // applied" for a change a restart sees as applied.
-                if let Err(error) = store.remove_parts(upload_id, part_ids) {
+                if let Err(error) = readers.remove_parts(upload_id, part_ids) {
                     tracing::warn!(%error, %upload_id, "could not remove Parts no record needs; left for recovery");
                 }
             }
