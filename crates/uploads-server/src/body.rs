@@ -47,6 +47,40 @@ impl Body for ChannelBody {
     }
 }
 
+/// `body`, keeping `guard` alive until the body is sent or dropped.
+pub fn with_guard<G: Send + Sync + Unpin + 'static>(body: ResponseBody, guard: G) -> ResponseBody {
+    Guarded {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    body: ResponseBody,
+    _guard: G,
+}
+
+impl<G: Unpin> Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Why reading a request body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

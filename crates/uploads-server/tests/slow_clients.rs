@@ -126,3 +126,28 @@ async fn a_part_body_trickled_inside_the_idle_timeout_but_below_the_minimum_rate
     );
     support::no_temp_files_eventually(server.data_dir()).await;
 }
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let server =
+        TestServer::start_with(|builder| builder.idle_timeout(Duration::from_millis(400))).await;
+    let mut stream = TcpStream::connect(server.running.local_addr())
+        .await
+        .unwrap();
+    // The preface and an empty SETTINGS frame, then nothing (and no answer to pings).
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, async {
+        use tokio::io::AsyncReadExt;
+        stream.read_to_end(&mut sink).await
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle h2 connection was never closed");
+}
