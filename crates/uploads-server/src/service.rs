@@ -45,6 +45,8 @@ pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 const MAX_TEXT_FIELD_BYTES: usize = 1024;
 /// Chunks of File content read from disk per step of a download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
+/// Records swept between two yields to the runtime.
+const SWEEP_BATCH: usize = 32;
 /// Bytes of a Part gathered in memory before one blocking task writes them.
 const WRITE_BATCH: usize = 1 << 20;
 
@@ -211,31 +213,32 @@ impl Service {
         }
     }
 
+    /// Removes what the ledger says may go, one record at a time: the ledger is locked only
+    /// to plan and to apply each, never across the disk work, so requests keep flowing; a
+    /// record whose removal fails is logged and skipped (tried again at the next sweep) and
+    /// never blocks the others.
     async fn sweep(&self) -> Answer<()> {
-        let mut ledger = self.ledger.lock().await;
-        if let Some(change) = ledger.sweep(self.clock.now()) {
-            // Uploads whose Parts go (expired or finished) will never be completed with an
-            // md5: their hashing-ahead chains go too.
-            let swept: Vec<UploadId> = change
-                .steps()
-                .iter()
-                .filter_map(|step| match step {
-                    Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
-                        Some(upload_id.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
-            self.commit(
-                &mut ledger,
-                Planned {
-                    change: Some(change),
-                    response: (),
-                },
-            )
-            .await?;
-            for upload in &swept {
-                self.md5_ahead.forget(upload);
+        let changes = self.ledger.lock().await.sweep_each(self.clock.now());
+        for (done, change) in changes.into_iter().enumerate() {
+            if done > 0 && done % SWEEP_BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
+            let Some((key, upload)) = swept_record(&change) else {
+                continue;
+            };
+            let _record = self.record_lock(&key).await;
+            if let Err(rejection) = self.persist(&change).await {
+                tracing::error!(record = %key, error = %rejection, "sweeping a record failed; skipped until the next sweep");
+                continue;
+            }
+            if let Err(rejection) = apply(&mut *self.ledger.lock().await, change) {
+                tracing::error!(record = %key, error = %rejection, "a swept record changed meanwhile");
+                continue;
+            }
+            // An Upload whose Parts go will never be completed with an md5: its
+            // hashing-ahead chain goes too.
+            if let Some(upload) = upload {
+                self.md5_ahead.forget(&upload);
             }
         }
         Ok(())
@@ -416,16 +419,6 @@ impl Service {
                 "The server failed while applying the request. Retry it.",
             )))
         })
-    }
-
-    /// Persists a planned change's steps in order, then applies it (the ledger's contract),
-    /// holding the ledger throughout: for the sweep, which touches many records.
-    async fn commit<T>(&self, ledger: &mut Ledger, planned: Planned<T>) -> Answer<T> {
-        if let Some(change) = planned.change {
-            self.persist(&change).await?;
-            apply(ledger, change)?;
-        }
-        Ok(planned.response)
     }
 
     /// Makes a change's steps durable, in order, on a blocking thread.
@@ -964,6 +957,17 @@ async fn blocking<T: Send + 'static>(
 fn storage_failure(error: &io::Error) -> Rejection {
     tracing::error!(%error, "storing bytes failed");
     Rejection::server_error("The server could not store the data durably. Retry the request.")
+}
+
+/// The record a sweep change removes: its lock's key, and the Upload whose Parts go.
+fn swept_record(change: &Change) -> Option<(String, Option<UploadId>)> {
+    match change.steps().first()? {
+        Step::RemoveFile(id) => Some((id.to_string(), None)),
+        Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
+            Some((upload_id.to_string(), Some(upload_id.clone())))
+        }
+        _ => None,
+    }
 }
 
 /// Applies a persisted change; a refusal means the disk and the ledger may disagree (a
