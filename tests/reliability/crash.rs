@@ -512,6 +512,28 @@ async fn part_and_state_writes_are_fsynced_renamed_and_dir_fsynced_in_order() {
     assert_eq!(parts, 1, "the part is written once");
     let state_path = format!("/uploads/{upload_id}/state.json");
     let states = assert_durable_writes(&calls, |target| target.ends_with(&state_path), "state");
-    // create, add part, complete: each commits the Upload's state.
-    assert!(states >= 3, "only {states} state.json writes seen");
+    // create and complete commit the Upload's state; a Part is one record in its log.
+    assert!(states >= 2, "only {states} state.json writes seen");
+    let log_path = format!("/uploads/{upload_id}/parts.log");
+    let open = calls
+        .iter()
+        .position(|call| {
+            call.name == "openat"
+                && quoted_paths(&call.args)
+                    .iter()
+                    .any(|path| path.ends_with(&log_path))
+        })
+        .unwrap_or_else(|| panic!("{log_path} never opened"));
+    let fd = calls[open].result.to_string();
+    let write = open
+        + calls[open..]
+            .iter()
+            .position(|call| call.name == "write" && call.args.starts_with(&format!("{fd}, ")))
+            .unwrap_or_else(|| panic!("{log_path} never written"));
+    assert!(
+        calls[write..]
+            .iter()
+            .any(|call| call.name == "fdatasync" && call.args == fd),
+        "the Part's record is not fdatasynced after it is written"
+    );
 }

@@ -6,6 +6,7 @@
 
 mod child;
 mod crash;
+mod data_dir;
 mod expiry;
 mod hostile;
 mod isolation;

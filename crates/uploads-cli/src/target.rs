@@ -56,6 +56,12 @@ impl TargetArgs {
                 .start()
                 .await
                 .map_err(|error| {
+                    if error.kind() == std::io::ErrorKind::ResourceBusy {
+                        // A server (or another `--local` run) owns the directory.
+                        return Failure::Transfer(format!(
+                            "{error}: send to that server with --base-url (the URL `uploads serve` printed) instead of --local"
+                        ));
+                    }
                     Failure::Transfer(format!(
                         "cannot start the local server in {}: {error}",
                         self.data_dir.display()

@@ -27,20 +27,29 @@ impl ApiKeys {
         self.owners.is_empty()
     }
 
-    /// The owner a request acts for, from its `Authorization` header value (raw bytes, as a
+    /// The owner a request acts for, from its `Authorization` header values (raw bytes, as a
     /// header may hold anything); 401 `invalid_api_key` when the service has keys and this
-    /// is not one of them.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Owner, Rejection> {
+    /// is not one of them. The scheme is case-insensitive (`bearer` is `Bearer`, RFC 9110);
+    /// more than one `Authorization` header is refused (which one would count is ambiguous).
+    pub fn authenticate<'a>(
+        &self,
+        authorization: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Owner, Rejection> {
         if self.owners.is_empty() {
             return Ok(Owner::new(Self::OPEN_OWNER));
         }
-        let Some(header) = authorization else {
+        let mut values = authorization.into_iter();
+        let Some(header) = values.next() else {
             return Err(Rejection::invalid_api_key(MISSING_KEY));
         };
+        if values.next().is_some() {
+            return Err(Rejection::invalid_api_key(DUPLICATE_HEADER));
+        }
         let key = std::str::from_utf8(header)
             .ok()
-            .and_then(|header| header.trim().strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|header| header.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .filter(|key| !key.is_empty())
             .ok_or_else(|| Rejection::invalid_api_key(MALFORMED_HEADER))?;
         self.owners.get(key).cloned().ok_or_else(|| {
@@ -63,6 +72,10 @@ https://platform.openai.com/account/api-keys.";
 /// The message for an `Authorization` header that is not `Bearer <key>`.
 const MALFORMED_HEADER: &str = "Invalid authorization header: expected 'Bearer YOUR_KEY'. You \
 can obtain an API key from https://platform.openai.com/account/api-keys.";
+
+/// The message for a request with more than one `Authorization` header.
+const DUPLICATE_HEADER: &str = "Invalid authorization header: expected one 'Bearer YOUR_KEY' \
+header, got several. You can obtain an API key from https://platform.openai.com/account/api-keys.";
 
 /// A key as OpenAI echoes it: the first and last four characters, the middle starred, so a
 /// log of the error never holds a usable secret.
@@ -92,11 +105,11 @@ mod tests {
     fn each_key_acts_for_its_owner() {
         let keys = keys();
         assert_eq!(
-            keys.authenticate(Some(b"Bearer sk-alpha-1234567890")),
+            keys.authenticate(Some(&b"Bearer sk-alpha-1234567890"[..])),
             Ok(Owner::new("proj_a"))
         );
         assert_eq!(
-            keys.authenticate(Some(b"Bearer sk-beta-0987654321 ")),
+            keys.authenticate(Some(&b"Bearer sk-beta-0987654321 "[..])),
             Ok(Owner::new("proj_b"))
         );
     }
@@ -120,7 +133,7 @@ mod tests {
             assert_eq!(rejection.body.error.kind, "invalid_request_error");
         }
         let wrong = keys
-            .authenticate(Some(b"Bearer sk-gamma-5555555555"))
+            .authenticate(Some(&b"Bearer sk-gamma-5555555555"[..]))
             .unwrap_err();
         assert!(
             wrong
@@ -133,11 +146,29 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_is_case_insensitive_and_a_second_header_is_refused() {
+        let keys = keys();
+        for header in [
+            &b"bearer sk-alpha-1234567890"[..],
+            b"BEARER  sk-alpha-1234567890",
+        ] {
+            assert_eq!(keys.authenticate(Some(header)), Ok(Owner::new("proj_a")));
+        }
+        let twice = [
+            &b"Bearer sk-alpha-1234567890"[..],
+            b"Bearer sk-beta-0987654321",
+        ];
+        let rejection = keys.authenticate(twice).unwrap_err();
+        assert_eq!(rejection.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(rejection.body.error.message, DUPLICATE_HEADER);
+    }
+
+    #[test]
     fn an_open_service_serves_everyone_as_one_owner() {
         let open = ApiKeys::default();
         assert_eq!(open.authenticate(None), Ok(Owner::new(ApiKeys::OPEN_OWNER)));
         assert_eq!(
-            open.authenticate(Some(b"Bearer anything")),
+            open.authenticate(Some(&b"Bearer anything"[..])),
             Ok(Owner::new(ApiKeys::OPEN_OWNER))
         );
     }

@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_part_bytes: u64,
     /// Largest Upload (declared `bytes`, and all Parts added to it): 8 GiB.
     pub max_upload_bytes: u64,
+    /// Most Parts one Upload may hold (listed on complete or not): 10,000, as S3's multipart
+    /// uploads. At the default 64 MiB per Part that is far above `max_upload_bytes`, and a
+    /// complete listing that many Part ids is about 400 KB of JSON.
+    pub max_parts_per_upload: u64,
     /// Seconds from an Upload's creation to its `expires_at`: one hour.
     pub upload_ttl_secs: u64,
     /// Allowed `expires_after.seconds`: one hour to thirty days.
@@ -58,6 +62,13 @@ impl Limits {
         self.max_upload_bytes = bytes;
         self
     }
+
+    /// These limits with at most `parts` Parts per Upload.
+    #[must_use]
+    pub fn with_max_parts_per_upload(mut self, parts: u64) -> Self {
+        self.max_parts_per_upload = parts;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -75,6 +86,7 @@ impl Default for Limits {
         Self {
             max_part_bytes: 64 * MIB,
             max_upload_bytes: 8 * GIB,
+            max_parts_per_upload: 10_000,
             upload_ttl_secs: 3600,
             expires_after_secs: 3600..=2_592_000,
             purposes: vec![

@@ -10,6 +10,9 @@ use crate::types::{FileId, UploadId};
 /// The prefix every route lives under, as in `https://api.openai.com/v1`.
 pub const API_PREFIX: &str = "/v1";
 
+/// The health check's path, outside the API: for load balancers and container health checks.
+pub const HEALTH_PATH: &str = "/healthz";
+
 /// An operation of the Uploads + Files service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -32,12 +35,20 @@ pub enum Route {
     DeleteFile(FileId),
     /// `GET /v1/files/{id}/content`
     DownloadFile(FileId),
+    /// `GET /healthz`: 200 when the server can serve, 503 when its store is not usable. It
+    /// needs no key and reveals nothing but that.
+    Health,
 }
 
 impl Route {
     /// The route for a method and a path (without the query string).
     pub fn resolve(method: &Method, path: &str) -> Result<Self, Rejection> {
         let unknown = || Rejection::unknown_route(method, path);
+        if path == HEALTH_PATH {
+            return (*method == Method::GET)
+                .then_some(Route::Health)
+                .ok_or_else(|| Rejection::method_not_allowed(method, path));
+        }
         let rest = path.strip_prefix(API_PREFIX).ok_or_else(unknown)?;
         let segments: Vec<&str> = rest
             .strip_prefix('/')
@@ -157,6 +168,7 @@ mod tests {
                 "/v1/files/a%2Fb",
                 Route::RetrieveFile("a/b".into()),
             ),
+            (Method::GET, "/healthz", Route::Health),
         ];
         for (method, path, route) in cases {
             assert_eq!(Route::resolve(&method, path), Ok(route), "{method} {path}");
@@ -191,6 +203,7 @@ mod tests {
             (Method::PUT, "/v1/files"),
             (Method::POST, "/v1/files/f"),
             (Method::DELETE, "/v1/files/f/content"),
+            (Method::POST, "/healthz"),
         ] {
             let rejection = Route::resolve(&method, path).unwrap_err();
             assert_eq!(

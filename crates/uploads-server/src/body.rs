@@ -47,12 +47,49 @@ impl Body for ChannelBody {
     }
 }
 
+/// `body`, keeping `guard` alive until the body is sent or dropped.
+pub fn with_guard<G: Send + Sync + Unpin + 'static>(body: ResponseBody, guard: G) -> ResponseBody {
+    Guarded {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    body: ResponseBody,
+    _guard: G,
+}
+
+impl<G: Unpin> Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Why reading a request body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     /// No byte arrived for the idle timeout.
     #[error("the request body stopped moving for {0:?}")]
     Idle(Duration),
+    /// The body arrived slower than the minimum rate (bytes per second).
+    #[error("the request body arrived slower than the minimum of {0} bytes per second")]
+    TooSlow(u64),
     /// The body is larger than allowed.
     #[error("the request body is larger than {limit} bytes")]
     TooLarge {
@@ -64,33 +101,73 @@ pub enum BodyError {
     Transport(#[source] hyper::Error),
 }
 
-/// Reads a request body chunk by chunk, failing when it stops moving.
+/// How fast a body must keep arriving: chunks at most `idle` apart, and on average at least
+/// `min_bytes_per_sec` once the first `idle` has passed (so a body trickled a byte at a time,
+/// each just inside the idle timeout, still ends).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyPace {
+    /// The longest a body may stop moving.
+    pub idle: Duration,
+    /// The slowest average rate, in bytes per second, after the first `idle`; 0 for none.
+    pub min_bytes_per_sec: u64,
+}
+
+/// Reads a request body chunk by chunk, failing when it stops moving or is too slow.
 pub struct BodyReader<B> {
     body: B,
-    idle_timeout: Duration,
+    pace: BodyPace,
+    started: tokio::time::Instant,
+    received: u64,
 }
 
 impl<B> BodyReader<B>
 where
     B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
 {
-    /// Wraps a body with the time a chunk may take to arrive.
-    pub fn new(body: B, idle_timeout: Duration) -> Self {
-        Self { body, idle_timeout }
+    /// Wraps a body with the pace it must keep.
+    pub fn new(body: B, pace: BodyPace) -> Self {
+        Self {
+            body,
+            pace,
+            started: tokio::time::Instant::now(),
+            received: 0,
+        }
+    }
+
+    /// When the body, having delivered `received` bytes, is behind the minimum rate.
+    fn rate_deadline(&self) -> Option<tokio::time::Instant> {
+        let rate = self.pace.min_bytes_per_sec;
+        (rate > 0).then(|| {
+            let millis = self.received.saturating_mul(1000) / rate;
+            let earned = Duration::from_millis(millis);
+            self.started + self.pace.idle + earned
+        })
     }
 
     /// The next data chunk, or `None` at the end of the body.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, BodyError> {
         loop {
-            let frame = tokio::time::timeout(self.idle_timeout, self.body.frame())
+            let idle = tokio::time::Instant::now() + self.pace.idle;
+            let (deadline, too_slow) = match self.rate_deadline() {
+                Some(rate) if rate < idle => (rate, true),
+                _ => (idle, false),
+            };
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
                 .await
-                .map_err(|_| BodyError::Idle(self.idle_timeout))?;
+                .map_err(|_| {
+                    if too_slow {
+                        BodyError::TooSlow(self.pace.min_bytes_per_sec)
+                    } else {
+                        BodyError::Idle(self.pace.idle)
+                    }
+                })?;
             match frame {
                 None => return Ok(None),
                 Some(Err(error)) => return Err(BodyError::Transport(error)),
                 Some(Ok(frame)) => {
                     // Trailers carry nothing this service reads.
                     if let Ok(data) = frame.into_data() {
+                        self.received += data.len() as u64;
                         return Ok(Some(data));
                     }
                 }

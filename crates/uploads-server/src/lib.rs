@@ -30,6 +30,7 @@ mod body;
 pub mod clock;
 mod entropy;
 mod md5_ahead;
+mod readers;
 mod server;
 mod service;
 pub mod store;

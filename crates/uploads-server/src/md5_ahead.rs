@@ -25,6 +25,9 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Every pending Upload's chain.
 pub(crate) struct Md5Ahead {
     chains: Mutex<HashMap<UploadId, Chain>>,
+    /// Woken whenever a chain may have stopped being busy (a Part hashed, hashing given up,
+    /// a chain forgotten): what a waiting complete re-checks on.
+    changed: tokio::sync::Notify,
     store: Arc<dyn Store>,
     stats: Arc<ServerStats>,
 }
@@ -33,6 +36,7 @@ impl Md5Ahead {
     pub(crate) fn new(store: Arc<dyn Store>, stats: Arc<ServerStats>) -> Self {
         Self {
             chains: Mutex::new(HashMap::new()),
+            changed: tokio::sync::Notify::new(),
             store,
             stats,
         }
@@ -62,6 +66,14 @@ impl Md5Ahead {
     /// Forgets an Upload's chain (it was cancelled, or completed).
     pub(crate) fn forget(&self, upload: &UploadId) {
         self.chains().remove(upload);
+        self.changed.notify_waiters();
+    }
+
+    /// Whether `chain` is still the one registered for `upload` (not forgotten).
+    fn is_current(&self, upload: &UploadId, chain: &Chain) -> bool {
+        self.chains()
+            .get(upload)
+            .is_some_and(|live| Arc::ptr_eq(live, chain))
     }
 
     /// Hashes committed Parts in chain order until the chain has to wait, on a blocking
@@ -75,25 +87,28 @@ impl Md5Ahead {
         runtime.spawn_blocking(move || {
             loop {
                 // A chain forgotten (completed or cancelled) is not worth hashing further.
-                let current = ahead.chains().get(&upload).is_some_and(|live| Arc::ptr_eq(live, &chain));
-                if !current {
+                if !ahead.is_current(&upload, &chain) {
                     return;
                 }
                 let Some((part, mut state)) = lock(&chain).next_to_hash() else {
+                    ahead.changed.notify_waiters();
                     return;
                 };
                 let source = ContentSource::Parts {
                     upload: upload.clone(),
                     parts: vec![part.clone()],
                 };
-                match hash_into(&*ahead.store, &source, &mut state) {
+                let hashed = hash_into(&*ahead.store, &source, &mut state);
+                match hashed {
                     Ok(()) => lock(&chain).hashed(part, state),
                     Err(error) => {
                         tracing::warn!(%error, %upload, %part, "hashing ahead stopped; complete will read the rest");
                         lock(&chain).abandon();
+                        ahead.changed.notify_waiters();
                         return;
                     }
                 }
+                ahead.changed.notify_waiters();
             }
         });
     }
@@ -111,9 +126,15 @@ impl Md5Ahead {
             Some(chain) => {
                 // Parts being hashed, or ready to be, are done sooner than read again. The
                 // chain stays registered meanwhile: its hashing stops once it is forgotten.
+                // A chain forgotten meanwhile (a cancel or complete won) is never finished:
+                // stop waiting for it.
                 let waited = tokio::time::timeout(MAX_WAIT, async {
-                    while lock(chain).is_busy() {
-                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    loop {
+                        let changed = self.changed.notified();
+                        if !lock(chain).is_busy() || !self.is_current(upload, chain) {
+                            return;
+                        }
+                        changed.await;
                     }
                 })
                 .await;

@@ -16,12 +16,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use uploads_core::auth::ApiKeys;
-use uploads_core::ledger::Owner;
+use uploads_core::ledger::{Owner, max_complete_request_bytes};
 use uploads_core::limits::Limits;
 
+use crate::body::{BodyPace, with_guard};
 use crate::clock::{Clock, SystemClock};
 use crate::service::{ServerStats, Service, ServiceConfig};
-use crate::store::DirStore;
+use crate::store::{DataDirLock, DirStore};
 
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -47,7 +48,9 @@ pub struct ServerBuilder {
     max_header_bytes: usize,
     max_json_bytes: usize,
     header_read_timeout: Duration,
+    idle_timeout: Duration,
     body_idle_timeout: Duration,
+    min_body_bytes_per_sec: u64,
     sweep_interval: Duration,
     shutdown_grace: Duration,
 }
@@ -64,7 +67,9 @@ impl Default for ServerBuilder {
             max_header_bytes: 64 * 1024,
             max_json_bytes: 4 * 1024 * 1024,
             header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_mins(2),
             body_idle_timeout: Duration::from_mins(1),
+            min_body_bytes_per_sec: 1024,
             sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
         }
@@ -129,9 +134,24 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a connection may stay open with no request in flight (HTTP/2 included, which
+    /// is also pinged to find dead peers) before it is closed.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
     /// How long a request body may stop moving before the request fails.
     pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
         self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// The slowest average rate a request body may arrive at, in bytes per second, once its
+    /// first body idle timeout has passed (default 1 KiB/s; 0 for no minimum). A body that
+    /// falls behind gets 408.
+    pub fn min_body_rate(mut self, bytes_per_sec: u64) -> Self {
+        self.min_body_bytes_per_sec = bytes_per_sec;
         self
     }
 
@@ -150,10 +170,25 @@ impl ServerBuilder {
     /// Opens the data directory, recovers what a crash left, binds the listener and starts
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
+        let largest_complete = max_complete_request_bytes(self.limits.max_parts_per_upload);
+        if largest_complete > self.max_json_bytes as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a complete listing {} Parts takes up to {largest_complete} bytes of JSON, \
+                     over the JSON body limit of {} bytes: lower max_parts_per_upload or raise \
+                     the JSON limit",
+                    self.limits.max_parts_per_upload, self.max_json_bytes
+                ),
+            ));
+        }
         let data_dir = self.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || DirStore::open(data_dir))
-            .await
-            .map_err(io::Error::other)??;
+        let (lock, store) = tokio::task::spawn_blocking(move || {
+            let lock = DataDirLock::acquire(&data_dir)?;
+            Ok::<_, io::Error>((lock, DirStore::open(data_dir)?))
+        })
+        .await
+        .map_err(io::Error::other)??;
         if self.keys.is_empty() {
             tracing::warn!("no API keys configured: the server is open to anyone who can reach it");
         }
@@ -162,7 +197,10 @@ impl ServerBuilder {
                 keys: self.keys,
                 limits: self.limits,
                 max_json_bytes: self.max_json_bytes,
-                body_idle_timeout: self.body_idle_timeout,
+                body_pace: BodyPace {
+                    idle: self.body_idle_timeout,
+                    min_bytes_per_sec: self.min_body_bytes_per_sec,
+                },
             },
             Arc::new(store) as Arc<dyn crate::store::Store>,
             self.clock,
@@ -174,11 +212,13 @@ impl ServerBuilder {
         let (stop_tx, stop_rx) = oneshot::channel();
         let stats = service.stats();
         let sweeper = tokio::spawn(Arc::clone(&service).sweep_every(self.sweep_interval));
+        let max_connections = connections_within_descriptor_limit(self.max_connections);
         let accept = tokio::spawn(accept_loop(
             listener,
             service,
             ConnectionLimits {
-                max_connections: self.max_connections,
+                max_connections,
+                idle_timeout: self.idle_timeout,
                 max_header_bytes: self.max_header_bytes,
                 header_read_timeout: self.header_read_timeout,
                 shutdown_grace: self.shutdown_grace,
@@ -191,6 +231,7 @@ impl ServerBuilder {
             stop: Some(stop_tx),
             accept,
             sweeper,
+            _lock: lock,
         })
     }
 }
@@ -204,6 +245,8 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
+    /// The data directory's lock, released when the server stops (or is dropped).
+    _lock: DataDirLock,
 }
 
 impl RunningServer {
@@ -247,9 +290,51 @@ impl Drop for RunningServer {
 
 struct ConnectionLimits {
     max_connections: usize,
+    idle_timeout: Duration,
     max_header_bytes: usize,
     header_read_timeout: Duration,
     shutdown_grace: Duration,
+}
+
+/// Descriptors kept free of connections: the listener, logs, data files being written or read.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard limit (the default soft limit of 1024 is
+/// far below what a server needs) and returns the connection cap, lowered if needed so that
+/// connections (each with up to one file open for its request) cannot exhaust descriptors:
+/// past the cap, clients wait in the listen backlog instead of `accept` failing.
+fn connections_within_descriptor_limit(max_connections: usize) -> usize {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let soft = match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => limit.maximum,
+            Err(error) => {
+                tracing::warn!(%error, "could not raise the open-file limit");
+                limit.current
+            }
+        };
+        if let Some(soft) = soft {
+            let fit = usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS) / 2)
+                .unwrap_or(usize::MAX)
+                .max(1);
+            if fit < max_connections {
+                tracing::warn!(
+                    max_connections,
+                    open_file_limit = soft,
+                    lowered_to = fit,
+                    "the connection cap is lowered to fit the open-file limit"
+                );
+                return fit;
+            }
+        }
+    }
+    max_connections
 }
 
 /// HTTP/2's connection preface, which tells an HTTP/2 client from an HTTP/1 one.
@@ -281,6 +366,10 @@ async fn protocol_known_in_time(stream: &TcpStream, timeout: Duration) -> bool {
     )
 }
 
+/// The first and the longest pause after a failed `accept`.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 async fn accept_loop(
     listener: TcpListener,
     service: Arc<Service>,
@@ -299,12 +388,16 @@ async fn accept_loop(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        // A peer that stops answering pings is gone: its connection slot is freed.
+        .keep_alive_interval(Some(limits.idle_timeout / 4))
+        .keep_alive_timeout(limits.idle_timeout / 4);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     // Every connection's task: dropping this set (the server dropped, or the grace over)
     // cuts them all, as a crash would.
     let mut connections = JoinSet::new();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         while connections.try_join_next().is_some() {}
         let permit = tokio::select! {
@@ -317,11 +410,16 @@ async fn accept_loop(
         let (stream, peer) = tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok(accepted) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    accepted
+                }
                 Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Out of file descriptors and the like: back off (doubling, up to a
+                    // second) instead of spinning, and log once per doubling.
+                    tracing::warn!(%error, retry_in_ms = backoff.as_millis(), "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
                 }
             },
@@ -329,7 +427,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let service = Arc::clone(&service);
         let (builder, watcher) = (builder.clone(), graceful.watcher());
-        let header_read_timeout = limits.header_read_timeout;
+        let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
         connections.spawn(async move {
             // Holds a connection slot only while the client speaks: a silent socket is
             // closed after the header timeout, like a slow request head.
@@ -337,15 +435,33 @@ async fn accept_loop(
                 tracing::debug!(%peer, "no request within the header timeout; closing");
                 return;
             }
+            let activity = Arc::new(Activity::default());
             let connection = builder.serve_connection(
                 TokioIo::new(stream),
-                service_fn(move |request| {
-                    let service = Arc::clone(&service);
-                    async move { Ok::<_, std::convert::Infallible>(service.handle(request).await) }
+                service_fn({
+                    let activity = Arc::clone(&activity);
+                    move |request| {
+                        let service = Arc::clone(&service);
+                        let active = activity.request_started();
+                        async move {
+                            // In flight until its response body is sent, too.
+                            let response = service.handle(request).await;
+                            Ok::<_, std::convert::Infallible>(
+                                response.map(|body| with_guard(body, active)),
+                            )
+                        }
+                    }
                 }),
             );
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            tokio::select! {
+                served = watcher.watch(connection.into_owned()) => {
+                    if let Err(error) = served {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                }
+                () = activity.idle_for(idle_timeout) => {
+                    tracing::debug!(%peer, "connection idle; closing");
+                }
             }
             drop(permit);
         });
@@ -356,5 +472,47 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("shutdown grace elapsed with requests still in flight");
+    }
+}
+
+/// Requests in flight on one connection, and when the last one ended.
+#[derive(Default)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+/// A request in flight on a connection, until dropped (its response head is produced).
+struct ActiveRequest(Arc<Activity>);
+
+impl Activity {
+    fn request_started(self: &Arc<Self>) -> ActiveRequest {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.changed.notify_waiters();
+        ActiveRequest(Arc::clone(self))
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.changed.notified();
+            if self.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                changed.await;
+                continue;
+            }
+            if tokio::time::timeout(timeout, changed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
     }
 }

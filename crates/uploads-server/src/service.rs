@@ -21,8 +21,8 @@ use tokio::sync::{Mutex, OwnedMutexGuard, mpsc};
 use uploads_core::api::parse_list_files_query;
 use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::{
-    Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, Planned, RandomIds, RecordState,
-    Step, UploadRecord,
+    Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, PartRecord, Planned, RandomIds,
+    RecordState, Step, UploadRecord,
 };
 use uploads_core::limits::{Limits, MIB};
 use uploads_core::multipart::{
@@ -32,10 +32,11 @@ use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
 use uploads_core::types::{ExpiresAfter, ExpiresAfterAnchor, PartId, UploadId};
 
-use crate::body::{BodyError, BodyReader, ResponseBody, channel_body, full};
+use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, channel_body, full};
 use crate::clock::Clock;
 use crate::entropy::Entropy;
 use crate::md5_ahead::Md5Ahead;
+use crate::readers::{ReadGuard, Readers};
 use crate::store::{ContentSource, DataSink, Store};
 
 /// The largest File `POST /files` takes in one request, as OpenAI documents.
@@ -44,15 +45,17 @@ pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 const MAX_TEXT_FIELD_BYTES: usize = 1024;
 /// Chunks of File content read from disk per step of a download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
-/// Chunks buffered between the socket and the writer thread of a Part (bounded memory).
-const WRITER_QUEUE: usize = 16;
+/// Records swept between two yields to the runtime.
+const SWEEP_BATCH: usize = 32;
+/// Bytes of a Part gathered in memory before one blocking task writes them.
+const WRITE_BATCH: usize = 1 << 20;
 
 /// The settings of a [`Service`].
 pub(crate) struct ServiceConfig {
     pub keys: ApiKeys,
     pub limits: Limits,
     pub max_json_bytes: usize,
-    pub body_idle_timeout: Duration,
+    pub body_pace: BodyPace,
 }
 
 /// Counters a test (or an operator) can read: what reached the Part handler.
@@ -130,6 +133,8 @@ pub struct Service {
     stats: Arc<ServerStats>,
     /// The md5 of each pending Upload, hashed as its Parts arrive.
     md5_ahead: Arc<Md5Ahead>,
+    /// Downloads in flight, which Part removals wait for.
+    readers: Arc<Readers>,
 }
 
 /// A request refused on its way in, or a failure answered as 500.
@@ -172,6 +177,7 @@ impl Service {
         let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
         let stats = Arc::new(ServerStats::default());
         let md5_ahead = Arc::new(Md5Ahead::new(Arc::clone(&store), Arc::clone(&stats)));
+        let readers = Arc::new(Readers::new(Arc::clone(&store)));
         let service = Arc::new(Self {
             config,
             ledger: Mutex::new(ledger),
@@ -180,6 +186,7 @@ impl Service {
             clock,
             entropy,
             md5_ahead,
+            readers,
             stats,
         });
         service
@@ -206,31 +213,32 @@ impl Service {
         }
     }
 
+    /// Removes what the ledger says may go, one record at a time: the ledger is locked only
+    /// to plan and to apply each, never across the disk work, so requests keep flowing; a
+    /// record whose removal fails is logged and skipped (tried again at the next sweep) and
+    /// never blocks the others.
     async fn sweep(&self) -> Answer<()> {
-        let mut ledger = self.ledger.lock().await;
-        if let Some(change) = ledger.sweep(self.clock.now()) {
-            // Uploads whose Parts go (expired or finished) will never be completed with an
-            // md5: their hashing-ahead chains go too.
-            let swept: Vec<UploadId> = change
-                .steps()
-                .iter()
-                .filter_map(|step| match step {
-                    Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
-                        Some(upload_id.clone())
-                    }
-                    _ => None,
-                })
-                .collect();
-            self.commit(
-                &mut ledger,
-                Planned {
-                    change: Some(change),
-                    response: (),
-                },
-            )
-            .await?;
-            for upload in &swept {
-                self.md5_ahead.forget(upload);
+        let changes = self.ledger.lock().await.sweep_each(self.clock.now());
+        for (done, change) in changes.into_iter().enumerate() {
+            if done > 0 && done % SWEEP_BATCH == 0 {
+                tokio::task::yield_now().await;
+            }
+            let Some((key, upload)) = swept_record(&change) else {
+                continue;
+            };
+            let _record = self.record_lock(&key).await;
+            if let Err(rejection) = self.persist(&change).await {
+                tracing::error!(record = %key, error = %rejection, "sweeping a record failed; skipped until the next sweep");
+                continue;
+            }
+            if let Err(rejection) = apply(&mut *self.ledger.lock().await, change) {
+                tracing::error!(record = %key, error = %rejection, "a swept record changed meanwhile");
+                continue;
+            }
+            // An Upload whose Parts go will never be completed with an md5: its
+            // hashing-ahead chain goes too.
+            if let Some(upload) = upload {
+                self.md5_ahead.forget(&upload);
             }
         }
         Ok(())
@@ -276,10 +284,14 @@ impl Service {
     {
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let route = Route::resolve(&method, &path)?;
+        if route == Route::Health {
+            return self.health().await;
+        }
         let owner = self.config.keys.authenticate(
             request
                 .headers()
-                .get(http::header::AUTHORIZATION)
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
                 .map(HeaderValue::as_bytes),
         )?;
         let now = self.clock.now();
@@ -328,16 +340,44 @@ impl Service {
                     .await?,
             ),
             Route::DownloadFile(file_id) => {
-                let record = self
-                    .ledger
-                    .lock()
-                    .await
-                    .file_manifest(&owner, &file_id, now)?
-                    .clone();
-                self.download(&record).await
+                // The read is registered while the ledger is held: a delete planned after
+                // this leaves the Parts in place until the download ends.
+                let (record, guard) = {
+                    let ledger = self.ledger.lock().await;
+                    let record = ledger.file_manifest(&owner, &file_id, now)?.clone();
+                    let guard = record
+                        .upload_id
+                        .as_ref()
+                        .map(|upload| self.readers.enter(upload));
+                    (record, guard)
+                };
+                self.download(&record, guard).await
             }
             Route::CreateFile => self.create_file(&owner, request).await,
             _ => Err(Rejection::unknown_route(&method, &path)),
+        }
+    }
+
+    /// `GET /healthz`: 200 `{"status":"ok"}` when the store takes writes, else 503.
+    async fn health(&self) -> Answer<Response<ResponseBody>> {
+        let store = Arc::clone(&self.store);
+        match tokio::task::spawn_blocking(move || store.probe()).await {
+            Ok(Ok(())) => json(&serde_json::json!({"status": "ok"})),
+            outcome => {
+                let error = match outcome {
+                    Ok(Err(error)) => error.to_string(),
+                    Err(error) => error.to_string(),
+                    Ok(Ok(())) => String::new(),
+                };
+                tracing::error!(%error, "health check: the store is not usable");
+                Err(Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    uploads_core::rejection::SERVER_ERROR,
+                    "The server's storage is not usable.",
+                    None,
+                    None,
+                ))
+            }
         }
     }
 
@@ -381,21 +421,11 @@ impl Service {
         })
     }
 
-    /// Persists a planned change's steps in order, then applies it (the ledger's contract),
-    /// holding the ledger throughout: for the sweep, which touches many records.
-    async fn commit<T>(&self, ledger: &mut Ledger, planned: Planned<T>) -> Answer<T> {
-        if let Some(change) = planned.change {
-            self.persist(&change).await?;
-            apply(ledger, change)?;
-        }
-        Ok(planned.response)
-    }
-
     /// Makes a change's steps durable, in order, on a blocking thread.
     async fn persist(&self, change: &Change) -> Answer<()> {
         let steps = change.steps().to_vec();
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || persist(&*store, &steps))
+        let (store, readers) = (Arc::clone(&self.store), Arc::clone(&self.readers));
+        tokio::task::spawn_blocking(move || persist(&*store, &readers, &steps))
             .await
             .map_err(io::Error::other)
             .and_then(|result| result)
@@ -434,7 +464,7 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
     {
         let limit = self.config.max_json_bytes;
-        BodyReader::new(request.into_body(), self.config.body_idle_timeout)
+        BodyReader::new(request.into_body(), self.config.body_pace)
             .collect(limit)
             .await
             .map_err(|error| body_rejection(&error))
@@ -461,15 +491,15 @@ impl Service {
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
         // Failed unless committed below: then the md5 chain skips this Part.
         let hash_slot = self.md5_ahead.started(&upload, &part);
-        let mut form = Self::form(&request, max_part_bytes)?;
-        let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
+        let mut form = Self::form(&request, "data", max_part_bytes)?;
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
         let mut data: Option<PartWriter> = None;
         while let Some(event) = form.next(&mut reader).await? {
             match event {
                 FormEvent::Start(name) if name == "data" && data.is_none() => {
                     let (upload, part) = (upload.clone(), part.clone());
                     let store = Arc::clone(&store);
-                    data = Some(PartWriter::start(move || store.begin_part(&upload, &part)));
+                    data = Some(PartWriter::start(move || store.begin_part(&upload, &part)).await?);
                 }
                 FormEvent::Start(name) => return Err(unexpected_field(&name)),
                 FormEvent::Data(bytes) => match &mut data {
@@ -531,15 +561,28 @@ impl Service {
                 .iter()
                 .map(|part| part.id.clone())
                 .collect();
-            let digest = self
-                .md5_ahead
-                .digest(upload_id, listed)
-                .await
-                .map_err(|error| {
+            match self.md5_ahead.digest(upload_id, listed).await {
+                Ok(digest) => Some(digest),
+                Err(error) => {
+                    // A cancel or another complete that won the race removed the Parts: the
+                    // loser gets the answer it would get had it arrived second. The winner
+                    // holds the Upload's lock until its change is applied: wait for it.
+                    let _applied = self.record_lock(upload_id.as_str()).await;
+                    let plan = self.ledger.lock().await.plan_complete(
+                        owner,
+                        upload_id,
+                        body,
+                        self.clock.now(),
+                    )?;
+                    if let CompletePlan::Replay(upload) = plan {
+                        return json(&upload);
+                    }
                     tracing::error!(%error, "reading parts for the md5 failed");
-                    Rejection::server_error("The server could not read the Upload's parts.")
-                })?;
-            Some(digest)
+                    return Err(Rejection::server_error(
+                        "The server could not read the Upload's parts.",
+                    ));
+                }
+            }
         } else {
             None
         };
@@ -555,7 +598,11 @@ impl Service {
 
     /// Streams a File's bytes. The content is opened before answering, so bytes that cannot
     /// be read are a 500, not a 200 cut short.
-    async fn download(&self, record: &FileRecord) -> Answer<Response<ResponseBody>> {
+    async fn download(
+        &self,
+        record: &FileRecord,
+        guard: Option<ReadGuard>,
+    ) -> Answer<Response<ResponseBody>> {
         let source = match &record.upload_id {
             Some(upload) => ContentSource::Parts {
                 upload: upload.clone(),
@@ -573,7 +620,10 @@ impl Service {
                 Rejection::server_error("The server could not read the File's content.")
             })?;
         let (sender, receiver) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || stream_content(reader, &sender));
+        tokio::spawn(async move {
+            stream_content(reader, sender).await;
+            drop(guard);
+        });
         let mut response = Response::new(channel_body(receiver));
         let headers = response.headers_mut();
         headers.insert(
@@ -593,8 +643,8 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let file_id = self.ledger.lock().await.new_file_id(&mut self.ids())?;
-        let mut form = Self::form(&request, MAX_DIRECT_FILE_BYTES)?;
-        let mut reader = BodyReader::new(request.into_body(), self.config.body_idle_timeout);
+        let mut form = Self::form(&request, "file", MAX_DIRECT_FILE_BYTES)?;
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
         let mut fields = TextFields::default();
         let mut data: Option<(String, PartWriter)> = None;
         let mut current = String::new();
@@ -605,7 +655,7 @@ impl Service {
                     let (store, file_id) = (Arc::clone(&self.store), file_id.clone());
                     data = Some((
                         filename,
-                        PartWriter::start(move || store.begin_file_data(&file_id)),
+                        PartWriter::start(move || store.begin_file_data(&file_id)).await?,
                     ));
                     current = name;
                 }
@@ -645,8 +695,29 @@ impl Service {
         }
     }
 
-    /// A multipart decoder for the request, or 400 when it is not `multipart/form-data`.
-    fn form<B>(request: &Request<B>, max_field_bytes: u64) -> Answer<Form> {
+    /// A multipart decoder for the request, or 400 when it is not `multipart/form-data`; 413
+    /// on `field` when the declared `Content-Length` is more than such a form can be, before
+    /// the body is read (so `Expect: 100-continue` gets its answer, not `100 Continue`).
+    fn form<B>(request: &Request<B>, field: &str, max_field_bytes: u64) -> Answer<Form> {
+        let limits = DecoderLimits {
+            max_field_bytes,
+            ..DecoderLimits::default()
+        };
+        let ceiling = limits.max_body_bytes(max_field_bytes);
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if let Some(declared) = declared.filter(|&declared| declared > ceiling) {
+            return Err(Rejection::too_large(
+                Some(field),
+                format!(
+                    "The request body is {declared} bytes; a form whose '{field}' holds at \
+                     most {max_field_bytes} bytes is at most {ceiling} bytes."
+                ),
+            ));
+        }
         let content_type = request
             .headers()
             .get(CONTENT_TYPE)
@@ -654,10 +725,6 @@ impl Service {
             .unwrap_or("");
         let boundary = boundary_from_content_type(content_type)
             .map_err(|error| multipart_rejection(&error))?;
-        let limits = DecoderLimits {
-            max_field_bytes,
-            ..DecoderLimits::default()
-        };
         let decoder = MultipartDecoder::new(&boundary, limits)
             .map_err(|error| multipart_rejection(&error))?;
         Ok(Form {
@@ -805,70 +872,102 @@ impl TextFields {
     }
 }
 
-/// Bytes of one Part (or `POST /files` File) on their way to disk on a blocking thread, so
-/// a slow disk never stalls the runtime; a bounded queue keeps memory bounded.
+/// Bytes of one Part (or `POST /files` File) on their way to disk. Arriving chunks gather in
+/// memory (at most [`WRITE_BATCH`] bytes) and each batch is written by one short blocking
+/// task: a request holds a blocking thread only while its bytes are being written, never
+/// while its client is slow, so slow bodies cannot exhaust the pool other requests need.
 struct PartWriter {
-    sender: Option<mpsc::Sender<WriterMessage>>,
-    task: tokio::task::JoinHandle<io::Result<u64>>,
-}
-
-enum WriterMessage {
-    Data(Bytes),
-    Commit,
+    /// `None` once a write failed or the sink was handed to a blocking task that never
+    /// returned it.
+    sink: Option<Box<dyn DataSink>>,
+    pending: Vec<Bytes>,
+    pending_bytes: usize,
 }
 
 impl PartWriter {
-    fn start(open: impl FnOnce() -> io::Result<Box<dyn DataSink>> + Send + 'static) -> Self {
-        let (sender, mut receiver) = mpsc::channel::<WriterMessage>(WRITER_QUEUE);
-        let task = tokio::task::spawn_blocking(move || {
-            let mut sink = open()?;
-            while let Some(message) = receiver.blocking_recv() {
-                match message {
-                    WriterMessage::Data(bytes) => sink.write(&bytes)?,
-                    WriterMessage::Commit => return sink.commit(),
-                }
-            }
-            // The request ended without a commit: dropping the sink removes its bytes.
-            Err(io::Error::new(io::ErrorKind::Interrupted, "abandoned"))
-        });
-        Self {
-            sender: Some(sender),
-            task,
-        }
+    async fn start(
+        open: impl FnOnce() -> io::Result<Box<dyn DataSink>> + Send + 'static,
+    ) -> Answer<Self> {
+        let sink = blocking(open).await?;
+        Ok(Self {
+            sink: Some(sink),
+            pending: Vec::new(),
+            pending_bytes: 0,
+        })
     }
 
     async fn write(&mut self, bytes: Bytes) -> Answer<()> {
-        let sent = match &self.sender {
-            Some(sender) => sender.send(WriterMessage::Data(bytes)).await.is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
+        self.pending_bytes += bytes.len();
+        self.pending.push(bytes);
+        if self.pending_bytes >= WRITE_BATCH {
+            let sink = self.take_sink()?;
+            let pending = std::mem::take(&mut self.pending);
+            self.pending_bytes = 0;
+            self.sink = Some(
+                blocking(move || {
+                    let mut sink = sink;
+                    write_batch(&mut *sink, &pending)?;
+                    Ok(sink)
+                })
+                .await?,
+            );
         }
-        // The writer stopped: its error says why.
-        self.sender = None;
-        Err(storage_failure((&mut self.task).await))
+        Ok(())
     }
 
     async fn commit(mut self) -> Answer<u64> {
-        if let Some(sender) = self.sender.take() {
-            let _ = sender.send(WriterMessage::Commit).await;
-        }
-        match (&mut self.task).await {
-            Ok(Ok(written)) => Ok(written),
-            other => Err(storage_failure(other)),
-        }
+        let mut sink = self.take_sink()?;
+        let pending = std::mem::take(&mut self.pending);
+        blocking(move || {
+            write_batch(&mut *sink, &pending)?;
+            sink.commit()
+        })
+        .await
+    }
+
+    fn take_sink(&mut self) -> Answer<Box<dyn DataSink>> {
+        self.sink
+            .take()
+            .ok_or_else(|| storage_failure(&io::Error::other("the writer failed earlier")))
     }
 }
 
-fn storage_failure(outcome: Result<io::Result<u64>, tokio::task::JoinError>) -> Rejection {
-    let error = match outcome {
-        Ok(Err(error)) => error.to_string(),
-        Ok(Ok(_)) => "the writer stopped early".to_owned(),
-        Err(error) => error.to_string(),
-    };
+/// Writes gathered chunks in one system call when there are several.
+fn write_batch(sink: &mut dyn DataSink, chunks: &[Bytes]) -> io::Result<()> {
+    match chunks {
+        [] => Ok(()),
+        [one] => sink.write(one),
+        many => sink.write(&many.concat()),
+    }
+}
+
+/// Runs one bounded piece of disk work on a blocking thread; a failure is a 500 that says
+/// nothing was stored. If the request is dropped meanwhile, the task finishes on its own and
+/// drops what it holds (an uncommitted sink removes its bytes).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Answer<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(storage_failure(&error)),
+        Err(error) => Err(storage_failure(&io::Error::other(error))),
+    }
+}
+
+fn storage_failure(error: &io::Error) -> Rejection {
     tracing::error!(%error, "storing bytes failed");
     Rejection::server_error("The server could not store the data durably. Retry the request.")
+}
+
+/// The record a sweep change removes: its lock's key, and the Upload whose Parts go.
+fn swept_record(change: &Change) -> Option<(String, Option<UploadId>)> {
+    match change.steps().first()? {
+        Step::RemoveFile(id) => Some((id.to_string(), None)),
+        Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
+            Some((upload_id.to_string(), Some(upload_id.clone())))
+        }
+        _ => None,
+    }
 }
 
 /// Applies a persisted change; a refusal means the disk and the ledger may disagree (a
@@ -881,16 +980,25 @@ fn apply(ledger: &mut Ledger, change: Change) -> Answer<()> {
 }
 
 /// Makes a change's steps durable, in order.
-fn persist(store: &dyn Store, steps: &[Step]) -> io::Result<()> {
+fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<()> {
     for step in steps {
         match step {
             Step::SaveUpload(record) => store.save_upload(&record.id, &to_json(record)?)?,
+            Step::AddPart { upload_id, part } => store.append_part(upload_id, &to_json(part)?)?,
             Step::SaveFile(record) => store.save_file(record.id(), &to_json(record)?)?,
             Step::RemoveFile(id) => store.remove_file(id)?,
             Step::RemoveParts {
                 upload_id,
                 part_ids,
-            } => store.remove_parts(upload_id, part_ids)?,
+            } => {
+                // Bytes no record needs any more (the record saved or removed before says
+                // so): the change is committed, and a failure here only leaves garbage that
+                // recovery or a later sweep removes. Failing the request would answer "not
+                // applied" for a change a restart sees as applied.
+                if let Err(error) = readers.remove_parts(upload_id, part_ids) {
+                    tracing::warn!(%error, %upload_id, "could not remove Parts no record needs; left for recovery");
+                }
+            }
             Step::RemoveUpload(id) => store.remove_upload(id)?,
             other => return Err(io::Error::other(format!("unsupported step {other:?}"))),
         }
@@ -909,12 +1017,29 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
     let state = store.load()?;
     let mut uploads = Vec::with_capacity(state.uploads.len());
     for stored in state.uploads {
-        let record: UploadRecord = serde_json::from_slice(&stored.state).map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("upload {}: {error}", stored.id),
-            )
-        })?;
+        let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
+            Ok(record) => record,
+            Err(error) => {
+                // One unreadable record must not keep everything else from being served.
+                let moved_to = store.quarantine_upload(&stored.id)?;
+                tracing::error!(upload = %stored.id, %error, %moved_to, "an unreadable Upload state was quarantined");
+                continue;
+            }
+        };
+        // The Parts added since the state file was saved.
+        for line in stored
+            .part_log
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+        {
+            match serde_json::from_slice::<PartRecord>(line) {
+                Ok(part) if record.part(&part.id).is_none() => record.parts.push(part),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
+                }
+            }
+        }
         let needed: Vec<&PartId> = match &record.state {
             RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
             RecordState::Completed(completion) => completion.part_ids.iter().collect(),
@@ -926,40 +1051,54 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
             .map(|part| part.id)
             .filter(|id| !needed.contains(&id))
             .collect();
-        if !garbage.is_empty() {
-            store.remove_parts(&record.id, &garbage)?;
+        if !garbage.is_empty()
+            && let Err(error) = store.remove_parts(&record.id, &garbage)
+        {
+            tracing::warn!(%error, upload = %record.id, "could not remove Parts no record needs");
         }
         uploads.push(record);
     }
-    let files = state
-        .files
-        .into_iter()
-        .map(|stored| {
-            serde_json::from_slice(&stored.record).map_err(|error| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("file {}: {error}", stored.id),
-                )
-            })
-        })
-        .collect::<io::Result<Vec<FileRecord>>>()?;
+    let mut files = Vec::with_capacity(state.files.len());
+    for stored in state.files {
+        match serde_json::from_slice::<FileRecord>(&stored.record) {
+            Ok(record) => files.push(record),
+            Err(error) => {
+                let moved_to = store.quarantine_file(&stored.id)?;
+                tracing::error!(file = %stored.id, %error, %moved_to, "an unreadable File record was quarantined");
+            }
+        }
+    }
     Ok((uploads, files))
 }
 
-/// Reads a File's bytes from disk into the response channel.
-fn stream_content(mut reader: Box<dyn Read + Send>, sender: &mpsc::Sender<io::Result<Bytes>>) {
+/// Reads a File's bytes into the response channel, one chunk per blocking task: a download
+/// whose client reads slowly waits here, on the runtime, not on a blocking thread.
+async fn stream_content(reader: Box<dyn Read + Send>, sender: mpsc::Sender<io::Result<Bytes>>) {
+    let mut reader = reader;
     loop {
-        let mut buffer = vec![0; DOWNLOAD_CHUNK];
-        match reader.read(&mut buffer) {
-            Ok(0) => return,
-            Ok(n) => {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = vec![0; DOWNLOAD_CHUNK];
+            let read = reader.read(&mut buffer).map(|n| {
                 buffer.truncate(n);
-                if sender.blocking_send(Ok(Bytes::from(buffer))).is_err() {
+                Bytes::from(buffer)
+            });
+            (reader, read)
+        })
+        .await;
+        match read {
+            Ok((back, Ok(bytes))) if !bytes.is_empty() => {
+                reader = back;
+                if sender.send(Ok(bytes)).await.is_err() {
                     return; // the client went away
                 }
             }
+            Ok((_, Ok(_))) => return, // the end
+            Ok((_, Err(error))) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
             Err(error) => {
-                let _ = sender.blocking_send(Err(error));
+                let _ = sender.send(Err(io::Error::other(error))).await;
                 return;
             }
         }
@@ -998,7 +1137,7 @@ fn body_rejection(error: &BodyError) -> Rejection {
             None,
             format!("The request body is larger than the maximum of {limit} bytes."),
         ),
-        BodyError::Idle(_) => Rejection::new(
+        BodyError::Idle(_) | BodyError::TooSlow(_) => Rejection::new(
             StatusCode::REQUEST_TIMEOUT,
             uploads_core::rejection::INVALID_REQUEST_ERROR,
             error.to_string(),

@@ -12,16 +12,19 @@
 //! ever becomes a path):
 //!
 //! ```text
+//! <data dir>/lock                               held by the process serving the directory
 //! <data dir>/uploads/<upload id>/state.json      the Upload's record: its commit point
+//! <data dir>/uploads/<upload id>/parts.log       Parts added since, one JSON line each
 //! <data dir>/uploads/<upload id>/parts/<part id> one Part's bytes
 //! <data dir>/files/<file id>.json                a File's record (and its manifest)
 //! <data dir>/files/<file id>.data                the bytes of a File made by `POST /files`
+//! <data dir>/quarantine/                         records that could not be read at startup
 //! ```
 //!
 //! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,6 +49,9 @@ pub struct StoredUpload {
     pub id: UploadId,
     /// The state blob last saved with [`Store::save_upload`].
     pub state: Vec<u8>,
+    /// Every record appended with [`Store::append_part`], each ending in `\n`, in order (a
+    /// record torn by a crash is cut off).
+    pub part_log: Vec<u8>,
     /// Every committed Part on disk, listed or not in the state.
     pub parts: Vec<StoredPart>,
 }
@@ -100,6 +106,9 @@ pub trait Store: Send + Sync + 'static {
     fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>>;
     /// Durably replaces an Upload's state blob (its commit point).
     fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()>;
+    /// Durably appends one Part's record (one line, no `\n` inside) to the Upload, in O(1)
+    /// bytes written; a failed append leaves the earlier records as they were.
+    fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()>;
     /// Durably replaces a File's record blob.
     fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()>;
     /// Removes a File's record and any bytes of its own (not the Parts it points at).
@@ -112,6 +121,64 @@ pub trait Store: Send + Sync + 'static {
     fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>>;
     /// Sweeps temporary files and reads back everything durable (startup recovery).
     fn load(&self) -> io::Result<StoredState>;
+    /// Whether the store can take writes now (the health check): a cheap probe, no fsync.
+    fn probe(&self) -> io::Result<()>;
+    /// Moves an Upload whose records cannot be read out of the way (kept for an operator,
+    /// never loaded again); says where it went.
+    fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String>;
+    /// Moves a File whose record cannot be read (and its bytes) out of the way; says where.
+    fn quarantine_file(&self, file: &FileId) -> io::Result<String>;
+}
+
+/// The name of the lock file in a data directory; it holds the pid of the process serving it.
+pub const LOCK_FILE: &str = "lock";
+
+/// An exclusive lock on a data directory, held for as long as this value lives: two
+/// processes recovering and writing one directory would delete each other's temp files and
+/// let their ledgers diverge. The lock is advisory (`flock`), released by the kernel when the
+/// process dies, so a crash never leaves a stale lock.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Takes the lock of `root` (creating the directory if needed) and writes this process's
+    /// pid into it. A directory locked by another process (or another server of this one) is
+    /// refused with [`io::ErrorKind::ResourceBusy`] and a message naming the holder's pid.
+    pub fn acquire(root: &Path) -> io::Result<Self> {
+        fs::create_dir_all(root)?;
+        let path = root.join(LOCK_FILE);
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = match holder.trim() {
+                    "" => "an unknown pid".to_owned(),
+                    pid => format!("pid {pid}"),
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    format!(
+                        "the data directory {} is in use by another process ({holder})",
+                        root.display()
+                    ),
+                ));
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(error),
+        }
+        file.set_len(0)?;
+        file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        file.sync_all()?;
+        Ok(Self { _file: file })
+    }
 }
 
 /// The default [`Store`]: a directory on a local file system.
@@ -153,6 +220,16 @@ impl DirStore {
         self.root.join("files")
     }
 
+    /// Where unreadable records are moved (created when first needed).
+    fn quarantine_dir(&self) -> io::Result<PathBuf> {
+        let dir = self.root.join("quarantine");
+        if !dir.exists() {
+            fs::create_dir_all(&dir)?;
+            sync_dir(&self.root)?;
+        }
+        Ok(dir)
+    }
+
     fn temp_path(&self, dir: &Path, name: &str) -> PathBuf {
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         dir.join(format!("{TEMP_PREFIX}{name}.{n}"))
@@ -179,7 +256,7 @@ impl DirStore {
         let temp = self.temp_path(&dir, name);
         let file = File::create(&temp)?;
         Ok(Box::new(FileSink {
-            writer: Some(BufWriter::with_capacity(SINK_BUFFER, file)),
+            file: Some(file),
             final_path: dir.join(name),
             temp,
             dir,
@@ -187,9 +264,6 @@ impl DirStore {
         }))
     }
 }
-
-/// Write buffer of a sink: large enough that a Part is written in few system calls.
-const SINK_BUFFER: usize = 1 << 20;
 
 impl Store for DirStore {
     fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>> {
@@ -212,6 +286,30 @@ impl Store for DirStore {
         self.write_atomic(&dir, "state.json", state)
     }
 
+    fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()> {
+        let dir = self.upload_dir(upload)?;
+        let path = dir.join(PART_LOG);
+        let created = !path.exists();
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        let before = log.metadata()?.len();
+        let mut line = Vec::with_capacity(record.len() + 1);
+        line.extend_from_slice(record);
+        line.push(b'\n');
+        let written = log.write_all(&line).and_then(|()| log.sync_data());
+        if let Err(error) = written {
+            // A torn line would swallow the next record appended after it.
+            let _ = log.set_len(before);
+            return Err(error);
+        }
+        if created {
+            sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
     fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()> {
         let name = format!("{}.json", safe_name(file.as_str())?);
         self.write_atomic(&self.files_dir(), &name, record)
@@ -220,9 +318,12 @@ impl Store for DirStore {
     fn remove_file(&self, file: &FileId) -> io::Result<()> {
         let name = safe_name(file.as_str())?;
         let dir = self.files_dir();
-        // The record goes first: a crash in between leaves only orphan bytes, swept at load.
+        // The record (the commit point) goes first: a crash or failure after it leaves only
+        // orphan bytes, swept at load, so it is not an error of the removal.
         remove_if_present(&dir.join(format!("{name}.json")))?;
-        remove_if_present(&dir.join(format!("{name}.data")))?;
+        if let Err(error) = remove_if_present(&dir.join(format!("{name}.data"))) {
+            tracing::warn!(%error, file = %file, "could not remove a deleted File's bytes; left for recovery");
+        }
         sync_dir(&dir)
     }
 
@@ -239,8 +340,14 @@ impl Store for DirStore {
         // The state (commit point) goes first, so a half-removed Upload is an orphan, not a
         // record pointing at missing Parts.
         remove_if_present(&dir.join("state.json"))?;
+        if dir.exists() {
+            sync_dir(&dir)?;
+        }
+        // Past the commit point: what is left is garbage that recovery removes.
         match fs::remove_dir_all(&dir) {
-            Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(%error, %upload, "could not remove a removed Upload's directory; left for recovery");
+            }
             _ => {}
         }
         sync_dir(&self.root.join("uploads"))
@@ -269,6 +376,38 @@ impl Store for DirStore {
         }
     }
 
+    fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String> {
+        let target = self
+            .quarantine_dir()?
+            .join(format!("upload-{}", safe_name(upload.as_str())?));
+        fs::rename(self.upload_dir(upload)?, &target)?;
+        sync_dir(&self.root.join("uploads"))?;
+        Ok(target.display().to_string())
+    }
+
+    fn quarantine_file(&self, file: &FileId) -> io::Result<String> {
+        let name = safe_name(file.as_str())?;
+        let target = self.quarantine_dir()?;
+        for suffix in ["json", "data"] {
+            let from = self.files_dir().join(format!("{name}.{suffix}"));
+            if from.exists() {
+                fs::rename(from, target.join(format!("file-{name}.{suffix}")))?;
+            }
+        }
+        sync_dir(&self.files_dir())?;
+        Ok(target
+            .join(format!("file-{name}.json"))
+            .display()
+            .to_string())
+    }
+
+    fn probe(&self) -> io::Result<()> {
+        // A temp name: a crash between the two calls leaves nothing recovery keeps.
+        let path = self.temp_path(&self.files_dir(), "healthz");
+        File::create(&path)?.write_all(b"ok")?;
+        fs::remove_file(&path)
+    }
+
     fn load(&self) -> io::Result<StoredState> {
         let mut state = StoredState::default();
         let uploads_dir = self.root.join("uploads");
@@ -285,7 +424,9 @@ impl Store for DirStore {
             let state_path = dir.join("state.json");
             if !state_path.exists() {
                 // Created but never committed: nothing refers to it.
-                fs::remove_dir_all(&dir)?;
+                if let Err(error) = fs::remove_dir_all(&dir) {
+                    tracing::warn!(%error, path = %dir.display(), "could not remove an uncommitted Upload");
+                }
                 continue;
             }
             let parts_dir = dir.join("parts");
@@ -306,6 +447,7 @@ impl Store for DirStore {
             state.uploads.push(StoredUpload {
                 id,
                 state: fs::read(&state_path)?,
+                part_log: read_part_log(&dir.join(PART_LOG))?,
                 parts,
             });
         }
@@ -336,9 +478,31 @@ impl Store for DirStore {
     }
 }
 
+/// The name of an Upload's part log, beside its state file.
+const PART_LOG: &str = "parts.log";
+
+/// An Upload's part log, with a record a crash tore cut off (on disk too, so the next
+/// append starts on a line of its own).
+fn read_part_log(path: &Path) -> io::Result<Vec<u8>> {
+    let mut log = match fs::read(path) {
+        Ok(log) => log,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    if log.last().is_some_and(|&last| last != b'\n') {
+        let whole = log.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        log.truncate(whole);
+        let file = fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(whole as u64)?;
+        file.sync_all()?;
+    }
+    Ok(log)
+}
+
 /// A Part's bytes on their way to disk.
 struct FileSink {
-    writer: Option<BufWriter<File>>,
+    /// Unbuffered: callers hand over large batches.
+    file: Option<File>,
     temp: PathBuf,
     final_path: PathBuf,
     dir: PathBuf,
@@ -347,23 +511,20 @@ struct FileSink {
 
 impl DataSink for FileSink {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let writer = self
-            .writer
+        let file = self
+            .file
             .as_mut()
             .ok_or_else(|| io::Error::other("sink already committed"))?;
-        writer.write_all(data)?;
+        file.write_all(data)?;
         self.written += data.len() as u64;
         Ok(())
     }
 
     fn commit(mut self: Box<Self>) -> io::Result<u64> {
-        let writer = self
-            .writer
+        let file = self
+            .file
             .take()
             .ok_or_else(|| io::Error::other("sink already committed"))?;
-        let file = writer
-            .into_inner()
-            .map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&self.temp, &self.final_path)?;
@@ -448,11 +609,17 @@ fn remove_if_temp(path: &Path) -> io::Result<bool> {
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with(TEMP_PREFIX));
     if is_temp {
-        if path.is_dir() {
-            fs::remove_dir_all(path)?;
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(path)
         } else {
-            fs::remove_file(path)?;
-        }
+            fs::remove_file(path)
+        };
+        removed.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("cannot remove the temp file {}: {error}", path.display()),
+            )
+        })?;
     }
     Ok(is_temp)
 }

@@ -634,6 +634,7 @@ async fn ids_that_would_be_paths_are_unknown_not_errors() {
         support::paths_under(server.data_dir()),
         [
             server.data_dir().join("files"),
+            server.data_dir().join(uploads_server::store::LOCK_FILE),
             server.data_dir().join("uploads")
         ]
     );

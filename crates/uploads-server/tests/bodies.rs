@@ -28,12 +28,19 @@ fn upload_dirs(server: &TestServer) -> usize {
 
 #[tokio::test]
 async fn a_json_body_over_the_limit_is_413_and_creates_nothing() {
-    let fits = create_body("a.txt");
+    // Long enough for a complete of one Part (the server refuses a smaller limit).
+    let fits = create_body(&format!("{}.txt", "a".repeat(20)));
     let limit = fits.len();
-    let server = TestServer::start_with(|builder| builder.max_json_bytes(limit)).await;
+    // An Upload of one Part: its complete fits in such a small limit.
+    let server = TestServer::start_with(|builder| {
+        builder
+            .max_json_bytes(limit)
+            .limits(uploads_core::limits::Limits::default().with_max_parts_per_upload(1))
+    })
+    .await;
     let client = server.client().await;
     client
-        .create_upload_json(&create_body("ab.txt"))
+        .create_upload_json(&create_body(&format!("{}.txt", "a".repeat(21))))
         .await
         .assert_error(
             StatusCode::PAYLOAD_TOO_LARGE,

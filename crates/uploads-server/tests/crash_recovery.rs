@@ -179,3 +179,62 @@ async fn a_complete_cut_before_its_commit_point_is_rolled_back() {
     assert_ne!(file.id, lost.id);
     assert_eq!(client.content_ok(&file.id).await, "abcd");
 }
+
+#[tokio::test]
+async fn unreadable_records_are_quarantined_and_everything_else_is_served() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let kept = client.upload_file(&[b"kept"]).await;
+    let broken_file = client.upload_file(&[b"broken"]).await;
+    let pending = client.create_upload(4).await;
+    let broken_upload = client.create_upload(4).await;
+    let TestServer {
+        running,
+        clock,
+        dir,
+    } = server;
+    running.shutdown().await;
+    let root = dir.path();
+    std::fs::write(
+        root.join("uploads")
+            .join(broken_upload.id.as_str())
+            .join("state.json"),
+        b"{not json",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("files").join(format!("{}.json", broken_file.id)),
+        b"\0\0\0",
+    )
+    .unwrap();
+
+    let restarted = start_on(root, &clock, |builder| builder).await;
+    let client = support::Client::connect(
+        restarted.local_addr(),
+        support::Protocol::Http1,
+        Some(KEY_A),
+    )
+    .await;
+    assert_eq!(client.content_ok(&kept.id).await.as_ref(), b"kept");
+    client.add_part_ok(&pending.id, b"more").await;
+    assert_eq!(
+        client.retrieve(&broken_file.id).await.status,
+        http::StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        client.cancel(&broken_upload.id).await.status,
+        http::StatusCode::NOT_FOUND
+    );
+    let quarantined: Vec<String> = std::fs::read_dir(root.join("quarantine"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantined.contains(&format!("upload-{}", broken_upload.id)),
+        "{quarantined:?}"
+    );
+    assert!(
+        quarantined.contains(&format!("file-{}.json", broken_file.id)),
+        "{quarantined:?}"
+    );
+}

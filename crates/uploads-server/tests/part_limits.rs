@@ -144,3 +144,120 @@ async fn exactly_64_mib_is_stored_and_one_byte_more_is_refused_with_nothing_stor
         .unwrap();
     assert_eq!(file.bytes, 64 * MIB);
 }
+
+#[tokio::test]
+async fn adding_a_part_writes_the_same_few_bytes_however_many_parts_there_are() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(1).await;
+    let upload_dir = server.data_dir().join("uploads").join(upload.id.as_str());
+    let state = std::fs::read(upload_dir.join("state.json")).unwrap();
+    let log_len = || std::fs::metadata(upload_dir.join("parts.log")).map_or(0, |meta| meta.len());
+    let mut ids = Vec::new();
+    let mut growth = Vec::new();
+    for _ in 0..60 {
+        let before = log_len();
+        ids.push(client.add_part_ok(&upload.id, b"x").await.id);
+        growth.push(log_len() - before);
+    }
+    // The state file (the commit point for status changes) is not rewritten per Part; each
+    // Part adds one record of the same size to the log.
+    assert_eq!(std::fs::read(upload_dir.join("state.json")).unwrap(), state);
+    assert!(
+        growth
+            .iter()
+            .all(|&grown| grown == growth[0] && grown < 200),
+        "{growth:?}"
+    );
+
+    // After a restart the Parts are all there, in order.
+    let TestServer {
+        running,
+        clock,
+        dir,
+    } = server;
+    running.shutdown().await;
+    let restarted = support::start_on(dir.path(), &clock, |builder| builder).await;
+    let client = support::Client::connect(
+        restarted.local_addr(),
+        support::Protocol::Http1,
+        Some(KEY_A),
+    )
+    .await;
+    let completed = client.complete_ok(&upload.id, &[&ids[59]], None).await;
+    assert_eq!(completed.file.unwrap().bytes, 1);
+}
+
+#[tokio::test]
+async fn parts_over_max_parts_per_upload_are_refused_with_400_and_nothing_stored() {
+    let server = TestServer::start_with(|builder| {
+        builder.limits(Limits::default().with_max_parts_per_upload(3))
+    })
+    .await;
+    let client = server.client().await;
+    let upload = client.create_upload(3).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(client.add_part_ok(&upload.id, b"x").await.id);
+    }
+    client.add_part(&upload.id, b"y").await.assert_error(
+        StatusCode::BAD_REQUEST,
+        Some("data"),
+        &format!(
+            "Upload {} already has 3 Parts; an Upload may have at most 3 Parts.",
+            upload.id
+        ),
+    );
+    no_temp_files_eventually(server.data_dir()).await;
+    assert_eq!(stored_parts(server.data_dir(), &upload.id).len(), 3);
+    let listed: Vec<_> = ids.iter().collect();
+    client.complete_ok(&upload.id, &listed, None).await;
+}
+
+#[tokio::test]
+async fn the_default_part_count_fits_a_complete_in_the_json_limit_and_a_larger_one_is_refused() {
+    // 10,000 Parts listed take about 360 KB of JSON: the defaults start.
+    TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let refused = uploads_server::Server::builder()
+        .data_dir(dir.path())
+        .max_json_bytes(100_000)
+        .start()
+        .await;
+    let error = refused
+        .err()
+        .expect("a JSON limit a complete cannot fit in is refused");
+    assert!(error.to_string().contains("10000 Parts"), "{error}");
+}
+
+#[tokio::test]
+async fn a_declared_length_over_the_limit_is_refused_before_100_continue() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(1).await;
+    let form = MultipartBody::upload_part(&support::next_boundary(), 10 << 30);
+    let head = request_head(
+        "POST",
+        &format!("/v1/uploads/{}/parts", upload.id),
+        Some(KEY_A),
+        &[
+            ("Content-Type", &form.content_type),
+            ("Expect", "100-continue"),
+        ],
+        Some(form.content_length),
+    );
+    let mut stream = TcpStream::connect(server.running.local_addr())
+        .await
+        .unwrap();
+    stream.write_all(&head).await.unwrap();
+    // Nothing of the body is sent: the answer must come without asking for it.
+    let reply = read_reply(&mut stream).await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.error().param.as_deref(), Some("data"));
+    assert!(stored_parts(server.data_dir(), &upload.id).is_empty());
+}

@@ -14,7 +14,7 @@
 
 use crate::types::{FileId, PartId, UploadId};
 
-use super::records::{FileRecord, UploadRecord};
+use super::records::{FileRecord, PartRecord, UploadRecord};
 
 /// The outcome of a mutating operation that was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,15 @@ pub struct Planned<T> {
 pub enum Step {
     /// Create or replace the Upload's state file with this record.
     SaveUpload(UploadRecord),
+    /// Record one more Part of a pending Upload, in O(1) bytes (e.g. a line appended to a
+    /// log beside the state file): reading the Upload back MUST yield the state file's Parts
+    /// followed by every Part recorded this way since, in order, each once.
+    AddPart {
+        /// The Upload the Part belongs to.
+        upload_id: UploadId,
+        /// The Part.
+        part: PartRecord,
+    },
     /// Create the File's record.
     SaveFile(FileRecord),
     /// Remove the File's record and any bytes of its own (a `POST /files` File's data);

@@ -9,6 +9,20 @@ use crate::types::PartId;
 /// The fields a complete body may have.
 const FIELDS: [&str; 2] = ["part_ids", "md5"];
 
+/// The largest complete body a client sends for an Upload of `max_parts` Parts with ids this
+/// ledger mints (`part_` and [`RANDOM_ID_LEN`](super::RANDOM_ID_LEN) characters), listing
+/// every one and an md5, compactly encoded: a server's JSON body limit MUST be at least this.
+pub fn max_complete_request_bytes(max_parts: u64) -> u64 {
+    let per_part = ("\"part_\",".len() + super::RANDOM_ID_LEN) as u64;
+    let frame = r#"{"part_ids":[],"md5":"0123456789abcdef0123456789abcdef"}"#.len() as u64;
+    // No comma after the last id.
+    let commas_saved = max_parts.min(1);
+    max_parts
+        .saturating_mul(per_part)
+        .saturating_add(frame)
+        .saturating_sub(commas_saved)
+}
+
 /// A valid complete body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CompleteRequest {
@@ -118,6 +132,15 @@ fn problem(param: Option<&str>, message: String) -> FieldError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_largest_complete_body_is_counted_exactly() {
+        use crate::ledger::{IdSource, RandomIds};
+        let mut ids = RandomIds::new(|buffer: &mut [u8]| buffer.fill(7));
+        let part_ids: Vec<String> = (0..3).map(|_| ids.part_id().to_string()).collect();
+        let body = serde_json::json!({"part_ids": part_ids, "md5": "0".repeat(32)}).to_string();
+        assert_eq!(max_complete_request_bytes(3), body.len() as u64);
+    }
+
     use super::*;
 
     fn problems(body: &str) -> Vec<(Option<String>, String)> {

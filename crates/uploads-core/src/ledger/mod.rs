@@ -125,6 +125,7 @@ use crate::types::{FileId, UploadId};
 use change::Guard;
 
 pub use change::{ApplyError, Change, Planned, Step};
+pub use complete_request::max_complete_request_bytes;
 pub use files::NewFile;
 pub use ids::{IdSource, RANDOM_ID_LEN, RandomIds, SequentialIds};
 pub use records::{Completion, FileRecord, Owner, PartRecord, RecordState, UploadRecord};
@@ -178,8 +179,9 @@ impl Ledger {
 
     /// Rebuilds the ledger from persisted records (at startup).
     ///
-    /// A File record that names an Upload which exists but was not completed with that File
-    /// is the trace of a complete that crashed between saving the File's record and the
+    /// Only what a commit point says exists is loaded. A File record that names an Upload
+    /// which was not completed with that File, or which no longer exists, is the trace of a
+    /// complete that failed (a crash, a full disk) between saving the File's record and the
     /// Upload's state file (the commit point): it is not loaded, and [`Ledger::sweep`]
     /// reports it for removal.
     pub fn load(
@@ -193,11 +195,14 @@ impl Ledger {
             ledger.uploads.insert(entry.record.id.clone(), entry);
         }
         for record in files {
-            let uncommitted = record
-                .upload_id
-                .as_ref()
-                .and_then(|upload_id| ledger.uploads.get(upload_id))
-                .is_some_and(|entry| !completed_with(&entry.record, record.id()));
+            // An Upload's record is removed only after its File's, so a File whose Upload
+            // is gone was never committed either.
+            let uncommitted = record.upload_id.as_ref().is_some_and(|upload_id| {
+                ledger
+                    .uploads
+                    .get(upload_id)
+                    .is_none_or(|entry| !completed_with(&entry.record, record.id()))
+            });
             if uncommitted {
                 ledger.orphan_files.insert(record.id().clone());
             } else {
@@ -226,6 +231,14 @@ impl Ledger {
                 Step::SaveUpload(record) => {
                     let entry = self.entry(record);
                     self.uploads.insert(entry.record.id.clone(), entry);
+                }
+                Step::AddPart { upload_id, part } => {
+                    let revision = self.next_revision;
+                    if let Some(entry) = self.uploads.get_mut(&upload_id) {
+                        entry.record.parts.push(part);
+                        entry.revision = revision;
+                        self.next_revision += 1;
+                    }
                 }
                 Step::SaveFile(record) => {
                     self.files.insert(record.id().clone(), record);
@@ -438,6 +451,28 @@ mod tests {
         // Part ids only need to be unique within their Upload (the store keeps them there).
         assert_eq!(scenario.part(&owner_a(), &pending, b"z").as_str(), "part_1");
         assert_eq!(scenario.part(&owner_a(), &pending, b"z").as_str(), "part_2");
+    }
+
+    #[test]
+    fn a_file_record_whose_upload_is_gone_is_not_loaded_and_is_swept() {
+        let mut scenario = Scenario::new();
+        let (upload, hello, world) = hello_world(&mut scenario);
+        let done = scenario
+            .complete_with(&owner_a(), &upload, &[&hello, &world])
+            .unwrap();
+        let file_id = done.file.unwrap().id;
+        // What a failed complete followed by the Upload's sweep leaves: the record alone.
+        scenario.saved_uploads.remove(&upload);
+        scenario.restart();
+        assert_eq!(
+            scenario
+                .ledger
+                .retrieve_file(&owner_a(), &file_id, START)
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(scenario.sweep(), vec![Step::RemoveFile(file_id)]);
     }
 
     #[test]

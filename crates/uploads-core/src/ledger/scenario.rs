@@ -97,6 +97,11 @@ impl Scenario {
             Step::SaveUpload(record) => {
                 self.saved_uploads.insert(record.id.clone(), record.clone());
             }
+            Step::AddPart { upload_id, part } => {
+                if let Some(record) = self.saved_uploads.get_mut(upload_id) {
+                    record.parts.push(part.clone());
+                }
+            }
             Step::SaveFile(record) => {
                 self.saved_files.insert(record.id().clone(), record.clone());
             }

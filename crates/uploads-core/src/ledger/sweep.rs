@@ -24,49 +24,76 @@ use super::files::removal_steps;
 use super::{Change, Ledger, RecordState, Step, UploadRecord};
 
 impl Ledger {
-    /// Everything that may be removed at `now` (see the module docs), or `None` when there
-    /// is nothing.
+    /// Everything that may be removed at `now` (see the module docs), as one change, or
+    /// `None` when there is nothing.
     pub fn sweep(&self, now: u64) -> Option<Change> {
-        let mut steps = Vec::new();
-        let mut guards = Vec::new();
-        let mut expired_parts_removed = Vec::new();
+        let changes = self.sweep_records(now, true);
+        if changes.is_empty() {
+            return None;
+        }
+        let mut merged = Change::new(Vec::new(), Vec::new());
+        for change in changes {
+            merged.steps.extend(change.steps);
+            merged.guards.extend(change.guards);
+            merged
+                .expired_parts_removed
+                .extend(change.expired_parts_removed);
+        }
+        Some(merged)
+    }
+
+    /// The same removals as [`Ledger::sweep`], one change per record (File or Upload), so a
+    /// server can persist and apply them in small batches, never holding the ledger across
+    /// the disk work, and log and skip one that fails without blocking the others. An Upload
+    /// whose File is removed by this sweep is left for the next one (its record goes only
+    /// after its File's removal is applied).
+    pub fn sweep_each(&self, now: u64) -> Vec<Change> {
+        self.sweep_records(now, false)
+    }
+
+    fn sweep_records(&self, now: u64, file_goes_first: bool) -> Vec<Change> {
+        let mut changes = Vec::new();
         // Files first: an Upload whose File expires now is forgotten after its File.
         for record in self.files.values().filter(|record| record.is_expired(now)) {
-            steps.extend(removal_steps(record));
-            guards.push(Guard::File {
-                id: record.id().clone(),
-                exists: true,
-            });
+            changes.push(Change::new(
+                removal_steps(record),
+                vec![Guard::File {
+                    id: record.id().clone(),
+                    exists: true,
+                }],
+            ));
         }
-        steps.extend(self.orphan_files.iter().cloned().map(Step::RemoveFile));
+        for id in &self.orphan_files {
+            changes.push(Change::new(vec![Step::RemoveFile(id.clone())], Vec::new()));
+        }
         for entry in self.uploads.values() {
             let record = &entry.record;
-            if self.is_forgotten(record, now) {
-                steps.push(Step::RemoveUpload(record.id.clone()));
+            let mut expired_parts_removed = Vec::new();
+            let step = if self.is_forgotten(record, now, file_goes_first) {
+                Step::RemoveUpload(record.id.clone())
             } else if record.is_expired(now)
                 && !entry.expired_parts_removed
                 && !record.parts.is_empty()
             {
-                steps.push(Step::RemoveParts {
+                expired_parts_removed.push(record.id.clone());
+                Step::RemoveParts {
                     upload_id: record.id.clone(),
                     part_ids: record.part_ids(),
-                });
-                expired_parts_removed.push(record.id.clone());
+                }
             } else {
                 continue;
-            }
-            guards.push(entry.guard());
+            };
+            let mut change = Change::new(vec![step], vec![entry.guard()]);
+            change.expired_parts_removed = expired_parts_removed;
+            changes.push(change);
         }
-        if steps.is_empty() {
-            return None;
-        }
-        let mut change = Change::new(steps, guards);
-        change.expired_parts_removed = expired_parts_removed;
-        Some(change)
+        changes
     }
 
-    /// Whether an Upload's record may go: finished, and retained long enough.
-    fn is_forgotten(&self, record: &UploadRecord, now: u64) -> bool {
+    /// Whether an Upload's record may go: finished, and retained long enough. With
+    /// `file_goes_first`, a completed Upload whose File expires now counts (the File's
+    /// removal comes first in the same change).
+    fn is_forgotten(&self, record: &UploadRecord, now: u64, file_goes_first: bool) -> bool {
         let retained_until = record
             .expires_at
             .saturating_add(self.limits.upload_ttl_secs);
@@ -79,7 +106,7 @@ impl Ledger {
             RecordState::Completed(completion) => self
                 .files
                 .get(&completion.file.id)
-                .is_none_or(|file| file.is_expired(now)),
+                .is_none_or(|file| file_goes_first && file.is_expired(now)),
         }
     }
 }
@@ -137,6 +164,31 @@ mod tests {
             rejection,
             crate::rejection::Rejection::no_such_upload(&upload)
         );
+    }
+
+    #[test]
+    fn sweep_each_is_the_sweep_one_record_at_a_time() {
+        let mut scenario = Scenario::new();
+        let first = scenario.upload(&owner_a(), 1);
+        let a = scenario.part(&owner_a(), &first, b"a");
+        let second = scenario.upload(&owner_a(), 1);
+        let b = scenario.part(&owner_a(), &second, b"b");
+        let now = START + TTL;
+        let each = scenario.ledger.sweep_each(now);
+        assert_eq!(each.len(), 2);
+        let steps: Vec<Step> = each
+            .iter()
+            .flat_map(|change| change.steps().to_vec())
+            .collect();
+        assert_eq!(
+            steps,
+            vec![remove_parts(&first, &[&a]), remove_parts(&second, &[&b])]
+        );
+        assert_eq!(scenario.ledger.sweep(now).unwrap().steps(), steps);
+        // Each applies on its own; the second is not reported again.
+        let mut each = each.into_iter();
+        scenario.ledger.apply(each.next().unwrap()).unwrap();
+        assert_eq!(scenario.ledger.sweep_each(now).len(), 1);
     }
 
     #[test]

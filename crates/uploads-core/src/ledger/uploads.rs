@@ -153,6 +153,7 @@ impl Ledger {
         ids: &mut impl IdSource,
     ) -> Result<PartSlot, Rejection> {
         let record = &self.pending_entry(owner, upload_id, now, ADD_PARTS)?.record;
+        self.check_part_count(record)?;
         let part_id = mint(
             || ids.part_id(),
             |id| record.part(id).is_some(),
@@ -201,18 +202,18 @@ impl Ledger {
                 ),
             ));
         }
+        self.check_part_count(record)?;
         if record.part(&slot.part_id).is_some() {
             return Err(Rejection::server_error(format!(
                 "Part {} was already added; a slot is used once.",
                 slot.part_id
             )));
         }
-        let mut updated = record.clone();
-        updated.parts.push(PartRecord {
+        let part = PartRecord {
             id: slot.part_id.clone(),
             bytes: part_bytes,
             created_at: now,
-        });
+        };
         let response = UploadPart {
             id: slot.part_id.clone(),
             object: "upload.part".to_owned(),
@@ -221,11 +222,30 @@ impl Ledger {
         };
         Ok(Planned {
             change: Some(Change::new(
-                vec![Step::SaveUpload(updated)],
+                vec![Step::AddPart {
+                    upload_id: slot.upload_id.clone(),
+                    part,
+                }],
                 vec![entry.guard()],
             )),
             response,
         })
+    }
+
+    /// 400 `param: "data"` when the Upload holds `max_parts_per_upload` Parts already.
+    fn check_part_count(&self, record: &UploadRecord) -> Result<(), Rejection> {
+        let max = self.limits.max_parts_per_upload;
+        if record.parts.len() as u64 >= max {
+            return Err(Rejection::invalid(
+                Some("data"),
+                format!(
+                    "Upload {} already has {} Parts; an Upload may have at most {max} Parts.",
+                    record.id,
+                    record.parts.len()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `POST /uploads/{id}/complete`, first half: validates the body in OpenAI's style

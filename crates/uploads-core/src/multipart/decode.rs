@@ -68,6 +68,21 @@ impl Default for DecoderLimits {
     }
 }
 
+impl DecoderLimits {
+    /// The longest body worth reading for a form whose fields hold at most `max_data` data
+    /// bytes in all: the data, the preamble, and for every field its header block, boundary
+    /// lines and a short text value. A request declaring a longer `Content-Length` can be
+    /// refused (413) before its body is asked for (`Expect: 100-continue`).
+    pub fn max_body_bytes(&self, max_data: u64) -> u64 {
+        /// A text field's value and its boundary line, generously.
+        const PER_FIELD_FRAMING: u64 = 2 * 1024;
+        let per_field = self.max_header_bytes as u64 + PER_FIELD_FRAMING;
+        max_data
+            .saturating_add(self.max_preamble_bytes as u64)
+            .saturating_add(per_field.saturating_mul(self.max_fields as u64))
+    }
+}
+
 /// What a field's headers say about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldHeaders {
