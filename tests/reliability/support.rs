@@ -548,6 +548,7 @@ pub fn only_id_named_entries(root: &Path) -> Result<(), PathBuf> {
             let stem = name
                 .strip_suffix(".json")
                 .or_else(|| name.strip_suffix(".data"))
+                .or_else(|| name.strip_suffix(".log"))
                 .unwrap_or(name);
             id(stem)
         });

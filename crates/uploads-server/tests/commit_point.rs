@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 
 use http::StatusCode;
-use support::{TestServer, parts_dir, start_on};
+use support::{TestServer, parts_dir};
 use uploads_core::types::FileObject;
 
 /// Puts a non-empty directory at `path` (replacing a file there): renaming over it or
@@ -39,22 +39,14 @@ async fn a_complete_whose_commit_point_failed_never_comes_back_as_a_file() {
     assert!(client.list_ids("").await.is_empty());
 
     // The Upload goes (as the sweep removes it after its retention), and the server restarts.
-    let TestServer {
-        running,
-        clock,
-        dir,
-    } = server;
-    running.shutdown().await;
-    std::fs::remove_dir_all(&upload_dir).unwrap();
-    let restarted = start_on(dir.path(), &clock, |builder| builder).await;
-    let client = support::Client::connect(
-        restarted.local_addr(),
-        support::Protocol::Http1,
-        Some(support::KEY_A),
-    )
-    .await;
+    let server = server
+        .restart_after(|_| {
+            std::fs::remove_dir_all(&upload_dir).unwrap();
+        })
+        .await;
+    let client = server.client().await;
     assert!(client.list_ids("").await.is_empty(), "a phantom File");
-    let files: Vec<_> = std::fs::read_dir(dir.path().join("files"))
+    let files: Vec<_> = std::fs::read_dir(server.data_dir().join("files"))
         .unwrap()
         .map(|entry| entry.unwrap().file_name())
         .collect();
@@ -76,19 +68,8 @@ async fn a_complete_past_its_commit_point_is_answered_completed_even_if_cleanup_
     let again = client.complete_ok(&upload.id, &[&part.id], None).await;
     assert_eq!(again.file.map(|file| file.id), Some(file.id.clone()));
 
-    let TestServer {
-        running,
-        clock,
-        dir,
-    } = server;
-    running.shutdown().await;
-    let restarted = start_on(dir.path(), &clock, |builder| builder).await;
-    let client = support::Client::connect(
-        restarted.local_addr(),
-        support::Protocol::Http1,
-        Some(support::KEY_A),
-    )
-    .await;
+    let server = server.restart_after(|_| {}).await;
+    let client = server.client().await;
     assert_eq!(client.list_ids("").await, std::slice::from_ref(&file.id));
     assert_eq!(client.content_ok(&file.id).await.as_ref(), b"hello");
 }
@@ -117,19 +98,8 @@ async fn a_delete_past_its_commit_point_is_answered_deleted_even_if_cleanup_fail
         StatusCode::NOT_FOUND
     );
 
-    let TestServer {
-        running,
-        clock,
-        dir,
-    } = server;
-    running.shutdown().await;
-    let restarted = start_on(dir.path(), &clock, |builder| builder).await;
-    let client = support::Client::connect(
-        restarted.local_addr(),
-        support::Protocol::Http1,
-        Some(support::KEY_A),
-    )
-    .await;
+    let server = server.restart_after(|_| {}).await;
+    let client = server.client().await;
     assert_eq!(
         client.retrieve(&file.id).await.status,
         StatusCode::NOT_FOUND

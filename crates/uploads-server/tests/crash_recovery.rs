@@ -188,33 +188,25 @@ async fn unreadable_records_are_quarantined_and_everything_else_is_served() {
     let broken_file = client.upload_file(&[b"broken"]).await;
     let pending = client.create_upload(4).await;
     let broken_upload = client.create_upload(4).await;
-    let TestServer {
-        running,
-        clock,
-        dir,
-    } = server;
-    running.shutdown().await;
-    let root = dir.path();
-    std::fs::write(
-        root.join("uploads")
-            .join(broken_upload.id.as_str())
-            .join("state.json"),
-        b"{not json",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("files").join(format!("{}.json", broken_file.id)),
-        b"\0\0\0",
-    )
-    .unwrap();
-
-    let restarted = start_on(root, &clock, |builder| builder).await;
-    let client = support::Client::connect(
-        restarted.local_addr(),
-        support::Protocol::Http1,
-        Some(KEY_A),
-    )
-    .await;
+    let (bad_upload, bad_file) = (broken_upload.id.clone(), broken_file.id.clone());
+    let server = server
+        .restart_after(|root| {
+            std::fs::write(
+                root.join("uploads")
+                    .join(bad_upload.as_str())
+                    .join("state.json"),
+                b"{not json",
+            )
+            .unwrap();
+            std::fs::write(
+                root.join("files").join(format!("{bad_file}.json")),
+                b"\0\0\0",
+            )
+            .unwrap();
+        })
+        .await;
+    let root = server.data_dir();
+    let client = server.client().await;
     assert_eq!(client.content_ok(&kept.id).await.as_ref(), b"kept");
     client.add_part_ok(&pending.id, b"more").await;
     assert_eq!(

@@ -171,19 +171,8 @@ async fn adding_a_part_writes_the_same_few_bytes_however_many_parts_there_are() 
     );
 
     // After a restart the Parts are all there, in order.
-    let TestServer {
-        running,
-        clock,
-        dir,
-    } = server;
-    running.shutdown().await;
-    let restarted = support::start_on(dir.path(), &clock, |builder| builder).await;
-    let client = support::Client::connect(
-        restarted.local_addr(),
-        support::Protocol::Http1,
-        Some(KEY_A),
-    )
-    .await;
+    let server = server.restart_after(|_| {}).await;
+    let client = server.client().await;
     let completed = client.complete_ok(&upload.id, &[&ids[59]], None).await;
     assert_eq!(completed.file.unwrap().bytes, 1);
 }

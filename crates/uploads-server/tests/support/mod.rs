@@ -82,6 +82,24 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// Shuts the server down, lets `between` change its data dir (what a crash or an
+    /// operator leaves), and starts a new server on it with the same clock and keys.
+    pub async fn restart_after(self, between: impl FnOnce(&Path)) -> Self {
+        let Self {
+            running,
+            clock,
+            dir,
+        } = self;
+        running.shutdown().await;
+        between(dir.path());
+        let running = start_on(dir.path(), &clock, |builder| builder).await;
+        Self {
+            running,
+            clock,
+            dir,
+        }
+    }
+
     /// An http1 client acting for [`KEY_A`].
     pub async fn client(&self) -> Client {
         Client::connect(self.running.local_addr(), Protocol::Http1, Some(KEY_A)).await
