@@ -20,7 +20,7 @@ impl<T: Read + Seek + Send> ReadSeek for T {}
 
 /// The bytes of an upload, read by offset by every part in flight and the md5 pass.
 ///
-/// A file is read with positioned reads (`pread`, [`FileExt::read_at`]): no lock, no shared
+/// A file is read with positioned reads (`pread`, [`std::os::unix::fs::FileExt::read_at`]): no lock, no shared
 /// position, every reader at its own offset at once. A caller's reader ([`Source::new`]) has
 /// one position, so its reads take turns behind a lock (seek, then read).
 pub struct Source<'a> {
