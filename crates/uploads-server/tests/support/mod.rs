@@ -6,6 +6,8 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io;
