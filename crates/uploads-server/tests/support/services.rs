@@ -25,7 +25,7 @@ const VENV_DIR: &str = ".venv-scaleout";
 /// What the venv holds.
 const REQUIREMENTS: &str = "tests/scaleout/requirements.txt";
 /// How long a service may take to accept connections (a hang guard, not a measurement).
-const START_TIMEOUT: Duration = Duration::from_secs(180);
+const START_TIMEOUT: Duration = Duration::from_mins(3);
 
 /// The credentials moto accepts (any) and the region the tests use.
 pub const S3_KEY_ID: &str = "testing";
@@ -142,7 +142,7 @@ impl Services {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
-    /// The keys of the objects in a bucket (at most 1000), by a plain ListObjectsV2.
+    /// The keys of the objects in a bucket (at most 1000), by a plain `ListObjectsV2`.
     pub fn list_objects(&self, bucket: &str) -> Vec<String> {
         let body = http_exchange(
             self.s3_port,
@@ -345,7 +345,7 @@ fn ensure_venv() -> PathBuf {
 fn http_exchange(port: u16, request_line: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to moto");
     stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
+        .set_read_timeout(Some(Duration::from_mins(1)))
         .expect("timeout");
     write!(
         stream,
