@@ -43,6 +43,11 @@ mod server;
 mod service;
 pub mod store;
 
+/// The scale-out tests' PostgreSQL and S3 emulator, shared by this crate's unit tests.
+#[cfg(test)]
+#[path = "../tests/support/services.rs"]
+mod test_services;
+
 pub use server::{RunningServer, Server, ServerBuilder};
 pub use service::{MAX_DIRECT_FILE_BYTES, ServerStats};
 

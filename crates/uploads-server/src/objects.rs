@@ -308,3 +308,100 @@ impl Read for ObjectReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_services as services;
+
+    /// The emulator's bucket of a fresh namespace, opened as `uploads serve` opens it.
+    fn bucket() -> (services::Namespace, ObjectBytes) {
+        let namespace = services::Services::get().fresh();
+        let bytes = ObjectBytes::open(&namespace.object_store, namespace.s3_env()).unwrap();
+        (namespace, bytes)
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ seed)
+            .collect::<Vec<u8>>()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parts_small_and_multipart_read_back_in_listed_order_and_only_once_committed() {
+        let (namespace, bytes) = bucket();
+        bytes.check().await.unwrap();
+        let bytes = Arc::new(bytes);
+        let upload = UploadId::new("upload_1");
+        let small = pattern(1000, 1);
+        // Past one put: a multipart upload of three pieces, written in uneven chunks.
+        let large = pattern(2 * SMALL_OBJECT + 12_345, 2);
+        let (store, upload_id, expected) = (
+            Arc::clone(&bytes),
+            upload.clone(),
+            (small.clone(), large.clone()),
+        );
+        let content = tokio::task::spawn_blocking(move || {
+            for (part, data) in [("part_s", &expected.0), ("part_l", &expected.1)] {
+                let mut sink = store.begin_part(&upload_id, &PartId::new(part)).unwrap();
+                for chunk in data.chunks(700_001) {
+                    sink.write(chunk).unwrap();
+                }
+                assert_eq!(sink.commit().unwrap(), data.len() as u64);
+            }
+            let mut abandoned = store
+                .begin_part(&upload_id, &PartId::new("part_x"))
+                .unwrap();
+            abandoned.write(&pattern(SMALL_OBJECT + 1, 3)).unwrap();
+            drop(abandoned);
+            let mut content = Vec::new();
+            store
+                .open(&ContentSource::Parts {
+                    upload: upload_id.clone(),
+                    parts: vec![PartId::new("part_l"), PartId::new("part_s")],
+                })
+                .unwrap()
+                .read_to_end(&mut content)
+                .unwrap();
+            let missing = store.open(&ContentSource::Parts {
+                upload: upload_id,
+                parts: vec![PartId::new("part_x")],
+            });
+            assert!(missing.is_err(), "an abandoned Part has no object");
+            content
+        })
+        .await
+        .unwrap();
+        assert_eq!(content.len(), large.len() + small.len());
+        assert!(content[..large.len()] == large[..] && content[large.len()..] == small[..]);
+        let mut keys = services::Services::get().list_objects(&namespace.bucket);
+        keys.sort();
+        assert_eq!(
+            keys,
+            vec![
+                "objects/uploads/upload_1/part_l",
+                "objects/uploads/upload_1/part_s"
+            ]
+        );
+        bytes.delete("uploads/upload_1/part_s").await.unwrap();
+        bytes.delete("uploads/upload_1/part_s").await.unwrap();
+        assert_eq!(
+            services::Services::get().list_objects(&namespace.bucket),
+            vec!["objects/uploads/upload_1/part_l"]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_bucket_is_named() {
+        let namespace = services::Services::get().fresh();
+        let url = namespace
+            .object_store
+            .replace(&namespace.bucket, "no-such-bucket");
+        let bytes = ObjectBytes::open(&url, namespace.s3_env()).unwrap();
+        let message = bytes.check().await.unwrap_err().to_string();
+        assert!(
+            message.contains("cannot reach the object store"),
+            "{message}"
+        );
+    }
+}

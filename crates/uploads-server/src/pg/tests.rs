@@ -1,9 +1,7 @@
 //! The PostgreSQL records against a real PostgreSQL (the harness's private cluster): two
 //! `PgRecords` on one database stand for two instances.
 
-#[path = "../../tests/support/services.rs"]
-mod services;
-
+use crate::test_services as services;
 use std::sync::Arc;
 
 use md5::{Digest, Md5};
