@@ -74,6 +74,17 @@ struct ServeArgs {
     /// Largest Upload, e.g. 8GiB.
     #[arg(long, value_parser = size::parse_size)]
     max_upload_bytes: Option<u64>,
+    /// Keep records in this PostgreSQL database (postgres://USER@HOST:PORT/DB) instead of
+    /// the data directory, so that several instances serve one namespace; needs
+    /// --object-store.
+    #[arg(long, env = "UPLOADS_DATABASE_URL", requires = "object_store")]
+    database_url: Option<String>,
+    /// Keep bytes in this object store (s3://BUCKET/PREFIX, gs://..., az://...,
+    /// file:///DIR), configured from the standard environment (AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP, ...); needs
+    /// --database-url.
+    #[arg(long, env = "UPLOADS_OBJECT_STORE", requires = "database_url")]
+    object_store: Option<String>,
 }
 
 /// How a command failed, which decides the exit code.
@@ -169,6 +180,9 @@ async fn serve(args: ServeArgs, data_dir: PathBuf) -> Result<(), Failure> {
         .limits(limits);
     for spec in args.api_keys {
         builder = builder.api_key(spec.key, spec.owner);
+    }
+    if let (Some(database_url), Some(object_store)) = (args.database_url, args.object_store) {
+        builder = builder.shared(database_url, object_store, std::env::vars());
     }
     let server = builder
         .start()

@@ -31,13 +31,6 @@ pub mod clock;
 mod entropy;
 mod md5_ahead;
 pub mod objects;
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "wired into the service with issue 14's storage seam"
-    )
-)]
 mod pg;
 mod server;
 mod service;

@@ -20,6 +20,8 @@ use uploads_core::ledger::Owner;
 use uploads_core::limits::Limits;
 
 use crate::clock::{Clock, SystemClock};
+use crate::objects::ObjectBytes;
+use crate::pg::PgRecords;
 use crate::service::{ServerStats, Service, ServiceConfig};
 use crate::store::DirStore;
 
@@ -50,6 +52,30 @@ pub struct ServerBuilder {
     body_idle_timeout: Duration,
     sweep_interval: Duration,
     shutdown_grace: Duration,
+    /// The scale-out backend, when configured (see [`ServerBuilder::shared`]).
+    shared: Option<SharedBackend>,
+}
+
+/// Where several instances keep one namespace: records in PostgreSQL, bytes in a bucket.
+#[derive(Clone)]
+struct SharedBackend {
+    database_url: String,
+    object_store: String,
+    options: Vec<(String, String)>,
+}
+
+impl SharedBackend {
+    /// Connects to both, migrating the database; the error names what is unreachable.
+    async fn open(&self, limits: Limits) -> io::Result<crate::service::Shared> {
+        let objects = ObjectBytes::open(&self.object_store, self.options.clone())?;
+        objects.check().await?;
+        let records = PgRecords::connect(&self.database_url, limits).await?;
+        tracing::info!(object_store = %self.object_store, "records in PostgreSQL, bytes in object storage");
+        Ok(crate::service::Shared {
+            records,
+            objects: Arc::new(objects),
+        })
+    }
 }
 
 impl Default for ServerBuilder {
@@ -67,6 +93,7 @@ impl Default for ServerBuilder {
             body_idle_timeout: Duration::from_mins(1),
             sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
+            shared: None,
         }
     }
 }
@@ -147,27 +174,55 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps records in the PostgreSQL database at `database_url` and bytes in the object
+    /// store at `object_store` (`s3://bucket/prefix`, `gs://...`, `az://...`, `file:///dir`)
+    /// instead of the data directory, so that any number of instances can serve one
+    /// namespace. `options` configure the object store as `object_store` reads them from the
+    /// environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_REGION`, ...).
+    pub fn shared<K: Into<String>, V: Into<String>>(
+        mut self,
+        database_url: impl Into<String>,
+        object_store: impl Into<String>,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.shared = Some(SharedBackend {
+            database_url: database_url.into(),
+            object_store: object_store.into(),
+            options: options
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        });
+        self
+    }
+
     /// Opens the data directory, recovers what a crash left, binds the listener and starts
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
-        let data_dir = self.data_dir.clone();
-        let store = tokio::task::spawn_blocking(move || DirStore::open(data_dir))
-            .await
-            .map_err(io::Error::other)??;
         if self.keys.is_empty() {
             tracing::warn!("no API keys configured: the server is open to anyone who can reach it");
         }
-        let service = Service::recover(
-            ServiceConfig {
-                keys: self.keys,
-                limits: self.limits,
-                max_json_bytes: self.max_json_bytes,
-                body_idle_timeout: self.body_idle_timeout,
-            },
-            Arc::new(store) as Arc<dyn crate::store::Store>,
-            self.clock,
-        )
-        .await?;
+        let config = ServiceConfig {
+            keys: self.keys,
+            limits: self.limits,
+            max_json_bytes: self.max_json_bytes,
+            body_idle_timeout: self.body_idle_timeout,
+        };
+        let service = if let Some(backend) = &self.shared {
+            let shared = backend.open(config.limits.clone()).await?;
+            Service::open_shared(config, shared, self.clock).await?
+        } else {
+            let data_dir = self.data_dir.clone();
+            let store = tokio::task::spawn_blocking(move || DirStore::open(data_dir))
+                .await
+                .map_err(io::Error::other)??;
+            Service::recover(
+                config,
+                Arc::new(store) as Arc<dyn crate::store::Store>,
+                self.clock,
+            )
+            .await?
+        };
         let listener = TcpListener::bind(self.listen).await?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
