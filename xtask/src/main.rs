@@ -2,8 +2,8 @@
 //!
 //! Tasks:
 //! * `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
-//!   warnings denied, the whole test suite, the conformance suite, and the docs with warnings
-//!   denied.
+//!   warnings denied, the whole test suite, the server's suites again on PostgreSQL and
+//!   object storage, the conformance suite, and the docs with warnings denied.
 //! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
@@ -54,6 +54,18 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
         .map_or_else(|| manifest_dir.to_owned(), std::path::Path::to_owned)
 }
 
+/// The server's test suites that run on both backends.
+const SHARED_BACKEND_SUITES: [&str; 8] = [
+    "behaviour_table",
+    "bodies",
+    "direct_files",
+    "disconnects",
+    "lifecycle",
+    "owner_isolation",
+    "part_limits",
+    "wire_format",
+];
+
 /// Runs every check CI runs; stops at the first that fails.
 fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--check"], &[])?;
@@ -70,6 +82,14 @@ fn ci() -> Result<(), String> {
         &[],
     )?;
     run("cargo", &["test", "--workspace"], &[])?;
+    // The server's suites again, on PostgreSQL and object storage (the harness's private
+    // PostgreSQL and moto); crash_recovery is about the directory store's files (the shared
+    // backend's crash test is crates/uploads-cli/tests/scaleout.rs).
+    let mut shared = vec!["test", "-p", "uploads-server"];
+    for suite in SHARED_BACKEND_SUITES {
+        shared.extend(["--test", suite]);
+    }
+    run("cargo", &shared, &[("UPLOADS_TEST_BACKEND", "shared")])?;
     conformance::run()?;
     run(
         "cargo",

@@ -421,14 +421,20 @@ impl Service {
                 // mutations of one record apart, on every instance.
                 let now = service.clock.now();
                 let mut ids = service.ids();
-                return shared
+                let committed = shared
                     .records
                     .mutate(&scope, now, |ledger| plan(ledger, now, &mut ids))
                     .await
                     .map_err(|error| match error {
                         MutationError::Refused(rejection) => Refused::Planning(rejection),
                         MutationError::Failed(rejection) => Refused::Commit(rejection),
-                    });
+                    })?;
+                if committed.doomed {
+                    // The bytes no record needs go before the answer, as on the directory
+                    // store; a failure (logged) leaves them to the sweep.
+                    let _ = collect_objects(shared, now, false).await;
+                }
+                return Ok(committed.response);
             }
             let _record = match &record {
                 Some(record) => Some(service.record_lock(record).await),
@@ -1012,6 +1018,12 @@ async fn health(shared: &Shared) -> Response<ResponseBody> {
 /// until nothing is due, then deletes the objects no record needs any more.
 async fn sweep_shared(shared: &Shared, now: u64) -> Answer<()> {
     while shared.records.sweep(now).await? > 0 {}
+    collect_objects(shared, now, true).await
+}
+
+/// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED` (one batch
+/// unless `all`).
+async fn collect_objects(shared: &Shared, now: u64, all: bool) -> Answer<()> {
     loop {
         let deleted = shared
             .records
@@ -1020,7 +1032,7 @@ async fn sweep_shared(shared: &Shared, now: u64) -> Answer<()> {
                 async move { objects.delete(&key).await }
             })
             .await?;
-        if deleted < usize::try_from(COLLECT_BATCH).unwrap_or(usize::MAX) {
+        if !all || deleted < usize::try_from(COLLECT_BATCH).unwrap_or(usize::MAX) {
             return Ok(());
         }
     }

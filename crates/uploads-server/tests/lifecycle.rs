@@ -229,7 +229,9 @@ async fn the_md5_of_parts_sent_in_order_is_ready_at_complete() {
     let completed = client
         .complete_ok(&upload.id, &listed, Some(&md5_hex(&chunks)))
         .await;
-    assert_eq!(server.running.stats().parts_reread_for_md5(), 0);
+    // Shared storage hashes on complete (the Parts of one Upload arrive on many instances).
+    let first_read = if support::shared_backend() { 5 } else { 0 };
+    assert_eq!(server.running.stats().parts_reread_for_md5(), first_read);
     let file = completed.file.unwrap();
     assert_eq!(client.content_ok(&file.id).await, chunks.concat());
 
@@ -252,7 +254,7 @@ async fn the_md5_of_parts_sent_in_order_is_ready_at_complete() {
         .await;
     assert_eq!(
         server.running.stats().parts_reread_for_md5(),
-        10,
+        first_read + 10,
         "two completes read all five"
     );
 }

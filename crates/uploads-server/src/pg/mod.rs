@@ -78,6 +78,15 @@ pub(crate) enum MutationError {
     Failed(Rejection),
 }
 
+/// A committed mutation.
+#[derive(Debug)]
+pub(crate) struct Committed<T> {
+    /// The ledger's answer.
+    pub response: T,
+    /// Whether it doomed objects now (a collection pass would delete them).
+    pub doomed: bool,
+}
+
 /// The ledger's records in PostgreSQL.
 pub(crate) struct PgRecords {
     pool: Pool,
@@ -183,7 +192,7 @@ impl PgRecords {
         scope: &Scope,
         now: u64,
         plan: impl FnOnce(&Ledger) -> Result<Planned<T>, Rejection>,
-    ) -> Result<T, MutationError> {
+    ) -> Result<Committed<T>, MutationError> {
         let failed = |error: &dyn std::fmt::Display| MutationError::Failed(unavailable(error));
         let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
         let transaction = client.transaction().await.map_err(|error| failed(&error))?;
@@ -191,13 +200,23 @@ impl PgRecords {
             .await
             .map_err(|error| failed(&error))?;
         let planned = plan(&loaded.ledger(&self.limits)).map_err(MutationError::Refused)?;
+        let mut doomed = false;
         if let Some(change) = planned.change {
+            doomed = change.steps().iter().any(|step| {
+                matches!(
+                    step,
+                    Step::RemoveFile(_) | Step::RemoveParts { .. } | Step::RemoveUpload(_)
+                )
+            });
             write_steps(&*transaction, change.steps(), &loaded, now)
                 .await
                 .map_err(|error| failed(&error))?;
             transaction.commit().await.map_err(|error| failed(&error))?;
         }
-        Ok(planned.response)
+        Ok(Committed {
+            response: planned.response,
+            doomed,
+        })
     }
 
     /// One sweep: claims (skipping rows another instance holds) the records the ledger may

@@ -43,6 +43,7 @@ async fn create(records: &PgRecords, bytes: u64) -> Upload {
         })
         .await
         .unwrap()
+        .response
 }
 
 /// Adds a Part as the service does: check, intent, (bytes), record.
@@ -63,6 +64,7 @@ async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId 
         })
         .await
         .unwrap()
+        .response
         .id
 }
 
@@ -88,6 +90,7 @@ async fn complete(
             ledger.finish_complete(&owner(), &verification, md5, NOW + 1, &mut ids())
         })
         .await
+        .map(|committed| committed.response)
 }
 
 fn hex_md5(data: &[u8]) -> String {
@@ -210,6 +213,10 @@ async fn racing_completes_and_cancels_on_two_instances_have_one_winner() {
                                 ledger.cancel_upload(&owner(), &upload, NOW)
                             })
                             .await
+                            .map(|committed| {
+                                assert!(committed.doomed, "a cancel dooms its Parts");
+                                committed.response
+                            })
                     } else {
                         complete(&records, &upload, &body, None).await
                     }
