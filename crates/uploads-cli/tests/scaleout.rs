@@ -483,3 +483,43 @@ fn an_instance_killed_mid_upload_loses_nothing_acknowledged_and_restarts() {
         assert!(content.body == data, "byte-exact on {}", instance.addr);
     }
 }
+
+/// `uploads serve` with a database or bucket it cannot reach: exits at once, naming it.
+fn failed_start(database_url: &str, object_store: &str, namespace: &Namespace) -> String {
+    let output = Command::new(BINARY)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--database-url")
+        .arg(database_url)
+        .arg("--object-store")
+        .arg(object_store)
+        .envs(namespace.s3_env())
+        .env_remove("UPLOADS_API_KEYS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run uploads serve");
+    assert!(!output.status.success(), "started anyway");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn startup_names_an_unreachable_database_or_bucket() {
+    let namespace = Services::get().fresh();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("postgres://postgres@127.0.0.1:{closed}/gone?connect_timeout=2");
+    let stderr = failed_start(&nowhere, &namespace.object_store, &namespace);
+    assert!(
+        stderr.contains(&format!(
+            "cannot reach the database at postgres@127.0.0.1:{closed}/gone"
+        )),
+        "{stderr}"
+    );
+    let no_bucket = namespace
+        .object_store
+        .replace(&namespace.bucket, "no-such-bucket");
+    let stderr = failed_start(&namespace.database_url, &no_bucket, &namespace);
+    assert!(stderr.contains("cannot reach the object store"), "{stderr}");
+}

@@ -113,7 +113,9 @@ impl PgRecords {
             config,
             NoTls,
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                // A connection is checked with a round trip before each use: after a database
+                // restart or a terminated backend, requests get fresh connections, not errors.
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)

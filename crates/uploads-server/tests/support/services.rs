@@ -142,6 +142,16 @@ impl Services {
         String::from_utf8_lossy(&output.stdout).trim().to_owned()
     }
 
+    /// Removes an empty bucket.
+    pub fn delete_bucket(&self, bucket: &str) {
+        http_exchange(self.s3_port, &format!("DELETE /{bucket} HTTP/1.1"), "");
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, bucket: &str) {
+        create_bucket(self.s3_port, bucket);
+    }
+
     /// The keys of the objects in a bucket (at most 1000), by a plain `ListObjectsV2`.
     pub fn list_objects(&self, bucket: &str) -> Vec<String> {
         let body = http_exchange(
@@ -356,7 +366,10 @@ fn http_exchange(port: u16, request_line: &str, body: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     assert!(
-        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
+        ["200", "204"].iter().any(|ok| response
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|status| status == *ok)),
         "{request_line}: {response}"
     );
     response
