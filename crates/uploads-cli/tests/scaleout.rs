@@ -248,6 +248,17 @@ fn md5_hex(data: &[u8]) -> String {
     hasher.finish_hex()
 }
 
+/// `POST /uploads/{upload}/complete` with `body`.
+fn complete(addr: SocketAddr, upload: &str, body: &str) -> Answer {
+    request(
+        addr,
+        "POST",
+        &format!("/uploads/{upload}/complete"),
+        KEY_A,
+        body,
+    )
+}
+
 fn complete_body(parts: &[String], md5: Option<&str>) -> String {
     let ids: Vec<String> = parts.iter().map(|id| format!("\"{id}\"")).collect();
     match md5 {
@@ -293,13 +304,7 @@ fn an_upload_spread_over_three_instances_reads_back_byte_exact_and_stays_its_own
         .map(|chunk| add_part(addr, &upload, chunk))
         .collect();
     let body = complete_body(&parts, Some(&md5_hex(&data)));
-    let done = request(
-        addr,
-        "POST",
-        &format!("/uploads/{upload}/complete"),
-        KEY_A,
-        &body,
-    );
+    let done = complete(addr, &upload, &body);
     assert_eq!(done.status, 200, "{done:?}");
     let file = done.json()["file"]["id"].as_str().unwrap().to_owned();
     for _ in 0..3 {
@@ -459,13 +464,7 @@ fn an_instance_killed_mid_upload_loses_nothing_acknowledged_and_restarts() {
     balancer.replace(old, restarted.addr);
     instances.push(restarted);
     let body = complete_body(&parts, Some(&md5_hex(&data)));
-    let done = request(
-        addr,
-        "POST",
-        &format!("/uploads/{upload}/complete"),
-        KEY_A,
-        &body,
-    );
+    let done = complete(addr, &upload, &body);
     let logs: Vec<String> = instances
         .iter()
         .map(|instance| instance.log.lock().unwrap().join("\n"))

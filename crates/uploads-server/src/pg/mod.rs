@@ -249,17 +249,12 @@ impl PgRecords {
             .filter(|(record, _)| record.is_expired(now))
             .map(|(record, _)| record.id.as_str())
             .collect();
-        transaction
-            .execute(
-                "UPDATE uploads SET parts_removed = true WHERE id = ANY($1)",
-                &[&expired],
-            )
-            .await
-            .map_err(|error| unavailable(&error))?;
-        transaction
-            .commit()
-            .await
-            .map_err(|error| unavailable(&error))?;
+        finish_claim(
+            transaction,
+            "UPDATE uploads SET parts_removed = true WHERE id = ANY($1)",
+            &expired,
+        )
+        .await?;
         Ok(claimed)
     }
 
@@ -299,19 +294,30 @@ impl PgRecords {
                 }
             }
         }
-        transaction
-            .execute(
-                "DELETE FROM doomed_objects WHERE key = ANY($1)",
-                &[&deleted],
-            )
-            .await
-            .map_err(|error| unavailable(&error))?;
-        transaction
-            .commit()
-            .await
-            .map_err(|error| unavailable(&error))?;
+        finish_claim(
+            transaction,
+            "DELETE FROM doomed_objects WHERE key = ANY($1)",
+            &deleted,
+        )
+        .await?;
         Ok(deleted.len())
     }
+}
+
+/// Runs the last statement of a claim (over the claimed ids) and commits.
+async fn finish_claim(
+    transaction: deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    ids: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<(), Rejection> {
+    transaction
+        .execute(sql, &[ids])
+        .await
+        .map_err(|error| unavailable(&error))?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| unavailable(&error))
 }
 
 /// The records a request loaded, and what they looked like (to write only what changed).

@@ -106,21 +106,7 @@ impl Services {
 
     /// Runs one SQL command as the superuser on the `postgres` database.
     pub fn psql(&self, sql: &str) -> String {
-        let output = Command::new(Path::new(PG_BIN).join("psql"))
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1"])
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
-            .arg("-p")
-            .arg(self.pg_port.to_string())
-            .arg("-c")
-            .arg(sql)
-            .output()
-            .expect("run psql");
-        assert!(
-            output.status.success(),
-            "psql {sql:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        self.psql_on("postgres", sql)
     }
 
     /// Runs one SQL command on the test's database.
