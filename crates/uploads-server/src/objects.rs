@@ -3,8 +3,8 @@
 //! whose records live in PostgreSQL (the `pg` module).
 //!
 //! One object per Part (`<prefix>/uploads/<upload id>/<part id>`) and per `POST /files`
-//! File (`<prefix>/files/<file id>`). A Part is streamed: up to [`SMALL_OBJECT`] bytes are
-//! held and sent with one `put`; past that, a multipart upload sends [`SMALL_OBJECT`]-sized
+//! File (`<prefix>/files/<file id>`). A Part is streamed: up to 5 MiB are
+//! held and sent with one `put`; past that, a multipart upload sends 5 MiB
 //! pieces, so memory per Part stays bounded whatever its size. An object appears only when
 //! its sink commits; an abandoned sink aborts its multipart upload. Reading streams the
 //! objects in order.
