@@ -642,15 +642,25 @@ impl Service {
                 .iter()
                 .map(|part| part.id.clone())
                 .collect();
-            let digest = self
-                .md5_ahead
-                .digest(upload_id, listed)
-                .await
-                .map_err(|error| {
+            match self.md5_ahead.digest(upload_id, listed).await {
+                Ok(digest) => Some(digest),
+                Err(error) => {
+                    // The Parts may have gone with a cancel or complete that won a race: the
+                    // ledger's answer to this request now is the loser's (400, or a replay).
+                    let now = self
+                        .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                            ledger.plan_complete(owner, upload_id, body, now)
+                        })
+                        .await?;
+                    if let CompletePlan::Replay(upload) = now {
+                        return json(&upload);
+                    }
                     tracing::error!(%error, "reading parts for the md5 failed");
-                    Rejection::server_error("The server could not read the Upload's parts.")
-                })?;
-            Some(digest)
+                    return Err(Rejection::server_error(
+                        "The server could not read the Upload's parts.",
+                    ));
+                }
+            }
         } else {
             None
         };
