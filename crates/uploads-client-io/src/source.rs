@@ -9,7 +9,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
 use uploads_core::digest::Md5Hasher;
-use uploads_core::upload::source_fingerprint;
+use uploads_core::session::SessionSnapshot;
+use uploads_core::upload::{OptionsError, UploadError, UploadOptions, source_fingerprint};
+use uploads_core::uploader::Uploader;
 
 /// How many bytes the md5 pass reads at a time.
 const HASH_CHUNK_BYTES: usize = 1024 * 1024;
@@ -42,6 +44,35 @@ pub struct OpenedFile {
     pub name: String,
     /// Its fingerprint (see [`source_fingerprint`]).
     pub fingerprint: String,
+}
+
+impl OpenedFile {
+    /// The machine that uploads this file from the start, its clock read now.
+    pub fn uploader<E>(&self, options: &UploadOptions) -> Result<Uploader<E>, OptionsError> {
+        Uploader::new(
+            options,
+            &self.name,
+            self.source.len(),
+            Some(self.fingerprint.clone()),
+            crate::now_unix_ms(),
+        )
+    }
+
+    /// The machine that continues `snapshot`'s Upload of this file (refused when the file
+    /// changed or the Upload expired), its clock read now.
+    pub fn resume<E>(
+        &self,
+        options: &UploadOptions,
+        snapshot: SessionSnapshot,
+    ) -> Result<Uploader<E>, UploadError<E>> {
+        Uploader::resume(
+            options,
+            snapshot,
+            self.source.len(),
+            &self.fingerprint,
+            crate::now_unix_ms(),
+        )
+    }
 }
 
 impl<'a> Source<'a> {

@@ -58,13 +58,7 @@ where
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
         let opened = open_file(path.as_ref()).await?;
-        let uploader = Uploader::new(
-            &options,
-            &opened.name,
-            opened.source.len(),
-            Some(opened.fingerprint),
-            now_unix_ms(),
-        )?;
+        let uploader = opened.uploader(&options)?;
         self.drive(uploader, opened.source, options).await
     }
 
@@ -115,13 +109,7 @@ where
             options.snapshot_path.get_or_insert(snapshot_path);
         }
         let opened = open_file(path.as_ref()).await?;
-        let uploader = Uploader::resume(
-            &options,
-            snapshot,
-            opened.source.len(),
-            &opened.fingerprint,
-            now_unix_ms(),
-        )?;
+        let uploader = opened.resume(&options, snapshot)?;
         self.drive(uploader, opened.source, options).await
     }
 

@@ -57,13 +57,7 @@ impl Client {
         options: UploadOptions,
     ) -> Result<Upload, UploadError> {
         let opened = Source::open_file(path.as_ref()).map_err(UploadError::Source)?;
-        let uploader = Uploader::new(
-            &options,
-            &opened.name,
-            opened.source.len(),
-            Some(opened.fingerprint),
-            now_unix_ms(),
-        )?;
+        let uploader = opened.uploader(&options)?;
         self.drive(uploader, &opened.source, options)
     }
 
@@ -109,13 +103,7 @@ impl Client {
             options.snapshot_path.get_or_insert(snapshot_path);
         }
         let opened = Source::open_file(path.as_ref()).map_err(UploadError::Source)?;
-        let uploader = Uploader::resume(
-            &options,
-            snapshot,
-            opened.source.len(),
-            &opened.fingerprint,
-            now_unix_ms(),
-        )?;
+        let uploader = opened.resume(&options, snapshot)?;
         self.drive(uploader, &opened.source, options)
     }
 
