@@ -228,11 +228,11 @@ pub fn upload<E: Error + 'static>(error: &UploadError<E>, base_url: &str) -> (St
                         part + 1,
                         request(error, base_url)
                     ),
-                    !matches!(error, RequestError::Response(_)) || is_server_error(error),
+                    error.is_retryable(),
                 ),
                 AbortCause::Complete(error) => (
                     format!("complete failed: {}", request(error, base_url)),
-                    !matches!(error, RequestError::Response(_)) || is_server_error(error),
+                    error.is_retryable(),
                 ),
                 other => (other.to_string(), true),
             };
@@ -248,12 +248,6 @@ pub fn upload<E: Error + 'static>(error: &UploadError<E>, base_url: &str) -> (St
         }
         other => (other.to_string(), false),
     }
-}
-
-fn is_server_error<E>(error: &RequestError<E>) -> bool {
-    error
-        .api_error()
-        .is_some_and(|api| api.status.is_server_error() || api.status.as_u16() == 429)
 }
 
 /// Why a state file cannot be resumed, and what to do instead.

@@ -463,14 +463,8 @@ fn upload_failure<E: std::error::Error + 'static>(
     if can_continue {
         Failure::Transfer(format!("{message}; continue with: {}", resume_command()))
     } else if matches!(error, UploadError::Aborted { .. }) {
-        let finished = message.contains("that is already");
-        let advice = if finished {
-            "the Upload can take no more parts"
-        } else {
-            "running the same command again would fail the same way"
-        };
         Failure::Transfer(format!(
-            "{message}; {advice}: delete {state} (rm {state}) and run the command again to start a new Upload"
+            "{message}; running the same command again would fail the same way: delete {state} (rm {state}) and run the command again to start a new Upload"
         ))
     } else {
         Failure::Transfer(message)

@@ -496,6 +496,15 @@ impl<E> RequestError<E> {
         }
     }
 
+    /// Whether sending the request again may succeed, by the retry policy's rule (408, 409,
+    /// 429, 5xx, a broken connection or a timeout; never a request that cannot be built or
+    /// read). The clock only dates a `Retry-After`, which does not change that answer.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        self.as_failure(0)
+            .is_some_and(|failure| failure.is_retryable())
+    }
+
     /// How the retry policy sees this error; `None` for an error no retry can fix (the
     /// request cannot be built, or its data cannot be read).
     pub fn as_failure(&self, now_unix_ms: u64) -> Option<Failure> {
