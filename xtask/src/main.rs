@@ -2,8 +2,8 @@
 //!
 //! Tasks:
 //! * `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
-//!   warnings denied, the whole test suite, the conformance suite, and the docs with warnings
-//!   denied.
+//!   warnings denied, the whole test suite, the server's suites again on PostgreSQL and
+//!   object storage, the conformance suite, and the docs with warnings denied.
 //! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
@@ -54,6 +54,24 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
         .map_or_else(|| manifest_dir.to_owned(), std::path::Path::to_owned)
 }
 
+/// The server's test suites that run on both backends.
+const SHARED_BACKEND_SUITES: [&str; 11] = [
+    "authorization",
+    "behaviour_table",
+    "bodies",
+    "direct_files",
+    "disconnects",
+    "downloads",
+    "lifecycle",
+    "owner_isolation",
+    "part_limits",
+    "races",
+    "wire_format",
+];
+
+/// Tests of those suites about the directory store's files alone (bytes written per Part).
+const DIRECTORY_STORE_ONLY: [&str; 1] = ["adding_a_part_writes_the_same_few_bytes"];
+
 /// Runs every check CI runs; stops at the first that fails.
 fn ci() -> Result<(), String> {
     run("cargo", &["fmt", "--all", "--check"], &[])?;
@@ -70,6 +88,19 @@ fn ci() -> Result<(), String> {
         &[],
     )?;
     run("cargo", &["test", "--workspace"], &[])?;
+    // The server's suites again, on PostgreSQL and object storage (the harness's private
+    // PostgreSQL and moto). The others (crash_recovery, commit_point, health, slow_clients,
+    // sweep, descriptors) are about the directory store's files and the process; the shared
+    // backend's own are scaleout_health, pg's unit tests and crates/uploads-cli/tests/scaleout.rs.
+    let mut shared = vec!["test", "-p", "uploads-server"];
+    for suite in SHARED_BACKEND_SUITES {
+        shared.extend(["--test", suite]);
+    }
+    shared.push("--");
+    for test in DIRECTORY_STORE_ONLY {
+        shared.extend(["--skip", test]);
+    }
+    run("cargo", &shared, &[("UPLOADS_TEST_BACKEND", "shared")])?;
     conformance::run()?;
     run(
         "cargo",

@@ -17,11 +17,15 @@ Examples:
   uploads serve --listen 0.0.0.0:8000 --data-dir /var/lib/uploads
   UPLOADS_API_KEYS=sk-a=team-a,sk-b=team-b uploads serve
   uploads serve --max-part-bytes 16MiB --max-upload-bytes 1GiB
+  AWS_ENDPOINT_URL=http://minio:9000 AWS_ALLOW_HTTP=true \\
+    uploads serve --database-url postgres://uploads@db:5432/uploads --object-store s3://bucket/uploads
 
 Clients then use: OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (printed at startup).
 
 Environment:
   UPLOADS_API_KEYS   accepted keys, comma-separated KEY or KEY=OWNER (values never shown)
+  UPLOADS_DATABASE_URL, UPLOADS_OBJECT_STORE   as --database-url, --object-store
+  AWS_*, GOOGLE_*, AZURE_*   the object store's credentials and endpoint (object_store's names)
   RUST_LOG           log filter (default info: one line per request)
 
 {EXIT_CODES}"))]
@@ -47,6 +51,17 @@ pub struct ServeArgs {
     /// Largest Upload, e.g. 8GiB (the default) or 500MB.
     #[arg(long, value_parser = parse_size)]
     max_upload_bytes: Option<u64>,
+    /// Keep records in this PostgreSQL database (postgres://USER@HOST:PORT/DB) instead of
+    /// the data directory, so that several instances serve one namespace; needs
+    /// --object-store.
+    #[arg(long, env = "UPLOADS_DATABASE_URL", requires = "object_store")]
+    database_url: Option<String>,
+    /// Keep bytes in this object store (s3://BUCKET/PREFIX, gs://..., az://...,
+    /// file:///DIR), configured from the standard environment (AWS_ENDPOINT_URL,
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP, ...); needs
+    /// --database-url.
+    #[arg(long, env = "UPLOADS_OBJECT_STORE", requires = "database_url")]
+    object_store: Option<String>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -85,6 +100,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     for spec in args.api_keys {
         builder = builder.api_key(spec.key, spec.owner);
     }
+    let storage = match (args.database_url, args.object_store) {
+        (Some(database_url), Some(object_store)) => {
+            let storage = format!("records in PostgreSQL, bytes in {object_store}");
+            builder = builder.shared(database_url, object_store, std::env::vars());
+            storage
+        }
+        _ => format!("data in {}", args.data_dir.display()),
+    };
     let server = builder.start().await.map_err(|error| {
         Failure::Transfer(if error.kind() == std::io::ErrorKind::AddrInUse {
             format!(
@@ -93,16 +116,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
             )
         } else {
             format!(
-                "cannot start the server on {} with data in {}: {error}",
+                "cannot start the server on {} with {storage}: {error}",
                 args.listen,
-                args.data_dir.display()
             )
         })
     })?;
     let line = format!(
-        "uploads: serving; clients use OPENAI_BASE_URL={}; data in {}",
+        "uploads: serving; clients use OPENAI_BASE_URL={}; {storage}",
         client_base_url(server.local_addr()),
-        args.data_dir.display(),
     );
     // A closed stdout must not stop the server; the log on stderr goes on.
     let _ = output::print_line(&line);

@@ -30,11 +30,19 @@ mod body;
 pub mod clock;
 mod entropy;
 mod md5_ahead;
+pub mod objects;
+mod pg;
 mod readers;
 mod server;
 mod service;
 pub mod store;
 
+/// The scale-out tests' PostgreSQL and S3 emulator, shared by this crate's unit tests.
+#[cfg(test)]
+#[path = "../tests/support/services.rs"]
+mod test_services;
+
+pub use pg::DOWNLOAD_GRACE_SECS;
 pub use server::{RunningServer, Server, ServerBuilder};
 pub use service::{MAX_DIRECT_FILE_BYTES, ServerStats};
 

@@ -21,6 +21,8 @@ use uploads_core::limits::Limits;
 
 use crate::body::{BodyPace, with_guard};
 use crate::clock::{Clock, SystemClock};
+use crate::objects::ObjectBytes;
+use crate::pg::PgRecords;
 use crate::service::{ServerStats, Service, ServiceConfig};
 use crate::store::{DataDirLock, DirStore};
 
@@ -53,6 +55,30 @@ pub struct ServerBuilder {
     min_body_bytes_per_sec: u64,
     sweep_interval: Duration,
     shutdown_grace: Duration,
+    /// The scale-out backend, when configured (see [`ServerBuilder::shared`]).
+    shared: Option<SharedBackend>,
+}
+
+/// Where several instances keep one namespace: records in PostgreSQL, bytes in a bucket.
+#[derive(Clone)]
+struct SharedBackend {
+    database_url: String,
+    object_store: String,
+    options: Vec<(String, String)>,
+}
+
+impl SharedBackend {
+    /// Connects to both, migrating the database; the error names what is unreachable.
+    async fn open(&self, limits: Limits) -> io::Result<crate::service::Shared> {
+        let objects = ObjectBytes::open(&self.object_store, self.options.clone())?;
+        objects.check().await?;
+        let records = PgRecords::connect(&self.database_url, limits).await?;
+        tracing::info!(object_store = %self.object_store, "records in PostgreSQL, bytes in object storage");
+        Ok(crate::service::Shared {
+            records,
+            objects: Arc::new(objects),
+        })
+    }
 }
 
 impl Default for ServerBuilder {
@@ -72,6 +98,7 @@ impl Default for ServerBuilder {
             min_body_bytes_per_sec: 1024,
             sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
+            shared: None,
         }
     }
 }
@@ -167,6 +194,28 @@ impl ServerBuilder {
         self
     }
 
+    /// Keeps records in the PostgreSQL database at `database_url` and bytes in the object
+    /// store at `object_store` (`s3://bucket/prefix`, `gs://...`, `az://...`, `file:///dir`)
+    /// instead of the data directory, so that any number of instances can serve one
+    /// namespace. `options` configure the object store as `object_store` reads them from the
+    /// environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_REGION`, ...).
+    pub fn shared<K: Into<String>, V: Into<String>>(
+        mut self,
+        database_url: impl Into<String>,
+        object_store: impl Into<String>,
+        options: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.shared = Some(SharedBackend {
+            database_url: database_url.into(),
+            object_store: object_store.into(),
+            options: options
+                .into_iter()
+                .map(|(key, value)| (key.into(), value.into()))
+                .collect(),
+        });
+        self
+    }
+
     /// Opens the data directory, recovers what a crash left, binds the listener and starts
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
@@ -182,30 +231,41 @@ impl ServerBuilder {
                 ),
             ));
         }
-        let data_dir = self.data_dir.clone();
-        let (lock, store) = tokio::task::spawn_blocking(move || {
-            let lock = DataDirLock::acquire(&data_dir)?;
-            Ok::<_, io::Error>((lock, DirStore::open(data_dir)?))
-        })
-        .await
-        .map_err(io::Error::other)??;
         if self.keys.is_empty() {
             tracing::warn!("no API keys configured: the server is open to anyone who can reach it");
         }
-        let service = Service::recover(
-            ServiceConfig {
-                keys: self.keys,
-                limits: self.limits,
-                max_json_bytes: self.max_json_bytes,
-                body_pace: BodyPace {
-                    idle: self.body_idle_timeout,
-                    min_bytes_per_sec: self.min_body_bytes_per_sec,
-                },
+        let config = ServiceConfig {
+            keys: self.keys,
+            limits: self.limits,
+            max_json_bytes: self.max_json_bytes,
+            body_pace: BodyPace {
+                idle: self.body_idle_timeout,
+                min_bytes_per_sec: self.min_body_bytes_per_sec,
             },
-            Arc::new(store) as Arc<dyn crate::store::Store>,
-            self.clock,
-        )
-        .await?;
+        };
+        let (lock, service) = if let Some(backend) = &self.shared {
+            // Instances share the database and the bucket by design: no directory to lock.
+            let shared = backend.open(config.limits.clone()).await?;
+            (
+                None,
+                Service::open_shared(config, shared, self.clock).await?,
+            )
+        } else {
+            let data_dir = self.data_dir.clone();
+            let (lock, store) = tokio::task::spawn_blocking(move || {
+                let lock = DataDirLock::acquire(&data_dir)?;
+                Ok::<_, io::Error>((lock, DirStore::open(data_dir)?))
+            })
+            .await
+            .map_err(io::Error::other)??;
+            let service = Service::recover(
+                config,
+                Arc::new(store) as Arc<dyn crate::store::Store>,
+                self.clock,
+            )
+            .await?;
+            (Some(lock), service)
+        };
         let listener = TcpListener::bind(self.listen).await?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
@@ -245,8 +305,9 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
-    /// The data directory's lock, released when the server stops (or is dropped).
-    _lock: DataDirLock,
+    /// The data directory's lock, released when the server stops (or is dropped); none on
+    /// the shared backend.
+    _lock: Option<DataDirLock>,
 }
 
 impl RunningServer {

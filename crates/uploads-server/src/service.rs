@@ -36,6 +36,8 @@ use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, channel_body, f
 use crate::clock::Clock;
 use crate::entropy::Entropy;
 use crate::md5_ahead::Md5Ahead;
+use crate::objects::{ObjectBytes, file_key, part_key};
+use crate::pg::{MutationError, PgRecords, Scope};
 use crate::readers::{ReadGuard, Readers};
 use crate::store::{ContentSource, DataSink, Store};
 
@@ -135,7 +137,21 @@ pub struct Service {
     md5_ahead: Arc<Md5Ahead>,
     /// Downloads in flight, which Part removals wait for.
     readers: Arc<Readers>,
+    /// The scale-out backend: records in PostgreSQL (the `ledger` above stays empty) and
+    /// bytes in object storage (the `store`).
+    shared: Option<Shared>,
 }
+
+/// The records and bytes that several instances share.
+pub(crate) struct Shared {
+    /// The ledger's records.
+    pub records: PgRecords,
+    /// The bytes (also the service's `store`).
+    pub objects: Arc<ObjectBytes>,
+}
+
+/// Object deletions one sweep tick runs at most (the rest wait for the next tick).
+const COLLECT_BATCH: i64 = 500;
 
 /// A request refused on its way in, or a failure answered as 500.
 type Answer<T> = Result<T, Rejection>;
@@ -175,6 +191,30 @@ impl Service {
                 .map_err(io::Error::other)??
         };
         let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
+        Self::start(config, ledger, store, clock, entropy, None).await
+    }
+
+    /// Opens the service over records and bytes that other instances share: nothing to
+    /// recover (every mutation was one transaction), one sweep.
+    pub(crate) async fn open_shared(
+        config: ServiceConfig,
+        shared: Shared,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<Arc<Self>> {
+        let entropy = Arc::new(Entropy::from_os()?);
+        let ledger = Ledger::new(config.limits.clone());
+        let store = Arc::clone(&shared.objects) as Arc<dyn Store>;
+        Self::start(config, ledger, store, clock, entropy, Some(shared)).await
+    }
+
+    async fn start(
+        config: ServiceConfig,
+        ledger: Ledger,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<Entropy>,
+        shared: Option<Shared>,
+    ) -> io::Result<Arc<Self>> {
         let stats = Arc::new(ServerStats::default());
         let md5_ahead = Arc::new(Md5Ahead::new(Arc::clone(&store), Arc::clone(&stats)));
         let readers = Arc::new(Readers::new(Arc::clone(&store)));
@@ -188,6 +228,7 @@ impl Service {
             md5_ahead,
             readers,
             stats,
+            shared,
         });
         service
             .sweep()
@@ -218,6 +259,9 @@ impl Service {
     /// record whose removal fails is logged and skipped (tried again at the next sweep) and
     /// never blocks the others.
     async fn sweep(&self) -> Answer<()> {
+        if let Some(shared) = &self.shared {
+            return sweep_shared(shared, self.clock.now()).await;
+        }
         let changes = self.ledger.lock().await.sweep_each(self.clock.now());
         for (done, change) in changes.into_iter().enumerate() {
             if done > 0 && done % SWEEP_BATCH == 0 {
@@ -294,13 +338,12 @@ impl Service {
                 .iter()
                 .map(HeaderValue::as_bytes),
         )?;
-        let now = self.clock.now();
         match route {
             Route::CreateUpload => {
                 let body = self.json_body(request).await?;
                 json(
                     &self
-                        .mutate(None, move |ledger, now, ids| {
+                        .mutate(Scope::Nothing, move |ledger, now, ids| {
                             ledger.create_upload(&owner, &body, now, ids)
                         })
                         .await?,
@@ -314,7 +357,7 @@ impl Service {
             Route::CancelUpload(upload_id) => {
                 let id = upload_id.clone();
                 let cancelled = self
-                    .mutate(Some(upload_id.to_string()), move |ledger, now, _| {
+                    .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, _| {
                         ledger.cancel_upload(&owner, &id, now)
                     })
                     .await?;
@@ -323,18 +366,26 @@ impl Service {
             }
             Route::ListFiles => {
                 let query = parse_list_files_query(request.uri().query().unwrap_or(""))?;
-                json(&self.ledger.lock().await.list_files(&owner, &query, now)?)
+                let scope = Scope::List {
+                    owner: owner.as_str().to_owned(),
+                    query: query.clone(),
+                };
+                json(
+                    &self
+                        .read(scope, |ledger, now| ledger.list_files(&owner, &query, now))
+                        .await?,
+                )
             }
             Route::RetrieveFile(file_id) => json(
                 &self
-                    .ledger
-                    .lock()
-                    .await
-                    .retrieve_file(&owner, &file_id, now)?,
+                    .read(Scope::File(file_id.clone()), |ledger, now| {
+                        ledger.retrieve_file(&owner, &file_id, now)
+                    })
+                    .await?,
             ),
             Route::DeleteFile(file_id) => json(
                 &self
-                    .mutate(Some(file_id.to_string()), move |ledger, now, _| {
+                    .mutate(Scope::File(file_id.clone()), move |ledger, now, _| {
                         ledger.delete_file(&owner, &file_id, now)
                     })
                     .await?,
@@ -342,15 +393,16 @@ impl Service {
             Route::DownloadFile(file_id) => {
                 // The read is registered while the ledger is held: a delete planned after
                 // this leaves the Parts in place until the download ends.
-                let (record, guard) = {
-                    let ledger = self.ledger.lock().await;
-                    let record = ledger.file_manifest(&owner, &file_id, now)?.clone();
-                    let guard = record
-                        .upload_id
-                        .as_ref()
-                        .map(|upload| self.readers.enter(upload));
-                    (record, guard)
-                };
+                let (record, guard) = self
+                    .read(Scope::File(file_id.clone()), |ledger, now| {
+                        let record = ledger.file_manifest(&owner, &file_id, now)?.clone();
+                        let guard = record
+                            .upload_id
+                            .as_ref()
+                            .map(|upload| self.readers.enter(upload));
+                        Ok((record, guard))
+                    })
+                    .await?;
                 self.download(&record, guard).await
             }
             Route::CreateFile => self.create_file(&owner, request).await,
@@ -358,26 +410,34 @@ impl Service {
         }
     }
 
-    /// `GET /healthz`: 200 `{"status":"ok"}` when the store takes writes, else 503.
+    /// `GET /healthz`: 200 `{"status":"ok"}` when the store takes writes (on the shared
+    /// backend: when the database and the bucket answer), else 503.
     async fn health(&self) -> Answer<Response<ResponseBody>> {
-        let store = Arc::clone(&self.store);
-        match tokio::task::spawn_blocking(move || store.probe()).await {
-            Ok(Ok(())) => json(&serde_json::json!({"status": "ok"})),
-            outcome => {
-                let error = match outcome {
-                    Ok(Err(error)) => error.to_string(),
-                    Err(error) => error.to_string(),
-                    Ok(Ok(())) => String::new(),
-                };
-                tracing::error!(%error, "health check: the store is not usable");
-                Err(Rejection::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    uploads_core::rejection::SERVER_ERROR,
-                    "The server's storage is not usable.",
-                    None,
-                    None,
-                ))
+        let problem = if let Some(shared) = &self.shared {
+            shared_health(shared).await
+        } else {
+            let store = Arc::clone(&self.store);
+            match tokio::task::spawn_blocking(move || store.probe()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "health check: the store is not usable");
+                    Some(String::new())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "health check: the probe failed");
+                    Some(String::new())
+                }
             }
+        };
+        match problem {
+            None => json(&serde_json::json!({"status": "ok"})),
+            Some(problem) => Err(Rejection::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                uploads_core::rejection::SERVER_ERROR,
+                format!("The server's storage is not usable.{problem}"),
+                None,
+                None,
+            )),
         }
     }
 
@@ -391,13 +451,38 @@ impl Service {
     /// request dropped half-way (its client went away) cannot stop a change between being
     /// persisted and being applied, which would leave the disk and the ledger disagreeing.
     /// The ledger itself is locked only to plan and to apply, never across an fsync.
-    async fn mutate<T, F>(self: &Arc<Self>, record: Option<String>, plan: F) -> Result<T, Refused>
+    async fn mutate<T, F>(self: &Arc<Self>, scope: Scope, plan: F) -> Result<T, Refused>
     where
         T: Send + 'static,
         F: FnOnce(&Ledger, u64, &mut Ids) -> Answer<Planned<T>> + Send + 'static,
     {
         let service = Arc::clone(self);
+        let record = match &scope {
+            Scope::Upload(id) => Some(id.to_string()),
+            Scope::File(id) => Some(id.to_string()),
+            Scope::Nothing | Scope::List { .. } => None,
+        };
         tokio::spawn(async move {
+            if let Some(shared) = &service.shared {
+                // One transaction that locks the rows it reads: the database keeps
+                // mutations of one record apart, on every instance.
+                let now = service.clock.now();
+                let mut ids = service.ids();
+                let committed = shared
+                    .records
+                    .mutate(&scope, now, |ledger| plan(ledger, now, &mut ids))
+                    .await
+                    .map_err(|error| match error {
+                        MutationError::Refused(rejection) => Refused::Planning(rejection),
+                        MutationError::Failed(rejection) => Refused::Commit(rejection),
+                    })?;
+                if committed.doomed {
+                    // The bytes no record needs go before the answer, as on the directory
+                    // store; a failure (logged) leaves them to the sweep.
+                    let _ = collect_objects(shared, now, false).await;
+                }
+                return Ok(committed.response);
+            }
             let _record = match &record {
                 Some(record) => Some(service.record_lock(record).await),
                 None => None,
@@ -435,6 +520,33 @@ impl Service {
                     "The server could not store the request durably, so it was not applied. Retry it.",
                 )
             })
+    }
+
+    /// Runs a read of the ledger: the in-memory one, or one loaded with the rows of `scope`.
+    async fn read<T>(
+        &self,
+        scope: Scope,
+        read: impl FnOnce(&Ledger, u64) -> Answer<T>,
+    ) -> Answer<T> {
+        let now = self.clock.now();
+        match &self.shared {
+            Some(shared) => {
+                shared
+                    .records
+                    .read(&scope, now, |ledger| read(ledger, now))
+                    .await
+            }
+            None => read(&*self.ledger.lock().await, now),
+        }
+    }
+
+    /// Before an object is written to shared storage: records the intent, so that the
+    /// object is collected if this instance dies before recording it.
+    async fn intend(&self, key: impl FnOnce() -> String) -> Answer<()> {
+        match &self.shared {
+            Some(shared) => shared.records.intend(&key(), self.clock.now()).await,
+            None => Ok(()),
+        }
     }
 
     /// The lock of one Upload or File: held from planning a mutation of it to applying it, so
@@ -480,17 +592,21 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let _in_flight = InFlight::enter(&self.stats);
-        let slot = self.ledger.lock().await.check_add_part(
-            owner,
-            upload_id,
-            self.clock.now(),
-            &mut self.ids(),
-        )?;
+        let slot = self
+            .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                ledger.check_add_part(owner, upload_id, now, &mut self.ids())
+            })
+            .await?;
         let max_part_bytes = self.config.limits.max_part_bytes;
         let store = Arc::clone(&self.store);
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
-        // Failed unless committed below: then the md5 chain skips this Part.
-        let hash_slot = self.md5_ahead.started(&upload, &part);
+        // Failed unless committed below: then the md5 chain skips this Part. Shared storage
+        // hashes on complete: the Parts of one Upload arrive on many instances.
+        let hash_slot = self
+            .shared
+            .is_none()
+            .then(|| self.md5_ahead.started(&upload, &part));
+        self.intend(|| part_key(&upload, &part)).await?;
         let mut form = Self::form(&request, "data", max_part_bytes)?;
         let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
         let mut data: Option<PartWriter> = None;
@@ -517,7 +633,7 @@ impl Service {
         let part_bytes = writer.commit().await?;
         let owner = owner.clone();
         let planned = self
-            .mutate(Some(upload.to_string()), move |ledger, now, _| {
+            .mutate(Scope::Upload(upload.clone()), move |ledger, now, _| {
                 ledger.add_part(&owner, &slot, part_bytes, now)
             })
             .await;
@@ -533,7 +649,9 @@ impl Service {
             Err(Refused::Commit(rejection)) => return Err(rejection),
         };
         self.stats.parts_stored.fetch_add(1, Ordering::SeqCst);
-        hash_slot.committed();
+        if let Some(hash_slot) = hash_slot {
+            hash_slot.committed();
+        }
         json(&part)
     }
 
@@ -543,11 +661,11 @@ impl Service {
         upload_id: &UploadId,
         body: &[u8],
     ) -> Answer<Response<ResponseBody>> {
-        let plan =
-            self.ledger
-                .lock()
-                .await
-                .plan_complete(owner, upload_id, body, self.clock.now())?;
+        let plan = self
+            .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                ledger.plan_complete(owner, upload_id, body, now)
+            })
+            .await?;
         let verification = match plan {
             CompletePlan::Replay(upload) => return json(&upload),
             CompletePlan::Verify(verification) => verification,
@@ -568,12 +686,11 @@ impl Service {
                     // loser gets the answer it would get had it arrived second. The winner
                     // holds the Upload's lock until its change is applied: wait for it.
                     let _applied = self.record_lock(upload_id.as_str()).await;
-                    let plan = self.ledger.lock().await.plan_complete(
-                        owner,
-                        upload_id,
-                        body,
-                        self.clock.now(),
-                    )?;
+                    let plan = self
+                        .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                            ledger.plan_complete(owner, upload_id, body, now)
+                        })
+                        .await?;
                     if let CompletePlan::Replay(upload) = plan {
                         return json(&upload);
                     }
@@ -588,7 +705,7 @@ impl Service {
         };
         let owner = owner.clone();
         let completed = self
-            .mutate(Some(upload_id.to_string()), move |ledger, now, ids| {
+            .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, ids| {
                 ledger.finish_complete(&owner, &verification, md5, now, ids)
             })
             .await?;
@@ -642,7 +759,12 @@ impl Service {
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
-        let file_id = self.ledger.lock().await.new_file_id(&mut self.ids())?;
+        let file_id = self
+            .read(Scope::Nothing, |ledger, _| {
+                ledger.new_file_id(&mut self.ids())
+            })
+            .await?;
+        self.intend(|| file_key(&file_id)).await?;
         let mut form = Self::form(&request, "file", MAX_DIRECT_FILE_BYTES)?;
         let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
         let mut fields = TextFields::default();
@@ -678,7 +800,7 @@ impl Service {
         let bytes = writer.commit().await?;
         let (owner, id) = (owner.clone(), file_id.clone());
         let planned = self
-            .mutate(None, move |ledger, now, _| {
+            .mutate(Scope::Nothing, move |ledger, now, _| {
                 let new = fields.into_new_file(filename, bytes)?;
                 ledger.create_file(&owner, &id, new, now)
             })
@@ -967,6 +1089,49 @@ fn swept_record(change: &Change) -> Option<(String, Option<UploadId>)> {
             Some((upload_id.to_string(), Some(upload_id.clone())))
         }
         _ => None,
+    }
+}
+
+/// What makes the scale-out backend unusable now, as the end of a sentence (`" The
+/// database is unreachable."`), or `None` while both the database and the bucket answer.
+async fn shared_health(shared: &Shared) -> Option<String> {
+    let (database, bucket) = tokio::join!(shared.records.ping(), shared.objects.check());
+    let mut problems = Vec::new();
+    if !database {
+        problems.push("the database is unreachable".to_owned());
+    }
+    if let Err(error) = bucket {
+        problems.push(error.to_string());
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    let problems = problems.join("; ");
+    tracing::error!(%problems, "health check: the shared backend is not usable");
+    Some(format!(" {problems}."))
+}
+
+/// One sweep of shared records: claims batches (another instance skips what this one holds)
+/// until nothing is due, then deletes the objects no record needs any more.
+async fn sweep_shared(shared: &Shared, now: u64) -> Answer<()> {
+    while shared.records.sweep(now).await? > 0 {}
+    collect_objects(shared, now, true).await
+}
+
+/// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED` (one batch
+/// unless `all`).
+async fn collect_objects(shared: &Shared, now: u64, all: bool) -> Answer<()> {
+    loop {
+        let deleted = shared
+            .records
+            .collect_objects(now, COLLECT_BATCH, |key| {
+                let objects = Arc::clone(&shared.objects);
+                async move { objects.delete(&key).await }
+            })
+            .await?;
+        if !all || deleted < usize::try_from(COLLECT_BATCH).unwrap_or(usize::MAX) {
+            return Ok(());
+        }
     }
 }
 

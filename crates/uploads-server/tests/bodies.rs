@@ -21,9 +21,7 @@ fn create_body(filename: &str) -> String {
 }
 
 fn upload_dirs(server: &TestServer) -> usize {
-    std::fs::read_dir(server.data_dir().join("uploads"))
-        .unwrap()
-        .count()
+    support::stored_uploads(server.data_dir())
 }
 
 #[tokio::test]

@@ -189,11 +189,7 @@ impl Ledger {
         uploads: impl IntoIterator<Item = UploadRecord>,
         files: impl IntoIterator<Item = FileRecord>,
     ) -> Self {
-        let mut ledger = Self::new(limits);
-        for record in uploads {
-            let entry = ledger.entry(record);
-            ledger.uploads.insert(entry.record.id.clone(), entry);
-        }
+        let mut ledger = Self::with_uploads(limits, uploads);
         for record in files {
             // An Upload's record is removed only after its File's, so a File whose Upload
             // is gone was never committed either.
@@ -208,6 +204,31 @@ impl Ledger {
             } else {
                 ledger.files.insert(record.id().clone(), record);
             }
+        }
+        ledger
+    }
+
+    /// Builds a ledger over some records of a store whose every change is atomic (one
+    /// database transaction writes a complete's File and its Upload's new state together):
+    /// a File record there was committed, so it is loaded as it is, even without its
+    /// Upload's record (a request about one File needs only that File's).
+    pub fn load_atomic(
+        limits: Limits,
+        uploads: impl IntoIterator<Item = UploadRecord>,
+        files: impl IntoIterator<Item = FileRecord>,
+    ) -> Self {
+        let mut ledger = Self::with_uploads(limits, uploads);
+        for record in files {
+            ledger.files.insert(record.id().clone(), record);
+        }
+        ledger
+    }
+
+    fn with_uploads(limits: Limits, uploads: impl IntoIterator<Item = UploadRecord>) -> Self {
+        let mut ledger = Self::new(limits);
+        for record in uploads {
+            let entry = ledger.entry(record);
+            ledger.uploads.insert(entry.record.id.clone(), entry);
         }
         ledger
     }

@@ -6,6 +6,8 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod services;
+
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io;
@@ -117,7 +119,39 @@ pub async fn start_on(
         .api_key(KEY_A, OWNER_A)
         .api_key(KEY_B, OWNER_B)
         .clock(clock.clone());
+    let builder = match shared_namespace(dir) {
+        Some(namespace) => builder.shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            namespace.s3_env(),
+        ),
+        None => builder,
+    };
     configure(builder).start().await.unwrap()
+}
+
+/// Which backend the tests run against: the directory store, or with
+/// `UPLOADS_TEST_BACKEND=shared` PostgreSQL and object storage (the harness's, see
+/// [`services`]); `cargo xtask ci` runs the server's suites both ways.
+pub fn shared_backend() -> bool {
+    std::env::var("UPLOADS_TEST_BACKEND").is_ok_and(|backend| backend == "shared")
+}
+
+/// The database and bucket standing for a data dir when the tests run on the shared
+/// backend: the same on every start with that dir, so a restart sees what was stored.
+fn shared_namespace(dir: &Path) -> Option<services::Namespace> {
+    static NAMESPACES: std::sync::Mutex<Vec<(PathBuf, services::Namespace)>> =
+        std::sync::Mutex::new(Vec::new());
+    if !shared_backend() {
+        return None;
+    }
+    let mut namespaces = NAMESPACES.lock().unwrap();
+    if let Some((_, namespace)) = namespaces.iter().find(|(known, _)| known == dir) {
+        return Some(namespace.clone());
+    }
+    let namespace = services::Services::get().fresh();
+    namespaces.push((dir.to_owned(), namespace.clone()));
+    Some(namespace)
 }
 
 /// Which HTTP version a [`Client`] speaks.
@@ -637,8 +671,19 @@ pub fn parts_dir(data_dir: &Path, upload: &UploadId) -> PathBuf {
     data_dir.join("uploads").join(upload.as_str()).join("parts")
 }
 
-/// The names of the committed Part files of an Upload (temp files left out), sorted.
+/// The names of the committed Part files of an Upload (temp files left out), sorted; on the
+/// shared backend, of its Parts' objects in the bucket.
 pub fn stored_parts(data_dir: &Path, upload: &UploadId) -> Vec<String> {
+    if let Some(namespace) = shared_namespace(data_dir) {
+        let prefix = format!("objects/uploads/{upload}/");
+        let mut names: Vec<String> = services::Services::get()
+            .list_objects(&namespace.bucket)
+            .into_iter()
+            .filter_map(|key| key.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+        names.sort();
+        return names;
+    }
     let Ok(entries) = std::fs::read_dir(parts_dir(data_dir, upload)) else {
         return Vec::new();
     };
@@ -648,6 +693,33 @@ pub fn stored_parts(data_dir: &Path, upload: &UploadId) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Every object in the shared backend's bucket for this data dir (none on the directory
+/// backend).
+pub fn stored_objects(data_dir: &Path) -> Vec<String> {
+    shared_namespace(data_dir)
+        .map(|namespace| services::Services::get().list_objects(&namespace.bucket))
+        .unwrap_or_default()
+}
+
+/// How many Upload records are stored (directories, or rows on the shared backend).
+pub fn stored_uploads(data_dir: &Path) -> usize {
+    if let Some(namespace) = shared_namespace(data_dir) {
+        let count =
+            services::Services::get().psql_on(&namespace.database, "SELECT count(*) FROM uploads");
+        return count.parse().unwrap();
+    }
+    std::fs::read_dir(data_dir.join("uploads")).map_or(0, Iterator::count)
+}
+
+/// Whether an Upload's record is stored (its directory, or its row on the shared backend).
+pub fn upload_stored(data_dir: &Path, upload: &UploadId) -> bool {
+    if let Some(namespace) = shared_namespace(data_dir) {
+        let sql = format!("SELECT count(*) FROM uploads WHERE id = '{upload}'");
+        return services::Services::get().psql_on(&namespace.database, &sql) == "1";
+    }
+    data_dir.join("uploads").join(upload.as_str()).exists()
 }
 
 /// Waits until `done` holds, polling. The bound only keeps a broken server from hanging

@@ -1,0 +1,769 @@
+//! Metadata in PostgreSQL, for several instances sharing one namespace.
+//!
+//! The ledger still makes every decision; the database makes each one atomic across
+//! instances. A mutation is one transaction:
+//!
+//! ```text
+//! BEGIN -> lock the rows it reads (SELECT ... FOR UPDATE) -> load them into a ledger
+//!       -> the ledger plans (or refuses: ROLLBACK) -> write the plan's steps as rows -> COMMIT
+//! ```
+//!
+//! so two mutations of one Upload, on any two instances, run one after the other and the
+//! second sees the first's outcome, exactly as the single-process server's record lock does.
+//! Rows: an Upload (its record without Parts), one row per Part (adding a Part is O(1)), a
+//! File with its manifest (written with the completed Upload in one transaction), and the
+//! objects the bucket may drop ([`doomed`](self#objects)).
+//!
+//! # Objects
+//!
+//! No object outlives its rows, whichever instance dies when. Before an object is written,
+//! an *intent* row dooms it after a grace period; the transaction that records the object
+//! removes the intent (and fails if a sweeper already claimed it). A transaction that stops
+//! needing objects dooms them: at once, or, for bytes a File's download may be reading (on
+//! any instance, which no lock here can see), after [`DOWNLOAD_GRACE_SECS`]. Sweepers claim due rows with `FOR UPDATE SKIP LOCKED`,
+//! delete the objects, then the rows.
+
+mod migrations;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::io;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde_json::Value;
+use tokio_postgres::{GenericClient, NoTls, Row};
+use uploads_core::ledger::{
+    FileRecord, Ledger, PartRecord, Planned, RecordState, Step, UploadRecord,
+};
+use uploads_core::limits::Limits;
+use uploads_core::rejection::Rejection;
+use uploads_core::types::{FileId, ListFilesQuery, ListOrder, UploadId};
+
+use crate::objects::{file_key, part_key};
+
+/// How long an instance waits for a connection, to connect, and to check one back in.
+const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections per instance.
+const POOL_SIZE: usize = 16;
+/// Records a sweep claims at once (the rest wait for the next tick).
+const SWEEP_BATCH: i64 = 200;
+/// The largest page `GET /files` serves (the ledger refuses larger limits).
+const MAX_LIST_LIMIT: i64 = 10_000;
+
+/// Which rows a request needs: what to lock (for a mutation) or read.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// Nothing existing (a create).
+    Nothing,
+    /// One Upload and its Parts.
+    Upload(UploadId),
+    /// One File.
+    File(FileId),
+    /// A page of an owner's Files (a list).
+    List {
+        /// Whose.
+        owner: String,
+        /// The page asked for.
+        query: ListFilesQuery,
+    },
+}
+
+/// Why a mutation changed nothing.
+#[derive(Debug)]
+pub(crate) enum MutationError {
+    /// The ledger refused it.
+    Refused(Rejection),
+    /// The database failed (a 500).
+    Failed(Rejection),
+}
+
+/// A committed mutation.
+#[derive(Debug)]
+pub(crate) struct Committed<T> {
+    /// The ledger's answer.
+    pub response: T,
+    /// Whether it doomed objects now (a collection pass would delete them).
+    pub doomed: bool,
+}
+
+/// The ledger's records in PostgreSQL.
+pub(crate) struct PgRecords {
+    pool: Pool,
+    limits: Limits,
+    /// How long an object may stay unrecorded before a sweeper collects it.
+    intent_grace: u64,
+}
+
+impl PgRecords {
+    /// Connects (within [`POOL_TIMEOUT`]) and applies the migrations this database lacks. The
+    /// error names what is unreachable.
+    pub(crate) async fn connect(url: &str, limits: Limits) -> io::Result<Self> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the database URL is not valid: {error}"),
+            )
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
+        let target = describe(&config);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                // A connection is checked with a round trip before each use: after a database
+                // restart or a terminated backend, requests get fresh connections, not errors.
+                recycling_method: RecyclingMethod::Verified,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(io::Error::other)?;
+        let mut client = pool.get().await.map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                format!("cannot reach the database at {target}: {error}"),
+            )
+        })?;
+        let applied = migrations::migrate(&mut client).await.map_err(|error| {
+            io::Error::other(format!("migrating the database at {target}: {error}"))
+        })?;
+        tracing::info!(%target, applied, version = migrations::latest_version(), "database ready");
+        let intent_grace = limits.upload_ttl_secs.saturating_mul(2);
+        Ok(Self {
+            pool,
+            limits,
+            intent_grace,
+        })
+    }
+
+    /// Whether the database answers now.
+    pub(crate) async fn ping(&self) -> bool {
+        let check = async {
+            let client = self.pool.get().await.ok()?;
+            client.simple_query("SELECT 1").await.ok()
+        };
+        tokio::time::timeout(POOL_TIMEOUT, check)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    /// Runs a read of the ledger over the rows of `scope`, as they are now.
+    pub(crate) async fn read<T>(
+        &self,
+        scope: &Scope,
+        now: u64,
+        read: impl FnOnce(&Ledger) -> Result<T, Rejection>,
+    ) -> Result<T, Rejection> {
+        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let loaded = load(&**client, scope, now, false)
+            .await
+            .map_err(|error| unavailable(&error))?;
+        read(&loaded.ledger(&self.limits))
+    }
+
+    /// Records that `key` is about to be written: a sweeper deletes it after the grace
+    /// period unless a mutation recorded it first.
+    pub(crate) async fn intend(&self, key: &str, now: u64) -> Result<(), Rejection> {
+        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let not_before = to_i64(now.saturating_add(self.intent_grace));
+        client
+            .execute(
+                "INSERT INTO doomed_objects (key, not_before) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET not_before = EXCLUDED.not_before",
+                &[&key, &not_before],
+            )
+            .await
+            .map_err(|error| unavailable(&error))?;
+        Ok(())
+    }
+
+    /// One mutation, atomically: lock the rows of `scope`, let the ledger plan over them,
+    /// write the plan's steps, commit.
+    pub(crate) async fn mutate<T>(
+        &self,
+        scope: &Scope,
+        now: u64,
+        plan: impl FnOnce(&Ledger) -> Result<Planned<T>, Rejection>,
+    ) -> Result<Committed<T>, MutationError> {
+        let failed = |error: &dyn std::fmt::Display| MutationError::Failed(unavailable(error));
+        let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
+        let transaction = client.transaction().await.map_err(|error| failed(&error))?;
+        let loaded = load(&*transaction, scope, now, true)
+            .await
+            .map_err(|error| failed(&error))?;
+        let planned = plan(&loaded.ledger(&self.limits)).map_err(MutationError::Refused)?;
+        let mut doomed = false;
+        if let Some(change) = planned.change {
+            doomed = change.steps().iter().any(|step| {
+                matches!(
+                    step,
+                    Step::RemoveFile(_) | Step::RemoveParts { .. } | Step::RemoveUpload(_)
+                )
+            });
+            write_steps(&*transaction, change.steps(), &loaded, now)
+                .await
+                .map_err(|error| failed(&error))?;
+            transaction.commit().await.map_err(|error| failed(&error))?;
+        }
+        Ok(Committed {
+            response: planned.response,
+            doomed,
+        })
+    }
+
+    /// One sweep: claims (skipping rows another instance holds) the records the ledger may
+    /// remove, removes them as the ledger says, and marks expired Uploads' Parts removed.
+    /// Returns how many records it claimed.
+    pub(crate) async fn sweep(&self, now: u64) -> Result<usize, Rejection> {
+        let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let loaded = claim_sweep(&*transaction, now, self.limits.upload_ttl_secs)
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let claimed = loaded.uploads.len() + loaded.files.len();
+        if claimed == 0 {
+            return Ok(0);
+        }
+        let ledger = loaded.ledger(&self.limits);
+        if let Some(change) = ledger.sweep(now) {
+            write_steps(&*transaction, change.steps(), &loaded, now)
+                .await
+                .map_err(|error| unavailable(&error))?;
+        }
+        let expired: Vec<&str> = loaded
+            .uploads
+            .iter()
+            .filter(|(record, _)| record.is_expired(now))
+            .map(|(record, _)| record.id.as_str())
+            .collect();
+        finish_claim(
+            transaction,
+            "UPDATE uploads SET parts_removed = true WHERE id = ANY($1)",
+            &expired,
+        )
+        .await?;
+        Ok(claimed)
+    }
+
+    /// Claims up to `limit` objects that are due for deletion, deletes them with `delete`
+    /// and then their rows; rows whose delete failed stay for the next pass. Returns how
+    /// many objects it deleted.
+    pub(crate) async fn collect_objects<F, Fut>(
+        &self,
+        now: u64,
+        limit: i64,
+        delete: F,
+    ) -> Result<usize, Rejection>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = io::Result<()>>,
+    {
+        let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let rows = transaction
+            .query(
+                "SELECT key FROM doomed_objects WHERE not_before <= $1 ORDER BY not_before
+                 LIMIT $2 FOR UPDATE SKIP LOCKED",
+                &[&to_i64(now), &limit],
+            )
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let mut deleted = Vec::new();
+        for row in rows {
+            let key: String = row.get(0);
+            match delete(key.clone()).await {
+                Ok(()) => deleted.push(key),
+                Err(error) => {
+                    tracing::warn!(%key, %error, "deleting an object failed; retrying later");
+                }
+            }
+        }
+        finish_claim(
+            transaction,
+            "DELETE FROM doomed_objects WHERE key = ANY($1)",
+            &deleted,
+        )
+        .await?;
+        Ok(deleted.len())
+    }
+}
+
+/// Runs the last statement of a claim (over the claimed ids) and commits.
+async fn finish_claim(
+    transaction: deadpool_postgres::Transaction<'_>,
+    sql: &str,
+    ids: &(dyn tokio_postgres::types::ToSql + Sync),
+) -> Result<(), Rejection> {
+    transaction
+        .execute(sql, &[ids])
+        .await
+        .map_err(|error| unavailable(&error))?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| unavailable(&error))
+}
+
+/// The records a request loaded, and what they looked like (to write only what changed).
+#[derive(Default)]
+struct Loaded {
+    /// Uploads with their Parts, and the stored record without Parts.
+    uploads: Vec<(UploadRecord, Value)>,
+    files: Vec<FileRecord>,
+}
+
+impl Loaded {
+    fn ledger(&self, limits: &Limits) -> Ledger {
+        Ledger::load_atomic(
+            limits.clone(),
+            self.uploads.iter().map(|(record, _)| record.clone()),
+            self.files.iter().cloned(),
+        )
+    }
+
+    fn upload(&self, id: &UploadId) -> Option<&(UploadRecord, Value)> {
+        self.uploads.iter().find(|(record, _)| record.id == *id)
+    }
+}
+
+/// Loads the rows of `scope` (locking them when `lock`).
+async fn load(
+    client: &impl GenericClient,
+    scope: &Scope,
+    now: u64,
+    lock: bool,
+) -> Result<Loaded, LoadError> {
+    let mut loaded = Loaded::default();
+    let suffix = if lock { " FOR UPDATE" } else { "" };
+    match scope {
+        Scope::Nothing => {}
+        Scope::Upload(id) => {
+            let rows = client
+                .query(
+                    &format!("SELECT record FROM uploads WHERE id = $1{suffix}"),
+                    &[&id.as_str()],
+                )
+                .await?;
+            for row in rows {
+                loaded.uploads.push(upload_from_row(client, &row).await?);
+            }
+        }
+        Scope::File(id) => {
+            let rows = client
+                .query(
+                    &format!("SELECT record FROM files WHERE id = $1{suffix}"),
+                    &[&id.as_str()],
+                )
+                .await?;
+            for row in rows {
+                loaded.files.push(file_from_row(&row)?);
+            }
+        }
+        Scope::List { owner, query } => {
+            loaded.files = list_page(client, owner, query, now).await?;
+        }
+    }
+    Ok(loaded)
+}
+
+/// The Files of the page asked for, read from the list index (plus the `after` File, which
+/// the ledger checks): the ledger then answers exactly as over all of them, because the page
+/// is the first `limit + 1` of the Files it would consider.
+async fn list_page(
+    client: &impl GenericClient,
+    owner: &str,
+    query: &ListFilesQuery,
+    now: u64,
+) -> Result<Vec<FileRecord>, LoadError> {
+    let now = to_i64(now);
+    let mut files = Vec::new();
+    let mut cursor: Option<(i64, String)> = None;
+    if let Some(after) = &query.after {
+        let rows = client
+            .query(
+                "SELECT record, created_at FROM files WHERE id = $1 AND owner = $2",
+                &[&after.as_str(), &owner],
+            )
+            .await?;
+        for row in rows {
+            cursor = Some((row.get(1), after.as_str().to_owned()));
+            files.push(file_from_row(&row)?);
+        }
+        if cursor.is_none() {
+            // The ledger answers 400 `after`.
+            return Ok(files);
+        }
+    }
+    let ascending = matches!(query.order, Some(ListOrder::Asc));
+    let (compare, direction) = if ascending {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    let limit = i64::from(query.limit.unwrap_or(10_000)).clamp(1, MAX_LIST_LIMIT) + 1;
+    let purpose = query
+        .purpose
+        .as_ref()
+        .map(|purpose| purpose.as_str().to_owned());
+    let (cursor_at, cursor_id) =
+        cursor.unwrap_or((if ascending { i64::MIN } else { i64::MAX }, String::new()));
+    let cursor_id = if cursor_id.is_empty() && !ascending {
+        // Above every id.
+        "\u{10FFFF}".to_owned()
+    } else {
+        cursor_id
+    };
+    let sql = format!(
+        "SELECT record FROM files
+         WHERE owner = $1 AND ($2::text IS NULL OR purpose = $2)
+           AND (expires_at IS NULL OR expires_at > $3)
+           AND (created_at, id) {compare} ($4, $5)
+         ORDER BY created_at {direction}, id {direction} LIMIT $6"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[&owner, &purpose, &now, &cursor_at, &cursor_id, &limit],
+        )
+        .await?;
+    for row in rows {
+        files.push(file_from_row(&row)?);
+    }
+    Ok(files)
+}
+
+/// Claims what a sweep may remove (see the migration's indexes), with the Files of the
+/// completed Uploads among them.
+async fn claim_sweep(
+    client: &impl GenericClient,
+    now: u64,
+    upload_ttl: u64,
+) -> Result<Loaded, LoadError> {
+    let now_i = to_i64(now);
+    let ttl = to_i64(upload_ttl);
+    let mut loaded = Loaded::default();
+    let files = client
+        .query(
+            "SELECT record FROM files WHERE expires_at <= $1 ORDER BY expires_at
+             LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&now_i, &SWEEP_BATCH],
+        )
+        .await?;
+    for row in files {
+        loaded.files.push(file_from_row(&row)?);
+    }
+    let uploads = client
+        .query(
+            "SELECT u.record FROM uploads u
+             WHERE (u.status = 'pending' AND u.expires_at <= $1 AND NOT u.parts_removed)
+                OR (u.expires_at + $2 <= $1 AND (u.status <> 'completed' OR NOT EXISTS (
+                      SELECT 1 FROM files f WHERE f.id = u.file_id
+                        AND (f.expires_at IS NULL OR f.expires_at > $1))))
+             ORDER BY u.expires_at LIMIT $3 FOR UPDATE OF u SKIP LOCKED",
+            &[&now_i, &ttl, &SWEEP_BATCH],
+        )
+        .await?;
+    let claimed_files: HashSet<FileId> =
+        loaded.files.iter().map(|file| file.id().clone()).collect();
+    for row in uploads {
+        let upload = upload_from_row(client, &row).await?;
+        if let RecordState::Completed(completion) = &upload.0.state
+            && !claimed_files.contains(&completion.file.id)
+        {
+            let rows = client
+                .query(
+                    "SELECT record FROM files WHERE id = $1",
+                    &[&completion.file.id.as_str()],
+                )
+                .await?;
+            for row in rows {
+                loaded.files.push(file_from_row(&row)?);
+            }
+        }
+        loaded.uploads.push(upload);
+    }
+    Ok(loaded)
+}
+
+/// Writes a planned change's steps as rows, inside the mutation's transaction.
+async fn write_steps(
+    client: &impl GenericClient,
+    steps: &[Step],
+    loaded: &Loaded,
+    now: u64,
+) -> Result<(), LoadError> {
+    let now_i = to_i64(now);
+    // Bytes a download may be reading outlive the change by the download grace: a File's
+    // own bytes, and the Parts of a File that goes (its removal or a completed Upload's).
+    let readable_until = to_i64(now.saturating_add(DOWNLOAD_GRACE_SECS));
+    let file_goes = steps.iter().any(|step| matches!(step, Step::RemoveFile(_)));
+    for step in steps {
+        match step {
+            Step::SaveUpload(record) => save_upload(client, record, loaded).await?,
+            Step::AddPart { upload_id, part } => insert_part(client, upload_id, part).await?,
+            Step::SaveFile(record) => {
+                let json = serde_json::to_value(record)?;
+                client
+                    .execute(
+                        "INSERT INTO files (id, owner, purpose, created_at, expires_at, record)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                        &[
+                            &record.id().as_str(),
+                            &record.owner.as_str(),
+                            &record.file.purpose.as_str(),
+                            &to_i64(record.file.created_at),
+                            &record.file.expires_at.map(to_i64),
+                            &json,
+                        ],
+                    )
+                    .await?;
+                if record.upload_id.is_none() {
+                    consume_intent(client, &file_key(record.id())).await?;
+                }
+            }
+            Step::RemoveFile(id) => {
+                client
+                    .execute("DELETE FROM files WHERE id = $1", &[&id.as_str()])
+                    .await?;
+                doom(client, &[file_key(id)], readable_until).await?;
+            }
+            Step::RemoveParts {
+                upload_id,
+                part_ids,
+            } => {
+                let keys: Vec<String> = part_ids
+                    .iter()
+                    .map(|part| part_key(upload_id, part))
+                    .collect();
+                let not_before = if file_goes { readable_until } else { now_i };
+                doom(client, &keys, not_before).await?;
+            }
+            Step::RemoveUpload(id) => {
+                let record = loaded.upload(id).map(|(record, _)| record);
+                let keys: Vec<String> = record
+                    .map(|record| {
+                        record
+                            .parts
+                            .iter()
+                            .map(|part| part_key(id, &part.id))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let completed =
+                    record.is_some_and(|record| matches!(record.state, RecordState::Completed(_)));
+                let not_before = if completed { readable_until } else { now_i };
+                doom(client, &keys, not_before).await?;
+                client
+                    .execute("DELETE FROM uploads WHERE id = $1", &[&id.as_str()])
+                    .await?;
+            }
+            other => return Err(LoadError::Unsupported(format!("{other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// Upserts an Upload's row (only when it changed) and inserts its new Parts' rows: O(1) for
+/// an added Part, whatever the Upload's Part count.
+async fn save_upload(
+    client: &impl GenericClient,
+    record: &UploadRecord,
+    loaded: &Loaded,
+) -> Result<(), LoadError> {
+    let before = loaded.upload(&record.id);
+    let json = record_without_parts(record)?;
+    if before.is_none_or(|(_, stored)| *stored != json) {
+        let (status, file_id) = match &record.state {
+            RecordState::Pending => ("pending", None),
+            RecordState::Cancelled { .. } => ("cancelled", None),
+            RecordState::Completed(completion) => ("completed", Some(completion.file.id.as_str())),
+            _ => ("other", None),
+        };
+        client
+            .execute(
+                "INSERT INTO uploads (id, owner, status, file_id, expires_at, record)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
+                     file_id = EXCLUDED.file_id, expires_at = EXCLUDED.expires_at,
+                     record = EXCLUDED.record",
+                &[
+                    &record.id.as_str(),
+                    &record.owner.as_str(),
+                    &status,
+                    &file_id,
+                    &to_i64(record.expires_at),
+                    &json,
+                ],
+            )
+            .await?;
+    }
+    let known: HashSet<&str> = before
+        .map(|(stored, _)| stored.parts.iter().map(|part| part.id.as_str()).collect())
+        .unwrap_or_default();
+    for part in record
+        .parts
+        .iter()
+        .filter(|part| !known.contains(part.id.as_str()))
+    {
+        insert_part(client, &record.id, part).await?;
+    }
+    Ok(())
+}
+
+/// How long the bytes of a deleted or expired File stay in the bucket (seconds): a
+/// download of it already under way on any instance finishes within this (8 GiB at 5 MB/s
+/// takes half of it), then a sweep deletes them.
+pub const DOWNLOAD_GRACE_SECS: u64 = 3600;
+
+/// Inserts one Part's row and consumes the intent of its object.
+async fn insert_part(
+    client: &impl GenericClient,
+    upload_id: &UploadId,
+    part: &PartRecord,
+) -> Result<(), LoadError> {
+    client
+        .execute(
+            "INSERT INTO upload_parts (upload_id, part_id, bytes, created_at)
+             VALUES ($1, $2, $3, $4)",
+            &[
+                &upload_id.as_str(),
+                &part.id.as_str(),
+                &to_i64(part.bytes),
+                &to_i64(part.created_at),
+            ],
+        )
+        .await?;
+    consume_intent(client, &part_key(upload_id, &part.id)).await
+}
+
+/// Removes the intent of an object now recorded; fails when a sweeper got to it first
+/// (the object may be gone: the request must not be acknowledged).
+async fn consume_intent(client: &impl GenericClient, key: &str) -> Result<(), LoadError> {
+    let removed = client
+        .execute("DELETE FROM doomed_objects WHERE key = $1", &[&key])
+        .await?;
+    if removed == 1 {
+        Ok(())
+    } else {
+        Err(LoadError::Collected(key.to_owned()))
+    }
+}
+
+/// Dooms objects now (a sweeper deletes them).
+async fn doom(client: &impl GenericClient, keys: &[String], now: i64) -> Result<(), LoadError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            "INSERT INTO doomed_objects (key, not_before) SELECT unnest($1::text[]), $2
+             ON CONFLICT (key) DO UPDATE SET not_before = LEAST(doomed_objects.not_before, EXCLUDED.not_before)",
+            &[&keys, &now],
+        )
+        .await?;
+    Ok(())
+}
+
+fn record_without_parts(record: &UploadRecord) -> Result<Value, LoadError> {
+    let mut json = serde_json::to_value(record)?;
+    if let Value::Object(fields) = &mut json {
+        fields.remove("parts");
+    }
+    Ok(json)
+}
+
+/// An Upload from its row and its Parts' rows, in the order they were added.
+async fn upload_from_row(
+    client: &impl GenericClient,
+    row: &Row,
+) -> Result<(UploadRecord, Value), LoadError> {
+    let stored: Value = row.try_get(0)?;
+    let mut json = stored.clone();
+    if let Value::Object(fields) = &mut json {
+        fields.insert("parts".to_owned(), Value::Array(Vec::new()));
+    }
+    let mut record: UploadRecord = serde_json::from_value(json)?;
+    let parts = client
+        .query(
+            "SELECT part_id, bytes, created_at FROM upload_parts WHERE upload_id = $1 ORDER BY seq",
+            &[&record.id.as_str()],
+        )
+        .await?;
+    record.parts = parts
+        .iter()
+        .map(|part| PartRecord {
+            id: part.get::<_, String>(0).into(),
+            bytes: to_u64(part.get(1)),
+            created_at: to_u64(part.get(2)),
+        })
+        .collect();
+    Ok((record, stored))
+}
+
+fn file_from_row(row: &Row) -> Result<FileRecord, LoadError> {
+    let json: Value = row.try_get(0)?;
+    Ok(serde_json::from_value(json)?)
+}
+
+/// Why rows could not be read or written.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("a stored record does not parse: {0}")]
+    Record(#[from] serde_json::Error),
+    #[error("the object {0} was collected before it was recorded")]
+    Collected(String),
+    #[error("unsupported step {0}")]
+    Unsupported(String),
+}
+
+/// A 500 for a database failure, logged.
+fn unavailable(error: &dyn std::fmt::Display) -> Rejection {
+    tracing::error!(%error, "the database failed");
+    Rejection::server_error("The server could not reach its database. Retry the request.")
+}
+
+/// `user@host:port/db` of a config, without its password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// Unix seconds and byte counts fit in `bigint` for any real value; larger ones saturate.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}

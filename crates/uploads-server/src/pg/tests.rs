@@ -1,0 +1,404 @@
+//! The PostgreSQL records against a real PostgreSQL (the harness's private cluster): two
+//! `PgRecords` on one database stand for two instances.
+
+use crate::test_services as services;
+use std::sync::Arc;
+
+use md5::{Digest, Md5};
+use uploads_core::ledger::{CompletePlan, IdSource, Owner, RandomIds};
+use uploads_core::types::{ListFilesQuery, ListOrder, PartId, Purpose, Upload, UploadStatus};
+
+use super::*;
+
+const NOW: u64 = 1_700_000_000;
+
+fn ids() -> impl IdSource {
+    RandomIds::new(|buffer: &mut [u8]| getrandom::fill(buffer).expect("entropy"))
+}
+
+fn owner() -> Owner {
+    Owner::new("proj_pg")
+}
+
+async fn instances(n: usize) -> (services::Namespace, Vec<Arc<PgRecords>>) {
+    let namespace = services::Services::get().fresh();
+    let mut started = Vec::new();
+    for _ in 0..n {
+        started.push(Arc::new(
+            PgRecords::connect(&namespace.database_url, Limits::default())
+                .await
+                .unwrap(),
+        ));
+    }
+    (namespace, started)
+}
+
+async fn create(records: &PgRecords, bytes: u64) -> Upload {
+    let body = format!(
+        r#"{{"filename":"a.txt","purpose":"user_data","bytes":{bytes},"mime_type":"text/plain"}}"#
+    );
+    records
+        .mutate(&Scope::Nothing, NOW, |ledger| {
+            ledger.create_upload(&owner(), body.as_bytes(), NOW, &mut ids())
+        })
+        .await
+        .unwrap()
+        .response
+}
+
+/// Adds a Part as the service does: check, intent, (bytes), record.
+async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId {
+    let slot = records
+        .read(&Scope::Upload(upload.clone()), NOW, |ledger| {
+            ledger.check_add_part(&owner(), upload, NOW, &mut ids())
+        })
+        .await
+        .unwrap();
+    records
+        .intend(&part_key(upload, slot.part_id()), NOW)
+        .await
+        .unwrap();
+    records
+        .mutate(&Scope::Upload(upload.clone()), NOW, |ledger| {
+            ledger.add_part(&owner(), &slot, bytes, NOW)
+        })
+        .await
+        .unwrap()
+        .response
+        .id
+}
+
+async fn complete(
+    records: &PgRecords,
+    upload: &UploadId,
+    body: &str,
+    md5: Option<[u8; 16]>,
+) -> Result<Upload, MutationError> {
+    let plan = records
+        .read(&Scope::Upload(upload.clone()), NOW, |ledger| {
+            ledger.plan_complete(&owner(), upload, body.as_bytes(), NOW)
+        })
+        .await
+        .map_err(MutationError::Refused)?;
+    let verification = match plan {
+        CompletePlan::Replay(upload) => return Ok(upload),
+        CompletePlan::Verify(verification) => verification,
+        _ => unreachable!(),
+    };
+    records
+        .mutate(&Scope::Upload(upload.clone()), NOW + 1, |ledger| {
+            ledger.finish_complete(&owner(), &verification, md5, NOW + 1, &mut ids())
+        })
+        .await
+        .map(|committed| committed.response)
+}
+
+fn hex_md5(data: &[u8]) -> String {
+    let mut hasher = uploads_core::digest::Md5Hasher::new();
+    hasher.update(data);
+    hasher.finish_hex()
+}
+
+fn refused(result: Result<Upload, MutationError>) -> Rejection {
+    match result {
+        Err(MutationError::Refused(rejection)) => rejection,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn instances_starting_at_once_apply_the_migrations_once() {
+    let namespace = services::Services::get().fresh();
+    let starts = (0..4).map(|_| {
+        let url = namespace.database_url.clone();
+        tokio::spawn(async move { PgRecords::connect(&url, Limits::default()).await })
+    });
+    for start in starts {
+        start.await.unwrap().unwrap();
+    }
+    let applied = services::Services::get().psql_on(
+        &namespace.database,
+        "SELECT string_agg(version::text, ',') FROM schema_migrations",
+    );
+    assert_eq!(applied, migrations::latest_version().to_string());
+}
+
+#[tokio::test]
+async fn ping_answers_while_the_database_does() {
+    let (_namespace, instances) = instances(1).await;
+    assert!(instances[0].ping().await);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_at_startup() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://postgres@127.0.0.1:{port}/nowhere?connect_timeout=2");
+    let error = PgRecords::connect(&url, Limits::default())
+        .await
+        .err()
+        .expect("nothing listens there");
+    let message = error.to_string();
+    assert!(
+        message.contains("cannot reach the database")
+            && message.contains(&format!("127.0.0.1:{port}/nowhere")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn parts_sent_to_two_instances_complete_on_either_and_replay_on_the_other() {
+    let (namespace, instances) = instances(2).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    let upload = create(a, 5).await;
+    let first = add_part(a, &upload.id, 2).await;
+    let second = add_part(b, &upload.id, 3).await;
+    assert_eq!(
+        services::Services::get().psql_on(&namespace.database, "SELECT count(*) FROM upload_parts"),
+        "2",
+        "a row per Part"
+    );
+    let md5: [u8; 16] = Md5::digest(b"hello").into();
+    let body = format!(
+        r#"{{"part_ids":["{first}","{second}"],"md5":"{}"}}"#,
+        hex_md5(b"hello")
+    );
+    let done = complete(b, &upload.id, &body, Some(md5)).await.unwrap();
+    assert_eq!(done.status, UploadStatus::Completed);
+    let file = done.file.clone().unwrap();
+    let replay = complete(a, &upload.id, &body, None).await.unwrap();
+    assert_eq!(replay.file.map(|file| file.id), Some(file.id.clone()));
+    let other_list = format!(r#"{{"part_ids":["{second}","{first}"]}}"#);
+    let rejection = refused(complete(a, &upload.id, &other_list, None).await);
+    assert_eq!(
+        (rejection.status.as_u16(), rejection.param()),
+        (400, Some("part_ids"))
+    );
+    let manifest = a
+        .read(&Scope::File(file.id.clone()), NOW + 2, |ledger| {
+            ledger.file_manifest(&owner(), &file.id, NOW + 2).cloned()
+        })
+        .await
+        .unwrap();
+    assert_eq!(manifest.part_ids, vec![first, second]);
+    let nobody = Owner::new("proj_other");
+    let hidden = b
+        .read(&Scope::File(file.id.clone()), NOW + 2, |ledger| {
+            ledger.retrieve_file(&nobody, &file.id, NOW + 2)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.status.as_u16(), 404);
+}
+
+#[tokio::test]
+async fn racing_completes_and_cancels_on_two_instances_have_one_winner() {
+    let (_namespace, instances) = instances(2).await;
+    for round in 0..6 {
+        let upload = create(&instances[0], 1).await;
+        let part = add_part(&instances[1], &upload.id, 1).await;
+        let body = format!(r#"{{"part_ids":["{part}"]}}"#);
+        let cancel_instead = round % 2 == 1;
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                let records = Arc::clone(&instances[i]);
+                let (upload, body) = (upload.id.clone(), body.clone());
+                tokio::spawn(async move {
+                    if i == 1 && cancel_instead {
+                        records
+                            .mutate(&Scope::Upload(upload.clone()), NOW, |ledger| {
+                                ledger.cancel_upload(&owner(), &upload, NOW)
+                            })
+                            .await
+                            .map(|committed| {
+                                assert!(committed.doomed, "a cancel dooms its Parts");
+                                committed.response
+                            })
+                    } else {
+                        complete(&records, &upload, &body, None).await
+                    }
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for racer in racers {
+            outcomes.push(racer.await.unwrap());
+        }
+        if cancel_instead {
+            let won: Vec<_> = outcomes.iter().filter(|outcome| outcome.is_ok()).collect();
+            assert_eq!(won.len(), 1, "round {round}: {outcomes:?}");
+            let loser = outcomes.into_iter().find(Result::is_err).unwrap();
+            assert_eq!(refused(loser).status.as_u16(), 400);
+        } else {
+            let files: Vec<_> = outcomes
+                .into_iter()
+                .map(|outcome| outcome.unwrap().file.unwrap().id)
+                .collect();
+            assert_eq!(
+                files[0], files[1],
+                "round {round}: the loser replays the winner"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn files_list_from_the_index_page_by_page() {
+    let (_namespace, instances) = instances(2).await;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        let upload = create(&instances[i % 2], 1).await;
+        let part = add_part(&instances[i % 2], &upload.id, 1).await;
+        let body = format!(r#"{{"part_ids":["{part}"]}}"#);
+        made.push(
+            complete(&instances[(i + 1) % 2], &upload.id, &body, None)
+                .await
+                .unwrap()
+                .file
+                .unwrap()
+                .id,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let query = ListFilesQuery {
+            purpose: Some(Purpose::from_wire("user_data")),
+            limit: Some(2),
+            order: Some(ListOrder::Asc),
+            after: after.clone(),
+        };
+        let scope = Scope::List {
+            owner: owner().as_str().to_owned(),
+            query: query.clone(),
+        };
+        let page = instances[seen.len() % 2]
+            .read(&scope, NOW + 2, |ledger| {
+                ledger.list_files(&owner(), &query, NOW + 2)
+            })
+            .await
+            .unwrap();
+        seen.extend(page.data.iter().map(|file| file.id.clone()));
+        after = page.last_id.clone();
+        if !page.has_more {
+            break;
+        }
+    }
+    let mut expected = made.clone();
+    expected.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(seen, expected, "created at the same second: ordered by id");
+    let query = ListFilesQuery {
+        purpose: Some(Purpose::from_wire("batch")),
+        ..ListFilesQuery::default()
+    };
+    let scope = Scope::List {
+        owner: owner().as_str().to_owned(),
+        query: query.clone(),
+    };
+    let none = instances[0]
+        .read(&scope, NOW + 2, |ledger| {
+            ledger.list_files(&owner(), &query, NOW + 2)
+        })
+        .await
+        .unwrap();
+    assert!(none.data.is_empty());
+}
+
+#[tokio::test]
+async fn sweeps_on_two_instances_remove_each_record_once_and_doom_its_objects() {
+    let (namespace, instances) = instances(2).await;
+    let services = services::Services::get();
+    let mut uploads = Vec::new();
+    for _ in 0..8 {
+        let upload = create(&instances[0], 10).await;
+        add_part(&instances[1], &upload.id, 4).await;
+        uploads.push(upload);
+    }
+    // An intent whose object was never recorded: an instance died mid-Part.
+    instances[0]
+        .intend("uploads/upload_dead/part_dead", NOW)
+        .await
+        .unwrap();
+    let expired = NOW + Limits::default().upload_ttl_secs;
+    let sweeps: Vec<_> = instances
+        .iter()
+        .map(|records| {
+            let records = Arc::clone(records);
+            tokio::spawn(async move { records.sweep(expired).await })
+        })
+        .collect();
+    let mut claimed = 0;
+    for sweep in sweeps {
+        claimed += sweep.await.unwrap().unwrap();
+    }
+    assert_eq!(claimed, 8, "each expired Upload claimed by one instance");
+    assert_eq!(
+        instances[0].sweep(expired).await.unwrap(),
+        0,
+        "its Parts go once"
+    );
+    let doomed = services.psql_on(
+        &namespace.database,
+        &format!("SELECT count(*) FROM doomed_objects WHERE not_before <= {expired}"),
+    );
+    assert_eq!(doomed, "8", "one object per Part, not the young intent");
+    let forgotten = expired + Limits::default().upload_ttl_secs;
+    assert_eq!(instances[1].sweep(forgotten).await.unwrap(), 8);
+    assert_eq!(
+        services.psql_on(&namespace.database, "SELECT count(*) FROM uploads"),
+        "0"
+    );
+    let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let collected = instances[0]
+        .collect_objects(forgotten + 4 * 3600, 100, |key| {
+            let deleted = Arc::clone(&deleted);
+            async move {
+                deleted.lock().unwrap().push(key);
+                Ok(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(collected, 9, "eight Parts and the dead instance's object");
+    assert!(
+        deleted
+            .lock()
+            .unwrap()
+            .contains(&"uploads/upload_dead/part_dead".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn a_part_whose_intent_was_collected_is_not_acknowledged() {
+    let (_namespace, instances) = instances(1).await;
+    let records = &instances[0];
+    let upload = create(records, 1).await;
+    let slot = records
+        .read(&Scope::Upload(upload.id.clone()), NOW, |ledger| {
+            ledger.check_add_part(&owner(), &upload.id, NOW, &mut ids())
+        })
+        .await
+        .unwrap();
+    // No intent: as if a sweeper had collected it while the Part streamed.
+    let outcome = records
+        .mutate(&Scope::Upload(upload.id.clone()), NOW, |ledger| {
+            ledger.add_part(&owner(), &slot, 1, NOW)
+        })
+        .await;
+    match outcome {
+        Err(MutationError::Failed(rejection)) => assert_eq!(rejection.status.as_u16(), 500),
+        other => panic!("expected a 500, got {other:?}"),
+    }
+    let parts = records
+        .read(&Scope::Upload(upload.id.clone()), NOW, |ledger| {
+            ledger.check_add_part(&owner(), &upload.id, NOW, &mut ids())
+        })
+        .await;
+    assert!(
+        parts.is_ok(),
+        "the Upload is unchanged and still takes Parts"
+    );
+}
