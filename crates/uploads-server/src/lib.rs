@@ -31,6 +31,7 @@ pub mod clock;
 mod entropy;
 mod md5_ahead;
 mod readers;
+mod refused_heads;
 mod server;
 mod service;
 pub mod store;

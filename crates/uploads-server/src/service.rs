@@ -244,6 +244,11 @@ impl Service {
         Ok(())
     }
 
+    /// A new request id, as every answer's `x-request-id` carries.
+    pub(crate) fn request_id(&self) -> String {
+        self.entropy.request_id()
+    }
+
     /// Answers one request; never fails (a failure is an OpenAI-shaped error response).
     pub(crate) async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<ResponseBody>
     where
