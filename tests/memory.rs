@@ -10,7 +10,7 @@ use uploads_core::limits::MIB;
 use uploads_core::types::{Purpose, UploadStatus};
 use uploads_core::upload::UploadOptions;
 
-use support::{Adapter, Harness, Hyper, Ureq};
+use support::{Adapter, Harness, Hyper, Source, Ureq};
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
@@ -29,7 +29,7 @@ fn peak_while_uploading<A: Adapter>(harness: &Harness, name: &str) -> usize {
         .concurrency(3);
     let before = ALLOCATOR.current_usage();
     ALLOCATOR.reset_peak_usage();
-    let upload = client.upload_file(&path, options).unwrap();
+    let upload = client.upload(Source::File(&path), options).unwrap();
     let peak = ALLOCATOR.peak_usage().saturating_sub(before);
     assert_eq!(upload.status, UploadStatus::Completed);
     assert_eq!(upload.file.unwrap().bytes, FILE);

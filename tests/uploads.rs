@@ -18,7 +18,7 @@ use uploads_core::types::{
 use uploads_core::upload::{AbortCause, ConnectFailure, RequestError, UploadError, UploadOptions};
 
 use support::proxy::Fault;
-use support::{Adapter, Harness};
+use support::{Adapter, Harness, PartData, Source};
 
 const PART: u64 = 256 * 1024;
 
@@ -79,7 +79,10 @@ fn a_multi_part_upload_arrives_byte_exact_with_parts_in_parallel<A: Adapter>() {
     let (events, record) = recorder();
 
     let upload = client
-        .upload_file(&path, options(MIB).concurrency(4).on_progress(record))
+        .upload(
+            Source::File(&path),
+            options(MIB).concurrency(4).on_progress(record),
+        )
         .unwrap();
 
     assert_eq!(upload.status, UploadStatus::Completed);
@@ -115,13 +118,13 @@ fn resets_500s_and_429s_are_survived<A: Adapter>() {
             retry_after_seconds: 1,
         },
     ]);
-    let client = A::connect(&harness, &proxy.base_url());
+    let client = A::connect(&harness, &proxy.base_url(), None);
     let (path, data) = harness.write_file("train.jsonl", (4 * PART + 1000) as usize);
     let (events, record) = recorder();
 
     let upload = client
-        .upload_file(
-            &path,
+        .upload(
+            Source::File(&path),
             options(PART)
                 .concurrency(2)
                 .retry(quick_retries(5))
@@ -156,7 +159,7 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Stall, Fault::Truncate, Fault::Status(503)]);
     // Short enough that a stalled part is given up on quickly.
-    let client = A::connect_with(
+    let client = A::connect(
         &harness,
         &proxy.base_url(),
         Some(Duration::from_millis(500)),
@@ -164,7 +167,10 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
     let (path, data) = harness.write_file("train.jsonl", (3 * PART + 10) as usize);
 
     let upload = client
-        .upload_file(&path, options(PART).concurrency(1).retry(quick_retries(4)))
+        .upload(
+            Source::File(&path),
+            options(PART).concurrency(1).retry(quick_retries(4)),
+        )
         .unwrap();
 
     let file = upload.file.unwrap();
@@ -178,7 +184,7 @@ fn stalls_truncated_answers_and_503s_are_survived<A: Adapter>() {
 fn the_deadline_gives_up_in_time_and_cancels<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Stall; 20]);
-    let client = A::connect_with(
+    let client = A::connect(
         &harness,
         &proxy.base_url(),
         Some(Duration::from_millis(300)),
@@ -186,8 +192,8 @@ fn the_deadline_gives_up_in_time_and_cancels<A: Adapter>() {
     let (path, _) = harness.write_file("train.jsonl", PART as usize);
 
     let error = client
-        .upload_file(
-            &path,
+        .upload(
+            Source::File(&path),
             options(PART)
                 .concurrency(1)
                 .retry(quick_retries(20))
@@ -221,18 +227,21 @@ fn the_deadline_gives_up_in_time_and_cancels<A: Adapter>() {
     // Far fewer attempts than the policy allows: the deadline stopped them.
     assert!(proxy.part_requests() < 20, "{}", proxy.part_requests());
     let direct: A = harness.client();
-    let refused = api_error(direct.add_part_bytes(&upload_id, b"late"));
+    let refused = api_error(direct.add_part(&upload_id, PartData::Bytes(b"late")));
     assert_eq!(refused.status, 400, "{refused}");
 }
 
 fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
     let harness = Harness::start();
     let proxy = harness.proxy(vec![Fault::Status(503); 10]);
-    let client = A::connect(&harness, &proxy.base_url());
+    let client = A::connect(&harness, &proxy.base_url(), None);
     let (path, _) = harness.write_file("train.jsonl", PART as usize);
 
     let error = client
-        .upload_file(&path, options(PART).concurrency(1).retry(quick_retries(2)))
+        .upload(
+            Source::File(&path),
+            options(PART).concurrency(1).retry(quick_retries(2)),
+        )
         .unwrap_err();
 
     let message = uploads_core::upload::error_chain(&error);
@@ -261,7 +270,7 @@ fn giving_up_cancels_the_upload_and_says_why<A: Adapter>() {
     assert_eq!(proxy.part_requests(), 2);
 
     let direct: A = harness.client();
-    let refused = api_error(direct.add_part_bytes(&upload_id, b"late"));
+    let refused = api_error(direct.add_part(&upload_id, PartData::Bytes(b"late")));
     assert_eq!(refused.status, 400, "{refused}");
     let complete = CompleteUploadRequest {
         part_ids: vec![PartId::new("part_none")],
@@ -283,7 +292,14 @@ fn a_source_shorter_than_promised_gives_up_at_once_and_cancels<A: Adapter>() {
     // Two parts of data behind a promise of three: the third part's read comes up short.
     let data = vec![b'x'; (2 * PART) as usize];
     let error = client
-        .upload_reader(data, 3 * PART, "short.jsonl", options)
+        .upload(
+            Source::Reader {
+                data,
+                len: 3 * PART,
+                name: "short.jsonl",
+            },
+            options,
+        )
         .unwrap_err();
 
     let UploadError::Aborted {
@@ -305,7 +321,7 @@ fn a_source_shorter_than_promised_gives_up_at_once_and_cancels<A: Adapter>() {
         .iter()
         .any(|event| matches!(event, ProgressEvent::PartRetry { .. }));
     assert!(!retried, "a read that came up short is not retried");
-    let refused = api_error(client.add_part_bytes(&upload_id, b"late"));
+    let refused = api_error(client.add_part(&upload_id, PartData::Bytes(b"late")));
     assert_eq!(refused.status, 400, "{refused}");
 }
 
@@ -340,9 +356,8 @@ fn a_resume_sends_only_the_missing_parts<A: Adapter>() {
     // land in the file.
     let resumed_path = harness.path("train.resumed.json");
     let upload = client
-        .resume_upload(
-            snapshot.clone(),
-            &path,
+        .upload(
+            Source::Resume(snapshot.clone().into(), &path),
             options(PART).concurrency(2).snapshot_path(&resumed_path),
         )
         .unwrap();
@@ -377,7 +392,10 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     let before = harness.server().stats().part_requests();
 
     let refused = client
-        .resume_upload(expired_path.as_path(), &path, options(PART))
+        .upload(
+            Source::Resume(expired_path.as_path().into(), &path),
+            options(PART),
+        )
         .unwrap_err();
     assert!(
         matches!(
@@ -391,7 +409,10 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     data.push(b'\n');
     std::fs::write(&path, &data).unwrap();
     let refused = client
-        .resume_upload(snapshot_path.as_path(), &path, options(PART))
+        .upload(
+            Source::Resume(snapshot_path.as_path().into(), &path),
+            options(PART),
+        )
         .unwrap_err();
     assert!(
         matches!(refused, UploadError::SourceChanged { .. }),
@@ -415,9 +436,18 @@ fn every_low_level_call_works_and_errors_carry_openai_bodies<A: Adapter>() {
     let upload = client.create_upload(&create).unwrap();
     assert_eq!(upload.status, UploadStatus::Pending);
     assert_eq!(upload.bytes, 1000);
-    let first = client.add_part_bytes(&upload.id, &data[..400]).unwrap();
+    let first = client
+        .add_part(&upload.id, PartData::Bytes(&data[..400]))
+        .unwrap();
     let second = client
-        .add_part_from_file(&upload.id, &path, 400, 600)
+        .add_part(
+            &upload.id,
+            PartData::File {
+                path: &path,
+                offset: 400,
+                len: 600,
+            },
+        )
         .unwrap();
     assert_eq!(first.upload_id, upload.id);
     let mut md5 = Md5Hasher::new();
@@ -519,7 +549,7 @@ fn wait_until(done: impl Fn() -> bool) -> bool {
 fn a_progress_callback_that_blocks_stalls_no_part<A: Adapter + Send + 'static>() {
     let harness = Harness::start();
     let proxy = Arc::new(harness.proxy(Vec::new()));
-    let client = A::connect(&harness, &proxy.base_url());
+    let client = A::connect(&harness, &proxy.base_url(), None);
     let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
     let streamed_on = Arc::new(Mutex::new(None));
     let (seen, watched) = (Arc::clone(&streamed_on), Arc::clone(&proxy));
@@ -529,7 +559,7 @@ fn a_progress_callback_that_blocks_stalls_no_part<A: Adapter + Send + 'static>()
             *seen.lock().unwrap() = Some(answered);
         }
     });
-    let upload = within_hang_guard(move || client.upload_file(&path, options)).unwrap();
+    let upload = within_hang_guard(move || client.upload(Source::File(&path), options)).unwrap();
     assert_eq!(
         *streamed_on.lock().unwrap(),
         Some(true),
@@ -546,7 +576,7 @@ fn a_progress_callback_that_blocks_stalls_no_part<A: Adapter + Send + 'static>()
 fn a_part_answered_while_the_driver_turns_to_wait_is_not_lost<A: Adapter + Send + 'static>() {
     let harness = Harness::start();
     let proxy = Arc::new(harness.proxy(Vec::new()));
-    let client = A::connect(&harness, &proxy.base_url());
+    let client = A::connect(&harness, &proxy.base_url(), None);
     let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
     let first_done = Arc::new(Mutex::new(None));
     let (seen, watched) = (Arc::clone(&first_done), Arc::clone(&proxy));
@@ -556,7 +586,7 @@ fn a_part_answered_while_the_driver_turns_to_wait_is_not_lost<A: Adapter + Send 
             *seen.lock().unwrap() = Some(answered);
         }
     });
-    let upload = within_hang_guard(move || client.upload_file(&path, options)).unwrap();
+    let upload = within_hang_guard(move || client.upload(Source::File(&path), options)).unwrap();
     assert_eq!(*first_done.lock().unwrap(), Some(true));
     assert_eq!(upload.status, UploadStatus::Completed);
     let client: A = harness.client();
@@ -566,7 +596,7 @@ fn a_part_answered_while_the_driver_turns_to_wait_is_not_lost<A: Adapter + Send 
 fn a_refused_connection_names_its_address_and_is_final_on_this_machine<A: Adapter>() {
     let harness = Harness::start();
     // Port 9 on loopback: nothing listens there.
-    let client = A::connect(&harness, "http://127.0.0.1:9/v1");
+    let client = A::connect(&harness, "http://127.0.0.1:9/v1", None);
     let error = client
         .cancel_upload(&UploadId::new("upload_1"))
         .unwrap_err();

@@ -2,8 +2,9 @@
 //! (`cargo xtask conformance`; the harness is `tests/conformance/prism.py`): every operation
 //! through the low-level calls, then a small `upload_file`.
 //!
-//! Each crate's `examples/conformance.rs` includes this file with `#[path]` and implements
-//! [`Calls`] for its client, so the two examples differ only in how a call is made.
+//! Each crate's `examples/conformance.rs` (the examples `conformance-hyper` and
+//! `conformance-ureq`) includes this file with `#[path]` and implements [`Calls`] for its
+//! client, so the two examples differ only in how a call is made.
 //!
 //! Prism answers with placeholders built from the document (ids like `"string"`, a
 //! "completed" Upload that is still `pending` and has no File), so the scenario sends the ids
@@ -85,7 +86,9 @@ pub trait Calls {
 pub fn config_from_args() -> Result<ClientConfig, String> {
     let mut args = std::env::args().skip(1);
     let (Some(base_url), None) = (args.next(), args.next()) else {
-        return Err("usage: conformance <base url, e.g. http://127.0.0.1:4010>".to_owned());
+        return Err(
+            "usage: conformance-<client> <base url, e.g. http://127.0.0.1:4010>".to_owned(),
+        );
     };
     let config = ClientConfig::from_env(|name| match name {
         "OPENAI_BASE_URL" => Some(base_url.clone()),

@@ -73,7 +73,7 @@ impl Harness {
 
     /// An adapter's client talking to the server directly.
     pub fn client<A: Adapter>(&self) -> A {
-        A::connect(self, &self.base_url())
+        A::connect(self, &self.base_url(), None)
     }
 
     /// A proxy in front of the server that applies `faults` to the first part requests.
@@ -127,43 +127,44 @@ impl Drop for Harness {
     }
 }
 
-/// One client adapter, seen through blocking calls so one scenario serves both.
+/// What a high-level upload reads: a file, a reader promising `len` bytes, or a snapshot to
+/// resume the file from.
+pub enum Source<'a> {
+    File(&'a Path),
+    Reader {
+        data: Vec<u8>,
+        len: u64,
+        name: &'a str,
+    },
+    Resume(SnapshotSource, &'a Path),
+}
+
+/// What one Part carries: bytes in memory or a range of a file.
+pub enum PartData<'a> {
+    Bytes(&'a [u8]),
+    File {
+        path: &'a Path,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// One client adapter, seen through blocking calls so one scenario serves both. It holds
+/// only what differs between the clients: how a call is made (async on the harness's
+/// runtime, or blocking) and how an upload is stopped; the requests and answers themselves
+/// are the core's.
 pub trait Adapter: Sized {
     /// The adapter's transport error.
     type Transport: std::error::Error + Send + Sync + 'static;
 
     /// A client of `base_url` whose every request gives up after `timeout` (or the
     /// client's default).
-    fn connect_with(
-        harness: &Harness,
-        base_url: &str,
-        timeout: Option<std::time::Duration>,
-    ) -> Self;
+    fn connect(harness: &Harness, base_url: &str, timeout: Option<std::time::Duration>) -> Self;
 
-    fn connect(harness: &Harness, base_url: &str) -> Self {
-        Self::connect_with(harness, base_url, None)
-    }
-
-    fn upload_file(
+    /// `upload_file`, `upload_reader` or `resume_upload`, as `source` says.
+    fn upload(
         &self,
-        path: &Path,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>>;
-
-    /// Uploads `data` as a source that promises `len` bytes.
-    fn upload_reader(
-        &self,
-        data: Vec<u8>,
-        len: u64,
-        name: &str,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>>;
-
-    /// Resumes from a snapshot file or a snapshot already read.
-    fn resume_upload(
-        &self,
-        snapshot: impl Into<SnapshotSource>,
-        path: &Path,
+        source: Source<'_>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>>;
 
@@ -175,17 +176,11 @@ pub trait Adapter: Sized {
         &self,
         request: &CreateUploadRequest,
     ) -> Result<Upload, RequestError<Self::Transport>>;
-    fn add_part_bytes(
+    /// `add_upload_part_bytes` or `add_upload_part` (a file range), as `data` says.
+    fn add_part(
         &self,
         upload_id: &UploadId,
-        data: &[u8],
-    ) -> Result<UploadPart, RequestError<Self::Transport>>;
-    fn add_part_from_file(
-        &self,
-        upload_id: &UploadId,
-        path: &Path,
-        offset: u64,
-        len: u64,
+        data: PartData<'_>,
     ) -> Result<UploadPart, RequestError<Self::Transport>>;
     fn complete_upload(
         &self,
@@ -229,11 +224,7 @@ pub struct Hyper {
 impl Adapter for Hyper {
     type Transport = uploads_hyper::TransportError;
 
-    fn connect_with(
-        harness: &Harness,
-        base_url: &str,
-        timeout: Option<std::time::Duration>,
-    ) -> Self {
+    fn connect(harness: &Harness, base_url: &str, timeout: Option<std::time::Duration>) -> Self {
         let client = uploads_hyper::Client::new(Harness::config(base_url));
         Self {
             client: timeout.map_or(client.clone(), |timeout| client.request_timeout(timeout)),
@@ -241,35 +232,23 @@ impl Adapter for Hyper {
         }
     }
 
-    fn upload_file(
+    fn upload(
         &self,
-        path: &Path,
+        source: Source<'_>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>> {
-        self.runtime
-            .block_on(self.client.upload_file(path, options))
-    }
-
-    fn upload_reader(
-        &self,
-        data: Vec<u8>,
-        len: u64,
-        name: &str,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>> {
-        let reader = std::io::Cursor::new(data);
-        self.runtime
-            .block_on(self.client.upload_reader(reader, len, name, options))
-    }
-
-    fn resume_upload(
-        &self,
-        snapshot: impl Into<SnapshotSource>,
-        path: &Path,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>> {
-        self.runtime
-            .block_on(self.client.resume_upload(snapshot, path, options))
+        self.runtime.block_on(async {
+            match source {
+                Source::File(path) => self.client.upload_file(path, options).await,
+                Source::Reader { data, len, name } => {
+                    let reader = std::io::Cursor::new(data);
+                    self.client.upload_reader(reader, len, name, options).await
+                }
+                Source::Resume(snapshot, path) => {
+                    self.client.resume_upload(snapshot, path, options).await
+                }
+            }
+        })
     }
 
     fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32) {
@@ -293,26 +272,24 @@ impl Adapter for Hyper {
         self.runtime.block_on(self.client.create_upload(request))
     }
 
-    fn add_part_bytes(
+    fn add_part(
         &self,
         upload_id: &UploadId,
-        data: &[u8],
+        data: PartData<'_>,
     ) -> Result<UploadPart, RequestError<Self::Transport>> {
-        self.runtime.block_on(
-            self.client
-                .add_upload_part_bytes(upload_id, bytes::Bytes::copy_from_slice(data)),
-        )
-    }
-
-    fn add_part_from_file(
-        &self,
-        upload_id: &UploadId,
-        path: &Path,
-        offset: u64,
-        len: u64,
-    ) -> Result<UploadPart, RequestError<Self::Transport>> {
-        self.runtime
-            .block_on(self.client.add_upload_part(upload_id, path, offset, len))
+        self.runtime.block_on(async {
+            match data {
+                PartData::Bytes(data) => {
+                    let data = bytes::Bytes::copy_from_slice(data);
+                    self.client.add_upload_part_bytes(upload_id, data).await
+                }
+                PartData::File { path, offset, len } => {
+                    self.client
+                        .add_upload_part(upload_id, path, offset, len)
+                        .await
+                }
+            }
+        })
     }
 
     fn complete_upload(
@@ -374,43 +351,26 @@ pub struct Ureq {
 impl Adapter for Ureq {
     type Transport = uploads_ureq::TransportError;
 
-    fn connect_with(
-        _harness: &Harness,
-        base_url: &str,
-        timeout: Option<std::time::Duration>,
-    ) -> Self {
+    fn connect(_harness: &Harness, base_url: &str, timeout: Option<std::time::Duration>) -> Self {
         let client = uploads_ureq::Client::new(Harness::config(base_url));
         Self {
             client: timeout.map_or(client.clone(), |timeout| client.request_timeout(timeout)),
         }
     }
 
-    fn upload_file(
+    fn upload(
         &self,
-        path: &Path,
+        source: Source<'_>,
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>> {
-        self.client.upload_file(path, options)
-    }
-
-    fn upload_reader(
-        &self,
-        data: Vec<u8>,
-        len: u64,
-        name: &str,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>> {
-        let reader = std::io::Cursor::new(data);
-        self.client.upload_reader(reader, len, name, options)
-    }
-
-    fn resume_upload(
-        &self,
-        snapshot: impl Into<SnapshotSource>,
-        path: &Path,
-        options: UploadOptions,
-    ) -> Result<Upload, UploadError<Self::Transport>> {
-        self.client.resume_upload(snapshot, path, options)
+        match source {
+            Source::File(path) => self.client.upload_file(path, options),
+            Source::Reader { data, len, name } => {
+                let reader = std::io::Cursor::new(data);
+                self.client.upload_reader(reader, len, name, options)
+            }
+            Source::Resume(snapshot, path) => self.client.resume_upload(snapshot, path, options),
+        }
     }
 
     fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32) {
@@ -435,22 +395,17 @@ impl Adapter for Ureq {
         self.client.create_upload(request)
     }
 
-    fn add_part_bytes(
+    fn add_part(
         &self,
         upload_id: &UploadId,
-        data: &[u8],
+        data: PartData<'_>,
     ) -> Result<UploadPart, RequestError<Self::Transport>> {
-        self.client.add_upload_part_bytes(upload_id, data)
-    }
-
-    fn add_part_from_file(
-        &self,
-        upload_id: &UploadId,
-        path: &Path,
-        offset: u64,
-        len: u64,
-    ) -> Result<UploadPart, RequestError<Self::Transport>> {
-        self.client.add_upload_part(upload_id, path, offset, len)
+        match data {
+            PartData::Bytes(data) => self.client.add_upload_part_bytes(upload_id, data),
+            PartData::File { path, offset, len } => {
+                self.client.add_upload_part(upload_id, path, offset, len)
+            }
+        }
     }
 
     fn complete_upload(

@@ -24,19 +24,21 @@ const SERVER: ServerBinary = ServerBinary {
     subcommand: "serve",
 };
 
-/// The Rust clients run against the Prism mock. Each is the crate's example `conformance`,
+/// The Rust clients run against the Prism mock. Each is the crate's example `conformance-<crate>`
+/// (`examples/conformance.rs`; distinct names, or the two binaries overwrite each other in
+/// `target/`),
 /// given the mock's base URL as its only argument; what it must do is in
 /// `tests/conformance/prism.py`.
 const PRISM_CLIENTS: &[ClientExample] = &[
     ClientExample {
         package: "uploads-hyper",
         crate_dir: "crates/uploads-hyper",
-        example: "conformance",
+        example: "conformance-hyper",
     },
     ClientExample {
         package: "uploads-ureq",
         crate_dir: "crates/uploads-ureq",
-        example: "conformance",
+        example: "conformance-ureq",
     },
 ];
 

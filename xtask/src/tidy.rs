@@ -102,3 +102,46 @@ fn the_check_sees_what_it_must() {
     let marked = format!("\"../../../../etc\" // {ALLOW_MARKER}");
     assert!(paths_outside(&marked, 0).is_empty());
 }
+
+#[test]
+fn no_two_targets_of_the_workspace_share_an_output_file() {
+    // Binaries land in target/debug/, examples in target/debug/examples/: two of one kind and
+    // one name overwrite each other, and whichever was built last is what a script runs.
+    let output = Command::new(env!("CARGO"))
+        .current_dir(crate::workspace_root())
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "cargo metadata failed");
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let mut seen = std::collections::BTreeMap::new();
+    let mut clashes = Vec::new();
+    for package in metadata["packages"].as_array().expect("a package list") {
+        for target in package["targets"].as_array().expect("a target list") {
+            let kinds = target["kind"].as_array().expect("a kind list");
+            for kind in kinds.iter().filter_map(serde_json::Value::as_str) {
+                if kind != "bin" && kind != "example" {
+                    continue;
+                }
+                let name = target["name"].as_str().expect("a target name");
+                let owner = package["name"].as_str().expect("a package name");
+                if let Some(first) = seen.insert((kind, name), owner) {
+                    clashes.push(format!("{kind} `{name}` in {first} and {owner}"));
+                }
+            }
+        }
+    }
+    assert!(
+        clashes.is_empty(),
+        "these targets overwrite each other in target/ (give one a `[[example]]` or \
+         `[[bin]]` name of its own):\n{}",
+        clashes.join("\n")
+    );
+}

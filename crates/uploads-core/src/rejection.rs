@@ -113,6 +113,28 @@ impl Rejection {
         )
     }
 
+    /// The answer to a request whose head the HTTP layer could not read, so it was never
+    /// routed: `status` is the layer's verdict (431 for a head over `max_head_bytes` or with
+    /// more than `max_header_fields` fields, 414 for a URI too long to parse, 400 for a
+    /// request line or header that does not parse, or `Content-Length`s that disagree).
+    pub fn unreadable_head(
+        status: StatusCode,
+        max_head_bytes: usize,
+        max_header_fields: usize,
+    ) -> Self {
+        let message = match status {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => format!(
+                "Request header fields too large: the request line and headers must fit in \
+                 {max_head_bytes} bytes and {max_header_fields} header fields."
+            ),
+            StatusCode::URI_TOO_LONG => "The request URI is too long.".to_owned(),
+            _ => "Malformed HTTP request: the request line or a header could not be parsed, \
+                  or its Content-Length headers disagree."
+                .to_owned(),
+        };
+        Self::new(status, INVALID_REQUEST_ERROR, message, None, None)
+    }
+
     /// 500 `server_error`: the service failed; the caller may retry.
     pub fn server_error(message: impl Into<String>) -> Self {
         Self::new(

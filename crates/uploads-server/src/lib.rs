@@ -33,6 +33,7 @@ mod md5_ahead;
 pub mod objects;
 mod pg;
 mod readers;
+mod refused_heads;
 mod server;
 mod service;
 pub mod store;

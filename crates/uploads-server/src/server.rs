@@ -23,6 +23,7 @@ use crate::body::{BodyPace, with_guard};
 use crate::clock::{Clock, SystemClock};
 use crate::objects::ObjectBytes;
 use crate::pg::PgRecords;
+use crate::refused_heads::RefusedHeads;
 use crate::service::{ServerStats, Service, ServiceConfig};
 use crate::store::{DataDirLock, DirStore};
 
@@ -489,6 +490,7 @@ async fn accept_loop(
         let service = Arc::clone(&service);
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
+        let max_header_bytes = limits.max_header_bytes;
         connections.spawn(async move {
             // Holds a connection slot only while the client speaks: a silent socket is
             // closed after the header timeout, like a slow request head.
@@ -497,6 +499,14 @@ async fn accept_loop(
                 return;
             }
             let activity = Arc::new(Activity::default());
+            // hyper's own answers (a head it cannot read) get the service's body and id.
+            let stream = RefusedHeads::new(
+                stream,
+                Arc::clone(&activity),
+                Arc::clone(&service),
+                peer,
+                max_header_bytes,
+            );
             let connection = builder.serve_connection(
                 TokioIo::new(stream),
                 service_fn({
@@ -538,8 +548,9 @@ async fn accept_loop(
 
 /// Requests in flight on one connection, and when the last one ended.
 #[derive(Default)]
-struct Activity {
+pub(crate) struct Activity {
     in_flight: std::sync::atomic::AtomicUsize,
+    started: std::sync::atomic::AtomicU64,
     changed: tokio::sync::Notify,
 }
 
@@ -548,10 +559,22 @@ struct ActiveRequest(Arc<Activity>);
 
 impl Activity {
     fn request_started(self: &Arc<Self>) -> ActiveRequest {
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.changed.notify_waiters();
         ActiveRequest(Arc::clone(self))
+    }
+
+    /// Requests handed to the service on this connection so far.
+    pub(crate) fn requests_started(&self) -> u64 {
+        self.started.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests whose response (body included) is not yet sent.
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Resolves once no request has been in flight for `timeout`.

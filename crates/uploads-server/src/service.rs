@@ -288,6 +288,11 @@ impl Service {
         Ok(())
     }
 
+    /// A new request id, as every answer's `x-request-id` carries.
+    pub(crate) fn request_id(&self) -> String {
+        self.entropy.request_id()
+    }
+
     /// Answers one request; never fails (a failure is an OpenAI-shaped error response).
     pub(crate) async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<ResponseBody>
     where
@@ -406,7 +411,8 @@ impl Service {
                 self.download(&record, guard).await
             }
             Route::CreateFile => self.create_file(&owner, request).await,
-            _ => Err(Rejection::unknown_route(&method, &path)),
+            // Answered above, before the key is checked.
+            Route::Health => self.health().await,
         }
     }
 
@@ -669,7 +675,6 @@ impl Service {
         let verification = match plan {
             CompletePlan::Replay(upload) => return json(&upload),
             CompletePlan::Verify(verification) => verification,
-            _ => return Err(Rejection::server_error("unexpected complete plan")),
         };
         // The md5 is computed outside the lock: it reads every listed byte, and
         // `finish_complete` checks everything again.
@@ -821,10 +826,7 @@ impl Service {
     /// on `field` when the declared `Content-Length` is more than such a form can be, before
     /// the body is read (so `Expect: 100-continue` gets its answer, not `100 Continue`).
     fn form<B>(request: &Request<B>, field: &str, max_field_bytes: u64) -> Answer<Form> {
-        let limits = DecoderLimits {
-            max_field_bytes,
-            ..DecoderLimits::default()
-        };
+        let limits = DecoderLimits::default().with_max_field_bytes(max_field_bytes);
         let ceiling = limits.max_body_bytes(max_field_bytes);
         let declared = request
             .headers()
@@ -892,7 +894,7 @@ impl Form {
                 }
                 Some(Event::Data(bytes)) => return Ok(Some(FormEvent::Data(bytes))),
                 Some(Event::End) => self.finished = true,
-                Some(_) => {}
+                Some(Event::FieldEnd) => {}
                 None => {
                     let chunk = reader
                         .next_chunk()
@@ -1165,7 +1167,6 @@ fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<(
                 }
             }
             Step::RemoveUpload(id) => store.remove_upload(id)?,
-            other => return Err(io::Error::other(format!("unsupported step {other:?}"))),
         }
     }
     Ok(())
@@ -1208,7 +1209,7 @@ fn recover_records(store: &dyn Store) -> io::Result<(Vec<UploadRecord>, Vec<File
         let needed: Vec<&PartId> = match &record.state {
             RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
             RecordState::Completed(completion) => completion.part_ids.iter().collect(),
-            _ => Vec::new(),
+            RecordState::Cancelled { .. } => Vec::new(),
         };
         let garbage: Vec<PartId> = stored
             .parts

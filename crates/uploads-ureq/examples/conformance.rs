@@ -3,7 +3,7 @@
 //! document under `cargo xtask conformance`). The key comes from `OPENAI_API_KEY`.
 //!
 //! ```text
-//! OPENAI_API_KEY=sk-prism cargo run -p uploads-ureq --example conformance -- http://127.0.0.1:4010
+//! OPENAI_API_KEY=sk-prism cargo run -p uploads-ureq --example conformance-ureq -- http://127.0.0.1:4010
 //! ```
 
 #[path = "../../../tests/support/conformance_scenario.rs"]

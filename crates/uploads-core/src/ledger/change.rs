@@ -30,8 +30,10 @@ pub struct Planned<T> {
 /// One durable action. The server performs a change's steps in order; the order puts each
 /// commit point (an Upload's state file) where a crash in between leaves nothing that points
 /// at missing bytes.
+///
+/// Exhaustive on purpose: a store MUST perform every step, so its `match` names each one and
+/// a new step is a compile error in every store, never a runtime failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Step {
     /// Create or replace the Upload's state file with this record.
     SaveUpload(UploadRecord),

@@ -76,9 +76,11 @@ pub struct PartRecord {
 }
 
 /// The stored state of an Upload. `expired` is not here: it is computed from the time.
+///
+/// Exhaustive on purpose: a store decides per state which Parts it keeps, so a new state is a
+/// compile error there rather than a silent default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-#[non_exhaustive]
 #[expect(
     clippy::large_enum_variant,
     reason = "one per Upload; boxing the completion would only add an allocation"

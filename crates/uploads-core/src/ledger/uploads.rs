@@ -39,9 +39,11 @@ impl PartSlot {
 }
 
 /// What [`Ledger::plan_complete`] decided.
+///
+/// Exhaustive on purpose: the server MUST act on every plan, so a new one is a compile error
+/// there, not a 500 at runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "answer the replay, or verify the Parts and call Ledger::finish_complete"]
-#[non_exhaustive]
 #[expect(
     clippy::large_enum_variant,
     reason = "made once per request and matched at once; a box would only add an allocation"

@@ -44,7 +44,28 @@ const LOOKAHEAD: usize = 2;
 const MAX_QUOTED_LINE: usize = 100;
 
 /// Hard limits of one decoder; exceeding any of them is an error as soon as it is known.
+/// [`DecoderLimits::default`] suits a Part or a `POST /files` form; change one with the
+/// `with_*` methods (the struct may gain fields, so it cannot be built by its fields outside
+/// this crate).
+///
+/// ```
+/// use uploads_core::multipart::DecoderLimits;
+///
+/// let limits = DecoderLimits::default().with_max_field_bytes(1024).with_max_fields(2);
+/// assert_eq!((limits.max_field_bytes, limits.max_fields), (1024, 2));
+/// ```
+///
+/// ```compile_fail
+/// // A new limit must not break this: the struct is not built by its fields.
+/// let limits = uploads_core::multipart::DecoderLimits {
+///     max_header_bytes: 1024,
+///     max_fields: 2,
+///     max_field_bytes: 1024,
+///     max_preamble_bytes: 0,
+/// };
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DecoderLimits {
     /// Bytes in one field's header block (its header lines and the empty line ending them);
     /// also the most whitespace allowed after a boundary. Default 16 KiB.
@@ -69,6 +90,34 @@ impl Default for DecoderLimits {
 }
 
 impl DecoderLimits {
+    /// These limits with header blocks of at most `bytes`.
+    #[must_use]
+    pub fn with_max_header_bytes(mut self, bytes: usize) -> Self {
+        self.max_header_bytes = bytes;
+        self
+    }
+
+    /// These limits with at most `fields` fields per body.
+    #[must_use]
+    pub fn with_max_fields(mut self, fields: usize) -> Self {
+        self.max_fields = fields;
+        self
+    }
+
+    /// These limits with at most `bytes` data bytes in any one field.
+    #[must_use]
+    pub fn with_max_field_bytes(mut self, bytes: u64) -> Self {
+        self.max_field_bytes = bytes;
+        self
+    }
+
+    /// These limits with at most `bytes` skipped before the first boundary.
+    #[must_use]
+    pub fn with_max_preamble_bytes(mut self, bytes: usize) -> Self {
+        self.max_preamble_bytes = bytes;
+        self
+    }
+
     /// The longest body worth reading for a form whose fields hold at most `max_data` data
     /// bytes in all: the data, the preamble, and for every field its header block, boundary
     /// lines and a short text value. A request declaring a longer `Content-Length` can be
@@ -96,8 +145,10 @@ pub struct FieldHeaders {
 
 /// One step through a body, in order: per field `FieldStart`, any number of `Data`,
 /// `FieldEnd`; then `End` once.
+///
+/// Exhaustive on purpose: a form reader MUST act on every event (an ignored new one would
+/// silently change what a body means), so a new event is a compile error in every reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Event {
     /// A field begins; its headers have been read.
     FieldStart(FieldHeaders),
@@ -1232,10 +1283,7 @@ Content-Type: text/\xfe\r\n\r\n\r\n--B--\r\n";
 
     #[test]
     fn the_field_limit_names_the_field_and_is_exact() {
-        let limits = DecoderLimits {
-            max_field_bytes: 10,
-            ..DecoderLimits::default()
-        };
+        let limits = DecoderLimits::default().with_max_field_bytes(10);
         assert_eq!(decode_with(limits, &part_with(10)).error, None);
         assert_eq!(
             decode_with(limits, &part_with(11)).error,
@@ -1248,10 +1296,7 @@ Content-Type: text/\xfe\r\n\r\n\r\n--B--\r\n";
 
     #[test]
     fn the_field_limit_fails_as_soon_as_it_is_crossed() {
-        let limits = DecoderLimits {
-            max_field_bytes: 10,
-            ..DecoderLimits::default()
-        };
+        let limits = DecoderLimits::default().with_max_field_bytes(10);
         let mut decoder = MultipartDecoder::new("B", limits).unwrap();
         let body = part_with(100);
         let data_at = memmem::find(&body, b"xxx").unwrap();
@@ -1274,10 +1319,7 @@ Content-Type: text/\xfe\r\n\r\n\r\n--B--\r\n";
     #[test]
     fn header_preamble_and_field_count_limits_hold() {
         let header = b"Content-Disposition: form-data; name=a\r\n\r\n";
-        let exact = DecoderLimits {
-            max_header_bytes: header.len(),
-            ..DecoderLimits::default()
-        };
+        let exact = DecoderLimits::default().with_max_header_bytes(header.len());
         let body = [b"--B\r\n".as_slice(), header, b"\r\n--B--"].concat();
         assert_eq!(decode_with(exact, &body).error, None);
         let one_less = DecoderLimits {
@@ -1303,20 +1345,14 @@ Content-Type: text/\xfe\r\n\r\n\r\n--B--\r\n";
             Some(MultipartError::HeaderTooLarge { limit: 16 })
         );
 
-        let preamble = DecoderLimits {
-            max_preamble_bytes: 4,
-            ..DecoderLimits::default()
-        };
+        let preamble = DecoderLimits::default().with_max_preamble_bytes(4);
         assert_eq!(decode_with(preamble, b"1234\r\n--B--").error, None);
         assert_eq!(
             decode_with(preamble, b"12345").error,
             Some(MultipartError::PreambleTooLarge { limit: 4 })
         );
 
-        let two_fields = DecoderLimits {
-            max_fields: 2,
-            ..DecoderLimits::default()
-        };
+        let two_fields = DecoderLimits::default().with_max_fields(2);
         let field = b"--B\r\nContent-Disposition: form-data; name=a\r\n\r\nx\r\n";
         let two = [field.as_slice(), field, b"--B--"].concat();
         assert_eq!(decode_with(two_fields, &two).error, None);

@@ -574,7 +574,6 @@ async fn write_steps(
                     .execute("DELETE FROM uploads WHERE id = $1", &[&id.as_str()])
                     .await?;
             }
-            other => return Err(LoadError::Unsupported(format!("{other:?}"))),
         }
     }
     Ok(())
@@ -594,7 +593,6 @@ async fn save_upload(
             RecordState::Pending => ("pending", None),
             RecordState::Cancelled { .. } => ("cancelled", None),
             RecordState::Completed(completion) => ("completed", Some(completion.file.id.as_str())),
-            _ => ("other", None),
         };
         client
             .execute(
@@ -731,8 +729,6 @@ enum LoadError {
     Record(#[from] serde_json::Error),
     #[error("the object {0} was collected before it was recorded")]
     Collected(String),
-    #[error("unsupported step {0}")]
-    Unsupported(String),
 }
 
 /// A 500 for a database failure, logged.

@@ -83,7 +83,6 @@ async fn complete(
     let verification = match plan {
         CompletePlan::Replay(upload) => return Ok(upload),
         CompletePlan::Verify(verification) => verification,
-        _ => unreachable!(),
     };
     records
         .mutate(&Scope::Upload(upload.clone()), NOW + 1, |ledger| {
