@@ -330,6 +330,41 @@ fn an_upload_spread_over_three_instances_reads_back_byte_exact_and_stays_its_own
     assert_eq!(list["data"][0]["id"], file.as_str());
 }
 
+/// OpenAI's own Python SDK, as its users call it, with a new connection per request: the
+/// create, every part, the complete, the content and the list each land on the next
+/// instance.
+#[test]
+fn the_official_python_sdk_uploads_through_three_instances() {
+    let (_namespace, _instances, balancer) = cluster(3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.jsonl");
+    let data = Seeded(16).bytes(1_000_003);
+    std::fs::write(&path, &data).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new(services::venv_python())
+        .arg(root.join("tests/scaleout/sdk_upload.py"))
+        .arg(format!("http://{}/v1", balancer.addr))
+        .arg(KEY_A)
+        .arg(&path)
+        .arg("150000")
+        .output()
+        .expect("run the SDK script");
+    assert!(
+        output.status.success(),
+        "the SDK's upload failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let file = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let content = request(
+        balancer.addr,
+        "GET",
+        &format!("/files/{file}/content"),
+        KEY_A,
+        "",
+    );
+    assert!(content.body == data, "byte-exact through any instance");
+}
+
 #[test]
 fn cross_instance_races_have_exactly_one_winner() {
     let (_namespace, _instances, balancer) = cluster(3);

@@ -57,9 +57,11 @@ pub fn parse_hex(hex: &str) -> Option<[u8; 16]> {
 /// matches (what a client sending parts in order causes) needs no second pass over the bytes.
 ///
 /// An md5 cannot be combined from per-part digests: the digest of part k depends on every
-/// byte before it. So the chain guesses the file order (the order Parts were started in), and
-/// keeps the hash state after each Part it hashed; at complete, the longest prefix of the
-/// listed order that the chain hashed is reused and only the rest is read again.
+/// byte before it. So the chain guesses the file order, and keeps the hash state after each
+/// Part it hashed; at complete, the longest prefix of the listed order that the chain hashed
+/// is reused and only the rest is read again. The guess is the Part's position when its
+/// request names one ([`crate::api::PART_INDEX_HEADER`], which this workspace's clients send:
+/// parts sent in parallel reach a server in any order), else the order requests started in.
 ///
 /// ```text
 /// slot_started(p) ──▶ Pending ── slot_committed(p) ──▶ Committed ── next_to_hash / hashed ──▶ in the chain
@@ -70,8 +72,11 @@ pub fn parse_hex(hex: &str) -> Option<[u8; 16]> {
 /// [`Md5Chain::hashed`] hand the hashing back and forth.
 #[derive(Debug, Clone, Default)]
 pub struct Md5Chain {
-    /// Every Part in the order it was started, with what became of it.
-    slots: Vec<(crate::types::PartId, Slot)>,
+    /// Every Part in chain order (its position, else the order it was started in), with its
+    /// position and what became of it.
+    slots: Vec<(crate::types::PartId, Option<u32>, Slot)>,
+    /// The position the chain hashes next (one past the last positioned Part hashed).
+    next_position: u32,
     /// How many leading slots the chain has consumed (hashed or skipped).
     consumed: usize,
     /// The Parts hashed so far, in chain order, each with the hash state after it.
@@ -109,7 +114,22 @@ impl Md5Chain {
 
     /// A Part's request started (its bytes are on their way).
     pub fn slot_started(&mut self, part: crate::types::PartId) {
-        self.slots.push((part, Slot::Pending));
+        self.slot_started_at(part, None);
+    }
+
+    /// A Part's request started, naming its 0-based `position` in the file (or not): a
+    /// positioned Part is hashed once every position before it was, whatever order the
+    /// requests arrived in.
+    pub fn slot_started_at(&mut self, part: crate::types::PartId, position: Option<u32>) {
+        // Never before the slot being hashed: `hashed` finds it at `consumed`.
+        let first_free = self.consumed + usize::from(self.hashing);
+        let at = position.map_or(self.slots.len(), |position| {
+            self.slots[first_free..]
+                .iter()
+                .position(|(_, other, _)| other.is_some_and(|other| other > position))
+                .map_or(self.slots.len(), |offset| first_free + offset)
+        });
+        self.slots.insert(at, (part, position, Slot::Pending));
     }
 
     /// A Part's bytes are durable and recorded.
@@ -123,9 +143,26 @@ impl Md5Chain {
     }
 
     fn set(&mut self, part: &crate::types::PartId, slot: Slot) {
-        if let Some((_, state)) = self.slots.iter_mut().find(|(id, _)| id == part) {
+        if let Some((_, _, state)) = self.slots.iter_mut().find(|(id, _, _)| id == part) {
             *state = slot;
         }
+    }
+
+    /// Where the chain stands: how many leading slots it may skip (failed Parts, and
+    /// positions already hashed by another request for the same position), and whether the
+    /// slot after those is committed and in its place (its position is the next one).
+    fn next_slot(&self) -> (usize, bool) {
+        let mut at = self.consumed;
+        while let Some((_, position, slot)) = self.slots.get(at) {
+            let behind = position.is_some_and(|position| position < self.next_position);
+            if *slot == Slot::Dead || behind {
+                at += 1;
+                continue;
+            }
+            let in_place = position.is_none_or(|position| position == self.next_position);
+            return (at, *slot == Slot::Committed && in_place);
+        }
+        (at, false)
     }
 
     /// The next Part to hash, with the state to hash it from, if the chain can advance now;
@@ -135,27 +172,26 @@ impl Md5Chain {
         if self.hashing {
             return None;
         }
-        while let Some((part, slot)) = self.slots.get(self.consumed) {
-            match slot {
-                Slot::Dead => self.consumed += 1,
-                Slot::Pending => return None,
-                Slot::Committed => {
-                    self.hashing = true;
-                    let state = self
-                        .states
-                        .last()
-                        .map(|(_, state)| state.clone())
-                        .unwrap_or_default();
-                    return Some((part.clone(), state));
-                }
-            }
+        let (at, ready) = self.next_slot();
+        self.consumed = at;
+        if !ready {
+            return None;
         }
-        None
+        self.hashing = true;
+        let state = self
+            .states
+            .last()
+            .map(|(_, state)| state.clone())
+            .unwrap_or_default();
+        Some((self.slots[at].0.clone(), state))
     }
 
     /// The state after hashing the Part [`Md5Chain::next_to_hash`] handed out.
     pub fn hashed(&mut self, part: crate::types::PartId, state: Md5Hasher) {
         self.hashing = false;
+        if let Some(position) = self.slots[self.consumed].1 {
+            self.next_position = position + 1;
+        }
         self.consumed += 1;
         self.states.push((part, state));
     }
@@ -170,11 +206,7 @@ impl Md5Chain {
     /// Whether the chain has work under way or ready: a Part being hashed, or a committed
     /// Part next in line. A complete waits for it rather than reading those bytes again.
     pub fn is_busy(&self) -> bool {
-        self.hashing
-            || self.slots[self.consumed..]
-                .iter()
-                .find(|(_, slot)| *slot != Slot::Dead)
-                .is_some_and(|(_, slot)| *slot == Slot::Committed)
+        self.hashing || self.next_slot().1
     }
 
     /// How to compute the md5 of `listed` (the complete request's order) reusing the chain.
@@ -252,6 +284,52 @@ mod tests {
     }
 
     #[test]
+    fn positioned_parts_are_hashed_in_file_order_whatever_order_they_started_in() {
+        let mut chain = Md5Chain::new();
+        let listed: Vec<PartId> = (0..5).map(part).collect();
+        // Requests sent in parallel arrive in any order; a retry of position 1 replaces
+        // the failed one.
+        for index in [2, 0, 3, 1, 4] {
+            chain.slot_started_at(part(index), Some(index as u32));
+        }
+        chain.slot_failed(&part(1));
+        for index in [3, 2, 0] {
+            chain.slot_committed(&part(index));
+        }
+        assert_eq!(chain.next_to_hash().map(|(next, _)| next), Some(part(0)));
+        chain.hashed(part(0), Md5Hasher::new());
+        assert!(!chain.is_busy(), "position 1 has not arrived again yet");
+        assert!(chain.next_to_hash().is_none());
+        let mut chain = Md5Chain::new();
+        for index in [2, 0, 3, 1, 4] {
+            chain.slot_started_at(part(index), Some(index as u32));
+        }
+        chain.slot_failed(&part(1));
+        chain.slot_started_at(PartId::new("part_1_retry"), Some(1));
+        for index in [3, 2, 0, 4] {
+            chain.slot_committed(&part(index));
+        }
+        chain.slot_committed(&PartId::new("part_1_retry"));
+        let listed: Vec<PartId> = listed
+            .into_iter()
+            .map(|id| {
+                if id == part(1) {
+                    PartId::new("part_1_retry")
+                } else {
+                    id
+                }
+            })
+            .collect();
+        let mut hashed = Vec::new();
+        while let Some((next, state)) = chain.next_to_hash() {
+            hashed.push(next.clone());
+            chain.hashed(next, state);
+        }
+        assert_eq!(hashed, listed, "every Part, in file order");
+        assert_eq!(chain.resume_for(&listed).reused, 5);
+    }
+
+    #[test]
     fn a_failed_slot_is_skipped_and_a_different_order_reuses_the_common_prefix() {
         let mut chain = Md5Chain::new();
         for index in 0..4 {
@@ -294,13 +372,16 @@ mod tests {
         #[test]
         fn the_digest_is_always_that_of_the_listed_order(
             count in 1_usize..8,
+            positioned in any::<bool>(),
             commits in prop::collection::vec(0_usize..8, 0..16),
             failed in prop::collection::vec(0_usize..8, 0..3),
             listed in prop::collection::vec(0_usize..8, 1..8),
         ) {
             let mut chain = Md5Chain::new();
-            for index in 0..count {
-                chain.slot_started(part(index));
+            for index in (0..count).rev() {
+                // Positioned: started last to first, each naming its place.
+                let position = positioned.then(|| (count - 1 - index) as u32);
+                chain.slot_started_at(part(index), position);
             }
             for index in failed {
                 chain.slot_failed(&part(index));

@@ -141,8 +141,16 @@ where
             .and_then(|opened| opened)
             .map_err(Error::Source)?;
         let live = Arc::new(AtomicBool::new(true));
-        self.send_part(upload_id, Arc::new(opened.source), offset, len, None, live)
-            .await
+        self.send_part(
+            upload_id,
+            None,
+            Arc::new(opened.source),
+            offset,
+            len,
+            None,
+            live,
+        )
+        .await
     }
 
     /// Adds a Part whose data is in memory.
@@ -222,11 +230,14 @@ where
         with_timeout(timeout, exchange).instrument(span).await
     }
 
-    /// Sends a Part read from `source`: the body streams `len` bytes from `offset` a chunk at
-    /// a time, telling `on_sent` as they go while `live` is set.
+    /// Sends a Part read from `source` (the file's Part at `index`, when known): the body
+    /// streams `len` bytes from `offset` a chunk at a time, telling `on_sent` as they go
+    /// while `live` is set.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn send_part(
         &self,
         upload_id: &UploadId,
+        index: Option<u32>,
         source: Arc<Source<'static>>,
         offset: u64,
         len: u64,
@@ -234,7 +245,12 @@ where
         live: Arc<AtomicBool>,
     ) -> Result<UploadPart, Error> {
         let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = self.config.add_upload_part(upload_id, &multipart)?;
+        let head = match index {
+            Some(index) => self
+                .config
+                .add_upload_part_at(upload_id, index, &multipart)?,
+            None => self.config.add_upload_part(upload_id, &multipart)?,
+        };
         let source_error = SourceErrorSlot::default();
         let body = SourceBody::new(
             &multipart,

@@ -206,6 +206,7 @@ where
                     let sent = client
                         .send_part(
                             &upload_id,
+                            Some(job.index),
                             source,
                             job.offset,
                             job.len,

@@ -50,10 +50,17 @@ impl Md5Ahead {
         Arc::clone(self.chains().entry(upload.clone()).or_default())
     }
 
-    /// A Part's request started; the returned slot marks it failed when dropped uncommitted.
-    pub(crate) fn started(self: &Arc<Self>, upload: &UploadId, part: &PartId) -> Slot {
+    /// A Part's request started, naming its position in the file or not (see
+    /// [`uploads_core::api::PART_INDEX_HEADER`]); the returned slot marks it failed when
+    /// dropped uncommitted.
+    pub(crate) fn started(
+        self: &Arc<Self>,
+        upload: &UploadId,
+        part: &PartId,
+        position: Option<u32>,
+    ) -> Slot {
         let chain = self.chain(upload);
-        lock(&chain).slot_started(part.clone());
+        lock(&chain).slot_started_at(part.clone(), position);
         Slot {
             ahead: Arc::clone(self),
             upload: upload.clone(),

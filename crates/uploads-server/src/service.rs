@@ -608,10 +608,10 @@ impl Service {
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
         // Failed unless committed below: then the md5 chain skips this Part. Shared storage
         // hashes on complete: the Parts of one Upload arrive on many instances.
-        let hash_slot = self
-            .shared
-            .is_none()
-            .then(|| self.md5_ahead.started(&upload, &part));
+        let hash_slot = self.shared.is_none().then(|| {
+            let position = uploads_core::api::part_index(request.headers());
+            self.md5_ahead.started(&upload, &part, position)
+        });
         self.intend(|| part_key(&upload, &part)).await?;
         let mut form = Self::form(&request, "data", max_part_bytes)?;
         let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);

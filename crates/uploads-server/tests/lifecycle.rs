@@ -219,6 +219,38 @@ async fn listing(client: &Client, [oldest, middle, newest]: [&FileId; 3]) {
     );
 }
 
+/// Parts sent in parallel reach the server in any order: those naming their position in the
+/// file (as this workspace's clients do) are hashed in file order all the same, so a
+/// complete with an md5 reads nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_naming_their_position_are_hashed_in_file_order_whatever_order_they_arrive_in() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let parts: Vec<Vec<u8>> = (0..5_u8).map(|seed| pattern(3000, seed)).collect();
+    let chunks: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let upload = client.create_upload(15_000).await;
+    let mut ids: Vec<Option<PartId>> = vec![None; 5];
+    for index in [3, 1, 4, 0, 2] {
+        ids[index] = Some(
+            client
+                .add_part_at(&upload.id, index as u32, chunks[index])
+                .await
+                .id,
+        );
+    }
+    let ids: Vec<PartId> = ids.into_iter().map(Option::unwrap).collect();
+    let listed: Vec<&PartId> = ids.iter().collect();
+    let completed = client
+        .complete_ok(&upload.id, &listed, Some(&md5_hex(&chunks)))
+        .await;
+    let reread = if support::shared_backend() { 5 } else { 0 };
+    assert_eq!(server.running.stats().parts_reread_for_md5(), reread);
+    assert_eq!(
+        client.content_ok(&completed.file.unwrap().id).await,
+        chunks.concat()
+    );
+}
+
 /// Parts sent front to back are hashed while they arrive: a complete listing them in that
 /// order reads nothing again; one listing another order reads what the chain cannot reuse,
 /// and both verify the md5 of the listed order.

@@ -185,6 +185,7 @@ impl Client {
         let opened = Source::open_file(path.as_ref()).map_err(Error::Source)?;
         self.send_part(
             upload_id,
+            None,
             &opened.source,
             offset,
             len,
@@ -266,13 +267,14 @@ impl Client {
         }
     }
 
-    /// Sends a Part read from `source`: `len` bytes from `offset` go straight from the source
-    /// into the connection, telling `on_read` as they go (0 when the body begins), and cut
-    /// short once `abandon` is set.
+    /// Sends a Part read from `source` (the file's Part at `index`, when known): `len` bytes
+    /// from `offset` go straight from the source into the connection, telling `on_read` as
+    /// they go (0 when the body begins), and cut short once `abandon` is set.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn send_part(
         &self,
         upload_id: &UploadId,
+        index: Option<u32>,
         source: &Source<'_>,
         offset: u64,
         len: u64,
@@ -281,7 +283,12 @@ impl Client {
         abandon: Option<&AtomicBool>,
     ) -> Result<UploadPart, Error> {
         let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = self.config.add_upload_part(upload_id, &multipart)?;
+        let head = match index {
+            Some(index) => self
+                .config
+                .add_upload_part_at(upload_id, index, &multipart)?,
+            None => self.config.add_upload_part(upload_id, &multipart)?,
+        };
         let data = PartReader::new(source, offset, len, on_read, abandon);
         let mut body = multipart
             .head

@@ -197,6 +197,7 @@ impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
                     };
                     let sent = client.send_part(
                         &upload_id,
+                        Some(job.index),
                         source,
                         job.offset,
                         job.len,

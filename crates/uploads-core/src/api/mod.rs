@@ -86,5 +86,6 @@ pub use files::{
 };
 pub use response::{ApiError, ErrorHead, ResponseError, check_response_head, parse, request_id};
 pub use uploads::{
-    parse_add_upload_part, parse_cancel_upload, parse_complete_upload, parse_create_upload,
+    PART_INDEX_HEADER, parse_add_upload_part, parse_cancel_upload, parse_complete_upload,
+    parse_create_upload, part_index,
 };

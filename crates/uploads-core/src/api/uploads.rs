@@ -11,6 +11,19 @@ use super::response::{ResponseError, parse};
 use crate::multipart::{Boundary, MultipartBody};
 use crate::types::{CompleteUploadRequest, CreateUploadRequest, Upload, UploadId, UploadPart};
 
+/// The header naming a Part's 0-based position in the file (`x-uploads-part-index: 3`),
+/// which [`ClientConfig::add_upload_part_at`] sends. A hint only: OpenAI ignores headers it
+/// does not know; this workspace's server hashes a pending Upload's Parts in that order as
+/// they arrive (parts sent in parallel reach it in any order), so that a complete with an
+/// md5 reads nothing again.
+pub const PART_INDEX_HEADER: &str = "x-uploads-part-index";
+
+/// The Part position a request names in [`PART_INDEX_HEADER`], when it names one that
+/// parses (a hint: anything else is no position).
+pub fn part_index(headers: &http::HeaderMap) -> Option<u32> {
+    headers.get(PART_INDEX_HEADER)?.to_str().ok()?.parse().ok()
+}
+
 /// The path of one Upload, or of one of its actions.
 fn upload_path(upload_id: &UploadId, action: &str) -> Result<String, BuildError> {
     id_path("uploads", "upload_id", upload_id.as_str(), action)
@@ -36,6 +49,22 @@ impl ClientConfig {
         body: &MultipartBody,
     ) -> Result<Request<()>, BuildError> {
         self.multipart_head(&upload_path(upload_id, "/parts")?, body)
+    }
+
+    /// [`Self::add_upload_part`] for the Part at 0-based `index` of the file, named in
+    /// [`PART_INDEX_HEADER`]: what a driver of [`crate::uploader::Uploader`] sends for a
+    /// `PartJob`.
+    pub fn add_upload_part_at(
+        &self,
+        upload_id: &UploadId,
+        index: u32,
+        body: &MultipartBody,
+    ) -> Result<Request<()>, BuildError> {
+        let mut request = self.add_upload_part(upload_id, body)?;
+        request
+            .headers_mut()
+            .insert(PART_INDEX_HEADER, http::HeaderValue::from(index));
+        Ok(request)
     }
 
     /// [`Self::add_upload_part`] with the Part's `data` in memory, as one whole request.
@@ -139,6 +168,20 @@ mod tests {
             )
         );
         assert!(request.headers()["authorization"].is_sensitive());
+    }
+
+    #[test]
+    fn a_part_request_of_a_job_names_its_position_and_the_server_reads_it_back() {
+        let body = MultipartBody::upload_part(&Boundary::from_entropy([7; 16]), 10);
+        let upload = UploadId::new("upload_abc123");
+        let request = config().add_upload_part_at(&upload, 41, &body).unwrap();
+        assert_eq!(request.headers()[PART_INDEX_HEADER], "41");
+        assert_eq!(part_index(request.headers()), Some(41));
+        let plain = config().add_upload_part(&upload, &body).unwrap();
+        assert_eq!(part_index(plain.headers()), None);
+        let mut odd = plain.headers().clone();
+        odd.insert(PART_INDEX_HEADER, http::HeaderValue::from_static("-1"));
+        assert_eq!(part_index(&odd), None, "a hint that does not parse is no hint");
     }
 
     #[test]

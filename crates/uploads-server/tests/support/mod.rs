@@ -280,6 +280,19 @@ impl Client {
         content_type: Option<&str>,
         body: RequestBody,
     ) -> Reply {
+        self.send_with_headers(method, path, content_type, &[], body)
+            .await
+    }
+
+    /// [`Client::send`] with more headers.
+    pub async fn send_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        headers: &[(&str, String)],
+        body: RequestBody,
+    ) -> Reply {
         let uri = match self.h2 {
             Some(_) => format!("http://{}{path}", self.addr),
             None => path.to_owned(),
@@ -296,6 +309,9 @@ impl Client {
         }
         if let Some(length) = body.size_hint().exact() {
             builder = builder.header(CONTENT_LENGTH, length);
+        }
+        for (name, value) in headers {
+            builder = builder.header(*name, value);
         }
         let request = builder.body(body).unwrap();
         let response = if let Some(sender) = &self.h2 {
@@ -355,6 +371,21 @@ impl Client {
             full(form.assemble(data)),
         )
         .await
+    }
+
+    /// Adds the Part at `index` of the file, naming its position as this workspace's
+    /// clients do ([`uploads_core::api::PART_INDEX_HEADER`]), asserting it was accepted.
+    pub async fn add_part_at(&self, upload: &UploadId, index: u32, data: &[u8]) -> UploadPart {
+        let form = MultipartBody::upload_part(&next_boundary(), data.len() as u64);
+        self.send_with_headers(
+            Method::POST,
+            &format!("/v1/uploads/{upload}/parts"),
+            Some(&form.content_type),
+            &[(uploads_core::api::PART_INDEX_HEADER, index.to_string())],
+            full(form.assemble(data)),
+        )
+        .await
+        .ok()
     }
 
     /// Adds a Part, asserting it was accepted.

@@ -294,6 +294,12 @@ fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// The python of the harness's venv (moto and the official `openai` package), installed
+/// first when missing or stale.
+pub fn venv_python() -> PathBuf {
+    ensure_venv()
+}
+
 /// The venv's python, after installing the requirements when its stamp does not match them.
 /// A file lock keeps test binaries that start at once from installing twice.
 fn ensure_venv() -> PathBuf {
