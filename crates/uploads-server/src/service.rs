@@ -24,7 +24,7 @@ use uploads_core::ledger::{
     Change, CompletePlan, FileRecord, Ledger, NewFile, Owner, PartRecord, Planned, RandomIds,
     RecordState, Step, UploadRecord,
 };
-use uploads_core::limits::{Limits, MIB};
+use uploads_core::limits::{FieldError, Limits, MIB};
 use uploads_core::multipart::{
     DecoderLimits, Event, MultipartDecoder, MultipartError, boundary_from_content_type,
 };
@@ -623,10 +623,12 @@ impl Service {
                     let store = Arc::clone(&store);
                     data = Some(PartWriter::start(move || store.begin_part(&upload, &part)).await?);
                 }
-                FormEvent::Start(name) => return Err(unexpected_field(&name)),
+                FormEvent::Start(name) => {
+                    return Err(Rejection::from(FieldError::unexpected(&name)));
+                }
                 FormEvent::Data(bytes) => match &mut data {
                     Some(writer) => writer.write(bytes).await?,
-                    None => return Err(unexpected_field("")),
+                    None => return Err(Rejection::from(FieldError::unexpected(""))),
                 },
             }
         }
@@ -787,7 +789,9 @@ impl Service {
                     current = name;
                 }
                 FormEvent::Start(name) if TextFields::accepts(&name) => current = name,
-                FormEvent::Start(name) => return Err(unexpected_field(&name)),
+                FormEvent::Start(name) => {
+                    return Err(Rejection::from(FieldError::unexpected(&name)));
+                }
                 FormEvent::Data(bytes) if current == "file" => {
                     if let Some((_, writer)) = &mut data {
                         writer.write(bytes).await?;
@@ -1288,13 +1292,6 @@ fn rejection_response(rejection: &Rejection) -> Response<ResponseBody> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
-}
-
-fn unexpected_field(name: &str) -> Rejection {
-    Rejection::invalid(
-        Some(name),
-        format!("Additional properties are not allowed ('{name}' was unexpected)"),
-    )
 }
 
 fn body_rejection(error: &BodyError) -> Rejection {
