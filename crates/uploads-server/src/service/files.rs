@@ -1,0 +1,169 @@
+//! The File handlers that move bytes: downloading a File's content and `POST /files`.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
+use tokio::sync::mpsc;
+use uploads_core::ledger::{FileRecord, Owner};
+use uploads_core::limits::{FieldError, MIB};
+use uploads_core::rejection::Rejection;
+
+use super::forms::{Form, FormEvent, TextFields};
+use super::writer::PartWriter;
+use super::{Answer, Refused, Service, json};
+use crate::body::{BodyReader, ResponseBody, channel_body};
+use crate::objects::file_key;
+use crate::pg::Scope;
+use crate::readers::ReadGuard;
+use crate::store::ContentSource;
+
+/// The largest File `POST /files` takes in one request, as OpenAI documents.
+pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
+/// Chunks of File content read from disk per step of a download.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+impl Service {
+    /// Streams a File's bytes. The content is opened before answering, so bytes that cannot
+    /// be read are a 500, not a 200 cut short.
+    pub(super) async fn download(
+        &self,
+        record: &FileRecord,
+        guard: Option<ReadGuard>,
+    ) -> Answer<Response<ResponseBody>> {
+        let source = match &record.upload_id {
+            Some(upload) => ContentSource::Parts {
+                upload: upload.clone(),
+                parts: record.part_ids.clone(),
+            },
+            None => ContentSource::Direct(record.file.id.clone()),
+        };
+        let store = Arc::clone(&self.store);
+        let reader = tokio::task::spawn_blocking(move || store.open(&source))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|reader| reader)
+            .map_err(|error| {
+                tracing::error!(%error, file = %record.file.id, "a File's bytes cannot be read");
+                Rejection::server_error("The server could not read the File's content.")
+            })?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            stream_content(reader, sender).await;
+            drop(guard);
+        });
+        let mut response = Response::new(channel_body(receiver));
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(record.file.bytes));
+        Ok(response)
+    }
+
+    pub(super) async fn create_file<B>(
+        self: &Arc<Self>,
+        owner: &Owner,
+        request: Request<B>,
+    ) -> Answer<Response<ResponseBody>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let file_id = self
+            .read(Scope::Nothing, |ledger, _| {
+                ledger.new_file_id(&mut self.ids())
+            })
+            .await?;
+        self.intend(|| file_key(&file_id)).await?;
+        let mut form = Form::open(&request, "file", MAX_DIRECT_FILE_BYTES)?;
+        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
+        let mut fields = TextFields::default();
+        let mut data: Option<(String, PartWriter)> = None;
+        let mut current = String::new();
+        while let Some(event) = form.next(&mut reader).await? {
+            match event {
+                FormEvent::Start(name) if name == "file" && data.is_none() => {
+                    let filename = form.filename.take().unwrap_or_default();
+                    let (store, file_id) = (Arc::clone(&self.store), file_id.clone());
+                    data = Some((
+                        filename,
+                        PartWriter::start(move || store.begin_file_data(&file_id)).await?,
+                    ));
+                    current = name;
+                }
+                FormEvent::Start(name) if TextFields::accepts(&name) => current = name,
+                FormEvent::Start(name) => {
+                    return Err(Rejection::from(FieldError::unexpected(&name)));
+                }
+                FormEvent::Data(bytes) if current == "file" => {
+                    if let Some((_, writer)) = &mut data {
+                        writer.write(bytes).await?;
+                    }
+                }
+                FormEvent::Data(bytes) => fields.push(&current, &bytes)?,
+            }
+        }
+        let Some((filename, writer)) = data else {
+            return Err(Rejection::invalid(
+                Some("file"),
+                "'file' is a required property",
+            ));
+        };
+        let bytes = writer.commit().await?;
+        let (owner, id) = (owner.clone(), file_id.clone());
+        let planned = self
+            .mutate(Scope::Nothing, move |ledger, now, _| {
+                let new = fields.into_new_file(filename, bytes)?;
+                ledger.create_file(&owner, &id, new, now)
+            })
+            .await;
+        match planned {
+            Ok(file) => json(&file),
+            Err(Refused::Planning(rejection)) => {
+                // Refused after the bytes were stored: they are nobody's.
+                let store = Arc::clone(&self.store);
+                let _ = tokio::task::spawn_blocking(move || store.remove_file(&file_id)).await;
+                Err(rejection)
+            }
+            Err(Refused::Commit(rejection)) => Err(rejection),
+        }
+    }
+}
+
+/// Reads a File's bytes into the response channel, one chunk per blocking task: a download
+/// whose client reads slowly waits here, on the runtime, not on a blocking thread.
+async fn stream_content(reader: Box<dyn Read + Send>, sender: mpsc::Sender<io::Result<Bytes>>) {
+    let mut reader = reader;
+    loop {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = vec![0; DOWNLOAD_CHUNK];
+            let read = reader.read(&mut buffer).map(|n| {
+                buffer.truncate(n);
+                Bytes::from(buffer)
+            });
+            (reader, read)
+        })
+        .await;
+        match read {
+            Ok((back, Ok(bytes))) if !bytes.is_empty() => {
+                reader = back;
+                if sender.send(Ok(bytes)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            Ok((_, Ok(_))) => return, // the end
+            Ok((_, Err(error))) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
+            Err(error) => {
+                let _ = sender.send(Err(io::Error::other(error))).await;
+                return;
+            }
+        }
+    }
+}
