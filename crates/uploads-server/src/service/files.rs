@@ -1,4 +1,4 @@
-//! The File handlers that move bytes: downloading a File's content and `POST /files`.
+//! The handlers of `/files`: list, retrieve, delete, download, and `POST /files`.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -8,9 +8,11 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use tokio::sync::mpsc;
+use uploads_core::api::parse_list_files_query;
 use uploads_core::ledger::{FileRecord, Owner};
 use uploads_core::limits::{FieldError, MIB};
 use uploads_core::rejection::Rejection;
+use uploads_core::types::FileId;
 
 use super::forms::{Form, FormEvent, TextFields};
 use super::writer::PartWriter;
@@ -27,9 +29,78 @@ pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
 impl Service {
+    /// `GET /files?{query}`.
+    pub(super) async fn list_files(
+        &self,
+        owner: &Owner,
+        query: &str,
+    ) -> Answer<Response<ResponseBody>> {
+        let query = parse_list_files_query(query)?;
+        let scope = Scope::List {
+            owner: owner.as_str().to_owned(),
+            query: query.clone(),
+        };
+        json(
+            &self
+                .read(scope, |ledger, now| ledger.list_files(owner, &query, now))
+                .await?,
+        )
+    }
+
+    /// `GET /files/{id}`.
+    pub(super) async fn retrieve_file(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Answer<Response<ResponseBody>> {
+        json(
+            &self
+                .read(Scope::File(file_id.clone()), |ledger, now| {
+                    ledger.retrieve_file(owner, file_id, now)
+                })
+                .await?,
+        )
+    }
+
+    /// `DELETE /files/{id}`.
+    pub(super) async fn delete_file(
+        self: &Arc<Self>,
+        owner: Owner,
+        file_id: FileId,
+    ) -> Answer<Response<ResponseBody>> {
+        json(
+            &self
+                .mutate(Scope::File(file_id.clone()), move |ledger, now, _| {
+                    ledger.delete_file(&owner, &file_id, now)
+                })
+                .await?,
+        )
+    }
+
+    /// `GET /files/{id}/content`.
+    pub(super) async fn download_file(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Answer<Response<ResponseBody>> {
+        // The read is registered while the ledger is held: a delete planned after this
+        // leaves the Parts in place until the download ends.
+        let (record, guard) = self
+            .read(Scope::File(file_id.clone()), |ledger, now| {
+                let record = ledger.file_manifest(owner, file_id, now)?.clone();
+                let guard = record
+                    .upload_id
+                    .as_ref()
+                    .map(|upload| self.readers.enter(upload));
+                Ok((record, guard))
+            })
+            .await?;
+        self.download(&record, guard).await
+    }
+
     /// Streams a File's bytes. The content is opened before answering, so bytes that cannot
     /// be read are a 500, not a 200 cut short.
-    pub(super) async fn download(
+    async fn download(
         &self,
         record: &FileRecord,
         guard: Option<ReadGuard>,
@@ -65,6 +136,7 @@ impl Service {
         Ok(response)
     }
 
+    /// `POST /files`: streams the `file` field to the store, then records the File.
     pub(super) async fn create_file<B>(
         self: &Arc<Self>,
         owner: &Owner,

@@ -31,7 +31,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use uploads_core::api::parse_list_files_query;
 use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::{Change, Ledger, Planned, RandomIds, Step};
 use uploads_core::limits::Limits;
@@ -275,70 +274,21 @@ impl Service {
         match route {
             Route::CreateUpload => {
                 let body = self.json_body(request).await?;
-                json(
-                    &self
-                        .mutate(Scope::Nothing, move |ledger, now, ids| {
-                            ledger.create_upload(&owner, &body, now, ids)
-                        })
-                        .await?,
-                )
+                self.create_upload(owner, body).await
             }
             Route::AddUploadPart(upload_id) => self.add_part(&owner, &upload_id, request).await,
             Route::CompleteUpload(upload_id) => {
                 let body = self.json_body(request).await?;
                 self.complete(&owner, &upload_id, &body).await
             }
-            Route::CancelUpload(upload_id) => {
-                let id = upload_id.clone();
-                let cancelled = self
-                    .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, _| {
-                        ledger.cancel_upload(&owner, &id, now)
-                    })
-                    .await?;
-                self.md5_ahead.forget(&upload_id);
-                json(&cancelled)
-            }
+            Route::CancelUpload(upload_id) => self.cancel_upload(owner, upload_id).await,
             Route::ListFiles => {
-                let query = parse_list_files_query(request.uri().query().unwrap_or(""))?;
-                let scope = Scope::List {
-                    owner: owner.as_str().to_owned(),
-                    query: query.clone(),
-                };
-                json(
-                    &self
-                        .read(scope, |ledger, now| ledger.list_files(&owner, &query, now))
-                        .await?,
-                )
+                self.list_files(&owner, request.uri().query().unwrap_or(""))
+                    .await
             }
-            Route::RetrieveFile(file_id) => json(
-                &self
-                    .read(Scope::File(file_id.clone()), |ledger, now| {
-                        ledger.retrieve_file(&owner, &file_id, now)
-                    })
-                    .await?,
-            ),
-            Route::DeleteFile(file_id) => json(
-                &self
-                    .mutate(Scope::File(file_id.clone()), move |ledger, now, _| {
-                        ledger.delete_file(&owner, &file_id, now)
-                    })
-                    .await?,
-            ),
-            Route::DownloadFile(file_id) => {
-                // The read is registered while the ledger is held: a delete planned after
-                // this leaves the Parts in place until the download ends.
-                let (record, guard) = self
-                    .read(Scope::File(file_id.clone()), |ledger, now| {
-                        let record = ledger.file_manifest(&owner, &file_id, now)?.clone();
-                        let guard = record
-                            .upload_id
-                            .as_ref()
-                            .map(|upload| self.readers.enter(upload));
-                        Ok((record, guard))
-                    })
-                    .await?;
-                self.download(&record, guard).await
-            }
+            Route::RetrieveFile(file_id) => self.retrieve_file(&owner, &file_id).await,
+            Route::DeleteFile(file_id) => self.delete_file(owner, file_id).await,
+            Route::DownloadFile(file_id) => self.download_file(&owner, &file_id).await,
             Route::CreateFile => self.create_file(&owner, request).await,
             // Answered above, before the key is checked.
             Route::Health => self.health().await,

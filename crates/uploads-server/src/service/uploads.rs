@@ -1,4 +1,4 @@
-//! The Upload handlers that move bytes: adding a Part and completing an Upload.
+//! The handlers of `/uploads`: create, add a Part, complete, cancel.
 
 use std::sync::Arc;
 
@@ -19,6 +19,22 @@ use crate::pg::Scope;
 use crate::stats::InFlight;
 
 impl Service {
+    /// `POST /uploads`.
+    pub(super) async fn create_upload(
+        self: &Arc<Self>,
+        owner: Owner,
+        body: Bytes,
+    ) -> Answer<Response<ResponseBody>> {
+        json(
+            &self
+                .mutate(Scope::Nothing, move |ledger, now, ids| {
+                    ledger.create_upload(&owner, &body, now, ids)
+                })
+                .await?,
+        )
+    }
+
+    /// `POST /uploads/{id}/parts`: streams the `data` field to the store, then records the Part.
     pub(super) async fn add_part<B>(
         self: &Arc<Self>,
         owner: &Owner,
@@ -94,6 +110,7 @@ impl Service {
         json(&part)
     }
 
+    /// `POST /uploads/{id}/complete`, with the md5 (if asked for) computed outside the lock.
     pub(super) async fn complete(
         self: &Arc<Self>,
         owner: &Owner,
@@ -149,5 +166,21 @@ impl Service {
             .await?;
         self.md5_ahead.forget(upload_id);
         json(&completed)
+    }
+
+    /// `POST /uploads/{id}/cancel`; the Upload's hashing-ahead chain goes with it.
+    pub(super) async fn cancel_upload(
+        self: &Arc<Self>,
+        owner: Owner,
+        upload_id: UploadId,
+    ) -> Answer<Response<ResponseBody>> {
+        let id = upload_id.clone();
+        let cancelled = self
+            .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, _| {
+                ledger.cancel_upload(&owner, &id, now)
+            })
+            .await?;
+        self.md5_ahead.forget(&upload_id);
+        json(&cancelled)
     }
 }
