@@ -46,8 +46,8 @@ mod test_services;
 
 pub use pg::DOWNLOAD_GRACE_SECS;
 pub use server::{RunningServer, Server, ServerBuilder};
-pub use service::MAX_DIRECT_FILE_BYTES;
 pub use stats::ServerStats;
+pub use uploads_core::forms::MAX_DIRECT_FILE_BYTES;
 
 use std::str::FromStr;
 

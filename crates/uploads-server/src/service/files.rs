@@ -10,21 +10,18 @@ use http_body::Body;
 use tokio::sync::mpsc;
 use uploads_core::api::parse_list_files_query;
 use uploads_core::ledger::{FileRecord, Owner};
-use uploads_core::limits::{FieldError, MIB};
 use uploads_core::rejection::Rejection;
 use uploads_core::types::FileId;
 
-use super::forms::{Form, FormEvent, TextFields};
-use super::writer::PartWriter;
+use super::forms::{form_head, read_form};
 use super::{Answer, Refused, Service, json};
-use crate::body::{BodyReader, ResponseBody, channel_body};
+use crate::body::{ResponseBody, channel_body};
 use crate::objects::file_key;
 use crate::pg::Scope;
 use crate::readers::ReadGuard;
 use crate::store::ContentSource;
+use uploads_core::forms::FileFormReader;
 
-/// The largest File `POST /files` takes in one request, as OpenAI documents.
-pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 /// Chunks of File content read from disk per step of a download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
@@ -151,46 +148,22 @@ impl Service {
             })
             .await?;
         self.intend(|| file_key(&file_id)).await?;
-        let mut form = Form::open(&request, "file", MAX_DIRECT_FILE_BYTES)?;
-        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
-        let mut fields = TextFields::default();
-        let mut data: Option<(String, PartWriter)> = None;
-        let mut current = String::new();
-        while let Some(event) = form.next(&mut reader).await? {
-            match event {
-                FormEvent::Start(name) if name == "file" && data.is_none() => {
-                    let filename = form.filename.take().unwrap_or_default();
-                    let (store, file_id) = (Arc::clone(&self.store), file_id.clone());
-                    data = Some((
-                        filename,
-                        PartWriter::start(move || store.begin_file_data(&file_id)).await?,
-                    ));
-                    current = name;
-                }
-                FormEvent::Start(name) if TextFields::accepts(&name) => current = name,
-                FormEvent::Start(name) => {
-                    return Err(Rejection::from(FieldError::unexpected(&name)));
-                }
-                FormEvent::Data(bytes) if current == "file" => {
-                    if let Some((_, writer)) = &mut data {
-                        writer.write(bytes).await?;
-                    }
-                }
-                FormEvent::Data(bytes) => fields.push(&current, &bytes)?,
-            }
-        }
-        let Some((filename, writer)) = data else {
-            return Err(Rejection::invalid(
-                Some("file"),
-                "'file' is a required property",
-            ));
-        };
+        let (content_type, declared) = form_head(&request);
+        let form = FileFormReader::open(content_type, declared)?;
+        let store = Arc::clone(&self.store);
+        let id = file_id.clone();
+        let (form, writer) = read_form(
+            form,
+            request.into_body(),
+            self.config.body_pace,
+            move || store.begin_file_data(&id),
+        )
+        .await?;
         let bytes = writer.commit().await?;
         let (owner, id) = (owner.clone(), file_id.clone());
         let planned = self
             .mutate(Scope::Nothing, move |ledger, now, _| {
-                let new = fields.into_new_file(filename, bytes)?;
-                ledger.create_file(&owner, &id, new, now)
+                ledger.create_file(&owner, &id, form.into_new_file(bytes), now)
             })
             .await;
         match planned {

@@ -17,7 +17,6 @@ mod shared;
 mod uploads;
 mod writer;
 
-pub use files::MAX_DIRECT_FILE_BYTES;
 pub(crate) use shared::Shared;
 
 use std::collections::HashMap;

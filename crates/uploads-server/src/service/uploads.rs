@@ -6,17 +6,16 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use uploads_core::ledger::{CompletePlan, Owner};
-use uploads_core::limits::FieldError;
 use uploads_core::rejection::Rejection;
 use uploads_core::types::UploadId;
 
-use super::forms::{Form, FormEvent};
-use super::writer::PartWriter;
+use super::forms::{form_head, read_form};
 use super::{Answer, Refused, Service, json};
-use crate::body::{BodyReader, ResponseBody};
+use crate::body::ResponseBody;
 use crate::objects::part_key;
 use crate::pg::Scope;
 use crate::stats::InFlight;
+use uploads_core::forms::PartFormReader;
 
 impl Service {
     /// `POST /uploads`.
@@ -60,31 +59,16 @@ impl Service {
             .is_none()
             .then(|| self.md5_ahead.started(&upload, &part));
         self.intend(|| part_key(&upload, &part)).await?;
-        let mut form = Form::open(&request, "data", max_part_bytes)?;
-        let mut reader = BodyReader::new(request.into_body(), self.config.body_pace);
-        let mut data: Option<PartWriter> = None;
-        while let Some(event) = form.next(&mut reader).await? {
-            match event {
-                FormEvent::Start(name) if name == "data" && data.is_none() => {
-                    let (upload, part) = (upload.clone(), part.clone());
-                    let store = Arc::clone(&store);
-                    data = Some(PartWriter::start(move || store.begin_part(&upload, &part)).await?);
-                }
-                FormEvent::Start(name) => {
-                    return Err(Rejection::from(FieldError::unexpected(&name)));
-                }
-                FormEvent::Data(bytes) => match &mut data {
-                    Some(writer) => writer.write(bytes).await?,
-                    None => return Err(Rejection::from(FieldError::unexpected(""))),
-                },
-            }
-        }
-        let Some(writer) = data else {
-            return Err(Rejection::invalid(
-                Some("data"),
-                "'data' is a required property",
-            ));
-        };
+        let (content_type, declared) = form_head(&request);
+        let form = PartFormReader::open(content_type, declared, max_part_bytes)?;
+        let (sink_upload, sink_part) = (upload.clone(), part.clone());
+        let ((), writer) = read_form(
+            form,
+            request.into_body(),
+            self.config.body_pace,
+            move || store.begin_part(&sink_upload, &sink_part),
+        )
+        .await?;
         let part_bytes = writer.commit().await?;
         let owner = owner.clone();
         let planned = self
