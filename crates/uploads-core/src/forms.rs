@@ -448,10 +448,20 @@ mod tests {
     }
 
     fn read_file(body: &[u8]) -> Result<(FileForm, Vec<u8>), Rejection> {
+        read_file_in(body, &[7])
+    }
+
+    /// Feeds `body` in chunks of the `sizes`, cycled.
+    fn read_file_in(body: &[u8], sizes: &[usize]) -> Result<(FileForm, Vec<u8>), Rejection> {
         let mut reader = FileFormReader::open(Some(CONTENT_TYPE), None)?;
         let mut stored = Vec::new();
         let mut starts = 0;
-        for chunk in body.chunks(7) {
+        let mut rest = body;
+        let mut sizes = sizes.iter().cycle();
+        while !rest.is_empty() {
+            let size = sizes.next().copied().unwrap_or(1).min(rest.len());
+            let (chunk, after) = rest.split_at(size);
+            rest = after;
             reader.feed(Bytes::copy_from_slice(chunk));
             while let Some(event) = reader.poll()? {
                 match event {
@@ -462,6 +472,36 @@ mod tests {
         }
         assert!(starts <= 1, "one Start per form");
         Ok((reader.finish()?, stored))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_file_form_reads_the_same_in_any_chunking(
+            // No '-': the data never holds the delimiter "\r\n--b".
+            data in proptest::collection::vec(0u8..=44, 0..200),
+            purpose in "[a-z_]{1,20}",
+            seconds in 0u64..10_000_000,
+            epilogue in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..20),
+            sizes in proptest::collection::vec(1usize..=24, 1..8),
+        ) {
+            let seconds_text = seconds.to_string();
+            let mut sent = body(&[
+                ("expires_after[seconds]", None, seconds_text.as_bytes()),
+                ("file", Some("data.bin"), &data),
+                ("purpose", None, purpose.as_bytes()),
+                ("expires_after[anchor]", None, b"created_at"),
+            ]);
+            sent.extend_from_slice(&epilogue);
+            let (form, stored) = read_file_in(&sent, &sizes).unwrap();
+            proptest::prop_assert_eq!(stored, data);
+            proptest::prop_assert_eq!(form, FileForm {
+                filename: "data.bin".to_owned(),
+                purpose,
+                expires_after: Some(ExpiresAfter::after_creation(seconds)),
+            });
+        }
     }
 
     fn refused(status: StatusCode, param: Option<&str>, message: &str) -> Rejection {
