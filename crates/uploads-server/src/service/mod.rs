@@ -7,8 +7,10 @@
 //! mutation is not applied: the client retries, it is never told that a write worked.
 //!
 //! This module holds the [`Service`], its routing and the mutate/read/persist machinery;
-//! the handlers live in `uploads` and `files`, reading forms in `forms`, writing their
-//! bytes in `writer`, startup in `recovery` and the scale-out backend's chores in `shared`.
+//! the handlers live in `uploads` and `files`; `forms` feeds request bodies to the core's
+//! form readers ([`uploads_core::forms`]), `writer` writes the stored field's bytes,
+//! `recovery` reads the records back at startup and `shared` does the scale-out backend's
+//! chores.
 
 mod files;
 mod forms;
