@@ -18,6 +18,7 @@
 //! * [`limits`]: OpenAI's limits and rules as data, and create-request validation;
 //! * [`api`]: every operation's `http::Request` builder and response parser (client side);
 //! * [`multipart`]: an encoder with a known length and a push decoder with hard limits;
+//! * [`forms`]: the service's two multipart forms (add-part, `POST /files`) read over it;
 //! * [`uploader`]: the whole client upload as one state machine (create, parts, md5,
 //!   snapshots, complete, give-up and cancel), which any runtime drives;
 //! * [`session`] and [`retry`]: its parts' bookkeeping and the retry policy;
@@ -156,6 +157,7 @@
 pub mod api;
 pub mod auth;
 pub mod digest;
+pub mod forms;
 pub mod ledger;
 pub mod limits;
 pub mod multipart;

@@ -228,6 +228,15 @@ impl FieldError {
             message: message.into(),
         }
     }
+
+    /// A field the request's schema does not have, in OpenAI's words: `Additional properties
+    /// are not allowed ('{name}' was unexpected)`, naming the field as `param`.
+    pub fn unexpected(name: &str) -> Self {
+        Self::new(
+            Some(name),
+            format!("Additional properties are not allowed ('{name}' was unexpected)"),
+        )
+    }
 }
 
 impl From<FieldError> for Rejection {
@@ -398,10 +407,7 @@ impl Limits {
             if !["filename", "purpose", "bytes", "mime_type", "expires_after"]
                 .contains(&name.as_str())
             {
-                problems.push(FieldError::new(
-                    Some(name),
-                    format!("Additional properties are not allowed ('{name}' was unexpected)"),
-                ));
+                problems.push(FieldError::unexpected(name));
             }
         }
         match (filename, purpose, bytes, mime_type) {

@@ -36,6 +36,7 @@ mod readers;
 mod refused_heads;
 mod server;
 mod service;
+mod stats;
 pub mod store;
 
 /// The scale-out tests' PostgreSQL and S3 emulator, shared by this crate's unit tests.
@@ -45,7 +46,8 @@ mod test_services;
 
 pub use pg::DOWNLOAD_GRACE_SECS;
 pub use server::{RunningServer, Server, ServerBuilder};
-pub use service::{MAX_DIRECT_FILE_BYTES, ServerStats};
+pub use stats::ServerStats;
+pub use uploads_core::forms::MAX_DIRECT_FILE_BYTES;
 
 use std::str::FromStr;
 

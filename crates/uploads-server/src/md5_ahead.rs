@@ -13,7 +13,7 @@ use std::time::Duration;
 use uploads_core::digest::{Md5Chain, Md5Hasher};
 use uploads_core::types::{PartId, UploadId};
 
-use crate::service::ServerStats;
+use crate::stats::ServerStats;
 use crate::store::{ContentSource, Store};
 
 type Chain = Arc<Mutex<Md5Chain>>;

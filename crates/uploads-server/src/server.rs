@@ -24,7 +24,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::objects::ObjectBytes;
 use crate::pg::PgRecords;
 use crate::refused_heads::RefusedHeads;
-use crate::service::{ServerStats, Service, ServiceConfig};
+use crate::service::{Service, ServiceConfig};
+use crate::stats::ServerStats;
 use crate::store::{DataDirLock, DirStore};
 
 /// Entry point: `Server::builder()`.

@@ -181,7 +181,11 @@ mod tests {
         assert_eq!(part_index(plain.headers()), None);
         let mut odd = plain.headers().clone();
         odd.insert(PART_INDEX_HEADER, http::HeaderValue::from_static("-1"));
-        assert_eq!(part_index(&odd), None, "a hint that does not parse is no hint");
+        assert_eq!(
+            part_index(&odd),
+            None,
+            "a hint that does not parse is no hint"
+        );
     }
 
     #[test]

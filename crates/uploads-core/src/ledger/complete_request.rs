@@ -69,10 +69,7 @@ pub(super) fn parse_complete_request(body: &[u8]) -> Result<CompleteRequest, Val
         .keys()
         .filter(|name| !FIELDS.contains(&name.as_str()))
     {
-        problems.push(problem(
-            Some(name),
-            format!("Additional properties are not allowed ('{name}' was unexpected)"),
-        ));
+        problems.push(FieldError::unexpected(name));
     }
     match part_ids {
         Some(part_ids) if problems.is_empty() => Ok(CompleteRequest { part_ids, md5 }),

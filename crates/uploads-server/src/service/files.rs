@@ -1,0 +1,214 @@
+//! The handlers of `/files`: list, retrieve, delete, download, and `POST /files`.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
+use tokio::sync::mpsc;
+use uploads_core::api::parse_list_files_query;
+use uploads_core::ledger::{FileRecord, Owner};
+use uploads_core::rejection::Rejection;
+use uploads_core::types::FileId;
+
+use super::forms::{form_head, read_form};
+use super::{Answer, Refused, Service, json};
+use crate::body::{ResponseBody, channel_body};
+use crate::objects::file_key;
+use crate::pg::Scope;
+use crate::readers::ReadGuard;
+use crate::store::ContentSource;
+use uploads_core::forms::FileFormReader;
+
+/// Chunks of File content read from disk per step of a download.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+impl Service {
+    /// `GET /files?{query}`.
+    pub(super) async fn list_files(
+        &self,
+        owner: &Owner,
+        query: &str,
+    ) -> Answer<Response<ResponseBody>> {
+        let query = parse_list_files_query(query)?;
+        let scope = Scope::List {
+            owner: owner.as_str().to_owned(),
+            query: query.clone(),
+        };
+        json(
+            &self
+                .read(scope, |ledger, now| ledger.list_files(owner, &query, now))
+                .await?,
+        )
+    }
+
+    /// `GET /files/{id}`.
+    pub(super) async fn retrieve_file(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Answer<Response<ResponseBody>> {
+        json(
+            &self
+                .read(Scope::File(file_id.clone()), |ledger, now| {
+                    ledger.retrieve_file(owner, file_id, now)
+                })
+                .await?,
+        )
+    }
+
+    /// `DELETE /files/{id}`.
+    pub(super) async fn delete_file(
+        self: &Arc<Self>,
+        owner: Owner,
+        file_id: FileId,
+    ) -> Answer<Response<ResponseBody>> {
+        json(
+            &self
+                .mutate(Scope::File(file_id.clone()), move |ledger, now, _| {
+                    ledger.delete_file(&owner, &file_id, now)
+                })
+                .await?,
+        )
+    }
+
+    /// `GET /files/{id}/content`.
+    pub(super) async fn download_file(
+        &self,
+        owner: &Owner,
+        file_id: &FileId,
+    ) -> Answer<Response<ResponseBody>> {
+        // The read is registered while the ledger is held: a delete planned after this
+        // leaves the Parts in place until the download ends.
+        let (record, guard) = self
+            .read(Scope::File(file_id.clone()), |ledger, now| {
+                let record = ledger.file_manifest(owner, file_id, now)?.clone();
+                let guard = record
+                    .upload_id
+                    .as_ref()
+                    .map(|upload| self.readers.enter(upload));
+                Ok((record, guard))
+            })
+            .await?;
+        self.download(&record, guard).await
+    }
+
+    /// Streams a File's bytes. The content is opened before answering, so bytes that cannot
+    /// be read are a 500, not a 200 cut short.
+    async fn download(
+        &self,
+        record: &FileRecord,
+        guard: Option<ReadGuard>,
+    ) -> Answer<Response<ResponseBody>> {
+        let source = match &record.upload_id {
+            Some(upload) => ContentSource::Parts {
+                upload: upload.clone(),
+                parts: record.part_ids.clone(),
+            },
+            None => ContentSource::Direct(record.file.id.clone()),
+        };
+        let store = Arc::clone(&self.store);
+        let reader = tokio::task::spawn_blocking(move || store.open(&source))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|reader| reader)
+            .map_err(|error| {
+                tracing::error!(%error, file = %record.file.id, "a File's bytes cannot be read");
+                Rejection::server_error("The server could not read the File's content.")
+            })?;
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            stream_content(reader, sender).await;
+            drop(guard);
+        });
+        let mut response = Response::new(channel_body(receiver));
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(record.file.bytes));
+        Ok(response)
+    }
+
+    /// `POST /files`: streams the `file` field to the store, then records the File.
+    pub(super) async fn create_file<B>(
+        self: &Arc<Self>,
+        owner: &Owner,
+        request: Request<B>,
+    ) -> Answer<Response<ResponseBody>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let file_id = self
+            .read(Scope::Nothing, |ledger, _| {
+                ledger.new_file_id(&mut self.ids())
+            })
+            .await?;
+        self.intend(|| file_key(&file_id)).await?;
+        let (content_type, declared) = form_head(&request);
+        let form = FileFormReader::open(content_type, declared)?;
+        let store = Arc::clone(&self.store);
+        let id = file_id.clone();
+        let (form, writer) = read_form(
+            form,
+            request.into_body(),
+            self.config.body_pace,
+            move || store.begin_file_data(&id),
+        )
+        .await?;
+        let bytes = writer.commit().await?;
+        let (owner, id) = (owner.clone(), file_id.clone());
+        let planned = self
+            .mutate(Scope::Nothing, move |ledger, now, _| {
+                ledger.create_file(&owner, &id, form.into_new_file(bytes), now)
+            })
+            .await;
+        match planned {
+            Ok(file) => json(&file),
+            Err(Refused::Planning(rejection)) => {
+                // Refused after the bytes were stored: they are nobody's.
+                let store = Arc::clone(&self.store);
+                let _ = tokio::task::spawn_blocking(move || store.remove_file(&file_id)).await;
+                Err(rejection)
+            }
+            Err(Refused::Commit(rejection)) => Err(rejection),
+        }
+    }
+}
+
+/// Reads a File's bytes into the response channel, one chunk per blocking task: a download
+/// whose client reads slowly waits here, on the runtime, not on a blocking thread.
+async fn stream_content(reader: Box<dyn Read + Send>, sender: mpsc::Sender<io::Result<Bytes>>) {
+    let mut reader = reader;
+    loop {
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buffer = vec![0; DOWNLOAD_CHUNK];
+            let read = reader.read(&mut buffer).map(|n| {
+                buffer.truncate(n);
+                Bytes::from(buffer)
+            });
+            (reader, read)
+        })
+        .await;
+        match read {
+            Ok((back, Ok(bytes))) if !bytes.is_empty() => {
+                reader = back;
+                if sender.send(Ok(bytes)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+            Ok((_, Ok(_))) => return, // the end
+            Ok((_, Err(error))) => {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
+            Err(error) => {
+                let _ = sender.send(Err(io::Error::other(error))).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The scale-out backend's chores: its health, its sweep, collecting objects.
+
+use std::sync::Arc;
+
+use super::Answer;
+use crate::objects::ObjectBytes;
+use crate::pg::PgRecords;
+
+/// The records and bytes that several instances share.
+pub(crate) struct Shared {
+    /// The ledger's records.
+    pub records: PgRecords,
+    /// The bytes (also the service's `store`).
+    pub objects: Arc<ObjectBytes>,
+}
+
+/// Object deletions one sweep tick runs at most (the rest wait for the next tick).
+const COLLECT_BATCH: i64 = 500;
+
+/// What makes the scale-out backend unusable now, as the end of a sentence (`" The
+/// database is unreachable."`), or `None` while both the database and the bucket answer.
+pub(super) async fn shared_health(shared: &Shared) -> Option<String> {
+    let (database, bucket) = tokio::join!(shared.records.ping(), shared.objects.check());
+    let mut problems = Vec::new();
+    if !database {
+        problems.push("the database is unreachable".to_owned());
+    }
+    if let Err(error) = bucket {
+        problems.push(error.to_string());
+    }
+    if problems.is_empty() {
+        return None;
+    }
+    let problems = problems.join("; ");
+    tracing::error!(%problems, "health check: the shared backend is not usable");
+    Some(format!(" {problems}."))
+}
+
+/// One sweep of shared records: claims batches (another instance skips what this one holds)
+/// until nothing is due, then deletes the objects no record needs any more.
+pub(super) async fn sweep_shared(shared: &Shared, now: u64) -> Answer<()> {
+    while shared.records.sweep(now).await? > 0 {}
+    collect_objects(shared, now, true).await
+}
+
+/// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED` (one batch
+/// unless `all`).
+pub(super) async fn collect_objects(shared: &Shared, now: u64, all: bool) -> Answer<()> {
+    loop {
+        let deleted = shared
+            .records
+            .collect_objects(now, COLLECT_BATCH, |key| {
+                let objects = Arc::clone(&shared.objects);
+                async move { objects.delete(&key).await }
+            })
+            .await?;
+        if !all || deleted < usize::try_from(COLLECT_BATCH).unwrap_or(usize::MAX) {
+            return Ok(());
+        }
+    }
+}

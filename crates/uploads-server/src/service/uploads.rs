@@ -1,0 +1,170 @@
+//! The handlers of `/uploads`: create, add a Part, complete, cancel.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use uploads_core::ledger::{CompletePlan, Owner};
+use uploads_core::rejection::Rejection;
+use uploads_core::types::UploadId;
+
+use super::forms::{form_head, read_form};
+use super::{Answer, Refused, Service, json};
+use crate::body::ResponseBody;
+use crate::objects::part_key;
+use crate::pg::Scope;
+use crate::stats::InFlight;
+use uploads_core::forms::PartFormReader;
+
+impl Service {
+    /// `POST /uploads`.
+    pub(super) async fn create_upload(
+        self: &Arc<Self>,
+        owner: Owner,
+        body: Bytes,
+    ) -> Answer<Response<ResponseBody>> {
+        json(
+            &self
+                .mutate(Scope::Nothing, move |ledger, now, ids| {
+                    ledger.create_upload(&owner, &body, now, ids)
+                })
+                .await?,
+        )
+    }
+
+    /// `POST /uploads/{id}/parts`: streams the `data` field to the store, then records the Part.
+    pub(super) async fn add_part<B>(
+        self: &Arc<Self>,
+        owner: &Owner,
+        upload_id: &UploadId,
+        request: Request<B>,
+    ) -> Answer<Response<ResponseBody>>
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
+    {
+        let _in_flight = InFlight::enter(&self.stats);
+        let slot = self
+            .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                ledger.check_add_part(owner, upload_id, now, &mut self.ids())
+            })
+            .await?;
+        let max_part_bytes = self.config.limits.max_part_bytes;
+        let store = Arc::clone(&self.store);
+        let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
+        // Failed unless committed below: then the md5 chain skips this Part. Shared storage
+        // hashes on complete: the Parts of one Upload arrive on many instances.
+        let hash_slot = self.shared.is_none().then(|| {
+            let position = uploads_core::api::part_index(request.headers());
+            self.md5_ahead.started(&upload, &part, position)
+        });
+        self.intend(|| part_key(&upload, &part)).await?;
+        let (content_type, declared) = form_head(&request);
+        let form = PartFormReader::open(content_type, declared, max_part_bytes)?;
+        let (sink_upload, sink_part) = (upload.clone(), part.clone());
+        let ((), writer) = read_form(
+            form,
+            request.into_body(),
+            self.config.body_pace,
+            move || store.begin_part(&sink_upload, &sink_part),
+        )
+        .await?;
+        let part_bytes = writer.commit().await?;
+        let owner = owner.clone();
+        let planned = self
+            .mutate(Scope::Upload(upload.clone()), move |ledger, now, _| {
+                ledger.add_part(&owner, &slot, part_bytes, now)
+            })
+            .await;
+        let part = match planned {
+            Ok(part) => part,
+            Err(Refused::Planning(rejection)) => {
+                // The Upload moved on while the bytes streamed: they are nobody's.
+                let store = Arc::clone(&self.store);
+                let _ =
+                    tokio::task::spawn_blocking(move || store.remove_parts(&upload, &[part])).await;
+                return Err(rejection);
+            }
+            Err(Refused::Commit(rejection)) => return Err(rejection),
+        };
+        self.stats.count_stored();
+        if let Some(hash_slot) = hash_slot {
+            hash_slot.committed();
+        }
+        json(&part)
+    }
+
+    /// `POST /uploads/{id}/complete`, with the md5 (if asked for) computed outside the lock.
+    pub(super) async fn complete(
+        self: &Arc<Self>,
+        owner: &Owner,
+        upload_id: &UploadId,
+        body: &[u8],
+    ) -> Answer<Response<ResponseBody>> {
+        let plan = self
+            .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                ledger.plan_complete(owner, upload_id, body, now)
+            })
+            .await?;
+        let verification = match plan {
+            CompletePlan::Replay(upload) => return json(&upload),
+            CompletePlan::Verify(verification) => verification,
+        };
+        // The md5 is computed outside the lock: it reads every listed byte, and
+        // `finish_complete` checks everything again.
+        let md5 = if verification.expected_md5().is_some() {
+            let listed = verification
+                .parts()
+                .iter()
+                .map(|part| part.id.clone())
+                .collect();
+            match self.md5_ahead.digest(upload_id, listed).await {
+                Ok(digest) => Some(digest),
+                Err(error) => {
+                    // A cancel or another complete that won the race removed the Parts: the
+                    // loser gets the answer it would get had it arrived second. The winner
+                    // holds the Upload's lock until its change is applied: wait for it.
+                    let _applied = self.record_lock(upload_id.as_str()).await;
+                    let plan = self
+                        .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                            ledger.plan_complete(owner, upload_id, body, now)
+                        })
+                        .await?;
+                    if let CompletePlan::Replay(upload) = plan {
+                        return json(&upload);
+                    }
+                    tracing::error!(%error, "reading parts for the md5 failed");
+                    return Err(Rejection::server_error(
+                        "The server could not read the Upload's parts.",
+                    ));
+                }
+            }
+        } else {
+            None
+        };
+        let owner = owner.clone();
+        let completed = self
+            .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, ids| {
+                ledger.finish_complete(&owner, &verification, md5, now, ids)
+            })
+            .await?;
+        self.md5_ahead.forget(upload_id);
+        json(&completed)
+    }
+
+    /// `POST /uploads/{id}/cancel`; the Upload's hashing-ahead chain goes with it.
+    pub(super) async fn cancel_upload(
+        self: &Arc<Self>,
+        owner: Owner,
+        upload_id: UploadId,
+    ) -> Answer<Response<ResponseBody>> {
+        let id = upload_id.clone();
+        let cancelled = self
+            .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, _| {
+                ledger.cancel_upload(&owner, &id, now)
+            })
+            .await?;
+        self.md5_ahead.forget(&upload_id);
+        json(&cancelled)
+    }
+}

@@ -1,0 +1,68 @@
+//! Counters of what reached the Part handler, for tests and operators.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters a test (or an operator) can read: what reached the Part handler.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    part_requests: AtomicU64,
+    parts_stored: AtomicU64,
+    parts_in_flight: AtomicU64,
+    peak_parts_in_flight: AtomicU64,
+    parts_reread_for_md5: AtomicU64,
+}
+
+impl ServerStats {
+    /// Add-part requests that reached the handler (stored or not).
+    pub fn part_requests(&self) -> u64 {
+        self.part_requests.load(Ordering::SeqCst)
+    }
+
+    /// Parts stored and recorded.
+    pub fn parts_stored(&self) -> u64 {
+        self.parts_stored.load(Ordering::SeqCst)
+    }
+
+    /// Add-part requests being handled now.
+    pub fn parts_in_flight(&self) -> u64 {
+        self.parts_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most add-part requests that were being handled at the same time.
+    pub fn peak_parts_in_flight(&self) -> u64 {
+        self.peak_parts_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Parts that completes with an md5 had to read again, because they had not been hashed
+    /// ahead in the order the complete listed (0 when Parts arrive in file order).
+    pub fn parts_reread_for_md5(&self) -> u64 {
+        self.parts_reread_for_md5.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_stored(&self) {
+        self.parts_stored.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count_reread(&self, parts: usize) {
+        self.parts_reread_for_md5
+            .fetch_add(parts as u64, Ordering::SeqCst);
+    }
+}
+
+/// Counts a Part request in flight for as long as it lives.
+pub(crate) struct InFlight<'a>(&'a ServerStats);
+
+impl<'a> InFlight<'a> {
+    pub(crate) fn enter(stats: &'a ServerStats) -> Self {
+        stats.part_requests.fetch_add(1, Ordering::SeqCst);
+        let now = stats.parts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.peak_parts_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.parts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
