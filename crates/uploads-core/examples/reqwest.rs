@@ -119,7 +119,7 @@ fn send(
             let multipart =
                 MultipartBody::upload_part(&Boundary::from_entropy(random_bytes()), job.len);
             let result = config
-                .add_upload_part_at(&upload_id, job.index, &multipart)
+                .add_upload_part_at(&upload_id, Some(job.index), &multipart)
                 .map_err(Error::from)
                 .and_then(|head| {
                     let mut file = File::open(path).map_err(Error::Source)?;

@@ -245,12 +245,9 @@ where
         live: Arc<AtomicBool>,
     ) -> Result<UploadPart, Error> {
         let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = match index {
-            Some(index) => self
-                .config
-                .add_upload_part_at(upload_id, index, &multipart)?,
-            None => self.config.add_upload_part(upload_id, &multipart)?,
-        };
+        let head = self
+            .config
+            .add_upload_part_at(upload_id, index, &multipart)?;
         let source_error = SourceErrorSlot::default();
         let body = SourceBody::new(
             &multipart,

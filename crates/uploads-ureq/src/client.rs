@@ -283,12 +283,9 @@ impl Client {
         abandon: Option<&AtomicBool>,
     ) -> Result<UploadPart, Error> {
         let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = match index {
-            Some(index) => self
-                .config
-                .add_upload_part_at(upload_id, index, &multipart)?,
-            None => self.config.add_upload_part(upload_id, &multipart)?,
-        };
+        let head = self
+            .config
+            .add_upload_part_at(upload_id, index, &multipart)?;
         let data = PartReader::new(source, offset, len, on_read, abandon);
         let mut body = multipart
             .head

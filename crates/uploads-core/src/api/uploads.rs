@@ -52,18 +52,20 @@ impl ClientConfig {
     }
 
     /// [`Self::add_upload_part`] for the Part at 0-based `index` of the file, named in
-    /// [`PART_INDEX_HEADER`]: what a driver of [`crate::uploader::Uploader`] sends for a
-    /// `PartJob`.
+    /// [`PART_INDEX_HEADER`] when known: what a driver of [`crate::uploader::Uploader`]
+    /// sends for a `PartJob` (`Some(job.index)`).
     pub fn add_upload_part_at(
         &self,
         upload_id: &UploadId,
-        index: u32,
+        index: Option<u32>,
         body: &MultipartBody,
     ) -> Result<Request<()>, BuildError> {
         let mut request = self.add_upload_part(upload_id, body)?;
-        request
-            .headers_mut()
-            .insert(PART_INDEX_HEADER, http::HeaderValue::from(index));
+        if let Some(index) = index {
+            request
+                .headers_mut()
+                .insert(PART_INDEX_HEADER, http::HeaderValue::from(index));
+        }
         Ok(request)
     }
 
@@ -174,10 +176,12 @@ mod tests {
     fn a_part_request_of_a_job_names_its_position_and_the_server_reads_it_back() {
         let body = MultipartBody::upload_part(&Boundary::from_entropy([7; 16]), 10);
         let upload = UploadId::new("upload_abc123");
-        let request = config().add_upload_part_at(&upload, 41, &body).unwrap();
+        let request = config()
+            .add_upload_part_at(&upload, Some(41), &body)
+            .unwrap();
         assert_eq!(request.headers()[PART_INDEX_HEADER], "41");
         assert_eq!(part_index(request.headers()), Some(41));
-        let plain = config().add_upload_part(&upload, &body).unwrap();
+        let plain = config().add_upload_part_at(&upload, None, &body).unwrap();
         assert_eq!(part_index(plain.headers()), None);
         let mut odd = plain.headers().clone();
         odd.insert(PART_INDEX_HEADER, http::HeaderValue::from_static("-1"));
