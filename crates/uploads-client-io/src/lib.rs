@@ -13,7 +13,9 @@
 //! use std::sync::atomic::AtomicBool;
 //!
 //! let source = uploads_client_io::Source::new(Cursor::new(b"hello world".to_vec()), 11);
-//! assert_eq!(source.read_vec(6, 5)?, b"world");
+//! let mut word = [0; 5];
+//! source.read_exact_at(6, &mut word)?;
+//! assert_eq!(&word, b"world");
 //! assert_eq!(
 //!     source.md5_hex(&AtomicBool::new(false))?,
 //!     "5eb63bbbe01eeed093cb22bb8f5acdc3"
@@ -21,11 +23,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod buffer;
 mod connect;
 mod report;
 mod source;
 mod system;
 
+pub use buffer::{AlignedBuffer, BUFFER_ALIGN};
 pub use connect::{connect_address, connect_failure};
 pub use report::PartReport;
 

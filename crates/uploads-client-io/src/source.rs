@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
+use crate::AlignedBuffer;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::session::SessionSnapshot;
 use uploads_core::upload::{OptionsError, UploadError, UploadOptions, source_fingerprint};
@@ -138,37 +139,11 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// `len` bytes from `offset` in a buffer of their own, read into fresh capacity:
-    /// `read_to_end` does not zero it first, and at a gigabyte per second zeroing every
-    /// chunk shows in the profile. A source shorter than promised is `UnexpectedEof`.
-    pub fn read_vec(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        let reader = match &self.bytes {
-            Bytes::File(file) => {
-                // A chunk this size comes zeroed from the allocator (calloc maps fresh pages),
-                // so the positioned read into it costs no extra pass over it.
-                let mut chunk = vec![0; len];
-                read_exact_at(file, offset, &mut chunk)?;
-                return Ok(chunk);
-            }
-            Bytes::Reader(reader) => reader,
-        };
-        let mut chunk = Vec::with_capacity(len);
-        {
-            let mut reader = reader.lock().unwrap_or_else(PoisonError::into_inner);
-            reader.seek(SeekFrom::Start(offset))?;
-            (&mut *reader).take(len as u64).read_to_end(&mut chunk)?;
-        }
-        if chunk.len() < len {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(chunk)
-    }
-
     /// The md5 of the whole source as lower-case hex, read in order one chunk at a time.
     /// Returns an `Interrupted` error once `stop` is set.
     pub fn md5_hex(&self, stop: &AtomicBool) -> io::Result<String> {
         let mut hasher = Md5Hasher::new();
-        let mut chunk = vec![0; HASH_CHUNK_BYTES];
+        let mut chunk = AlignedBuffer::zeroed(HASH_CHUNK_BYTES);
         let mut offset = 0;
         while offset < self.len {
             if stop.load(Ordering::Relaxed) {
@@ -235,12 +210,18 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
+    fn read_vec(source: &Source<'_>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut chunk = vec![0; len];
+        source.read_exact_at(offset, &mut chunk)?;
+        Ok(chunk)
+    }
+
     #[test]
     fn reads_by_offset_and_refuses_a_short_source() {
         let source = Source::new(Cursor::new(b"0123456789".to_vec()), 10);
-        assert_eq!(source.read_vec(3, 4).unwrap(), b"3456");
-        assert_eq!(source.read_vec(0, 2).unwrap(), b"01");
-        let short = source.read_vec(8, 4).unwrap_err();
+        assert_eq!(read_vec(&source, 3, 4).unwrap(), b"3456");
+        assert_eq!(read_vec(&source, 0, 2).unwrap(), b"01");
+        let short = read_vec(&source, 8, 4).unwrap_err();
         assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
         let mut buf = [0; 3];
         source.read_exact_at(7, &mut buf).unwrap();
@@ -261,13 +242,13 @@ mod tests {
                 scope.spawn(move || {
                     for _ in 0..50 {
                         let offset = part * 8 * 1024;
-                        let chunk = source.read_vec(offset as u64, 8 * 1024).unwrap();
+                        let chunk = read_vec(source, offset as u64, 8 * 1024).unwrap();
                         assert_eq!(chunk, data[offset..offset + 8 * 1024]);
                     }
                 });
             }
         });
-        let past_the_end = source.read_vec(60 * 1024, 8 * 1024).unwrap_err();
+        let past_the_end = read_vec(&source, 60 * 1024, 8 * 1024).unwrap_err();
         assert_eq!(past_the_end.kind(), io::ErrorKind::UnexpectedEof);
     }
 

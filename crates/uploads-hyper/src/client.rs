@@ -23,7 +23,7 @@ use uploads_core::types::{
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
 
-use crate::body::{OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
+use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
 use uploads_client_io::Source;
 use uploads_client_io::{boundary, connect_address, connect_failure};
@@ -144,7 +144,7 @@ where
         self.send_part(
             upload_id,
             None,
-            Arc::new(opened.source),
+            ChunkSource::new(opened.source),
             offset,
             len,
             None,
@@ -238,7 +238,7 @@ where
         &self,
         upload_id: &UploadId,
         index: Option<u32>,
-        source: Arc<Source<'static>>,
+        source: ChunkSource,
         offset: u64,
         len: u64,
         on_sent: Option<OnSent>,

@@ -27,6 +27,7 @@ use uploads_core::types::Upload;
 use uploads_core::upload::{SnapshotSource, UploadOptions};
 use uploads_core::uploader::{Action, Report, Transmit, Uploader};
 
+use crate::body::ChunkSource;
 use crate::client::Client;
 use crate::error::{TransportError, UploadError};
 use uploads_client_io::{PartReport, Source, write_atomically};
@@ -126,7 +127,7 @@ where
         let executor = Executor {
             client: self.clone(),
             reports,
-            source: Arc::new(source),
+            source: ChunkSource::new(source),
             parts: JoinSet::new(),
             requests: JoinSet::new(),
             abandon: StopOnDrop(Arc::new(AtomicBool::new(false))),
@@ -174,7 +175,7 @@ where
 struct Executor<C> {
     client: Client<C>,
     reports: Reports,
-    source: Arc<Source<'static>>,
+    source: ChunkSource,
     parts: JoinSet<()>,
     requests: JoinSet<()>,
     /// Set when the parts are abandoned (or the upload dropped): the md5 pass stops.
@@ -190,7 +191,7 @@ where
         match action {
             Action::Send(Transmit::Part { upload_id, job }) => {
                 let client = self.client.clone();
-                let source = Arc::clone(&self.source);
+                let source = self.source.clone();
                 self.parts.spawn(async move {
                     let sender = reports.clone();
                     let report = PartReport::new(job, move |report| {
@@ -239,10 +240,10 @@ where
                 });
             }
             Action::Hash { .. } => {
-                let source = Arc::clone(&self.source);
+                let source = self.source.clone();
                 let stop = Arc::clone(&self.abandon.0);
                 tokio::task::spawn_blocking(move || {
-                    let _ = reports.send(Report::Hashed(source.md5_hex(&stop)));
+                    let _ = reports.send(Report::Hashed(source.source().md5_hex(&stop)));
                 });
             }
             Action::WriteSnapshot { path, json } => {

@@ -1,13 +1,19 @@
-//! A part's bytes read straight from the source into ureq's send buffer, reporting progress
-//! as they go.
+//! A part's bytes read from the source into ureq's send buffer, reporting progress as they
+//! go.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use uploads_client_io::Source;
+use uploads_client_io::{AlignedBuffer, BUFFER_ALIGN, Source};
 
-/// `len` bytes of a source from `offset`, read straight into the transport's buffer: a part
-/// in flight holds no buffer of its own.
+/// The most a part reads from the source at a time when it reads through its own buffer
+/// (ureq asks for 128 KiB).
+const STAGING_BYTES: usize = 128 * 1024;
+
+/// `len` bytes of a source from `offset`, read into the transport's buffer. ureq's buffer
+/// starts off a cache line, where the kernel copies several times slower (see
+/// [`AlignedBuffer`]), so the bytes are read into an aligned buffer of the part's own and
+/// copied across from there: a copy of cache-hot bytes is the cheaper of the two.
 pub(crate) struct PartReader<'s, 'a> {
     source: &'s Source<'a>,
     offset: u64,
@@ -15,6 +21,8 @@ pub(crate) struct PartReader<'s, 'a> {
     on_read: Option<&'s (dyn Fn(u64) + Sync)>,
     stop: Option<&'s AtomicBool>,
     begun: bool,
+    /// Made at the first read into a buffer off a cache line.
+    staging: Option<AlignedBuffer>,
     /// The source's error, kept so the sender can tell it from a network failure.
     pub(crate) failed: Option<io::Error>,
 }
@@ -37,6 +45,7 @@ impl<'s, 'a> PartReader<'s, 'a> {
             on_read,
             stop,
             begun: false,
+            staging: None,
             failed: None,
         }
     }
@@ -57,11 +66,30 @@ impl Read for PartReader<'_, '_> {
         if len == 0 {
             return Ok(0);
         }
-        if let Err(error) = self.source.read_exact_at(self.offset, &mut buf[..len]) {
-            let stand_in = io::Error::new(error.kind(), error.to_string());
-            self.failed = Some(error);
-            return Err(stand_in);
-        }
+        let read = if (buf.as_ptr() as usize).is_multiple_of(BUFFER_ALIGN) {
+            self.source
+                .read_exact_at(self.offset, &mut buf[..len])
+                .map(|()| len)
+        } else {
+            let staging = self
+                .staging
+                .get_or_insert_with(|| AlignedBuffer::zeroed(STAGING_BYTES));
+            let len = len.min(STAGING_BYTES);
+            self.source
+                .read_exact_at(self.offset, &mut staging[..len])
+                .map(|()| {
+                    buf[..len].copy_from_slice(&staging[..len]);
+                    len
+                })
+        };
+        let len = match read {
+            Ok(len) => len,
+            Err(error) => {
+                let stand_in = io::Error::new(error.kind(), error.to_string());
+                self.failed = Some(error);
+                return Err(stand_in);
+            }
+        };
         self.offset += len as u64;
         self.remaining -= len as u64;
         if let Some(on_read) = self.on_read {
@@ -100,5 +128,28 @@ mod tests {
         let error = stopped.read(&mut [0; 4]).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::Interrupted);
         assert!(stopped.failed.is_none());
+    }
+
+    #[test]
+    fn a_part_reads_the_same_bytes_into_buffers_on_and_off_a_cache_line() {
+        let data: Vec<u8> = (0..3 * STAGING_BYTES as u32)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let source = Source::new(Cursor::new(data.clone()), data.len() as u64);
+        let len = data.len() as u64 - 5;
+        for shift in [0, 16] {
+            let mut part = PartReader::new(&source, 5, len, None, None);
+            let mut buffer = AlignedBuffer::zeroed(2 * STAGING_BYTES + shift);
+            let mut received = Vec::new();
+            loop {
+                let read = part.read(&mut buffer[shift..]).unwrap();
+                if read == 0 {
+                    break;
+                }
+                received.extend_from_slice(&buffer[shift..shift + read]);
+            }
+            assert!(received == data[5..], "shift {shift}");
+            assert_eq!(part.staging.is_some(), shift != 0);
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! The machine's limits, measured on the same file in the same run as the clients:
 //!
-//! * the **md5 bound**: the file's md5 in one thread, 1 MiB reads, with the core's
-//!   [`Md5Hasher`]. An md5 is one serial stream, so no upload that sends it can beat this.
+//! * the **md5 bound**: the file's md5 in one thread, 1 MiB reads into a buffer on a cache
+//!   line, with the core's hasher: the clients' own md5 pass ([`Source::md5_hex`]). An md5
+//!   is one serial stream, so no upload that sends it can beat this.
 //! * the **transport bound**: the file as the body of one HTTP/1.1 POST over loopback, copied
 //!   from the file by the kernel where it can (`std::io::copy`), into a sink thread that reads
-//!   1 MiB at a time and throws the bytes away. No multipart, no parsing, no disk writes.
+//!   1 MiB at a time (into a buffer on a cache line) and throws the bytes away. No multipart, no parsing, no disk writes.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -13,7 +14,9 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use uploads_core::digest::Md5Hasher;
+use std::sync::atomic::AtomicBool;
+
+use uploads_client_io::{AlignedBuffer, Source};
 
 /// Bytes per read of both bounds: what the clients read at a time too.
 const READ_BYTES: usize = 1024 * 1024;
@@ -27,20 +30,11 @@ pub struct HashedFile {
     pub md5_hex: String,
 }
 
-/// Hashes the whole file in one thread.
+/// Hashes the whole file in one thread, as the clients' md5 pass does.
 pub fn md5_of_file(path: &Path) -> io::Result<HashedFile> {
     let started = Instant::now();
-    let mut file = File::open(path)?;
-    let mut hasher = Md5Hasher::new();
-    let mut buffer = vec![0; READ_BYTES];
-    loop {
-        let read = file.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    let md5_hex = hasher.finish_hex();
+    let opened = Source::open_file(path)?;
+    let md5_hex = opened.source.md5_hex(&AtomicBool::new(false))?;
     Ok(HashedFile {
         elapsed: started.elapsed(),
         md5_hex,
@@ -123,19 +117,19 @@ fn receive(stream: TcpStream) -> io::Result<u64> {
     }
     let expected = content_length
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no content-length"))?;
-    let mut received = 0;
+    // What came with the head is counted; the rest is read straight from the socket.
+    let mut received = (reader.buffer().len() as u64).min(expected);
+    let mut stream = reader.into_inner();
+    let mut buffer = AlignedBuffer::zeroed(READ_BYTES);
     while received < expected {
-        let buffered = reader.fill_buf()?;
-        if buffered.is_empty() {
+        let want = buffer.len().min((expected - received) as usize);
+        let read = stream.read(&mut buffer[..want])?;
+        if read == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        let take = buffered.len().min((expected - received) as usize);
-        reader.consume(take);
-        received += take as u64;
+        received += read as u64;
     }
-    reader
-        .into_inner()
-        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")?;
+    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")?;
     Ok(received)
 }
 
@@ -153,7 +147,7 @@ mod tests {
     fn the_md5_bound_hashes_the_whole_file() {
         let bytes: Vec<u8> = (0..3 * READ_BYTES + 7).map(|i| (i % 251) as u8).collect();
         let path = temp_file("md5", &bytes);
-        let mut expected = Md5Hasher::new();
+        let mut expected = uploads_core::digest::Md5Hasher::new();
         expected.update(&bytes);
         assert_eq!(md5_of_file(&path).unwrap().md5_hex, expected.finish_hex());
         std::fs::remove_file(&path).unwrap();

@@ -45,7 +45,7 @@ impl PartWriter {
             self.sink = Some(
                 blocking(move || {
                     let mut sink = sink;
-                    write_batch(&mut *sink, &pending)?;
+                    sink.write_chunks(&pending)?;
                     Ok(sink)
                 })
                 .await?,
@@ -58,7 +58,7 @@ impl PartWriter {
         let mut sink = self.take_sink()?;
         let pending = std::mem::take(&mut self.pending);
         blocking(move || {
-            write_batch(&mut *sink, &pending)?;
+            sink.write_chunks(&pending)?;
             sink.commit()
         })
         .await
@@ -68,15 +68,6 @@ impl PartWriter {
         self.sink
             .take()
             .ok_or_else(|| storage_failure(&io::Error::other("the writer failed earlier")))
-    }
-}
-
-/// Writes gathered chunks in one system call when there are several.
-fn write_batch(sink: &mut dyn DataSink, chunks: &[Bytes]) -> io::Result<()> {
-    match chunks {
-        [] => Ok(()),
-        [one] => sink.write(one),
-        many => sink.write(&many.concat()),
     }
 }
 
