@@ -378,7 +378,7 @@ fn quoted_paths(args: &str) -> Vec<String> {
 }
 
 /// Asserts the durable-write discipline for every rename onto a final name `is_target`
-/// accepts: on the renaming thread, open(temp) -> write(temp fd)+ -> fsync(temp fd) ->
+/// accepts: on the renaming thread, open(temp) -> write or writev(temp fd)+ -> fsync(temp fd) ->
 /// rename(temp, final) -> open(dir) -> fsync(dir fd), in that order. Returns how many such
 /// renames were checked.
 fn assert_durable_writes(calls: &[Call], is_target: impl Fn(&str) -> bool, what: &str) -> usize {
@@ -412,7 +412,9 @@ fn assert_durable_writes(calls: &[Call], is_target: impl Fn(&str) -> bool, what:
         let fd_only = fd.to_string();
         let uses_fd = |call: &Call| call.args == fd_only || call.args.starts_with(&fd_prefix);
         let writes: Vec<usize> = (opened + 1..before.len())
-            .filter(|&i| before[i].name == "write" && uses_fd(before[i]))
+            .filter(|&i| {
+                matches!(before[i].name.as_str(), "write" | "writev") && uses_fd(before[i])
+            })
             .collect();
         let fsync = (opened + 1..before.len())
             .rfind(|&i| {
@@ -473,7 +475,7 @@ async fn part_and_state_writes_are_fsynced_renamed_and_dir_fsynced_in_order() {
             "-f",
             "-qq",
             "-e",
-            "trace=openat,write,fsync,fdatasync,rename,renameat,renameat2",
+            "trace=openat,write,writev,fsync,fdatasync,rename,renameat,renameat2",
             "-o",
             &log_arg,
         ],
