@@ -23,13 +23,11 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-mod buffer;
 mod connect;
 mod report;
 mod source;
 mod system;
 
-pub use buffer::{AlignedBuffer, BUFFER_ALIGN};
 pub use connect::{connect_address, connect_failure};
 pub use report::PartReport;
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::UNIX_EPOCH;
 
-use crate::AlignedBuffer;
+use uploads_core::buffer::AlignedBuffer;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::session::SessionSnapshot;
 use uploads_core::upload::{OptionsError, UploadError, UploadOptions, source_fingerprint};

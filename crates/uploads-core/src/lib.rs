@@ -25,7 +25,8 @@
 //! * [`upload`]: the options and errors every driver shares, and the default part size;
 //! * [`ledger`], [`auth`], [`route`], [`rejection`]: the service's state machine, who may
 //!   call it, its routes, and its OpenAI-shaped refusals;
-//! * [`digest`]: the md5 an Upload is verified with.
+//! * [`digest`]: the md5 an Upload is verified with;
+//! * [`buffer`]: the buffers drivers read bytes into (on a cache line, and reused).
 //!
 //! What is *not* here: sockets, files, threads, a clock or random numbers. Time (`now`) and
 //! randomness (ids, jitter, multipart boundaries) are parameters, so the same code runs under
@@ -156,6 +157,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod buffer;
 pub mod digest;
 pub mod forms;
 pub mod ledger;

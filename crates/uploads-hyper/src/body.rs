@@ -14,7 +14,8 @@ use http_body_util::{BodyExt, Full};
 use tokio::task::JoinHandle;
 use uploads_core::multipart::MultipartBody;
 
-use uploads_client_io::{AlignedBuffer, Source};
+use uploads_client_io::Source;
+use uploads_core::buffer::BufferPool;
 
 /// How many bytes a part sender reads at a time (one blocking read each): what one part in
 /// flight holds in memory.
@@ -39,22 +40,21 @@ pub(crate) type SourceErrorSlot = Arc<Mutex<Option<io::Error>>>;
 /// At most this many chunk buffers wait unused in a [`ChunkSource`]; more are freed.
 const MAX_IDLE_CHUNKS: usize = 32;
 
-/// An upload's source and the chunk buffers its part bodies take turns with. A chunk goes
-/// back to the pool once hyper has written it, so sending a part does not allocate, zero
-/// and fault in a fresh megabyte per chunk (a quarter of this client's CPU without md5 went
-/// there), and every buffer starts on a cache line, where the kernel's copy into it is
-/// fast (see [`AlignedBuffer`]). The pool lives as long as the upload.
+/// An upload's source and the chunk buffers its part bodies take turns with: a chunk's
+/// buffer goes back to the pool once hyper has written it, so sending does not allocate,
+/// zero and fault in a fresh megabyte per chunk, and the reads land on a cache line (see
+/// [`uploads_core::buffer`]). The pool lives as long as the upload.
 #[derive(Clone)]
 pub(crate) struct ChunkSource {
     source: Arc<Source<'static>>,
-    idle: Arc<Mutex<Vec<AlignedBuffer>>>,
+    chunks: BufferPool,
 }
 
 impl ChunkSource {
     pub(crate) fn new(source: Source<'static>) -> Self {
         Self {
             source: Arc::new(source),
-            idle: Arc::default(),
+            chunks: BufferPool::new(CHUNK_BYTES as usize, MAX_IDLE_CHUNKS),
         }
     }
 
@@ -63,47 +63,13 @@ impl ChunkSource {
         &self.source
     }
 
-    /// `len` (at most [`CHUNK_BYTES`]) bytes from `offset`, in a buffer that returns to the
-    /// pool when dropped. Blocks.
+    /// `len` (at most [`CHUNK_BYTES`]) bytes from `offset`, in a pooled buffer. Blocks.
     fn read(&self, offset: u64, len: usize) -> io::Result<Bytes> {
-        let mut buffer = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
-            .unwrap_or_else(|| AlignedBuffer::zeroed(CHUNK_BYTES as usize));
-        self.source.read_exact_at(offset, &mut buffer[..len])?;
-        Ok(Bytes::from_owner(PooledChunk {
-            buffer,
-            len,
-            idle: Arc::clone(&self.idle),
-        }))
-    }
-}
-
-/// A chunk on its way to the connection: the first `len` bytes of a pooled buffer, handed
-/// back to the pool when dropped.
-struct PooledChunk {
-    buffer: AlignedBuffer,
-    len: usize,
-    idle: Arc<Mutex<Vec<AlignedBuffer>>>,
-}
-
-impl AsRef<[u8]> for PooledChunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.buffer[..self.len]
-    }
-}
-
-impl Drop for PooledChunk {
-    fn drop(&mut self) {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE_CHUNKS {
-            idle.push(std::mem::replace(
-                &mut self.buffer,
-                AlignedBuffer::zeroed(0),
-            ));
-        }
+        self.chunks.fill(|buffer| {
+            self.source
+                .read_exact_at(offset, &mut buffer[..len])
+                .map(|()| len)
+        })
     }
 }
 
@@ -287,10 +253,7 @@ mod tests {
             "the written chunk's buffer is reused"
         );
         assert_eq!(second.as_ref(), &data[chunk..2 * chunk]);
-        assert_eq!(
-            second.as_ptr() as usize % uploads_client_io::BUFFER_ALIGN,
-            0
-        );
+        assert!((second.as_ptr() as usize).is_multiple_of(uploads_core::buffer::BUFFER_ALIGN));
         assert_eq!(
             held.as_ref(),
             &data[data.len() - 10..],

@@ -10,6 +10,7 @@ use std::io::{self, Read};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use uploads_core::buffer::AlignedBuffer;
 use uploads_core::digest::{Md5Chain, Md5Hasher};
 use uploads_core::types::{PartId, UploadId};
 
@@ -208,7 +209,7 @@ fn lock(chain: &Chain) -> std::sync::MutexGuard<'_, Md5Chain> {
 /// Feeds the bytes of `source` into `state`.
 fn hash_into(store: &dyn Store, source: &ContentSource, state: &mut Md5Hasher) -> io::Result<()> {
     let mut reader = store.open(source)?;
-    let mut buffer = vec![0; 1 << 20];
+    let mut buffer = AlignedBuffer::zeroed(1 << 20);
     loop {
         let n = reader.read(&mut buffer)?;
         if n == 0 {

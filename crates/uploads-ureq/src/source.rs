@@ -4,7 +4,8 @@
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use uploads_client_io::{AlignedBuffer, BUFFER_ALIGN, Source};
+use uploads_client_io::Source;
+use uploads_core::buffer::{AlignedBuffer, BUFFER_ALIGN};
 
 /// The most a part reads from the source at a time when it reads through its own buffer
 /// (ureq asks for 128 KiB).

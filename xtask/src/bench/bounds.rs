@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::AtomicBool;
 
-use uploads_client_io::{AlignedBuffer, Source};
+use uploads_client_io::Source;
+use uploads_core::buffer::AlignedBuffer;
 
 /// Bytes per read of both bounds: what the clients read at a time too.
 const READ_BYTES: usize = 1024 * 1024;

@@ -20,10 +20,13 @@ use crate::objects::file_key;
 use crate::pg::Scope;
 use crate::readers::ReadGuard;
 use crate::store::ContentSource;
+use uploads_core::buffer::BufferPool;
 use uploads_core::forms::FileFormReader;
 
 /// Chunks of File content read from disk per step of a download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
+/// Chunk buffers a download keeps for reuse: the chunks its channel and hyper may hold.
+const DOWNLOAD_CHUNKS_IDLE: usize = 8;
 
 impl Service {
     /// `GET /files?{query}`.
@@ -183,13 +186,12 @@ impl Service {
 /// whose client reads slowly waits here, on the runtime, not on a blocking thread.
 async fn stream_content(reader: Box<dyn Read + Send>, sender: mpsc::Sender<io::Result<Bytes>>) {
     let mut reader = reader;
+    // A chunk's buffer comes back once hyper has sent it: no allocation per chunk.
+    let chunks = BufferPool::new(DOWNLOAD_CHUNK, DOWNLOAD_CHUNKS_IDLE);
     loop {
+        let pool = chunks.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let mut buffer = vec![0; DOWNLOAD_CHUNK];
-            let read = reader.read(&mut buffer).map(|n| {
-                buffer.truncate(n);
-                Bytes::from(buffer)
-            });
+            let read = pool.fill(|buffer| reader.read(buffer));
             (reader, read)
         })
         .await;
