@@ -378,9 +378,11 @@ fn quoted_paths(args: &str) -> Vec<String> {
 }
 
 /// Asserts the durable-write discipline for every rename onto a final name `is_target`
-/// accepts: on the renaming thread, open(temp) -> write or writev(temp fd)+ -> fsync(temp fd) ->
-/// rename(temp, final) -> open(dir) -> fsync(dir fd), in that order. Returns how many such
-/// renames were checked.
+/// accepts: open(temp) -> write or writev(temp fd)+ -> fsync(temp fd) -> rename(temp, final)
+/// -> open(dir) -> fsync(dir fd), in that order. The open and the writes may be on any thread
+/// (the server writes a Part's batches from whichever blocking thread is free; the fd is the
+/// process's); the fsync, the rename and the directory's fsync are one step on one thread.
+/// Returns how many such renames were checked.
 fn assert_durable_writes(calls: &[Call], is_target: impl Fn(&str) -> bool, what: &str) -> usize {
     let mut checked = 0;
     for (at, rename) in calls.iter().enumerate() {
@@ -394,40 +396,48 @@ fn assert_durable_writes(calls: &[Call], is_target: impl Fn(&str) -> bool, what:
         if !is_target(target) {
             continue;
         }
-        let thread: Vec<&Call> = calls.iter().filter(|call| call.pid == rename.pid).collect();
-        // The rename's place among its thread's calls.
-        let position = calls[..at]
-            .iter()
-            .filter(|call| call.pid == rename.pid)
-            .count();
-        let (before, after) = thread.split_at(position);
-        let opened = before
+        let opened = calls[..at]
             .iter()
             .rposition(|call| {
                 call.name == "openat" && quoted_paths(&call.args).first() == Some(temp)
             })
-            .unwrap_or_else(|| panic!("{what}: {temp} renamed but never opened by its thread"));
-        let fd = before[opened].result;
+            .unwrap_or_else(|| panic!("{what}: {temp} renamed but never opened"));
+        let fd = calls[opened].result;
         let fd_prefix = format!("{fd},");
         let fd_only = fd.to_string();
         let uses_fd = |call: &Call| call.args == fd_only || call.args.starts_with(&fd_prefix);
-        let writes: Vec<usize> = (opened + 1..before.len())
-            .filter(|&i| {
-                matches!(before[i].name.as_str(), "write" | "writev") && uses_fd(before[i])
-            })
-            .collect();
-        let fsync = (opened + 1..before.len())
+        let fsync = (opened + 1..at)
             .rfind(|&i| {
-                matches!(before[i].name.as_str(), "fsync" | "fdatasync") && uses_fd(before[i])
+                let call = &calls[i];
+                call.pid == rename.pid
+                    && matches!(call.name.as_str(), "fsync" | "fdatasync")
+                    && uses_fd(call)
             })
             .unwrap_or_else(|| {
-                panic!("{what}: {temp} renamed without an fsync of its fd {fd}: {before:#?}")
+                panic!(
+                    "{what}: {temp} renamed without an fsync of its fd {fd} by the renaming thread"
+                )
             });
-        assert!(!writes.is_empty(), "{what}: nothing written to {temp}");
+        // Between the open and the fsync the file holds the fd, so any write to it is this file's.
+        let writes = (opened + 1..fsync)
+            .filter(|&i| matches!(calls[i].name.as_str(), "write" | "writev") && uses_fd(&calls[i]))
+            .count();
         assert!(
-            writes.iter().all(|&write| write < fsync),
+            writes > 0,
+            "{what}: nothing written to {temp} before its fsync"
+        );
+        assert!(
+            !(fsync + 1..at).any(|i| {
+                calls[i].pid == rename.pid
+                    && matches!(calls[i].name.as_str(), "write" | "writev")
+                    && uses_fd(&calls[i])
+            }),
             "{what}: a write to {temp} after its fsync"
         );
+        let after: Vec<&Call> = calls[at + 1..]
+            .iter()
+            .filter(|call| call.pid == rename.pid)
+            .collect();
         let dir = Path::new(target)
             .parent()
             .unwrap()
