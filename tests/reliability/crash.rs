@@ -379,9 +379,10 @@ fn quoted_paths(args: &str) -> Vec<String> {
 
 /// Asserts the durable-write discipline for every rename onto a final name `is_target`
 /// accepts: open(temp) -> write or writev(temp fd)+ -> fsync(temp fd) -> rename(temp, final)
-/// -> open(dir) -> fsync(dir fd), in that order. The open and the writes may be on any thread
-/// (the server writes a Part's batches from whichever blocking thread is free; the fd is the
-/// process's); the fsync, the rename and the directory's fsync are one step on one thread.
+/// -> open(dir) -> fsync(dir fd), in that order. The open, the writes and the fsync may be on
+/// any thread (the server writes a Part's batches from whichever blocking thread is free), so
+/// the file is followed by its fd from its open to its close; the rename and the directory's
+/// fsync are one step on one thread.
 /// Returns how many such renames were checked.
 fn assert_durable_writes(calls: &[Call], is_target: impl Fn(&str) -> bool, what: &str) -> usize {
     let mut checked = 0;
@@ -406,32 +407,23 @@ fn assert_durable_writes(calls: &[Call], is_target: impl Fn(&str) -> bool, what:
         let fd_prefix = format!("{fd},");
         let fd_only = fd.to_string();
         let uses_fd = |call: &Call| call.args == fd_only || call.args.starts_with(&fd_prefix);
-        let fsync = (opened + 1..at)
+        // From its open to its close the fd is this file's, whichever thread uses it.
+        let closed = (opened + 1..at)
+            .find(|&i| calls[i].name == "close" && calls[i].args == fd_only)
+            .unwrap_or(at);
+        let is_write =
+            |call: &Call| matches!(call.name.as_str(), "write" | "writev") && uses_fd(call);
+        let fsync = (opened + 1..closed)
             .rfind(|&i| {
-                let call = &calls[i];
-                call.pid == rename.pid
-                    && matches!(call.name.as_str(), "fsync" | "fdatasync")
-                    && uses_fd(call)
+                matches!(calls[i].name.as_str(), "fsync" | "fdatasync") && uses_fd(&calls[i])
             })
-            .unwrap_or_else(|| {
-                panic!(
-                    "{what}: {temp} renamed without an fsync of its fd {fd} by the renaming thread"
-                )
-            });
-        // Between the open and the fsync the file holds the fd, so any write to it is this file's.
-        let writes = (opened + 1..fsync)
-            .filter(|&i| matches!(calls[i].name.as_str(), "write" | "writev") && uses_fd(&calls[i]))
-            .count();
+            .unwrap_or_else(|| panic!("{what}: {temp} renamed without an fsync of its fd {fd}"));
+        let writes: Vec<usize> = (opened + 1..closed)
+            .filter(|&i| is_write(&calls[i]))
+            .collect();
+        assert!(!writes.is_empty(), "{what}: nothing written to {temp}");
         assert!(
-            writes > 0,
-            "{what}: nothing written to {temp} before its fsync"
-        );
-        assert!(
-            !(fsync + 1..at).any(|i| {
-                calls[i].pid == rename.pid
-                    && matches!(calls[i].name.as_str(), "write" | "writev")
-                    && uses_fd(&calls[i])
-            }),
+            writes.iter().all(|&write| write < fsync),
             "{what}: a write to {temp} after its fsync"
         );
         let after: Vec<&Call> = calls[at + 1..]
@@ -485,7 +477,7 @@ async fn part_and_state_writes_are_fsynced_renamed_and_dir_fsynced_in_order() {
             "-f",
             "-qq",
             "-e",
-            "trace=openat,write,writev,fsync,fdatasync,rename,renameat,renameat2",
+            "trace=openat,close,write,writev,fsync,fdatasync,rename,renameat,renameat2",
             "-o",
             &log_arg,
         ],

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicBool;
 use uploads_client_io::Source;
 use uploads_core::buffer::AlignedBuffer;
 
-/// Bytes per read of both bounds: what the clients read at a time too.
+/// Bytes per read of the transport bound's sink (the md5 bound reads as the clients do).
 const READ_BYTES: usize = 1024 * 1024;
 
 /// The md5 of a file and how long it took.
