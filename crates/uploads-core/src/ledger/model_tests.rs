@@ -22,7 +22,7 @@ use crate::types::{
     UploadId, UploadPart, UploadStatus,
 };
 
-use super::scenario::Scenario;
+use super::scenario::{START, Scenario};
 use super::{Owner, Step};
 
 const MAX_PART: u64 = 5;
@@ -136,6 +136,8 @@ enum Op {
         target: Target,
     },
     Advance(u64),
+    /// The clock steps back (NTP after a jump, or another instance's clock).
+    StepBack(u64),
     CreateFile {
         owner: usize,
         known_purpose: bool,
@@ -221,6 +223,7 @@ fn op() -> impl Strategy<Value = Op> {
             2 => prop_oneof![Just(49), Just(99), Just(100), Just(101), Just(250)],
         ]
         .prop_map(Op::Advance),
+        1 => prop_oneof![Just(1_u64), Just(100), Just(250)].prop_map(Op::StepBack),
         1 => (0..2_usize, prop::bool::weighted(0.8), expires_after()).prop_map(
             |(owner, known_purpose, expires_after)| Op::CreateFile { owner, known_purpose, expires_after }
         ),
@@ -256,6 +259,8 @@ struct ModelUpload {
     parts: Vec<(PartId, Vec<u8>)>,
     state: ModelState,
     forgotten: bool,
+    /// A sweep removed its Parts' bytes while it was expired: expired for good.
+    swept: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -280,7 +285,7 @@ struct Model {
 impl ModelUpload {
     fn status(&self, now: u64) -> UploadStatus {
         match self.state {
-            ModelState::Pending if now < self.expires_at => UploadStatus::Pending,
+            ModelState::Pending if now < self.expires_at && !self.swept => UploadStatus::Pending,
             ModelState::Pending => UploadStatus::Expired,
             ModelState::Cancelled => UploadStatus::Cancelled,
             ModelState::Completed { .. } => UploadStatus::Completed,
@@ -382,6 +387,7 @@ impl Model {
             parts: Vec::new(),
             state: ModelState::Pending,
             forgotten: false,
+            swept: false,
         });
         Ok(self.wire(&self.uploads[self.uploads.len() - 1]))
     }
@@ -638,6 +644,14 @@ impl Model {
             };
             if now >= upload.expires_at + TTL && !file_alive {
                 self.uploads[index].forgotten = true;
+            } else if upload.status(now) == UploadStatus::Expired && !upload.parts.is_empty() {
+                self.uploads[index].swept = true;
+            }
+        }
+        // A swept File is gone for good, whatever the clock says later.
+        for file in &mut self.files {
+            if !file.live(now) {
+                file.deleted = true;
             }
         }
     }
@@ -700,6 +714,12 @@ impl Run {
             Op::Advance(seconds) => {
                 self.scenario.now += seconds;
                 self.model.now += seconds;
+                Ok(false)
+            }
+            Op::StepBack(seconds) => {
+                let now = self.model.now.saturating_sub(*seconds).max(START);
+                self.scenario.now = now;
+                self.model.now = now;
                 Ok(false)
             }
             Op::CreateFile {
@@ -861,6 +881,17 @@ fn check_sweep(steps: &[Step], model: &Model) -> Result<(), TestCaseError> {
                 part_ids,
             } => (upload_id, part_ids.clone()),
             Step::RemoveUpload(upload_id) => (upload_id, Vec::new()),
+            // Marking an expired Upload's Parts removed, before they go: nothing else.
+            Step::SaveUpload(record) => {
+                let upload = model.uploads.iter().find(|upload| upload.id == record.id);
+                prop_assert!(
+                    record.parts_removed
+                        && upload.is_some_and(|upload| upload.status(now) == UploadStatus::Expired),
+                    "a sweep saves only the mark of an expired Upload: {:?}",
+                    record
+                );
+                continue;
+            }
             Step::RemoveFile(id) => {
                 let file = model.files.iter().find(|file| file.object.id == *id);
                 prop_assert!(
@@ -912,7 +943,7 @@ fn check_invariants(scenario: &Scenario, model: &Model) -> Result<(), TestCaseEr
     for upload in model
         .uploads
         .iter()
-        .filter(|upload| upload.status(now) == UploadStatus::Pending)
+        .filter(|upload| !upload.forgotten && upload.status(now) == UploadStatus::Pending)
     {
         for (part, data) in &upload.parts {
             let stored = scenario.disk_parts.get(&(upload.id.clone(), part.clone()));

@@ -2,7 +2,9 @@
 //! Upload (its state file, the Upload's commit point) and one [`FileRecord`] per File.
 //!
 //! A record stores facts, never a status that time alone changes: an Upload is `expired`
-//! when it is pending and `now >= expires_at`, computed by [`UploadRecord::status`].
+//! when it is pending and `now >= expires_at`, computed by [`UploadRecord::status`], or
+//! once its Parts were removed ([`UploadRecord::parts_removed`]), whatever the time says
+//! since.
 
 use std::fmt;
 
@@ -62,6 +64,20 @@ pub struct UploadRecord {
     pub parts: Vec<PartRecord>,
     /// Where the Upload is in its life, apart from expiry.
     pub state: RecordState,
+    /// The sweep removed the bytes of this expired Upload's Parts. Stored (before the bytes
+    /// go) so that the Upload stays expired for good: a clock that later reads earlier than
+    /// `expires_at` (stepped back, or another instance's) must not offer to complete an
+    /// Upload whose bytes are gone, as S3 refuses to complete an aborted multipart upload.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parts_removed: bool,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// One Part of an Upload.
@@ -110,9 +126,11 @@ pub struct Completion {
 }
 
 impl UploadRecord {
-    /// Whether the Upload is pending and its time is up (`now >= expires_at`).
+    /// Whether the Upload is pending and its time is up (`now >= expires_at`), or its Parts
+    /// were removed as an expired Upload's (then whatever `now` says).
     pub fn is_expired(&self, now: u64) -> bool {
-        matches!(self.state, RecordState::Pending) && now >= self.expires_at
+        matches!(self.state, RecordState::Pending)
+            && (self.parts_removed || now >= self.expires_at)
     }
 
     /// The status at `now`.
@@ -216,6 +234,7 @@ mod tests {
                 created_at: 101,
             }],
             state,
+            parts_removed: false,
         }
     }
 
@@ -243,6 +262,23 @@ mod tests {
         let cancelled = record(RecordState::Cancelled { at: 150 });
         assert_eq!(cancelled.status(9999), UploadStatus::Cancelled);
         assert!(!cancelled.is_expired(9999));
+    }
+
+    #[test]
+    fn an_upload_whose_parts_were_removed_stays_expired_whatever_the_clock_says() {
+        let mut swept = record(RecordState::Pending);
+        swept.parts_removed = true;
+        // Earlier than expires_at: a clock stepped back, or another instance's.
+        assert_eq!(swept.status(100), UploadStatus::Expired);
+        assert!(swept.is_expired(0));
+        let json = serde_json::to_value(&swept).unwrap();
+        assert_eq!(json["parts_removed"], true);
+        assert_eq!(serde_json::from_value::<UploadRecord>(json).unwrap(), swept);
+        // Records stored before the flag existed read as not removed.
+        let mut json = serde_json::to_value(record(RecordState::Pending)).unwrap();
+        assert!(json.get("parts_removed").is_none(), "omitted while false");
+        json.as_object_mut().unwrap().remove("parts_removed");
+        assert!(!serde_json::from_value::<UploadRecord>(json).unwrap().parts_removed);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //!   [`Ledger::delete_file`] itself.)
 //! * [`Step::RemoveFile`] for each File record a crashed complete left behind (see
 //!   [`Ledger::load`]); only the record: its Parts belong to a pending Upload.
-//! * [`Step::RemoveParts`] for each expired Upload: the bytes of all its Parts, once. Its
-//!   record stays, so requests naming it still get 400 `expired`, not 404.
+//! * [`Step::SaveUpload`] with [`UploadRecord::parts_removed`] set, then
+//!   [`Step::RemoveParts`], for each expired Upload: the bytes of all its Parts, once. Its
+//!   record stays, so requests naming it still get 400 `expired`, not 404, and it stays
+//!   expired even if a later `now` is earlier than its `expires_at` (a clock stepped back).
 //! * [`Step::RemoveUpload`] for each Upload that is finished and past its retention: it
 //!   is cancelled or expired, or completed with a File that is gone, and `now` is at least
 //!   `expires_at + upload_ttl_secs`. Until then a retried cancel or complete is still
@@ -69,21 +71,31 @@ impl Ledger {
         for entry in self.uploads.values() {
             let record = &entry.record;
             let mut expired_parts_removed = Vec::new();
-            let step = if self.is_forgotten(record, now, file_goes_first) {
-                Step::RemoveUpload(record.id.clone())
+            let steps = if self.is_forgotten(record, now, file_goes_first) {
+                vec![Step::RemoveUpload(record.id.clone())]
             } else if record.is_expired(now)
                 && !entry.expired_parts_removed
                 && !record.parts.is_empty()
             {
                 expired_parts_removed.push(record.id.clone());
-                Step::RemoveParts {
+                let remove = Step::RemoveParts {
                     upload_id: record.id.clone(),
                     part_ids: record.part_ids(),
+                };
+                if record.parts_removed {
+                    // Decided before a restart; the bytes may not all be gone yet.
+                    vec![remove]
+                } else {
+                    // The record says so first: whatever a clock reads later, an Upload
+                    // whose bytes are going is never completed.
+                    let mut marked = record.clone();
+                    marked.parts_removed = true;
+                    vec![Step::SaveUpload(marked), remove]
                 }
             } else {
                 continue;
             };
-            let mut change = Change::new(vec![step], vec![entry.guard()]);
+            let mut change = Change::new(steps, vec![entry.guard()]);
             change.expired_parts_removed = expired_parts_removed;
             changes.push(change);
         }
@@ -128,6 +140,14 @@ mod tests {
         }
     }
 
+    /// What sweeping an expired Upload's Parts persists: its record marked first, then the
+    /// bytes.
+    fn expired_parts(scenario: &Scenario, upload: &UploadId, parts: &[&PartId]) -> Vec<Step> {
+        let mut marked = scenario.record(upload).clone();
+        marked.parts_removed = true;
+        vec![Step::SaveUpload(marked), remove_parts(upload, parts)]
+    }
+
     #[test]
     fn nothing_to_sweep_is_none() {
         let mut scenario = Scenario::new();
@@ -148,8 +168,10 @@ mod tests {
         let a = scenario.part(&owner_a(), &upload, b"a");
         let b = scenario.part(&owner_a(), &upload, b"b");
         scenario.now = START + TTL;
-        assert_eq!(scenario.sweep(), vec![remove_parts(&upload, &[&a, &b])]);
+        let expected = expired_parts(&scenario, &upload, &[&a, &b]);
+        assert_eq!(scenario.sweep(), expected);
         assert!(scenario.disk_parts.is_empty());
+        assert!(scenario.saved_uploads[&upload].parts_removed, "persisted");
         assert_eq!(scenario.sweep(), vec![], "reported once");
         // The record stays: the Upload is still answered as expired.
         let rejection = scenario.add_part(&owner_a(), &upload, b"c").unwrap_err();
@@ -180,10 +202,9 @@ mod tests {
             .iter()
             .flat_map(|change| change.steps().to_vec())
             .collect();
-        assert_eq!(
-            steps,
-            vec![remove_parts(&first, &[&a]), remove_parts(&second, &[&b])]
-        );
+        let mut expected = expired_parts(&scenario, &first, &[&a]);
+        expected.extend(expired_parts(&scenario, &second, &[&b]));
+        assert_eq!(steps, expected);
         assert_eq!(scenario.ledger.sweep(now).unwrap().steps(), steps);
         // Each applies on its own; the second is not reported again.
         let mut each = each.into_iter();
@@ -197,10 +218,45 @@ mod tests {
         let upload = scenario.upload(&owner_a(), 1);
         let a = scenario.part(&owner_a(), &upload, b"a");
         scenario.now = START + TTL;
-        assert_eq!(scenario.sweep().len(), 1);
+        assert_eq!(scenario.sweep().len(), 2);
         scenario.restart();
-        // Removing bytes already gone counts as done, so reporting again is safe.
+        // Removing bytes already gone counts as done, so reporting again is safe; the
+        // record already says so.
         assert_eq!(scenario.sweep(), vec![remove_parts(&upload, &[&a])]);
+        assert_eq!(scenario.sweep(), vec![], "once per run");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_never_revives_an_upload_whose_parts_were_removed() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 1);
+        let a = scenario.part(&owner_a(), &upload, b"a");
+        // A clock an hour and more ahead (jumped, or another instance's) sweeps it ...
+        scenario.now = START + TTL + 100;
+        assert_eq!(scenario.sweep().len(), 2);
+        assert!(scenario.disk_parts.is_empty());
+        // ... then reads the right time again: the Upload stays expired, before and after a
+        // restart, and a complete is refused rather than answered with a File of no bytes.
+        for restarted in [false, true] {
+            if restarted {
+                scenario.restart();
+            }
+            scenario.now = START + 10;
+            let before = scenario.records();
+            let rejection = scenario.complete_with(&owner_a(), &upload, &[&a]).unwrap_err();
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                rejection.body.error.message,
+                "Cannot complete an Upload that is already expired."
+            );
+            let rejection = scenario.add_part(&owner_a(), &upload, b"b").unwrap_err();
+            assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                scenario.record(&upload).to_upload(scenario.now).status,
+                crate::types::UploadStatus::Expired
+            );
+            assert_eq!(scenario.records(), before);
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl Ledger {
             expires_after: request.expires_after,
             parts: Vec::new(),
             state: RecordState::Pending,
+            parts_removed: false,
         };
         let response = record.to_upload(now);
         let change = Change::new(

@@ -473,6 +473,8 @@ impl Service {
 fn swept_record(change: &Change) -> Option<(String, Option<UploadId>)> {
     match change.steps().first()? {
         Step::RemoveFile(id) => Some((id.to_string(), None)),
+        // An expired Upload marked before its Parts go.
+        Step::SaveUpload(record) => Some((record.id.to_string(), Some(record.id.clone()))),
         Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
             Some((upload_id.to_string(), Some(upload_id.clone())))
         }
