@@ -19,6 +19,9 @@ pub struct Rejection {
     pub status: StatusCode,
     /// The `{"error": {...}}` body.
     pub body: ErrorBody,
+    /// Seconds after which the same request may succeed, for a refusal that is only about
+    /// now (a busy lock, a dependency not answering); see [`Rejection::retry_after_headers`].
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Rejection {
@@ -33,6 +36,7 @@ impl Rejection {
         Self {
             status,
             body: ErrorBody::new(kind, message, param, code),
+            retry_after_secs: None,
         }
     }
 
@@ -146,6 +150,34 @@ impl Rejection {
         )
     }
 
+    /// 503 `server_error` with a `Retry-After`: a lock or a dependency (the database, the
+    /// bucket) did not answer within its bound. Nothing was changed; the SDKs retry a 503
+    /// after the time given.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut rejection = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            SERVER_ERROR,
+            message,
+            None,
+            None,
+        );
+        rejection.retry_after_secs = Some(retry_after_secs);
+        rejection
+    }
+
+    /// The headers that carry [`Rejection::retry_after_secs`]: `retry-after` (seconds, as
+    /// HTTP says) and `retry-after-ms` (OpenAI's, which its SDKs read first).
+    pub fn retry_after_headers(&self) -> Vec<(&'static str, String)> {
+        self.retry_after_secs
+            .map(|secs| {
+                vec![
+                    ("retry-after", secs.to_string()),
+                    ("retry-after-ms", secs.saturating_mul(1000).to_string()),
+                ]
+            })
+            .unwrap_or_default()
+    }
+
     /// The body serialized as JSON bytes.
     pub fn body_json(&self) -> Vec<u8> {
         // Serializing a struct of strings cannot fail.
@@ -155,5 +187,36 @@ impl Rejection {
     /// The `param` of the body, if any.
     pub fn param(&self) -> Option<&str> {
         self.body.error.param.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_answer_says_when_to_retry() {
+        let busy = Rejection::unavailable("The Upload is busy. Retry the request.", 2);
+        assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.body.error.kind, SERVER_ERROR);
+        assert_eq!(
+            busy.retry_after_headers(),
+            vec![
+                ("retry-after", "2".to_owned()),
+                ("retry-after-ms", "2000".to_owned())
+            ]
+        );
+        assert!(
+            Rejection::server_error("x")
+                .retry_after_headers()
+                .is_empty()
+        );
+        // What the clients' retry policy reads back from those headers.
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in busy.retry_after_headers() {
+            headers.insert(name, value.parse().unwrap());
+        }
+        let failure = crate::retry::Failure::from_response(busy.status, &headers, 0);
+        assert_eq!(failure.retry_after_ms(), Some(2000));
     }
 }

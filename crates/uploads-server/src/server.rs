@@ -48,6 +48,8 @@ pub struct ServerBuilder {
     keys: ApiKeys,
     limits: Limits,
     clock: Arc<dyn Clock>,
+    /// Replaces the database's clock on the shared backend (see [`ServerBuilder::shared_clock`]).
+    shared_clock: Option<Arc<dyn Clock>>,
     max_connections: usize,
     max_header_bytes: usize,
     max_json_bytes: usize,
@@ -71,7 +73,11 @@ struct SharedBackend {
 
 impl SharedBackend {
     /// Connects to both, migrating the database; the error names what is unreachable.
-    async fn open(&self, limits: Limits) -> io::Result<crate::service::Shared> {
+    async fn open(
+        &self,
+        limits: Limits,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> io::Result<crate::service::Shared> {
         let objects = ObjectBytes::open(&self.object_store, self.options.clone())?;
         objects.check().await?;
         let records = PgRecords::connect(&self.database_url, limits).await?;
@@ -79,6 +85,7 @@ impl SharedBackend {
         Ok(crate::service::Shared {
             records,
             objects: Arc::new(objects),
+            clock,
         })
     }
 }
@@ -91,6 +98,7 @@ impl Default for ServerBuilder {
             keys: ApiKeys::default(),
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
+            shared_clock: None,
             max_connections: 1024,
             max_header_bytes: 64 * 1024,
             max_json_bytes: 4 * 1024 * 1024,
@@ -132,9 +140,19 @@ impl ServerBuilder {
         self
     }
 
-    /// The clock the ledger reads (a [`crate::clock::ManualClock`] in expiry tests).
+    /// The clock of this instance: the ledger's `now` on the directory store (a
+    /// [`crate::clock::ManualClock`] in expiry tests). On the shared backend it decides
+    /// nothing: the database's clock does, because instances' clocks disagree.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// On the shared backend, replaces the database's clock for every decision about time.
+    /// For tests that move time: every instance on that database MUST be given the same
+    /// clock, or they will disagree about what has expired.
+    pub fn shared_clock(mut self, clock: impl Clock) -> Self {
+        self.shared_clock = Some(Arc::new(clock));
         self
     }
 
@@ -247,7 +265,9 @@ impl ServerBuilder {
         };
         let (lock, service) = if let Some(backend) = &self.shared {
             // Instances share the database and the bucket by design: no directory to lock.
-            let shared = backend.open(config.limits.clone()).await?;
+            let shared = backend
+                .open(config.limits.clone(), self.shared_clock.clone())
+                .await?;
             (
                 None,
                 Service::open_shared(config, shared, self.clock).await?,

@@ -299,3 +299,36 @@ async fn the_md5_of_parts_sent_in_order_is_ready_at_complete() {
         "two completes read all five"
     );
 }
+
+/// The clock jumps past an Upload's expiry, the sweeper removes its Parts, and the clock
+/// steps back (NTP): the Upload stays expired, and its complete is refused (400), never
+/// answered with a File whose bytes are gone. The same after a restart.
+#[tokio::test]
+async fn a_clock_stepped_back_never_completes_an_upload_whose_parts_were_swept() {
+    async fn assert_stays_expired(server: &TestServer, upload: &UploadId, part: &PartId) {
+        let client = server.client().await;
+        client.complete(upload, &[part], None).await.assert_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            "Cannot complete an Upload that is already expired.",
+        );
+        client.add_part(upload, b"d").await.assert_error(
+            StatusCode::BAD_REQUEST,
+            None,
+            "Cannot add parts to an Upload that is already expired.",
+        );
+        assert!(client.list_ids("").await.is_empty(), "no File was made");
+    }
+
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(3).await.id;
+    let part = client.add_part_ok(&upload, b"abc").await.id;
+    server.clock.set(T0 + 3600 + 60);
+    // A restart sweeps at once.
+    let server = server.restart_after(|_| {}).await;
+    server.clock.set(T0 + 10);
+    assert_stays_expired(&server, &upload, &part).await;
+    let server = server.restart_after(|_| {}).await;
+    assert_stays_expired(&server, &upload, &part).await;
+}

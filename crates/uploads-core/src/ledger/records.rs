@@ -129,8 +129,7 @@ impl UploadRecord {
     /// Whether the Upload is pending and its time is up (`now >= expires_at`), or its Parts
     /// were removed as an expired Upload's (then whatever `now` says).
     pub fn is_expired(&self, now: u64) -> bool {
-        matches!(self.state, RecordState::Pending)
-            && (self.parts_removed || now >= self.expires_at)
+        matches!(self.state, RecordState::Pending) && (self.parts_removed || now >= self.expires_at)
     }
 
     /// The status at `now`.
@@ -278,7 +277,11 @@ mod tests {
         let mut json = serde_json::to_value(record(RecordState::Pending)).unwrap();
         assert!(json.get("parts_removed").is_none(), "omitted while false");
         json.as_object_mut().unwrap().remove("parts_removed");
-        assert!(!serde_json::from_value::<UploadRecord>(json).unwrap().parts_removed);
+        assert!(
+            !serde_json::from_value::<UploadRecord>(json)
+                .unwrap()
+                .parts_removed
+        );
     }
 
     #[test]

@@ -243,7 +243,9 @@ mod tests {
             }
             scenario.now = START + 10;
             let before = scenario.records();
-            let rejection = scenario.complete_with(&owner_a(), &upload, &[&a]).unwrap_err();
+            let rejection = scenario
+                .complete_with(&owner_a(), &upload, &[&a])
+                .unwrap_err();
             assert_eq!(rejection.status, StatusCode::BAD_REQUEST);
             assert_eq!(
                 rejection.body.error.message,

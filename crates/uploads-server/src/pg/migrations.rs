@@ -6,7 +6,10 @@ use tokio_postgres::Client;
 
 /// Every migration, in order: `(version, SQL)`. A version is never edited once released; a
 /// change is a new file.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (2, include_str!("../../migrations/0002_claims.sql")),
+];
 
 /// The advisory lock key of the migrations (any constant the service owns).
 const MIGRATION_LOCK: i64 = 0x7570_6c6f_6164_7331; // "uploads1"
@@ -14,6 +17,11 @@ const MIGRATION_LOCK: i64 = 0x7570_6c6f_6164_7331; // "uploads1"
 /// Applies the migrations this database lacks; returns how many it applied.
 pub(crate) async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
     let transaction = client.transaction().await?;
+    // Instances starting together wait here for each other, longer than a request may wait
+    // for a lock (the session's lock_timeout).
+    transaction
+        .batch_execute("SET LOCAL lock_timeout = '2min'; SET LOCAL statement_timeout = '5min'")
+        .await?;
     transaction
         .execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;

@@ -20,8 +20,25 @@
 //! an *intent* row dooms it after a grace period; the transaction that records the object
 //! removes the intent (and fails if a sweeper already claimed it). A transaction that stops
 //! needing objects dooms them: at once, or, for bytes a File's download may be reading (on
-//! any instance, which no lock here can see), after [`DOWNLOAD_GRACE_SECS`]. Sweepers claim due rows with `FOR UPDATE SKIP LOCKED`,
-//! delete the objects, then the rows.
+//! any instance, which no lock here can see), after [`DOWNLOAD_GRACE_SECS`]. Sweepers claim
+//! due rows for a while (`claimed_until`, committed before the bucket is touched), delete the
+//! objects, then the rows; an intent whose row is claimed is not consumed.
+//!
+//! # Time
+//!
+//! Every decision about time uses one clock, the database's: `now()` of the transaction that
+//! decides (or of the statement, for a read), never an instance's, whose clock may be off by
+//! more than an Upload's lifetime. [`Now::At`] replaces it only where every instance is given
+//! the same clock (tests that move time).
+//!
+//! # Bounded waits
+//!
+//! Each session sets `lock_timeout`, `statement_timeout` and
+//! `idle_in_transaction_session_timeout`, and TCP keepalives both ways: a request waits for a
+//! row lock at most [`LOCK_TIMEOUT`], and the locks of an instance that froze (SIGSTOP) or was
+//! cut off inside a transaction are released by the database within
+//! [`IDLE_IN_TRANSACTION_TIMEOUT`] (or the keepalives). A wait that runs out is a
+//! [`Rejection::unavailable`]: 503 with `Retry-After`, which the SDKs retry.
 
 mod migrations;
 #[cfg(test)]
@@ -41,12 +58,36 @@ use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
 use uploads_core::types::{FileId, ListFilesQuery, ListOrder, UploadId};
 
+use crate::clock::Clock;
 use crate::objects::{file_key, part_key};
 
-/// How long an instance waits for a connection, to connect, and to check one back in.
+/// How long an instance waits to connect, and to check a connection back in.
 const POOL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for one of the pool's connections (then 503).
+const POOL_WAIT: Duration = Duration::from_secs(5);
 /// Connections per instance.
 const POOL_SIZE: usize = 16;
+/// How long a statement waits for a row lock (then 503): a holder that froze is not waited
+/// for longer.
+pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest statement; every statement here is short.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a session may sit inside a transaction without a statement before the database
+/// ends it and releases its locks: an instance frozen or cut off mid-transaction.
+pub(crate) const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalives (both ends): idle time before the first probe, between probes, and probes
+/// lost before the connection is dropped.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+const KEEPALIVE_PROBES: u32 = 3;
+/// How long `/healthz` waits for the database.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
+/// What a 503 asks a client to wait before retrying (seconds).
+const RETRY_AFTER_SECS: u64 = 1;
+/// How long a sweeper holds a claim on objects to delete before another may take them.
+const COLLECT_CLAIM_SECS: i64 = 300;
+/// The database's clock, in unix seconds, or the given one (`$1`, when not null).
+const NOW_SQL: &str = "COALESCE($1::bigint, floor(extract(epoch FROM now()))::bigint)";
 /// Records a sweep claims at once (the rest wait for the next tick).
 const SWEEP_BATCH: i64 = 200;
 /// The largest page `GET /files` serves (the ledger refuses larger limits).
@@ -70,6 +111,50 @@ pub(crate) enum Scope {
     },
 }
 
+/// Whose clock decides: the database's, or (tests that move time) a given `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Now {
+    /// `now()` of the database, in the transaction that decides.
+    Database,
+    /// This time, given to every instance alike.
+    At(u64),
+}
+
+impl From<u64> for Now {
+    fn from(now: u64) -> Self {
+        Self::At(now)
+    }
+}
+
+impl Now {
+    /// The parameter of [`NOW_SQL`].
+    fn param(self) -> Option<i64> {
+        match self {
+            Self::Database => None,
+            Self::At(now) => Some(to_i64(now)),
+        }
+    }
+
+    /// The time, read from the database unless given.
+    async fn resolve(self, client: &impl GenericClient) -> Result<u64, LoadError> {
+        match self {
+            Self::At(now) => Ok(now),
+            Self::Database => {
+                let row = client
+                    .query_one(&format!("SELECT {NOW_SQL}"), &[&self.param()])
+                    .await?;
+                Ok(to_u64(row.try_get(0)?))
+            }
+        }
+    }
+}
+
+/// The clock of a service on the shared backend: the database's unless every instance is
+/// given the same one.
+pub(crate) fn decision_time(clock: Option<&dyn Clock>) -> Now {
+    clock.map_or(Now::Database, |clock| Now::At(clock.now()))
+}
+
 /// Why a mutation changed nothing.
 #[derive(Debug)]
 pub(crate) enum MutationError {
@@ -88,9 +173,22 @@ pub(crate) struct Committed<T> {
     pub doomed: bool,
 }
 
+/// What `/healthz` says of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DatabaseHealth {
+    /// It answered, and a connection is free or being made.
+    Ok,
+    /// It answered, but every connection of the pool is in use and requests wait for one.
+    Busy,
+    /// It did not answer within the health deadline.
+    Unreachable,
+}
+
 /// The ledger's records in PostgreSQL.
 pub(crate) struct PgRecords {
     pool: Pool,
+    /// One connection kept apart for `/healthz`, which must not queue behind requests.
+    health: Pool,
     limits: Limits,
     /// How long an object may stay unrecorded before a sweeper collects it.
     intent_grace: u64,
@@ -106,27 +204,10 @@ impl PgRecords {
                 format!("the database URL is not valid: {error}"),
             )
         })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(POOL_TIMEOUT);
-        }
+        bound_sessions(&mut config);
         let target = describe(&config);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                // A connection is checked with a round trip before each use: after a database
-                // restart or a terminated backend, requests get fresh connections, not errors.
-                recycling_method: RecyclingMethod::Verified,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(POOL_SIZE)
-            .wait_timeout(Some(POOL_TIMEOUT))
-            .create_timeout(Some(POOL_TIMEOUT))
-            .recycle_timeout(Some(POOL_TIMEOUT))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .map_err(io::Error::other)?;
+        let pool = build_pool(config.clone(), POOL_SIZE, POOL_WAIT)?;
+        let health = build_pool(config, 1, HEALTH_DEADLINE)?;
         let mut client = pool.get().await.map_err(|error| {
             io::Error::new(
                 io::ErrorKind::ConnectionRefused,
@@ -140,69 +221,91 @@ impl PgRecords {
         let intent_grace = limits.upload_ttl_secs.saturating_mul(2);
         Ok(Self {
             pool,
+            health,
             limits,
             intent_grace,
         })
     }
 
-    /// Whether the database answers now.
-    pub(crate) async fn ping(&self) -> bool {
+    /// How the database is now, within [`HEALTH_DEADLINE`], on a connection of its own (a
+    /// pool busy with requests is not an unreachable database).
+    pub(crate) async fn health(&self) -> DatabaseHealth {
         let check = async {
-            let client = self.pool.get().await.ok()?;
+            let client = self.health.get().await.ok()?;
             client.simple_query("SELECT 1").await.ok()
         };
-        tokio::time::timeout(POOL_TIMEOUT, check)
+        let answered = tokio::time::timeout(HEALTH_DEADLINE, check)
             .await
             .ok()
             .flatten()
-            .is_some()
+            .is_some();
+        let status = self.pool.status();
+        if !answered {
+            DatabaseHealth::Unreachable
+        } else if status.available == 0 && status.size >= status.max_size && status.waiting > 0 {
+            DatabaseHealth::Busy
+        } else {
+            DatabaseHealth::Ok
+        }
     }
 
-    /// Runs a read of the ledger over the rows of `scope`, as they are now.
+    /// Runs a read of the ledger over the rows of `scope`, as they are at `now`.
     pub(crate) async fn read<T>(
         &self,
         scope: &Scope,
-        now: u64,
-        read: impl FnOnce(&Ledger) -> Result<T, Rejection>,
+        now: impl Into<Now>,
+        read: impl FnOnce(&Ledger, u64) -> Result<T, Rejection>,
     ) -> Result<T, Rejection> {
         let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let now = now
+            .into()
+            .resolve(&**client)
+            .await
+            .map_err(|error| unavailable(&error))?;
         let loaded = load(&**client, scope, now, false)
             .await
             .map_err(|error| unavailable(&error))?;
-        read(&loaded.ledger(&self.limits))
+        read(&loaded.ledger(&self.limits), now)
     }
 
     /// Records that `key` is about to be written: a sweeper deletes it after the grace
     /// period unless a mutation recorded it first.
-    pub(crate) async fn intend(&self, key: &str, now: u64) -> Result<(), Rejection> {
+    pub(crate) async fn intend(&self, key: &str, now: impl Into<Now>) -> Result<(), Rejection> {
         let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        let not_before = to_i64(now.saturating_add(self.intent_grace));
         client
             .execute(
-                "INSERT INTO doomed_objects (key, not_before) VALUES ($1, $2)
-                 ON CONFLICT (key) DO UPDATE SET not_before = EXCLUDED.not_before",
-                &[&key, &not_before],
+                &format!(
+                    "INSERT INTO doomed_objects (key, not_before) VALUES ($2, {NOW_SQL} + $3)
+                     ON CONFLICT (key) DO UPDATE
+                         SET not_before = EXCLUDED.not_before, claimed_until = NULL"
+                ),
+                &[&now.into().param(), &key, &to_i64(self.intent_grace)],
             )
             .await
             .map_err(|error| unavailable(&error))?;
         Ok(())
     }
 
-    /// One mutation, atomically: lock the rows of `scope`, let the ledger plan over them,
-    /// write the plan's steps, commit.
+    /// One mutation, atomically: lock the rows of `scope`, let the ledger plan over them at
+    /// the transaction's `now`, write the plan's steps, commit.
     pub(crate) async fn mutate<T>(
         &self,
         scope: &Scope,
-        now: u64,
-        plan: impl FnOnce(&Ledger) -> Result<Planned<T>, Rejection>,
+        now: impl Into<Now>,
+        plan: impl FnOnce(&Ledger, u64) -> Result<Planned<T>, Rejection>,
     ) -> Result<Committed<T>, MutationError> {
         let failed = |error: &dyn std::fmt::Display| MutationError::Failed(unavailable(error));
         let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
         let transaction = client.transaction().await.map_err(|error| failed(&error))?;
+        let now = now
+            .into()
+            .resolve(&*transaction)
+            .await
+            .map_err(|error| failed(&error))?;
         let loaded = load(&*transaction, scope, now, true)
             .await
             .map_err(|error| failed(&error))?;
-        let planned = plan(&loaded.ledger(&self.limits)).map_err(MutationError::Refused)?;
+        let planned = plan(&loaded.ledger(&self.limits), now).map_err(MutationError::Refused)?;
         let mut doomed = false;
         if let Some(change) = planned.change {
             doomed = change.steps().iter().any(|step| {
@@ -225,10 +328,15 @@ impl PgRecords {
     /// One sweep: claims (skipping rows another instance holds) the records the ledger may
     /// remove, removes them as the ledger says, and marks expired Uploads' Parts removed.
     /// Returns how many records it claimed.
-    pub(crate) async fn sweep(&self, now: u64) -> Result<usize, Rejection> {
+    pub(crate) async fn sweep(&self, now: impl Into<Now>) -> Result<usize, Rejection> {
         let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
         let transaction = client
             .transaction()
+            .await
+            .map_err(|error| unavailable(&error))?;
+        let now = now
+            .into()
+            .resolve(&*transaction)
             .await
             .map_err(|error| unavailable(&error))?;
         let loaded = claim_sweep(&*transaction, now, self.limits.upload_ttl_secs)
@@ -239,32 +347,29 @@ impl PgRecords {
             return Ok(0);
         }
         let ledger = loaded.ledger(&self.limits);
+        // An expired Upload's record is marked `parts_removed` by the ledger's own step.
         if let Some(change) = ledger.sweep(now) {
             write_steps(&*transaction, change.steps(), &loaded, now)
                 .await
                 .map_err(|error| unavailable(&error))?;
         }
-        let expired: Vec<&str> = loaded
-            .uploads
-            .iter()
-            .filter(|(record, _)| record.is_expired(now))
-            .map(|(record, _)| record.id.as_str())
-            .collect();
-        finish_claim(
-            transaction,
-            "UPDATE uploads SET parts_removed = true WHERE id = ANY($1)",
-            &expired,
-        )
-        .await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| unavailable(&error))?;
         Ok(claimed)
     }
 
     /// Claims up to `limit` objects that are due for deletion, deletes them with `delete`
     /// and then their rows; rows whose delete failed stay for the next pass. Returns how
     /// many objects it deleted.
+    ///
+    /// No transaction is held while the bucket works: the claim (`claimed_until`) is
+    /// committed first, so a slow bucket cannot keep rows locked, and a claim whose instance
+    /// died lapses after [`COLLECT_CLAIM_SECS`].
     pub(crate) async fn collect_objects<F, Fut>(
         &self,
-        now: u64,
+        now: impl Into<Now>,
         limit: i64,
         delete: F,
     ) -> Result<usize, Rejection>
@@ -272,53 +377,100 @@ impl PgRecords {
         F: Fn(String) -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
-        let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|error| unavailable(&error))?;
-        let rows = transaction
+        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let rows = client
             .query(
-                "SELECT key FROM doomed_objects WHERE not_before <= $1 ORDER BY not_before
-                 LIMIT $2 FOR UPDATE SKIP LOCKED",
-                &[&to_i64(now), &limit],
+                &format!(
+                    "WITH due AS (
+                         SELECT key FROM doomed_objects
+                         WHERE not_before <= {NOW_SQL}
+                           AND (claimed_until IS NULL OR claimed_until <= {NOW_SQL})
+                         ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     UPDATE doomed_objects d SET claimed_until = {NOW_SQL} + $3
+                     FROM due WHERE d.key = due.key
+                     RETURNING d.key, d.claimed_until"
+                ),
+                &[&now.into().param(), &limit, &COLLECT_CLAIM_SECS],
             )
             .await
             .map_err(|error| unavailable(&error))?;
+        // Each object is deleted before its row: a row outlives its object, never the reverse.
         let mut deleted = Vec::new();
+        let mut claimed_until = Vec::new();
         for row in rows {
             let key: String = row.get(0);
             match delete(key.clone()).await {
-                Ok(()) => deleted.push(key),
+                Ok(()) => {
+                    deleted.push(key);
+                    claimed_until.push(row.get::<_, i64>(1));
+                }
                 Err(error) => {
                     tracing::warn!(%key, %error, "deleting an object failed; retrying later");
                 }
             }
         }
-        finish_claim(
-            transaction,
-            "DELETE FROM doomed_objects WHERE key = ANY($1)",
-            &deleted,
-        )
-        .await?;
+        client
+            .execute(
+                "DELETE FROM doomed_objects d USING unnest($1::text[], $2::bigint[]) AS c(key, until)
+                 WHERE d.key = c.key AND d.claimed_until = c.until",
+                &[&deleted, &claimed_until],
+            )
+            .await
+            .map_err(|error| unavailable(&error))?;
         Ok(deleted.len())
     }
 }
 
-/// Runs the last statement of a claim (over the claimed ids) and commits.
-async fn finish_claim(
-    transaction: deadpool_postgres::Transaction<'_>,
-    sql: &str,
-    ids: &(dyn tokio_postgres::types::ToSql + Sync),
-) -> Result<(), Rejection> {
-    transaction
-        .execute(sql, &[ids])
-        .await
-        .map_err(|error| unavailable(&error))?;
-    transaction
-        .commit()
-        .await
-        .map_err(|error| unavailable(&error))
+/// Makes every session of `config` bounded: its lock waits, its statements, its idle
+/// transactions, and its TCP connection (keepalives on both ends, and unacknowledged data).
+fn bound_sessions(config: &mut tokio_postgres::Config) {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(POOL_TIMEOUT);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL)
+        .keepalives_retries(KEEPALIVE_PROBES)
+        .tcp_user_timeout(KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES);
+    let ms = |duration: Duration| duration.as_millis();
+    let bounds = format!(
+        "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+         -c tcp_keepalives_idle={} -c tcp_keepalives_interval={} -c tcp_keepalives_count={}",
+        ms(LOCK_TIMEOUT),
+        ms(STATEMENT_TIMEOUT),
+        ms(IDLE_IN_TRANSACTION_TIMEOUT),
+        KEEPALIVE_IDLE.as_secs(),
+        KEEPALIVE_INTERVAL.as_secs(),
+        KEEPALIVE_PROBES,
+    );
+    // Settings in the URL's own `options` come after ours, so they win.
+    let options = match config.get_options() {
+        Some(given) if !given.is_empty() => format!("{bounds} {given}"),
+        _ => bounds,
+    };
+    config.options(options);
+}
+
+/// A pool of up to `size` connections, where a request waits at most `wait` for one.
+fn build_pool(config: tokio_postgres::Config, size: usize, wait: Duration) -> io::Result<Pool> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A connection is checked with a round trip before each use: after a database
+            // restart or a terminated backend, requests get fresh connections, not errors.
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(io::Error::other)
 }
 
 /// The records a request loaded, and what they looked like (to write only what changed).
@@ -596,17 +748,18 @@ async fn save_upload(
         };
         client
             .execute(
-                "INSERT INTO uploads (id, owner, status, file_id, expires_at, record)
-                 VALUES ($1, $2, $3, $4, $5, $6)
+                "INSERT INTO uploads (id, owner, status, file_id, expires_at, parts_removed, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status,
                      file_id = EXCLUDED.file_id, expires_at = EXCLUDED.expires_at,
-                     record = EXCLUDED.record",
+                     parts_removed = EXCLUDED.parts_removed, record = EXCLUDED.record",
                 &[
                     &record.id.as_str(),
                     &record.owner.as_str(),
                     &status,
                     &file_id,
                     &to_i64(record.expires_at),
+                    &record.parts_removed,
                     &json,
                 ],
             )
@@ -655,7 +808,10 @@ async fn insert_part(
 /// (the object may be gone: the request must not be acknowledged).
 async fn consume_intent(client: &impl GenericClient, key: &str) -> Result<(), LoadError> {
     let removed = client
-        .execute("DELETE FROM doomed_objects WHERE key = $1", &[&key])
+        .execute(
+            "DELETE FROM doomed_objects WHERE key = $1 AND claimed_until IS NULL",
+            &[&key],
+        )
         .await?;
     if removed == 1 {
         Ok(())
@@ -731,10 +887,15 @@ enum LoadError {
     Collected(String),
 }
 
-/// A 500 for a database failure, logged.
+/// A 503 with `Retry-After` for a database that failed or did not answer in time (a lock
+/// wait, a statement or the pool's queue that ran out, a lost connection), logged. Nothing
+/// was committed: the same request may succeed when retried.
 fn unavailable(error: &dyn std::fmt::Display) -> Rejection {
     tracing::error!(%error, "the database failed");
-    Rejection::server_error("The server could not reach its database. Retry the request.")
+    Rejection::unavailable(
+        "The server could not reach its database in time, so nothing was changed. Retry the request.",
+        RETRY_AFTER_SECS,
+    )
 }
 
 /// `user@host:port/db` of a config, without its password.

@@ -38,7 +38,7 @@ async fn create(records: &PgRecords, bytes: u64) -> Upload {
         r#"{{"filename":"a.txt","purpose":"user_data","bytes":{bytes},"mime_type":"text/plain"}}"#
     );
     records
-        .mutate(&Scope::Nothing, NOW, |ledger| {
+        .mutate(&Scope::Nothing, NOW, |ledger, _| {
             ledger.create_upload(&owner(), body.as_bytes(), NOW, &mut ids())
         })
         .await
@@ -49,7 +49,7 @@ async fn create(records: &PgRecords, bytes: u64) -> Upload {
 /// Adds a Part as the service does: check, intent, (bytes), record.
 async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId {
     let slot = records
-        .read(&Scope::Upload(upload.clone()), NOW, |ledger| {
+        .read(&Scope::Upload(upload.clone()), NOW, |ledger, _| {
             ledger.check_add_part(&owner(), upload, NOW, &mut ids())
         })
         .await
@@ -59,7 +59,7 @@ async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId 
         .await
         .unwrap();
     records
-        .mutate(&Scope::Upload(upload.clone()), NOW, |ledger| {
+        .mutate(&Scope::Upload(upload.clone()), NOW, |ledger, _| {
             ledger.add_part(&owner(), &slot, bytes, NOW)
         })
         .await
@@ -75,7 +75,7 @@ async fn complete(
     md5: Option<[u8; 16]>,
 ) -> Result<Upload, MutationError> {
     let plan = records
-        .read(&Scope::Upload(upload.clone()), NOW, |ledger| {
+        .read(&Scope::Upload(upload.clone()), NOW, |ledger, _| {
             ledger.plan_complete(&owner(), upload, body.as_bytes(), NOW)
         })
         .await
@@ -85,7 +85,7 @@ async fn complete(
         CompletePlan::Verify(verification) => verification,
     };
     records
-        .mutate(&Scope::Upload(upload.clone()), NOW + 1, |ledger| {
+        .mutate(&Scope::Upload(upload.clone()), NOW + 1, |ledger, _| {
             ledger.finish_complete(&owner(), &verification, md5, NOW + 1, &mut ids())
         })
         .await
@@ -117,15 +117,18 @@ async fn instances_starting_at_once_apply_the_migrations_once() {
     }
     let applied = services::Services::get().psql_on(
         &namespace.database,
-        "SELECT string_agg(version::text, ',') FROM schema_migrations",
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations",
     );
-    assert_eq!(applied, migrations::latest_version().to_string());
+    let every: Vec<String> = (1..=migrations::latest_version())
+        .map(|version| version.to_string())
+        .collect();
+    assert_eq!(applied, every.join(","));
 }
 
 #[tokio::test]
 async fn ping_answers_while_the_database_does() {
     let (_namespace, instances) = instances(1).await;
-    assert!(instances[0].ping().await);
+    assert_eq!(instances[0].health().await, DatabaseHealth::Ok);
 }
 
 #[tokio::test]
@@ -177,7 +180,7 @@ async fn parts_sent_to_two_instances_complete_on_either_and_replay_on_the_other(
         (400, Some("part_ids"))
     );
     let manifest = a
-        .read(&Scope::File(file.id.clone()), NOW + 2, |ledger| {
+        .read(&Scope::File(file.id.clone()), NOW + 2, |ledger, _| {
             ledger.file_manifest(&owner(), &file.id, NOW + 2).cloned()
         })
         .await
@@ -185,7 +188,7 @@ async fn parts_sent_to_two_instances_complete_on_either_and_replay_on_the_other(
     assert_eq!(manifest.part_ids, vec![first, second]);
     let nobody = Owner::new("proj_other");
     let hidden = b
-        .read(&Scope::File(file.id.clone()), NOW + 2, |ledger| {
+        .read(&Scope::File(file.id.clone()), NOW + 2, |ledger, _| {
             ledger.retrieve_file(&nobody, &file.id, NOW + 2)
         })
         .await
@@ -208,7 +211,7 @@ async fn racing_completes_and_cancels_on_two_instances_have_one_winner() {
                 tokio::spawn(async move {
                     if i == 1 && cancel_instead {
                         records
-                            .mutate(&Scope::Upload(upload.clone()), NOW, |ledger| {
+                            .mutate(&Scope::Upload(upload.clone()), NOW, |ledger, _| {
                                 ledger.cancel_upload(&owner(), &upload, NOW)
                             })
                             .await
@@ -275,7 +278,7 @@ async fn files_list_from_the_index_page_by_page() {
             query: query.clone(),
         };
         let page = instances[seen.len() % 2]
-            .read(&scope, NOW + 2, |ledger| {
+            .read(&scope, NOW + 2, |ledger, _| {
                 ledger.list_files(&owner(), &query, NOW + 2)
             })
             .await
@@ -298,7 +301,7 @@ async fn files_list_from_the_index_page_by_page() {
         query: query.clone(),
     };
     let none = instances[0]
-        .read(&scope, NOW + 2, |ledger| {
+        .read(&scope, NOW + 2, |ledger, _| {
             ledger.list_files(&owner(), &query, NOW + 2)
         })
         .await
@@ -376,28 +379,99 @@ async fn a_part_whose_intent_was_collected_is_not_acknowledged() {
     let records = &instances[0];
     let upload = create(records, 1).await;
     let slot = records
-        .read(&Scope::Upload(upload.id.clone()), NOW, |ledger| {
+        .read(&Scope::Upload(upload.id.clone()), NOW, |ledger, _| {
             ledger.check_add_part(&owner(), &upload.id, NOW, &mut ids())
         })
         .await
         .unwrap();
     // No intent: as if a sweeper had collected it while the Part streamed.
     let outcome = records
-        .mutate(&Scope::Upload(upload.id.clone()), NOW, |ledger| {
+        .mutate(&Scope::Upload(upload.id.clone()), NOW, |ledger, _| {
             ledger.add_part(&owner(), &slot, 1, NOW)
         })
         .await;
     match outcome {
-        Err(MutationError::Failed(rejection)) => assert_eq!(rejection.status.as_u16(), 500),
-        other => panic!("expected a 500, got {other:?}"),
+        Err(MutationError::Failed(rejection)) => assert_eq!(rejection.status.as_u16(), 503),
+        other => panic!("expected a 503, got {other:?}"),
     }
+    // An intent a sweeper has claimed (its object is being deleted) is not consumed either.
+    let key = part_key(&upload.id, slot.part_id());
+    records.intend(&key, NOW).await.unwrap();
+    records
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .execute(
+            "UPDATE doomed_objects SET claimed_until = $2 WHERE key = $1",
+            &[&key, &to_i64(NOW + 300)],
+        )
+        .await
+        .unwrap();
+    let outcome = records
+        .mutate(&Scope::Upload(upload.id.clone()), NOW, |ledger, _| {
+            ledger.add_part(&owner(), &slot, 1, NOW)
+        })
+        .await;
+    assert!(
+        matches!(outcome, Err(MutationError::Failed(_))),
+        "{outcome:?}"
+    );
     let parts = records
-        .read(&Scope::Upload(upload.id.clone()), NOW, |ledger| {
+        .read(&Scope::Upload(upload.id.clone()), NOW, |ledger, _| {
             ledger.check_add_part(&owner(), &upload.id, NOW, &mut ids())
         })
         .await;
     assert!(
         parts.is_ok(),
         "the Upload is unchanged and still takes Parts"
+    );
+}
+
+/// An instance frozen (SIGSTOP) or cut off inside a transaction, holding an Upload's row
+/// lock: another instance's mutations of it give up within the lock timeout (503, nothing
+/// changed) instead of waiting, and once the database ends the silent session (its
+/// idle-in-transaction timeout, set on every session this pool opens) they succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_frozen_in_a_transaction_loses_its_locks_and_others_wait_bounded() {
+    let (_namespace, instances) = instances(2).await;
+    let upload = create(&instances[0], 1).await;
+    let frozen = instances[0].pool.get().await.unwrap();
+    frozen.batch_execute("BEGIN").await.unwrap();
+    frozen
+        .execute(
+            "SELECT 1 FROM uploads WHERE id = $1 FOR UPDATE",
+            &[&upload.id.as_str()],
+        )
+        .await
+        .unwrap();
+    let scope = Scope::Upload(upload.id.clone());
+    let cancel = || {
+        instances[1].mutate(&scope, NOW, |ledger, now| {
+            ledger.cancel_upload(&owner(), &upload.id, now)
+        })
+    };
+    let mut refusals = 0;
+    let cancelled = loop {
+        // A hang guard, not a measure.
+        match tokio::time::timeout(Duration::from_mins(1), cancel())
+            .await
+            .expect("a lock wait is bounded")
+        {
+            Ok(committed) => break committed.response,
+            Err(MutationError::Failed(rejection)) => {
+                assert_eq!(rejection.status, http::StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(rejection.retry_after_secs, Some(RETRY_AFTER_SECS));
+                refusals += 1;
+                assert!(refusals < 100, "the frozen session was never ended");
+            }
+            Err(MutationError::Refused(rejection)) => panic!("{rejection}"),
+        }
+    };
+    assert!(refusals >= 1, "the first attempt waited for the lock");
+    assert_eq!(cancelled.status, UploadStatus::Cancelled);
+    assert!(
+        frozen.simple_query("SELECT 1").await.is_err(),
+        "the database ended the frozen session"
     );
 }

@@ -52,6 +52,9 @@ use shared::{collect_objects, shared_health, sweep_shared};
 
 /// Records swept between two yields to the runtime.
 const SWEEP_BATCH: usize = 32;
+/// How long a mutation on the shared backend waits for this instance's earlier mutations
+/// of the same record (each waits at most the database's lock timeout in turn).
+const RECORD_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The settings of a [`Service`].
 pub(crate) struct ServiceConfig {
@@ -189,7 +192,7 @@ impl Service {
     /// never blocks the others.
     async fn sweep(&self) -> Answer<()> {
         if let Some(shared) = &self.shared {
-            return sweep_shared(shared, self.clock.now()).await;
+            return sweep_shared(shared).await;
         }
         let changes = self.ledger.lock().await.sweep_each(self.clock.now());
         for (done, change) in changes.into_iter().enumerate() {
@@ -350,13 +353,26 @@ impl Service {
         };
         tokio::spawn(async move {
             if let Some(shared) = &service.shared {
+                // One request per record at a time on this instance takes a database
+                // connection (the others wait here, bounded), so requests for one busy or
+                // locked Upload cannot take the pool every other tenant needs.
+                let _record = match &record {
+                    Some(record) => Some(
+                        service
+                            .bounded_record_lock(record)
+                            .await
+                            .map_err(Refused::Commit)?,
+                    ),
+                    None => None,
+                };
                 // One transaction that locks the rows it reads: the database keeps
                 // mutations of one record apart, on every instance.
-                let now = service.clock.now();
                 let mut ids = service.ids();
                 let committed = shared
                     .records
-                    .mutate(&scope, now, |ledger| plan(ledger, now, &mut ids))
+                    .mutate(&scope, shared.now(), |ledger, now| {
+                        plan(ledger, now, &mut ids)
+                    })
                     .await
                     .map_err(|error| match error {
                         MutationError::Refused(rejection) => Refused::Planning(rejection),
@@ -365,7 +381,7 @@ impl Service {
                 if committed.doomed {
                     // The bytes no record needs go before the answer, as on the directory
                     // store; a failure (logged) leaves them to the sweep.
-                    let _ = collect_objects(shared, now, false).await;
+                    let _ = collect_objects(shared, false).await;
                 }
                 return Ok(committed.response);
             }
@@ -414,15 +430,9 @@ impl Service {
         scope: Scope,
         read: impl FnOnce(&Ledger, u64) -> Answer<T>,
     ) -> Answer<T> {
-        let now = self.clock.now();
         match &self.shared {
-            Some(shared) => {
-                shared
-                    .records
-                    .read(&scope, now, |ledger| read(ledger, now))
-                    .await
-            }
-            None => read(&*self.ledger.lock().await, now),
+            Some(shared) => shared.records.read(&scope, shared.now(), read).await,
+            None => read(&*self.ledger.lock().await, self.clock.now()),
         }
     }
 
@@ -430,9 +440,24 @@ impl Service {
     /// object is collected if this instance dies before recording it.
     async fn intend(&self, key: impl FnOnce() -> String) -> Answer<()> {
         match &self.shared {
-            Some(shared) => shared.records.intend(&key(), self.clock.now()).await,
+            Some(shared) => shared.records.intend(&key(), shared.now()).await,
             None => Ok(()),
         }
+    }
+
+    /// [`Service::record_lock`], waited for at most [`RECORD_LOCK_WAIT`]: then 503 with
+    /// `Retry-After` (the Upload is busy: a holder elsewhere froze, or many requests for it
+    /// arrived at once).
+    async fn bounded_record_lock(&self, key: &str) -> Answer<OwnedMutexGuard<()>> {
+        tokio::time::timeout(RECORD_LOCK_WAIT, self.record_lock(key))
+            .await
+            .map_err(|_| {
+                tracing::warn!(record = %key, "gave up waiting for a busy record");
+                Rejection::unavailable(
+                    "Another request for this object is still being applied. Retry the request.",
+                    1,
+                )
+            })
     }
 
     /// The lock of one Upload or File: held from planning a mutation of it to applying it, so
@@ -534,9 +559,13 @@ fn json(value: &impl Serialize) -> Answer<Response<ResponseBody>> {
 fn rejection_response(rejection: &Rejection) -> Response<ResponseBody> {
     let mut response = Response::new(full(rejection.body_json()));
     *response.status_mut() = rejection.status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (name, value) in rejection.retry_after_headers() {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
+    }
     response
 }
 

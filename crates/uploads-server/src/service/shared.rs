@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use super::Answer;
+use crate::clock::Clock;
 use crate::objects::ObjectBytes;
-use crate::pg::PgRecords;
+use crate::pg::{DatabaseHealth, Now, PgRecords, decision_time};
 
 /// The records and bytes that several instances share.
 pub(crate) struct Shared {
@@ -12,6 +13,16 @@ pub(crate) struct Shared {
     pub records: PgRecords,
     /// The bytes (also the service's `store`).
     pub objects: Arc<ObjectBytes>,
+    /// The clock that replaces the database's, when every instance is given the same one
+    /// (tests that move time); `None`: the database's clock decides.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+impl Shared {
+    /// Whose clock decides the next transaction.
+    pub(super) fn now(&self) -> Now {
+        decision_time(self.clock.as_deref())
+    }
 }
 
 /// Object deletions one sweep tick runs at most (the rest wait for the next tick).
@@ -20,10 +31,14 @@ const COLLECT_BATCH: i64 = 500;
 /// What makes the scale-out backend unusable now, as the end of a sentence (`" The
 /// database is unreachable."`), or `None` while both the database and the bucket answer.
 pub(super) async fn shared_health(shared: &Shared) -> Option<String> {
-    let (database, bucket) = tokio::join!(shared.records.ping(), shared.objects.check());
+    let (database, bucket) = tokio::join!(shared.records.health(), shared.objects.check());
     let mut problems = Vec::new();
-    if !database {
-        problems.push("the database is unreachable".to_owned());
+    match database {
+        DatabaseHealth::Unreachable => problems.push("the database is unreachable".to_owned()),
+        // Requests wait for a connection, but the database answers: this instance is
+        // serving, and taking it out of a balancer would only move the load.
+        DatabaseHealth::Busy => tracing::warn!("health check: every database connection is in use"),
+        DatabaseHealth::Ok => {}
     }
     if let Err(error) = bucket {
         problems.push(error.to_string());
@@ -38,18 +53,18 @@ pub(super) async fn shared_health(shared: &Shared) -> Option<String> {
 
 /// One sweep of shared records: claims batches (another instance skips what this one holds)
 /// until nothing is due, then deletes the objects no record needs any more.
-pub(super) async fn sweep_shared(shared: &Shared, now: u64) -> Answer<()> {
-    while shared.records.sweep(now).await? > 0 {}
-    collect_objects(shared, now, true).await
+pub(super) async fn sweep_shared(shared: &Shared) -> Answer<()> {
+    while shared.records.sweep(shared.now()).await? > 0 {}
+    collect_objects(shared, true).await
 }
 
 /// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED` (one batch
 /// unless `all`).
-pub(super) async fn collect_objects(shared: &Shared, now: u64, all: bool) -> Answer<()> {
+pub(super) async fn collect_objects(shared: &Shared, all: bool) -> Answer<()> {
     loop {
         let deleted = shared
             .records
-            .collect_objects(now, COLLECT_BATCH, |key| {
+            .collect_objects(shared.now(), COLLECT_BATCH, |key| {
                 let objects = Arc::clone(&shared.objects);
                 async move { objects.delete(&key).await }
             })

@@ -120,11 +120,14 @@ pub async fn start_on(
         .api_key(KEY_B, OWNER_B)
         .clock(clock.clone());
     let builder = match shared_namespace(dir) {
-        Some(namespace) => builder.shared(
-            &namespace.database_url,
-            &namespace.object_store,
-            namespace.s3_env(),
-        ),
+        // The test moves time for the database too.
+        Some(namespace) => builder
+            .shared(
+                &namespace.database_url,
+                &namespace.object_store,
+                namespace.s3_env(),
+            )
+            .shared_clock(clock.clone()),
         None => builder,
     };
     configure(builder).start().await.unwrap()

@@ -1,0 +1,166 @@
+//! The shared backend under the faults production brings: instances whose clocks disagree by
+//! more than an Upload's lifetime, and a peer frozen inside a transaction with an Upload's row
+//! locked. Every server here decides time by the database's clock (none is given
+//! `shared_clock`), as `uploads serve` does.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use support::services::{Namespace, Services};
+use support::{Client, KEY_A, KEY_B, OWNER_A, OWNER_B, Protocol, md5_hex, raw_exchange};
+use uploads_server::clock::Clock;
+use uploads_server::{RunningServer, Server};
+
+/// This machine's clock, off by `offset` seconds: an instance whose host clock is wrong.
+struct SkewedClock(u64);
+
+impl Clock for SkewedClock {
+    fn now(&self) -> u64 {
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        real + self.0
+    }
+}
+
+async fn start(namespace: &Namespace, clock: impl Clock) -> RunningServer {
+    Server::builder()
+        .api_key(KEY_A, OWNER_A)
+        .api_key(KEY_B, OWNER_B)
+        .clock(clock)
+        .sweep_interval(Duration::from_millis(200))
+        .shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            namespace.s3_env(),
+        )
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn client(addr: SocketAddr, key: &str) -> Client {
+    Client::connect(addr, Protocol::Http1, Some(key)).await
+}
+
+/// An instance whose clock runs an Upload's lifetime ahead (and one two lifetimes ahead,
+/// past the retention) starts and sweeps while an Upload is under way on a correct instance:
+/// nothing of it is expired or removed, and it completes with every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_clock_runs_ahead_removes_nothing_live() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let correct = start(&namespace, SkewedClock(0)).await;
+    let on_correct = client(correct.local_addr(), KEY_A).await;
+    for skew in [3_700, 7_300] {
+        let upload = on_correct.create_upload(6).await.id;
+        let first = on_correct.add_part_ok(&upload, b"abc").await.id;
+        // Its startup sweep, then a few more ticks.
+        let ahead = start(&namespace, SkewedClock(skew)).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let on_ahead = client(ahead.local_addr(), KEY_A).await;
+        let second = on_ahead.add_part_ok(&upload, b"def").await.id;
+        let md5 = md5_hex(&[b"abcdef"]);
+        let completed = on_ahead
+            .complete_ok(&upload, &[&first, &second], Some(&md5))
+            .await;
+        let file = completed.file.unwrap();
+        assert_eq!(on_correct.content_ok(&file.id).await, &b"abcdef"[..]);
+        ahead.shutdown().await;
+    }
+    correct.shutdown().await;
+}
+
+/// A peer froze inside a transaction holding an Upload's row lock (here: a session that
+/// took the lock and went silent). Requests for that Upload get 503 with `Retry-After`
+/// within a bound instead of piling up; every other tenant is served meanwhile and
+/// `/healthz` stays 200; once the holder is gone the Upload works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_lock_holder_costs_only_its_upload_a_retry() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let server = start(&namespace, SkewedClock(0)).await;
+    let addr = server.local_addr();
+    let owner_a = client(addr, KEY_A).await;
+    let upload = owner_a.create_upload(3).await.id;
+    let part = owner_a.add_part_ok(&upload, b"abc").await.id;
+
+    let (holder, connection) =
+        tokio_postgres::connect(&namespace.database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM uploads WHERE id = $1 FOR UPDATE",
+            &[&upload.as_str()],
+        )
+        .await
+        .unwrap();
+
+    // More requests for the locked Upload than the instance has connections.
+    let stuck: Vec<_> = (0..24)
+        .map(|i| {
+            let (upload, part) = (upload.clone(), part.clone());
+            tokio::spawn(async move {
+                let client = client(addr, KEY_A).await;
+                if i % 2 == 0 {
+                    client.cancel(&upload).await
+                } else {
+                    client.complete(&upload, &[&part], None).await
+                }
+            })
+        })
+        .collect();
+    // Meanwhile another tenant creates and lists, and the instance says it is healthy.
+    let owner_b = client(addr, KEY_B).await;
+    for _ in 0..3 {
+        owner_b.create_upload(1).await;
+        assert_eq!(owner_b.list("").await.status, StatusCode::OK);
+        let health = raw_exchange(
+            addr,
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(health.status, StatusCode::OK, "{}", health.text());
+    }
+    for request in stuck {
+        // A hang guard, not a measure: without bounds these wait for the holder for ever.
+        let reply = tokio::time::timeout(Duration::from_mins(2), request)
+            .await
+            .expect("a request for a locked Upload must be answered")
+            .unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert!(
+            reply.headers.contains_key("retry-after"),
+            "{:?}",
+            reply.headers
+        );
+        assert!(
+            reply.headers.contains_key("retry-after-ms"),
+            "{:?}",
+            reply.headers
+        );
+        assert_eq!(reply.error().kind, "server_error");
+    }
+
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    drop(holder);
+    let _ = connection.await;
+    let completed = owner_a.complete_ok(&upload, &[&part], None).await;
+    assert_eq!(
+        owner_a.content_ok(&completed.file.unwrap().id).await,
+        &b"abc"[..]
+    );
+    server.shutdown().await;
+}
