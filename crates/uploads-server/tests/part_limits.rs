@@ -250,3 +250,40 @@ async fn a_declared_length_over_the_limit_is_refused_before_100_continue() {
     assert_eq!(reply.error().param.as_deref(), Some("data"));
     assert!(stored_parts(server.data_dir(), &upload.id).is_empty());
 }
+
+#[tokio::test]
+async fn a_json_body_declared_over_its_limit_is_refused_before_100_continue() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(1).await;
+    for path in [
+        "/v1/uploads".to_owned(),
+        format!("/v1/uploads/{}/complete", upload.id),
+    ] {
+        let head = request_head(
+            "POST",
+            &path,
+            Some(KEY_A),
+            &[
+                ("Content-Type", "application/json"),
+                ("Expect", "100-continue"),
+            ],
+            Some(1 << 30),
+        );
+        let mut stream = TcpStream::connect(server.running.local_addr())
+            .await
+            .unwrap();
+        stream.write_all(&head).await.unwrap();
+        // Nothing of the body is sent: the answer must come without asking for it.
+        let reply = read_reply(&mut stream).await.unwrap();
+        assert_eq!(
+            reply.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{path}: {}",
+            reply.text()
+        );
+    }
+    // The Upload was not touched: it still completes.
+    let part = client.add_part_ok(&upload.id, b"x").await.id;
+    client.complete_ok(&upload.id, &[&part], None).await;
+}

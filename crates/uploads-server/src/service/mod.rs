@@ -487,6 +487,11 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
     {
         let limit = self.config.max_json_bytes;
+        // Refused from its head alone: no `100 Continue` for a body that cannot be taken.
+        let (_, declared) = forms::form_head(&request);
+        if declared.is_some_and(|declared| declared > limit as u64) {
+            return Err(body_rejection(&BodyError::TooLarge { limit }));
+        }
         BodyReader::new(request.into_body(), self.config.body_pace)
             .collect(limit)
             .await
