@@ -49,3 +49,65 @@ impl Clock for ManualClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// The clock of a one-process server, watched: a reading earlier than the latest one (an
+/// NTP step back after a jump, an operator's correction) is logged once per step. The time
+/// is still the clock's own: what a step back could do wrong is prevented by the records
+/// (an Upload whose Parts were removed stays expired: `UploadRecord::parts_removed`).
+pub(crate) struct WatchedClock {
+    inner: Arc<dyn Clock>,
+    latest: AtomicU64,
+}
+
+impl WatchedClock {
+    /// Watches `inner`.
+    pub(crate) fn new(inner: Arc<dyn Clock>) -> Self {
+        Self {
+            inner,
+            latest: AtomicU64::new(0),
+        }
+    }
+
+    /// The time, and by how many seconds it went back since the latest reading (0 if not).
+    fn read(&self) -> (u64, u64) {
+        let now = self.inner.now();
+        let latest = self.latest.fetch_max(now, Ordering::SeqCst);
+        (now, latest.saturating_sub(now))
+    }
+}
+
+impl Clock for WatchedClock {
+    fn now(&self) -> u64 {
+        let (now, back) = self.read();
+        if back > 0 {
+            tracing::warn!(
+                seconds = back,
+                "the clock went back; Uploads whose Parts were removed stay expired"
+            );
+            // Logged once: the next reading compares with this one.
+            self.latest.store(now, Ordering::SeqCst);
+        }
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_back_is_noticed_once_and_the_time_stays_the_clocks() {
+        let manual = ManualClock::new(1_000);
+        let watched = WatchedClock::new(Arc::new(manual.clone()));
+        assert_eq!(watched.read(), (1_000, 0));
+        manual.set(5_000);
+        assert_eq!(watched.read(), (5_000, 0));
+        manual.set(1_200);
+        assert_eq!(watched.read(), (1_200, 3_800));
+        assert_eq!(watched.now(), 1_200);
+        // `now` logged the step and moved on from it.
+        assert_eq!(watched.read(), (1_200, 0));
+        manual.advance(1);
+        assert_eq!(watched.now(), 1_201);
+    }
+}

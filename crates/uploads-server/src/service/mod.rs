@@ -40,7 +40,7 @@ use uploads_core::route::{Route, allowed_methods};
 use uploads_core::types::UploadId;
 
 use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, full};
-use crate::clock::Clock;
+use crate::clock::{Clock, WatchedClock};
 use crate::entropy::Entropy;
 use crate::md5_ahead::Md5Ahead;
 use crate::pg::{MutationError, Scope};
@@ -123,6 +123,7 @@ impl Service {
                 .map_err(io::Error::other)??
         };
         let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
+        let clock = Arc::new(WatchedClock::new(clock));
         Self::start(config, ledger, store, clock, entropy, None).await
     }
 
