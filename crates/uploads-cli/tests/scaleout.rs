@@ -31,12 +31,18 @@ struct Instance {
 
 impl Instance {
     fn start(namespace: &Namespace) -> Self {
+        Self::start_on(namespace, &namespace.database_url)
+    }
+
+    /// An instance reaching the namespace's database by `database_url` (another
+    /// `application_name`, say).
+    fn start_on(namespace: &Namespace, database_url: &str) -> Self {
         let mut process = Command::new(BINARY)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--api-key")
             .arg(format!("{KEY_A}=proj_a,{KEY_B}=proj_b"))
             .arg("--database-url")
-            .arg(&namespace.database_url)
+            .arg(database_url)
             .arg("--object-store")
             .arg(&namespace.object_store)
             .envs(namespace.s3_env())
@@ -68,6 +74,16 @@ impl Instance {
             );
         };
         Self { process, addr, log }
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.process.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
     }
 
     /// SIGKILL: no handler runs, nothing is flushed.
@@ -556,4 +572,141 @@ fn startup_names_an_unreachable_database_or_bucket() {
         .replace(&namespace.bucket, "no-such-bucket");
     let stderr = failed_start(&namespace.database_url, &no_bucket, &namespace);
     assert!(stderr.contains("cannot reach the object store"), "{stderr}");
+}
+
+/// `GET /healthz` (outside `/v1`).
+fn health(addr: SocketAddr) -> Answer {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(GUARD)).unwrap();
+    write!(
+        stream,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    Answer {
+        status,
+        body: body.into_bytes(),
+    }
+}
+
+/// One attempt to add a one-byte Part; `None` when the connection broke.
+fn try_add_part(addr: SocketAddr, upload: &str, key: &str) -> Option<Answer> {
+    let boundary = "frozen-boundary-41";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"b\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\nx\r\n--{boundary}--\r\n"
+    );
+    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let path = format!("/uploads/{upload}/parts");
+    exchange(addr, "POST", &path, key, &content_type, body.as_bytes())
+}
+
+/// An instance frozen (SIGSTOP) while it holds an Upload's row lock inside a transaction:
+/// the healthy instance answers requests for that Upload with 200 or 503 (never a hang or a
+/// 500), serves every other tenant, says it is healthy, and takes the Upload's Parts again
+/// once the database has ended the frozen session; the frozen one serves again when resumed.
+#[test]
+fn an_instance_frozen_mid_transaction_leaves_the_others_serving() {
+    let namespace = Services::get().fresh();
+    let frozen = Instance::start_on(
+        &namespace,
+        &format!("{}?application_name=frozen", namespace.database_url),
+    );
+    let healthy = Instance::start(&namespace);
+    let upload = create(healthy.addr, 1);
+    let in_transaction = || {
+        Services::get().psql_on(
+            &namespace.database,
+            // Waiting inside a transaction that has locked an Upload row (FOR UPDATE takes
+            // RowShareLock on the table).
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+             JOIN pg_class c ON c.oid = l.relation \
+             WHERE a.application_name = 'frozen' AND a.state = 'idle in transaction' \
+               AND c.relname = 'uploads' AND l.mode = 'RowShareLock'",
+        ) != "0"
+    };
+    // Parts for the Upload keep arriving at the instance about to freeze.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let feeders: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, upload, addr) = (Arc::clone(&stop), upload.clone(), frozen.addr);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = try_add_part(addr, &upload, KEY_A);
+                }
+            })
+        })
+        .collect();
+    let mut caught = false;
+    for attempt in 0..300_u64 {
+        std::thread::sleep(Duration::from_millis(3 + attempt % 7));
+        frozen.signal("STOP");
+        // Statements already sent finish; the session then waits inside its transaction.
+        std::thread::sleep(Duration::from_millis(150));
+        if in_transaction() {
+            caught = true;
+            break;
+        }
+        frozen.signal("CONT");
+    }
+    assert!(caught, "never froze inside a transaction");
+
+    let stuck: Vec<_> = (0..24)
+        .map(|_| {
+            let (upload, addr) = (upload.clone(), healthy.addr);
+            std::thread::spawn(move || try_add_part(addr, &upload, KEY_A))
+        })
+        .collect();
+    let health = health(healthy.addr);
+    assert_eq!(health.status, 200, "{health:?}");
+    for _ in 0..3 {
+        let other = request(
+            healthy.addr,
+            "POST",
+            "/uploads",
+            KEY_B,
+            r#"{"filename":"b.txt","purpose":"user_data","bytes":1,"mime_type":"text/plain"}"#,
+        );
+        assert_eq!(other.status, 200, "another tenant is served: {other:?}");
+        assert_eq!(
+            request(healthy.addr, "GET", "/files", KEY_B, "").status,
+            200
+        );
+    }
+    for request in stuck {
+        let answer = request.join().unwrap().expect("answered, not cut");
+        assert!(
+            answer.status == 200 || answer.status == 503,
+            "200 or a retryable 503: {answer:?}"
+        );
+    }
+    // The database ends the frozen session within its idle-in-transaction timeout.
+    let mut taken = false;
+    for _ in 0..120 {
+        if try_add_part(healthy.addr, &upload, KEY_A).is_some_and(|answer| answer.status == 200) {
+            taken = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(taken, "the Upload's lock was never released");
+    assert!(!in_transaction());
+
+    frozen.signal("CONT");
+    stop.store(true, Ordering::SeqCst);
+    for feeder in feeders {
+        feeder.join().unwrap();
+    }
+    let resumed = create(frozen.addr, 1);
+    assert!(!resumed.is_empty());
 }
