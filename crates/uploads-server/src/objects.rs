@@ -7,20 +7,30 @@
 //! held and sent with one `put`; past that, a multipart upload sends 5 MiB
 //! pieces, so memory per Part stays bounded whatever its size. An object appears only when
 //! its sink commits; an abandoned sink aborts its multipart upload. Reading streams the
-//! objects in order.
+//! objects in order, with the GETs of the next few objects started ahead.
+//!
+//! Every bucket call is bounded: a bucket that stops answering makes the call fail within
+//! seconds ([`REQUEST_TIMEOUT`], [`CHECK_TIMEOUT`]), never hang.
 //!
 //! The [`Store`] methods block: the service calls them on blocking threads, and they wait
 //! on the runtime's handle there.
 
+use std::collections::VecDeque;
+use std::fmt::Display;
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::stream::BoxStream;
+use futures_util::stream::{self, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, RetryConfig,
+    WriteMultipart,
+};
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use uploads_core::types::{FileId, PartId, UploadId};
 
 use crate::store::{ContentSource, DataSink, Store, StoredState};
@@ -30,6 +40,20 @@ use crate::store::{ContentSource, DataSink, Store, StoredState};
 const SMALL_OBJECT: usize = 5 * 1024 * 1024;
 /// Multipart pieces of one Part in flight at once.
 const PIECES_IN_FLIGHT: usize = 2;
+/// How long one bucket request may go unanswered by default (a HEAD, a DELETE, the start of
+/// a GET, a pause inside a body being read) before it fails; see
+/// [`ObjectBytes::with_request_timeout`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`ObjectBytes::check`] (`/healthz`, startup) waits for the bucket.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The slowest rate a request that sends bytes (a small object, a multipart piece) is given
+/// time for, on top of the request timeout: a 5 MiB piece gets 20 s more.
+const MIN_SEND_RATE: u64 = 256 * 1024;
+/// Objects whose GET starts before the reader reaches them: a File of many small Parts is
+/// read at the bucket's latency divided by this, not at one round trip per Part.
+const READ_AHEAD: usize = 8;
+/// HEADs in flight at once in [`ObjectBytes::missing`].
+const HEADS_IN_FLIGHT: usize = 16;
 
 /// The key of a Part's object, relative to the store's prefix.
 pub(crate) fn part_key(upload: &UploadId, part: &PartId) -> String {
@@ -43,7 +67,7 @@ pub(crate) fn file_key(file: &FileId) -> String {
 
 /// Object storage holding the bytes of Parts and Files.
 pub struct ObjectBytes {
-    store: Arc<dyn ObjectStore>,
+    calls: Calls,
     prefix: Path,
     handle: Handle,
 }
@@ -51,37 +75,110 @@ pub struct ObjectBytes {
 impl std::fmt::Debug for ObjectBytes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectBytes")
-            .field("store", &self.store.to_string())
+            .field("store", &self.calls.name)
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
 
+/// The client options of a networked store. Why `object_store`'s own request timeout is off:
+/// it bounds a whole response, body included, so a download to a slow reader would be cut
+/// (and resumed only within the retry budget); every call is bounded here instead, the
+/// reading of a body by its pauses ([`Calls`]).
+fn client_options() -> ClientOptions {
+    ClientOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout_disabled()
+}
+
+/// A few quick retries of a refused or failing request (5xx, a reset connection), all inside
+/// the caller's deadline; `object_store`'s default (10 retries over 3 minutes) held a silent
+/// bucket's callers for 180 s.
+fn retry_config() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        ..RetryConfig::default()
+    }
+}
+
+/// A networked store's builder, configured from `options` (keys as `object_store` reads
+/// them, in any case) on top of this module's timeouts and retries.
+macro_rules! networked {
+    ($builder:ty, $url:expr, $options:expr) => {
+        $options.into_iter().fold(
+            <$builder>::new()
+                .with_url($url)
+                .with_client_options(client_options())
+                .with_retry(retry_config()),
+            |builder, (key, value)| match key.as_ref().to_ascii_lowercase().parse() {
+                Ok(key) => builder.with_config(key, value),
+                Err(_) => builder,
+            },
+        )
+    };
+}
+
 impl ObjectBytes {
     /// Opens `url` (`s3://bucket/prefix`, `gs://...`, `az://...`, `file:///dir`), configured
     /// from `options` (the process environment's `AWS_*`, `GOOGLE_*`, `AZURE_*` names, as
-    /// `object_store` reads them), on the current runtime.
+    /// `object_store` reads them), on the current runtime. A networked store gets a connect
+    /// timeout of 3 s and at most 3 retries; every call is bounded by [`REQUEST_TIMEOUT`].
     pub fn open<K: AsRef<str>, V: Into<String>>(
         url: &str,
         options: impl IntoIterator<Item = (K, V)>,
     ) -> io::Result<Self> {
+        let invalid = |error: &dyn Display| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot configure the object store {url}: {error}"),
+            )
+        };
         let parsed = url::Url::parse(url).map_err(|error| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("the object store URL {url:?} is not valid: {error}"),
             )
         })?;
-        let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot configure the object store {url}: {error}"),
-            )
-        })?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(&e))?;
+        let store: Arc<dyn ObjectStore> = match scheme {
+            ObjectStoreScheme::AmazonS3 => Arc::new(
+                networked!(object_store::aws::AmazonS3Builder, url, options)
+                    .build()
+                    .map_err(|e| invalid(&e))?,
+            ),
+            ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+                networked!(object_store::gcp::GoogleCloudStorageBuilder, url, options)
+                    .build()
+                    .map_err(|e| invalid(&e))?,
+            ),
+            ObjectStoreScheme::MicrosoftAzure => Arc::new(
+                networked!(object_store::azure::MicrosoftAzureBuilder, url, options)
+                    .build()
+                    .map_err(|e| invalid(&e))?,
+            ),
+            _ => Arc::from(
+                object_store::parse_url_opts(&parsed, options)
+                    .map_err(|e| invalid(&e))?
+                    .0,
+            ),
+        };
         Ok(Self {
-            store: Arc::from(store),
+            calls: Calls {
+                store,
+                name: Arc::from(url),
+                timeout: REQUEST_TIMEOUT,
+            },
             prefix,
             handle: Handle::try_current().map_err(io::Error::other)?,
         })
+    }
+
+    /// Sets how long one bucket request may go unanswered before it fails (default
+    /// [`REQUEST_TIMEOUT`]); a request that sends bytes gets more time with its size.
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.calls.timeout = timeout;
+        self
     }
 
     fn path(&self, key: &str) -> Path {
@@ -89,39 +186,122 @@ impl ObjectBytes {
             .fold(self.prefix.clone(), |path, part| path.clone().join(part))
     }
 
-    /// Whether the bucket answers now (a list of at most one object under the prefix); the
-    /// error says why not.
+    /// Whether the bucket answers now (a list of at most one object under the prefix, within
+    /// [`CHECK_TIMEOUT`]); the error names the store and says why not.
     pub async fn check(&self) -> io::Result<()> {
-        let mut listing = self.store.list(Some(&self.prefix));
-        match listing.next().await {
-            Some(Err(error)) => Err(io::Error::other(format!(
+        let mut listing = self.calls.store.list(Some(&self.prefix));
+        match tokio::time::timeout(CHECK_TIMEOUT, listing.next()).await {
+            Ok(Some(Err(error))) => Err(io::Error::other(format!(
                 "cannot reach the object store {}: {error}",
-                self.store
+                self.calls.name
             ))),
-            _ => Ok(()),
+            Ok(_) => Ok(()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "cannot reach the object store {}: no answer within {CHECK_TIMEOUT:?}",
+                    self.calls.name
+                ),
+            )),
         }
     }
 
     /// Deletes the object of `key`; one that is already gone counts as deleted.
     pub async fn delete(&self, key: &str) -> io::Result<()> {
-        match self.store.delete(&self.path(key)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(io::Error::other(error)),
+        let path = self.path(key);
+        match self
+            .calls
+            .bounded(
+                &path,
+                "DELETE",
+                self.calls.timeout,
+                self.calls.store.delete(&path),
+            )
+            .await
+        {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+            result => result,
         }
     }
 
-    fn block_on<T>(&self, future: impl Future<Output = object_store::Result<T>>) -> io::Result<T> {
-        self.handle.block_on(future).map_err(io::Error::other)
+    /// Of `keys` (relative to the prefix, as [`part_key`] makes them), the ones whose object
+    /// does not exist, in the order given; HEADs [`HEADS_IN_FLIGHT`] at once. Any other
+    /// failure (a timeout, a refused request) is an error: nothing is known missing then.
+    pub async fn missing(&self, keys: &[String]) -> io::Result<Vec<String>> {
+        let found: Vec<Option<&String>> = stream::iter(keys)
+            .map(|key| async move {
+                let path = self.path(key);
+                match self
+                    .calls
+                    .bounded(
+                        &path,
+                        "HEAD",
+                        self.calls.timeout,
+                        self.calls.store.head(&path),
+                    )
+                    .await
+                {
+                    Ok(_) => Ok(None),
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(Some(key)),
+                    Err(error) => Err(error),
+                }
+            })
+            .buffered(HEADS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().cloned().collect())
     }
 
     fn sink(&self, key: &str) -> Box<dyn DataSink> {
         Box::new(ObjectSink {
-            store: Arc::clone(&self.store),
+            calls: self.calls.clone(),
             path: self.path(key),
             handle: self.handle.clone(),
             state: SinkState::Small(Vec::new()),
             written: 0,
         })
+    }
+}
+
+/// A store's calls, each bounded by a deadline whose expiry is an error naming the store.
+#[derive(Clone)]
+struct Calls {
+    store: Arc<dyn ObjectStore>,
+    /// The store's URL, for messages.
+    name: Arc<str>,
+    /// How long a request may go unanswered.
+    timeout: Duration,
+}
+
+impl Calls {
+    /// `call` (a `what` of `path`), failed unless it ends within `limit`. A missing object is
+    /// an error of kind `NotFound`, a deadline passed one of kind `TimedOut`.
+    async fn bounded<T>(
+        &self,
+        path: &Path,
+        what: &str,
+        limit: Duration,
+        call: impl Future<Output = object_store::Result<T>>,
+    ) -> io::Result<T> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error @ object_store::Error::NotFound { .. })) => {
+                Err(io::Error::new(io::ErrorKind::NotFound, error))
+            }
+            Ok(Err(error)) => Err(io::Error::other(error)),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the object store {} did not answer a {what} of {path} within {limit:?}",
+                    self.name
+                ),
+            )),
+        }
+    }
+
+    /// The time a request sending `bytes` is given.
+    fn send_limit(&self, bytes: usize) -> Duration {
+        self.timeout + Duration::from_secs(bytes as u64 / MIN_SEND_RATE)
     }
 }
 
@@ -170,17 +350,19 @@ impl Store for ObjectBytes {
                 .map(|part| self.path(&part_key(upload, part)))
                 .collect(),
         };
-        // Every object must be there now: missing bytes are a 500 before the 200 is sent.
-        for key in &keys {
-            self.block_on(self.store.head(key))?;
-        }
-        Ok(Box::new(ObjectReader {
-            store: Arc::clone(&self.store),
+        // Complete checked that every object exists (`missing`); one gone since is a read
+        // error where it is reached. The first one is awaited here: a File that cannot
+        // start is a 500 before the 200.
+        let mut reader = ObjectReader {
+            calls: self.calls.clone(),
             handle: self.handle.clone(),
             keys: keys.into_iter(),
+            ahead: VecDeque::new(),
             current: None,
             pending: Bytes::new(),
-        }))
+        };
+        reader.current = reader.next_object()?;
+        Ok(Box::new(reader))
     }
 
     fn load(&self) -> io::Result<StoredState> {
@@ -218,7 +400,7 @@ enum SinkState {
 
 /// A Part's bytes on their way to the bucket.
 struct ObjectSink {
-    store: Arc<dyn ObjectStore>,
+    calls: Calls,
     path: Path,
     handle: Handle,
     state: SinkState,
@@ -228,6 +410,7 @@ struct ObjectSink {
 impl DataSink for ObjectSink {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.written += data.len() as u64;
+        let calls = &self.calls;
         match &mut self.state {
             SinkState::Small(held) if held.len() + data.len() <= SMALL_OBJECT => {
                 held.extend_from_slice(data);
@@ -235,10 +418,12 @@ impl DataSink for ObjectSink {
             }
             SinkState::Small(held) => {
                 let held = std::mem::take(held);
-                let upload = self
-                    .handle
-                    .block_on(self.store.put_multipart(&self.path))
-                    .map_err(io::Error::other)?;
+                let upload = self.handle.block_on(calls.bounded(
+                    &self.path,
+                    "multipart create",
+                    calls.timeout,
+                    calls.store.put_multipart(&self.path),
+                ))?;
                 let mut writer = WriteMultipart::new_with_chunk_size(upload, SMALL_OBJECT);
                 writer.write(&held);
                 writer.write(data);
@@ -246,9 +431,12 @@ impl DataSink for ObjectSink {
                 Ok(())
             }
             SinkState::Multipart(writer) => {
-                self.handle
-                    .block_on(writer.wait_for_capacity(PIECES_IN_FLIGHT))
-                    .map_err(io::Error::other)?;
+                self.handle.block_on(calls.bounded(
+                    &self.path,
+                    "multipart piece",
+                    calls.send_limit(SMALL_OBJECT),
+                    writer.wait_for_capacity(PIECES_IN_FLIGHT),
+                ))?;
                 writer.write(data);
                 Ok(())
             }
@@ -257,17 +445,25 @@ impl DataSink for ObjectSink {
     }
 
     fn commit(mut self: Box<Self>) -> io::Result<u64> {
+        let calls = &self.calls;
         match std::mem::replace(&mut self.state, SinkState::Done) {
             SinkState::Small(held) => {
+                let limit = calls.send_limit(held.len());
                 let payload = PutPayload::from(Bytes::from(held));
-                self.handle
-                    .block_on(self.store.put(&self.path, payload))
-                    .map_err(io::Error::other)?;
+                self.handle.block_on(calls.bounded(
+                    &self.path,
+                    "PUT",
+                    limit,
+                    calls.store.put(&self.path, payload),
+                ))?;
             }
             SinkState::Multipart(writer) => {
-                self.handle
-                    .block_on(writer.finish())
-                    .map_err(io::Error::other)?;
+                self.handle.block_on(calls.bounded(
+                    &self.path,
+                    "multipart completion",
+                    calls.send_limit(SMALL_OBJECT * (PIECES_IN_FLIGHT + 1)),
+                    writer.finish(),
+                ))?;
             }
             SinkState::Done => return Err(io::Error::other("sink already committed")),
         }
@@ -280,20 +476,57 @@ impl Drop for ObjectSink {
         // Not committed: a multipart upload's pieces go (without blocking: a sink may be
         // dropped on the runtime).
         if let SinkState::Multipart(writer) = std::mem::replace(&mut self.state, SinkState::Done) {
+            let (calls, path) = (self.calls.clone(), self.path.clone());
             self.handle.spawn(async move {
-                let _ = writer.abort().await;
+                let limit = calls.timeout;
+                let _ = calls
+                    .bounded(&path, "multipart abort", limit, writer.abort())
+                    .await;
             });
         }
     }
 }
 
-/// Objects read one after the other, each opened when it is reached.
+/// An object's bytes as they arrive.
+type ObjectStream = BoxStream<'static, object_store::Result<Bytes>>;
+
+/// Objects read in order, the GETs of the next [`READ_AHEAD`] started before they are
+/// reached. Memory stays bounded: a GET started ahead holds its response's first bytes
+/// only (the rest waits in the connection, under its flow control).
 struct ObjectReader {
-    store: Arc<dyn ObjectStore>,
+    calls: Calls,
     handle: Handle,
+    /// The objects whose GET has not started.
     keys: std::vec::IntoIter<Path>,
-    current: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    /// The GETs started, in order.
+    ahead: VecDeque<JoinHandle<io::Result<ObjectStream>>>,
+    current: Option<ObjectStream>,
     pending: Bytes,
+}
+
+impl ObjectReader {
+    /// The next object's bytes (`None` after the last); an object that is gone is an error
+    /// of kind `NotFound`.
+    fn next_object(&mut self) -> io::Result<Option<ObjectStream>> {
+        while self.ahead.len() <= READ_AHEAD {
+            let Some(path) = self.keys.next() else { break };
+            let calls = self.calls.clone();
+            self.ahead.push_back(self.handle.spawn(async move {
+                let limit = calls.timeout;
+                let object = calls
+                    .bounded(&path, "GET", limit, calls.store.get(&path))
+                    .await?;
+                Ok(object.into_stream())
+            }));
+        }
+        let Some(get) = self.ahead.pop_front() else {
+            return Ok(None);
+        };
+        self.handle
+            .block_on(get)
+            .map_err(io::Error::other)?
+            .map(Some)
+    }
 }
 
 impl Read for ObjectReader {
@@ -305,28 +538,47 @@ impl Read for ObjectReader {
                 return Ok(n);
             }
             if let Some(stream) = &mut self.current {
-                match self.handle.block_on(stream.next()) {
-                    Some(chunk) => {
+                let limit = self.calls.timeout;
+                match self
+                    .handle
+                    .block_on(tokio::time::timeout(limit, stream.next()))
+                {
+                    Ok(Some(chunk)) => {
                         self.pending = chunk.map_err(io::Error::other)?;
                         continue;
                     }
-                    None => self.current = None,
+                    Ok(None) => self.current = None,
+                    Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!(
+                                "the object store {} sent no bytes within {limit:?}",
+                                self.calls.name
+                            ),
+                        ));
+                    }
                 }
             }
-            let Some(key) = self.keys.next() else {
-                return Ok(0);
-            };
-            let result = self
-                .handle
-                .block_on(self.store.get(&key))
-                .map_err(io::Error::other)?;
-            self.current = Some(result.into_stream());
+            match self.next_object()? {
+                Some(stream) => self.current = Some(stream),
+                None => return Ok(0),
+            }
+        }
+    }
+}
+
+impl Drop for ObjectReader {
+    fn drop(&mut self) {
+        for get in &self.ahead {
+            get.abort();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::test_services as services;
 
@@ -419,5 +671,141 @@ mod tests {
             message.contains("cannot reach the object store"),
             "{message}"
         );
+    }
+
+    /// A bucket endpoint that accepts connections and never answers (a silent bucket).
+    fn black_hole() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_bucket_fails_the_check_naming_it_instead_of_hanging() {
+        let env = vec![
+            ("AWS_ENDPOINT_URL", black_hole()),
+            ("AWS_ACCESS_KEY_ID", services::S3_KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", services::S3_SECRET.to_owned()),
+            ("AWS_REGION", services::S3_REGION.to_owned()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ];
+        let bytes = ObjectBytes::open("s3://silent-bucket/objects", env).unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(20), bytes.check())
+            .await
+            .expect("the check answers")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("silent-bucket"), "{message}");
+
+        // Every other call fails within its request timeout too (the service answers 500).
+        let bytes = Arc::new(bytes.with_request_timeout(Duration::from_millis(500)));
+        let keys = vec!["uploads/upload_1/part_1".to_owned()];
+        let error = tokio::time::timeout(Duration::from_secs(20), bytes.missing(&keys))
+            .await
+            .expect("missing answers")
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        assert!(error.to_string().contains("silent-bucket"), "{error}");
+        let deleted = tokio::time::timeout(Duration::from_secs(20), bytes.delete(&keys[0]));
+        assert!(deleted.await.expect("delete answers").is_err());
+        let store = Arc::clone(&bytes);
+        let blocking = tokio::task::spawn_blocking(move || {
+            let upload = UploadId::new("upload_1");
+            let mut small = store.begin_part(&upload, &PartId::new("part_s")).unwrap();
+            small.write(b"hello").unwrap();
+            assert!(small.commit().is_err(), "a small put fails");
+            let mut large = store.begin_part(&upload, &PartId::new("part_l")).unwrap();
+            assert!(
+                large.write(&pattern(SMALL_OBJECT + 1, 1)).is_err(),
+                "a multipart upload fails"
+            );
+            let opened = store.open(&ContentSource::Direct(FileId::new("file_1")));
+            assert!(opened.is_err(), "a download fails before its 200");
+        });
+        tokio::time::timeout(Duration::from_secs(30), blocking)
+            .await
+            .expect("the blocking calls answer")
+            .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn missing_names_the_absent_keys_in_order() {
+        let (_namespace, bytes) = bucket();
+        let bytes = Arc::new(bytes);
+        let store = Arc::clone(&bytes);
+        let keys: Vec<String> = (0..40)
+            .map(|n| format!("uploads/upload_1/part_{n}"))
+            .collect();
+        let written = keys.clone();
+        tokio::task::spawn_blocking(move || {
+            for (n, key) in written.iter().enumerate() {
+                if n % 7 != 3 {
+                    let part = key.rsplit('/').next().unwrap();
+                    let mut sink = store
+                        .begin_part(&UploadId::new("upload_1"), &PartId::new(part))
+                        .unwrap();
+                    sink.write(&pattern(10, 0)).unwrap();
+                    sink.commit().unwrap();
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let expected: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| n % 7 == 3)
+            .map(|(_, key)| key.clone())
+            .collect();
+        assert_eq!(bytes.missing(&keys).await.unwrap(), expected);
+        assert!(bytes.missing(&[]).await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_parts_read_in_order_and_a_missing_one_cuts_the_read() {
+        let (_namespace, bytes) = bucket();
+        let store = Arc::new(bytes);
+        tokio::task::spawn_blocking(move || {
+            let upload = UploadId::new("upload_1");
+            let parts: Vec<PartId> = (0..30).map(|n| PartId::new(format!("part_{n}"))).collect();
+            let mut expected = Vec::new();
+            for (n, part) in parts.iter().enumerate() {
+                let data = pattern(1000 + n * 37, u8::try_from(n).unwrap());
+                let mut sink = store.begin_part(&upload, part).unwrap();
+                sink.write(&data).unwrap();
+                sink.commit().unwrap();
+                expected.extend_from_slice(&data);
+            }
+            let source = ContentSource::Parts {
+                upload: upload.clone(),
+                parts: parts.clone(),
+            };
+            let mut content = Vec::new();
+            store
+                .open(&source)
+                .unwrap()
+                .read_to_end(&mut content)
+                .unwrap();
+            assert!(content == expected, "the bytes of every Part, in order");
+
+            // Part 20 deleted behind the server: the read fails where it is reached.
+            store.remove_parts(&upload, &parts[20..21]).unwrap();
+            let mut reader = store.open(&source).unwrap();
+            let mut content = Vec::new();
+            let error = reader.read_to_end(&mut content).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+            assert!(content.len() < expected.len(), "never silently short");
+            // The first one gone: an error from `open`, before any byte.
+            store.remove_parts(&upload, &parts[..1]).unwrap();
+            assert!(store.open(&source).is_err());
+        })
+        .await
+        .unwrap();
     }
 }
