@@ -17,8 +17,9 @@
 
 use std::collections::VecDeque;
 use std::fmt::Display;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,10 +27,11 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, RetryConfig,
-    WriteMultipart,
+    ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload,
+    RetryConfig,
 };
 use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::task::JoinHandle;
 use uploads_core::types::{FileId, PartId, UploadId};
 
@@ -40,6 +42,11 @@ use crate::store::{ContentSource, DataSink, Store, StoredState};
 const SMALL_OBJECT: usize = 5 * 1024 * 1024;
 /// Multipart pieces of one Part in flight at once.
 const PIECES_IN_FLIGHT: usize = 2;
+/// The default cap on the bytes object sinks hold in memory at once, server-wide: 300
+/// stalled Parts hold at most this much (the rest of their bytes wait in temp files).
+pub const DEFAULT_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
+/// The smallest memory budget: one piece gathered and one being sent.
+pub const MIN_MEMORY_BUDGET: usize = 2 * SMALL_OBJECT;
 /// How long one bucket request may go unanswered by default (a HEAD, a DELETE, the start of
 /// a GET, a pause inside a body being read) before it fails; see
 /// [`ObjectBytes::with_request_timeout`].
@@ -68,6 +75,7 @@ pub(crate) fn file_key(file: &FileId) -> String {
 /// Object storage holding the bytes of Parts and Files.
 pub struct ObjectBytes {
     calls: Calls,
+    budget: Arc<MemoryBudget>,
     prefix: Path,
     handle: Handle,
 }
@@ -168,6 +176,7 @@ impl ObjectBytes {
                 name: Arc::from(url),
                 timeout: REQUEST_TIMEOUT,
             },
+            budget: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
             prefix,
             handle: Handle::try_current().map_err(io::Error::other)?,
         })
@@ -179,6 +188,27 @@ impl ObjectBytes {
     pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
         self.calls.timeout = timeout;
         self
+    }
+
+    /// Sets the cap on the bytes all sinks of this store hold in memory at once (default
+    /// [`DEFAULT_MEMORY_BUDGET`], at least [`MIN_MEMORY_BUDGET`]). Past half of it, bytes
+    /// being gathered go to unnamed temp files (in `TMPDIR`); pieces being sent take the rest,
+    /// a piece waiting for room at most as long as a piece may take to send.
+    #[must_use]
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.budget = MemoryBudget::new(bytes);
+        self
+    }
+
+    /// The bytes the sinks of this store hold in memory now.
+    pub fn memory_held(&self) -> usize {
+        self.budget.held.load(Ordering::SeqCst)
+    }
+
+    /// The most bytes the sinks of this store ever held in memory at once.
+    #[cfg(test)]
+    fn memory_peak(&self) -> usize {
+        self.budget.peak.load(Ordering::SeqCst)
     }
 
     fn path(&self, key: &str) -> Path {
@@ -253,13 +283,12 @@ impl ObjectBytes {
     }
 
     fn sink(&self, key: &str) -> Box<dyn DataSink> {
-        Box::new(ObjectSink {
-            calls: self.calls.clone(),
-            path: self.path(key),
-            handle: self.handle.clone(),
-            state: SinkState::Small(Vec::new()),
-            written: 0,
-        })
+        Box::new(ObjectSink::new(
+            self.calls.clone(),
+            self.path(key),
+            self.handle.clone(),
+            Arc::clone(&self.budget),
+        ))
     }
 }
 
@@ -389,98 +418,317 @@ fn records_elsewhere() -> io::Error {
     )
 }
 
-enum SinkState {
-    /// Bytes held until they are more than a small object.
-    Small(Vec<u8>),
-    /// A multipart upload under way.
-    Multipart(WriteMultipart),
-    /// Committed or failed.
-    Done,
+/// A server-wide cap on the bytes the object sinks hold in memory (bytes gathered toward a
+/// piece, pieces being sent).
+///
+/// Why gathered bytes spill to a temp file rather than wait for room: a write that waited
+/// would leave its sink holding what it gathered so far, and stalled clients (a flood of
+/// slow bodies) would then hold the whole budget while every other Part waited on them;
+/// a sink that spills never waits for a gathering, so it cannot take part in a deadlock and
+/// nobody is refused. Bytes must be in memory only while they are sent (object stores take
+/// a body from memory): a piece read back from a spill file waits for room, bounded, and
+/// the bytes it waits for belong to requests that end within their own deadlines, because
+/// gathering may take at most half the budget.
+#[derive(Debug)]
+struct MemoryBudget {
+    /// The cap.
+    bytes: usize,
+    /// Room left, in bytes.
+    room: Arc<Semaphore>,
+    /// Bytes held now.
+    held: AtomicUsize,
+    /// The most ever held at once.
+    peak: AtomicUsize,
 }
 
-/// A Part's bytes on their way to the bucket.
+impl MemoryBudget {
+    fn new(bytes: usize) -> Arc<Self> {
+        let bytes = bytes.clamp(MIN_MEMORY_BUDGET, Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            bytes,
+            room: Arc::new(Semaphore::new(bytes)),
+            held: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        })
+    }
+
+    fn reserved(self: &Arc<Self>, permit: SemaphorePermit<'_>, bytes: usize) -> Reservation {
+        permit.forget();
+        let held = self.held.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.peak.fetch_max(held, Ordering::SeqCst);
+        Reservation {
+            budget: Arc::clone(self),
+            bytes,
+        }
+    }
+
+    /// Room for `bytes` more gathered bytes, now or never: gathering leaves half the budget
+    /// to pieces being sent.
+    fn try_gather(self: &Arc<Self>, bytes: usize) -> Option<Reservation> {
+        if self.room.available_permits() < bytes.saturating_add(self.bytes / 2) {
+            return None;
+        }
+        let permit = self
+            .room
+            .try_acquire_many(u32::try_from(bytes).ok()?)
+            .ok()?;
+        Some(self.reserved(permit, bytes))
+    }
+
+    /// Room for `bytes` about to be sent, waited for at most `limit`.
+    async fn send(self: &Arc<Self>, bytes: usize, limit: Duration) -> io::Result<Reservation> {
+        let busy = || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no room for {bytes} bytes within {limit:?} in the object store's memory budget of {} bytes",
+                    self.bytes
+                ),
+            )
+        };
+        let wanted = u32::try_from(bytes).map_err(|_| busy())?;
+        match tokio::time::timeout(limit, self.room.acquire_many(wanted)).await {
+            Ok(Ok(permit)) => Ok(self.reserved(permit, bytes)),
+            Ok(Err(closed)) => Err(io::Error::other(closed)),
+            Err(_) => Err(busy()),
+        }
+    }
+}
+
+/// Bytes of the [`MemoryBudget`] held until this is dropped.
+#[derive(Debug)]
+struct Reservation {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Reservation {
+    fn empty(budget: &Arc<MemoryBudget>) -> Self {
+        Self {
+            budget: Arc::clone(budget),
+            bytes: 0,
+        }
+    }
+
+    fn merge(&mut self, mut other: Self) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.budget.held.fetch_sub(self.bytes, Ordering::SeqCst);
+            self.budget.room.add_permits(self.bytes);
+        }
+    }
+}
+
+/// The bytes of the piece (or small object) being gathered.
+enum Gathered {
+    /// In memory, under their reservation.
+    Memory(Vec<u8>, Reservation),
+    /// In an unnamed temp file (the budget had no room), and how many.
+    Disk(std::fs::File, usize),
+}
+
+impl Gathered {
+    fn len(&self) -> usize {
+        match self {
+            Self::Memory(held, _) => held.len(),
+            Self::Disk(_, len) => *len,
+        }
+    }
+}
+
+/// A Part's bytes on their way to the bucket: gathered up to a small object (one `put`),
+/// past that sent as multipart pieces of exactly [`SMALL_OBJECT`] bytes (the last one may
+/// be shorter), [`PIECES_IN_FLIGHT`] at once.
 struct ObjectSink {
     calls: Calls,
     path: Path,
     handle: Handle,
-    state: SinkState,
+    budget: Arc<MemoryBudget>,
+    gathered: Gathered,
+    /// The multipart upload, from the first piece on.
+    upload: Option<Box<dyn MultipartUpload>>,
+    /// The pieces being sent, oldest first; each holds its bytes' reservation.
+    in_flight: VecDeque<JoinHandle<io::Result<()>>>,
     written: u64,
+    /// Committed or failed: nothing more may be written.
+    done: bool,
+}
+
+impl ObjectSink {
+    fn new(calls: Calls, path: Path, handle: Handle, budget: Arc<MemoryBudget>) -> Self {
+        Self {
+            gathered: Gathered::Memory(Vec::new(), Reservation::empty(&budget)),
+            calls,
+            path,
+            handle,
+            budget,
+            upload: None,
+            in_flight: VecDeque::new(),
+            written: 0,
+            done: false,
+        }
+    }
+
+    /// Appends to the gathered bytes (at most up to a piece), in memory while the budget
+    /// has room, on disk from then on.
+    fn gather(&mut self, data: &[u8]) -> io::Result<()> {
+        if let Gathered::Memory(held, reservation) = &mut self.gathered {
+            if let Some(more) = self.budget.try_gather(data.len()) {
+                reservation.merge(more);
+                held.extend_from_slice(data);
+                return Ok(());
+            }
+            let mut file = tempfile::tempfile()?;
+            file.write_all(held)?;
+            self.gathered = Gathered::Disk(file, held.len());
+        }
+        if let Gathered::Disk(file, len) = &mut self.gathered {
+            file.write_all(data)?;
+            *len += data.len();
+        }
+        Ok(())
+    }
+
+    /// The gathered bytes in memory under their reservation (read back from disk once the
+    /// budget has room), and a fresh, empty gathering.
+    fn take_gathered(&mut self) -> io::Result<(Bytes, Reservation)> {
+        let empty = Gathered::Memory(Vec::new(), Reservation::empty(&self.budget));
+        match std::mem::replace(&mut self.gathered, empty) {
+            Gathered::Memory(held, reservation) => Ok((Bytes::from(held), reservation)),
+            Gathered::Disk(mut file, len) => {
+                let limit = self.calls.send_limit(SMALL_OBJECT);
+                let reservation = self.handle.block_on(self.budget.send(len, limit))?;
+                let mut held = vec![0; len];
+                file.seek(SeekFrom::Start(0))?;
+                file.read_exact(&mut held)?;
+                Ok((Bytes::from(held), reservation))
+            }
+        }
+    }
+
+    /// Waits for the oldest piece in flight; its failure is this sink's.
+    fn wait_oldest(&mut self) -> io::Result<()> {
+        match self.in_flight.pop_front() {
+            Some(piece) => self.handle.block_on(piece).map_err(io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends the gathered bytes as the next piece (starting the multipart upload first).
+    fn send_piece(&mut self) -> io::Result<()> {
+        while self.in_flight.len() >= PIECES_IN_FLIGHT {
+            self.wait_oldest()?;
+        }
+        let (piece, reservation) = self.take_gathered()?;
+        let calls = self.calls.clone();
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => self.upload.insert(self.handle.block_on(calls.bounded(
+                &self.path,
+                "multipart create",
+                calls.timeout,
+                calls.store.put_multipart(&self.path),
+            ))?),
+        };
+        let limit = calls.send_limit(piece.len());
+        let sending = upload.put_part(PutPayload::from(piece));
+        let path = self.path.clone();
+        self.in_flight.push_back(self.handle.spawn(async move {
+            let _held = reservation;
+            calls
+                .bounded(&path, "multipart piece", limit, sending)
+                .await
+        }));
+        Ok(())
+    }
+
+    fn write_piecewise(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.gathered.len() == SMALL_OBJECT {
+                // More bytes follow a full piece: it is not the last one, send it.
+                self.send_piece()?;
+            }
+            let (now, later) = data.split_at(data.len().min(SMALL_OBJECT - self.gathered.len()));
+            self.gather(now)?;
+            data = later;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if self.upload.is_none() {
+            let (object, _held) = self.take_gathered()?;
+            let limit = self.calls.send_limit(object.len());
+            let calls = &self.calls;
+            return self
+                .handle
+                .block_on(calls.bounded(
+                    &self.path,
+                    "PUT",
+                    limit,
+                    calls.store.put(&self.path, PutPayload::from(object)),
+                ))
+                .map(drop);
+        }
+        if self.gathered.len() > 0 {
+            self.send_piece()?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_oldest()?;
+        }
+        let calls = self.calls.clone();
+        if let Some(upload) = &mut self.upload {
+            self.handle.block_on(calls.bounded(
+                &self.path,
+                "multipart completion",
+                calls.timeout,
+                upload.complete(),
+            ))?;
+        }
+        self.upload = None;
+        Ok(())
+    }
 }
 
 impl DataSink for ObjectSink {
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        self.written += data.len() as u64;
-        let calls = &self.calls;
-        match &mut self.state {
-            SinkState::Small(held) if held.len() + data.len() <= SMALL_OBJECT => {
-                held.extend_from_slice(data);
-                Ok(())
-            }
-            SinkState::Small(held) => {
-                let held = std::mem::take(held);
-                let upload = self.handle.block_on(calls.bounded(
-                    &self.path,
-                    "multipart create",
-                    calls.timeout,
-                    calls.store.put_multipart(&self.path),
-                ))?;
-                let mut writer = WriteMultipart::new_with_chunk_size(upload, SMALL_OBJECT);
-                writer.write(&held);
-                writer.write(data);
-                self.state = SinkState::Multipart(writer);
-                Ok(())
-            }
-            SinkState::Multipart(writer) => {
-                self.handle.block_on(calls.bounded(
-                    &self.path,
-                    "multipart piece",
-                    calls.send_limit(SMALL_OBJECT),
-                    writer.wait_for_capacity(PIECES_IN_FLIGHT),
-                ))?;
-                writer.write(data);
-                Ok(())
-            }
-            SinkState::Done => Err(io::Error::other("sink already committed")),
+        if self.done {
+            return Err(io::Error::other("sink already committed or failed"));
         }
+        self.written += data.len() as u64;
+        let written = self.write_piecewise(data);
+        self.done = written.is_err();
+        written
     }
 
     fn commit(mut self: Box<Self>) -> io::Result<u64> {
-        let calls = &self.calls;
-        match std::mem::replace(&mut self.state, SinkState::Done) {
-            SinkState::Small(held) => {
-                let limit = calls.send_limit(held.len());
-                let payload = PutPayload::from(Bytes::from(held));
-                self.handle.block_on(calls.bounded(
-                    &self.path,
-                    "PUT",
-                    limit,
-                    calls.store.put(&self.path, payload),
-                ))?;
-            }
-            SinkState::Multipart(writer) => {
-                self.handle.block_on(calls.bounded(
-                    &self.path,
-                    "multipart completion",
-                    calls.send_limit(SMALL_OBJECT * (PIECES_IN_FLIGHT + 1)),
-                    writer.finish(),
-                ))?;
-            }
-            SinkState::Done => return Err(io::Error::other("sink already committed")),
+        if self.done {
+            return Err(io::Error::other("sink already committed or failed"));
         }
+        self.done = true;
+        self.finish()?;
         Ok(self.written)
     }
 }
 
 impl Drop for ObjectSink {
     fn drop(&mut self) {
-        // Not committed: a multipart upload's pieces go (without blocking: a sink may be
-        // dropped on the runtime).
-        if let SinkState::Multipart(writer) = std::mem::replace(&mut self.state, SinkState::Done) {
+        // Not committed: the pieces in flight stop and the multipart upload's pieces go
+        // (without blocking: a sink may be dropped on the runtime).
+        for piece in &self.in_flight {
+            piece.abort();
+        }
+        if let Some(mut upload) = self.upload.take() {
             let (calls, path) = (self.calls.clone(), self.path.clone());
             self.handle.spawn(async move {
                 let limit = calls.timeout;
                 let _ = calls
-                    .bounded(&path, "multipart abort", limit, writer.abort())
+                    .bounded(&path, "multipart abort", limit, upload.abort())
                     .await;
             });
         }
@@ -804,6 +1052,77 @@ mod tests {
             // The first one gone: an error from `open`, before any byte.
             store.remove_parts(&upload, &parts[..1]).unwrap();
             assert!(store.open(&source).is_err());
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stalled_sinks_stay_within_the_memory_budget_and_all_complete_byte_exact() {
+        let (_namespace, bytes) = bucket();
+        let bytes = Arc::new(bytes.with_memory_budget(MIN_MEMORY_BUDGET));
+        let store = Arc::clone(&bytes);
+        let upload = UploadId::new("upload_1");
+        // Four Parts of three pieces, four small ones: all stall with 3 MiB gathered
+        // (24 MiB, more than the budget), then go on at once.
+        let sizes: Vec<usize> = (0..8)
+            .map(|n| {
+                if n % 2 == 0 {
+                    2 * SMALL_OBJECT + 4321
+                } else {
+                    3 << 20
+                }
+            })
+            .collect();
+        let expected = sizes.clone();
+        let upload_id = upload.clone();
+        tokio::task::spawn_blocking(move || {
+            let stalled = std::sync::Barrier::new(expected.len());
+            std::thread::scope(|scope| {
+                for (n, size) in expected.iter().enumerate() {
+                    let (store, stalled, upload) = (&store, &stalled, &upload_id);
+                    scope.spawn(move || {
+                        let data = pattern(*size, u8::try_from(n).unwrap());
+                        let part = PartId::new(format!("part_{n}"));
+                        let mut sink = store.begin_part(upload, &part).unwrap();
+                        let (first, rest) = data.split_at(3 << 20);
+                        for chunk in first.chunks(1 << 20) {
+                            sink.write(chunk).unwrap();
+                        }
+                        stalled.wait();
+                        for chunk in rest.chunks(1 << 20) {
+                            sink.write(chunk).unwrap();
+                        }
+                        assert_eq!(sink.commit().unwrap(), *size as u64);
+                    });
+                }
+            });
+        })
+        .await
+        .unwrap();
+        assert!(
+            bytes.memory_peak() <= MIN_MEMORY_BUDGET,
+            "held {} bytes at once",
+            bytes.memory_peak()
+        );
+        assert_eq!(bytes.memory_held(), 0, "every reservation returned");
+        let store = Arc::clone(&bytes);
+        tokio::task::spawn_blocking(move || {
+            for (n, size) in sizes.iter().enumerate() {
+                let mut content = Vec::new();
+                store
+                    .open(&ContentSource::Parts {
+                        upload: upload.clone(),
+                        parts: vec![PartId::new(format!("part_{n}"))],
+                    })
+                    .unwrap()
+                    .read_to_end(&mut content)
+                    .unwrap();
+                assert!(
+                    content == pattern(*size, u8::try_from(n).unwrap()),
+                    "part {n}"
+                );
+            }
         })
         .await
         .unwrap();
