@@ -15,17 +15,23 @@
 //! The [`Store`] methods block: the service calls them on blocking threads, and they wait
 //! on the runtime's handle there.
 
+use std::collections::HashSet;
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_util::stream::{self, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsAuthorizer};
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, ReqwestConnector};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{
     ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload,
     RetryConfig,
@@ -76,6 +82,9 @@ pub(crate) fn file_key(file: &FileId) -> String {
 pub struct ObjectBytes {
     calls: Calls,
     budget: Arc<MemoryBudget>,
+    live: Arc<LiveUploads>,
+    /// How to list multipart uploads under way: S3 only.
+    s3_uploads: Option<S3Uploads>,
     prefix: Path,
     handle: Handle,
 }
@@ -118,7 +127,7 @@ macro_rules! networked {
                 .with_url($url)
                 .with_client_options(client_options())
                 .with_retry(retry_config()),
-            |builder, (key, value)| match key.as_ref().to_ascii_lowercase().parse() {
+            |builder, (key, value): (String, String)| match key.to_ascii_lowercase().parse() {
                 Ok(key) => builder.with_config(key, value),
                 Err(_) => builder,
             },
@@ -148,12 +157,33 @@ impl ObjectBytes {
             )
         })?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(&e))?;
+        let options: Vec<(String, String)> = options
+            .into_iter()
+            .map(|(key, value)| (key.as_ref().to_owned(), value.into()))
+            .collect();
+        let mut s3_uploads = None;
         let store: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::AmazonS3 => Arc::new(
-                networked!(object_store::aws::AmazonS3Builder, url, options)
-                    .build()
-                    .map_err(|e| invalid(&e))?,
-            ),
+            ObjectStoreScheme::AmazonS3 => {
+                let builder = networked!(AmazonS3Builder, url, options.iter().cloned());
+                let region = builder
+                    .get_config_value(&AmazonS3ConfigKey::Region)
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                let s3 = Arc::new(builder.build().map_err(|e| invalid(&e))?);
+                let http = options.iter().fold(client_options(), |http, (key, value)| {
+                    match key.to_ascii_lowercase().parse() {
+                        Ok(AmazonS3ConfigKey::Client(key)) => http.with_config(key, value),
+                        _ => http,
+                    }
+                });
+                s3_uploads = Some(S3Uploads {
+                    s3: Arc::clone(&s3),
+                    region,
+                    client: ReqwestConnector::default()
+                        .connect(&http)
+                        .map_err(|e| invalid(&e))?,
+                });
+                s3
+            }
             ObjectStoreScheme::GoogleCloudStorage => Arc::new(
                 networked!(object_store::gcp::GoogleCloudStorageBuilder, url, options)
                     .build()
@@ -177,6 +207,8 @@ impl ObjectBytes {
                 timeout: REQUEST_TIMEOUT,
             },
             budget: MemoryBudget::new(DEFAULT_MEMORY_BUDGET),
+            live: Arc::default(),
+            s3_uploads,
             prefix,
             handle: Handle::try_current().map_err(io::Error::other)?,
         })
@@ -282,12 +314,63 @@ impl ObjectBytes {
         Ok(found.into_iter().flatten().cloned().collect())
     }
 
+    /// Aborts the multipart uploads under this store's prefix (the whole bucket when its URL
+    /// has none) that began before `initiated_before` by the bucket's dates, except those
+    /// this process's sinks are writing; returns how many it aborted. A Part's sink killed
+    /// with its process (past one piece) leaves such an upload, whose pieces the bucket
+    /// keeps (and bills) until it is aborted. `initiated_before` MUST leave time for the
+    /// longest Part still being written by another instance.
+    ///
+    /// S3 and what speaks its API (MinIO, R2, moto) only, by `ListMultipartUploads`. Other
+    /// stores answer 0 and abort nothing: `object_store` lists no multipart uploads there;
+    /// Azure drops uncommitted blocks itself after 7 days; for GCS, set the bucket's
+    /// `AbortIncompleteMultipartUpload` lifecycle rule; a `file://` store's staging files
+    /// stay beside their objects.
+    pub async fn abort_stale_multipart(&self, initiated_before: SystemTime) -> io::Result<usize> {
+        let Some(s3) = &self.s3_uploads else {
+            return Ok(0);
+        };
+        let prefix = match self.prefix.as_ref() {
+            "" => String::new(),
+            prefix => format!("{prefix}/"),
+        };
+        let uploads = s3.list(&self.calls, &prefix).await?;
+        let stale: Vec<InProgress> = {
+            let live = self.live.set();
+            uploads
+                .into_iter()
+                .filter(|upload| {
+                    upload.initiated.is_some_and(|time| time < initiated_before)
+                        && !live.contains(&upload.key)
+                })
+                .collect()
+        };
+        stream::iter(stale)
+            .map(|upload| async move {
+                let path = Path::parse(&upload.key).map_err(io::Error::other)?;
+                let abort = s3.s3.abort_multipart(&path, &upload.upload_id);
+                match self
+                    .calls
+                    .bounded(&path, "multipart abort", self.calls.timeout, abort)
+                    .await
+                {
+                    Ok(()) => Ok(1),
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(0),
+                    Err(error) => Err(error),
+                }
+            })
+            .buffer_unordered(HEADS_IN_FLIGHT)
+            .try_fold(0, |aborted, one| async move { Ok(aborted + one) })
+            .await
+    }
+
     fn sink(&self, key: &str) -> Box<dyn DataSink> {
         Box::new(ObjectSink::new(
             self.calls.clone(),
             self.path(key),
             self.handle.clone(),
             Arc::clone(&self.budget),
+            Arc::clone(&self.live),
         ))
     }
 }
@@ -549,6 +632,8 @@ struct ObjectSink {
     path: Path,
     handle: Handle,
     budget: Arc<MemoryBudget>,
+    /// Where this sink's multipart upload is listed while it is under way.
+    live: Arc<LiveUploads>,
     gathered: Gathered,
     /// The multipart upload, from the first piece on.
     upload: Option<Box<dyn MultipartUpload>>,
@@ -560,8 +645,15 @@ struct ObjectSink {
 }
 
 impl ObjectSink {
-    fn new(calls: Calls, path: Path, handle: Handle, budget: Arc<MemoryBudget>) -> Self {
+    fn new(
+        calls: Calls,
+        path: Path,
+        handle: Handle,
+        budget: Arc<MemoryBudget>,
+        live: Arc<LiveUploads>,
+    ) -> Self {
         Self {
+            live,
             gathered: Gathered::Memory(Vec::new(), Reservation::empty(&budget)),
             calls,
             path,
@@ -628,12 +720,16 @@ impl ObjectSink {
         let calls = self.calls.clone();
         let upload = match &mut self.upload {
             Some(upload) => upload,
-            None => self.upload.insert(self.handle.block_on(calls.bounded(
-                &self.path,
-                "multipart create",
-                calls.timeout,
-                calls.store.put_multipart(&self.path),
-            ))?),
+            None => self.upload.insert({
+                // Listed before it exists: a sweep never sees it unlisted.
+                self.live.set().insert(self.path.to_string());
+                self.handle.block_on(calls.bounded(
+                    &self.path,
+                    "multipart create",
+                    calls.timeout,
+                    calls.store.put_multipart(&self.path),
+                ))?
+            }),
         };
         let limit = calls.send_limit(piece.len());
         let sending = upload.put_part(PutPayload::from(piece));
@@ -718,6 +814,7 @@ impl DataSink for ObjectSink {
 
 impl Drop for ObjectSink {
     fn drop(&mut self) {
+        self.live.set().remove(self.path.as_ref());
         // Not committed: the pieces in flight stop and the multipart upload's pieces go
         // (without blocking: a sink may be dropped on the runtime).
         for piece in &self.in_flight {
@@ -733,6 +830,169 @@ impl Drop for ObjectSink {
             });
         }
     }
+}
+
+/// Multipart uploads under way that this process's sinks are writing (their objects'
+/// paths): a sweep never aborts one of them, whatever the bucket says of its age.
+#[derive(Debug, Default)]
+struct LiveUploads(Mutex<HashSet<String>>);
+
+impl LiveUploads {
+    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What listing S3's multipart uploads takes (`object_store` has no call for it): the
+/// store's credentials and endpoint, and an HTTP client with the store's options.
+struct S3Uploads {
+    s3: Arc<AmazonS3>,
+    region: String,
+    client: HttpClient,
+}
+
+/// One multipart upload under way, as `ListMultipartUploads` tells it.
+#[derive(Debug, PartialEq, Eq)]
+struct InProgress {
+    key: String,
+    upload_id: String,
+    /// `None` when the bucket's date could not be read (such an upload is kept).
+    initiated: Option<SystemTime>,
+}
+
+/// Pages of `ListMultipartUploads` read at most by one sweep (1,000 uploads each).
+const MULTIPART_PAGES: usize = 100;
+
+impl S3Uploads {
+    /// The multipart uploads under way whose key starts with `prefix`, every page.
+    async fn list(&self, calls: &Calls, prefix: &str) -> io::Result<Vec<InProgress>> {
+        let credential = calls
+            .bounded(
+                &Path::default(),
+                "credentials",
+                calls.timeout,
+                self.s3.credentials().get_credential(),
+            )
+            .await?;
+        // The bucket's own URL, as object_store addresses it (path or virtual-hosted style).
+        let mut bucket = calls
+            .bounded(
+                &Path::default(),
+                "URL",
+                calls.timeout,
+                self.s3
+                    .signed_url(http::Method::GET, &Path::default(), Duration::from_mins(1)),
+            )
+            .await?;
+        bucket.set_query(None);
+        let mut uploads = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        for _ in 0..MULTIPART_PAGES {
+            let mut url = bucket.clone();
+            {
+                let mut query = url.query_pairs_mut();
+                query
+                    .append_key_only("uploads")
+                    .append_pair("prefix", prefix);
+                if let Some((key, upload_id)) = &marker {
+                    query
+                        .append_pair("key-marker", key)
+                        .append_pair("upload-id-marker", upload_id);
+                }
+            }
+            let mut request = http::Request::get(url.as_str())
+                .body(HttpRequestBody::empty())
+                .map_err(io::Error::other)?;
+            AwsAuthorizer::new(&credential, "s3", &self.region).authorize(&mut request, None);
+            let listing = async {
+                let response = self.client.execute(request).await?;
+                let status = response.status();
+                let body = response.into_body().bytes().await?;
+                Ok::<_, object_store::client::HttpError>((status, body))
+            };
+            let (status, body) = match tokio::time::timeout(calls.timeout, listing).await {
+                Ok(answer) => answer.map_err(io::Error::other)?,
+                Err(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "the object store {} did not list its multipart uploads within {:?}",
+                            calls.name, calls.timeout
+                        ),
+                    ));
+                }
+            };
+            let body = String::from_utf8_lossy(&body);
+            if !status.is_success() {
+                return Err(io::Error::other(format!(
+                    "the object store {} refused to list its multipart uploads ({status}): {body}",
+                    calls.name
+                )));
+            }
+            let (page, next) = parse_multipart_uploads(&body);
+            uploads.extend(page);
+            marker = next;
+            if marker.is_none() {
+                break;
+            }
+        }
+        Ok(uploads)
+    }
+}
+
+/// The uploads of a `ListMultipartUploads` answer, and the markers of the next page when it
+/// is truncated.
+fn parse_multipart_uploads(xml: &str) -> (Vec<InProgress>, Option<(String, String)>) {
+    let uploads = xml
+        .split("<Upload>")
+        .skip(1)
+        .filter_map(|upload| {
+            Some(InProgress {
+                key: xml_text(upload, "Key")?,
+                upload_id: xml_text(upload, "UploadId")?,
+                initiated: xml_text(upload, "Initiated").and_then(|time| parse_time(&time)),
+            })
+        })
+        .collect();
+    let truncated = xml_text(xml, "IsTruncated").is_some_and(|value| value == "true");
+    let next = match (
+        xml_text(xml, "NextKeyMarker"),
+        xml_text(xml, "NextUploadIdMarker"),
+    ) {
+        (Some(key), Some(upload_id)) if truncated && !key.is_empty() => Some((key, upload_id)),
+        _ => None,
+    };
+    (uploads, next)
+}
+
+/// The text of the first `<name>` element in `xml`, entities decoded.
+fn xml_text(xml: &str, name: &str) -> Option<String> {
+    let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
+    let end = start + xml[start..].find(&format!("</{name}>"))?;
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// `2026-12-07T09:44:59.000Z` (S3's dates; the fraction is ignored).
+fn parse_time(text: &str) -> Option<SystemTime> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let shifted = if month <= 2 { year - 1 } else { year };
+    let era = shifted.div_euclid(400);
+    let year_of_era = shifted - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).ok()?))
 }
 
 /// An object's bytes as they arrive.
@@ -1126,5 +1386,107 @@ mod tests {
         })
         .await
         .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stale_multipart_uploads_are_aborted_and_those_being_written_kept() {
+        let (namespace, sweeper) = bucket();
+        // Another instance, killed while its Part was past one piece: its sink never
+        // commits nor drops.
+        let crashed = ObjectBytes::open(&namespace.object_store, namespace.s3_env()).unwrap();
+        let sweeper = Arc::new(sweeper);
+        let writer = Arc::clone(&sweeper);
+        let upload = UploadId::new("upload_1");
+        let upload_id = upload.clone();
+        let live = tokio::task::spawn_blocking(move || {
+            let mut lost = crashed
+                .begin_part(&upload_id, &PartId::new("part_lost"))
+                .unwrap();
+            lost.write(&pattern(SMALL_OBJECT + 1, 1)).unwrap();
+            std::mem::forget(lost);
+            let mut live = writer
+                .begin_part(&upload_id, &PartId::new("part_live"))
+                .unwrap();
+            live.write(&pattern(SMALL_OBJECT + 1, 2)).unwrap();
+            live
+        })
+        .await
+        .unwrap();
+        let services = services::Services::get();
+        let mut under_way = services.list_multipart_uploads(&namespace.bucket);
+        under_way.sort();
+        assert_eq!(
+            under_way,
+            [
+                "objects/uploads/upload_1/part_live",
+                "objects/uploads/upload_1/part_lost"
+            ]
+        );
+        // Nothing began before 1970; moto dates every upload 2010-11-10, so "now" is past
+        // both, and only the one no sink of this process writes goes.
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(sweeper.abort_stale_multipart(epoch).await.unwrap(), 0);
+        let now = SystemTime::now();
+        assert_eq!(sweeper.abort_stale_multipart(now).await.unwrap(), 1);
+        assert_eq!(
+            services.list_multipart_uploads(&namespace.bucket),
+            ["objects/uploads/upload_1/part_live"]
+        );
+        let committed = tokio::task::spawn_blocking(move || live.commit().unwrap());
+        assert_eq!(committed.await.unwrap(), SMALL_OBJECT as u64 + 1);
+        assert!(
+            services
+                .list_multipart_uploads(&namespace.bucket)
+                .is_empty()
+        );
+        assert_eq!(
+            services.list_objects(&namespace.bucket),
+            ["objects/uploads/upload_1/part_live"]
+        );
+    }
+
+    #[test]
+    fn a_list_of_multipart_uploads_is_read_with_its_dates_and_next_page() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><IsTruncated>true</IsTruncated>
+  <NextKeyMarker>objects/uploads/u/p&amp;2</NextKeyMarker>
+  <NextUploadIdMarker>id-2</NextUploadIdMarker>
+  <Upload><Key>objects/uploads/u/p1</Key><UploadId>id-1</UploadId>
+    <Initiated>2026-12-07T09:44:59.000Z</Initiated></Upload>
+  <Upload><Key>objects/uploads/u/p&amp;2</Key><UploadId>id-2</UploadId>
+    <Initiated>2000-02-29T23:59:59Z</Initiated></Upload>
+  <Upload><Key>objects/uploads/u/p3</Key><UploadId>id-3</UploadId>
+    <Initiated>yesterday</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let at = |seconds| Some(SystemTime::UNIX_EPOCH + Duration::from_secs(seconds));
+        let (uploads, next) = parse_multipart_uploads(xml);
+        assert_eq!(
+            uploads,
+            [
+                InProgress {
+                    key: "objects/uploads/u/p1".to_owned(),
+                    upload_id: "id-1".to_owned(),
+                    initiated: at(1_796_636_699),
+                },
+                InProgress {
+                    key: "objects/uploads/u/p&2".to_owned(),
+                    upload_id: "id-2".to_owned(),
+                    initiated: at(951_868_799),
+                },
+                InProgress {
+                    key: "objects/uploads/u/p3".to_owned(),
+                    upload_id: "id-3".to_owned(),
+                    initiated: None,
+                },
+            ]
+        );
+        assert_eq!(
+            next,
+            Some(("objects/uploads/u/p&2".to_owned(), "id-2".to_owned()))
+        );
+        let last = xml.replace("<IsTruncated>true", "<IsTruncated>false");
+        assert_eq!(parse_multipart_uploads(&last).1, None);
+        assert_eq!(parse_time("1970-01-02T00:00:01.000Z"), at(86_401));
     }
 }
