@@ -609,8 +609,9 @@ impl Drop for Reservation {
 
 /// The bytes of the piece (or small object) being gathered.
 enum Gathered {
-    /// In memory, under their reservation.
-    Memory(Vec<u8>, Reservation),
+    /// In memory, under their reservation: chunks of exactly their size (a growing
+    /// buffer would hold up to twice what the budget counts).
+    Memory(Vec<Bytes>, Reservation),
     /// In an unnamed temp file (the budget had no room), and how many.
     Disk(std::fs::File, usize),
 }
@@ -618,7 +619,7 @@ enum Gathered {
 impl Gathered {
     fn len(&self) -> usize {
         match self {
-            Self::Memory(held, _) => held.len(),
+            Self::Memory(_, reservation) => reservation.bytes,
             Self::Disk(_, len) => *len,
         }
     }
@@ -672,12 +673,14 @@ impl ObjectSink {
         if let Gathered::Memory(held, reservation) = &mut self.gathered {
             if let Some(more) = self.budget.try_gather(data.len()) {
                 reservation.merge(more);
-                held.extend_from_slice(data);
+                held.push(Bytes::copy_from_slice(data));
                 return Ok(());
             }
             let mut file = tempfile::tempfile()?;
-            file.write_all(held)?;
-            self.gathered = Gathered::Disk(file, held.len());
+            for chunk in held.iter() {
+                file.write_all(chunk)?;
+            }
+            self.gathered = Gathered::Disk(file, reservation.bytes);
         }
         if let Gathered::Disk(file, len) = &mut self.gathered {
             file.write_all(data)?;
@@ -688,17 +691,17 @@ impl ObjectSink {
 
     /// The gathered bytes in memory under their reservation (read back from disk once the
     /// budget has room), and a fresh, empty gathering.
-    fn take_gathered(&mut self) -> io::Result<(Bytes, Reservation)> {
+    fn take_gathered(&mut self) -> io::Result<(PutPayload, Reservation)> {
         let empty = Gathered::Memory(Vec::new(), Reservation::empty(&self.budget));
         match std::mem::replace(&mut self.gathered, empty) {
-            Gathered::Memory(held, reservation) => Ok((Bytes::from(held), reservation)),
+            Gathered::Memory(held, reservation) => Ok((held.into_iter().collect(), reservation)),
             Gathered::Disk(mut file, len) => {
                 let limit = self.calls.send_limit(SMALL_OBJECT);
                 let reservation = self.handle.block_on(self.budget.send(len, limit))?;
                 let mut held = vec![0; len];
                 file.seek(SeekFrom::Start(0))?;
                 file.read_exact(&mut held)?;
-                Ok((Bytes::from(held), reservation))
+                Ok((PutPayload::from(held), reservation))
             }
         }
     }
@@ -731,8 +734,8 @@ impl ObjectSink {
                 ))?
             }),
         };
-        let limit = calls.send_limit(piece.len());
-        let sending = upload.put_part(PutPayload::from(piece));
+        let limit = calls.send_limit(piece.content_length());
+        let sending = upload.put_part(piece);
         let path = self.path.clone();
         self.in_flight.push_back(self.handle.spawn(async move {
             let _held = reservation;
@@ -759,7 +762,7 @@ impl ObjectSink {
     fn finish(&mut self) -> io::Result<()> {
         if self.upload.is_none() {
             let (object, _held) = self.take_gathered()?;
-            let limit = self.calls.send_limit(object.len());
+            let limit = self.calls.send_limit(object.content_length());
             let calls = &self.calls;
             return self
                 .handle
@@ -767,7 +770,7 @@ impl ObjectSink {
                     &self.path,
                     "PUT",
                     limit,
-                    calls.store.put(&self.path, PutPayload::from(object)),
+                    calls.store.put(&self.path, object),
                 ))
                 .map(drop);
         }
