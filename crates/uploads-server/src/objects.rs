@@ -1492,4 +1492,32 @@ mod tests {
         assert_eq!(parse_multipart_uploads(&last).1, None);
         assert_eq!(parse_time("1970-01-02T00:00:01.000Z"), at(86_401));
     }
+
+    #[tokio::test]
+    async fn waiting_for_memory_is_bounded_and_room_comes_back_when_released() {
+        let budget = MemoryBudget::new(0);
+        assert_eq!(
+            budget.bytes, MIN_MEMORY_BUDGET,
+            "raised to the smallest budget"
+        );
+        let wait = Duration::from_millis(100);
+        let all = budget.send(MIN_MEMORY_BUDGET, wait).await.unwrap();
+        assert!(budget.try_gather(1).is_none(), "a gathering never waits");
+        let guard = Duration::from_secs(20);
+        let error = tokio::time::timeout(guard, budget.send(1, wait))
+            .await
+            .expect("the wait is bounded")
+            .unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut, "{error}");
+        drop(all);
+        assert_eq!(budget.held.load(Ordering::SeqCst), 0);
+        let piece = budget.send(SMALL_OBJECT, wait).await.unwrap();
+        // Gathering leaves half the budget to pieces being sent.
+        assert!(budget.try_gather(1).is_none());
+        drop(piece);
+        let gathered = budget.try_gather(MIN_MEMORY_BUDGET / 2).unwrap();
+        assert!(budget.try_gather(1).is_none());
+        drop(gathered);
+        assert_eq!(budget.peak.load(Ordering::SeqCst), MIN_MEMORY_BUDGET);
+    }
 }
