@@ -4,10 +4,13 @@
 //!
 //! One object per Part (`<prefix>/uploads/<upload id>/<part id>`) and per `POST /files`
 //! File (`<prefix>/files/<file id>`). A Part is streamed: up to 5 MiB are
-//! held and sent with one `put`; past that, a multipart upload sends 5 MiB
-//! pieces, so memory per Part stays bounded whatever its size. An object appears only when
-//! its sink commits; an abandoned sink aborts its multipart upload. Reading streams the
-//! objects in order, with the GETs of the next few objects started ahead.
+//! gathered and sent with one `put`; past that, a multipart upload sends 5 MiB
+//! pieces, so memory per Part stays bounded whatever its size, and all sinks together hold
+//! at most the store's memory budget ([`DEFAULT_MEMORY_BUDGET`]): past it, gathered bytes
+//! wait in temp files. An object appears only when its sink commits; an abandoned sink
+//! aborts its multipart upload, and [`ObjectBytes::abort_stale_multipart`] those of a
+//! process that died. Reading streams the objects in order, with the GETs of the next few
+//! objects started ahead.
 //!
 //! Every bucket call is bounded: a bucket that stops answering makes the call fail within
 //! seconds ([`REQUEST_TIMEOUT`], [`CHECK_TIMEOUT`]), never hang.
@@ -65,8 +68,9 @@ const MIN_SEND_RATE: u64 = 256 * 1024;
 /// Objects whose GET starts before the reader reaches them: a File of many small Parts is
 /// read at the bucket's latency divided by this, not at one round trip per Part.
 const READ_AHEAD: usize = 8;
-/// HEADs in flight at once in [`ObjectBytes::missing`].
-const HEADS_IN_FLIGHT: usize = 16;
+/// Requests in flight at once in [`ObjectBytes::missing`] (HEADs) and
+/// [`ObjectBytes::abort_stale_multipart`] (aborts).
+const CALLS_IN_FLIGHT: usize = 16;
 
 /// The key of a Part's object, relative to the store's prefix.
 pub(crate) fn part_key(upload: &UploadId, part: &PartId) -> String {
@@ -286,8 +290,8 @@ impl ObjectBytes {
         }
     }
 
-    /// Of `keys` (relative to the prefix, as [`part_key`] makes them), the ones whose object
-    /// does not exist, in the order given; HEADs [`HEADS_IN_FLIGHT`] at once. Any other
+    /// Of `keys` (relative to the prefix, as `part_key` makes them), the ones whose object
+    /// does not exist, in the order given; HEADs 16 at once. Any other
     /// failure (a timeout, a refused request) is an error: nothing is known missing then.
     pub async fn missing(&self, keys: &[String]) -> io::Result<Vec<String>> {
         let found: Vec<Option<&String>> = stream::iter(keys)
@@ -308,7 +312,7 @@ impl ObjectBytes {
                     Err(error) => Err(error),
                 }
             })
-            .buffered(HEADS_IN_FLIGHT)
+            .buffered(CALLS_IN_FLIGHT)
             .try_collect()
             .await?;
         Ok(found.into_iter().flatten().cloned().collect())
@@ -359,7 +363,7 @@ impl ObjectBytes {
                     Err(error) => Err(error),
                 }
             })
-            .buffer_unordered(HEADS_IN_FLIGHT)
+            .buffer_unordered(CALLS_IN_FLIGHT)
             .try_fold(0, |aborted, one| async move { Ok(aborted + one) })
             .await
     }
@@ -401,13 +405,19 @@ impl Calls {
                 Err(io::Error::new(io::ErrorKind::NotFound, error))
             }
             Ok(Err(error)) => Err(io::Error::other(error)),
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "the object store {} did not answer a {what} of {path} within {limit:?}",
-                    self.name
-                ),
-            )),
+            Err(_) => {
+                let object = match path.as_ref() {
+                    "" => String::new(),
+                    path => format!(" of {path}"),
+                };
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the object store {} did not answer a {what}{object} within {limit:?}",
+                        self.name
+                    ),
+                ))
+            }
         }
     }
 
@@ -872,7 +882,7 @@ impl S3Uploads {
         let credential = calls
             .bounded(
                 &Path::default(),
-                "credentials",
+                "credentials request",
                 calls.timeout,
                 self.s3.credentials().get_credential(),
             )
@@ -881,7 +891,7 @@ impl S3Uploads {
         let mut bucket = calls
             .bounded(
                 &Path::default(),
-                "URL",
+                "URL signing",
                 calls.timeout,
                 self.s3
                     .signed_url(http::Method::GET, &Path::default(), Duration::from_mins(1)),
