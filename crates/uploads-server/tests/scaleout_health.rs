@@ -1,11 +1,18 @@
 //! `/healthz` of the shared backend: 503 naming what is unreachable while the database
-//! refuses connections or the bucket is gone, 200 again once they are back.
+//! refuses connections or the bucket is gone or silent, 200 again once they are back;
+//! startup against a silent bucket fails within seconds.
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use http::StatusCode;
-use support::services::Services;
+use support::services::{Namespace, Services};
 use support::{KEY_A, OWNER_A, raw_exchange};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use uploads_server::Server;
 
 async fn health(addr: std::net::SocketAddr) -> (StatusCode, String) {
@@ -57,4 +64,122 @@ async fn healthz_is_503_naming_the_database_or_bucket_while_unreachable() {
     assert!(body.contains("cannot reach the object store"), "{body}");
     services.create_bucket(&namespace.bucket);
     assert_eq!(health(addr).await.0, StatusCode::OK);
+}
+
+/// A TCP proxy to the S3 emulator that can fall silent: from then on it forwards nothing
+/// more on any connection, old or new, and closes none (a bucket that stops answering).
+struct SilencingProxy {
+    endpoint: String,
+    silent: Arc<AtomicBool>,
+}
+
+impl SilencingProxy {
+    async fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let silent = Arc::new(AtomicBool::new(false));
+        let silenced = Arc::clone(&silent);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, Arc::clone(&silenced)));
+                tokio::spawn(forward(server_read, client_write, Arc::clone(&silenced)));
+            }
+        });
+        Self { endpoint, silent }
+    }
+
+    fn silence(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        if silent.load(Ordering::SeqCst) {
+            // Hold both sockets open, say nothing.
+            std::future::pending::<()>().await;
+        }
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if !silent.load(Ordering::SeqCst) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The emulator's environment with its endpoint replaced.
+fn s3_env_via(namespace: &Namespace, endpoint: &str) -> Vec<(&'static str, String)> {
+    let mut env = namespace.s3_env();
+    for (key, value) in &mut env {
+        if *key == "AWS_ENDPOINT_URL" {
+            endpoint.clone_into(value);
+        }
+    }
+    env
+}
+
+/// A hang guard, never a measurement: without deadlines these waited 180 s.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_naming_a_bucket_that_fell_silent_instead_of_hanging() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let proxy = SilencingProxy::start(services.s3_port).await;
+    let server = Server::builder()
+        .api_key(KEY_A, OWNER_A)
+        .shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            s3_env_via(&namespace, &proxy.endpoint),
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    assert_eq!(health(addr).await.0, StatusCode::OK);
+
+    proxy.silence();
+    let (status, body) = tokio::time::timeout(HANG_GUARD, health(addr))
+        .await
+        .expect("/healthz answers within its own deadline");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains("cannot reach the object store"), "{body}");
+    assert!(body.contains(&namespace.bucket), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_against_a_silent_bucket_fails_naming_it() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let proxy = SilencingProxy::start(services.s3_port).await;
+    proxy.silence();
+    let started = Server::builder()
+        .api_key(KEY_A, OWNER_A)
+        .shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            s3_env_via(&namespace, &proxy.endpoint),
+        )
+        .start();
+    let error = tokio::time::timeout(HANG_GUARD, started)
+        .await
+        .expect("startup gives up within its deadline")
+        .err()
+        .expect("startup fails");
+    assert!(error.to_string().contains(&namespace.bucket), "{error}");
 }

@@ -153,6 +153,19 @@ impl Services {
     }
 }
 
+impl Services {
+    /// The keys of the multipart uploads under way in a bucket, by a plain
+    /// `ListMultipartUploads`.
+    pub fn list_multipart_uploads(&self, bucket: &str) -> Vec<String> {
+        let body = http_exchange(self.s3_port, &format!("GET /{bucket}?uploads HTTP/1.1"), "");
+        body.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</Key>").next())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
 /// A service's watchdog: dropping it (or the process ending) closes the pipe it waits on.
 struct Watchdog {
     child: Child,
