@@ -164,3 +164,38 @@ async fn a_frozen_lock_holder_costs_only_its_upload_a_retry() {
     );
     server.shutdown().await;
 }
+
+/// An instance killed while its Part was past one multipart piece leaves a multipart upload
+/// in the bucket; the sweep of any instance aborts it once it is older than an unrecorded
+/// object may live (moto dates every multipart upload 2010, so here: at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_aborts_a_dead_writers_multipart_upload() {
+    use uploads_core::types::{PartId, UploadId};
+    use uploads_server::objects::ObjectBytes;
+    use uploads_server::store::Store as _;
+
+    let services = Services::get();
+    let namespace = services.fresh();
+    let crashed = ObjectBytes::open(&namespace.object_store, namespace.s3_env()).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut sink = crashed
+            .begin_part(&UploadId::new("upload_dead"), &PartId::new("part_dead"))
+            .unwrap();
+        let piece = vec![7_u8; 6 * 1024 * 1024];
+        sink.write(&piece).unwrap();
+        // SIGKILL: neither committed nor dropped.
+        std::mem::forget(sink);
+    })
+    .await
+    .unwrap();
+    assert_eq!(services.list_multipart_uploads(&namespace.bucket).len(), 1);
+    // Startup sweeps.
+    let server = start(&namespace, SkewedClock(0)).await;
+    assert!(
+        services
+            .list_multipart_uploads(&namespace.bucket)
+            .is_empty(),
+        "the dead writer's pieces are aborted"
+    );
+    server.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! `/healthz` of the shared backend: 503 naming what is unreachable while the database
 //! refuses connections or the bucket is gone or silent, 200 again once they are back;
-//! startup against a silent bucket fails within seconds.
+//! startup against a silent bucket fails within seconds, and requests that need it get a
+//! retryable 503.
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 use support::services::{Namespace, Services};
-use support::{KEY_A, OWNER_A, raw_exchange};
+use support::{Client, KEY_A, OWNER_A, Protocol, raw_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use uploads_server::Server;
@@ -182,4 +183,50 @@ async fn startup_against_a_silent_bucket_fails_naming_it() {
         .err()
         .expect("startup fails");
     assert!(error.to_string().contains(&namespace.bucket), "{error}");
+}
+
+/// While the bucket is silent, a Part and a download are answered within the bucket's
+/// deadlines with 503 and `Retry-After` (nothing stored, the SDKs retry), not held for
+/// minutes and not a 500; once it answers again, the same requests work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_bucket_is_a_retryable_503_for_parts_and_downloads() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let proxy = SilencingProxy::start(services.s3_port).await;
+    let server = Server::builder()
+        .api_key(KEY_A, OWNER_A)
+        .shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            s3_env_via(&namespace, &proxy.endpoint),
+        )
+        .start()
+        .await
+        .unwrap();
+    let client = Client::connect(server.local_addr(), Protocol::Http1, Some(KEY_A)).await;
+    let file = client.upload_file(&[b"abc"]).await;
+    let upload = client.create_upload(1).await.id;
+
+    proxy.silence();
+    let assert_retryable = |reply: &support::Reply| {
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert!(
+            reply.headers.contains_key("retry-after"),
+            "{:?}",
+            reply.headers
+        );
+    };
+    let part = tokio::time::timeout(HANG_GUARD * 2, client.add_part(&upload, b"x"))
+        .await
+        .expect("a Part is answered within the bucket's deadlines");
+    assert_retryable(&part);
+    let content = tokio::time::timeout(HANG_GUARD * 2, client.content(&file.id))
+        .await
+        .expect("a download is answered within the bucket's deadlines");
+    assert_retryable(&content);
 }

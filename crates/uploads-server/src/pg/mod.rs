@@ -249,6 +249,20 @@ impl PgRecords {
         }
     }
 
+    /// The time of `now` (the database's clock, unless given).
+    pub(crate) async fn time(&self, now: impl Into<Now>) -> Result<u64, Rejection> {
+        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        now.into()
+            .resolve(&**client)
+            .await
+            .map_err(|error| unavailable(&error))
+    }
+
+    /// How long an object may stay unrecorded before a sweeper collects it (seconds).
+    pub(crate) fn intent_grace(&self) -> u64 {
+        self.intent_grace
+    }
+
     /// Runs a read of the ledger over the rows of `scope`, as they are at `now`.
     pub(crate) async fn read<T>(
         &self,

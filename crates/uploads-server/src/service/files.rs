@@ -10,11 +10,10 @@ use http_body::Body;
 use tokio::sync::mpsc;
 use uploads_core::api::parse_list_files_query;
 use uploads_core::ledger::{FileRecord, Owner};
-use uploads_core::rejection::Rejection;
 use uploads_core::types::FileId;
 
 use super::forms::{form_head, read_form};
-use super::{Answer, Refused, Service, json};
+use super::{Answer, Refused, Service, json, storage_rejection};
 use crate::body::{ResponseBody, channel_body};
 use crate::objects::file_key;
 use crate::pg::Scope;
@@ -119,7 +118,7 @@ impl Service {
             .and_then(|reader| reader)
             .map_err(|error| {
                 tracing::error!(%error, file = %record.file.id, "a File's bytes cannot be read");
-                Rejection::server_error("The server could not read the File's content.")
+                storage_rejection(&error, "The server could not read the File's content.")
             })?;
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {

@@ -548,6 +548,16 @@ fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<(
     Ok(())
 }
 
+/// The answer to a storage failure: 503 with `Retry-After` when the store did not answer in
+/// time (a silent bucket: retrying may work), else 500; `message` says what was not done.
+fn storage_rejection(error: &io::Error, message: &str) -> Rejection {
+    if error.kind() == io::ErrorKind::TimedOut {
+        Rejection::unavailable(format!("{message} The storage did not answer in time."), 1)
+    } else {
+        Rejection::server_error(message)
+    }
+}
+
 fn to_json(value: &impl Serialize) -> io::Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(io::Error::other)
 }

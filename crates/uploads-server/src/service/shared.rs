@@ -1,6 +1,7 @@
 //! The scale-out backend's chores: its health, its sweep, collecting objects.
 
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use super::Answer;
 use crate::clock::Clock;
@@ -55,7 +56,26 @@ pub(super) async fn shared_health(shared: &Shared) -> Option<String> {
 /// until nothing is due, then deletes the objects no record needs any more.
 pub(super) async fn sweep_shared(shared: &Shared) -> Answer<()> {
     while shared.records.sweep(shared.now()).await? > 0 {}
-    collect_objects(shared, true).await
+    collect_objects(shared, true).await?;
+    abort_stale_multipart(shared).await
+}
+
+/// Aborts the multipart uploads of Parts whose writer died (a SIGKILL mid-Part): those
+/// begun longer ago than an unrecorded object may live (the intent grace, by the database's
+/// clock), so the bucket stops keeping (and billing) their pieces. A failure is logged and
+/// left to the next sweep.
+async fn abort_stale_multipart(shared: &Shared) -> Answer<()> {
+    let now = shared.records.time(shared.now()).await?;
+    let cutoff = now.saturating_sub(shared.records.intent_grace());
+    let initiated_before = UNIX_EPOCH + Duration::from_secs(cutoff);
+    match shared.objects.abort_stale_multipart(initiated_before).await {
+        Ok(0) => {}
+        Ok(aborted) => tracing::info!(aborted, "aborted stale multipart uploads"),
+        Err(error) => {
+            tracing::warn!(%error, "listing stale multipart uploads failed; retrying at the next sweep");
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED` (one batch

@@ -6,11 +6,10 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use uploads_core::ledger::{CompletePlan, Owner};
-use uploads_core::rejection::Rejection;
 use uploads_core::types::UploadId;
 
 use super::forms::{form_head, read_form};
-use super::{Answer, Refused, Service, json};
+use super::{Answer, Refused, Service, json, storage_rejection};
 use crate::body::ResponseBody;
 use crate::objects::part_key;
 use crate::pg::Scope;
@@ -134,7 +133,8 @@ impl Service {
                         return json(&upload);
                     }
                     tracing::error!(%error, "reading parts for the md5 failed");
-                    return Err(Rejection::server_error(
+                    return Err(storage_rejection(
+                        &error,
                         "The server could not read the Upload's parts.",
                     ));
                 }

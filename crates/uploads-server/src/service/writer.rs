@@ -5,7 +5,7 @@ use std::io;
 use bytes::Bytes;
 use uploads_core::rejection::Rejection;
 
-use super::Answer;
+use super::{Answer, storage_rejection};
 use crate::store::DataSink;
 
 /// Bytes of a Part gathered in memory before one blocking task writes them.
@@ -86,5 +86,8 @@ async fn blocking<T: Send + 'static>(
 
 fn storage_failure(error: &io::Error) -> Rejection {
     tracing::error!(%error, "storing bytes failed");
-    Rejection::server_error("The server could not store the data durably. Retry the request.")
+    storage_rejection(
+        error,
+        "The server could not store the data durably. Retry the request.",
+    )
 }
