@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// --database-url.
     #[arg(long, env = "UPLOADS_OBJECT_STORE", requires = "database_url")]
     object_store: Option<String>,
+    /// With --object-store: the bytes of Parts held in memory on their way to the bucket,
+    /// server-wide, e.g. 64MiB (the default); past it, Parts wait in temp files ($TMPDIR).
+    #[arg(long, value_parser = parse_size, requires = "object_store")]
+    memory_budget: Option<u64>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -104,6 +108,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
         (Some(database_url), Some(object_store)) => {
             let storage = format!("records in PostgreSQL, bytes in {object_store}");
             builder = builder.shared(database_url, object_store, std::env::vars());
+            if let Some(budget) = args.memory_budget {
+                builder =
+                    builder.object_memory_budget(usize::try_from(budget).unwrap_or(usize::MAX));
+            }
             storage
         }
         _ => format!("data in {}", args.data_dir.display()),

@@ -69,6 +69,8 @@ struct SharedBackend {
     database_url: String,
     object_store: String,
     options: Vec<(String, String)>,
+    /// See [`ServerBuilder::object_memory_budget`].
+    memory_budget: usize,
 }
 
 impl SharedBackend {
@@ -78,7 +80,8 @@ impl SharedBackend {
         limits: Limits,
         clock: Option<Arc<dyn Clock>>,
     ) -> io::Result<crate::service::Shared> {
-        let objects = ObjectBytes::open(&self.object_store, self.options.clone())?;
+        let objects = ObjectBytes::open(&self.object_store, self.options.clone())?
+            .with_memory_budget(self.memory_budget);
         objects.check().await?;
         let records = PgRecords::connect(&self.database_url, limits).await?;
         tracing::info!(object_store = %self.object_store, "records in PostgreSQL, bytes in object storage");
@@ -232,7 +235,18 @@ impl ServerBuilder {
                 .into_iter()
                 .map(|(key, value)| (key.into(), value.into()))
                 .collect(),
+            memory_budget: crate::objects::DEFAULT_MEMORY_BUDGET,
         });
+        self
+    }
+
+    /// On the shared backend, the bytes of Parts held in memory on their way to the object
+    /// store, server-wide (default [`crate::objects::DEFAULT_MEMORY_BUDGET`]); past it, a
+    /// Part's bytes wait in a temporary file. Call after [`ServerBuilder::shared`].
+    pub fn object_memory_budget(mut self, bytes: usize) -> Self {
+        if let Some(shared) = &mut self.shared {
+            shared.memory_budget = bytes;
+        }
         self
     }
 

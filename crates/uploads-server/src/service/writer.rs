@@ -9,7 +9,7 @@ use super::{Answer, storage_rejection};
 use crate::store::DataSink;
 
 /// Bytes of a Part gathered in memory before one blocking task writes them.
-const WRITE_BATCH: usize = 1 << 20;
+const WRITE_BATCH: usize = 256 << 10;
 
 /// Bytes of one Part (or `POST /files` File) on their way to disk. Arriving chunks gather in
 /// memory (at most [`WRITE_BATCH`] bytes) and each batch is written by one short blocking
