@@ -21,8 +21,12 @@
 //! <data dir>/quarantine/                         records that could not be read at startup
 //! ```
 //!
-//! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup.
+//! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup. The
+//! startup walk never follows a symbolic link: a link where a record should be makes the
+//! record unreadable (quarantined), any other link is left as it is, and nothing outside the
+//! data directory is read or removed.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,15 +38,6 @@ use uploads_core::types::{FileId, PartId, UploadId};
 /// Prefix of every temporary file; anything with it is garbage after a restart.
 pub const TEMP_PREFIX: &str = ".tmp-";
 
-/// A Part found on disk at startup.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPart {
-    /// The Part's id.
-    pub id: PartId,
-    /// Its length in bytes.
-    pub len: u64,
-}
-
 /// An Upload found on disk at startup: its state blob and the Parts whose bytes are there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUpload {
@@ -53,8 +48,9 @@ pub struct StoredUpload {
     /// Every record appended with [`Store::append_part`], each ending in `\n`, in order (a
     /// record torn by a crash is cut off).
     pub part_log: Vec<u8>,
-    /// Every committed Part on disk, listed or not in the state.
-    pub parts: Vec<StoredPart>,
+    /// Every committed Part on disk (a regular file in its Parts directory), listed or not
+    /// in the state, sorted.
+    pub parts: Vec<PartId>,
 }
 
 /// A File record found on disk at startup.
@@ -66,6 +62,18 @@ pub struct StoredFile {
     pub record: Vec<u8>,
 }
 
+/// A committed record found at startup that cannot be read as one (a directory or a link
+/// where a file should be, a read error): recovery quarantines it, and serves the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableRecord<Id> {
+    /// The Upload's or File's id.
+    pub id: Id,
+    /// The path that could not be read.
+    pub path: PathBuf,
+    /// Why, for the log.
+    pub reason: String,
+}
+
 /// Everything durable, as found at startup after temp files were swept.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredState {
@@ -73,6 +81,10 @@ pub struct StoredState {
     pub uploads: Vec<StoredUpload>,
     /// File records.
     pub files: Vec<StoredFile>,
+    /// Committed Uploads whose state file or part log cannot be read.
+    pub unreadable_uploads: Vec<UnreadableRecord<UploadId>>,
+    /// File records that cannot be read.
+    pub unreadable_files: Vec<UnreadableRecord<FileId>>,
 }
 
 /// Where a File's bytes are.
@@ -219,7 +231,7 @@ impl DirStore {
     }
 
     fn parts_dir(&self, upload: &UploadId) -> io::Result<PathBuf> {
-        Ok(self.upload_dir(upload)?.join("parts"))
+        Ok(self.upload_dir(upload)?.join(PARTS_DIR))
     }
 
     fn files_dir(&self) -> PathBuf {
@@ -289,7 +301,7 @@ impl Store for DirStore {
             // The new directory entry must itself survive a crash.
             sync_dir(&self.root.join("uploads"))?;
         }
-        self.write_atomic(&dir, "state.json", state)
+        self.write_atomic(&dir, STATE_FILE, state)
     }
 
     fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()> {
@@ -345,7 +357,7 @@ impl Store for DirStore {
         let dir = self.upload_dir(upload)?;
         // The state (commit point) goes first, so a half-removed Upload is an orphan, not a
         // record pointing at missing Parts.
-        remove_if_present(&dir.join("state.json"))?;
+        remove_if_present(&dir.join(STATE_FILE))?;
         if dir.exists() {
             sync_dir(&dir)?;
         }
@@ -396,7 +408,8 @@ impl Store for DirStore {
         let target = self.quarantine_dir()?;
         for suffix in ["json", "data"] {
             let from = self.files_dir().join(format!("{name}.{suffix}"));
-            if from.exists() {
+            // Whatever is there (a link too, which is moved, not followed).
+            if fs::symlink_metadata(&from).is_ok() {
                 fs::rename(from, target.join(format!("file-{name}.{suffix}")))?;
             }
         }
@@ -417,71 +430,267 @@ impl Store for DirStore {
     fn load(&self) -> io::Result<StoredState> {
         let mut state = StoredState::default();
         let uploads_dir = self.root.join("uploads");
+        refuse_link(&uploads_dir)?;
+        let mut upload_dirs = Vec::new();
+        let mut swept = false;
         for entry in fs::read_dir(&uploads_dir)? {
             let entry = entry?;
-            let dir = entry.path();
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if remove_if_temp(&path, kind)? {
+                swept = true;
+                continue;
+            }
+            if kind.is_symlink() {
+                tracing::warn!(path = %path.display(), "a symbolic link among the Uploads is not followed; it is left as it is");
+                continue;
+            }
             let Some(id) = entry.file_name().to_str().map(UploadId::new) else {
                 continue;
             };
-            if remove_if_temp(&dir)? || !dir.is_dir() {
-                continue;
+            if kind.is_dir() {
+                upload_dirs.push((id, path));
             }
-            sweep_temp_files(&dir)?;
-            let state_path = dir.join("state.json");
-            if !state_path.exists() {
-                // Created but never committed: nothing refers to it.
-                if let Err(error) = fs::remove_dir_all(&dir) {
-                    tracing::warn!(%error, path = %dir.display(), "could not remove an uncommitted Upload");
-                }
-                continue;
+        }
+        if swept {
+            sync_dir(&uploads_dir)?;
+        }
+        for (id, dir) in upload_dirs {
+            match load_upload(id, &dir)? {
+                UploadOnDisk::Committed(upload) => state.uploads.push(upload),
+                UploadOnDisk::Unreadable(record) => state.unreadable_uploads.push(record),
+                UploadOnDisk::Uncommitted => {}
             }
-            let parts_dir = dir.join("parts");
-            let mut parts = Vec::new();
-            if parts_dir.is_dir() {
-                sweep_temp_files(&parts_dir)?;
-                for part in fs::read_dir(&parts_dir)? {
-                    let part = part?;
-                    if let Some(name) = part.file_name().to_str() {
-                        parts.push(StoredPart {
-                            id: PartId::new(name),
-                            len: part.metadata()?.len(),
-                        });
-                    }
-                }
-            }
-            parts.sort_by(|a, b| a.id.cmp(&b.id));
-            state.uploads.push(StoredUpload {
-                id,
-                state: fs::read(&state_path)?,
-                part_log: read_part_log(&dir.join(PART_LOG))?,
-                parts,
-            });
         }
         let files_dir = self.files_dir();
-        sweep_temp_files(&files_dir)?;
+        refuse_link(&files_dir)?;
+        let mut records = Vec::new();
         let mut data_files = Vec::new();
+        let mut swept = false;
         for entry in fs::read_dir(&files_dir)? {
-            let name = entry?.file_name();
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let path = entry.path();
+            if remove_if_temp(&path, kind)? {
+                swept = true;
+                continue;
+            }
+            let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
             if let Some(id) = name.strip_suffix(".json") {
-                state.files.push(StoredFile {
-                    id: FileId::new(id),
-                    record: fs::read(files_dir.join(name))?,
-                });
+                let id = FileId::new(id);
+                match not_a_file(kind) {
+                    None => records.push((id, path)),
+                    Some(reason) => state.unreadable_files.push(UnreadableRecord {
+                        id,
+                        path,
+                        reason: reason.to_owned(),
+                    }),
+                }
             } else if let Some(id) = name.strip_suffix(".data") {
-                data_files.push(id.to_owned());
+                data_files.push((id.to_owned(), path, kind));
             }
         }
-        // Bytes of a `POST /files` that crashed before its record was saved.
-        for id in data_files {
-            if !state.files.iter().any(|file| file.id.as_str() == id) {
-                fs::remove_file(files_dir.join(format!("{id}.data")))?;
+        if swept {
+            sync_dir(&files_dir)?;
+        }
+        for (id, path) in records {
+            match fs::read(&path) {
+                Ok(record) => state.files.push(StoredFile { id, record }),
+                Err(error) => state.unreadable_files.push(UnreadableRecord {
+                    id,
+                    path,
+                    reason: error.to_string(),
+                }),
             }
         }
+        remove_orphan_data(&files_dir, &state, data_files)?;
         state.uploads.sort_by(|a, b| a.id.cmp(&b.id));
         state.files.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(state)
     }
+}
+
+/// The name of an Upload's state file (its commit point).
+const STATE_FILE: &str = "state.json";
+
+/// The name of the directory of an Upload's Parts.
+const PARTS_DIR: &str = "parts";
+
+/// What the startup walk found in one Upload's directory.
+enum UploadOnDisk {
+    /// A committed Upload, read back.
+    Committed(StoredUpload),
+    /// A committed Upload whose records cannot be read.
+    Unreadable(UnreadableRecord<UploadId>),
+    /// A directory never committed (no state file), now removed.
+    Uncommitted,
+}
+
+/// Reads one Upload's directory back: one listing of it and one of its Parts, its temp
+/// files removed, no link followed.
+fn load_upload(id: UploadId, dir: &Path) -> io::Result<UploadOnDisk> {
+    let (mut state_kind, mut log_kind, mut parts_kind) = (None, None, None);
+    let mut swept = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if remove_if_temp(&entry.path(), kind)? {
+            swept = true;
+            continue;
+        }
+        match entry.file_name().to_str() {
+            Some(STATE_FILE) => state_kind = Some(kind),
+            Some(PART_LOG) => log_kind = Some(kind),
+            Some(PARTS_DIR) => parts_kind = Some(kind),
+            _ => {}
+        }
+    }
+    if swept {
+        sync_dir(dir)?;
+    }
+    let Some(state_kind) = state_kind else {
+        // Created but never committed: nothing refers to it. (`remove_dir_all` removes a
+        // link inside, never what it points at.)
+        if let Err(error) = fs::remove_dir_all(dir) {
+            tracing::warn!(%error, path = %dir.display(), "could not remove an uncommitted Upload");
+        }
+        return Ok(UploadOnDisk::Uncommitted);
+    };
+    let unreadable = |name: &str, reason: String| {
+        Ok(UploadOnDisk::Unreadable(UnreadableRecord {
+            id: id.clone(),
+            path: dir.join(name),
+            reason,
+        }))
+    };
+    if let Some(reason) = not_a_file(state_kind) {
+        return unreadable(STATE_FILE, reason.to_owned());
+    }
+    if let Some(reason) = log_kind.and_then(not_a_file) {
+        return unreadable(PART_LOG, reason.to_owned());
+    }
+    let parts = match parts_kind {
+        None => Vec::new(),
+        Some(kind) if kind.is_dir() => load_parts(&dir.join(PARTS_DIR))?,
+        Some(kind) => {
+            let reason = if kind.is_symlink() {
+                SYMLINK_REASON
+            } else {
+                "it is not a directory"
+            };
+            return unreadable(PARTS_DIR, reason.to_owned());
+        }
+    };
+    let state = match fs::read(dir.join(STATE_FILE)) {
+        Ok(state) => state,
+        Err(error) => return unreadable(STATE_FILE, error.to_string()),
+    };
+    let part_log = match log_kind {
+        None => Vec::new(),
+        Some(_) => match read_part_log(&dir.join(PART_LOG)) {
+            Ok(log) => log,
+            Err(error) => return unreadable(PART_LOG, error.to_string()),
+        },
+    };
+    Ok(UploadOnDisk::Committed(StoredUpload {
+        id,
+        state,
+        part_log,
+        parts,
+    }))
+}
+
+/// The committed Parts in an Upload's Parts directory, sorted, its temp files removed.
+/// Anything but a regular file is not a Part, and is left as it is.
+fn load_parts(dir: &Path) -> io::Result<Vec<PartId>> {
+    let mut parts = Vec::new();
+    let mut swept = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if remove_if_temp(&path, kind)? {
+            swept = true;
+            continue;
+        }
+        if let Some(reason) = not_a_file(kind) {
+            tracing::warn!(path = %path.display(), reason, "not a Part; left as it is");
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            parts.push(PartId::new(name));
+        }
+    }
+    if swept {
+        sync_dir(dir)?;
+    }
+    parts.sort();
+    Ok(parts)
+}
+
+/// Removes the bytes of `POST /files` requests that crashed before their record was saved
+/// (a record that cannot be read keeps its bytes: they are quarantined with it).
+fn remove_orphan_data(
+    files_dir: &Path,
+    state: &StoredState,
+    data_files: Vec<(String, PathBuf, fs::FileType)>,
+) -> io::Result<()> {
+    let recorded: HashSet<&str> = state
+        .files
+        .iter()
+        .map(|file| file.id.as_str())
+        .chain(state.unreadable_files.iter().map(|file| file.id.as_str()))
+        .collect();
+    let mut removed = false;
+    for (id, path, kind) in data_files {
+        if recorded.contains(id.as_str()) {
+            continue;
+        }
+        if kind.is_dir() {
+            tracing::warn!(path = %path.display(), "a directory named like a File's bytes; left as it is");
+            continue;
+        }
+        // A link is removed itself, never what it points at.
+        match fs::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "could not remove the bytes of a File never recorded; left for the next start");
+            }
+        }
+    }
+    if removed { sync_dir(files_dir) } else { Ok(()) }
+}
+
+/// Why a startup walk does not follow a symbolic link.
+const SYMLINK_REASON: &str = "it is a symbolic link, and the startup walk never follows one";
+
+/// Why an entry that should be a regular file cannot be read as one; `None` when it is one.
+fn not_a_file(kind: fs::FileType) -> Option<&'static str> {
+    if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("it is a directory, not a file")
+    } else if kind.is_symlink() {
+        Some(SYMLINK_REASON)
+    } else {
+        Some("it is not a regular file")
+    }
+}
+
+/// Refuses a store directory (`uploads`, `files`) that is a symbolic link: the startup walk
+/// follows no link, and every write would go through it.
+fn refuse_link(dir: &Path) -> io::Result<()> {
+    if fs::symlink_metadata(dir)?.file_type().is_symlink() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is a symbolic link; the data directory's own directories must be directories (the startup walk follows no link)",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The name of an Upload's part log, beside its state file.
@@ -630,14 +839,16 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Removes `path` if it is a temp entry; says whether it was.
-fn remove_if_temp(path: &Path) -> io::Result<bool> {
+/// Removes `path` (a directory entry of type `kind`) if it is a temp entry; says whether
+/// it was. A link is removed itself, never what it points at.
+fn remove_if_temp(path: &Path, kind: fs::FileType) -> io::Result<bool> {
     let is_temp = path
         .file_name()
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.starts_with(TEMP_PREFIX));
     if is_temp {
-        let removed = if path.is_dir() {
+        // `remove_dir_all` does not follow links inside the directory either.
+        let removed = if kind.is_dir() {
             fs::remove_dir_all(path)
         } else {
             fs::remove_file(path)
@@ -650,14 +861,6 @@ fn remove_if_temp(path: &Path) -> io::Result<bool> {
         })?;
     }
     Ok(is_temp)
-}
-
-fn sweep_temp_files(dir: &Path) -> io::Result<()> {
-    let mut swept = false;
-    for entry in fs::read_dir(dir)? {
-        swept |= remove_if_temp(&entry?.path())?;
-    }
-    if swept { sync_dir(dir) } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -708,16 +911,7 @@ mod tests {
         let loaded = store.load().unwrap();
         assert_eq!(
             loaded.uploads[0].parts,
-            vec![
-                StoredPart {
-                    id: PartId::new("part_a"),
-                    len: 6
-                },
-                StoredPart {
-                    id: PartId::new("part_b"),
-                    len: 5
-                },
-            ]
+            vec![PartId::new("part_a"), PartId::new("part_b")]
         );
         let mut content = String::new();
         store

@@ -1,6 +1,7 @@
 //! Startup: reading every record back and removing what a crash left behind.
 
-use std::io::{self};
+use std::collections::HashSet;
+use std::io;
 
 use uploads_core::ledger::{FileRecord, PartRecord, RecordState, UploadRecord};
 use uploads_core::types::PartId;
@@ -14,12 +15,20 @@ pub(super) fn recover_records(
     store: &dyn Store,
 ) -> io::Result<(Vec<UploadRecord>, Vec<FileRecord>)> {
     let state = store.load()?;
+    // One unreadable record must not keep everything else from being served.
+    for unreadable in &state.unreadable_uploads {
+        let moved_to = store.quarantine_upload(&unreadable.id)?;
+        tracing::error!(upload = %unreadable.id, path = %unreadable.path.display(), reason = %unreadable.reason, %moved_to, "an unreadable Upload record was quarantined");
+    }
+    for unreadable in &state.unreadable_files {
+        let moved_to = store.quarantine_file(&unreadable.id)?;
+        tracing::error!(file = %unreadable.id, path = %unreadable.path.display(), reason = %unreadable.reason, %moved_to, "an unreadable File record was quarantined");
+    }
     let mut uploads = Vec::with_capacity(state.uploads.len());
     for stored in state.uploads {
         let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
             Ok(record) => record,
             Err(error) => {
-                // One unreadable record must not keep everything else from being served.
                 let moved_to = store.quarantine_upload(&stored.id)?;
                 tracing::error!(upload = %stored.id, %error, %moved_to, "an unreadable Upload state was quarantined");
                 continue;
@@ -39,16 +48,15 @@ pub(super) fn recover_records(
                 }
             }
         }
-        let needed: Vec<&PartId> = match &record.state {
+        let needed: HashSet<&PartId> = match &record.state {
             RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
             RecordState::Completed(completion) => completion.part_ids.iter().collect(),
-            RecordState::Cancelled { .. } => Vec::new(),
+            RecordState::Cancelled { .. } => HashSet::new(),
         };
         let garbage: Vec<PartId> = stored
             .parts
             .into_iter()
-            .map(|part| part.id)
-            .filter(|id| !needed.contains(&id))
+            .filter(|id| !needed.contains(id))
             .collect();
         if !garbage.is_empty()
             && let Err(error) = store.remove_parts(&record.id, &garbage)
