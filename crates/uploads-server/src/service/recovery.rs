@@ -4,13 +4,13 @@ use std::collections::HashSet;
 use std::io;
 
 use uploads_core::ledger::{FileRecord, PartRecord, RecordState, UploadRecord};
-use uploads_core::types::PartId;
+use uploads_core::types::{FileId, PartId, UploadId};
 
-use crate::store::Store;
+use crate::store::{Store, StoredFile, StoredUpload, in_parallel};
 
 /// Reads every record back at startup and removes Part bytes that no record needs: Parts
 /// stored by a request that died before its record was saved, and Parts a crash kept from
-/// being removed after a complete or cancel.
+/// being removed after a complete or cancel. Records are parsed on several threads.
 pub(super) fn recover_records(
     store: &dyn Store,
 ) -> io::Result<(Vec<UploadRecord>, Vec<FileRecord>)> {
@@ -25,39 +25,15 @@ pub(super) fn recover_records(
         tracing::error!(file = %unreadable.id, path = %unreadable.path.display(), reason = %unreadable.reason, %moved_to, "an unreadable File record was quarantined");
     }
     let mut uploads = Vec::with_capacity(state.uploads.len());
-    for stored in state.uploads {
-        let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
-            Ok(record) => record,
-            Err(error) => {
-                let moved_to = store.quarantine_upload(&stored.id)?;
-                tracing::error!(upload = %stored.id, %error, %moved_to, "an unreadable Upload state was quarantined");
+    for parsed in in_parallel(state.uploads, parse_upload) {
+        let (record, garbage) = match parsed {
+            Ok(parsed) => parsed,
+            Err((id, error)) => {
+                let moved_to = store.quarantine_upload(&id)?;
+                tracing::error!(upload = %id, %error, %moved_to, "an unreadable Upload state was quarantined");
                 continue;
             }
         };
-        // The Parts added since the state file was saved.
-        for line in stored
-            .part_log
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.is_empty())
-        {
-            match serde_json::from_slice::<PartRecord>(line) {
-                Ok(part) if record.part(&part.id).is_none() => record.parts.push(part),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
-                }
-            }
-        }
-        let needed: HashSet<&PartId> = match &record.state {
-            RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
-            RecordState::Completed(completion) => completion.part_ids.iter().collect(),
-            RecordState::Cancelled { .. } => HashSet::new(),
-        };
-        let garbage: Vec<PartId> = stored
-            .parts
-            .into_iter()
-            .filter(|id| !needed.contains(id))
-            .collect();
         if !garbage.is_empty()
             && let Err(error) = store.remove_parts(&record.id, &garbage)
         {
@@ -66,14 +42,59 @@ pub(super) fn recover_records(
         uploads.push(record);
     }
     let mut files = Vec::with_capacity(state.files.len());
-    for stored in state.files {
-        match serde_json::from_slice::<FileRecord>(&stored.record) {
+    for parsed in in_parallel(state.files, parse_file) {
+        match parsed {
             Ok(record) => files.push(record),
-            Err(error) => {
-                let moved_to = store.quarantine_file(&stored.id)?;
-                tracing::error!(file = %stored.id, %error, %moved_to, "an unreadable File record was quarantined");
+            Err((id, error)) => {
+                let moved_to = store.quarantine_file(&id)?;
+                tracing::error!(file = %id, %error, %moved_to, "an unreadable File record was quarantined");
             }
         }
     }
     Ok((uploads, files))
+}
+
+/// An Upload's record with the Parts added since its state was saved, and the Parts on disk
+/// that it does not need.
+fn parse_upload(
+    stored: StoredUpload,
+) -> Result<(UploadRecord, Vec<PartId>), (UploadId, serde_json::Error)> {
+    let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
+        Ok(record) => record,
+        Err(error) => return Err((stored.id, error)),
+    };
+    // The Parts added since the state file was saved (a set: an Upload may have thousands).
+    let mut known: HashSet<PartId> = record.parts.iter().map(|part| part.id.clone()).collect();
+    for line in stored
+        .part_log
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        match serde_json::from_slice::<PartRecord>(line) {
+            Ok(part) => {
+                if known.insert(part.id.clone()) {
+                    record.parts.push(part);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
+            }
+        }
+    }
+    let needed: HashSet<&PartId> = match &record.state {
+        RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
+        RecordState::Completed(completion) => completion.part_ids.iter().collect(),
+        RecordState::Cancelled { .. } => HashSet::new(),
+    };
+    let garbage: Vec<PartId> = stored
+        .parts
+        .into_iter()
+        .filter(|id| !needed.contains(id))
+        .collect();
+    Ok((record, garbage))
+}
+
+/// A File's record.
+fn parse_file(stored: StoredFile) -> Result<FileRecord, (FileId, serde_json::Error)> {
+    serde_json::from_slice(&stored.record).map_err(|error| (stored.id, error))
 }
