@@ -30,7 +30,9 @@ use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use uploads_core::types::{FileId, PartId, UploadId};
@@ -139,7 +141,10 @@ pub trait Store: Send + Sync + 'static {
     fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>>;
     /// Sweeps temporary files and reads back everything durable (startup recovery).
     fn load(&self) -> io::Result<StoredState>;
-    /// Whether the store can take writes now (the health check): a cheap probe, no fsync.
+    /// Whether the store can take writes now (the health check): a cheap probe, no fsync,
+    /// answered within a few seconds even when the storage does not answer. The directory
+    /// store also counts a disk with almost no room left ([`PROBE_MIN_FREE_BYTES`]) as not
+    /// taking writes.
     fn probe(&self) -> io::Result<()>;
     /// Moves an Upload whose records cannot be read out of the way (kept for an operator,
     /// never loaded again); says where it went.
@@ -205,6 +210,8 @@ pub struct DirStore {
     root: PathBuf,
     /// Makes temp names unique when two writers target the same name at once.
     temp_counter: AtomicU64,
+    /// Set while a health probe runs (on a thread of its own, which a hung disk may keep).
+    probe_in_flight: Arc<AtomicBool>,
 }
 
 impl DirStore {
@@ -218,6 +225,7 @@ impl DirStore {
         Ok(Self {
             root,
             temp_counter: AtomicU64::new(0),
+            probe_in_flight: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -421,10 +429,12 @@ impl Store for DirStore {
     }
 
     fn probe(&self) -> io::Result<()> {
-        // A temp name: a crash between the two calls leaves nothing recovery keeps.
-        let path = self.temp_path(&self.files_dir(), "healthz");
-        File::create(&path)?.write_all(b"ok")?;
-        fs::remove_file(&path)
+        let dir = self.files_dir();
+        // A temp name: a crash between the write and the removal leaves nothing recovery keeps.
+        let temp = self.temp_path(&dir, "healthz");
+        within_deadline(&self.probe_in_flight, PROBE_DEADLINE, move || {
+            probe_dir(&dir, &temp)
+        })
     }
 
     fn load(&self) -> io::Result<StoredState> {
@@ -751,6 +761,81 @@ fn refuse_link(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Free space under which the health probe counts the disk as full: room for the records
+/// of a few hundred changes, and less than most Parts. Counted as an unprivileged process
+/// sees it (`df`'s "Avail"), without the blocks a file system keeps for root.
+pub const PROBE_MIN_FREE_BYTES: u64 = 1024 * 1024;
+
+/// Free inodes under which the health probe counts the disk as full (a file system that
+/// does not count inodes is never full of them).
+pub const PROBE_MIN_FREE_INODES: u64 = 64;
+
+/// How long the health probe may take: a disk that does not answer within it is not usable.
+pub const PROBE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The health probe of a store directory: the disk holding `dir` has room (see
+/// [`PROBE_MIN_FREE_BYTES`]), and a small file can be written and removed there.
+fn probe_dir(dir: &Path, temp: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        let disk = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+        let free = disk.f_bavail.saturating_mul(disk.f_frsize);
+        let full = if free < PROBE_MIN_FREE_BYTES {
+            Some(format!(
+                "{free} bytes free, under the {PROBE_MIN_FREE_BYTES} the server needs"
+            ))
+        } else if disk.f_files > 0 && disk.f_favail < PROBE_MIN_FREE_INODES {
+            Some(format!("{} inodes free", disk.f_favail))
+        } else {
+            None
+        };
+        if let Some(full) = full {
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!("the disk of {} is full: {full}", dir.display()),
+            ));
+        }
+    }
+    let written = File::create(temp).and_then(|mut file| file.write_all(b"ok"));
+    let removed = remove_if_present(temp);
+    written.and(removed)
+}
+
+/// Runs `work` on a thread of its own and waits for it at most `deadline`: past it, the
+/// answer is an error, and while that thread is still stuck (`in_flight`), later calls
+/// answer the error at once instead of piling up threads on a disk that does not answer.
+fn within_deadline(
+    in_flight: &Arc<AtomicBool>,
+    deadline: Duration,
+    work: impl FnOnce() -> io::Result<()> + Send + 'static,
+) -> io::Result<()> {
+    let not_answering = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the disk did not answer within {deadline:?}"),
+        )
+    };
+    if in_flight.swap(true, Ordering::AcqRel) {
+        return Err(not_answering());
+    }
+    let (answer, answered) = std::sync::mpsc::sync_channel(1);
+    let running = Arc::clone(in_flight);
+    let spawned = std::thread::Builder::new()
+        .name("store-probe".to_owned())
+        .spawn(move || {
+            let result = work();
+            running.store(false, Ordering::Release);
+            let _ = answer.send(result);
+        });
+    if let Err(error) = spawned {
+        in_flight.store(false, Ordering::Release);
+        return Err(error);
+    }
+    answered
+        .recv_timeout(deadline)
+        .unwrap_or_else(|_| Err(not_answering()))
+}
+
 /// The name of an Upload's part log, beside its state file.
 const PART_LOG: &str = "parts.log";
 
@@ -1072,6 +1157,37 @@ mod tests {
             let error = store.save_upload(&UploadId::new(evil), b"{}").unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{evil:?}");
         }
+    }
+
+    #[test]
+    fn a_probe_past_its_deadline_fails_and_the_next_fails_at_once_until_it_ends() {
+        let in_flight = Arc::new(AtomicBool::new(false));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (finished, has_finished) = std::sync::mpsc::channel::<()>();
+        let stuck = within_deadline(&in_flight, Duration::from_millis(20), move || {
+            let _ = released.recv();
+            let _ = finished.send(());
+            Ok(())
+        });
+        assert_eq!(stuck.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        let ran = Arc::new(AtomicBool::new(false));
+        let ran_too = Arc::clone(&ran);
+        let meanwhile = within_deadline(&in_flight, Duration::from_mins(1), move || {
+            ran_too.store(true, Ordering::SeqCst);
+            Ok(())
+        });
+        assert_eq!(meanwhile.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(!ran.load(Ordering::SeqCst), "a second probe piled up");
+        release.send(()).unwrap();
+        has_finished.recv().unwrap();
+        while in_flight.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        within_deadline(&in_flight, Duration::from_mins(1), || Ok(())).unwrap();
+        let failed = within_deadline(&in_flight, Duration::from_mins(1), || {
+            Err(io::Error::other("broken"))
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "broken");
     }
 
     #[test]
