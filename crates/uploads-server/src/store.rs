@@ -45,6 +45,8 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 pub struct StoredUpload {
     /// The Upload's id.
     pub id: UploadId,
+    /// Where the state blob was read from (for the log).
+    pub path: PathBuf,
     /// The state blob last saved with [`Store::save_upload`].
     pub state: Vec<u8>,
     /// Every record appended with [`Store::append_part`], each ending in `\n`, in order (a
@@ -60,6 +62,8 @@ pub struct StoredUpload {
 pub struct StoredFile {
     /// The File's id.
     pub id: FileId,
+    /// Where the record blob was read from (for the log).
+    pub path: PathBuf,
     /// The record blob last saved with [`Store::save_file`].
     pub record: Vec<u8>,
 }
@@ -249,11 +253,23 @@ impl DirStore {
     /// Where unreadable records are moved (created when first needed).
     fn quarantine_dir(&self) -> io::Result<PathBuf> {
         let dir = self.root.join("quarantine");
-        if !dir.exists() {
-            fs::create_dir_all(&dir)?;
-            sync_dir(&self.root)?;
+        match fs::symlink_metadata(&dir) {
+            // Records are never moved out of the data directory through a link.
+            Ok(found) if found.file_type().is_symlink() => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link, which the server never follows",
+                    dir.display()
+                ),
+            )),
+            Ok(_) => Ok(dir),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&dir)?;
+                sync_dir(&self.root)?;
+                Ok(dir)
+            }
+            Err(error) => Err(error),
         }
-        Ok(dir)
     }
 
     fn temp_path(&self, dir: &Path, name: &str) -> PathBuf {
@@ -505,7 +521,7 @@ impl Store for DirStore {
             sync_dir(&files_dir)?;
         }
         let read = in_parallel(records, |(id, path)| match fs::read(&path) {
-            Ok(record) => Ok(StoredFile { id, record }),
+            Ok(record) => Ok(StoredFile { id, path, record }),
             Err(error) => Err(UnreadableRecord {
                 id,
                 path,
@@ -650,7 +666,8 @@ fn load_upload(id: UploadId, dir: &Path) -> io::Result<UploadOnDisk> {
             return unreadable(PARTS_DIR, reason.to_owned());
         }
     };
-    let state = match fs::read(dir.join(STATE_FILE)) {
+    let path = dir.join(STATE_FILE);
+    let state = match fs::read(&path) {
         Ok(state) => state,
         Err(error) => return unreadable(STATE_FILE, error.to_string()),
     };
@@ -663,6 +680,7 @@ fn load_upload(id: UploadId, dir: &Path) -> io::Result<UploadOnDisk> {
     };
     Ok(UploadOnDisk::Committed(StoredUpload {
         id,
+        path,
         state,
         part_log,
         parts,
@@ -1135,6 +1153,7 @@ mod tests {
             loaded.files,
             vec![StoredFile {
                 id: file.clone(),
+                path: store.files_dir().join("file-1.json"),
                 record: b"{\"id\":\"file-1\"}".to_vec()
             }]
         );

@@ -192,3 +192,49 @@ async fn the_startup_walk_never_follows_a_symlink() {
     let line = logs.line_with(&[&format!("{}/state.json", linked_state.id), "quarantined"]);
     assert!(line.contains("symbolic link"), "{line}");
 }
+
+#[tokio::test]
+async fn a_quarantine_that_is_a_symlink_is_not_followed_and_the_rest_is_served() {
+    if support::shared_backend() {
+        return;
+    }
+    let logs = logs();
+    let outside = tempfile::tempdir().unwrap();
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let kept = client.upload_file(&[b"kept"]).await;
+    let broken = client.create_upload(4).await;
+    let broken_id = broken.id.clone();
+    let outside_dir = outside.path().to_owned();
+    let server = server
+        .restart_after(|root| {
+            let state = root
+                .join("uploads")
+                .join(broken_id.as_str())
+                .join("state.json");
+            std::fs::write(state, b"{not json").unwrap();
+            std::os::unix::fs::symlink(&outside_dir, root.join("quarantine")).unwrap();
+        })
+        .await;
+    let client = server.client().await;
+    assert_eq!(
+        std::fs::read_dir(outside.path()).unwrap().count(),
+        0,
+        "a record was moved out of the data dir"
+    );
+    assert_eq!(client.content_ok(&kept.id).await.as_ref(), b"kept");
+    assert_eq!(
+        client.cancel(&broken.id).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let line = logs.line_with(&[broken.id.as_str(), "left where it is"]);
+    assert!(line.contains("symbolic link"), "{line}");
+    assert!(
+        server
+            .data_dir()
+            .join("uploads")
+            .join(broken.id.as_str())
+            .join("state.json")
+            .exists()
+    );
+}

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::io;
+use std::path::{Path, PathBuf};
 
 use uploads_core::ledger::{FileRecord, PartRecord, RecordState, UploadRecord};
 use uploads_core::types::{FileId, PartId, UploadId};
@@ -17,20 +18,29 @@ pub(super) fn recover_records(
     let state = store.load()?;
     // One unreadable record must not keep everything else from being served.
     for unreadable in &state.unreadable_uploads {
-        let moved_to = store.quarantine_upload(&unreadable.id)?;
-        tracing::error!(upload = %unreadable.id, path = %unreadable.path.display(), reason = %unreadable.reason, %moved_to, "an unreadable Upload record was quarantined");
+        set_aside(
+            &format!("Upload {}", unreadable.id),
+            &unreadable.path,
+            &unreadable.reason,
+            store.quarantine_upload(&unreadable.id),
+        );
     }
     for unreadable in &state.unreadable_files {
-        let moved_to = store.quarantine_file(&unreadable.id)?;
-        tracing::error!(file = %unreadable.id, path = %unreadable.path.display(), reason = %unreadable.reason, %moved_to, "an unreadable File record was quarantined");
+        set_aside(
+            &format!("File {}", unreadable.id),
+            &unreadable.path,
+            &unreadable.reason,
+            store.quarantine_file(&unreadable.id),
+        );
     }
     let mut uploads = Vec::with_capacity(state.uploads.len());
     for parsed in in_parallel(state.uploads, parse_upload) {
         let (record, garbage) = match parsed {
             Ok(parsed) => parsed,
-            Err((id, error)) => {
-                let moved_to = store.quarantine_upload(&id)?;
-                tracing::error!(upload = %id, %error, %moved_to, "an unreadable Upload state was quarantined");
+            Err((id, path, error)) => {
+                let reason = error.to_string();
+                let moved = store.quarantine_upload(&id);
+                set_aside(&format!("Upload {id}"), &path, &reason, moved);
                 continue;
             }
         };
@@ -45,23 +55,38 @@ pub(super) fn recover_records(
     for parsed in in_parallel(state.files, parse_file) {
         match parsed {
             Ok(record) => files.push(record),
-            Err((id, error)) => {
-                let moved_to = store.quarantine_file(&id)?;
-                tracing::error!(file = %id, %error, %moved_to, "an unreadable File record was quarantined");
+            Err((id, path, error)) => {
+                let reason = error.to_string();
+                let moved = store.quarantine_file(&id);
+                set_aside(&format!("File {id}"), &path, &reason, moved);
             }
         }
     }
     Ok((uploads, files))
 }
 
+/// Logs what became of an unreadable `record` read from `path`: quarantined, or, when even
+/// that failed, left where it is and not loaded.
+fn set_aside(record: &str, path: &Path, reason: &str, moved: io::Result<String>) {
+    let path = path.display();
+    match moved {
+        Ok(moved_to) => {
+            tracing::error!(record = %record, path = %path, reason = %reason, moved_to = %moved_to, "an unreadable record was quarantined");
+        }
+        Err(error) => {
+            tracing::error!(record = %record, path = %path, reason = %reason, %error, "an unreadable record could not be quarantined: it is left where it is, and not loaded");
+        }
+    }
+}
+
 /// An Upload's record with the Parts added since its state was saved, and the Parts on disk
 /// that it does not need.
 fn parse_upload(
     stored: StoredUpload,
-) -> Result<(UploadRecord, Vec<PartId>), (UploadId, serde_json::Error)> {
+) -> Result<(UploadRecord, Vec<PartId>), (UploadId, PathBuf, serde_json::Error)> {
     let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
         Ok(record) => record,
-        Err(error) => return Err((stored.id, error)),
+        Err(error) => return Err((stored.id, stored.path, error)),
     };
     // The Parts added since the state file was saved (a set: an Upload may have thousands).
     let mut known: HashSet<PartId> = record.parts.iter().map(|part| part.id.clone()).collect();
@@ -95,6 +120,6 @@ fn parse_upload(
 }
 
 /// A File's record.
-fn parse_file(stored: StoredFile) -> Result<FileRecord, (FileId, serde_json::Error)> {
-    serde_json::from_slice(&stored.record).map_err(|error| (stored.id, error))
+fn parse_file(stored: StoredFile) -> Result<FileRecord, (FileId, PathBuf, serde_json::Error)> {
+    serde_json::from_slice(&stored.record).map_err(|error| (stored.id, stored.path, error))
 }
