@@ -837,21 +837,27 @@ fn within_deadline(
         return Err(not_answering());
     }
     let (answer, answered) = std::sync::mpsc::sync_channel(1);
-    let running = Arc::clone(in_flight);
-    let spawned = std::thread::Builder::new()
+    // Cleared however the thread ends (a panic too), or if it never starts.
+    let running = InFlight(Arc::clone(in_flight));
+    std::thread::Builder::new()
         .name("store-probe".to_owned())
         .spawn(move || {
             let result = work();
-            running.store(false, Ordering::Release);
+            drop(running);
             let _ = answer.send(result);
-        });
-    if let Err(error) = spawned {
-        in_flight.store(false, Ordering::Release);
-        return Err(error);
-    }
+        })?;
     answered
         .recv_timeout(deadline)
         .unwrap_or_else(|_| Err(not_answering()))
+}
+
+/// Clears a flag when dropped.
+struct InFlight(Arc<AtomicBool>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The name of an Upload's part log, beside its state file.
@@ -1178,6 +1184,18 @@ mod tests {
         }
     }
 
+    /// Waits for a probe's thread to end (a bound only so that a stuck flag fails the test
+    /// instead of hanging it).
+    fn wait_until_cleared(in_flight: &AtomicBool) {
+        for _ in 0..10_000 {
+            if !in_flight.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("the probe's thread never cleared its flag");
+    }
+
     #[test]
     fn a_probe_past_its_deadline_fails_and_the_next_fails_at_once_until_it_ends() {
         let in_flight = Arc::new(AtomicBool::new(false));
@@ -1199,14 +1217,16 @@ mod tests {
         assert!(!ran.load(Ordering::SeqCst), "a second probe piled up");
         release.send(()).unwrap();
         has_finished.recv().unwrap();
-        while in_flight.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
+        wait_until_cleared(&in_flight);
         within_deadline(&in_flight, Duration::from_mins(1), || Ok(())).unwrap();
         let failed = within_deadline(&in_flight, Duration::from_mins(1), || {
             Err(io::Error::other("broken"))
         });
         assert_eq!(failed.unwrap_err().to_string(), "broken");
+        let panicked = within_deadline(&in_flight, Duration::from_mins(1), || panic!("probe"));
+        assert!(panicked.is_err());
+        wait_until_cleared(&in_flight);
+        within_deadline(&in_flight, Duration::from_mins(1), || Ok(())).unwrap();
     }
 
     #[test]
