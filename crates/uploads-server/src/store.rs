@@ -552,8 +552,9 @@ const LOAD_THREADS: usize = 32;
 /// per lock taken, and still enough batches to spread a few thousand records).
 const LOAD_BATCH: usize = 64;
 
-/// `work` applied to every item on up to [`LOAD_THREADS`] threads; the results in the
-/// items' order. A panic in `work` is resumed on the calling thread.
+/// `work` applied to every item on up to [`LOAD_THREADS`] threads (the calling one among
+/// them, so a thread the system refuses only makes it slower); the results in the items'
+/// order. A panic in `work` is resumed on the calling thread.
 pub(crate) fn in_parallel<T, R>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R>
 where
     T: Send,
@@ -570,29 +571,39 @@ where
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         items.by_ref().take(LOAD_BATCH).collect::<Vec<_>>()
     };
+    let drain = || {
+        let mut done = Vec::new();
+        loop {
+            let batch = next_batch();
+            if batch.is_empty() {
+                return done;
+            }
+            done.extend(batch.into_iter().map(|(at, item)| (at, work(item))));
+        }
+    };
     let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let batch = next_batch();
-                        if batch.is_empty() {
-                            return done;
-                        }
-                        done.extend(batch.into_iter().map(|(at, item)| (at, work(item))));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| {
-                worker
+        let mut helpers = Vec::with_capacity(threads - 1);
+        for _ in 1..threads {
+            match std::thread::Builder::new()
+                .name("store-load".to_owned())
+                .spawn_scoped(scope, drain)
+            {
+                Ok(helper) => helpers.push(helper),
+                Err(error) => {
+                    tracing::warn!(%error, "could not start a thread to read records; reading with fewer");
+                    break;
+                }
+            }
+        }
+        let mut done = drain();
+        for helper in helpers {
+            done.extend(
+                helper
                     .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            );
+        }
+        done
     });
     done.sort_unstable_by_key(|(at, _)| *at);
     done.into_iter().map(|(_, result)| result).collect()
