@@ -1,55 +1,49 @@
 //! Startup: reading every record back and removing what a crash left behind.
 
-use std::io::{self};
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use uploads_core::ledger::{FileRecord, PartRecord, RecordState, UploadRecord};
-use uploads_core::types::PartId;
+use uploads_core::types::{FileId, PartId, UploadId};
 
-use crate::store::Store;
+use crate::store::{Store, StoredFile, StoredUpload, in_parallel};
 
 /// Reads every record back at startup and removes Part bytes that no record needs: Parts
 /// stored by a request that died before its record was saved, and Parts a crash kept from
-/// being removed after a complete or cancel.
+/// being removed after a complete or cancel. Records are parsed on several threads.
 pub(super) fn recover_records(
     store: &dyn Store,
 ) -> io::Result<(Vec<UploadRecord>, Vec<FileRecord>)> {
     let state = store.load()?;
+    // One unreadable record must not keep everything else from being served.
+    for unreadable in &state.unreadable_uploads {
+        set_aside(
+            &format!("Upload {}", unreadable.id),
+            &unreadable.path,
+            &unreadable.reason,
+            store.quarantine_upload(&unreadable.id),
+        );
+    }
+    for unreadable in &state.unreadable_files {
+        set_aside(
+            &format!("File {}", unreadable.id),
+            &unreadable.path,
+            &unreadable.reason,
+            store.quarantine_file(&unreadable.id),
+        );
+    }
     let mut uploads = Vec::with_capacity(state.uploads.len());
-    for stored in state.uploads {
-        let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
-            Ok(record) => record,
-            Err(error) => {
-                // One unreadable record must not keep everything else from being served.
-                let moved_to = store.quarantine_upload(&stored.id)?;
-                tracing::error!(upload = %stored.id, %error, %moved_to, "an unreadable Upload state was quarantined");
+    for parsed in in_parallel(state.uploads, parse_upload) {
+        let (record, garbage) = match parsed {
+            Ok(parsed) => parsed,
+            Err((id, path, error)) => {
+                let reason = error.to_string();
+                let moved = store.quarantine_upload(&id);
+                set_aside(&format!("Upload {id}"), &path, &reason, moved);
                 continue;
             }
         };
-        // The Parts added since the state file was saved.
-        for line in stored
-            .part_log
-            .split(|&b| b == b'\n')
-            .filter(|line| !line.is_empty())
-        {
-            match serde_json::from_slice::<PartRecord>(line) {
-                Ok(part) if record.part(&part.id).is_none() => record.parts.push(part),
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
-                }
-            }
-        }
-        let needed: Vec<&PartId> = match &record.state {
-            RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
-            RecordState::Completed(completion) => completion.part_ids.iter().collect(),
-            RecordState::Cancelled { .. } => Vec::new(),
-        };
-        let garbage: Vec<PartId> = stored
-            .parts
-            .into_iter()
-            .map(|part| part.id)
-            .filter(|id| !needed.contains(&id))
-            .collect();
         if !garbage.is_empty()
             && let Err(error) = store.remove_parts(&record.id, &garbage)
         {
@@ -58,14 +52,74 @@ pub(super) fn recover_records(
         uploads.push(record);
     }
     let mut files = Vec::with_capacity(state.files.len());
-    for stored in state.files {
-        match serde_json::from_slice::<FileRecord>(&stored.record) {
+    for parsed in in_parallel(state.files, parse_file) {
+        match parsed {
             Ok(record) => files.push(record),
-            Err(error) => {
-                let moved_to = store.quarantine_file(&stored.id)?;
-                tracing::error!(file = %stored.id, %error, %moved_to, "an unreadable File record was quarantined");
+            Err((id, path, error)) => {
+                let reason = error.to_string();
+                let moved = store.quarantine_file(&id);
+                set_aside(&format!("File {id}"), &path, &reason, moved);
             }
         }
     }
     Ok((uploads, files))
+}
+
+/// Logs what became of an unreadable `record` read from `path`: quarantined, or, when even
+/// that failed, left where it is and not loaded.
+fn set_aside(record: &str, path: &Path, reason: &str, moved: io::Result<String>) {
+    let path = path.display();
+    match moved {
+        Ok(moved_to) => {
+            tracing::error!(record = %record, path = %path, reason = %reason, moved_to = %moved_to, "an unreadable record was quarantined");
+        }
+        Err(error) => {
+            tracing::error!(record = %record, path = %path, reason = %reason, %error, "an unreadable record could not be quarantined: it is left where it is, and not loaded");
+        }
+    }
+}
+
+/// An Upload's record with the Parts added since its state was saved, and the Parts on disk
+/// that it does not need.
+fn parse_upload(
+    stored: StoredUpload,
+) -> Result<(UploadRecord, Vec<PartId>), (UploadId, PathBuf, serde_json::Error)> {
+    let mut record: UploadRecord = match serde_json::from_slice(&stored.state) {
+        Ok(record) => record,
+        Err(error) => return Err((stored.id, stored.path, error)),
+    };
+    // The Parts added since the state file was saved (a set: an Upload may have thousands).
+    let mut known: HashSet<PartId> = record.parts.iter().map(|part| part.id.clone()).collect();
+    for line in stored
+        .part_log
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+    {
+        match serde_json::from_slice::<PartRecord>(line) {
+            Ok(part) => {
+                if known.insert(part.id.clone()) {
+                    record.parts.push(part);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
+            }
+        }
+    }
+    let needed: HashSet<&PartId> = match &record.state {
+        RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
+        RecordState::Completed(completion) => completion.part_ids.iter().collect(),
+        RecordState::Cancelled { .. } => HashSet::new(),
+    };
+    let garbage: Vec<PartId> = stored
+        .parts
+        .into_iter()
+        .filter(|id| !needed.contains(id))
+        .collect();
+    Ok((record, garbage))
+}
+
+/// A File's record.
+fn parse_file(stored: StoredFile) -> Result<FileRecord, (FileId, PathBuf, serde_json::Error)> {
+    serde_json::from_slice(&stored.record).map_err(|error| (stored.id, stored.path, error))
 }
