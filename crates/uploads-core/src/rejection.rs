@@ -3,7 +3,7 @@
 
 use http::StatusCode;
 
-use crate::types::{ErrorBody, FileId, UploadId};
+use crate::types::{ErrorBody, FileId, PartId, UploadId};
 
 /// OpenAI's error class for a request the caller must fix.
 pub const INVALID_REQUEST_ERROR: &str = "invalid_request_error";
@@ -147,6 +147,21 @@ impl Rejection {
             message,
             None,
             None,
+        )
+    }
+
+    /// 400 `part_ids` for a complete listing Parts whose bytes are no longer stored (removed
+    /// behind the service's back): completing would make a File that cannot be read. The
+    /// Upload stays pending; the Parts can be sent again and the complete retried with their
+    /// new ids.
+    pub fn parts_not_stored(missing: &[PartId]) -> Self {
+        let names: Vec<&str> = missing.iter().map(PartId::as_str).collect();
+        Self::invalid(
+            Some("part_ids"),
+            format!(
+                "The data of these Parts is no longer stored: {}. Add them again and complete with the new Part ids.",
+                names.join(", ")
+            ),
         )
     }
 

@@ -143,6 +143,10 @@ pub trait Store: Send + Sync + 'static {
     fn remove_upload(&self, upload: &UploadId) -> io::Result<()>;
     /// Opens a File's bytes for reading, in order.
     fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>>;
+    /// Of an Upload's `parts`, those whose bytes are not stored (removed behind the
+    /// server's back: an operator, a bucket's lifecycle rule), in the order given. A
+    /// failure to find out is an error, never "all present".
+    fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>>;
     /// Sweeps temporary files and reads back everything durable (startup recovery).
     fn load(&self) -> io::Result<StoredState>;
     /// Whether the store can take writes now (the health check): a cheap probe, no fsync,
@@ -393,6 +397,20 @@ impl Store for DirStore {
             _ => {}
         }
         sync_dir(&self.root.join("uploads"))
+    }
+
+    fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>> {
+        let dir = self.parts_dir(upload)?;
+        let mut missing = Vec::new();
+        for part in parts {
+            match fs::symlink_metadata(dir.join(safe_name(part.as_str())?)) {
+                Ok(metadata) if metadata.is_file() => {}
+                Ok(_) => missing.push(part.clone()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => missing.push(part.clone()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(missing)
     }
 
     fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>> {

@@ -332,3 +332,37 @@ async fn a_clock_stepped_back_never_completes_an_upload_whose_parts_were_swept()
     let server = server.restart_after(|_| {}).await;
     assert_stays_expired(&server, &upload, &part).await;
 }
+
+/// A listed Part's bytes removed behind the server (an operator's cleanup, a bucket's
+/// lifecycle rule): the complete is refused with 400 `part_ids` naming it, with or without
+/// an md5, instead of acknowledging a File that can never be read; the Upload stays pending,
+/// and completes once the Part is sent again.
+#[tokio::test]
+async fn a_part_removed_behind_the_server_is_refused_at_complete() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let upload = client.create_upload(6).await.id;
+    let kept = client.add_part_ok(&upload, b"abc").await.id;
+    let lost = client.add_part_ok(&upload, b"def").await.id;
+    support::remove_part_bytes(server.data_dir(), &upload, &lost).await;
+    let md5 = md5_hex(&[b"abcdef"]);
+    for md5 in [None, Some(md5.as_str())] {
+        let reply = client.complete(&upload, &[&kept, &lost], md5).await;
+        reply.assert_error(
+            StatusCode::BAD_REQUEST,
+            Some("part_ids"),
+            &format!(
+                "The data of these Parts is no longer stored: {lost}. Add them again and complete with the new Part ids."
+            ),
+        );
+    }
+    assert!(client.list_ids("").await.is_empty(), "no File was made");
+    let again = client.add_part_ok(&upload, b"def").await.id;
+    let completed = client
+        .complete_ok(&upload, &[&kept, &again], Some(&md5))
+        .await;
+    assert_eq!(
+        client.content_ok(&completed.file.unwrap().id).await,
+        &b"abcdef"[..]
+    );
+}

@@ -445,6 +445,17 @@ impl Store for ObjectBytes {
         self.handle.block_on(self.delete(&file_key(file)))
     }
 
+    fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>> {
+        let keys: Vec<String> = parts.iter().map(|part| part_key(upload, part)).collect();
+        let missing = self.handle.block_on(self.missing(&keys))?;
+        Ok(parts
+            .iter()
+            .zip(&keys)
+            .filter(|(_, key)| missing.contains(key))
+            .map(|(part, _)| part.clone())
+            .collect())
+    }
+
     fn remove_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<()> {
         for part in parts {
             self.handle.block_on(self.delete(&part_key(upload, part)))?;

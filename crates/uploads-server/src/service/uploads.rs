@@ -1,12 +1,14 @@
 //! The handlers of `/uploads`: create, add a Part, complete, cancel.
 
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use uploads_core::ledger::{CompletePlan, Owner};
-use uploads_core::types::UploadId;
+use uploads_core::ledger::{CompletePlan, Owner, Verification};
+use uploads_core::rejection::Rejection;
+use uploads_core::types::{PartId, UploadId};
 
 use super::forms::{form_head, read_form};
 use super::{Answer, Refused, Service, json, storage_rejection};
@@ -109,6 +111,7 @@ impl Service {
             CompletePlan::Replay(upload) => return json(&upload),
             CompletePlan::Verify(verification) => verification,
         };
+        self.check_parts_stored(&verification).await?;
         // The md5 is computed outside the lock: it reads every listed byte, and
         // `finish_complete` checks everything again.
         let md5 = if verification.expected_md5().is_some() {
@@ -150,6 +153,32 @@ impl Service {
             .await?;
         self.md5_ahead.forget(upload_id);
         json(&completed)
+    }
+
+    /// Refuses (400 `part_ids`, the Upload unchanged) a complete listing Parts whose bytes
+    /// are gone, so that no File is acknowledged that could never be read.
+    async fn check_parts_stored(&self, verification: &Verification) -> Answer<()> {
+        let upload = verification.upload_id().clone();
+        let listed: Vec<PartId> = verification
+            .parts()
+            .iter()
+            .map(|part| part.id.clone())
+            .collect();
+        let store = Arc::clone(&self.store);
+        let missing = tokio::task::spawn_blocking(move || store.missing_parts(&upload, &listed))
+            .await
+            .map_err(io::Error::other)
+            .and_then(|missing| missing)
+            .map_err(|error| {
+                tracing::error!(%error, "checking that the listed Parts are stored failed");
+                storage_rejection(&error, "The server could not check the Upload's parts.")
+            })?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            tracing::error!(upload = %verification.upload_id(), ?missing, "listed Parts' bytes are gone");
+            Err(Rejection::parts_not_stored(&missing))
+        }
     }
 
     /// `POST /uploads/{id}/cancel`; the Upload's hashing-ahead chain goes with it.

@@ -700,6 +700,25 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Removes a stored Part's bytes behind the server's back (an operator, a bucket's
+/// lifecycle rule): its file, or on the shared backend its object.
+pub async fn remove_part_bytes(data_dir: &Path, upload: &UploadId, part: &PartId) {
+    match shared_namespace(data_dir) {
+        Some(namespace) => {
+            let bucket = uploads_server::objects::ObjectBytes::open(
+                &namespace.object_store,
+                namespace.s3_env(),
+            )
+            .unwrap();
+            bucket
+                .delete(&format!("uploads/{upload}/{part}"))
+                .await
+                .unwrap();
+        }
+        None => std::fs::remove_file(parts_dir(data_dir, upload).join(part.as_str())).unwrap(),
+    }
+}
+
 /// The directory holding an Upload's Part files.
 pub fn parts_dir(data_dir: &Path, upload: &UploadId) -> PathBuf {
     data_dir.join("uploads").join(upload.as_str()).join("parts")

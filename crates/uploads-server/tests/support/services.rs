@@ -139,6 +139,7 @@ impl Services {
     }
 
     /// The keys of the objects in a bucket (at most 1000), by a plain `ListObjectsV2`.
+    /// The keys of the objects in a bucket.
     pub fn list_objects(&self, bucket: &str) -> Vec<String> {
         let body = http_exchange(
             self.s3_port,
