@@ -36,6 +36,7 @@ mod readers;
 mod refused_heads;
 mod server;
 mod service;
+mod starting;
 mod stats;
 pub mod store;
 

@@ -25,6 +25,7 @@ use crate::objects::ObjectBytes;
 use crate::pg::PgRecords;
 use crate::refused_heads::RefusedHeads;
 use crate::service::{Service, ServiceConfig};
+use crate::starting::Starting;
 use crate::stats::ServerStats;
 use crate::store::{DataDirLock, DirStore};
 
@@ -277,15 +278,15 @@ impl ServerBuilder {
                 min_bytes_per_sec: self.min_body_bytes_per_sec,
             },
         };
-        let (lock, service) = if let Some(backend) = &self.shared {
+        let (lock, service, listener) = if let Some(backend) = &self.shared {
+            // The port answers "starting" while the database and the bucket are reached.
+            let starting = Starting::answer(TcpListener::bind(self.listen).await?);
             // Instances share the database and the bucket by design: no directory to lock.
             let shared = backend
                 .open(config.limits.clone(), self.shared_clock.clone())
                 .await?;
-            (
-                None,
-                Service::open_shared(config, shared, self.clock).await?,
-            )
+            let service = Service::open_shared(config, shared, self.clock).await?;
+            (None, service, starting.ready().await?)
         } else {
             let data_dir = self.data_dir.clone();
             let (lock, store) = tokio::task::spawn_blocking(move || {
@@ -294,15 +295,17 @@ impl ServerBuilder {
             })
             .await
             .map_err(io::Error::other)??;
+            // The directory is this process's: the port answers "starting" while its
+            // records are read back.
+            let starting = Starting::answer(TcpListener::bind(self.listen).await?);
             let service = Service::recover(
                 config,
                 Arc::new(store) as Arc<dyn crate::store::Store>,
                 self.clock,
             )
             .await?;
-            (Some(lock), service)
+            (Some(lock), service, starting.ready().await?)
         };
-        let listener = TcpListener::bind(self.listen).await?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
         let (stop_tx, stop_rx) = oneshot::channel();

@@ -572,7 +572,8 @@ fn json(value: &impl Serialize) -> Answer<Response<ResponseBody>> {
     Ok(response)
 }
 
-fn rejection_response(rejection: &Rejection) -> Response<ResponseBody> {
+/// An OpenAI-shaped error response (with `Retry-After` when the rejection has one).
+pub(crate) fn rejection_response(rejection: &Rejection) -> Response<ResponseBody> {
     let mut response = Response::new(full(rejection.body_json()));
     *response.status_mut() = rejection.status;
     let headers = response.headers_mut();
