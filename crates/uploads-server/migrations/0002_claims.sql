@@ -4,3 +4,8 @@
 -- objects, then the rows it still holds. A claim that lapsed (its instance died) is taken
 -- again. An intent whose row is claimed cannot be consumed: its object may be gone.
 ALTER TABLE doomed_objects ADD COLUMN claimed_until bigint;
+
+-- Uploads swept before the ledger's records carried the mark: the record says it too, so the
+-- ledger keeps them expired whatever the clock reads.
+UPDATE uploads SET record = jsonb_set(record, '{parts_removed}', 'true')
+WHERE parts_removed AND status = 'pending';

@@ -290,8 +290,8 @@ impl PgRecords {
             .execute(
                 &format!(
                     "INSERT INTO doomed_objects (key, not_before) VALUES ($2, {NOW_SQL} + $3)
-                     ON CONFLICT (key) DO UPDATE
-                         SET not_before = EXCLUDED.not_before, claimed_until = NULL"
+                     ON CONFLICT (key) DO UPDATE SET not_before = EXCLUDED.not_before
+                         WHERE doomed_objects.claimed_until IS NULL"
                 ),
                 &[&now.into().param(), &key, &to_i64(self.intent_grace)],
             )
@@ -341,7 +341,7 @@ impl PgRecords {
 
     /// One sweep: claims (skipping rows another instance holds) the records the ledger may
     /// remove, removes them as the ledger says, and marks expired Uploads' Parts removed.
-    /// Returns how many records it claimed.
+    /// Returns how many records it changed.
     pub(crate) async fn sweep(&self, now: impl Into<Now>) -> Result<usize, Rejection> {
         let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
         let transaction = client
@@ -356,22 +356,33 @@ impl PgRecords {
         let loaded = claim_sweep(&*transaction, now, self.limits.upload_ttl_secs)
             .await
             .map_err(|error| unavailable(&error))?;
-        let claimed = loaded.uploads.len() + loaded.files.len();
-        if claimed == 0 {
+        if loaded.uploads.is_empty() && loaded.files.is_empty() {
             return Ok(0);
         }
         let ledger = loaded.ledger(&self.limits);
         // An expired Upload's record is marked `parts_removed` by the ledger's own step.
-        if let Some(change) = ledger.sweep(now) {
-            write_steps(&*transaction, change.steps(), &loaded, now)
-                .await
-                .map_err(|error| unavailable(&error))?;
-        }
+        let Some(change) = ledger.sweep(now) else {
+            // Claimed, but nothing the ledger would change: counting it would make a caller
+            // that sweeps until nothing is left loop for ever.
+            return Ok(0);
+        };
+        write_steps(&*transaction, change.steps(), &loaded, now)
+            .await
+            .map_err(|error| unavailable(&error))?;
         transaction
             .commit()
             .await
             .map_err(|error| unavailable(&error))?;
-        Ok(claimed)
+        Ok(change
+            .steps()
+            .iter()
+            .filter(|step| {
+                matches!(
+                    step,
+                    Step::SaveUpload(_) | Step::RemoveUpload(_) | Step::RemoveFile(_)
+                )
+            })
+            .count())
     }
 
     /// Claims up to `limit` objects that are due for deletion, deletes them with `delete`
@@ -638,8 +649,9 @@ async fn claim_sweep(
     let uploads = client
         .query(
             "SELECT u.record FROM uploads u
-             WHERE (u.status = 'pending' AND u.expires_at <= $1 AND NOT u.parts_removed)
-                OR (u.expires_at + $2 <= $1 AND (u.status <> 'completed' OR NOT EXISTS (
+             WHERE (u.status = 'pending' AND u.expires_at <= $1 AND NOT u.parts_removed
+                    AND EXISTS (SELECT 1 FROM upload_parts p WHERE p.upload_id = u.id))
+                OR (u.expires_at <= $1 - $2 AND (u.status <> 'completed' OR NOT EXISTS (
                       SELECT 1 FROM files f WHERE f.id = u.file_id
                         AND (f.expires_at IS NULL OR f.expires_at > $1))))
              ORDER BY u.expires_at LIMIT $3 FOR UPDATE OF u SKIP LOCKED",

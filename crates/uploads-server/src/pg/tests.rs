@@ -475,3 +475,29 @@ async fn a_session_frozen_in_a_transaction_loses_its_locks_and_others_wait_bound
         "the database ended the frozen session"
     );
 }
+
+/// An expired Upload that never got a Part has nothing to remove: a sweep neither claims it
+/// again and again nor counts it (a caller sweeping until nothing is left would never stop),
+/// and it is still answered as expired.
+#[tokio::test]
+async fn an_expired_upload_without_parts_is_not_swept_for_ever() {
+    let (_namespace, instances) = instances(1).await;
+    let records = &instances[0];
+    let upload = create(records, 1).await;
+    let expired = NOW + Limits::default().upload_ttl_secs;
+    for _ in 0..3 {
+        assert_eq!(records.sweep(expired).await.unwrap(), 0);
+    }
+    let status = records
+        .read(&Scope::Upload(upload.id.clone()), expired, |ledger, now| {
+            Ok(ledger
+                .plan_complete(&owner(), &upload.id, br#"{"part_ids":["part_x"]}"#, now)
+                .unwrap_err()
+                .body
+                .error
+                .message)
+        })
+        .await
+        .unwrap();
+    assert_eq!(status, "Cannot complete an Upload that is already expired.");
+}
