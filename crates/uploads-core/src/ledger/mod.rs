@@ -283,6 +283,16 @@ impl Ledger {
         Ok(())
     }
 
+    /// Whether every record `change` was planned against is still as it was: then it may
+    /// be persisted. A server that plans outside a record's lock (a sweep) MUST check this
+    /// under the lock before persisting, or it could write a stale record over a newer one.
+    pub fn is_current(&self, change: &Change) -> bool {
+        change
+            .guards
+            .iter()
+            .all(|guard| self.check_guard(guard).is_ok())
+    }
+
     fn check_guard(&self, guard: &Guard) -> Result<(), ApplyError> {
         match guard {
             Guard::Upload { id, revision } => {

@@ -335,6 +335,22 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_planned_before_a_complete_is_no_longer_current() {
+        let mut scenario = Scenario::new();
+        let upload = scenario.upload(&owner_a(), 1);
+        let a = scenario.part(&owner_a(), &upload, b"a");
+        // Planned by a sweep whose clock read past the expiry ...
+        let sweep = scenario.ledger.sweep(START + TTL).unwrap();
+        assert!(scenario.ledger.is_current(&sweep));
+        // ... while a complete, at the right time, won the record first.
+        scenario.complete_with(&owner_a(), &upload, &[&a]).unwrap();
+        assert!(
+            !scenario.ledger.is_current(&sweep),
+            "persisting it would write the stale pending record over the completed one"
+        );
+    }
+
+    #[test]
     fn a_sweep_applies_once_it_is_persisted_and_not_twice() {
         let mut scenario = Scenario::new();
         let upload = scenario.upload(&owner_a(), 1);

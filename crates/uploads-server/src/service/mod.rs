@@ -204,6 +204,11 @@ impl Service {
                 continue;
             };
             let _record = self.record_lock(&key).await;
+            // Planned before the lock was taken: a mutation may have changed the record
+            // since (the next sweep plans it again).
+            if !self.ledger.lock().await.is_current(&change) {
+                continue;
+            }
             if let Err(rejection) = self.persist(&change).await {
                 tracing::error!(record = %key, error = %rejection, "sweeping a record failed; skipped until the next sweep");
                 continue;
