@@ -230,3 +230,40 @@ async fn unreadable_records_are_quarantined_and_everything_else_is_served() {
         "{quarantined:?}"
     );
 }
+
+/// The record of a completed Upload cannot be read at startup: it is quarantined, and so is
+/// the File completed from it (its record kept for an operator), never taken for the trace
+/// of a crashed complete and deleted.
+#[tokio::test]
+async fn a_file_whose_uploads_record_is_unreadable_is_set_aside_not_deleted() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let file = client.upload_file(&[b"keep me"]).await;
+    let kept = client.upload_file(&[b"other"]).await;
+    let upload = std::fs::read_dir(server.data_dir().join("uploads"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("state.json"))
+                .unwrap()
+                .contains(file.id.as_str())
+        })
+        .unwrap();
+    let server = server
+        .restart_after(|_| std::fs::write(upload.join("state.json"), b"{not json").unwrap())
+        .await;
+    let client = server.client().await;
+    assert_eq!(client.content_ok(&kept.id).await.as_ref(), b"other");
+    assert_eq!(
+        client.retrieve(&file.id).await.status,
+        http::StatusCode::NOT_FOUND
+    );
+    let quarantined: Vec<String> = std::fs::read_dir(server.data_dir().join("quarantine"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantined.contains(&format!("file-{}.json", file.id)),
+        "the File's record is kept: {quarantined:?}"
+    );
+}

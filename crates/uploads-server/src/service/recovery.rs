@@ -16,8 +16,12 @@ pub(super) fn recover_records(
     store: &dyn Store,
 ) -> io::Result<(Vec<UploadRecord>, Vec<FileRecord>)> {
     let state = store.load()?;
+    // Uploads whose record is set aside: the Files completed from them are set aside too
+    // (see below).
+    let mut set_aside_uploads: HashSet<UploadId> = HashSet::new();
     // One unreadable record must not keep everything else from being served.
     for unreadable in &state.unreadable_uploads {
+        set_aside_uploads.insert(unreadable.id.clone());
         set_aside(
             &format!("Upload {}", unreadable.id),
             &unreadable.path,
@@ -41,6 +45,7 @@ pub(super) fn recover_records(
                 let reason = error.to_string();
                 let moved = store.quarantine_upload(&id);
                 set_aside(&format!("Upload {id}"), &path, &reason, moved);
+                set_aside_uploads.insert(id);
                 continue;
             }
         };
@@ -54,6 +59,24 @@ pub(super) fn recover_records(
     let mut files = Vec::with_capacity(state.files.len());
     for parsed in in_parallel(state.files, parse_file) {
         match parsed {
+            // Without its Upload's record the ledger would take it for the trace of a
+            // crashed complete and remove it: an acknowledged File is set aside for an
+            // operator instead, never deleted.
+            Ok(record)
+                if record
+                    .upload_id
+                    .as_ref()
+                    .is_some_and(|upload| set_aside_uploads.contains(upload)) =>
+            {
+                let id = record.id().clone();
+                let moved = store.quarantine_file(&id);
+                set_aside(
+                    &format!("File {id}"),
+                    Path::new(&format!("files/{id}.json")),
+                    "the record of the Upload it was completed from could not be read",
+                    moved,
+                );
+            }
             Ok(record) => files.push(record),
             Err((id, path, error)) => {
                 let reason = error.to_string();
