@@ -49,6 +49,7 @@ use std::io;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, NoTls, Row};
 use uploads_core::ledger::{
@@ -84,6 +85,8 @@ const KEEPALIVE_PROBES: u32 = 3;
 const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
 /// What a 503 asks a client to wait before retrying (seconds).
 const RETRY_AFTER_SECS: u64 = 1;
+/// Object deletions one collection runs at once.
+const DELETES_IN_FLIGHT: usize = 16;
 /// How long a sweeper holds a claim on objects to delete before another may take them.
 const COLLECT_CLAIM_SECS: i64 = 300;
 /// The database's clock, in unix seconds, or the given one (`$1`, when not null).
@@ -169,8 +172,9 @@ pub(crate) enum MutationError {
 pub(crate) struct Committed<T> {
     /// The ledger's answer.
     pub response: T,
-    /// Whether it doomed objects now (a collection pass would delete them).
-    pub doomed: bool,
+    /// The objects it doomed to go now (not after the download grace): what
+    /// [`PgRecords::collect_objects`] may delete at once.
+    pub doomed_now: Vec<String>,
 }
 
 /// What `/healthz` says of the database.
@@ -320,22 +324,16 @@ impl PgRecords {
             .await
             .map_err(|error| failed(&error))?;
         let planned = plan(&loaded.ledger(&self.limits), now).map_err(MutationError::Refused)?;
-        let mut doomed = false;
+        let mut doomed_now = Vec::new();
         if let Some(change) = planned.change {
-            doomed = change.steps().iter().any(|step| {
-                matches!(
-                    step,
-                    Step::RemoveFile(_) | Step::RemoveParts { .. } | Step::RemoveUpload(_)
-                )
-            });
-            write_steps(&*transaction, change.steps(), &loaded, now)
+            doomed_now = write_steps(&*transaction, change.steps(), &loaded, now)
                 .await
                 .map_err(|error| failed(&error))?;
             transaction.commit().await.map_err(|error| failed(&error))?;
         }
         Ok(Committed {
             response: planned.response,
-            doomed,
+            doomed_now,
         })
     }
 
@@ -392,48 +390,73 @@ impl PgRecords {
     /// No transaction is held while the bucket works: the claim (`claimed_until`) is
     /// committed first, so a slow bucket cannot keep rows locked, and a claim whose instance
     /// died lapses after [`COLLECT_CLAIM_SECS`].
+    ///
+    /// `only` limits it to those keys (a request deletes what its own change doomed, not
+    /// the backlog). Deletes run [`DELETES_IN_FLIGHT`] at once, on no database connection;
+    /// after one that timed out (a silent bucket), no more are started: the rest wait for
+    /// the next pass.
     pub(crate) async fn collect_objects<F, Fut>(
         &self,
         now: impl Into<Now>,
         limit: i64,
+        only: Option<&[String]>,
         delete: F,
     ) -> Result<usize, Rejection>
     where
         F: Fn(String) -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
-        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        let rows = client
-            .query(
-                &format!(
-                    "WITH due AS (
-                         SELECT key FROM doomed_objects
-                         WHERE not_before <= {NOW_SQL}
-                           AND (claimed_until IS NULL OR claimed_until <= {NOW_SQL})
-                         ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED)
-                     UPDATE doomed_objects d SET claimed_until = {NOW_SQL} + $3
-                     FROM due WHERE d.key = due.key
-                     RETURNING d.key, d.claimed_until"
-                ),
-                &[&now.into().param(), &limit, &COLLECT_CLAIM_SECS],
-            )
-            .await
-            .map_err(|error| unavailable(&error))?;
+        let rows = {
+            let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            client
+                .query(
+                    &format!(
+                        "WITH due AS (
+                             SELECT key FROM doomed_objects
+                             WHERE not_before <= {NOW_SQL}
+                               AND (claimed_until IS NULL OR claimed_until <= {NOW_SQL})
+                               AND ($4::text[] IS NULL OR key = ANY($4))
+                             ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED)
+                         UPDATE doomed_objects d SET claimed_until = {NOW_SQL} + $3
+                         FROM due WHERE d.key = due.key
+                         RETURNING d.key, d.claimed_until"
+                    ),
+                    &[&now.into().param(), &limit, &COLLECT_CLAIM_SECS, &only],
+                )
+                .await
+                .map_err(|error| unavailable(&error))?
+        };
         // Each object is deleted before its row: a row outlives its object, never the reverse.
-        let mut deleted = Vec::new();
-        let mut claimed_until = Vec::new();
-        for row in rows {
-            let key: String = row.get(0);
-            match delete(key.clone()).await {
-                Ok(()) => {
-                    deleted.push(key);
-                    claimed_until.push(row.get::<_, i64>(1));
+        let timed_out = std::sync::atomic::AtomicBool::new(false);
+        let outcomes: Vec<(String, i64, bool)> = futures_util::stream::iter(rows)
+            .map(|row| {
+                let (key, until): (String, i64) = (row.get(0), row.get(1));
+                let (delete, timed_out) = (&delete, &timed_out);
+                async move {
+                    if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (key, until, false);
+                    }
+                    match delete(key.clone()).await {
+                        Ok(()) => (key, until, true),
+                        Err(error) => {
+                            if error.kind() == io::ErrorKind::TimedOut {
+                                timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            tracing::warn!(%key, %error, "deleting an object failed; retrying later");
+                            (key, until, false)
+                        }
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(%key, %error, "deleting an object failed; retrying later");
-                }
-            }
-        }
+            })
+            .buffer_unordered(DELETES_IN_FLIGHT)
+            .collect()
+            .await;
+        let (deleted, claimed_until): (Vec<String>, Vec<i64>) = outcomes
+            .into_iter()
+            .filter(|(_, _, deleted)| *deleted)
+            .map(|(key, until, _)| (key, until))
+            .unzip();
+        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
         client
             .execute(
                 "DELETE FROM doomed_objects d USING unnest($1::text[], $2::bigint[]) AS c(key, until)
@@ -680,18 +703,20 @@ async fn claim_sweep(
     Ok(loaded)
 }
 
-/// Writes a planned change's steps as rows, inside the mutation's transaction.
+/// Writes a planned change's steps as rows, inside the mutation's transaction; returns the
+/// objects it doomed to go at once.
 async fn write_steps(
     client: &impl GenericClient,
     steps: &[Step],
     loaded: &Loaded,
     now: u64,
-) -> Result<(), LoadError> {
+) -> Result<Vec<String>, LoadError> {
     let now_i = to_i64(now);
     // Bytes a download may be reading outlive the change by the download grace: a File's
     // own bytes, and the Parts of a File that goes (its removal or a completed Upload's).
     let readable_until = to_i64(now.saturating_add(DOWNLOAD_GRACE_SECS));
     let file_goes = steps.iter().any(|step| matches!(step, Step::RemoveFile(_)));
+    let mut doomed_now = Vec::new();
     for step in steps {
         match step {
             Step::SaveUpload(record) => save_upload(client, record, loaded).await?,
@@ -732,6 +757,9 @@ async fn write_steps(
                     .collect();
                 let not_before = if file_goes { readable_until } else { now_i };
                 doom(client, &keys, not_before).await?;
+                if not_before == now_i {
+                    doomed_now.extend(keys);
+                }
             }
             Step::RemoveUpload(id) => {
                 let record = loaded.upload(id).map(|(record, _)| record);
@@ -748,13 +776,16 @@ async fn write_steps(
                     record.is_some_and(|record| matches!(record.state, RecordState::Completed(_)));
                 let not_before = if completed { readable_until } else { now_i };
                 doom(client, &keys, not_before).await?;
+                if not_before == now_i {
+                    doomed_now.extend(keys);
+                }
                 client
                     .execute("DELETE FROM uploads WHERE id = $1", &[&id.as_str()])
                     .await?;
             }
         }
     }
-    Ok(())
+    Ok(doomed_now)
 }
 
 /// Upserts an Upload's row (only when it changed) and inserts its new Parts' rows: O(1) for

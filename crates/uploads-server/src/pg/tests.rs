@@ -216,7 +216,11 @@ async fn racing_completes_and_cancels_on_two_instances_have_one_winner() {
                             })
                             .await
                             .map(|committed| {
-                                assert!(committed.doomed, "a cancel dooms its Parts");
+                                assert_eq!(
+                                    committed.doomed_now.len(),
+                                    1,
+                                    "a cancel dooms its Part at once"
+                                );
                                 committed.response
                             })
                     } else {
@@ -355,7 +359,7 @@ async fn sweeps_on_two_instances_remove_each_record_once_and_doom_its_objects() 
     );
     let deleted = Arc::new(std::sync::Mutex::new(Vec::new()));
     let collected = instances[0]
-        .collect_objects(forgotten + 4 * 3600, 100, |key| {
+        .collect_objects(forgotten + 4 * 3600, 100, None, |key| {
             let deleted = Arc::clone(&deleted);
             async move {
                 deleted.lock().unwrap().push(key);
@@ -500,4 +504,49 @@ async fn an_expired_upload_without_parts_is_not_swept_for_ever() {
         .await
         .unwrap();
     assert_eq!(status, "Cannot complete an Upload that is already expired.");
+}
+
+/// A request collects only what its own change doomed, not the backlog (a slow or silent
+/// bucket must not make one cancel wait for every other object due); after a delete that
+/// timed out it starts no more, and what it did not delete stays for the sweep.
+#[tokio::test]
+async fn a_collection_limited_to_some_keys_leaves_the_rest_and_stops_at_a_timeout() {
+    let (namespace, instances) = instances(1).await;
+    let records = &instances[0];
+    let due = NOW + 3 * Limits::default().upload_ttl_secs;
+    for key in ["mine/a", "mine/b", "backlog/c"] {
+        records.intend(key, NOW).await.unwrap();
+    }
+    let mine = ["mine/a".to_owned(), "mine/b".to_owned()];
+    let deleted = std::sync::Mutex::new(Vec::new());
+    let collected = records
+        .collect_objects(due, 100, Some(&mine), |key| {
+            deleted.lock().unwrap().push(key);
+            async { Ok(()) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(collected, 2);
+    let mut seen = deleted.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, mine);
+    // A bucket that times out: no delete is started after the first one failed (those in
+    // flight already finish), and nothing timed out is counted.
+    for n in 0..40 {
+        records.intend(&format!("backlog/{n}"), NOW).await.unwrap();
+    }
+    let attempts = std::sync::atomic::AtomicUsize::new(0);
+    let timing_out = records
+        .collect_objects(due, 100, None, |_| {
+            attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { Err(std::io::Error::from(std::io::ErrorKind::TimedOut)) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(timing_out, 0);
+    let attempts = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(attempts <= DELETES_IN_FLIGHT, "{attempts} deletes tried");
+    let left = services::Services::get()
+        .psql_on(&namespace.database, "SELECT count(*) FROM doomed_objects");
+    assert_eq!(left, "41", "every row stays for a later pass");
 }

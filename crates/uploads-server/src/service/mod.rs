@@ -362,7 +362,7 @@ impl Service {
                 // One request per record at a time on this instance takes a database
                 // connection (the others wait here, bounded), so requests for one busy or
                 // locked Upload cannot take the pool every other tenant needs.
-                let _record = match &record {
+                let record_lock = match &record {
                     Some(record) => Some(
                         service
                             .bounded_record_lock(record)
@@ -384,10 +384,12 @@ impl Service {
                         MutationError::Refused(rejection) => Refused::Planning(rejection),
                         MutationError::Failed(rejection) => Refused::Commit(rejection),
                     })?;
-                if committed.doomed {
-                    // The bytes no record needs go before the answer, as on the directory
-                    // store; a failure (logged) leaves them to the sweep.
-                    let _ = collect_objects(shared, false).await;
+                drop(record_lock);
+                if !committed.doomed_now.is_empty() {
+                    // The bytes this change freed go before the answer, as on the directory
+                    // store (the record is no longer locked meanwhile); a failure (logged)
+                    // leaves them to the sweep.
+                    let _ = collect_objects(shared, Some(&committed.doomed_now)).await;
                 }
                 return Ok(committed.response);
             }

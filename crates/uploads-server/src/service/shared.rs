@@ -56,7 +56,7 @@ pub(super) async fn shared_health(shared: &Shared) -> Option<String> {
 /// until nothing is due, then deletes the objects no record needs any more.
 pub(super) async fn sweep_shared(shared: &Shared) -> Answer<()> {
     while shared.records.sweep(shared.now()).await? > 0 {}
-    collect_objects(shared, true).await?;
+    collect_objects(shared, None).await?;
     abort_stale_multipart(shared).await
 }
 
@@ -78,18 +78,19 @@ async fn abort_stale_multipart(shared: &Shared) -> Answer<()> {
     Ok(())
 }
 
-/// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED` (one batch
-/// unless `all`).
-pub(super) async fn collect_objects(shared: &Shared, all: bool) -> Answer<()> {
+/// Deletes the objects due for deletion in batches claimed with `SKIP LOCKED`: of `only`
+/// (a request's own change) in one batch, or of the whole backlog (a sweep) until a batch
+/// comes back short.
+pub(super) async fn collect_objects(shared: &Shared, only: Option<&[String]>) -> Answer<()> {
     loop {
         let deleted = shared
             .records
-            .collect_objects(shared.now(), COLLECT_BATCH, |key| {
+            .collect_objects(shared.now(), COLLECT_BATCH, only, |key| {
                 let objects = Arc::clone(&shared.objects);
                 async move { objects.delete(&key).await }
             })
             .await?;
-        if !all || deleted < usize::try_from(COLLECT_BATCH).unwrap_or(usize::MAX) {
+        if only.is_some() || deleted < usize::try_from(COLLECT_BATCH).unwrap_or(usize::MAX) {
             return Ok(());
         }
     }
