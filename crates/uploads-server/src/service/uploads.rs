@@ -111,7 +111,11 @@ impl Service {
             CompletePlan::Replay(upload) => return json(&upload),
             CompletePlan::Verify(verification) => verification,
         };
-        self.check_parts_stored(&verification).await?;
+        if let Err(missing) = self.check_parts_stored(&verification).await {
+            return self
+                .answer_after_race(owner, upload_id, body, missing)
+                .await;
+        }
         // The md5 is computed outside the lock: it reads every listed byte, and
         // `finish_complete` checks everything again.
         let md5 = if verification.expected_md5().is_some() {
@@ -123,23 +127,10 @@ impl Service {
             match self.md5_ahead.digest(upload_id, listed).await {
                 Ok(digest) => Some(digest),
                 Err(error) => {
-                    // A cancel or another complete that won the race removed the Parts: the
-                    // loser gets the answer it would get had it arrived second. The winner
-                    // holds the Upload's lock until its change is applied: wait for it.
-                    let _applied = self.record_lock(upload_id.as_str()).await;
-                    let plan = self
-                        .read(Scope::Upload(upload_id.clone()), |ledger, now| {
-                            ledger.plan_complete(owner, upload_id, body, now)
-                        })
-                        .await?;
-                    if let CompletePlan::Replay(upload) = plan {
-                        return json(&upload);
-                    }
                     tracing::error!(%error, "reading parts for the md5 failed");
-                    return Err(storage_rejection(
-                        &error,
-                        "The server could not read the Upload's parts.",
-                    ));
+                    let failed =
+                        storage_rejection(&error, "The server could not read the Upload's parts.");
+                    return self.answer_after_race(owner, upload_id, body, failed).await;
                 }
             }
         } else {
@@ -153,6 +144,30 @@ impl Service {
             .await?;
         self.md5_ahead.forget(upload_id);
         json(&completed)
+    }
+
+    /// The answer to a complete whose Parts turned out missing or unreadable: a cancel or
+    /// another complete that won the race may have removed them, and the loser gets the
+    /// answer it would get had it arrived second (400, or the replayed Upload). The winner
+    /// holds the Upload's lock until its change is applied: wait for it, then ask again.
+    /// When nothing won, `failed` is the answer.
+    async fn answer_after_race(
+        &self,
+        owner: &Owner,
+        upload_id: &UploadId,
+        body: &[u8],
+        failed: Rejection,
+    ) -> Answer<Response<ResponseBody>> {
+        let _applied = self.record_lock(upload_id.as_str()).await;
+        let plan = self
+            .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+                ledger.plan_complete(owner, upload_id, body, now)
+            })
+            .await?;
+        match plan {
+            CompletePlan::Replay(upload) => json(&upload),
+            CompletePlan::Verify(_) => Err(failed),
+        }
     }
 
     /// Refuses (400 `part_ids`, the Upload unchanged) a complete listing Parts whose bytes
