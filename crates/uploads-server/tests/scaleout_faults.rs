@@ -199,3 +199,52 @@ async fn the_sweep_aborts_a_dead_writers_multipart_upload() {
     );
     server.shutdown().await;
 }
+
+/// A Part over one multipart piece is still streaming into one instance when another
+/// instance sweeps: its multipart upload is kept (the records say it is being written,
+/// whatever the bucket's dates say: moto dates every upload 2010), and the Part completes
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_elsewhere_keeps_a_multipart_part_still_being_written() {
+    use bytes::Bytes;
+    use uploads_core::multipart::MultipartBody;
+    use uploads_core::types::UploadPart;
+
+    let services = Services::get();
+    let namespace = services.fresh();
+    let writer = start(&namespace, SkewedClock(0)).await;
+    let client = client(writer.local_addr(), KEY_A).await;
+    let data = support::pattern(12 * 1024 * 1024, 7);
+    let upload = client.create_upload(data.len() as u64).await.id;
+    let form = MultipartBody::upload_part(&support::next_boundary(), data.len() as u64);
+    let body = Bytes::from(form.assemble(&data));
+    let (sender, request_body) = support::streamed_body(body.len() as u64);
+    let sending = {
+        let (client, path) = (client.clone(), format!("/v1/uploads/{upload}/parts"));
+        tokio::spawn(async move {
+            client
+                .send(
+                    http::Method::POST,
+                    &path,
+                    Some(&form.content_type),
+                    request_body,
+                )
+                .await
+        })
+    };
+    let half = body.len() / 2;
+    sender.send(body.slice(..half)).await.unwrap();
+    support::eventually("the Part's multipart upload has begun", || {
+        services.list_multipart_uploads(&namespace.bucket).len() == 1
+    })
+    .await;
+    // Another instance starts, and sweeps.
+    let sweeper = start(&namespace, SkewedClock(0)).await;
+    assert_eq!(services.list_multipart_uploads(&namespace.bucket).len(), 1);
+    sender.send(body.slice(half..)).await.unwrap();
+    let part: UploadPart = sending.await.unwrap().ok();
+    let completed = client.complete_ok(&upload, &[&part.id], None).await;
+    assert!(client.content_ok(&completed.file.unwrap().id).await == data);
+    sweeper.shutdown().await;
+    writer.shutdown().await;
+}

@@ -18,7 +18,7 @@
 //! The [`Store`] methods block: the service calls them on blocking threads, and they wait
 //! on the runtime's handle there.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Display;
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -323,7 +323,20 @@ impl ObjectBytes {
     /// Azure drops uncommitted blocks itself after 7 days; for GCS, set the bucket's
     /// `AbortIncompleteMultipartUpload` lifecycle rule; a `file://` store's staging files
     /// stay beside their objects.
-    pub async fn abort_stale_multipart(&self, initiated_before: SystemTime) -> io::Result<usize> {
+    ///
+    /// Only the server's own keys are candidates (`uploads/...` and `files/...` under the
+    /// prefix), and `still_wanted` gets them (relative to the prefix, as `part_key` makes
+    /// them) and answers those to keep whatever the bucket's dates say (the records know a
+    /// Part still being written elsewhere; a bucket's clock or an emulator's dates may not).
+    pub async fn abort_stale_multipart<F, Fut>(
+        &self,
+        initiated_before: SystemTime,
+        still_wanted: F,
+    ) -> io::Result<usize>
+    where
+        F: FnOnce(Vec<String>) -> Fut,
+        Fut: Future<Output = io::Result<HashSet<String>>>,
+    {
         let Some(s3) = &self.s3_uploads else {
             return Ok(0);
         };
@@ -331,8 +344,15 @@ impl ObjectBytes {
             "" => String::new(),
             prefix => format!("{prefix}/"),
         };
+        let ours = |key: &str| {
+            key.strip_prefix(&prefix)
+                .filter(|relative| {
+                    relative.starts_with("uploads/") || relative.starts_with("files/")
+                })
+                .map(str::to_owned)
+        };
         let uploads = s3.list(&self.calls, &prefix).await?;
-        let stale: Vec<InProgress> = {
+        let candidates: Vec<(String, InProgress)> = {
             let live = self.live.set();
             uploads
                 .into_iter()
@@ -340,8 +360,18 @@ impl ObjectBytes {
                     upload.initiated.is_some_and(|time| time < initiated_before)
                         && !live.contains(&upload.key)
                 })
+                .filter_map(|upload| Some((ours(&upload.key)?, upload)))
                 .collect()
         };
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        let keep = still_wanted(candidates.iter().map(|(key, _)| key.clone()).collect()).await?;
+        let stale: Vec<InProgress> = candidates
+            .into_iter()
+            .filter(|(key, _)| !keep.contains(key))
+            .map(|(_, upload)| upload)
+            .collect();
         stream::iter(stale)
             .map(|upload| async move {
                 let path = Path::parse(&upload.key).map_err(io::Error::other)?;

@@ -341,9 +341,35 @@ async fn stale_multipart_uploads_are_aborted_and_those_being_written_kept() {
     // Nothing began before 1970; moto dates every upload 2010-11-10, so "now" is past
     // both, and only the one no sink of this process writes goes.
     let epoch = SystemTime::UNIX_EPOCH;
-    assert_eq!(sweeper.abort_stale_multipart(epoch).await.unwrap(), 0);
+    let nothing_wanted = |_| async { Ok(std::collections::HashSet::new()) };
+    assert_eq!(
+        sweeper
+            .abort_stale_multipart(epoch, nothing_wanted)
+            .await
+            .unwrap(),
+        0
+    );
     let now = SystemTime::now();
-    assert_eq!(sweeper.abort_stale_multipart(now).await.unwrap(), 1);
+    // What the records still want is kept, whatever the bucket's dates say.
+    let lost = "uploads/upload_1/part_lost".to_owned();
+    let wanted = std::collections::HashSet::from([lost.clone()]);
+    assert_eq!(
+        sweeper
+            .abort_stale_multipart(now, |candidates| async move {
+                assert_eq!(candidates, [lost]);
+                Ok(wanted)
+            })
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        sweeper
+            .abort_stale_multipart(now, nothing_wanted)
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(
         services.list_multipart_uploads(&namespace.bucket),
         ["objects/uploads/upload_1/part_live"]

@@ -262,6 +262,26 @@ impl PgRecords {
             .map_err(|error| unavailable(&error))
     }
 
+    /// Of `keys`, those whose object a request may still be writing: an intent that is not
+    /// due yet.
+    pub(crate) async fn still_intended(
+        &self,
+        now: impl Into<Now>,
+        keys: &[String],
+    ) -> Result<HashSet<String>, Rejection> {
+        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT key FROM doomed_objects WHERE key = ANY($2) AND not_before > {NOW_SQL}"
+                ),
+                &[&now.into().param(), &keys],
+            )
+            .await
+            .map_err(|error| unavailable(&error))?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
     /// How long an object may stay unrecorded before a sweeper collects it (seconds).
     pub(crate) fn intent_grace(&self) -> u64 {
         self.intent_grace

@@ -68,7 +68,20 @@ async fn abort_stale_multipart(shared: &Shared) -> Answer<()> {
     let now = shared.records.time(shared.now()).await?;
     let cutoff = now.saturating_sub(shared.records.intent_grace());
     let initiated_before = UNIX_EPOCH + Duration::from_secs(cutoff);
-    match shared.objects.abort_stale_multipart(initiated_before).await {
+    // A Part still being written (its intent not due) is kept whatever the bucket's dates
+    // say: the records decide, as for every other object.
+    let still_wanted = |keys: Vec<String>| async move {
+        shared
+            .records
+            .still_intended(shared.now(), &keys)
+            .await
+            .map_err(|rejection| std::io::Error::other(rejection.to_string()))
+    };
+    match shared
+        .objects
+        .abort_stale_multipart(initiated_before, still_wanted)
+        .await
+    {
         Ok(0) => {}
         Ok(aborted) => tracing::info!(aborted, "aborted stale multipart uploads"),
         Err(error) => {
