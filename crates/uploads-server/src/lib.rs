@@ -32,6 +32,7 @@ mod entropy;
 mod md5_ahead;
 pub mod objects;
 mod pg;
+mod probe;
 mod readers;
 mod refused_heads;
 mod server;

@@ -31,11 +31,13 @@ use std::fs::{self, File};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use uploads_core::types::{FileId, PartId, UploadId};
+
+use crate::probe::ProbeGate;
 
 /// Prefix of every temporary file; anything with it is garbage after a restart.
 pub const TEMP_PREFIX: &str = ".tmp-";
@@ -218,8 +220,8 @@ pub struct DirStore {
     root: PathBuf,
     /// Makes temp names unique when two writers target the same name at once.
     temp_counter: AtomicU64,
-    /// Set while a health probe runs (on a thread of its own, which a hung disk may keep).
-    probe_in_flight: Arc<AtomicBool>,
+    /// The health probes (on a thread of their own, which a hung disk may keep).
+    probe: Arc<ProbeGate>,
 }
 
 impl DirStore {
@@ -233,7 +235,7 @@ impl DirStore {
         Ok(Self {
             root,
             temp_counter: AtomicU64::new(0),
-            probe_in_flight: Arc::new(AtomicBool::new(false)),
+            probe: Arc::new(ProbeGate::default()),
         })
     }
 
@@ -466,9 +468,8 @@ impl Store for DirStore {
         let dir = self.files_dir();
         // A temp name: a crash between the write and the removal leaves nothing recovery keeps.
         let temp = self.temp_path(&dir, "healthz");
-        within_deadline(&self.probe_in_flight, PROBE_DEADLINE, move || {
-            probe_dir(&dir, &temp)
-        })
+        self.probe
+            .run(PROBE_DEADLINE, move || probe_dir(&dir, &temp))
     }
 
     fn load(&self) -> io::Result<StoredState> {
@@ -851,47 +852,6 @@ fn probe_dir(dir: &Path, temp: &Path) -> io::Result<()> {
     written.and(removed)
 }
 
-/// Runs `work` on a thread of its own and waits for it at most `deadline`: past it, the
-/// answer is an error, and while that thread is still stuck (`in_flight`), later calls
-/// answer the error at once instead of piling up threads on a disk that does not answer.
-fn within_deadline(
-    in_flight: &Arc<AtomicBool>,
-    deadline: Duration,
-    work: impl FnOnce() -> io::Result<()> + Send + 'static,
-) -> io::Result<()> {
-    let not_answering = || {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the disk did not answer within {deadline:?}"),
-        )
-    };
-    if in_flight.swap(true, Ordering::AcqRel) {
-        return Err(not_answering());
-    }
-    let (answer, answered) = std::sync::mpsc::sync_channel(1);
-    // Cleared however the thread ends (a panic too), or if it never starts.
-    let running = InFlight(Arc::clone(in_flight));
-    std::thread::Builder::new()
-        .name("store-probe".to_owned())
-        .spawn(move || {
-            let result = work();
-            drop(running);
-            let _ = answer.send(result);
-        })?;
-    answered
-        .recv_timeout(deadline)
-        .unwrap_or_else(|_| Err(not_answering()))
-}
-
-/// Clears a flag when dropped.
-struct InFlight(Arc<AtomicBool>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// The name of an Upload's part log, beside its state file.
 const PART_LOG: &str = "parts.log";
 
@@ -1214,51 +1174,6 @@ mod tests {
             let error = store.save_upload(&UploadId::new(evil), b"{}").unwrap_err();
             assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{evil:?}");
         }
-    }
-
-    /// Waits for a probe's thread to end (a bound only so that a stuck flag fails the test
-    /// instead of hanging it).
-    fn wait_until_cleared(in_flight: &AtomicBool) {
-        for _ in 0..10_000 {
-            if !in_flight.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        panic!("the probe's thread never cleared its flag");
-    }
-
-    #[test]
-    fn a_probe_past_its_deadline_fails_and_the_next_fails_at_once_until_it_ends() {
-        let in_flight = Arc::new(AtomicBool::new(false));
-        let (release, released) = std::sync::mpsc::channel::<()>();
-        let (finished, has_finished) = std::sync::mpsc::channel::<()>();
-        let stuck = within_deadline(&in_flight, Duration::from_millis(20), move || {
-            let _ = released.recv();
-            let _ = finished.send(());
-            Ok(())
-        });
-        assert_eq!(stuck.unwrap_err().kind(), io::ErrorKind::TimedOut);
-        let ran = Arc::new(AtomicBool::new(false));
-        let ran_too = Arc::clone(&ran);
-        let meanwhile = within_deadline(&in_flight, Duration::from_mins(1), move || {
-            ran_too.store(true, Ordering::SeqCst);
-            Ok(())
-        });
-        assert_eq!(meanwhile.unwrap_err().kind(), io::ErrorKind::TimedOut);
-        assert!(!ran.load(Ordering::SeqCst), "a second probe piled up");
-        release.send(()).unwrap();
-        has_finished.recv().unwrap();
-        wait_until_cleared(&in_flight);
-        within_deadline(&in_flight, Duration::from_mins(1), || Ok(())).unwrap();
-        let failed = within_deadline(&in_flight, Duration::from_mins(1), || {
-            Err(io::Error::other("broken"))
-        });
-        assert_eq!(failed.unwrap_err().to_string(), "broken");
-        let panicked = within_deadline(&in_flight, Duration::from_mins(1), || panic!("probe"));
-        assert!(panicked.is_err());
-        wait_until_cleared(&in_flight);
-        within_deadline(&in_flight, Duration::from_mins(1), || Ok(())).unwrap();
     }
 
     #[test]
