@@ -559,7 +559,10 @@ fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<(
 /// time (a silent bucket: retrying may work), else 500; `message` says what was not done.
 fn storage_rejection(error: &io::Error, message: &str) -> Rejection {
     if error.kind() == io::ErrorKind::TimedOut {
-        Rejection::unavailable(format!("{message} The storage did not answer in time."), 1)
+        Rejection::unavailable(
+            format!("{message} The storage was busy or did not answer in time."),
+            1,
+        )
     } else {
         Rejection::server_error(message)
     }
