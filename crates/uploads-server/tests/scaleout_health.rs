@@ -14,7 +14,7 @@ use support::services::{Namespace, Services};
 use support::{Client, KEY_A, OWNER_A, Protocol, raw_exchange};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use uploads_server::Server;
+use uploads_server::{Server, ServerBuilder};
 
 async fn health(addr: std::net::SocketAddr) -> (StatusCode, String) {
     let reply = raw_exchange(
@@ -133,6 +133,15 @@ fn s3_env_via(namespace: &Namespace, endpoint: &str) -> Vec<(&'static str, Strin
     env
 }
 
+/// A server on the namespace whose bucket is reached through `proxy`.
+fn via(namespace: &Namespace, proxy: &SilencingProxy) -> ServerBuilder {
+    Server::builder().api_key(KEY_A, OWNER_A).shared(
+        &namespace.database_url,
+        &namespace.object_store,
+        s3_env_via(namespace, &proxy.endpoint),
+    )
+}
+
 /// A hang guard, never a measurement: without deadlines these waited 180 s.
 const HANG_GUARD: Duration = Duration::from_secs(30);
 
@@ -141,16 +150,7 @@ async fn healthz_is_503_naming_a_bucket_that_fell_silent_instead_of_hanging() {
     let services = Services::get();
     let namespace = services.fresh();
     let proxy = SilencingProxy::start(services.s3_port).await;
-    let server = Server::builder()
-        .api_key(KEY_A, OWNER_A)
-        .shared(
-            &namespace.database_url,
-            &namespace.object_store,
-            s3_env_via(&namespace, &proxy.endpoint),
-        )
-        .start()
-        .await
-        .unwrap();
+    let server = via(&namespace, &proxy).start().await.unwrap();
     let addr = server.local_addr();
     assert_eq!(health(addr).await.0, StatusCode::OK);
 
@@ -169,14 +169,7 @@ async fn startup_against_a_silent_bucket_fails_naming_it() {
     let namespace = services.fresh();
     let proxy = SilencingProxy::start(services.s3_port).await;
     proxy.silence();
-    let started = Server::builder()
-        .api_key(KEY_A, OWNER_A)
-        .shared(
-            &namespace.database_url,
-            &namespace.object_store,
-            s3_env_via(&namespace, &proxy.endpoint),
-        )
-        .start();
+    let started = via(&namespace, &proxy).start();
     let error = tokio::time::timeout(HANG_GUARD, started)
         .await
         .expect("startup gives up within its deadline")
@@ -193,16 +186,7 @@ async fn a_silent_bucket_is_a_retryable_503_for_parts_and_downloads() {
     let services = Services::get();
     let namespace = services.fresh();
     let proxy = SilencingProxy::start(services.s3_port).await;
-    let server = Server::builder()
-        .api_key(KEY_A, OWNER_A)
-        .shared(
-            &namespace.database_url,
-            &namespace.object_store,
-            s3_env_via(&namespace, &proxy.endpoint),
-        )
-        .start()
-        .await
-        .unwrap();
+    let server = via(&namespace, &proxy).start().await.unwrap();
     let client = Client::connect(server.local_addr(), Protocol::Http1, Some(KEY_A)).await;
     let file = client.upload_file(&[b"abc"]).await;
     let upload = client.create_upload(1).await.id;
