@@ -474,31 +474,13 @@ impl Store for DirStore {
 
     fn load(&self) -> io::Result<StoredState> {
         let mut state = StoredState::default();
-        let uploads_dir = self.root.join("uploads");
-        refuse_link(&uploads_dir)?;
         let mut upload_dirs = Vec::new();
-        let mut swept = false;
-        for entry in fs::read_dir(&uploads_dir)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let path = entry.path();
-            if remove_if_temp(&path, kind)? {
-                swept = true;
-                continue;
-            }
+        for (name, path, kind) in entries_kept(&self.root.join("uploads"))? {
             if kind.is_symlink() {
                 tracing::warn!(path = %path.display(), "a symbolic link among the Uploads is not followed; it is left as it is");
-                continue;
+            } else if kind.is_dir() {
+                upload_dirs.push((UploadId::new(name), path));
             }
-            let Some(id) = entry.file_name().to_str().map(UploadId::new) else {
-                continue;
-            };
-            if kind.is_dir() {
-                upload_dirs.push((id, path));
-            }
-        }
-        if swept {
-            sync_dir(&uploads_dir)?;
         }
         for loaded in in_parallel(upload_dirs, |(id, dir)| load_upload(id, &dir)) {
             match loaded? {
@@ -508,20 +490,9 @@ impl Store for DirStore {
             }
         }
         let files_dir = self.files_dir();
-        refuse_link(&files_dir)?;
         let mut records = Vec::new();
         let mut data_files = Vec::new();
-        let mut swept = false;
-        for entry in fs::read_dir(&files_dir)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
-            let path = entry.path();
-            if remove_if_temp(&path, kind)? {
-                swept = true;
-                continue;
-            }
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
+        for (name, path, kind) in entries_kept(&files_dir)? {
             if let Some(id) = name.strip_suffix(".json") {
                 let id = FileId::new(id);
                 match not_a_file(kind) {
@@ -535,9 +506,6 @@ impl Store for DirStore {
             } else if let Some(id) = name.strip_suffix(".data") {
                 data_files.push((id.to_owned(), path, kind));
             }
-        }
-        if swept {
-            sync_dir(&files_dir)?;
         }
         let read = in_parallel(records, |(id, path)| match fs::read(&path) {
             Ok(record) => Ok(StoredFile { id, path, record }),
@@ -850,6 +818,32 @@ fn probe_dir(dir: &Path, temp: &Path) -> io::Result<()> {
     let written = File::create(temp).and_then(|mut file| file.write_all(b"ok"));
     let removed = remove_if_present(temp);
     written.and(removed)
+}
+
+/// The entries of one of the data directory's own folders (`uploads/`, `files/`, which must
+/// not be links) at startup, with temp files removed (and the folder synced when any was):
+/// `(name, path, kind)` of every other entry whose name is UTF-8, links included (the
+/// caller decides about them; nothing here follows one).
+fn entries_kept(dir: &Path) -> io::Result<Vec<(String, PathBuf, fs::FileType)>> {
+    refuse_link(dir)?;
+    let mut kept = Vec::new();
+    let mut swept = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let path = entry.path();
+        if remove_if_temp(&path, kind)? {
+            swept = true;
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str() {
+            kept.push((name.to_owned(), path, kind));
+        }
+    }
+    if swept {
+        sync_dir(dir)?;
+    }
+    Ok(kept)
 }
 
 /// The name of an Upload's part log, beside its state file.
