@@ -68,10 +68,13 @@ async fn healthz_is_503_naming_the_database_or_bucket_while_unreachable() {
 }
 
 /// A TCP proxy to the S3 emulator that can fall silent: from then on it forwards nothing
-/// more on any connection, old or new, and closes none (a bucket that stops answering).
+/// more on any connection, old or new, and closes none (a bucket that stops answering); or
+/// refuse: it stops listening and cuts the connections it holds (a bucket that is down).
 struct SilencingProxy {
     endpoint: String,
     silent: Arc<AtomicBool>,
+    refusing: Arc<AtomicBool>,
+    accept: tokio::task::JoinHandle<()>,
 }
 
 impl SilencingProxy {
@@ -79,30 +82,43 @@ impl SilencingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let silent = Arc::new(AtomicBool::new(false));
-        let silenced = Arc::clone(&silent);
-        tokio::spawn(async move {
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (silenced, refused) = (Arc::clone(&silent), Arc::clone(&refusing));
+        let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                     continue;
                 };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(forward(client_read, server_write, Arc::clone(&silenced)));
-                tokio::spawn(forward(server_read, client_write, Arc::clone(&silenced)));
+                let modes = (Arc::clone(&silenced), Arc::clone(&refused));
+                tokio::spawn(forward(client_read, server_write, modes.clone()));
+                tokio::spawn(forward(server_read, client_write, modes));
             }
         });
-        Self { endpoint, silent }
+        Self {
+            endpoint,
+            silent,
+            refusing,
+            accept,
+        }
     }
 
     fn silence(&self) {
         self.silent.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the listening socket (new connections are refused) and cuts the others.
+    fn refuse(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.accept.abort();
     }
 }
 
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    silent: Arc<AtomicBool>,
+    (silent, refusing): (Arc<AtomicBool>, Arc<AtomicBool>),
 ) {
     let mut buf = vec![0; 64 * 1024];
     loop {
@@ -112,6 +128,8 @@ async fn forward(
         }
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
+            // Dropping both halves cuts the connection.
+            Ok(_) if refusing.load(Ordering::SeqCst) => return,
             Ok(n) if !silent.load(Ordering::SeqCst) => {
                 if to.write_all(&buf[..n]).await.is_err() {
                     return;
@@ -213,4 +231,36 @@ async fn a_silent_bucket_is_a_retryable_503_for_parts_and_downloads() {
         .await
         .expect("a download is answered within the bucket's deadlines");
     assert_retryable(&content);
+}
+
+/// A bucket that is down (refuses connections) is a retryable 503 for a Part and a download
+/// too, not a 500: nothing was stored, and the same request may work once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_bucket_is_a_retryable_503_for_parts_and_downloads() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let proxy = SilencingProxy::start(services.s3_port).await;
+    let server = via(&namespace, &proxy).start().await.unwrap();
+    let client = Client::connect(server.local_addr(), Protocol::Http1, Some(KEY_A)).await;
+    let file = client.upload_file(&[b"abc"]).await;
+    let upload = client.create_upload(1).await.id;
+
+    proxy.refuse();
+    for reply in [
+        tokio::time::timeout(HANG_GUARD * 2, client.add_part(&upload, b"x")).await,
+        tokio::time::timeout(HANG_GUARD * 2, client.content(&file.id)).await,
+    ] {
+        let reply = reply.expect("answered within the bucket's deadlines");
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.text()
+        );
+        assert!(
+            reply.headers.contains_key("retry-after"),
+            "{:?}",
+            reply.headers
+        );
+    }
 }

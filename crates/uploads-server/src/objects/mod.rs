@@ -30,7 +30,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::client::{HttpConnector, ReqwestConnector};
+use object_store::client::{HttpConnector, HttpError, HttpErrorKind, ReqwestConnector};
 use object_store::multipart::MultipartStore;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, RetryConfig};
@@ -412,9 +412,30 @@ struct Calls {
     timeout: Duration,
 }
 
+/// The `io::ErrorKind` of a bucket that could not be reached (refused the connection, cut
+/// it, or let it time out), found in `error`'s chain; `None` for any other failure.
+fn unreachable_kind(error: &(dyn std::error::Error + 'static)) -> Option<io::ErrorKind> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(http) = error.downcast_ref::<HttpError>() {
+            return match http.kind() {
+                HttpErrorKind::Connect => Some(io::ErrorKind::ConnectionRefused),
+                HttpErrorKind::Timeout => Some(io::ErrorKind::TimedOut),
+                HttpErrorKind::Request | HttpErrorKind::Interrupted => {
+                    Some(io::ErrorKind::ConnectionReset)
+                }
+                _ => None,
+            };
+        }
+        cause = error.source();
+    }
+    None
+}
+
 impl Calls {
     /// `call` (a `what` of `path`), failed unless it ends within `limit`. A missing object is
-    /// an error of kind `NotFound`, a deadline passed one of kind `TimedOut`.
+    /// an error of kind `NotFound`, a deadline passed one of kind `TimedOut`, a bucket that
+    /// could not be reached one of [`unreachable_kind`].
     async fn bounded<T>(
         &self,
         path: &Path,
@@ -427,7 +448,10 @@ impl Calls {
             Ok(Err(error @ object_store::Error::NotFound { .. })) => {
                 Err(io::Error::new(io::ErrorKind::NotFound, error))
             }
-            Ok(Err(error)) => Err(io::Error::other(error)),
+            Ok(Err(error)) => {
+                let kind = unreachable_kind(&error).unwrap_or(io::ErrorKind::Other);
+                Err(io::Error::new(kind, error))
+            }
             Err(_) => {
                 let object = match path.as_ref() {
                     "" => String::new(),

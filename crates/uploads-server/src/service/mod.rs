@@ -555,12 +555,19 @@ fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<(
     Ok(())
 }
 
-/// The answer to a storage failure: 503 with `Retry-After` when the store did not answer in
-/// time (a silent bucket: retrying may work), else 500; `message` says what was not done.
+/// The answer to a storage failure: 503 with `Retry-After` when the store could not be
+/// reached or did not answer in time (a silent or refusing bucket: retrying may work), else
+/// 500; `message` says what was not done.
 fn storage_rejection(error: &io::Error, message: &str) -> Rejection {
-    if error.kind() == io::ErrorKind::TimedOut {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::TimedOut
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    ) {
         Rejection::unavailable(
-            format!("{message} The storage was busy or did not answer in time."),
+            format!("{message} The storage could not be reached, or did not answer in time."),
             1,
         )
     } else {
