@@ -46,6 +46,11 @@ pub mod store;
 #[path = "../tests/support/services.rs"]
 mod test_services;
 
+/// The tests' proxy that makes a service fall silent, shared by this crate's unit tests.
+#[cfg(test)]
+#[path = "../tests/support/silencing_proxy.rs"]
+mod test_proxy;
+
 pub use pg::DOWNLOAD_GRACE_SECS;
 pub use server::{RunningServer, Server, ServerBuilder};
 pub use stats::ServerStats;

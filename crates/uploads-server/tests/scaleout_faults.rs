@@ -248,3 +248,63 @@ async fn a_sweep_elsewhere_keeps_a_multipart_part_still_being_written() {
     sweeper.shutdown().await;
     writer.shutdown().await;
 }
+
+/// The database falls silent (stopped, or partitioned behind something that still
+/// acknowledges packets: no server-side timeout can end that wait): a request is answered
+/// 503 with `Retry-After` within the server's bound instead of hanging, and `/healthz`
+/// says the database is unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_falls_silent_is_a_bounded_503() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    let proxy = support::silencing_proxy::SilencingProxy::start(services.pg_port).await;
+    let via_proxy = Namespace {
+        database_url: namespace.database_url.replace(
+            &format!(":{}/", services.pg_port),
+            &format!(":{}/", proxy.port),
+        ),
+        ..namespace.clone()
+    };
+    let server = start(&via_proxy, SkewedClock(0)).await;
+    let addr = server.local_addr();
+    let client = client(addr, KEY_A).await;
+    client.create_upload(1).await;
+
+    proxy.silence();
+    // A hang guard, not a measure: without a bound of its own the request waited for ever.
+    let reply = tokio::time::timeout(
+        Duration::from_mins(2),
+        client.create_upload_json(
+            r#"{"filename":"a","purpose":"user_data","bytes":1,"mime_type":"text/plain"}"#,
+        ),
+    )
+    .await
+    .expect("answered within the server's bound");
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.headers.contains_key("retry-after"),
+        "{:?}",
+        reply.headers
+    );
+    let health = tokio::time::timeout(
+        Duration::from_mins(1),
+        raw_exchange(
+            addr,
+            format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        ),
+    )
+    .await
+    .expect("/healthz answers within its deadline");
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        health.text().contains("the database is unreachable"),
+        "{}",
+        health.text()
+    );
+}

@@ -37,8 +37,10 @@
 //! `idle_in_transaction_session_timeout`, and TCP keepalives both ways: a request waits for a
 //! row lock at most [`LOCK_TIMEOUT`], and the locks of an instance that froze (SIGSTOP) or was
 //! cut off inside a transaction are released by the database within
-//! [`IDLE_IN_TRANSACTION_TIMEOUT`] (or the keepalives). A wait that runs out is a
-//! [`Rejection::unavailable`]: 503 with `Retry-After`, which the SDKs retry.
+//! [`IDLE_IN_TRANSACTION_TIMEOUT`] (or the keepalives). Every interaction is also bounded
+//! on this side ([`INTERACTION_DEADLINE`]): a database that went silent ends no wait of its
+//! own. A wait that runs out is a [`Rejection::unavailable`]: 503 with `Retry-After`, which
+//! the SDKs retry.
 
 mod migrations;
 #[cfg(test)]
@@ -255,11 +257,14 @@ impl PgRecords {
 
     /// The time of `now` (the database's clock, unless given).
     pub(crate) async fn time(&self, now: impl Into<Now>) -> Result<u64, Rejection> {
-        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        now.into()
-            .resolve(&**client)
-            .await
-            .map_err(|error| unavailable(&error))
+        bounded(async move {
+            let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            now.into()
+                .resolve(&**client)
+                .await
+                .map_err(|error| unavailable(&error))
+        })
+        .await
     }
 
     /// Of `keys`, those whose object a request may still be writing: an intent that is not
@@ -269,8 +274,9 @@ impl PgRecords {
         now: impl Into<Now>,
         keys: &[String],
     ) -> Result<HashSet<String>, Rejection> {
-        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        let rows = client
+        bounded(async move {
+            let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            let rows = client
             .query(
                 &format!(
                     "SELECT key FROM doomed_objects WHERE key = ANY($2) AND not_before > {NOW_SQL}"
@@ -279,7 +285,9 @@ impl PgRecords {
             )
             .await
             .map_err(|error| unavailable(&error))?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+        .await
     }
 
     /// How long an object may stay unrecorded before a sweeper collects it (seconds).
@@ -294,34 +302,40 @@ impl PgRecords {
         now: impl Into<Now>,
         read: impl FnOnce(&Ledger, u64) -> Result<T, Rejection>,
     ) -> Result<T, Rejection> {
-        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        let now = now
-            .into()
-            .resolve(&**client)
-            .await
-            .map_err(|error| unavailable(&error))?;
-        let loaded = load(&**client, scope, now, false)
-            .await
-            .map_err(|error| unavailable(&error))?;
-        read(&loaded.ledger(&self.limits), now)
+        bounded(async move {
+            let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            let now = now
+                .into()
+                .resolve(&**client)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            let loaded = load(&**client, scope, now, false)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            read(&loaded.ledger(&self.limits), now)
+        })
+        .await
     }
 
     /// Records that `key` is about to be written: a sweeper deletes it after the grace
     /// period unless a mutation recorded it first.
     pub(crate) async fn intend(&self, key: &str, now: impl Into<Now>) -> Result<(), Rejection> {
-        let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        client
-            .execute(
-                &format!(
-                    "INSERT INTO doomed_objects (key, not_before) VALUES ($2, {NOW_SQL} + $3)
+        bounded(async move {
+            let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO doomed_objects (key, not_before) VALUES ($2, {NOW_SQL} + $3)
                      ON CONFLICT (key) DO UPDATE SET not_before = EXCLUDED.not_before
                          WHERE doomed_objects.claimed_until IS NULL"
-                ),
-                &[&now.into().param(), &key, &to_i64(self.intent_grace)],
-            )
-            .await
-            .map_err(|error| unavailable(&error))?;
-        Ok(())
+                    ),
+                    &[&now.into().param(), &key, &to_i64(self.intent_grace)],
+                )
+                .await
+                .map_err(|error| unavailable(&error))?;
+            Ok(())
+        })
+        .await
     }
 
     /// One mutation, atomically: lock the rows of `scope`, let the ledger plan over them at
@@ -332,75 +346,82 @@ impl PgRecords {
         now: impl Into<Now>,
         plan: impl FnOnce(&Ledger, u64) -> Result<Planned<T>, Rejection>,
     ) -> Result<Committed<T>, MutationError> {
-        let failed = |error: &dyn std::fmt::Display| MutationError::Failed(unavailable(error));
-        let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
-        let transaction = client.transaction().await.map_err(|error| failed(&error))?;
-        let now = now
-            .into()
-            .resolve(&*transaction)
-            .await
-            .map_err(|error| failed(&error))?;
-        let loaded = load(&*transaction, scope, now, true)
-            .await
-            .map_err(|error| failed(&error))?;
-        let planned = plan(&loaded.ledger(&self.limits), now).map_err(MutationError::Refused)?;
-        let mut doomed_now = Vec::new();
-        if let Some(change) = planned.change {
-            doomed_now = write_steps(&*transaction, change.steps(), &loaded, now)
+        bounded_mutation(async move {
+            let failed = |error: &dyn std::fmt::Display| MutationError::Failed(unavailable(error));
+            let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
+            let transaction = client.transaction().await.map_err(|error| failed(&error))?;
+            let now = now
+                .into()
+                .resolve(&*transaction)
                 .await
                 .map_err(|error| failed(&error))?;
-            transaction.commit().await.map_err(|error| failed(&error))?;
-        }
-        Ok(Committed {
-            response: planned.response,
-            doomed_now,
+            let loaded = load(&*transaction, scope, now, true)
+                .await
+                .map_err(|error| failed(&error))?;
+            let planned =
+                plan(&loaded.ledger(&self.limits), now).map_err(MutationError::Refused)?;
+            let mut doomed_now = Vec::new();
+            if let Some(change) = planned.change {
+                doomed_now = write_steps(&*transaction, change.steps(), &loaded, now)
+                    .await
+                    .map_err(|error| failed(&error))?;
+                transaction.commit().await.map_err(|error| failed(&error))?;
+            }
+            Ok(Committed {
+                response: planned.response,
+                doomed_now,
+            })
         })
+        .await
     }
 
     /// One sweep: claims (skipping rows another instance holds) the records the ledger may
     /// remove, removes them as the ledger says, and marks expired Uploads' Parts removed.
     /// Returns how many records it changed.
     pub(crate) async fn sweep(&self, now: impl Into<Now>) -> Result<usize, Rejection> {
-        let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        let transaction = client
-            .transaction()
-            .await
-            .map_err(|error| unavailable(&error))?;
-        let now = now
-            .into()
-            .resolve(&*transaction)
-            .await
-            .map_err(|error| unavailable(&error))?;
-        let loaded = claim_sweep(&*transaction, now, self.limits.upload_ttl_secs)
-            .await
-            .map_err(|error| unavailable(&error))?;
-        if loaded.uploads.is_empty() && loaded.files.is_empty() {
-            return Ok(0);
-        }
-        let ledger = loaded.ledger(&self.limits);
-        // An expired Upload's record is marked `parts_removed` by the ledger's own step.
-        let Some(change) = ledger.sweep(now) else {
-            // Claimed, but nothing the ledger would change: counting it would make a caller
-            // that sweeps until nothing is left loop for ever.
-            return Ok(0);
-        };
-        write_steps(&*transaction, change.steps(), &loaded, now)
-            .await
-            .map_err(|error| unavailable(&error))?;
-        transaction
-            .commit()
-            .await
-            .map_err(|error| unavailable(&error))?;
-        Ok(change
-            .steps()
-            .iter()
-            .filter(|step| {
-                matches!(
-                    step,
-                    Step::SaveUpload(_) | Step::RemoveUpload(_) | Step::RemoveFile(_)
-                )
-            })
-            .count())
+        bounded(async move {
+            let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            let transaction = client
+                .transaction()
+                .await
+                .map_err(|error| unavailable(&error))?;
+            let now = now
+                .into()
+                .resolve(&*transaction)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            let loaded = claim_sweep(&*transaction, now, self.limits.upload_ttl_secs)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            if loaded.uploads.is_empty() && loaded.files.is_empty() {
+                return Ok(0);
+            }
+            let ledger = loaded.ledger(&self.limits);
+            // An expired Upload's record is marked `parts_removed` by the ledger's own step.
+            let Some(change) = ledger.sweep(now) else {
+                // Claimed, but nothing the ledger would change: counting it would make a caller
+                // that sweeps until nothing is left loop for ever.
+                return Ok(0);
+            };
+            write_steps(&*transaction, change.steps(), &loaded, now)
+                .await
+                .map_err(|error| unavailable(&error))?;
+            transaction
+                .commit()
+                .await
+                .map_err(|error| unavailable(&error))?;
+            Ok(change
+                .steps()
+                .iter()
+                .filter(|step| {
+                    matches!(
+                        step,
+                        Step::SaveUpload(_) | Step::RemoveUpload(_) | Step::RemoveFile(_)
+                    )
+                })
+                .count())
+        })
+        .await
     }
 
     /// Claims up to `limit` objects that are due for deletion, deletes them with `delete`
@@ -426,6 +447,7 @@ impl PgRecords {
         F: Fn(String) -> Fut,
         Fut: Future<Output = io::Result<()>>,
     {
+        bounded(async move {
         let rows = {
             let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
             client
@@ -486,6 +508,8 @@ impl PgRecords {
             .await
             .map_err(|error| unavailable(&error))?;
         Ok(deleted.len())
+    })
+        .await
     }
 }
 
@@ -965,12 +989,13 @@ enum LoadError {
 }
 
 /// A 503 with `Retry-After` for a database that failed or did not answer in time (a lock
-/// wait, a statement or the pool's queue that ran out, a lost connection), logged. Nothing
-/// was committed: the same request may succeed when retried.
+/// wait, a statement, the pool's queue or the whole interaction that ran out, a lost
+/// connection), logged. Retrying is safe: a transaction is in or out, and a retried complete
+/// or cancel replays the first.
 fn unavailable(error: &dyn std::fmt::Display) -> Rejection {
     tracing::error!(%error, "the database failed");
     Rejection::unavailable(
-        "The server could not reach its database in time, so nothing was changed. Retry the request.",
+        "The server could not reach its database in time. Retry the request.",
         RETRY_AFTER_SECS,
     )
 }
@@ -991,6 +1016,36 @@ fn describe(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
+}
+
+/// How long one whole interaction with the database may take, from waiting for a
+/// connection to the answer of its last statement. The server-side timeouts cannot end a
+/// wait on a database that went silent (stopped, or partitioned behind a peer that still
+/// acknowledges packets): this does.
+pub(crate) const INTERACTION_DEADLINE: Duration = Duration::from_secs(20);
+
+/// `work`, given up with a 503 after [`INTERACTION_DEADLINE`].
+async fn bounded<T>(work: impl Future<Output = Result<T, Rejection>>) -> Result<T, Rejection> {
+    tokio::time::timeout(INTERACTION_DEADLINE, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(unavailable(&format!(
+                "no answer within {INTERACTION_DEADLINE:?}"
+            )))
+        })
+}
+
+/// [`bounded`] for a mutation.
+async fn bounded_mutation<T>(
+    work: impl Future<Output = Result<Committed<T>, MutationError>>,
+) -> Result<Committed<T>, MutationError> {
+    tokio::time::timeout(INTERACTION_DEADLINE, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(MutationError::Failed(unavailable(&format!(
+                "no answer within {INTERACTION_DEADLINE:?}"
+            ))))
+        })
 }
 
 /// Unix seconds and byte counts fit in `bigint` for any real value; larger ones saturate.

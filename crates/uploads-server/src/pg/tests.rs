@@ -550,3 +550,37 @@ async fn a_collection_limited_to_some_keys_leaves_the_rest_and_stops_at_a_timeou
         .psql_on(&namespace.database, "SELECT count(*) FROM doomed_objects");
     assert_eq!(left, "41", "every row stays for a later pass");
 }
+
+/// The database falls silent in the middle of a transaction (stopped, or partitioned
+/// behind something that still acknowledges packets: no server-side timeout ends that
+/// wait, and the connection was already checked out): the mutation gives up after the
+/// interaction deadline with a retryable 503 instead of waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_silent_mid_transaction_is_given_up_on() {
+    let services = services::Services::get();
+    let namespace = services.fresh();
+    let proxy = crate::test_proxy::SilencingProxy::start(services.pg_port).await;
+    let url = namespace.database_url.replace(
+        &format!(":{}/", services.pg_port),
+        &format!(":{}/", proxy.port),
+    );
+    let records = PgRecords::connect(&url, Limits::default()).await.unwrap();
+    let upload = create(&records, 1).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_mins(2),
+        records.mutate(&Scope::Upload(upload.id.clone()), NOW, |ledger, now| {
+            // The rows are loaded and locked: now the database stops answering.
+            proxy.silence();
+            ledger.cancel_upload(&owner(), &upload.id, now)
+        }),
+    )
+    .await
+    .expect("a hang guard, not a measure: given up within the deadline");
+    match outcome {
+        Err(MutationError::Failed(rejection)) => {
+            assert_eq!(rejection.status.as_u16(), 503);
+            assert_eq!(rejection.retry_after_secs, Some(RETRY_AFTER_SECS));
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+}

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod services;
+pub mod silencing_proxy;
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
