@@ -475,7 +475,9 @@ impl Store for DirStore {
     fn load(&self) -> io::Result<StoredState> {
         let mut state = StoredState::default();
         let mut upload_dirs = Vec::new();
-        for (name, path, kind) in entries_kept(&self.root.join("uploads"))? {
+        let uploads_dir = self.root.join("uploads");
+        refuse_link(&uploads_dir)?;
+        for (name, path, kind) in entries_kept(&uploads_dir)? {
             if kind.is_symlink() {
                 tracing::warn!(path = %path.display(), "a symbolic link among the Uploads is not followed; it is left as it is");
             } else if kind.is_dir() {
@@ -492,6 +494,7 @@ impl Store for DirStore {
         let files_dir = self.files_dir();
         let mut records = Vec::new();
         let mut data_files = Vec::new();
+        refuse_link(&files_dir)?;
         for (name, path, kind) in entries_kept(&files_dir)? {
             if let Some(id) = name.strip_suffix(".json") {
                 let id = FileId::new(id);
@@ -616,23 +619,13 @@ enum UploadOnDisk {
 /// files removed, no link followed.
 fn load_upload(id: UploadId, dir: &Path) -> io::Result<UploadOnDisk> {
     let (mut state_kind, mut log_kind, mut parts_kind) = (None, None, None);
-    let mut swept = false;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        if remove_if_temp(&entry.path(), kind)? {
-            swept = true;
-            continue;
-        }
-        match entry.file_name().to_str() {
-            Some(STATE_FILE) => state_kind = Some(kind),
-            Some(PART_LOG) => log_kind = Some(kind),
-            Some(PARTS_DIR) => parts_kind = Some(kind),
+    for (name, _, kind) in entries_kept(dir)? {
+        match name.as_str() {
+            STATE_FILE => state_kind = Some(kind),
+            PART_LOG => log_kind = Some(kind),
+            PARTS_DIR => parts_kind = Some(kind),
             _ => {}
         }
-    }
-    if swept {
-        sync_dir(dir)?;
     }
     let Some(state_kind) = state_kind else {
         // Created but never committed: nothing refers to it. (`remove_dir_all` removes a
@@ -692,25 +685,13 @@ fn load_upload(id: UploadId, dir: &Path) -> io::Result<UploadOnDisk> {
 /// Anything but a regular file is not a Part, and is left as it is.
 fn load_parts(dir: &Path) -> io::Result<Vec<PartId>> {
     let mut parts = Vec::new();
-    let mut swept = false;
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let kind = entry.file_type()?;
-        let path = entry.path();
-        if remove_if_temp(&path, kind)? {
-            swept = true;
-            continue;
+    for (name, path, kind) in entries_kept(dir)? {
+        match not_a_file(kind) {
+            Some(reason) => {
+                tracing::warn!(path = %path.display(), reason, "not a Part; left as it is");
+            }
+            None => parts.push(PartId::new(name)),
         }
-        if let Some(reason) = not_a_file(kind) {
-            tracing::warn!(path = %path.display(), reason, "not a Part; left as it is");
-            continue;
-        }
-        if let Some(name) = entry.file_name().to_str() {
-            parts.push(PartId::new(name));
-        }
-    }
-    if swept {
-        sync_dir(dir)?;
     }
     parts.sort();
     Ok(parts)
@@ -820,12 +801,10 @@ fn probe_dir(dir: &Path, temp: &Path) -> io::Result<()> {
     written.and(removed)
 }
 
-/// The entries of one of the data directory's own folders (`uploads/`, `files/`, which must
-/// not be links) at startup, with temp files removed (and the folder synced when any was):
-/// `(name, path, kind)` of every other entry whose name is UTF-8, links included (the
-/// caller decides about them; nothing here follows one).
+/// The entries of a directory of the store at startup, with temp files removed (and the
+/// directory synced when any was): `(name, path, kind)` of every other entry whose name is
+/// UTF-8, links included (the caller decides about them; nothing here follows one).
 fn entries_kept(dir: &Path) -> io::Result<Vec<(String, PathBuf, fs::FileType)>> {
-    refuse_link(dir)?;
     let mut kept = Vec::new();
     let mut swept = false;
     for entry in fs::read_dir(dir)? {
