@@ -9,6 +9,9 @@ use crate::types::{ErrorBody, FileId, PartId, UploadId};
 pub const INVALID_REQUEST_ERROR: &str = "invalid_request_error";
 /// OpenAI's error class for an unexpected failure on the service's side.
 pub const SERVER_ERROR: &str = "server_error";
+/// The wait a [`Rejection::unavailable`] asks for: a busy lock or a dependency that did not
+/// answer in time is worth another try soon, and the SDKs back off on their own after it.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
 
 /// A refused request: the status to answer with and OpenAI's error body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -165,10 +168,11 @@ impl Rejection {
         )
     }
 
-    /// 503 `server_error` with a `Retry-After`: a lock or a dependency (the database, the
-    /// bucket) did not answer within its bound. Nothing was changed; the SDKs retry a 503
-    /// after the time given.
-    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+    /// 503 `server_error` with a `Retry-After` of [`UNAVAILABLE_RETRY_AFTER_SECS`]: a lock
+    /// or a dependency (the database, the bucket) did not answer within its bound, or the
+    /// server is starting. The SDKs retry a 503 after the time given; retrying is safe (a
+    /// retried complete or cancel replays the first).
+    pub fn unavailable(message: impl Into<String>) -> Self {
         let mut rejection = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             SERVER_ERROR,
@@ -176,7 +180,7 @@ impl Rejection {
             None,
             None,
         );
-        rejection.retry_after_secs = Some(retry_after_secs);
+        rejection.retry_after_secs = Some(UNAVAILABLE_RETRY_AFTER_SECS);
         rejection
     }
 
@@ -211,14 +215,14 @@ mod tests {
 
     #[test]
     fn only_an_unavailable_answer_says_when_to_retry() {
-        let busy = Rejection::unavailable("The Upload is busy. Retry the request.", 2);
+        let busy = Rejection::unavailable("The Upload is busy. Retry the request.");
         assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.body.error.kind, SERVER_ERROR);
         assert_eq!(
             busy.retry_after_headers(),
             vec![
-                ("retry-after", "2".to_owned()),
-                ("retry-after-ms", "2000".to_owned())
+                ("retry-after", "1".to_owned()),
+                ("retry-after-ms", "1000".to_owned())
             ]
         );
         assert!(
@@ -232,6 +236,6 @@ mod tests {
             headers.insert(name, value.parse().unwrap());
         }
         let failure = crate::retry::Failure::from_response(busy.status, &headers, 0);
-        assert_eq!(failure.retry_after_ms(), Some(2000));
+        assert_eq!(failure.retry_after_ms(), Some(1000));
     }
 }

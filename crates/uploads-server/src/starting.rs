@@ -76,7 +76,6 @@ async fn answer_until(listener: TcpListener, mut stop: oneshot::Receiver<()>) ->
 fn starting() -> Rejection {
     Rejection::unavailable(
         "The server is starting: it is reading its records back. Retry the request.",
-        1,
     )
 }
 

@@ -48,6 +48,7 @@ mod tests;
 
 use std::collections::HashSet;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -85,8 +86,6 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
 const KEEPALIVE_PROBES: u32 = 3;
 /// How long `/healthz` waits for the database.
 const HEALTH_DEADLINE: Duration = Duration::from_secs(2);
-/// What a 503 asks a client to wait before retrying (seconds).
-const RETRY_AFTER_SECS: u64 = 1;
 /// Object deletions one collection runs at once.
 const DELETES_IN_FLIGHT: usize = 16;
 /// How long a sweeper holds a claim on objects to delete before another may take them.
@@ -276,15 +275,13 @@ impl PgRecords {
     ) -> Result<HashSet<String>, Rejection> {
         bounded(async move {
             let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
+            let sql = format!(
+                "SELECT key FROM doomed_objects WHERE key = ANY($2) AND not_before > {NOW_SQL}"
+            );
             let rows = client
-            .query(
-                &format!(
-                    "SELECT key FROM doomed_objects WHERE key = ANY($2) AND not_before > {NOW_SQL}"
-                ),
-                &[&now.into().param(), &keys],
-            )
-            .await
-            .map_err(|error| unavailable(&error))?;
+                .query(&sql, &[&now.into().param(), &keys])
+                .await
+                .map_err(|error| unavailable(&error))?;
             Ok(rows.iter().map(|row| row.get(0)).collect())
         })
         .await
@@ -326,7 +323,7 @@ impl PgRecords {
                 .execute(
                     &format!(
                         "INSERT INTO doomed_objects (key, not_before) VALUES ($2, {NOW_SQL} + $3)
-                     ON CONFLICT (key) DO UPDATE SET not_before = EXCLUDED.not_before
+                         ON CONFLICT (key) DO UPDATE SET not_before = EXCLUDED.not_before
                          WHERE doomed_objects.claimed_until IS NULL"
                     ),
                     &[&now.into().param(), &key, &to_i64(self.intent_grace)],
@@ -448,69 +445,89 @@ impl PgRecords {
         Fut: Future<Output = io::Result<()>>,
     {
         bounded(async move {
-        let rows = {
+            let claimed = self.claim_due(now.into(), limit, only).await?;
+            // Each object is deleted before its row: a row outlives its object, never the
+            // reverse.
+            let deleted = delete_claimed(claimed, delete).await;
+            let count = deleted.len();
+            let (keys, claims): (Vec<String>, Vec<i64>) = deleted.into_iter().unzip();
             let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
             client
-                .query(
-                    &format!(
-                        "WITH due AS (
-                             SELECT key FROM doomed_objects
-                             WHERE not_before <= {NOW_SQL}
-                               AND (claimed_until IS NULL OR claimed_until <= {NOW_SQL})
-                               AND ($4::text[] IS NULL OR key = ANY($4))
-                             ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED)
-                         UPDATE doomed_objects d SET claimed_until = {NOW_SQL} + $3
-                         FROM due WHERE d.key = due.key
-                         RETURNING d.key, d.claimed_until"
-                    ),
-                    &[&now.into().param(), &limit, &COLLECT_CLAIM_SECS, &only],
+                .execute(
+                    "DELETE FROM doomed_objects d
+                     USING unnest($1::text[], $2::bigint[]) AS c(key, until)
+                     WHERE d.key = c.key AND d.claimed_until = c.until",
+                    &[&keys, &claims],
                 )
                 .await
-                .map_err(|error| unavailable(&error))?
-        };
-        // Each object is deleted before its row: a row outlives its object, never the reverse.
-        let timed_out = std::sync::atomic::AtomicBool::new(false);
-        let outcomes: Vec<(String, i64, bool)> = futures_util::stream::iter(rows)
-            .map(|row| {
-                let (key, until): (String, i64) = (row.get(0), row.get(1));
-                let (delete, timed_out) = (&delete, &timed_out);
-                async move {
-                    if timed_out.load(std::sync::atomic::Ordering::SeqCst) {
-                        return (key, until, false);
-                    }
-                    match delete(key.clone()).await {
-                        Ok(()) => (key, until, true),
-                        Err(error) => {
-                            if error.kind() == io::ErrorKind::TimedOut {
-                                timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
-                            }
-                            tracing::warn!(%key, %error, "deleting an object failed; retrying later");
-                            (key, until, false)
-                        }
-                    }
-                }
-            })
-            .buffer_unordered(DELETES_IN_FLIGHT)
-            .collect()
-            .await;
-        let (deleted, claimed_until): (Vec<String>, Vec<i64>) = outcomes
-            .into_iter()
-            .filter(|(_, _, deleted)| *deleted)
-            .map(|(key, until, _)| (key, until))
-            .unzip();
+                .map_err(|error| unavailable(&error))?;
+            Ok(count)
+        })
+        .await
+    }
+
+    /// Claims up to `limit` objects due for deletion (of `only`, when given) for
+    /// [`COLLECT_CLAIM_SECS`], in one committed statement: `(key, claimed_until)` of each.
+    async fn claim_due(
+        &self,
+        now: Now,
+        limit: i64,
+        only: Option<&[String]>,
+    ) -> Result<Vec<(String, i64)>, Rejection> {
         let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-        client
-            .execute(
-                "DELETE FROM doomed_objects d USING unnest($1::text[], $2::bigint[]) AS c(key, until)
-                 WHERE d.key = c.key AND d.claimed_until = c.until",
-                &[&deleted, &claimed_until],
+        let rows = client
+            .query(
+                &format!(
+                    "WITH due AS (
+                         SELECT key FROM doomed_objects
+                         WHERE not_before <= {NOW_SQL}
+                           AND (claimed_until IS NULL OR claimed_until <= {NOW_SQL})
+                           AND ($4::text[] IS NULL OR key = ANY($4))
+                         ORDER BY not_before LIMIT $2 FOR UPDATE SKIP LOCKED)
+                     UPDATE doomed_objects d SET claimed_until = {NOW_SQL} + $3
+                     FROM due WHERE d.key = due.key
+                     RETURNING d.key, d.claimed_until"
+                ),
+                &[&now.param(), &limit, &COLLECT_CLAIM_SECS, &only],
             )
             .await
             .map_err(|error| unavailable(&error))?;
-        Ok(deleted.len())
-    })
-        .await
+        Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
     }
+}
+
+/// Deletes the claimed objects with `delete`, [`DELETES_IN_FLIGHT`] at once, holding no
+/// database connection; after a delete that timed out (a silent bucket) no more are
+/// started. The claims of the objects deleted.
+async fn delete_claimed<F, Fut>(claimed: Vec<(String, i64)>, delete: F) -> Vec<(String, i64)>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = io::Result<()>>,
+{
+    let timed_out = AtomicBool::new(false);
+    let outcomes: Vec<Option<(String, i64)>> = futures_util::stream::iter(claimed)
+        .map(|(key, until)| {
+            let (delete, timed_out) = (&delete, &timed_out);
+            async move {
+                if timed_out.load(Ordering::SeqCst) {
+                    return None;
+                }
+                match delete(key.clone()).await {
+                    Ok(()) => Some((key, until)),
+                    Err(error) => {
+                        if error.kind() == io::ErrorKind::TimedOut {
+                            timed_out.store(true, Ordering::SeqCst);
+                        }
+                        tracing::warn!(%key, %error, "deleting an object failed; retrying later");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(DELETES_IN_FLIGHT)
+        .collect()
+        .await;
+    outcomes.into_iter().flatten().collect()
 }
 
 /// Makes every session of `config` bounded: its lock waits, its statements, its idle
@@ -994,10 +1011,7 @@ enum LoadError {
 /// or cancel replays the first.
 fn unavailable(error: &dyn std::fmt::Display) -> Rejection {
     tracing::error!(%error, "the database failed");
-    Rejection::unavailable(
-        "The server could not reach its database in time. Retry the request.",
-        RETRY_AFTER_SECS,
-    )
+    Rejection::unavailable("The server could not reach its database in time. Retry the request.")
 }
 
 /// `user@host:port/db` of a config, without its password.

@@ -465,7 +465,10 @@ async fn a_session_frozen_in_a_transaction_loses_its_locks_and_others_wait_bound
             Ok(committed) => break committed.response,
             Err(MutationError::Failed(rejection)) => {
                 assert_eq!(rejection.status, http::StatusCode::SERVICE_UNAVAILABLE);
-                assert_eq!(rejection.retry_after_secs, Some(RETRY_AFTER_SECS));
+                assert_eq!(
+                    rejection.retry_after_secs,
+                    Some(uploads_core::rejection::UNAVAILABLE_RETRY_AFTER_SECS)
+                );
                 refusals += 1;
                 assert!(refusals < 100, "the frozen session was never ended");
             }
@@ -579,7 +582,10 @@ async fn a_database_silent_mid_transaction_is_given_up_on() {
     match outcome {
         Err(MutationError::Failed(rejection)) => {
             assert_eq!(rejection.status.as_u16(), 503);
-            assert_eq!(rejection.retry_after_secs, Some(RETRY_AFTER_SECS));
+            assert_eq!(
+                rejection.retry_after_secs,
+                Some(uploads_core::rejection::UNAVAILABLE_RETRY_AFTER_SECS)
+            );
         }
         other => panic!("expected a 503, got {other:?}"),
     }

@@ -463,7 +463,6 @@ impl Service {
                 tracing::warn!(record = %key, "gave up waiting for a busy record");
                 Rejection::unavailable(
                     "Another request for this object is still being applied. Retry the request.",
-                    1,
                 )
             })
     }
@@ -566,10 +565,9 @@ fn storage_rejection(error: &io::Error, message: &str) -> Rejection {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
     ) {
-        Rejection::unavailable(
-            format!("{message} The storage could not be reached, or did not answer in time."),
-            1,
-        )
+        Rejection::unavailable(format!(
+            "{message} The storage could not be reached, or did not answer in time."
+        ))
     } else {
         Rejection::server_error(message)
     }
