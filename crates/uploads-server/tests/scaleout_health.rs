@@ -10,15 +10,11 @@ use std::time::Duration;
 use http::StatusCode;
 use support::services::{Namespace, Services};
 use support::silencing_proxy::SilencingProxy;
-use support::{Client, KEY_A, OWNER_A, Protocol, raw_exchange};
+use support::{Client, KEY_A, OWNER_A, Protocol, healthz};
 use uploads_server::{Server, ServerBuilder};
 
 async fn health(addr: std::net::SocketAddr) -> (StatusCode, String) {
-    let reply = raw_exchange(
-        addr,
-        format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await;
+    let reply = healthz(addr).await;
     (
         reply.status,
         String::from_utf8_lossy(&reply.body).into_owned(),
@@ -120,11 +116,20 @@ async fn startup_against_a_silent_bucket_fails_naming_it() {
     assert!(error.to_string().contains(&namespace.bucket), "{error}");
 }
 
-/// While the bucket is silent, a Part and a download are answered within the bucket's
-/// deadlines with 503 and `Retry-After` (nothing stored, the SDKs retry), not held for
-/// minutes and not a 500; once it answers again, the same requests work.
+/// While the bucket is silent, or refuses and cuts connections (it is down), a Part and a
+/// download are answered within the bucket's deadlines with a retryable 503 (nothing
+/// stored, the SDKs retry), not held for minutes and not a 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_bucket_is_a_retryable_503_for_parts_and_downloads() {
+    bucket_fault_is_retryable(SilencingProxy::silence).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_bucket_is_a_retryable_503_for_parts_and_downloads() {
+    bucket_fault_is_retryable(SilencingProxy::refuse).await;
+}
+
+async fn bucket_fault_is_retryable(fault: fn(&SilencingProxy)) {
     let services = Services::get();
     let namespace = services.fresh();
     let proxy = SilencingProxy::start(services.s3_port).await;
@@ -133,58 +138,13 @@ async fn a_silent_bucket_is_a_retryable_503_for_parts_and_downloads() {
     let file = client.upload_file(&[b"abc"]).await;
     let upload = client.create_upload(1).await.id;
 
-    proxy.silence();
-    let assert_retryable = |reply: &support::Reply| {
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            reply.text()
-        );
-        assert!(
-            reply.headers.contains_key("retry-after"),
-            "{:?}",
-            reply.headers
-        );
-    };
+    fault(&proxy);
     let part = tokio::time::timeout(HANG_GUARD * 2, client.add_part(&upload, b"x"))
         .await
         .expect("a Part is answered within the bucket's deadlines");
-    assert_retryable(&part);
+    part.assert_retryable_503();
     let content = tokio::time::timeout(HANG_GUARD * 2, client.content(&file.id))
         .await
         .expect("a download is answered within the bucket's deadlines");
-    assert_retryable(&content);
-}
-
-/// A bucket that is down (refuses connections) is a retryable 503 for a Part and a download
-/// too, not a 500: nothing was stored, and the same request may work once it is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refusing_bucket_is_a_retryable_503_for_parts_and_downloads() {
-    let services = Services::get();
-    let namespace = services.fresh();
-    let proxy = SilencingProxy::start(services.s3_port).await;
-    let server = via(&namespace, &proxy).start().await.unwrap();
-    let client = Client::connect(server.local_addr(), Protocol::Http1, Some(KEY_A)).await;
-    let file = client.upload_file(&[b"abc"]).await;
-    let upload = client.create_upload(1).await.id;
-
-    proxy.refuse();
-    for reply in [
-        tokio::time::timeout(HANG_GUARD * 2, client.add_part(&upload, b"x")).await,
-        tokio::time::timeout(HANG_GUARD * 2, client.content(&file.id)).await,
-    ] {
-        let reply = reply.expect("answered within the bucket's deadlines");
-        assert_eq!(
-            reply.status,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{}",
-            reply.text()
-        );
-        assert!(
-            reply.headers.contains_key("retry-after"),
-            "{:?}",
-            reply.headers
-        );
-    }
+    content.assert_retryable_503();
 }

@@ -563,10 +563,7 @@ async fn a_database_silent_mid_transaction_is_given_up_on() {
     let services = services::Services::get();
     let namespace = services.fresh();
     let proxy = crate::test_proxy::SilencingProxy::start(services.pg_port).await;
-    let url = namespace.database_url.replace(
-        &format!(":{}/", services.pg_port),
-        &format!(":{}/", proxy.port),
-    );
+    let url = namespace.database_url_via(proxy.port);
     let records = PgRecords::connect(&url, Limits::default()).await.unwrap();
     let upload = create(&records, 1).await;
     let outcome = tokio::time::timeout(

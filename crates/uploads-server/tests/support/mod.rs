@@ -212,6 +212,25 @@ impl Reply {
         self.json::<ErrorBody>().error
     }
 
+    /// Asserts a 503 the SDKs retry: `server_error`, with `retry-after` and `retry-after-ms`.
+    #[track_caller]
+    pub fn assert_retryable_503(&self) {
+        assert_eq!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            self.text()
+        );
+        assert_eq!(self.error().kind, "server_error", "{}", self.text());
+        for header in ["retry-after", "retry-after-ms"] {
+            assert!(
+                self.headers.contains_key(header),
+                "{header}: {:?}",
+                self.headers
+            );
+        }
+    }
+
     /// Asserts an OpenAI-shaped refusal: status, `invalid_request_error`, `param`, message.
     #[track_caller]
     pub fn assert_error(&self, status: StatusCode, param: Option<&str>, message: &str) {
@@ -595,6 +614,12 @@ pub fn request_head(
     }
     head.push_str("Connection: close\r\n\r\n");
     head.into_bytes()
+}
+
+/// `GET /healthz` (no key, outside `/v1`) on a connection of its own.
+pub async fn healthz(addr: SocketAddr) -> Reply {
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    raw_exchange(addr, request.as_bytes()).await
 }
 
 /// Writes `bytes` on a new connection and reads the reply.

@@ -60,6 +60,11 @@ pub struct Namespace {
 }
 
 impl Namespace {
+    /// The test's database reached through another port of 127.0.0.1 (a proxy's).
+    pub fn database_url_via(&self, port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/{}", self.database)
+    }
+
     /// The environment `object_store` reads to reach the emulator.
     pub fn s3_env(&self) -> Vec<(&'static str, String)> {
         vec![
