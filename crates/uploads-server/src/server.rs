@@ -51,6 +51,8 @@ pub struct ServerBuilder {
     clock: Arc<dyn Clock>,
     /// Replaces the database's clock on the shared backend (see [`ServerBuilder::shared_clock`]).
     shared_clock: Option<Arc<dyn Clock>>,
+    /// See [`ServerBuilder::object_memory_budget`].
+    object_memory_budget: usize,
     max_connections: usize,
     max_header_bytes: usize,
     max_json_bytes: usize,
@@ -70,8 +72,6 @@ struct SharedBackend {
     database_url: String,
     object_store: String,
     options: Vec<(String, String)>,
-    /// See [`ServerBuilder::object_memory_budget`].
-    memory_budget: usize,
 }
 
 impl SharedBackend {
@@ -80,9 +80,10 @@ impl SharedBackend {
         &self,
         limits: Limits,
         clock: Option<Arc<dyn Clock>>,
+        memory_budget: usize,
     ) -> io::Result<crate::service::Shared> {
         let objects = ObjectBytes::open(&self.object_store, self.options.clone())?
-            .with_memory_budget(self.memory_budget);
+            .with_memory_budget(memory_budget);
         objects.check().await?;
         let records = PgRecords::connect(&self.database_url, limits).await?;
         tracing::info!(object_store = %self.object_store, "records in PostgreSQL, bytes in object storage");
@@ -103,6 +104,7 @@ impl Default for ServerBuilder {
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             shared_clock: None,
+            object_memory_budget: crate::objects::DEFAULT_MEMORY_BUDGET,
             max_connections: 1024,
             max_header_bytes: 64 * 1024,
             max_json_bytes: 4 * 1024 * 1024,
@@ -236,18 +238,15 @@ impl ServerBuilder {
                 .into_iter()
                 .map(|(key, value)| (key.into(), value.into()))
                 .collect(),
-            memory_budget: crate::objects::DEFAULT_MEMORY_BUDGET,
         });
         self
     }
 
     /// On the shared backend, the bytes of Parts held in memory on their way to the object
     /// store, server-wide (default [`crate::objects::DEFAULT_MEMORY_BUDGET`]); past it, a
-    /// Part's bytes wait in a temporary file. Call after [`ServerBuilder::shared`].
+    /// Part's bytes wait in a temporary file.
     pub fn object_memory_budget(mut self, bytes: usize) -> Self {
-        if let Some(shared) = &mut self.shared {
-            shared.memory_budget = bytes;
-        }
+        self.object_memory_budget = bytes;
         self
     }
 
@@ -283,7 +282,11 @@ impl ServerBuilder {
             let starting = Starting::answer(TcpListener::bind(self.listen).await?);
             // Instances share the database and the bucket by design: no directory to lock.
             let shared = backend
-                .open(config.limits.clone(), self.shared_clock.clone())
+                .open(
+                    config.limits.clone(),
+                    self.shared_clock.clone(),
+                    self.object_memory_budget,
+                )
                 .await?;
             let service = Service::open_shared(config, shared, self.clock).await?;
             (None, service, starting.ready().await?)
