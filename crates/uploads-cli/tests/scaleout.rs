@@ -172,8 +172,8 @@ impl Answer {
     }
 }
 
-/// One request on a new connection (`Connection: close`); `None` when the connection broke
-/// (the instance died under it).
+/// One request to `/v1{path}` on a new connection (`Connection: close`); `None` when the
+/// connection broke (the instance died under it).
 fn exchange(
     addr: SocketAddr,
     method: &str,
@@ -182,10 +182,22 @@ fn exchange(
     content_type: &str,
     body: &[u8],
 ) -> Option<Answer> {
+    exchange_at(addr, method, &format!("/v1{path}"), key, content_type, body)
+}
+
+/// [`exchange`] with the request target as it is.
+fn exchange_at(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    key: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Option<Answer> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(GUARD)).unwrap();
     let head = format!(
-        "{method} /v1{path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -221,8 +233,8 @@ fn request(addr: SocketAddr, method: &str, path: &str, key: &str, json: &str) ->
     panic!("{method} {path}: every attempt broke");
 }
 
-/// Adds a Part, retrying broken connections; the Part's id.
-fn add_part(addr: SocketAddr, upload: &str, data: &[u8]) -> String {
+/// The `Content-Type` and body of an add-part form carrying `data`.
+fn part_form(data: &[u8]) -> (String, Vec<u8>) {
     let boundary = "scaleout-boundary-7c1d";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"blob\"\r\n\
@@ -231,7 +243,12 @@ fn add_part(addr: SocketAddr, upload: &str, data: &[u8]) -> String {
     .into_bytes();
     body.extend_from_slice(data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    let content_type = format!("multipart/form-data; boundary={boundary}");
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Adds a Part, retrying broken connections; the Part's id.
+fn add_part(addr: SocketAddr, upload: &str, data: &[u8]) -> String {
+    let (content_type, body) = part_form(data);
     for _ in 0..10 {
         let path = format!("/uploads/{upload}/parts");
         if let Some(answer) = exchange(addr, "POST", &path, KEY_A, &content_type, &body) {
@@ -576,39 +593,14 @@ fn startup_names_an_unreachable_database_or_bucket() {
 
 /// `GET /healthz` (outside `/v1`).
 fn health(addr: SocketAddr) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(GUARD)).unwrap();
-    write!(
-        stream,
-        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_owned());
-    Answer {
-        status,
-        body: body.into_bytes(),
-    }
+    exchange_at(addr, "GET", "/healthz", KEY_A, "application/json", b"").expect("answered")
 }
 
 /// One attempt to add a one-byte Part; `None` when the connection broke.
 fn try_add_part(addr: SocketAddr, upload: &str, key: &str) -> Option<Answer> {
-    let boundary = "frozen-boundary-41";
-    let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"b\"\r\n\
-         Content-Type: application/octet-stream\r\n\r\nx\r\n--{boundary}--\r\n"
-    );
-    let content_type = format!("multipart/form-data; boundary={boundary}");
+    let (content_type, body) = part_form(b"x");
     let path = format!("/uploads/{upload}/parts");
-    exchange(addr, "POST", &path, key, &content_type, body.as_bytes())
+    exchange(addr, "POST", &path, key, &content_type, &body)
 }
 
 /// An instance frozen (SIGSTOP) while it holds an Upload's row lock inside a transaction:
