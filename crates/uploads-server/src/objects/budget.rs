@@ -25,7 +25,7 @@ pub(super) struct MemoryBudget {
     /// The cap.
     pub(super) bytes: usize,
     /// Room left, in bytes.
-    pub(super) room: Arc<Semaphore>,
+    room: Arc<Semaphore>,
     /// Bytes held now.
     pub(super) held: AtomicUsize,
     /// The most ever held at once.
@@ -43,11 +43,7 @@ impl MemoryBudget {
         })
     }
 
-    pub(super) fn reserved(
-        self: &Arc<Self>,
-        permit: SemaphorePermit<'_>,
-        bytes: usize,
-    ) -> Reservation {
+    fn reserved(self: &Arc<Self>, permit: SemaphorePermit<'_>, bytes: usize) -> Reservation {
         permit.forget();
         let held = self.held.fetch_add(bytes, Ordering::SeqCst) + bytes;
         self.peak.fetch_max(held, Ordering::SeqCst);
@@ -97,7 +93,8 @@ impl MemoryBudget {
 /// Bytes of the [`MemoryBudget`] held until this is dropped.
 #[derive(Debug)]
 pub(super) struct Reservation {
-    pub(super) budget: Arc<MemoryBudget>,
+    budget: Arc<MemoryBudget>,
+    /// How many bytes it holds.
     pub(super) bytes: usize,
 }
 

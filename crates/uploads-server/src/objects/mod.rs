@@ -18,7 +18,7 @@
 //! The [`Store`] methods block: the service calls them on blocking threads, and they wait
 //! on the runtime's handle there.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fmt::Display;
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -26,7 +26,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use futures_util::stream;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
@@ -533,15 +532,7 @@ impl Store for ObjectBytes {
         // Complete checked that every object exists (`missing`); one gone since is a read
         // error where it is reached. The first one is awaited here: a File that cannot
         // start is a 500 before the 200.
-        let mut reader = ObjectReader {
-            calls: self.calls.clone(),
-            handle: self.handle.clone(),
-            keys: keys.into_iter(),
-            ahead: VecDeque::new(),
-            current: None,
-            pending: Bytes::new(),
-        };
-        reader.current = reader.next_object()?;
+        let reader = ObjectReader::open(self.calls.clone(), self.handle.clone(), keys)?;
         Ok(Box::new(reader))
     }
 

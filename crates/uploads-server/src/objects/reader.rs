@@ -20,20 +20,34 @@ pub(super) type ObjectStream = BoxStream<'static, object_store::Result<Bytes>>;
 /// reached. Memory stays bounded: a GET started ahead holds its response's first bytes
 /// only (the rest waits in the connection, under its flow control).
 pub(super) struct ObjectReader {
-    pub(super) calls: Calls,
-    pub(super) handle: Handle,
+    calls: Calls,
+    handle: Handle,
     /// The objects whose GET has not started.
-    pub(super) keys: std::vec::IntoIter<Path>,
+    keys: std::vec::IntoIter<Path>,
     /// The GETs started, in order.
-    pub(super) ahead: VecDeque<JoinHandle<io::Result<ObjectStream>>>,
-    pub(super) current: Option<ObjectStream>,
-    pub(super) pending: Bytes,
+    ahead: VecDeque<JoinHandle<io::Result<ObjectStream>>>,
+    current: Option<ObjectStream>,
+    pending: Bytes,
 }
 
 impl ObjectReader {
+    /// Reads the objects of `keys` in order; the first one's GET is awaited here.
+    pub(super) fn open(calls: Calls, handle: Handle, keys: Vec<Path>) -> io::Result<Self> {
+        let mut reader = Self {
+            calls,
+            handle,
+            keys: keys.into_iter(),
+            ahead: VecDeque::new(),
+            current: None,
+            pending: Bytes::new(),
+        };
+        reader.current = reader.next_object()?;
+        Ok(reader)
+    }
+
     /// The next object's bytes (`None` after the last); an object that is gone is an error
     /// of kind `NotFound`.
-    pub(super) fn next_object(&mut self) -> io::Result<Option<ObjectStream>> {
+    fn next_object(&mut self) -> io::Result<Option<ObjectStream>> {
         while self.ahead.len() <= READ_AHEAD {
             let Some(path) = self.keys.next() else { break };
             let calls = self.calls.clone();

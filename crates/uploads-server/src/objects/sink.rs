@@ -25,7 +25,7 @@ pub(super) enum Gathered {
 }
 
 impl Gathered {
-    pub(super) fn len(&self) -> usize {
+    fn len(&self) -> usize {
         match self {
             Self::Memory(_, reservation) => reservation.bytes,
             Self::Disk(_, len) => *len,
@@ -37,20 +37,20 @@ impl Gathered {
 /// past that sent as multipart pieces of exactly [`SMALL_OBJECT`] bytes (the last one may
 /// be shorter), [`PIECES_IN_FLIGHT`] at once.
 pub(super) struct ObjectSink {
-    pub(super) calls: Calls,
-    pub(super) path: Path,
-    pub(super) handle: Handle,
-    pub(super) budget: Arc<MemoryBudget>,
+    calls: Calls,
+    path: Path,
+    handle: Handle,
+    budget: Arc<MemoryBudget>,
     /// Where this sink's multipart upload is listed while it is under way.
-    pub(super) live: Arc<LiveUploads>,
-    pub(super) gathered: Gathered,
+    live: Arc<LiveUploads>,
+    gathered: Gathered,
     /// The multipart upload, from the first piece on.
-    pub(super) upload: Option<Box<dyn MultipartUpload>>,
+    upload: Option<Box<dyn MultipartUpload>>,
     /// The pieces being sent, oldest first; each holds its bytes' reservation.
-    pub(super) in_flight: VecDeque<JoinHandle<io::Result<()>>>,
-    pub(super) written: u64,
+    in_flight: VecDeque<JoinHandle<io::Result<()>>>,
+    written: u64,
     /// Committed or failed: nothing more may be written.
-    pub(super) done: bool,
+    done: bool,
 }
 
 impl ObjectSink {
@@ -77,7 +77,7 @@ impl ObjectSink {
 
     /// Appends to the gathered bytes (at most up to a piece), in memory while the budget
     /// has room, on disk from then on.
-    pub(super) fn gather(&mut self, data: &[u8]) -> io::Result<()> {
+    fn gather(&mut self, data: &[u8]) -> io::Result<()> {
         if let Gathered::Memory(held, reservation) = &mut self.gathered {
             if let Some(more) = self.budget.try_gather(data.len()) {
                 reservation.merge(more);
@@ -99,7 +99,7 @@ impl ObjectSink {
 
     /// The gathered bytes in memory under their reservation (read back from disk once the
     /// budget has room), and a fresh, empty gathering.
-    pub(super) fn take_gathered(&mut self) -> io::Result<(PutPayload, Reservation)> {
+    fn take_gathered(&mut self) -> io::Result<(PutPayload, Reservation)> {
         let empty = Gathered::Memory(Vec::new(), Reservation::empty(&self.budget));
         match std::mem::replace(&mut self.gathered, empty) {
             Gathered::Memory(held, reservation) => Ok((held.into_iter().collect(), reservation)),
@@ -115,7 +115,7 @@ impl ObjectSink {
     }
 
     /// Waits for the oldest piece in flight; its failure is this sink's.
-    pub(super) fn wait_oldest(&mut self) -> io::Result<()> {
+    fn wait_oldest(&mut self) -> io::Result<()> {
         match self.in_flight.pop_front() {
             Some(piece) => self.handle.block_on(piece).map_err(io::Error::other)?,
             None => Ok(()),
@@ -123,7 +123,7 @@ impl ObjectSink {
     }
 
     /// Sends the gathered bytes as the next piece (starting the multipart upload first).
-    pub(super) fn send_piece(&mut self) -> io::Result<()> {
+    fn send_piece(&mut self) -> io::Result<()> {
         while self.in_flight.len() >= PIECES_IN_FLIGHT {
             self.wait_oldest()?;
         }
@@ -154,7 +154,7 @@ impl ObjectSink {
         Ok(())
     }
 
-    pub(super) fn write_piecewise(&mut self, mut data: &[u8]) -> io::Result<()> {
+    fn write_piecewise(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             if self.gathered.len() == SMALL_OBJECT {
                 // More bytes follow a full piece: it is not the last one, send it.
@@ -167,7 +167,7 @@ impl ObjectSink {
         Ok(())
     }
 
-    pub(super) fn finish(&mut self) -> io::Result<()> {
+    fn finish(&mut self) -> io::Result<()> {
         if self.upload.is_none() {
             let (object, _held) = self.take_gathered()?;
             let limit = self.calls.send_limit(object.content_length());
