@@ -8,8 +8,8 @@ mod support;
 use std::path::Path;
 
 use support::{
-    KEY_A, TestServer, eventually, md5_hex, parts_dir, pattern, read_reply, request_head, start_on,
-    stored_parts, temp_files,
+    KEY_A, TestServer, eventually, md5_hex, parts_dir, pattern, quarantined, read_reply,
+    request_head, start_on, stored_parts, temp_files,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -217,10 +217,7 @@ async fn unreadable_records_are_quarantined_and_everything_else_is_served() {
         client.cancel(&broken_upload.id).await.status,
         http::StatusCode::NOT_FOUND
     );
-    let quarantined: Vec<String> = std::fs::read_dir(root.join("quarantine"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let quarantined = quarantined(root);
     assert!(
         quarantined.contains(&format!("upload-{}", broken_upload.id)),
         "{quarantined:?}"
@@ -258,10 +255,7 @@ async fn a_file_whose_uploads_record_is_unreadable_is_set_aside_not_deleted() {
         client.retrieve(&file.id).await.status,
         http::StatusCode::NOT_FOUND
     );
-    let quarantined: Vec<String> = std::fs::read_dir(server.data_dir().join("quarantine"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let quarantined = quarantined(server.data_dir());
     assert!(
         quarantined.contains(&format!("file-{}.json", file.id)),
         "the File's record is kept: {quarantined:?}"

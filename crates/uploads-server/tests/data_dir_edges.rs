@@ -8,66 +8,15 @@
 mod support;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use support::logs::logs;
 
 use http::StatusCode;
-use support::TestServer;
-
-/// Everything this test binary logs: one global subscriber, set before any server starts.
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        logs
-    })
-}
-
-/// Log output, collected.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    /// The first line logged that contains every one of `needles`.
-    #[track_caller]
-    fn line_with(&self, needles: &[&str]) -> String {
-        let logged = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-        logged
-            .lines()
-            .find(|line| needles.iter().all(|needle| line.contains(needle)))
-            .unwrap_or_else(|| panic!("no log line with {needles:?}:\n{logged}"))
-            .to_owned()
-    }
-}
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+use support::{TestServer, quarantined};
 
 /// Replaces the file at `path` by a non-empty directory.
 fn replace_with_directory(path: &Path) {
     std::fs::remove_file(path).unwrap();
     std::fs::create_dir_all(path.join("inside")).unwrap();
-}
-
-/// The names in the data dir's quarantine.
-fn quarantined(root: &Path) -> Vec<String> {
-    std::fs::read_dir(root.join("quarantine"))
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-        .collect()
 }
 
 #[tokio::test]

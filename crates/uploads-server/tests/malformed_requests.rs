@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use support::logs::logs;
 
 use http::StatusCode;
 use support::{INVALID_REQUEST, KEY_A, Reply, TestServer, raw_exchange, read_reply, request_head};
@@ -181,47 +181,12 @@ async fn content_that_looks_like_an_http_answer_is_sent_as_it_is() {
     }
 }
 
-/// Everything this test binary logs: one global subscriber, set before any server starts
-/// (a per-thread one misses lines when other tests' threads register the same callsites).
-fn logs() -> &'static Logs {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).unwrap();
-        logs
-    })
-}
-
-/// Log output, collected.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_refused_head_is_logged_with_its_request_id() {
     let server = server().await;
     let reply = raw_exchange(server.running.local_addr(), b"GET /v1/files\r\n\r\n").await;
     assert_refused(&reply, StatusCode::BAD_REQUEST);
     let request_id = reply.headers["x-request-id"].to_str().unwrap();
-    let logged = String::from_utf8(logs().0.lock().unwrap().clone()).unwrap();
-    let line = logged
-        .lines()
-        .find(|line| line.contains(request_id))
-        .unwrap_or_else(|| panic!("no log line with {request_id}:\n{logged}"));
+    let line = logs().line_with(&[request_id]);
     assert!(line.contains("status=400"), "{line}");
 }

@@ -6,6 +6,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod logs;
 pub mod services;
 pub mod silencing_proxy;
 
@@ -743,6 +744,14 @@ pub async fn remove_part_bytes(data_dir: &Path, upload: &UploadId, part: &PartId
         }
         None => std::fs::remove_file(parts_dir(data_dir, upload).join(part.as_str())).unwrap(),
     }
+}
+
+/// The names in the data dir's quarantine.
+pub fn quarantined(data_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("quarantine"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// The directory holding an Upload's Part files.
