@@ -7,8 +7,8 @@ mod support;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use support::{
-    KEY_A, TestServer, md5_hex, no_temp_files_eventually, read_reply, request_head, stored_parts,
-    streamed_body,
+    KEY_A, TestServer, md5_hex, no_temp_files_eventually, raw_exchange, read_reply, request_head,
+    stored_parts, streamed_body,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -235,12 +235,8 @@ async fn a_declared_length_over_the_limit_is_refused_before_100_continue() {
         ],
         Some(form.content_length),
     );
-    let mut stream = TcpStream::connect(server.running.local_addr())
-        .await
-        .unwrap();
-    stream.write_all(&head).await.unwrap();
     // Nothing of the body is sent: the answer must come without asking for it.
-    let reply = read_reply(&mut stream).await.unwrap();
+    let reply = raw_exchange(server.running.local_addr(), &head).await;
     assert_eq!(
         reply.status,
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -270,12 +266,8 @@ async fn a_json_body_declared_over_its_limit_is_refused_before_100_continue() {
             ],
             Some(1 << 30),
         );
-        let mut stream = TcpStream::connect(server.running.local_addr())
-            .await
-            .unwrap();
-        stream.write_all(&head).await.unwrap();
         // Nothing of the body is sent: the answer must come without asking for it.
-        let reply = read_reply(&mut stream).await.unwrap();
+        let reply = raw_exchange(server.running.local_addr(), &head).await;
         assert_eq!(
             reply.status,
             StatusCode::PAYLOAD_TOO_LARGE,
