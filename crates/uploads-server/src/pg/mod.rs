@@ -73,12 +73,12 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 const POOL_SIZE: usize = 16;
 /// How long a statement waits for a row lock (then 503): a holder that froze is not waited
 /// for longer.
-pub(crate) const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest statement; every statement here is short.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a session may sit inside a transaction without a statement before the database
 /// ends it and releases its locks: an instance frozen or cut off mid-transaction.
-pub(crate) const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// TCP keepalives (both ends): idle time before the first probe, between probes, and probes
 /// lost before the connection is dropped.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
@@ -1036,7 +1036,7 @@ fn describe(config: &tokio_postgres::Config) -> String {
 /// connection to the answer of its last statement. The server-side timeouts cannot end a
 /// wait on a database that went silent (stopped, or partitioned behind a peer that still
 /// acknowledges packets): this does.
-pub(crate) const INTERACTION_DEADLINE: Duration = Duration::from_secs(20);
+const INTERACTION_DEADLINE: Duration = Duration::from_secs(20);
 
 /// `work`, given up with a 503 after [`INTERACTION_DEADLINE`].
 async fn bounded<T>(work: impl Future<Output = Result<T, Rejection>>) -> Result<T, Rejection> {
