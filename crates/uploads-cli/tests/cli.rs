@@ -173,7 +173,23 @@ fn usage_errors_exit_2_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let (path, _) = sample_file(dir.path(), "a.txt", 10);
     let path = path.to_str().unwrap();
-    let cases: [Case; 4] = [
+    // 10,001 parts of 2 bytes: one more than an Upload may have.
+    let (many_parts, _) = sample_file(dir.path(), "b.txt", 20_001);
+    let many_parts = many_parts.to_str().unwrap();
+    let cases: [Case; 5] = [
+        (
+            &[
+                "put",
+                many_parts,
+                "--purpose",
+                "assistants",
+                "--part-size",
+                "2",
+                "--local",
+            ],
+            &[],
+            "the file would need 10001 parts, over the limit of 10000: use parts of at least 3 bytes",
+        ),
         (
             &[
                 "put",

@@ -135,11 +135,18 @@ pub enum PlanError {
         /// The largest Upload the service accepts.
         max: u64,
     },
-    /// So many parts that their index does not fit in a `u32`.
-    #[error("the file would need {count} parts, more than {}", u32::MAX)]
+    /// More parts than the service accepts in one Upload.
+    #[error(
+        "the file would need {count} parts, over the limit of {max}: use parts of at least \
+         {smallest_part_size} bytes"
+    )]
     TooManyParts {
         /// How many parts the plan would need.
         count: u64,
+        /// The most parts the service accepts in one Upload.
+        max: u64,
+        /// The smallest part size that cuts the file into at most `max` parts.
+        smallest_part_size: u64,
     },
 }
 
@@ -163,7 +170,15 @@ impl PartPlan {
             });
         }
         let count = file_size.div_ceil(part_size).max(1);
-        let count = u32::try_from(count).map_err(|_| PlanError::TooManyParts { count })?;
+        let max = limits.max_parts_per_upload.min(u64::from(u32::MAX));
+        if count > max {
+            return Err(PlanError::TooManyParts {
+                count,
+                max,
+                smallest_part_size: file_size.div_ceil(max.max(1)),
+            });
+        }
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
         Ok(Self {
             file_size,
             part_size,
@@ -983,9 +998,37 @@ mod tests {
         assert_eq!(
             tiny_parts,
             Err(PlanError::TooManyParts {
-                count: 8 * 1024 * MIB
+                count: 8 * 1024 * MIB,
+                max: 10_000,
+                smallest_part_size: 858_994,
             })
         );
+    }
+
+    #[test]
+    fn a_plan_over_the_part_count_limit_names_the_smallest_part_size_that_fits() {
+        let limits = Limits::default();
+        // `uploads put` of a 3.7 MiB file in parts of 100 bytes: 38,798 parts.
+        let file_size = 3_879_731;
+        let refused = PartPlan::new(file_size, 100, &limits).unwrap_err();
+        assert_eq!(
+            refused,
+            PlanError::TooManyParts {
+                count: 38_798,
+                max: 10_000,
+                smallest_part_size: 388,
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            "the file would need 38798 parts, over the limit of 10000: use parts of at least 388 bytes"
+        );
+        let fits = PartPlan::new(file_size, 388, &limits).unwrap();
+        assert_eq!(fits.count(), 10_000);
+        assert!(PartPlan::new(file_size, 387, &limits).is_err());
+        let fewer = limits.with_max_parts_per_upload(3);
+        assert!(PartPlan::new(12, 4, &fewer).is_ok());
+        assert!(PartPlan::new(13, 4, &fewer).is_err());
     }
 
     #[test]

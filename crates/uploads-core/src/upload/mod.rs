@@ -17,8 +17,7 @@ mod tests;
 
 pub use error::{AbortCause, OptionsError, UploadError};
 pub use options::{
-    DEFAULT_CONCURRENCY, DEFAULT_MAX_PARTS, MIN_DEFAULT_PART_SIZE, ProgressCallback, UploadOptions,
-    default_part_size,
+    DEFAULT_CONCURRENCY, MIN_DEFAULT_PART_SIZE, ProgressCallback, UploadOptions, default_part_size,
 };
 pub use request_error::{ConnectFailure, RequestError, error_chain, is_loopback_address};
 pub use resume::{SnapshotSource, source_fingerprint};

@@ -70,8 +70,6 @@ impl fmt::Debug for UploadOptions {
 /// The smallest part [`default_part_size`] chooses: below this, the cost of a request
 /// (a round trip, a multipart head, the service's bookkeeping) starts to show.
 pub const MIN_DEFAULT_PART_SIZE: u64 = 8 * MIB;
-/// How many parts an Upload may have, when [`Limits`] does not say.
-pub const DEFAULT_MAX_PARTS: u64 = 10_000;
 /// How many parts each connection should carry in [`default_part_size`]: with four rounds,
 /// the last round (where connections finish unevenly and some sit idle) is a quarter of the
 /// time at most.
@@ -86,7 +84,7 @@ const ROUNDS_PER_CONNECTION: u64 = 4;
 /// busy until the last round; the size is rounded up to whole MiB, never below
 /// [`MIN_DEFAULT_PART_SIZE`] (small files are few parts, not many tiny ones), never above
 /// `limits.max_part_bytes` (64 MiB), and never so small that the file needs more than
-/// [`DEFAULT_MAX_PARTS`] parts.
+/// `limits.max_parts_per_upload` parts.
 ///
 /// ```
 /// use uploads_core::limits::{Limits, MIB, GIB};
@@ -102,7 +100,7 @@ pub fn default_part_size(file_size: u64, concurrency: usize, limits: &Limits) ->
     let connections = u64::try_from(concurrency.max(1)).unwrap_or(u64::MAX);
     let busy = file_size.div_ceil(connections.saturating_mul(ROUNDS_PER_CONNECTION));
     let whole_mib = busy.div_ceil(MIB).saturating_mul(MIB);
-    let few_enough = file_size.div_ceil(DEFAULT_MAX_PARTS);
+    let few_enough = file_size.div_ceil(limits.max_parts_per_upload.max(1));
     whole_mib
         .max(MIN_DEFAULT_PART_SIZE)
         .min(limits.max_part_bytes)

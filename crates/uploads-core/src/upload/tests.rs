@@ -2,8 +2,8 @@ use super::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::api::check_response_head;
 use crate::api::BuildError;
+use crate::api::check_response_head;
 use crate::limits::GIB;
 use crate::limits::{Limits, MIB};
 use crate::retry::{Failure, GiveUpReason, RetryPolicy};
@@ -473,7 +473,10 @@ fn the_default_part_size_keeps_every_connection_busy_within_the_limits() {
         ..Limits::default()
     };
     let size = default_part_size(20 * GIB, 64, &huge);
-    assert!(20 * GIB / size <= DEFAULT_MAX_PARTS, "{size}");
+    assert!(
+        20 * GIB / size <= Limits::default().max_parts_per_upload,
+        "{size}"
+    );
     // A concurrency of 0 is refused by prepare; here it counts as 1.
     assert_eq!(default_part_size(128 * MIB, 0, &limits), 32 * MIB);
 }
@@ -487,7 +490,7 @@ proptest! {
         let limits = Limits::default();
         let size = default_part_size(file_size, concurrency, &limits);
         let plan = PartPlan::new(file_size, size, &limits).unwrap();
-        prop_assert!(u64::from(plan.count()) <= DEFAULT_MAX_PARTS);
+        prop_assert!(u64::from(plan.count()) <= Limits::default().max_parts_per_upload);
         prop_assert!((MIN_DEFAULT_PART_SIZE..=limits.max_part_bytes).contains(&size));
     }
 }
