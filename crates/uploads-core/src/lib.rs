@@ -1,28 +1,198 @@
 //! Sans-IO core of OpenAI's multipart Uploads API: everything the protocol knows, on both
 //! sides of the wire, and nothing that does I/O.
 //!
+//! # Driving an upload
+//!
+//! [`uploader::Uploader`] is the whole client upload (create, parts in parallel with their
+//! retries, the md5, snapshots for a resume, complete, and on failure the give-up and
+//! cancel) as one state machine. A driver is the loop that performs what it asks, in
+//! whatever runtime the program already has:
+//!
 //! ```text
-//!  client                                                   service
-//!  ──────                                                   ───────
-//!  UploadOptions::prepare ─▶ api::ClientConfig::create_upload ──▶ ledger::Ledger::create_upload
-//!  session::UploadSession::next_job                                 │
-//!    └▶ multipart::MultipartBody (head ++ file range ++ tail) ──▶ multipart::MultipartDecoder
-//!                                                                   └▶ Ledger::check_add_part / add_part
-//!  UploadSession::handle_part_done ◀── api::parse_add_upload_part ◀──┘
-//!  UploadSession::complete_request ──▶ complete ────────────────▶ Ledger::plan_complete / finish_complete
-//!  (retry::RetryPolicy decides every retry; digest::Md5Hasher hashes on both sides)
+//!   let mut uploader = Uploader::new(&options, name, size, fingerprint, now)?;
+//!   loop {
+//!       while let Some(action) = uploader.poll_action(now) {
+//!           // Send(transmit): transmit.into_request(&config, &boundary) -> send it on a task
+//!           //                 -> expect.report(answer) back over a channel
+//!           // Hash / WriteSnapshot / RemoveSnapshot: do it on a task, report back
+//!           // StopPart / StopRequest / StopHash: stop that task
+//!       }
+//!       let timeout = uploader.poll_timeout();
+//!       while let Some(event) = uploader.poll_event() { show progress }
+//!       if let Some(result) = uploader.poll_finished() { return result }
+//!       match wait for a report until the timeout {
+//!           Some(report) => uploader.handle(report, now, jitter),
+//!           None => uploader.handle_timeout(now),
+//!       }
+//!   }
 //! ```
 //!
-//! What is here:
+//! The machine makes every decision (retries with `Retry-After`, the deadline, when a silent
+//! request has stalled, giving up and cancelling, what the snapshot holds); the driver only
+//! moves bytes and reports failures in the core's terms. What a driver MUST and MUST NOT do
+//! is [the driver contract](uploader#the-driver-contract). `uploads-hyper` (tokio) and
+//! `uploads-ureq` (threads) are two drivers; `examples/reqwest.rs` is a third, on blocking
+//! reqwest, in under a hundred lines.
+//!
+//! # A whole upload, client and service, without a network
+//!
+//! The service's side is here too: [`ledger::Ledger`] decides every request, so an
+//! [`Uploader`](uploader::Uploader) can be driven against it in one process, with a virtual
+//! clock. Here the first part is answered `503 Retry-After: 1` once, and the clock jumps to
+//! the retry.
+//!
+//! ```
+//! use std::collections::{BTreeMap, VecDeque};
+//!
+//! use uploads_core::api::ClientConfig;
+//! use uploads_core::digest::Md5Hasher;
+//! use uploads_core::http::{Request, Response};
+//! use uploads_core::ledger::{CompletePlan, Ledger, Owner, Planned, SequentialIds};
+//! use uploads_core::limits::Limits;
+//! use uploads_core::multipart::{
+//!     Boundary, DecoderLimits, Event, MultipartDecoder, MultipartError, boundary_from_content_type,
+//! };
+//! use uploads_core::rejection::Rejection;
+//! use uploads_core::route::Route;
+//! use uploads_core::types::{Purpose, UploadStatus};
+//! use uploads_core::upload::UploadOptions;
+//! use uploads_core::uploader::{Action, OutgoingBody, Report, Uploader};
+//!
+//! /// The service: a ledger, and the bytes of every Part it stored.
+//! struct Service { ledger: Ledger, ids: SequentialIds, stored: BTreeMap<String, Vec<u8>>, busy_once: bool }
+//!
+//! impl Service {
+//!     fn answer(&mut self, request: Request<Vec<u8>>, now: u64) -> Response<Vec<u8>> {
+//!         let json = |planned: Result<Vec<u8>, Rejection>| match planned {
+//!             Ok(body) => Response::new(body),
+//!             Err(rejection) => {
+//!                 let mut answer = Response::builder().status(rejection.status);
+//!                 for (name, value) in rejection.retry_after_headers() {
+//!                     answer = answer.header(name, value);
+//!                 }
+//!                 answer.body(rejection.body_json()).unwrap()
+//!             }
+//!         };
+//!         json(self.decide(request, now / 1000))
+//!     }
+//!
+//!     fn decide(&mut self, request: Request<Vec<u8>>, now: u64) -> Result<Vec<u8>, Rejection> {
+//!         let owner = Owner::new("project-a");
+//!         match Route::resolve(request.method(), request.uri().path())? {
+//!             Route::CreateUpload => {
+//!                 let planned = self.ledger.create_upload(&owner, request.body(), now, &mut self.ids)?;
+//!                 Ok(self.commit(planned))
+//!             }
+//!             Route::AddUploadPart(upload_id) => {
+//!                 if std::mem::take(&mut self.busy_once) {
+//!                     return Err(Rejection::unavailable("busy, try again"));
+//!                 }
+//!                 let slot = self.ledger.check_add_part(&owner, &upload_id, now, &mut self.ids)?;
+//!                 let unreadable = |error: MultipartError| Rejection::invalid(None, error.to_string());
+//!                 let content_type = request.headers()["content-type"].to_str().unwrap_or_default();
+//!                 let boundary = boundary_from_content_type(content_type).map_err(unreadable)?;
+//!                 let mut decoder = MultipartDecoder::new(&boundary, DecoderLimits::default()).map_err(unreadable)?;
+//!                 decoder.feed(request.into_body().into());
+//!                 let mut data = Vec::new();
+//!                 while let Some(event) = decoder.poll_event().map_err(unreadable)? {
+//!                     if let Event::Data(bytes) = event { data.extend_from_slice(&bytes) }
+//!                 }
+//!                 let planned = self.ledger.add_part(&owner, &slot, data.len() as u64, now)?;
+//!                 self.stored.insert(slot.part_id().to_string(), data);
+//!                 Ok(self.commit(planned))
+//!             }
+//!             Route::CompleteUpload(upload_id) => {
+//!                 let CompletePlan::Verify(check) = self.ledger.plan_complete(&owner, &upload_id, request.body(), now)? else {
+//!                     unreachable!("completed once");
+//!                 };
+//!                 let mut md5 = Md5Hasher::new();
+//!                 check.parts().iter().for_each(|part| md5.update(&self.stored[part.id.as_str()]));
+//!                 let planned = self.ledger.finish_complete(&owner, &check, Some(md5.finish()), now, &mut self.ids)?;
+//!                 Ok(self.commit(planned))
+//!             }
+//!             other => unreachable!("the uploader does not ask for {other:?}"),
+//!         }
+//!     }
+//!
+//!     fn commit<T: serde::Serialize>(&mut self, planned: Planned<T>) -> Vec<u8> {
+//!         if let Some(change) = planned.change {
+//!             self.ledger.apply(change).expect("nothing else changed the ledger");
+//!         }
+//!         serde_json::to_vec(&planned.response).unwrap()
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let file = b"The quick brown fox jumps over the lazy dog.";
+//! let mut service = Service {
+//!     ledger: Ledger::new(Limits::default()), ids: SequentialIds::new(), stored: BTreeMap::new(), busy_once: true,
+//! };
+//! let config = ClientConfig::new("http://localhost/v1").with_api_key("sk-test");
+//! let options = UploadOptions::new(Purpose::Assistants).part_size(16);
+//! let mut now = 1_719_184_911_000; // the virtual clock, in unix milliseconds
+//! // No transport, so no transport error: `Infallible`.
+//! let mut uploader = Uploader::<std::convert::Infallible>::new(&options, "fox.txt", file.len() as u64, None, now)?;
+//! let mut reports = VecDeque::new();
+//! let result = loop {
+//!     while let Some(action) = uploader.poll_action(now) {
+//!         reports.push_back(match action {
+//!             Action::Send(transmit) => match transmit.into_request(&config, &Boundary::from_entropy([7; 16])) {
+//!                 Err(report) => report,
+//!                 Ok((request, expect)) => {
+//!                     let (head, body) = request.into_parts();
+//!                     let wire = match body {
+//!                         OutgoingBody::Bytes(bytes) => bytes.to_vec(),
+//!                         OutgoingBody::Part(part) => {
+//!                             let (start, len) = (part.job.offset as usize, part.job.len as usize);
+//!                             part.multipart.assemble(&file[start..start + len])
+//!                         }
+//!                         _ => unreachable!(),
+//!                     };
+//!                     expect.report(Ok(service.answer(Request::from_parts(head, wire), now)))
+//!                 }
+//!             },
+//!             Action::Hash { offset, len } => {
+//!                 let mut md5 = Md5Hasher::new();
+//!                 md5.update(&file[offset as usize..(offset + len) as usize]);
+//!                 Report::Hashed(Ok(md5.finish_hex()))
+//!             }
+//!             _ => continue, // no snapshot asked for; nothing to stop
+//!         });
+//!     }
+//!     while let Some(event) = uploader.poll_event() {
+//!         println!("{event:?}");
+//!     }
+//!     if let Some(result) = uploader.poll_finished() {
+//!         break result;
+//!     }
+//!     match reports.pop_front() {
+//!         Some(report) => uploader.handle(report, now, 0.5),
+//!         None => {
+//!             now = uploader.poll_timeout().expect("nothing in flight: a retry is due");
+//!             uploader.handle_timeout(now);
+//!         }
+//!     }
+//! };
+//! let completed = result?;
+//! assert_eq!(completed.status, UploadStatus::Completed);
+//! assert_eq!(completed.file.map(|file| file.bytes), Some(file.len() as u64));
+//! assert!(now >= 1_719_184_912_000, "the retry waited for the service's Retry-After");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is here
+//!
+//! * [`uploader`]: the client machine, its driver kit ([`Transmit::into_request`](uploader::Transmit::into_request),
+//!   [`Expect::report`](uploader::Expect::report), [`ReportGuard`](uploader::ReportGuard)),
+//!   the part plan, progress events and resume snapshots;
+//! * [`upload`]: the options every driver shares, and the errors of a request and of an upload;
+//! * [`retry`]: the retry policy (the official SDKs' backoff, `Retry-After`, the statuses);
 //! * [`types`]: the wire types, field by field as OpenAI's OpenAPI document has them;
 //! * [`limits`]: OpenAI's limits and rules as data, and create-request validation;
 //! * [`api`]: every operation's `http::Request` builder and response parser (client side);
 //! * [`multipart`]: an encoder with a known length and a push decoder with hard limits;
 //! * [`forms`]: the service's two multipart forms (add-part, `POST /files`) read over it;
-//! * [`uploader`]: the whole client upload as one state machine (create, parts, md5,
-//!   snapshots, complete, give-up and cancel), which any runtime drives;
-//! * [`session`] and [`retry`]: its parts' bookkeeping and the retry policy;
-//! * [`upload`]: the options and errors every driver shares, and the default part size;
 //! * [`ledger`], [`auth`], [`route`], [`rejection`]: the service's state machine, who may
 //!   call it, its routes, and its OpenAI-shaped refusals;
 //! * [`digest`]: the md5 an Upload is verified with;
@@ -32,128 +202,6 @@
 //! randomness (ids, jitter, multipart boundaries) are parameters, so the same code runs under
 //! tokio, under plain threads, or in a deterministic test. `uploads-hyper` and `uploads-ureq`
 //! drive the client side; `uploads-server` drives the service side.
-//!
-//! # Writing a driver
-//!
-//! [`uploader::Uploader`] is the whole high-level upload; a driver is the loop that performs
-//! what it asks, in whatever runtime the program already has. The example
-//! `examples/reqwest.rs` (`cargo run -p uploads-core --example reqwest -- FILE --purpose
-//! batch`) is a complete one on blocking reqwest and threads, in under two hundred lines:
-//!
-//! 1. **Start**: [`Uploader::new`](uploader::Uploader::new) with the
-//!    [`UploadOptions`](upload::UploadOptions), the source's name and size, and `now` (unix
-//!    milliseconds); or [`Uploader::resume`](uploader::Uploader::resume) with a snapshot.
-//!    Every check the service would make happens here, before any request.
-//! 2. **Act**: drain [`poll_action`](uploader::Uploader::poll_action). `Send(Transmit)` is a
-//!    request: build it with [`api::ClientConfig`] (`create_upload`, `add_upload_part` with a
-//!    [`multipart::MultipartBody`] whose head, file range and tail you stream,
-//!    `complete_upload`, `cancel_upload`), send it on a task or thread of its own, parse the
-//!    answer with `api::parse_*`, and send the result back as a
-//!    [`Report`](uploader::Report). A part reports `Sent { bytes: 0 }` when its body begins
-//!    (the next part waits for that, so the service receives parts in order) and more
-//!    `Sent` as bytes go out, for progress. `Hash` asks for the md5 of a range,
-//!    `WriteSnapshot` / `RemoveSnapshot` for the snapshot file, `StopParts` to abandon the
-//!    parts in flight.
-//! 3. **Show**: drain [`poll_event`](uploader::Uploader::poll_event) into the progress display,
-//!    holding no lock.
-//! 4. **Finish**: [`poll_finished`](uploader::Uploader::poll_finished) hands out the completed
-//!    Upload or the error, once.
-//! 5. **Wait**: for the next report from a channel, at most until
-//!    [`poll_timeout`](uploader::Uploader::poll_timeout); then
-//!    [`handle`](uploader::Uploader::handle) the report with `now` and a random jitter in
-//!    `[0, 1)`, or call [`handle_timeout`](uploader::Uploader::handle_timeout). Reports that
-//!    arrive while the loop is busy wait in the channel, so none is lost.
-//!
-//! Retries (with `Retry-After`), the deadline, giving up and cancelling, the order parts start
-//! in and what the snapshot holds are the machine's decisions: a driver makes none.
-//!
-//! # A whole upload, client and service, without a network
-//!
-//! ```
-//! use std::collections::BTreeMap;
-//!
-//! use uploads_core::api::{ClientConfig, parse_add_upload_part, parse_complete_upload, parse_create_upload};
-//! use uploads_core::digest::Md5Hasher;
-//! use uploads_core::http::Response;
-//! use uploads_core::ledger::{CompletePlan, Ledger, Owner, Planned, SequentialIds};
-//! use uploads_core::limits::Limits;
-//! use uploads_core::multipart::{
-//!     Boundary, DecoderLimits, Event, MultipartBody, MultipartDecoder, boundary_from_content_type,
-//! };
-//! use uploads_core::retry::RetryPolicy;
-//! use uploads_core::session::{SessionState, UploadSession};
-//! use uploads_core::types::{Purpose, UploadStatus};
-//! use uploads_core::upload::UploadOptions;
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let file = b"The quick brown fox jumps over the lazy dog.";
-//! let now = 1_719_184_911; // unix seconds, as the service's clock would say
-//!
-//! // The service: a ledger, an owner, ids. Its answers become JSON responses.
-//! let mut ledger = Ledger::new(Limits::default());
-//! let mut ids = SequentialIds::new();
-//! let owner = Owner::new("project-a");
-//! fn commit<T: serde::Serialize>(ledger: &mut Ledger, planned: Planned<T>) -> Response<Vec<u8>> {
-//!     if let Some(change) = planned.change {
-//!         ledger.apply(change).expect("nothing else changed the ledger");
-//!     }
-//!     Response::new(serde_json::to_vec(&planned.response).expect("serializable"))
-//! }
-//!
-//! // Client: check the options, build the create request; service: answer it.
-//! let options = UploadOptions::new(Purpose::Assistants).part_size(16);
-//! let (create, plan) = options.prepare("fox.txt", file.len() as u64)?;
-//! let config = ClientConfig::new("http://localhost/v1").with_api_key("sk-test");
-//! let request = config.create_upload(&create)?;
-//! let planned = ledger.create_upload(&owner, request.body(), now, &mut ids)?;
-//! let upload = parse_create_upload(&commit(&mut ledger, planned))?;
-//! let mut session = UploadSession::new(upload.clone(), plan, RetryPolicy::default(), None);
-//! let mut stored = BTreeMap::new();
-//!
-//! // Every part: the client encodes it, the service decodes it and records it.
-//! let mut md5 = Md5Hasher::new();
-//! while let Some(job) = session.next_job(now * 1000) {
-//!     let data = &file[job.offset as usize..(job.offset + job.len) as usize];
-//!     md5.update(data);
-//!     let body = MultipartBody::upload_part(&Boundary::from_entropy([7; 16]), job.len);
-//!     let wire = body.assemble(data);
-//!     assert_eq!(wire.len() as u64, body.content_length);
-//!
-//!     let slot = ledger.check_add_part(&owner, &upload.id, now, &mut ids)?;
-//!     let boundary = boundary_from_content_type(&body.content_type)?;
-//!     let mut decoder = MultipartDecoder::new(&boundary, DecoderLimits::default())?;
-//!     decoder.feed(wire.into());
-//!     let mut received = Vec::new();
-//!     while let Some(event) = decoder.poll_event()? {
-//!         if let Event::Data(bytes) = event {
-//!             received.extend_from_slice(&bytes);
-//!         }
-//!     }
-//!     assert_eq!(received, data);
-//!     let planned = ledger.add_part(&owner, &slot, received.len() as u64, now)?;
-//!     let part = parse_add_upload_part(&commit(&mut ledger, planned))?;
-//!     stored.insert(part.id.clone(), received); // the service's disk
-//!     session.handle_part_done(job.index, part.id);
-//! }
-//! assert_eq!(session.state(), SessionState::ReadyToComplete);
-//!
-//! // Complete with the md5; the service verifies it over the listed parts.
-//! let complete = session.complete_request(Some(md5.finish_hex())).unwrap();
-//! let request = config.complete_upload(&upload.id, &complete)?;
-//! let CompletePlan::Verify(verification) = ledger.plan_complete(&owner, &upload.id, request.body(), now)? else {
-//!     unreachable!("the upload was pending");
-//! };
-//! let mut server_md5 = Md5Hasher::new();
-//! for part in verification.parts() {
-//!     server_md5.update(&stored[&part.id]);
-//! }
-//! let planned = ledger.finish_complete(&owner, &verification, Some(server_md5.finish()), now, &mut ids)?;
-//! let completed = parse_complete_upload(&commit(&mut ledger, planned))?;
-//! assert_eq!(completed.status, UploadStatus::Completed);
-//! assert_eq!(completed.file.map(|file| file.bytes), Some(file.len() as u64));
-//! # Ok(())
-//! # }
-//! ```
 
 pub mod api;
 pub mod auth;
@@ -166,7 +214,6 @@ pub mod multipart;
 pub mod rejection;
 pub mod retry;
 pub mod route;
-pub mod session;
 pub mod types;
 pub mod upload;
 pub mod uploader;

@@ -15,9 +15,8 @@
 //! positive one (capped), otherwise an exponential backoff with caller-supplied jitter: this
 //! crate reads no clock and draws no random numbers.
 //!
-//! The policy is usable on its own: the clients retry create, complete and cancel through a
-//! [`RetryLoop`] (one per request, driven with the adapter's own sleep), and
-//! [`crate::session::UploadSession`] retries each part with it.
+//! The policy is usable on its own. The [`Uploader`](crate::uploader::Uploader) retries
+//! create, complete and cancel through a [`RetryLoop`] each, and each part with the policy.
 //!
 //! ```text
 //!   RetryLoop::new(policy, deadline) ─▶ send attempt ─▶ ok ─▶ done

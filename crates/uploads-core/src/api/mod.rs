@@ -84,7 +84,10 @@ pub use files::{
     CreateFileForm, parse_create_file, parse_delete_file, parse_download_file, parse_list_files,
     parse_list_files_query, parse_retrieve_file,
 };
-pub use response::{ApiError, ErrorHead, ResponseError, check_response_head, parse, request_id};
+pub use response::{
+    ApiError, ErrorHead, MAX_JSON_BYTES, ResponseError, answer_body_limit, check_response_head,
+    parse, request_id,
+};
 pub use uploads::{
     PART_INDEX_HEADER, parse_add_upload_part, parse_cancel_upload, parse_complete_upload,
     parse_create_upload, part_index,

@@ -118,6 +118,20 @@ pub struct ErrorHead {
     headers: HeaderMap,
 }
 
+/// How much of a successful JSON answer a driver reads: a list of 10,000 Files is a few MiB.
+pub const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
+
+/// How much of an answer with `status` a driver reads before parsing it: a success's JSON
+/// up to [`MAX_JSON_BYTES`], an error's body up to [`ErrorHead::MAX_BODY_BYTES`]. What lies
+/// beyond is left unread.
+pub fn answer_body_limit(status: StatusCode) -> usize {
+    if status.is_success() {
+        MAX_JSON_BYTES
+    } else {
+        ErrorHead::MAX_BODY_BYTES
+    }
+}
+
 impl ErrorHead {
     /// How much of an error body an adapter should buffer. OpenAI's error bodies are well
     /// under this; a longer body (an HTML page from a proxy) is only kept for diagnosis.

@@ -2,8 +2,8 @@
 
 use super::RequestError;
 use crate::retry::GiveUpReason;
-use crate::session::{PlanError, ResumeError};
 use crate::types::UploadId;
+use crate::uploader::{PlanError, ResumeError};
 
 /// Why options were refused before any request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +15,9 @@ pub enum OptionsError {
     /// `concurrency` is 0.
     #[error("concurrency must be at least 1")]
     ZeroConcurrency,
+    /// `stall_timeout` is 0.
+    #[error("the stall timeout must be longer than 0")]
+    ZeroStallTimeout,
     /// Neither a filename nor a source name.
     #[error("the upload needs a filename")]
     NoFilename,
@@ -116,7 +119,7 @@ pub enum AbortCause<E> {
     Deadline,
     /// The caller stopped the upload. Whether the Upload is cancelled is the caller's choice
     /// ([`StopMode`](crate::uploader::StopMode)), whatever
-    /// [`UploadOptions::cancel_on_failure`] says.
+    /// [`UploadOptions::cancel_on_failure`](super::UploadOptions::cancel_on_failure) says.
     #[error("interrupted")]
     Interrupted,
     /// The workers stopped with parts missing and no other cause: an adapter bug, reported

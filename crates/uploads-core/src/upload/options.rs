@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{OptionsError, UploadError};
+use super::OptionsError;
 use crate::limits::{Limits, MIB, mime_type_for_filename};
 use crate::retry::RetryPolicy;
-use crate::session::{PartPlan, ProgressEvent, SessionSnapshot, UploadSession};
 use crate::types::{CreateUploadRequest, ExpiresAfter, Purpose};
+use crate::uploader::{PartPlan, ProgressEvent};
 
 /// Receives progress events; called from whichever task or thread made progress.
 pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
@@ -40,6 +40,10 @@ pub struct UploadOptions {
     pub retry: RetryPolicy,
     /// A bound on the whole upload, from its start.
     pub deadline: Option<Duration>,
+    /// How long a request may move no bytes and get no answer before it has stalled: it
+    /// then fails like a timeout and is retried (see the
+    /// [uploader's stall rule](crate::uploader#the-driver-contract)).
+    pub stall_timeout: Duration,
     /// Where the session snapshot is written after each finished part, for a resume.
     pub snapshot_path: Option<std::path::PathBuf>,
     /// The service's limits, checked before any request.
@@ -61,6 +65,7 @@ impl fmt::Debug for UploadOptions {
             .field("expires_after", &self.expires_after)
             .field("retry", &self.retry)
             .field("deadline", &self.deadline)
+            .field("stall_timeout", &self.stall_timeout)
             .field("snapshot_path", &self.snapshot_path)
             .field("progress", &self.progress.as_ref().map(|_| "callback"))
             .finish_non_exhaustive()
@@ -112,6 +117,10 @@ pub fn default_part_size(file_size: u64, concurrency: usize, limits: &Limits) ->
 /// through 5 MB/s per connection and 50 ms RTT, 4 in flight gave 3.5x the official SDK and 8
 /// gave 6.4-6.6x (docs/BENCHMARKS.md), for under 60 MiB of client memory.
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// How long a request may stay silent (no byte moved, no answer) by default before it has
+/// stalled: a minute, as long as a 64 MiB part takes at 1 MB/s, and far longer than any
+/// service takes to answer a part it has received.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_mins(1);
 
 impl UploadOptions {
     /// The defaults for a File of `purpose`.
@@ -127,6 +136,7 @@ impl UploadOptions {
             expires_after: None,
             retry: RetryPolicy::default(),
             deadline: None,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             snapshot_path: None,
             limits: Limits::default(),
             progress: None,
@@ -196,6 +206,13 @@ impl UploadOptions {
         self
     }
 
+    /// Sets how long a request may move no bytes and get no answer before it has stalled.
+    #[must_use]
+    pub fn stall_timeout(mut self, stall_timeout: Duration) -> Self {
+        self.stall_timeout = stall_timeout;
+        self
+    }
+
     /// Writes the session snapshot to `path` after each finished part.
     #[must_use]
     pub fn snapshot_path(mut self, path: impl Into<std::path::PathBuf>) -> Self {
@@ -228,9 +245,7 @@ impl UploadOptions {
         source_name: &str,
         size: u64,
     ) -> Result<(CreateUploadRequest, PartPlan), OptionsError> {
-        if self.concurrency == 0 {
-            return Err(OptionsError::ZeroConcurrency);
-        }
+        self.check()?;
         let part_size = self
             .part_size
             .unwrap_or_else(|| default_part_size(size, self.concurrency, &self.limits));
@@ -268,40 +283,15 @@ impl UploadOptions {
         Ok((request, plan))
     }
 
-    /// Checks a resume of `snapshot` before any request, as [`prepare`](Self::prepare)
-    /// checks a new upload: the options, that the source (`source_len` bytes, fingerprinted
-    /// `source_fingerprint` by [`source_fingerprint`]) is the one the snapshot was taken of,
-    /// and that the snapshot can be resumed at `now_unix_ms`. Returns the session to drive,
-    /// bounded by this options' deadline counted from `now_unix_ms`.
-    ///
-    /// A snapshot without a fingerprint (of an upload from a reader) can only be checked by
-    /// length.
-    pub fn prepare_resume<E>(
-        &self,
-        snapshot: SessionSnapshot,
-        source_len: u64,
-        source_fingerprint: &str,
-        now_unix_ms: u64,
-    ) -> Result<UploadSession, UploadError<E>> {
+    /// Checks the options that do not depend on the source, before any request.
+    pub fn check(&self) -> Result<(), OptionsError> {
         if self.concurrency == 0 {
-            return Err(OptionsError::ZeroConcurrency.into());
+            return Err(OptionsError::ZeroConcurrency);
         }
-        let changed = match &snapshot.source {
-            Some(expected) => expected != source_fingerprint,
-            None => source_len != snapshot.file_size,
-        };
-        if changed {
-            return Err(UploadError::SourceChanged {
-                expected: snapshot
-                    .source
-                    .unwrap_or_else(|| format!("{} bytes", snapshot.file_size)),
-                found: source_fingerprint.to_owned(),
-            });
+        if self.stall_timeout.is_zero() {
+            return Err(OptionsError::ZeroStallTimeout);
         }
-        let deadline = self.deadline_unix_ms(now_unix_ms);
-        let session =
-            UploadSession::resume(snapshot, &self.limits, self.retry, now_unix_ms, deadline)?;
-        Ok(session.with_source(source_fingerprint))
+        Ok(())
     }
 
     /// The deadline as a point in time: [`deadline`](Self::deadline) counted from

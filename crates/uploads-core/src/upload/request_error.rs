@@ -70,6 +70,14 @@ pub enum RequestError<E> {
     /// No answer in time.
     #[error("the request timed out after {0:?}")]
     Timeout(Duration),
+    /// The request moved no bytes and got no answer for this long: the uploader's stall
+    /// rule gave up on the attempt (and retries it like a timeout).
+    #[error("the request stalled: no bytes moved and no answer for {0:?}")]
+    Stalled(Duration),
+    /// The driver's task for the request ended without an answer: it panicked, or was
+    /// dropped. Not retried, since it would likely end the same way.
+    #[error("the driver's task ended without an answer")]
+    Unanswered,
 }
 
 impl<E> RequestError<E> {
@@ -94,7 +102,7 @@ impl<E> RequestError<E> {
     /// request cannot be built, or its data cannot be read).
     pub fn as_failure(&self, now_unix_ms: u64) -> Option<Failure> {
         match self {
-            Self::Build(_) | Self::Source(_) => None,
+            Self::Build(_) | Self::Source(_) | Self::Unanswered => None,
             Self::Response(ResponseError::Api(api)) => Some(Failure::from_response(
                 api.status,
                 &api.headers,
@@ -111,7 +119,8 @@ impl<E> RequestError<E> {
                 kind: ConnectFailure::TimedOut,
                 ..
             }
-            | Self::Timeout(_) => Some(Failure::Timeout),
+            | Self::Timeout(_)
+            | Self::Stalled(_) => Some(Failure::Timeout),
             // A 2xx whose body does not parse is most often a response cut short.
             Self::Response(_) | Self::Transport(_) | Self::Connect { .. } => {
                 Some(Failure::Connection)

@@ -1,4 +1,4 @@
-//! The whole high-level upload as one sans-IO state machine, in the style of quinn-proto:
+//! The whole client upload as one sans-IO state machine, in the style of quinn-proto:
 //! create, the parts (N in flight, each retried on its own), the md5, snapshots, complete,
 //! and on failure the give-up and cancel. A driver (the hyper and ureq clients, or a user's
 //! own runtime) only performs the I/O the [`Uploader`] asks for and reports back.
@@ -15,34 +15,71 @@
 //!     └─ create fails for good, or stop ───────────────────────────────────▶ Done(Err)
 //! ```
 //!
-//! Inputs come in through the `handle_*` methods and [`Uploader::stop`]; outputs come out
-//! through the `poll_*` methods. A driver's loop:
+//! Inputs come in through [`Uploader::handle`] (or the `handle_*` method of each report) and
+//! [`Uploader::stop`]; outputs come out through the `poll_*` methods. The machine owns every
+//! decision: when to retry (with the caller's jitter and the server's `Retry-After`), the
+//! deadline, when a silent request has stalled, when to give up and whether to cancel, the
+//! order parts start in, what the snapshot holds, and the progress events (which wind back
+//! on a retried part). It reads no clock and draws no random numbers: `now` (unix
+//! milliseconds) and `jitter` (in `[0, 1)`) are parameters.
+//!
+//! # The driver contract
+//!
+//! A driver MUST:
+//! * start every [`Action`] that [`poll_action`](Uploader::poll_action) hands out at once, on
+//!   a task or thread of its own (the machine bounds how many are in flight);
+//! * answer every action that expects a report exactly once: a [`Transmit`] with the
+//!   matching [`Report`] (build it with [`Transmit::into_request`] and [`Expect::report`]),
+//!   [`Action::Hash`] with [`Report::Hashed`], [`Action::WriteSnapshot`] and
+//!   [`Action::RemoveSnapshot`] with [`Report::SnapshotDone`]. A [`ReportGuard`] per action
+//!   keeps that promise when a task panics or is dropped;
+//! * report [`Report::Sent`] as a part's bytes go out: it is the progress, and the sign of
+//!   life the stall rule reads;
+//! * on [`Action::StopPart`] stop sending that attempt, on [`Action::StopRequest`] the
+//!   create, complete or cancel in flight, on [`Action::StopHash`] the md5 pass (a report
+//!   that still comes is harmless);
+//! * drain [`poll_event`](Uploader::poll_event) (events queue up) and show them outside any
+//!   lock it holds;
+//! * wait for the next report at most until [`poll_timeout`](Uploader::poll_timeout), then
+//!   call [`handle_timeout`](Uploader::handle_timeout).
+//!
+//! A driver MUST NOT retry, sleep between attempts, time requests out for the machine, or
+//! decide to cancel: a failed request is reported as it failed, in the core's terms:
+//!
+//! | what happened | report it as | retried |
+//! |---|---|---|
+//! | an answer with any status | the response, through [`Expect::report`] | 408, 409, 429, 5xx |
+//! | no connection: refused, timed out, TLS failed | [`RequestError::Connect`] with the address and [`ConnectFailure`](crate::upload::ConnectFailure) | timed out; refused unless on this machine; never TLS |
+//! | the driver's own timeout | [`RequestError::Timeout`] | yes |
+//! | the connection broke after it was made | [`RequestError::Transport`] | yes |
+//! | the source could not be read | [`RequestError::Source`] | never: the upload gives up |
+//!
+//! **The stall rule.** A request in flight that moves no bytes and gets no answer for
+//! [`UploadOptions::stall_timeout`] has stalled: the machine fails it like a timeout and
+//! retries it per the policy. It first hands out [`Action::StopPart`] (or
+//! [`Action::StopRequest`]), so a driver with no timeout of its own never waits on a silent
+//! server for ever. A complete
+//! gets longer, in proportion to the Upload's size, since a service may read the whole
+//! Upload back to check its md5 before it answers.
+//!
+//! Whenever the driver has nothing in flight, the machine has either finished or a
+//! [`poll_timeout`](Uploader::poll_timeout): it cannot stall. A driver's loop:
 //!
 //! ```text
 //!   loop {
-//!       while let Some(action) = uploader.poll_action(now) { start it }      // Send / Hash / snapshot / StopParts
-//!       while let Some(event) = uploader.poll_event() { show it }            // outside every lock
+//!       while let Some(action) = uploader.poll_action(now) { start it }   // Send / Hash / snapshots / Stop…
+//!       let timeout = uploader.poll_timeout();
+//!       while let Some(event) = uploader.poll_event() { show it }         // outside every lock
 //!       if let Some(result) = uploader.poll_finished() { return result }
-//!       wait for a report, or until uploader.poll_timeout()
-//!       uploader.handle_…(report) | uploader.handle_timeout(now)
+//!       wait for a report, at most until the timeout
+//!       uploader.handle(report, now, jitter) | uploader.handle_timeout(now)
 //!   }
 //! ```
-//!
-//! The machine owns every decision: when to retry (with the caller's jitter and the server's
-//! `Retry-After`), the deadline, when to give up and whether to cancel, the order parts start
-//! in, what the snapshot holds, and the progress events (which wind back on a retried part).
-//! Parts start in index order (retries first, earliest due first), and part `k + 1` is handed
-//! out only once part `k` has begun sending ([`Uploader::handle_part_begun`]), so the service
-//! receives parts roughly in file order and can hash ahead.
-//!
-//! It reads no clock and draws no random numbers: `now` (unix milliseconds) and `jitter`
-//! (in `[0, 1)`) are parameters. Whenever the driver has nothing in flight, the machine has
-//! either finished or a [`poll_timeout`](Uploader::poll_timeout): it cannot stall.
 //!
 //! ```
 //! use uploads_core::types::{PartId, Purpose, Upload, UploadId, UploadStatus};
 //! use uploads_core::upload::UploadOptions;
-//! use uploads_core::uploader::{Action, Transmit, Uploader};
+//! use uploads_core::uploader::{Action, Report, Transmit, Uploader};
 //!
 //! let options = UploadOptions::new(Purpose::Batch).part_size(4).md5(false);
 //! let now = 1_719_184_912_000;
@@ -53,72 +90,82 @@
 //!     created_at: now / 1000, filename: create.filename, purpose: create.purpose,
 //!     status: UploadStatus::Pending, expires_at: now / 1000 + 3600, file: None,
 //! };
-//! uploader.handle_created(Ok(upload.clone()), now, 0.0);
-//! // Part 0 first; part 1 once part 0 has begun.
+//! uploader.handle(Report::Created(Ok(upload.clone())), now, 0.0);
+//! // Both parts at once, in file order.
 //! let Some(Action::Send(Transmit::Part { job: first, .. })) = uploader.poll_action(now) else { panic!() };
-//! assert_eq!(uploader.poll_action(now), None);
-//! uploader.handle_part_begun(first.index);
 //! let Some(Action::Send(Transmit::Part { job: second, .. })) = uploader.poll_action(now) else { panic!() };
-//! uploader.handle_part_result(second, Ok(PartId::new("part_b")), now, 0.0);
-//! uploader.handle_part_result(first, Ok(PartId::new("part_a")), now, 0.0);
+//! uploader.handle(Report::Part(second, Ok(PartId::new("part_b"))), now, 0.0);
+//! uploader.handle(Report::Part(first, Ok(PartId::new("part_a"))), now, 0.0);
 //! let Some(Action::Send(Transmit::Complete { request, .. })) = uploader.poll_action(now) else { panic!() };
 //! assert_eq!(request.part_ids, [PartId::new("part_a"), PartId::new("part_b")]);
 //! let completed = Upload { status: UploadStatus::Completed, ..upload };
-//! uploader.handle_completed(Ok(completed.clone()), now, 0.0);
+//! uploader.handle(Report::Completed(Ok(completed.clone())), now, 0.0);
 //! assert_eq!(uploader.poll_finished().unwrap().unwrap(), completed);
 //! # Ok::<(), uploads_core::upload::OptionsError>(())
 //! ```
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
-use crate::retry::{RetryDecision, RetryLoop, RetryPolicy};
-use crate::session::{PartJob, PartPlan, ProgressEvent, SessionSnapshot, UploadSession};
+use crate::retry::{Failure, GiveUpReason, RetryDecision, RetryLoop, RetryPolicy};
 use crate::types::{CompleteUploadRequest, CreateUploadRequest, PartId, Upload, UploadId};
-use crate::upload::{
-    AbortCause, NextStep, OptionsError, RequestError, UploadError, UploadOptions, UploadRun,
-};
+use crate::upload::{AbortCause, OptionsError, RequestError, UploadError, UploadOptions};
 
+mod exchange;
+mod guard;
+mod parts;
+mod plan;
+mod progress;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
-/// A request the driver sends; it reports the answer with the matching `handle_*` method.
+pub use exchange::{Expect, OutgoingBody, PartBody};
+pub use guard::ReportGuard;
+use parts::Parts;
+pub use plan::{PartJob, PartPlan, PlanError};
+pub use progress::{PartFailure, Progress, ProgressEvent};
+pub use snapshot::{
+    Inconsistency, ResumeError, SNAPSHOT_VERSION, SessionSnapshot, SnapshotSource,
+    source_fingerprint,
+};
+
+/// A request the driver sends; it reports the answer with the matching [`Report`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum Transmit {
-    /// Create the Upload; report with [`Uploader::handle_created`].
+    /// Create the Upload; report [`Report::Created`].
     Create(CreateUploadRequest),
-    /// Add `job`'s bytes as a Part; report [`Uploader::handle_part_begun`] when its body
-    /// starts going out, [`Uploader::handle_bytes_sent`] as it goes, and
-    /// [`Uploader::handle_part_result`] at the end.
+    /// Add `job`'s bytes as a Part; report [`Report::Sent`] as they go out and
+    /// [`Report::Part`] at the end.
     Part {
         /// The Upload the part belongs to.
         upload_id: UploadId,
         /// Which bytes, and which attempt.
         job: PartJob,
     },
-    /// Complete the Upload; report with [`Uploader::handle_completed`].
+    /// Complete the Upload; report [`Report::Completed`].
     Complete {
         /// The Upload to complete.
         upload_id: UploadId,
         /// The ordered part ids and the md5.
         request: CompleteUploadRequest,
     },
-    /// Cancel the Upload; report with [`Uploader::handle_cancelled`].
+    /// Cancel the Upload; report [`Report::Cancelled`].
     Cancel {
         /// The Upload to cancel.
         upload_id: UploadId,
     },
 }
 
-/// What the driver does next. Each kind is reported back as its docs say.
+/// What the driver does next. Each kind is answered as its docs say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum Action {
     /// Send a request.
     Send(Transmit),
     /// Hash `len` bytes of the source from `offset` with md5 (lower-case hex), beside the
-    /// parts; report with [`Uploader::handle_hashed`]. Asked once, for the whole source.
+    /// parts; report [`Report::Hashed`]. Asked once, for the whole source.
     Hash {
         /// Where the range starts (0).
         offset: u64,
@@ -126,32 +173,38 @@ pub enum Action {
         len: u64,
     },
     /// Write `json` to `path`, atomically (a crash leaves the old file or the new one);
-    /// report with [`Uploader::handle_snapshot_done`]. Never two at once.
+    /// report [`Report::SnapshotDone`]. Never two at once.
     WriteSnapshot {
         /// Where the snapshot lives.
         path: PathBuf,
         /// The session snapshot.
         json: String,
     },
-    /// Remove the snapshot file: the Upload can no longer be resumed. Report with
-    /// [`Uploader::handle_snapshot_done`] (a failure is ignored).
+    /// Remove the snapshot file: the Upload can no longer be resumed. Report
+    /// [`Report::SnapshotDone`] (a failure is ignored).
     RemoveSnapshot {
         /// Where the snapshot lives.
         path: PathBuf,
     },
-    /// The parts phase is over early: stop sending every part in flight (their reports,
-    /// if any still come, are ignored) and stop hashing.
-    StopParts,
+    /// Stop sending this attempt of a part (it stalled, or the upload gives up). No report
+    /// is expected; one that still comes is ignored.
+    StopPart(PartJob),
+    /// Stop the create, complete or cancel request in flight (there is one at most): it
+    /// stalled and is sent again. No report is expected; if one still comes, it is taken as
+    /// the answer of the request sent again (they ask the service for the same thing).
+    StopRequest,
+    /// Stop the md5 pass (the upload gives up). Its report, if one still comes, is ignored.
+    StopHash,
 }
 
 /// One report of the driver, for [`Uploader::handle`]: what a driver's tasks send back to
-/// its loop (over a channel, say), one variant per `handle_*` method.
+/// its loop (over a channel, say).
 #[derive(Debug)]
 pub enum Report<E> {
-    /// `bytes` more bytes of part `part` went out; 0 says its body has begun.
+    /// `bytes` more bytes of the attempt `job` went out.
     Sent {
-        /// The part's index.
-        part: u32,
+        /// The attempt, as [`Transmit::Part`] handed it out.
+        job: PartJob,
         /// How many more bytes.
         bytes: u64,
     },
@@ -178,14 +231,96 @@ pub enum StopMode {
     Cancel,
 }
 
+/// How fast a service is assumed to read an Upload back when it checks the md5 at complete:
+/// a complete may stay silent this long per byte before it has stalled.
+const COMPLETE_READ_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
+
 /// Where one request of the machine's own (create, complete, cancel) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Request {
     /// To be sent at the next [`Uploader::poll_action`].
     Ready,
-    InFlight,
+    /// Sent at this time.
+    InFlight { since_unix_ms: u64 },
     /// A retry, due at this time.
     WaitUntil(u64),
+}
+
+/// One of the machine's own requests and its retries.
+#[derive(Debug)]
+struct Exchange {
+    retries: RetryLoop,
+    state: Request,
+    /// How long it may stay silent before it has stalled.
+    stall_ms: u64,
+}
+
+impl Exchange {
+    fn new(policy: RetryPolicy, deadline_unix_ms: Option<u64>, stall_ms: u64) -> Self {
+        Self {
+            retries: RetryLoop::new(policy, deadline_unix_ms),
+            state: Request::Ready,
+            stall_ms,
+        }
+    }
+
+    /// Sends it if it is ready: returns whether to.
+    fn take_ready(&mut self, now_unix_ms: u64) -> bool {
+        let ready = self.state == Request::Ready;
+        if ready {
+            self.state = Request::InFlight {
+                since_unix_ms: now_unix_ms,
+            };
+        }
+        ready
+    }
+
+    /// Whether an answer now is one the machine waits for.
+    fn awaits_answer(&self) -> bool {
+        matches!(self.state, Request::InFlight { .. })
+    }
+
+    /// A failed attempt: schedules the retry, or says why to give up.
+    fn fail(
+        &mut self,
+        failure: Option<&Failure>,
+        now_unix_ms: u64,
+        jitter: f64,
+    ) -> Result<(), GiveUpReason> {
+        match self.retries.on_failure(failure, now_unix_ms, jitter) {
+            RetryDecision::RetryAt { at_unix_ms, .. } => {
+                self.state = Request::WaitUntil(at_unix_ms);
+                Ok(())
+            }
+            RetryDecision::GiveUp(reason) => Err(reason),
+        }
+    }
+
+    /// When the machine next looks at it: a retry's time, or when it stalls.
+    fn timeout(&self) -> Option<u64> {
+        match self.state {
+            Request::Ready => None,
+            Request::InFlight { since_unix_ms } => {
+                Some(since_unix_ms.saturating_add(self.stall_ms))
+            }
+            Request::WaitUntil(at) => Some(at),
+        }
+    }
+
+    /// A retry whose time has come becomes ready; returns whether the request in flight
+    /// has stalled at `now_unix_ms`.
+    fn advance(&mut self, now_unix_ms: u64) -> bool {
+        match self.state {
+            Request::WaitUntil(at) if at <= now_unix_ms => {
+                self.state = Request::Ready;
+                false
+            }
+            Request::InFlight { since_unix_ms } => {
+                since_unix_ms.saturating_add(self.stall_ms) <= now_unix_ms
+            }
+            Request::Ready | Request::WaitUntil(_) => false,
+        }
+    }
 }
 
 /// The machine's phase.
@@ -194,19 +329,16 @@ enum Phase<E> {
         request: CreateUploadRequest,
         plan: PartPlan,
         source: Option<String>,
-        retries: RetryLoop,
-        state: Request,
+        exchange: Exchange,
     },
     Parts,
     Completing {
         request: CompleteUploadRequest,
-        retries: RetryLoop,
-        state: Request,
+        exchange: Exchange,
     },
     Cancelling {
         cause: AbortCause<E>,
-        retries: RetryLoop,
-        state: Request,
+        exchange: Exchange,
     },
     /// Waiting for the snapshot file to settle before handing out the result.
     Finishing(Result<Upload, UploadError<E>>),
@@ -220,7 +352,7 @@ enum Digest {
     Wanted,
     Hashing,
     Known(String),
-    /// The pass failed; its error went to the run as the abort cause.
+    /// The pass failed or was stopped.
     Failed,
 }
 
@@ -231,28 +363,30 @@ struct SnapshotFile {
     path: Option<PathBuf>,
     /// A write or removal is under way.
     busy: bool,
-    /// The session changed since the last write.
+    /// The parts changed since the last write.
     dirty: bool,
     /// The Upload can no longer be resumed: remove the file.
     remove: bool,
 }
 
-/// The whole high-level upload. See the [module docs](self).
+/// The whole client upload. See the [module docs](self).
 pub struct Uploader<E> {
     phase: Phase<E>,
-    /// The parts phase, from the Upload's creation (or the resume) on.
-    run: Option<UploadRun<E>>,
+    /// The parts, from the Upload's creation (or the resume) on.
+    parts: Option<Parts>,
+    /// Why the parts phase gives up; the first cause wins.
+    abort: Option<AbortCause<E>>,
     policy: RetryPolicy,
     deadline_unix_ms: Option<u64>,
-    concurrency: usize,
+    concurrency: u32,
+    stall_ms: u64,
+    /// The caller's latest jitter, for the retries the machine schedules on its own (a
+    /// stalled request found at a timeout).
+    jitter: f64,
     cancel_on_failure: bool,
     stop: Option<StopMode>,
     file_size: u64,
     digest: Digest,
-    /// Parts handed out whose result is not reported yet.
-    in_flight: BTreeSet<u32>,
-    /// The part handed out whose body has not begun: no other part starts before it has.
-    not_begun: Option<u32>,
     snapshot: SnapshotFile,
     actions: VecDeque<Action>,
     events: VecDeque<ProgressEvent>,
@@ -261,7 +395,7 @@ pub struct Uploader<E> {
 impl<E> std::fmt::Debug for Uploader<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Uploader")
-            .field("in_flight", &self.in_flight)
+            .field("parts_in_flight", &self.parts_in_flight())
             .field("digest", &self.digest)
             .field("stop", &self.stop)
             .finish_non_exhaustive()
@@ -270,9 +404,8 @@ impl<E> std::fmt::Debug for Uploader<E> {
 
 impl<E> Uploader<E> {
     /// A new upload of a source of `size` bytes named `source_name` (the File's name unless
-    /// the options set one), with `fingerprint` (see
-    /// [`source_fingerprint`](crate::upload::source_fingerprint)) kept in snapshots, starting
-    /// at `now_unix_ms`: the options are checked before anything is sent.
+    /// the options set one), with `fingerprint` (see [`source_fingerprint`]) kept in
+    /// snapshots, starting at `now_unix_ms`: the options are checked before anything is sent.
     pub fn new(
         options: &UploadOptions,
         source_name: &str,
@@ -282,14 +415,14 @@ impl<E> Uploader<E> {
     ) -> Result<Self, OptionsError> {
         let (request, plan) = options.prepare(source_name, size)?;
         let deadline = options.deadline_unix_ms(now_unix_ms);
+        let stall_ms = duration_ms(options.stall_timeout);
         let phase = Phase::Creating {
             request,
             plan,
             source: fingerprint,
-            retries: RetryLoop::new(options.retry, deadline),
-            state: Request::Ready,
+            exchange: Exchange::new(options.retry, deadline, stall_ms),
         };
-        Ok(Self::with_phase(options, phase, None, deadline, size))
+        Ok(Self::with_phase(options, phase, deadline, size))
     }
 
     /// Resumes the upload of `snapshot` from a source of `size` bytes with `fingerprint`, at
@@ -302,26 +435,48 @@ impl<E> Uploader<E> {
         fingerprint: &str,
         now_unix_ms: u64,
     ) -> Result<Self, UploadError<E>> {
-        let session = options.prepare_resume(snapshot, size, fingerprint, now_unix_ms)?;
-        let deadline = session.deadline_unix_ms();
-        let mut uploader = Self::with_phase(options, Phase::Parts, None, deadline, size);
-        uploader.start_parts(session);
+        options.check()?;
+        let changed = match &snapshot.source {
+            Some(expected) => expected != fingerprint,
+            None => size != snapshot.file_size,
+        };
+        if changed {
+            return Err(UploadError::SourceChanged {
+                expected: snapshot
+                    .source
+                    .unwrap_or_else(|| format!("{} bytes", snapshot.file_size)),
+                found: fingerprint.to_owned(),
+            });
+        }
+        let deadline = options.deadline_unix_ms(now_unix_ms);
+        let parts = Parts::resume(
+            snapshot,
+            &options.limits,
+            options.retry,
+            now_unix_ms,
+            deadline,
+        )?
+        .with_source(fingerprint);
+        let mut uploader = Self::with_phase(options, Phase::Parts, deadline, size);
+        uploader.start_parts(parts);
         Ok(uploader)
     }
 
     fn with_phase(
         options: &UploadOptions,
         phase: Phase<E>,
-        run: Option<UploadRun<E>>,
         deadline_unix_ms: Option<u64>,
         file_size: u64,
     ) -> Self {
         Self {
             phase,
-            run,
+            parts: None,
+            abort: None,
             policy: options.retry,
             deadline_unix_ms,
-            concurrency: options.concurrency,
+            concurrency: u32::try_from(options.concurrency).unwrap_or(u32::MAX),
+            stall_ms: duration_ms(options.stall_timeout),
+            jitter: 0.5,
             cancel_on_failure: options.cancel_on_failure,
             stop: None,
             file_size,
@@ -330,8 +485,6 @@ impl<E> Uploader<E> {
             } else {
                 Digest::Off
             },
-            in_flight: BTreeSet::new(),
-            not_begun: None,
             snapshot: SnapshotFile {
                 path: options.snapshot_path.clone(),
                 busy: false,
@@ -343,9 +496,9 @@ impl<E> Uploader<E> {
         }
     }
 
-    fn start_parts(&mut self, session: UploadSession) {
+    fn start_parts(&mut self, parts: Parts) {
         self.phase = Phase::Parts;
-        self.run = Some(UploadRun::new(session));
+        self.parts = Some(parts);
         self.snapshot.dirty = true;
         if self.digest == Digest::Wanted {
             self.digest = Digest::Hashing;
@@ -356,33 +509,45 @@ impl<E> Uploader<E> {
         }
     }
 
-    /// The session of the parts phase, once the Upload exists: its snapshot, progress and
-    /// missing parts.
-    pub fn session(&self) -> Option<&UploadSession> {
-        self.run.as_ref().map(UploadRun::session)
+    /// The Upload being filled, once it exists.
+    pub fn upload(&self) -> Option<&Upload> {
+        self.parts.as_ref().map(Parts::upload)
     }
 
     /// The Upload's id, once it exists.
     pub fn upload_id(&self) -> Option<&UploadId> {
-        self.session().map(|session| &session.upload().id)
+        self.upload().map(|upload| &upload.id)
     }
 
-    /// The caller's deadline for the whole upload, in unix milliseconds, if it has one: a
-    /// driver may bound each part request by it.
+    /// Bytes and parts so far, once the Upload exists.
+    pub fn progress(&self) -> Option<Progress> {
+        self.parts.as_ref().map(Parts::progress)
+    }
+
+    /// What a resume needs, once the Upload exists.
+    pub fn snapshot(&self) -> Option<SessionSnapshot> {
+        self.parts.as_ref().map(Parts::snapshot)
+    }
+
+    /// The caller's deadline for the whole upload, in unix milliseconds, if it has one.
     pub fn deadline_unix_ms(&self) -> Option<u64> {
         self.deadline_unix_ms
     }
 
     /// How many parts are in flight.
     pub fn parts_in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.parts
+            .as_ref()
+            .map_or(0, |parts| parts.in_flight() as usize)
     }
 
-    /// Hands `report` to the matching `handle_*` method at `now_unix_ms`, with `jitter` in
-    /// `[0, 1)` for any retry it schedules.
+    /// Takes `report` in at `now_unix_ms`, with `jitter` in `[0, 1)` for any retry it
+    /// schedules. A report the machine no longer waits for (of an attempt it stopped, or
+    /// after the upload ended) changes nothing.
     pub fn handle(&mut self, report: Report<E>, now_unix_ms: u64, jitter: f64) {
+        self.jitter = jitter;
         match report {
-            Report::Sent { part, bytes } => self.handle_bytes_sent(part, bytes),
+            Report::Sent { job, bytes } => self.handle_bytes_sent(job, bytes, now_unix_ms),
             Report::Part(job, result) => self.handle_part_result(job, result, now_unix_ms, jitter),
             Report::Created(result) => self.handle_created(result, now_unix_ms, jitter),
             Report::Completed(result) => self.handle_completed(result, now_unix_ms, jitter),
@@ -392,72 +557,56 @@ impl<E> Uploader<E> {
         }
     }
 
-    /// Reports create's answer at `now_unix_ms`; a failure is retried per the policy (with
-    /// `jitter` in `[0, 1)`) or ends the upload with [`UploadError::Create`].
+    /// Reports create's answer at `now_unix_ms`: the parts phase starts, or a failure is
+    /// retried per the policy (with `jitter` in `[0, 1)`), or ends the upload.
     pub fn handle_created(
         &mut self,
         result: Result<Upload, RequestError<E>>,
         now_unix_ms: u64,
         jitter: f64,
     ) {
-        let Phase::Creating {
-            plan,
-            source,
-            retries,
-            state,
-            ..
-        } = &mut self.phase
-        else {
+        let Phase::Creating { exchange, .. } = &mut self.phase else {
             return;
         };
-        if *state != Request::InFlight {
+        if !exchange.awaits_answer() {
             return;
         }
         match result {
             Ok(upload) => {
-                let mut session =
-                    UploadSession::new(upload, *plan, self.policy, self.deadline_unix_ms);
-                if let Some(source) = source.take() {
-                    session = session.with_source(source);
+                let Phase::Creating { plan, source, .. } =
+                    std::mem::replace(&mut self.phase, Phase::Parts)
+                else {
+                    return;
+                };
+                let mut parts = Parts::new(upload, plan, self.policy, self.deadline_unix_ms);
+                if let Some(source) = source {
+                    parts = parts.with_source(source);
                 }
-                self.start_parts(session);
+                self.start_parts(parts);
             }
-            Err(error) => match retries.on_failure(
-                error.as_failure(now_unix_ms).as_ref(),
-                now_unix_ms,
-                jitter,
-            ) {
-                RetryDecision::RetryAt { at_unix_ms, .. } => {
-                    *state = Request::WaitUntil(at_unix_ms);
+            Err(error) => {
+                if exchange
+                    .fail(error.as_failure(now_unix_ms).as_ref(), now_unix_ms, jitter)
+                    .is_err()
+                {
+                    self.finish(Err(UploadError::Create(error)));
                 }
-                RetryDecision::GiveUp(_) => self.finish(Err(UploadError::Create(error))),
-            },
+            }
         }
         self.advance(now_unix_ms);
     }
 
-    /// Reports that the body of part `index` started going out: the next part may be handed
-    /// out.
-    pub fn handle_part_begun(&mut self, index: u32) {
-        if self.not_begun == Some(index) {
-            self.not_begun = None;
+    /// Reports that `bytes` more bytes of the attempt `job` went out at `now_unix_ms`.
+    pub fn handle_bytes_sent(&mut self, job: PartJob, bytes: u64, now_unix_ms: u64) {
+        if let (Phase::Parts, Some(parts)) = (&self.phase, &mut self.parts) {
+            parts.handle_bytes_sent(job, bytes, now_unix_ms);
+            self.drain_part_events();
         }
-    }
-
-    /// Reports that `bytes` more bytes of part `index` went out (implies it has begun).
-    pub fn handle_bytes_sent(&mut self, index: u32, bytes: u64) {
-        self.handle_part_begun(index);
-        if !matches!(self.phase, Phase::Parts) || !self.in_flight.contains(&index) {
-            return;
-        }
-        if let Some(run) = &mut self.run {
-            run.handle_bytes_sent(index, bytes);
-        }
-        self.drain_run_events();
     }
 
     /// Reports how sending `job` ended at `now_unix_ms`: stored as a part id, or failed (then
-    /// retried per the policy with `jitter` in `[0, 1)`, or given up).
+    /// retried per the policy with `jitter` in `[0, 1)`, or given up). A part stored after
+    /// the upload gave up still counts: the snapshot keeps it for a resume.
     pub fn handle_part_result(
         &mut self,
         job: PartJob,
@@ -465,17 +614,64 @@ impl<E> Uploader<E> {
         now_unix_ms: u64,
         jitter: f64,
     ) {
-        self.handle_part_begun(job.index);
-        if !matches!(self.phase, Phase::Parts) || !self.in_flight.remove(&job.index) {
-            return;
+        self.check_deadline(now_unix_ms);
+        if matches!(self.phase, Phase::Parts) {
+            match result {
+                Ok(part_id) => {
+                    if let Some(parts) = &mut self.parts
+                        && parts.handle_part_done(job, part_id)
+                    {
+                        self.snapshot.dirty = true;
+                    }
+                }
+                Err(error) if self.abort.is_none() => {
+                    self.part_failed(job, error, now_unix_ms, jitter);
+                }
+                Err(_) => {}
+            }
+            self.drain_part_events();
         }
-        if let Some(run) = &mut self.run
-            && run.handle_part_result(job, result, now_unix_ms, jitter)
-        {
-            self.snapshot.dirty = true;
-        }
-        self.drain_run_events();
         self.advance(now_unix_ms);
+    }
+
+    /// A part attempt failed: a retry is scheduled, or the upload gives up.
+    fn part_failed(&mut self, job: PartJob, error: RequestError<E>, now_unix_ms: u64, jitter: f64) {
+        let Some(parts) = &mut self.parts else {
+            return;
+        };
+        let failure = match error {
+            // Not the part's fault, and no retry can fix it.
+            RequestError::Source(error) => {
+                parts.abandon(job);
+                return self.abort_parts(AbortCause::Source(error));
+            }
+            ref error => error.as_failure(now_unix_ms),
+        };
+        let reason = match failure {
+            None => {
+                parts.abandon(job);
+                GiveUpReason::CannotSend
+            }
+            Some(failure) => {
+                match parts.handle_part_failed(job, failure.clone(), now_unix_ms, jitter) {
+                    None | Some(RetryDecision::RetryAt { .. }) => return,
+                    Some(RetryDecision::GiveUp(reason)) => {
+                        self.events.push_back(ProgressEvent::GaveUp(PartFailure {
+                            part: job.index,
+                            attempts: job.attempt,
+                            failure,
+                            reason,
+                        }));
+                        reason
+                    }
+                }
+            }
+        };
+        self.abort_parts(AbortCause::Part {
+            part: job.index,
+            reason,
+            error,
+        });
     }
 
     /// Reports the md5 pass: the digest as lower-case hex, or why the source could not be
@@ -488,9 +684,7 @@ impl<E> Uploader<E> {
             Ok(md5) => self.digest = Digest::Known(md5),
             Err(error) => {
                 self.digest = Digest::Failed;
-                if let Some(run) = &mut self.run {
-                    run.abort(AbortCause::Source(error));
-                }
+                self.abort_parts(AbortCause::Source(error));
             }
         }
         self.advance(now_unix_ms);
@@ -506,9 +700,7 @@ impl<E> Uploader<E> {
         if let Err(error) = result
             && !self.snapshot.remove
         {
-            if let Some(run) = &mut self.run {
-                run.abort(AbortCause::Snapshot(error));
-            }
+            self.abort_parts(AbortCause::Snapshot(error));
             // Nothing more to write: the file is not writable.
             self.snapshot.dirty = false;
         }
@@ -523,10 +715,10 @@ impl<E> Uploader<E> {
         now_unix_ms: u64,
         jitter: f64,
     ) {
-        let Phase::Completing { retries, state, .. } = &mut self.phase else {
+        let Phase::Completing { exchange, .. } = &mut self.phase else {
             return;
         };
-        if *state != Request::InFlight {
+        if !exchange.awaits_answer() {
             return;
         }
         match result {
@@ -534,16 +726,14 @@ impl<E> Uploader<E> {
                 self.snapshot.remove = true;
                 self.finish(Ok(upload));
             }
-            Err(error) => match retries.on_failure(
-                error.as_failure(now_unix_ms).as_ref(),
-                now_unix_ms,
-                jitter,
-            ) {
-                RetryDecision::RetryAt { at_unix_ms, .. } => {
-                    *state = Request::WaitUntil(at_unix_ms);
+            Err(error) => {
+                if exchange
+                    .fail(error.as_failure(now_unix_ms).as_ref(), now_unix_ms, jitter)
+                    .is_err()
+                {
+                    self.give_up(AbortCause::Complete(error));
                 }
-                RetryDecision::GiveUp(_) => self.give_up(AbortCause::Complete(error)),
-            },
+            }
         }
         self.advance(now_unix_ms);
     }
@@ -556,52 +746,53 @@ impl<E> Uploader<E> {
         now_unix_ms: u64,
         jitter: f64,
     ) {
-        let Phase::Cancelling { retries, state, .. } = &mut self.phase else {
+        let Phase::Cancelling { exchange, .. } = &mut self.phase else {
             return;
         };
-        if *state != Request::InFlight {
+        if !exchange.awaits_answer() {
             return;
         }
         let cancelled = match result {
             Ok(_) => true,
-            Err(error) => match retries.on_failure(
-                error.as_failure(now_unix_ms).as_ref(),
-                now_unix_ms,
-                jitter,
-            ) {
-                RetryDecision::RetryAt { at_unix_ms, .. } => {
-                    *state = Request::WaitUntil(at_unix_ms);
+            Err(error) => {
+                if exchange
+                    .fail(error.as_failure(now_unix_ms).as_ref(), now_unix_ms, jitter)
+                    .is_ok()
+                {
                     return;
                 }
-                RetryDecision::GiveUp(_) => false,
-            },
+                false
+            }
         };
+        self.finish_cancelling(cancelled);
+        self.advance(now_unix_ms);
+    }
+
+    fn finish_cancelling(&mut self, cancelled: bool) {
         let Phase::Cancelling { cause, .. } = std::mem::replace(&mut self.phase, Phase::Done)
         else {
             return;
         };
         self.snapshot.remove = cancelled;
         self.finish_aborted(cause, cancelled);
-        self.advance(now_unix_ms);
     }
 
-    /// Time has come to `now_unix_ms`: a retry may be due, or the deadline may have passed.
+    /// Time has come to `now_unix_ms`: a retry may be due, a request may have stalled, or
+    /// the deadline may have passed.
     pub fn handle_timeout(&mut self, now_unix_ms: u64) {
         self.advance(now_unix_ms);
     }
 
     /// The caller stops the upload at `now_unix_ms`: nothing new is sent, parts in flight are
-    /// abandoned, and the Upload is kept for a resume or cancelled as `mode` says. The result
+    /// stopped, and the Upload is kept for a resume or cancelled as `mode` says. The result
     /// is [`AbortCause::Interrupted`] (or [`UploadError::Interrupted`] before the Upload
     /// exists). A stop once the upload is completing or finishing changes nothing.
     pub fn stop(&mut self, mode: StopMode, now_unix_ms: u64) {
         match self.phase {
             Phase::Creating { .. } => self.finish(Err(UploadError::Interrupted)),
             Phase::Parts => {
-                self.stop = Some(mode);
-                if let Some(run) = &mut self.run {
-                    run.abort(AbortCause::Interrupted);
-                }
+                self.stop.get_or_insert(mode);
+                self.abort_parts(AbortCause::Interrupted);
             }
             Phase::Completing { .. }
             | Phase::Cancelling { .. }
@@ -620,28 +811,28 @@ impl<E> Uploader<E> {
         if let Some(action) = self.snapshot_action() {
             return Some(action);
         }
+        let upload_id = self.upload_id().cloned();
         match &mut self.phase {
-            Phase::Creating { request, state, .. } => (*state == Request::Ready).then(|| {
-                *state = Request::InFlight;
-                Action::Send(Transmit::Create(request.clone()))
-            }),
+            Phase::Creating {
+                request, exchange, ..
+            } => exchange
+                .take_ready(now_unix_ms)
+                .then(|| Action::Send(Transmit::Create(request.clone()))),
             Phase::Parts => self.next_part(now_unix_ms),
-            Phase::Completing { request, state, .. } => {
-                let upload_id = self.run.as_ref()?.session().upload().id.clone();
-                (*state == Request::Ready).then(|| {
-                    *state = Request::InFlight;
+            Phase::Completing { request, exchange } => {
+                let upload_id = upload_id?;
+                exchange.take_ready(now_unix_ms).then(|| {
                     Action::Send(Transmit::Complete {
                         upload_id,
                         request: request.clone(),
                     })
                 })
             }
-            Phase::Cancelling { state, .. } => {
-                let upload_id = self.run.as_ref()?.session().upload().id.clone();
-                (*state == Request::Ready).then(|| {
-                    *state = Request::InFlight;
-                    Action::Send(Transmit::Cancel { upload_id })
-                })
+            Phase::Cancelling { exchange, .. } => {
+                let upload_id = upload_id?;
+                exchange
+                    .take_ready(now_unix_ms)
+                    .then_some(Action::Send(Transmit::Cancel { upload_id }))
             }
             Phase::Finishing(_) | Phase::Done => None,
         }
@@ -651,23 +842,20 @@ impl<E> Uploader<E> {
     /// milliseconds, if the machine waits for time to pass.
     pub fn poll_timeout(&self) -> Option<u64> {
         match &self.phase {
-            Phase::Creating { state, .. }
-            | Phase::Completing { state, .. }
-            | Phase::Cancelling { state, .. } => match state {
-                Request::WaitUntil(at) => Some(*at),
-                Request::Ready | Request::InFlight => None,
-            },
+            Phase::Creating { exchange, .. }
+            | Phase::Completing { exchange, .. }
+            | Phase::Cancelling { exchange, .. } => exchange.timeout(),
             Phase::Parts => {
-                let room = self.in_flight.len() < self.concurrency && self.not_begun.is_none();
-                let retry = self
-                    .run
-                    .as_ref()
-                    .and_then(|run| run.session().next_wakeup())
-                    .filter(|_| room);
-                match (retry, self.deadline_unix_ms) {
-                    (Some(retry), Some(deadline)) => Some(retry.min(deadline)),
-                    (retry, deadline) => retry.or(deadline),
-                }
+                let parts = self.parts.as_ref()?;
+                let room = parts.in_flight() < self.concurrency;
+                let retry = parts.next_wakeup().filter(|_| room);
+                let stall = parts
+                    .least_recently_active()
+                    .map(|at| at.saturating_add(self.stall_ms));
+                [retry, stall, self.deadline_unix_ms]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             Phase::Finishing(_) | Phase::Done => None,
         }
@@ -699,19 +887,16 @@ impl<E> Uploader<E> {
     }
 
     fn next_part(&mut self, now_unix_ms: u64) -> Option<Action> {
-        if self.in_flight.len() >= self.concurrency || self.not_begun.is_some() {
+        if self.abort.is_some() {
             return None;
         }
-        let run = self.run.as_mut()?;
-        match run.next_step(now_unix_ms) {
-            NextStep::Send(job) => {
-                self.in_flight.insert(job.index);
-                self.not_begun = Some(job.index);
-                let upload_id = run.session().upload().id.clone();
-                Some(Action::Send(Transmit::Part { upload_id, job }))
-            }
-            NextStep::Wait(_) | NextStep::Stop => None,
+        let parts = self.parts.as_mut()?;
+        if parts.in_flight() >= self.concurrency {
+            return None;
         }
+        let job = parts.next_job(now_unix_ms)?;
+        let upload_id = parts.upload().id.clone();
+        Some(Action::Send(Transmit::Part { upload_id, job }))
     }
 
     fn snapshot_action_pending(&self) -> bool {
@@ -732,60 +917,89 @@ impl<E> Uploader<E> {
         if !self.snapshot.dirty {
             return None;
         }
-        let json = self.run.as_ref()?.session().snapshot().to_json();
+        let json = self.parts.as_ref()?.snapshot().to_json();
         self.snapshot.dirty = false;
         self.snapshot.busy = true;
         Some(Action::WriteSnapshot { path, json })
     }
 
-    fn drain_run_events(&mut self) {
-        if let Some(run) = &mut self.run {
-            while let Some(event) = run.poll_event() {
+    fn drain_part_events(&mut self) {
+        if let Some(parts) = &mut self.parts {
+            while let Some(event) = parts.poll_event() {
                 self.events.push_back(event);
             }
         }
     }
 
-    /// Moves on from the parts phase or a retry wait, as the state allows at `now_unix_ms`.
+    /// Gives the parts phase up for `cause`, unless it gave up already (the first cause
+    /// wins): no part is handed out any more.
+    fn abort_parts(&mut self, cause: AbortCause<E>) {
+        self.abort.get_or_insert(cause);
+    }
+
+    /// The one place the caller's deadline is checked: once it has come, the parts phase
+    /// gives up (a failure reported from then on was likely cut short by it).
+    fn check_deadline(&mut self, now_unix_ms: u64) {
+        if matches!(self.phase, Phase::Parts)
+            && self
+                .deadline_unix_ms
+                .is_some_and(|deadline| now_unix_ms >= deadline)
+        {
+            self.abort_parts(AbortCause::Deadline);
+        }
+    }
+
+    /// Moves on as the state allows at `now_unix_ms`: a retry wait ends, a stalled request
+    /// fails, the parts phase completes or gives up.
     fn advance(&mut self, now_unix_ms: u64) {
-        match &mut self.phase {
-            Phase::Creating { state, .. }
-            | Phase::Completing { state, .. }
-            | Phase::Cancelling { state, .. } => {
-                if matches!(*state, Request::WaitUntil(at) if at <= now_unix_ms) {
-                    *state = Request::Ready;
-                }
+        self.check_deadline(now_unix_ms);
+        let stalled = match &mut self.phase {
+            Phase::Creating { exchange, .. }
+            | Phase::Completing { exchange, .. }
+            | Phase::Cancelling { exchange, .. } => exchange.advance(now_unix_ms),
+            Phase::Parts => {
+                self.advance_parts(now_unix_ms);
+                false
             }
-            Phase::Parts => self.advance_parts(now_unix_ms),
-            Phase::Finishing(_) | Phase::Done => {}
+            Phase::Finishing(_) | Phase::Done => false,
+        };
+        if stalled {
+            self.actions.push_back(Action::StopRequest);
+            self.request_stalled(now_unix_ms);
+        }
+    }
+
+    /// The machine's own request in flight has stalled: it fails as a timeout would.
+    fn request_stalled(&mut self, now_unix_ms: u64) {
+        let stalled = RequestError::Stalled(std::time::Duration::from_millis(self.stall_ms));
+        let jitter = self.jitter;
+        match &self.phase {
+            Phase::Creating { .. } => self.handle_created(Err(stalled), now_unix_ms, jitter),
+            Phase::Completing { .. } => self.handle_completed(Err(stalled), now_unix_ms, jitter),
+            Phase::Cancelling { .. } => self.handle_cancelled(Err(stalled), now_unix_ms, jitter),
+            Phase::Parts | Phase::Finishing(_) | Phase::Done => {}
         }
     }
 
     fn advance_parts(&mut self, now_unix_ms: u64) {
-        let Some(run) = &mut self.run else {
+        if self.abort.is_none() {
+            self.stop_stalled_parts(now_unix_ms);
+        }
+        let Some(parts) = &mut self.parts else {
             return;
         };
-        if self
-            .deadline_unix_ms
-            .is_some_and(|deadline| now_unix_ms >= deadline)
-        {
-            run.abort(AbortCause::Deadline);
-        }
-        if run.is_aborted() {
-            let cause = match run.complete_request(None) {
-                Err(cause) => cause,
-                Ok(_) => AbortCause::Unfinished { missing: 0 },
-            };
-            self.drain_run_events();
-            if !self.in_flight.is_empty() || self.digest == Digest::Hashing {
-                self.actions.push_back(Action::StopParts);
+        if let Some(cause) = self.abort.take() {
+            for job in parts.in_flight_jobs().collect::<Vec<_>>() {
+                self.actions.push_back(Action::StopPart(job));
             }
-            self.in_flight.clear();
-            self.not_begun = None;
+            if self.digest == Digest::Hashing {
+                self.digest = Digest::Failed;
+                self.actions.push_back(Action::StopHash);
+            }
             self.give_up(cause);
             return;
         }
-        if !run.session().is_done() {
+        if !parts.all_done() {
             return;
         }
         let md5 = match &self.digest {
@@ -793,15 +1007,34 @@ impl<E> Uploader<E> {
             Digest::Known(md5) => Some(md5.clone()),
             Digest::Wanted | Digest::Hashing | Digest::Failed => return,
         };
-        match run.complete_request(md5) {
-            Ok(request) => {
-                self.phase = Phase::Completing {
-                    request,
-                    retries: RetryLoop::new(self.policy, self.deadline_unix_ms),
-                    state: Request::Ready,
-                };
-            }
-            Err(cause) => self.give_up(cause),
+        let Some(request) = parts.complete_request(md5) else {
+            let missing = parts.missing();
+            return self.give_up(AbortCause::Unfinished { missing });
+        };
+        // The service may read the whole Upload back to check the md5 before it answers.
+        let reading_back_ms = self.file_size.saturating_mul(1000) / COMPLETE_READ_BYTES_PER_SEC;
+        self.phase = Phase::Completing {
+            request,
+            exchange: Exchange::new(
+                self.policy,
+                self.deadline_unix_ms,
+                self.stall_ms.saturating_add(reading_back_ms),
+            ),
+        };
+    }
+
+    /// Fails every part attempt that has not moved for the stall time, as a timeout would,
+    /// and tells the driver to stop it.
+    fn stop_stalled_parts(&mut self, now_unix_ms: u64) {
+        let Some(parts) = &self.parts else {
+            return;
+        };
+        let stalled = parts.stalled(now_unix_ms.saturating_sub(self.stall_ms));
+        for job in stalled {
+            self.actions.push_back(Action::StopPart(job));
+            let timeout = RequestError::Stalled(std::time::Duration::from_millis(self.stall_ms));
+            self.part_failed(job, timeout, now_unix_ms, spread(self.jitter, job.index));
+            self.drain_part_events();
         }
     }
 
@@ -814,8 +1047,7 @@ impl<E> Uploader<E> {
         if cancel {
             self.phase = Phase::Cancelling {
                 cause,
-                retries: RetryLoop::new(self.policy, None),
-                state: Request::Ready,
+                exchange: Exchange::new(self.policy, None, self.stall_ms),
             };
         } else {
             self.finish_aborted(cause, false);
@@ -836,4 +1068,16 @@ impl<E> Uploader<E> {
     fn finish(&mut self, result: Result<Upload, UploadError<E>>) {
         self.phase = Phase::Finishing(result);
     }
+}
+
+/// The caller's `jitter` moved along for part `index`, so parts that fail together (a stall
+/// found at one timeout) do not retry together.
+fn spread(jitter: f64, index: u32) -> f64 {
+    const GOLDEN: f64 = 0.618_033_988_749_895;
+    (jitter + f64::from(index) * GOLDEN).fract()
+}
+
+/// `duration` in whole milliseconds, saturating.
+fn duration_ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -11,7 +11,6 @@ use super::*;
 use crate::api::check_response_head;
 use crate::limits::Limits;
 use crate::retry::GiveUpReason;
-use crate::session::ProgressEvent;
 use crate::types::{Purpose, UploadStatus};
 
 const NOW: u64 = 1_719_184_912_000;
@@ -85,6 +84,7 @@ struct Harness {
     snapshot_io: Option<Action>,
     snapshot_file: Option<String>,
     stopped_parts: u32,
+    stopped_requests: u32,
     snapshot_failed: bool,
     events: Vec<ProgressEvent>,
     log: Vec<String>,
@@ -107,6 +107,7 @@ impl Harness {
             snapshot_io: None,
             snapshot_file: None,
             stopped_parts: 0,
+            stopped_requests: 0,
             snapshot_failed: false,
             events: Vec::new(),
             log: Vec::new(),
@@ -141,9 +142,23 @@ impl Harness {
                     assert!(self.snapshot_io.is_none(), "two snapshot writes at once");
                     self.snapshot_io = Some(action);
                 }
-                Action::StopParts => {
+                Action::StopPart(job) => {
+                    let position = self.parts.iter().position(|sent| *sent == job);
+                    self.parts
+                        .remove(position.expect("only a part in flight is stopped"));
                     self.stopped_parts += 1;
-                    self.parts.clear();
+                }
+                Action::StopRequest => {
+                    assert_eq!(
+                        self.requests.len(),
+                        1,
+                        "only a request in flight is stopped"
+                    );
+                    self.requests.clear();
+                    self.stopped_requests += 1;
+                }
+                Action::StopHash => {
+                    assert!(self.hashing, "only a pass under way is stopped");
                     self.hashing = false;
                 }
             }
@@ -177,13 +192,8 @@ impl Harness {
             .position(|job| job.index == index)
             .unwrap();
         let job = self.parts.remove(position);
-        self.uploader.handle_begun_and_sent(job);
+        self.uploader.handle_bytes_sent(job, job.len, self.now);
         self.uploader.handle_part_result(job, result, self.now, 0.0);
-        self.pump();
-    }
-
-    fn begin(&mut self, index: u32) {
-        self.uploader.handle_part_begun(index);
         self.pump();
     }
 
@@ -217,14 +227,6 @@ impl Harness {
     }
 }
 
-impl Uploader<std::io::Error> {
-    /// What a transport reports for a part body sent whole.
-    fn handle_begun_and_sent(&mut self, job: PartJob) {
-        self.handle_part_begun(job.index);
-        self.handle_bytes_sent(job.index, job.len);
-    }
-}
-
 #[test]
 fn a_whole_upload_hashes_snapshots_and_completes_with_parts_in_order() {
     let options = options(3).md5(true).snapshot_path("/state.json");
@@ -233,11 +235,7 @@ fn a_whole_upload_hashes_snapshots_and_completes_with_parts_in_order() {
     // The hash pass and the first snapshot start with the parts.
     assert!(harness.hashing);
     assert!(harness.snapshot_io.is_some());
-    // One part waits for the one before it to begin.
-    assert_eq!(harness.in_flight(), [0]);
-    harness.begin(0);
-    assert_eq!(harness.in_flight(), [0, 1]);
-    harness.begin(1);
+    // Every part at once, in file order.
     assert_eq!(harness.in_flight(), [0, 1, 2]);
     harness.settle_snapshot();
     harness.answer(2, Ok(id(2)));
@@ -290,9 +288,8 @@ fn a_whole_upload_hashes_snapshots_and_completes_with_parts_in_order() {
 fn a_part_retries_after_the_servers_retry_after_and_its_progress_winds_back() {
     let mut harness = Harness::new(&options(2), 8);
     harness.create();
-    harness.begin(0);
     let first = harness.parts[0];
-    harness.uploader.handle_bytes_sent(0, 3);
+    harness.uploader.handle_bytes_sent(first, 3, harness.now);
     harness
         .uploader
         .handle_part_result(first, Err(status(503, Some("2"))), harness.now, 0.0);
@@ -393,11 +390,10 @@ fn the_deadline_stops_the_parts_and_cancels() {
     let options = options(2).deadline(Duration::from_secs(5));
     let mut harness = Harness::new(&options, 8);
     harness.create();
-    harness.begin(0);
     assert_eq!(harness.in_flight(), [0, 1]);
     assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 5_000));
     harness.advance_to(NOW + 5_000);
-    assert_eq!(harness.stopped_parts, 1);
+    assert_eq!(harness.stopped_parts, 2, "each part in flight is stopped");
     assert!(harness.parts.is_empty());
     let Transmit::Cancel { .. } = harness.take_request() else {
         panic!()
@@ -472,12 +468,11 @@ fn stop_keeps_the_upload_and_its_snapshot_or_cancels_it() {
         let mut harness = Harness::new(&options, 12);
         harness.create();
         harness.settle_snapshot();
-        harness.begin(0);
         harness.answer(0, Ok(id(0)));
-        assert_eq!(harness.in_flight(), [1]);
+        assert_eq!(harness.in_flight(), [1, 2]);
         harness.uploader.stop(mode, harness.now);
         harness.pump();
-        assert_eq!(harness.stopped_parts, 1);
+        assert_eq!(harness.stopped_parts, 2);
         // The stored part reaches the snapshot before the upload ends.
         assert!(harness.finished().is_none());
         harness.settle_snapshot();
@@ -527,19 +522,17 @@ fn stop_keeps_the_upload_and_its_snapshot_or_cancels_it() {
 #[test]
 fn a_resume_sends_only_the_missing_parts() {
     let plan = PartPlan::new(12, 4, &Limits::default()).unwrap();
-    let mut session =
-        UploadSession::new(upload(12, NOW), plan, RetryPolicy::default(), None).with_source("fp");
-    let job = session.next_job(NOW).unwrap();
-    session.handle_part_done(job.index, id(0));
-    let snapshot = session.snapshot();
+    let mut parts =
+        Parts::new(upload(12, NOW), plan, RetryPolicy::default(), None).with_source("fp");
+    let job = parts.next_job(NOW).unwrap();
+    parts.handle_part_done(job, id(0));
+    let snapshot = parts.snapshot();
 
     let options = options(3).md5(true);
     let uploader = Uploader::resume(&options, snapshot.clone(), 12, "fp", NOW + 1).unwrap();
     let mut harness = Harness::with(uploader, 12);
     harness.pump();
     assert!(harness.hashing, "the md5 covers the whole file");
-    assert_eq!(harness.in_flight(), [1]);
-    harness.begin(1);
     assert_eq!(harness.in_flight(), [1, 2]);
     harness.answer(1, Ok(id(1)));
     harness.answer(2, Ok(id(2)));
@@ -561,10 +554,7 @@ fn a_resume_sends_only_the_missing_parts() {
     )
     .unwrap_err();
     assert!(
-        matches!(
-            expired,
-            UploadError::Resume(crate::session::ResumeError::Expired { .. })
-        ),
+        matches!(expired, UploadError::Resume(ResumeError::Expired { .. })),
         "{expired:?}"
     );
     let changed =
@@ -584,7 +574,7 @@ fn source_and_snapshot_failures_end_the_upload() {
         .uploader
         .handle_hashed(Err(std::io::ErrorKind::UnexpectedEof.into()), harness.now);
     harness.pump();
-    assert_eq!(harness.stopped_parts, 1);
+    assert_eq!(harness.stopped_parts, 2);
     harness.settle_snapshot();
     let Transmit::Cancel { .. } = harness.take_request() else {
         panic!()
@@ -623,7 +613,7 @@ fn source_and_snapshot_failures_end_the_upload() {
 /// What the network, the disk or the user does next, in a random interleaving.
 #[derive(Debug, Clone, Copy)]
 enum Step {
-    /// The in-flight part at `pick` begins and sends some bytes.
+    /// The in-flight part at `pick` sends some bytes.
     Send {
         pick: usize,
         bytes: u64,
@@ -684,8 +674,7 @@ impl Harness {
                     return;
                 }
                 let job = self.parts[pick % self.parts.len()];
-                self.uploader.handle_part_begun(job.index);
-                self.uploader.handle_bytes_sent(job.index, bytes);
+                self.uploader.handle_bytes_sent(job, bytes, self.now);
             }
             Step::Answer { pick, outcome } => {
                 if self.parts.is_empty() {
@@ -800,8 +789,7 @@ impl Harness {
                 "stuck with nothing in flight and no timeout"
             );
         }
-        if let Some(session) = self.uploader.session() {
-            let progress = session.progress();
+        if let Some(progress) = self.uploader.progress() {
             assert!(progress.bytes_sent <= progress.bytes_total);
         }
     }
@@ -886,4 +874,254 @@ proptest! {
         prop_assert!(harness.uploader.poll_finished().is_none());
         prop_assert!(harness.uploader.is_done());
     }
+}
+
+#[test]
+fn a_resume_without_a_fingerprint_checks_the_length_and_the_options_first() {
+    let plan = PartPlan::new(8, 4, &Limits::default()).unwrap();
+    let snapshot = Parts::new(upload(8, NOW), plan, RetryPolicy::default(), None).snapshot();
+    assert_eq!(
+        snapshot.source, None,
+        "an upload from a reader has no fingerprint"
+    );
+    let options = options(2).deadline(Duration::from_secs(1));
+    let resumed =
+        Uploader::<std::io::Error>::resume(&options, snapshot.clone(), 8, "any", NOW).unwrap();
+    assert_eq!(resumed.deadline_unix_ms(), Some(NOW + 1_000));
+    assert_eq!(
+        resumed.snapshot().unwrap().source.as_deref(),
+        Some("any"),
+        "the resumed upload records the source it was given"
+    );
+    let shorter =
+        Uploader::<std::io::Error>::resume(&options, snapshot.clone(), 7, "any", NOW).unwrap_err();
+    assert!(
+        matches!(&shorter, UploadError::SourceChanged { expected, .. } if expected == "8 bytes"),
+        "{shorter:?}"
+    );
+    let idle = Uploader::<std::io::Error>::resume(&options.concurrency(0), snapshot, 8, "any", NOW);
+    assert!(matches!(
+        idle,
+        Err(UploadError::Options(OptionsError::ZeroConcurrency))
+    ));
+}
+
+#[test]
+fn a_part_that_cannot_be_sent_gives_up_at_once_and_the_first_cause_wins() {
+    let mut harness = Harness::new(&options(3).cancel_on_failure(false), 12);
+    harness.create();
+    assert_eq!(harness.in_flight(), [0, 1, 2]);
+    let unbuildable = RequestError::Build(crate::api::BuildError::EmptyId { param: "upload_id" });
+    harness.answer(1, Err(unbuildable));
+    // A refusal after the give-up is not the cause; a part stored after it still counts.
+    assert_eq!(harness.stopped_parts, 2);
+    harness.uploader.handle_part_result(
+        PartJob {
+            index: 0,
+            offset: 0,
+            len: 4,
+            attempt: 1,
+        },
+        Err(status(400, None)),
+        harness.now,
+        0.0,
+    );
+    let error = harness.finished().unwrap().unwrap_err();
+    let UploadError::Aborted {
+        cancelled, cause, ..
+    } = error
+    else {
+        panic!("{error:?}")
+    };
+    assert!(!cancelled);
+    assert!(
+        matches!(
+            *cause,
+            AbortCause::Part {
+                part: 1,
+                reason: GiveUpReason::CannotSend,
+                error: RequestError::Build(_)
+            }
+        ),
+        "{cause:?}"
+    );
+    assert_eq!(harness.uploader.progress().unwrap().retries, 0);
+}
+
+#[test]
+fn a_part_stored_as_the_deadline_passes_still_reaches_the_snapshot() {
+    let options = options(2)
+        .deadline(Duration::from_secs(5))
+        .snapshot_path("/state.json")
+        .cancel_on_failure(false);
+    let mut harness = Harness::new(&options, 8);
+    harness.create();
+    harness.settle_snapshot();
+    harness.now = NOW + 5_000;
+    harness.answer(1, Ok(id(1)));
+    harness.settle_snapshot();
+    let written = SessionSnapshot::from_json(harness.snapshot_file.as_ref().unwrap()).unwrap();
+    assert_eq!(written.part_ids, [None, Some(id(1))]);
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cause, .. } if matches!(**cause, AbortCause::Deadline)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_part_that_moves_nothing_for_the_stall_time_is_stopped_and_retried() {
+    let options = options(2).stall_timeout(Duration::from_secs(30));
+    let mut harness = Harness::new(&options, 8);
+    harness.create();
+    let [first, second] = [harness.parts[0], harness.parts[1]];
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 30_000));
+    // Part 1 keeps moving; part 0 goes silent.
+    harness.now = NOW + 20_000;
+    harness.uploader.handle_bytes_sent(second, 1, harness.now);
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 30_000));
+    harness.advance_to(NOW + 29_999);
+    assert_eq!(harness.stopped_parts, 0);
+    harness.advance_to(NOW + 30_000);
+    assert_eq!(harness.stopped_parts, 1);
+    assert_eq!(harness.in_flight(), [1]);
+    let retry = harness.events.iter().find_map(|event| match event {
+        ProgressEvent::PartRetry { part, failure, .. } => Some((*part, failure.clone())),
+        _ => None,
+    });
+    assert_eq!(retry, Some((0, Failure::Timeout)));
+    // The silent attempt answers after all: too late, it was stopped.
+    harness
+        .uploader
+        .handle_part_result(first, Ok(id(0)), harness.now, 0.0);
+    let due = harness.uploader.poll_timeout().unwrap();
+    harness.advance_to(due);
+    assert_eq!(harness.in_flight(), [1, 0]);
+    assert_eq!(harness.parts[1].attempt, 2);
+    harness.answer(0, Ok(id(7)));
+    harness.answer(1, Ok(id(1)));
+    let Transmit::Complete { request, .. } = harness.take_request() else {
+        panic!("expected complete")
+    };
+    assert_eq!(request.part_ids, [id(7), id(1)]);
+}
+
+#[test]
+fn a_silent_create_or_complete_is_stopped_and_sent_again() {
+    let options = options(1).stall_timeout(Duration::from_secs(30));
+    let mut harness = Harness::new(&options, 4);
+    harness.pump();
+    assert_eq!(harness.requests.len(), 1);
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 30_000));
+    harness.advance_to(NOW + 30_000);
+    assert_eq!(harness.stopped_requests, 1);
+    let due = harness.uploader.poll_timeout().unwrap();
+    harness.advance_to(due);
+    harness.create();
+    harness.answer(0, Ok(id(0)));
+    assert!(matches!(harness.requests[..], [Transmit::Complete { .. }]));
+    // A complete may read the Upload back first: it gets the stall time and more.
+    let complete_stalls_at = harness.uploader.poll_timeout().unwrap();
+    assert!(complete_stalls_at >= harness.now + 30_000);
+    harness.advance_to(complete_stalls_at);
+    assert_eq!(harness.stopped_requests, 2);
+    let due = harness.uploader.poll_timeout().unwrap();
+    harness.advance_to(due);
+    let Transmit::Complete { .. } = harness.take_request() else {
+        panic!("expected complete again")
+    };
+    harness
+        .uploader
+        .handle_completed(Ok(completed(4)), harness.now, 0.0);
+    assert_eq!(harness.finished().unwrap().unwrap(), completed(4));
+}
+
+#[test]
+fn a_task_that_ends_without_an_answer_is_reported_once_and_not_retried() {
+    let mut harness = Harness::new(&options(1), 4);
+    harness.pump();
+    let (sender, received) = std::sync::mpsc::channel();
+    let action = Action::Send(harness.requests.remove(0));
+    let guard = ReportGuard::new(&action, move |report| sender.send(report).unwrap()).unwrap();
+    drop(guard);
+    let report = received.recv().unwrap();
+    assert!(received.try_recv().is_err(), "one report only");
+    harness.uploader.handle(report, harness.now, 0.0);
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(error, UploadError::Create(RequestError::Unanswered)),
+        "{error:?}"
+    );
+    assert!(ReportGuard::<std::io::Error, _>::new(&Action::StopHash, |_| {}).is_none());
+}
+
+#[test]
+fn the_kit_builds_each_request_and_reads_each_answer() {
+    let config = crate::api::ClientConfig::new("http://127.0.0.1:9/v1").with_api_key("sk-test");
+    let boundary = crate::multipart::Boundary::from_entropy([7; 16]);
+    let job = PartJob {
+        index: 3,
+        offset: 12,
+        len: 4,
+        attempt: 2,
+    };
+    let transmit = Transmit::Part {
+        upload_id: UploadId::new("upload_1"),
+        job,
+    };
+    let (request, expect) = transmit
+        .into_request::<std::io::Error>(&config, &boundary)
+        .unwrap();
+    assert_eq!(
+        request.uri(),
+        "http://127.0.0.1:9/v1/uploads/upload_1/parts"
+    );
+    assert_eq!(request.headers()["x-uploads-part-index"], "3");
+    let OutgoingBody::Part(body) = request.body() else {
+        panic!("a part streams its body")
+    };
+    assert_eq!(body.job, job);
+    assert_eq!(
+        request.headers()["content-length"],
+        body.multipart.content_length.to_string().as_str()
+    );
+    assert_eq!(expect.part(), Some(job));
+    let stored = http::Response::new(
+        br#"{"id":"part_9","object":"upload.part","created_at":1,"upload_id":"upload_1"}"#.to_vec(),
+    );
+    assert!(
+        matches!(expect.report(Ok(stored)), Report::<std::io::Error>::Part(reported, Ok(id)) if reported == job && id == PartId::new("part_9"))
+    );
+    let busy = http::Response::builder()
+        .status(503)
+        .header("retry-after", "2")
+        .body(Vec::new())
+        .unwrap();
+    let Report::Part(_, Err(error)) = expect.report::<std::io::Error, _>(Ok(busy)) else {
+        panic!()
+    };
+    assert_eq!(error.api_error().map(|api| api.status.as_u16()), Some(503));
+
+    let (request, expect) = Transmit::Cancel {
+        upload_id: UploadId::new("upload_1"),
+    }
+    .into_request::<std::io::Error>(&config, &boundary)
+    .unwrap();
+    assert_eq!(request.method(), http::Method::POST);
+    assert_eq!(expect.part(), None);
+    let refused = expect
+        .report::<std::io::Error, Vec<u8>>(Err(RequestError::Timeout(Duration::from_secs(1))));
+    assert!(matches!(
+        refused,
+        Report::Cancelled(Err(RequestError::Timeout(_)))
+    ));
+    // A request that cannot be built is its own report.
+    let unbuildable = Transmit::Cancel {
+        upload_id: UploadId::new(""),
+    }
+    .into_request::<std::io::Error>(&config, &boundary);
+    assert!(matches!(
+        unbuildable,
+        Err(Report::Cancelled(Err(RequestError::Build(_))))
+    ));
 }

@@ -1,0 +1,123 @@
+//! The driver kit: what a driver sends for each [`Transmit`], and the [`Report`] its answer
+//! makes. A driver only moves bytes: it sends the request (streaming a part's body as
+//! `head ++ source[offset..offset + len] ++ tail`), reads the answer up to
+//! [`answer_body_limit`](crate::api::answer_body_limit), and hands it to [`Expect::report`].
+
+use bytes::Bytes;
+use http::{Request, Response};
+
+use super::{PartJob, Report, Transmit};
+use crate::api::{self, ClientConfig};
+use crate::multipart::{Boundary, MultipartBody};
+use crate::upload::RequestError;
+
+/// The body of a request the [`Uploader`](super::Uploader) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OutgoingBody {
+    /// All of it, in memory (JSON, or nothing).
+    Bytes(Bytes),
+    /// A part, read from the source as it goes out.
+    Part(PartBody),
+}
+
+/// A part's body: the multipart head, `job.len` bytes of the source from `job.offset`, and
+/// the tail; `Content-Length` is set on the request already.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartBody {
+    /// Which bytes of the source, and which attempt (report [`Report::Sent`] with it).
+    pub job: PartJob,
+    /// The multipart head and tail around the bytes.
+    pub multipart: MultipartBody,
+}
+
+/// What a request's answer is read as: hand the answer to [`Expect::report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the answer must be reported"]
+pub struct Expect(Expected);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expected {
+    Created,
+    Part(PartJob),
+    Completed,
+    Cancelled,
+}
+
+impl Transmit {
+    /// The request to send, and what its answer is read as. A part's request carries its
+    /// position in the file (`x-uploads-part-index`) and a multipart body of `boundary`
+    /// (random per request). A request that cannot be built is already its report (`Err`):
+    /// hand it back at once.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the report goes straight back to the uploader; a box would only be unboxed"
+    )]
+    pub fn into_request<E>(
+        self,
+        config: &ClientConfig,
+        boundary: &Boundary,
+    ) -> Result<(Request<OutgoingBody>, Expect), Report<E>> {
+        let expect = Expect(match &self {
+            Self::Create(_) => Expected::Created,
+            Self::Part { job, .. } => Expected::Part(*job),
+            Self::Complete { .. } => Expected::Completed,
+            Self::Cancel { .. } => Expected::Cancelled,
+        });
+        let built = match self {
+            Self::Create(request) => config.create_upload(&request).map(in_memory),
+            Self::Complete { upload_id, request } => {
+                config.complete_upload(&upload_id, &request).map(in_memory)
+            }
+            Self::Cancel { upload_id } => config.cancel_upload(&upload_id).map(in_memory),
+            Self::Part { upload_id, job } => {
+                let multipart = MultipartBody::upload_part(boundary, job.len);
+                config
+                    .add_upload_part_at(&upload_id, Some(job.index), &multipart)
+                    .map(|head| head.map(|()| OutgoingBody::Part(PartBody { job, multipart })))
+            }
+        };
+        match built {
+            Ok(request) => Ok((request, expect)),
+            Err(error) => Err(expect.report(Err::<Response<Bytes>, _>(error.into()))),
+        }
+    }
+}
+
+fn in_memory(request: Request<Bytes>) -> Request<OutgoingBody> {
+    request.map(OutgoingBody::Bytes)
+}
+
+impl Expect {
+    /// The report of the answer: the response (any status, its body read up to
+    /// [`answer_body_limit`](crate::api::answer_body_limit)) parsed as this request's answer,
+    /// or how the request failed.
+    pub fn report<E, B: AsRef<[u8]>>(
+        self,
+        answer: Result<Response<B>, RequestError<E>>,
+    ) -> Report<E> {
+        fn parsed<T, E, B: AsRef<[u8]>>(
+            answer: Result<Response<B>, RequestError<E>>,
+            parse: fn(&Response<B>) -> Result<T, api::ResponseError>,
+        ) -> Result<T, RequestError<E>> {
+            Ok(parse(&answer?)?)
+        }
+        match self.0 {
+            Expected::Created => Report::Created(parsed(answer, api::parse_create_upload)),
+            Expected::Part(job) => Report::Part(
+                job,
+                parsed(answer, api::parse_add_upload_part).map(|part| part.id),
+            ),
+            Expected::Completed => Report::Completed(parsed(answer, api::parse_complete_upload)),
+            Expected::Cancelled => Report::Cancelled(parsed(answer, api::parse_cancel_upload)),
+        }
+    }
+
+    /// The part attempt this is the answer of, if it is a part's.
+    pub fn part(&self) -> Option<PartJob> {
+        match self.0 {
+            Expected::Part(job) => Some(job),
+            Expected::Created | Expected::Completed | Expected::Cancelled => None,
+        }
+    }
+}

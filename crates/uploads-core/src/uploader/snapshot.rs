@@ -1,0 +1,274 @@
+//! What a resume starts from: the snapshot of an upload, where it is read from, and the
+//! fingerprint that ties it to its file.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{PartPlan, PlanError};
+use crate::limits::Limits;
+use crate::types::{PartId, Upload, UploadId, UploadStatus};
+
+/// The snapshot format this version writes, and the only one it reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// What an upload needs to resume after a crash, as JSON: the Upload, the plan,
+/// and the part ids received so far. Parts in flight or waiting for a retry are not kept;
+/// they are sent again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSnapshot {
+    /// The snapshot format, [`SNAPSHOT_VERSION`].
+    pub version: u32,
+    /// The Upload as create returned it.
+    pub upload: Upload,
+    /// The size of the file being uploaded.
+    pub file_size: u64,
+    /// The size of every part but the last.
+    pub part_size: u64,
+    /// One entry per part, in file order: its id once the service stored it.
+    pub part_ids: Vec<Option<PartId>>,
+    /// The adapter's fingerprint of the file (path, size, modification time...), to check
+    /// before resuming that the file is still the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// Why a snapshot cannot be resumed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResumeError {
+    /// The text is not a session snapshot.
+    #[error("the snapshot is not valid: {message}")]
+    Malformed {
+        /// What the JSON parser said.
+        message: String,
+    },
+    /// The snapshot was written in a format this version does not read.
+    #[error("snapshot version {found} is not supported (this version reads {supported})")]
+    UnsupportedVersion {
+        /// The snapshot's version.
+        found: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The Upload is no longer pending, so it accepts no parts.
+    #[error("upload {upload_id} is {status}, not pending")]
+    NotPending {
+        /// The Upload's id.
+        upload_id: UploadId,
+        /// Its status in the snapshot.
+        status: UploadStatus,
+    },
+    /// The Upload has expired.
+    #[error("upload {upload_id} expired at {expires_at} (unix seconds)")]
+    Expired {
+        /// The Upload's id.
+        upload_id: UploadId,
+        /// When it expired, in unix seconds.
+        expires_at: u64,
+    },
+    /// The snapshot's plan breaks the limits.
+    #[error("the snapshot's part plan is refused")]
+    InvalidPlan(#[source] PlanError),
+    /// The snapshot contradicts itself.
+    #[error("the snapshot is inconsistent")]
+    Inconsistent(#[source] Inconsistency),
+}
+
+/// How a snapshot contradicts itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Inconsistency {
+    /// The file size is not the byte count the Upload declared.
+    #[error("file size {file_size} differs from the {upload_bytes} bytes the upload declared")]
+    SizeMismatch {
+        /// The snapshot's file size.
+        file_size: u64,
+        /// The Upload's `bytes`.
+        upload_bytes: u64,
+    },
+    /// The part list does not have one entry per planned part.
+    #[error("{found} part entries for a plan of {expected} parts")]
+    PartCountMismatch {
+        /// Parts in the plan.
+        expected: u32,
+        /// Entries in the snapshot.
+        found: usize,
+    },
+    /// One part id is listed for two parts (the service would refuse the complete).
+    #[error("part id {part_id} is listed twice")]
+    DuplicatePartId {
+        /// The repeated id.
+        part_id: PartId,
+    },
+}
+
+fn check_consistency(
+    upload: &Upload,
+    plan: &PartPlan,
+    part_ids: &[Option<PartId>],
+) -> Result<(), Inconsistency> {
+    if plan.file_size() != upload.bytes {
+        return Err(Inconsistency::SizeMismatch {
+            file_size: plan.file_size(),
+            upload_bytes: upload.bytes,
+        });
+    }
+    if part_ids.len() != plan.count() as usize {
+        return Err(Inconsistency::PartCountMismatch {
+            expected: plan.count(),
+            found: part_ids.len(),
+        });
+    }
+    let mut seen = HashSet::new();
+    for part_id in part_ids.iter().flatten() {
+        if !seen.insert(part_id) {
+            return Err(Inconsistency::DuplicatePartId {
+                part_id: part_id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl SessionSnapshot {
+    /// Checks that this snapshot can be resumed at `now_unix_ms` under `limits`: its
+    /// version, that the Upload is pending and not expired, and that the plan is valid and
+    /// agrees with the Upload and the part list. Returns the plan.
+    pub(crate) fn check(
+        self,
+        limits: &Limits,
+        now_unix_ms: u64,
+    ) -> Result<(PartPlan, Self), ResumeError> {
+        if self.version != SNAPSHOT_VERSION {
+            return Err(ResumeError::UnsupportedVersion {
+                found: self.version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        let upload = &self.upload;
+        if upload.status != UploadStatus::Pending {
+            return Err(ResumeError::NotPending {
+                upload_id: upload.id.clone(),
+                status: upload.status.clone(),
+            });
+        }
+        if now_unix_ms >= upload.expires_at.saturating_mul(1000) {
+            return Err(ResumeError::Expired {
+                upload_id: upload.id.clone(),
+                expires_at: upload.expires_at,
+            });
+        }
+        let plan = PartPlan::new(self.file_size, self.part_size, limits)
+            .map_err(ResumeError::InvalidPlan)?;
+        check_consistency(upload, &plan, &self.part_ids).map_err(ResumeError::Inconsistent)?;
+        Ok((plan, self))
+    }
+
+    /// The snapshot as JSON.
+    pub fn to_json(&self) -> String {
+        // Strings, numbers and options only: serializing cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a snapshot from JSON. The version is checked first, so a snapshot from a newer
+    /// format is reported as [`ResumeError::UnsupportedVersion`], not as malformed.
+    pub fn from_json(json: &str) -> Result<Self, ResumeError> {
+        #[derive(Deserialize)]
+        struct VersionOnly {
+            version: u32,
+        }
+        let malformed = |error: serde_json::Error| ResumeError::Malformed {
+            message: error.to_string(),
+        };
+        let VersionOnly { version } = serde_json::from_str(json).map_err(malformed)?;
+        if version != SNAPSHOT_VERSION {
+            return Err(ResumeError::UnsupportedVersion {
+                found: version,
+                supported: SNAPSHOT_VERSION,
+            });
+        }
+        serde_json::from_str(json).map_err(malformed)
+    }
+}
+/// Where an adapter's `resume_upload` finds the session to resume.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SnapshotSource {
+    /// A snapshot file written by an earlier upload (see
+    /// [`UploadOptions::snapshot_path`](crate::upload::UploadOptions::snapshot_path)); the resumed upload keeps writing it unless the
+    /// options name another path.
+    Path(PathBuf),
+    /// A snapshot already read.
+    Snapshot(Box<SessionSnapshot>),
+}
+
+impl From<PathBuf> for SnapshotSource {
+    fn from(path: PathBuf) -> Self {
+        Self::Path(path)
+    }
+}
+
+impl From<&str> for SnapshotSource {
+    /// The path of a snapshot file.
+    fn from(path: &str) -> Self {
+        Self::Path(path.into())
+    }
+}
+
+impl From<String> for SnapshotSource {
+    /// The path of a snapshot file.
+    fn from(path: String) -> Self {
+        Self::Path(path.into())
+    }
+}
+
+impl From<&PathBuf> for SnapshotSource {
+    fn from(path: &PathBuf) -> Self {
+        Self::Path(path.clone())
+    }
+}
+
+impl From<&Path> for SnapshotSource {
+    fn from(path: &Path) -> Self {
+        Self::Path(path.to_owned())
+    }
+}
+
+impl From<SessionSnapshot> for SnapshotSource {
+    fn from(snapshot: SessionSnapshot) -> Self {
+        Self::Snapshot(Box::new(snapshot))
+    }
+}
+
+impl SnapshotSource {
+    /// The snapshot, and the path of the file it was read from, if it was (the resumed
+    /// upload keeps writing it unless its options name another). `read` reads a file's text:
+    /// the adapter's I/O. A file that cannot be read is [`ResumeError::Malformed`], naming it.
+    pub fn load(
+        self,
+        read: impl FnOnce(&Path) -> std::io::Result<String>,
+    ) -> Result<(SessionSnapshot, Option<PathBuf>), ResumeError> {
+        match self {
+            Self::Snapshot(snapshot) => Ok((*snapshot, None)),
+            Self::Path(path) => {
+                let text = read(&path).map_err(|error| ResumeError::Malformed {
+                    message: format!("cannot read {}: {error}", path.display()),
+                })?;
+                Ok((SessionSnapshot::from_json(&text)?, Some(path)))
+            }
+        }
+    }
+}
+
+/// The fingerprint of a source file that a snapshot records, so a resume refuses a file that
+/// changed: its path, its length and its modification time (nanoseconds since the epoch, if
+/// the platform has one). Both adapters compute it this way, so either can resume the other's
+/// snapshot.
+pub fn source_fingerprint(path: &str, len: u64, modified_unix_nanos: Option<u128>) -> String {
+    match modified_unix_nanos {
+        Some(modified) => format!("{len}:{modified}:{path}"),
+        None => format!("{len}:-:{path}"),
+    }
+}
