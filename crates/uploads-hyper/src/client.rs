@@ -25,8 +25,8 @@ use uploads_core::types::{
 
 use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
-use uploads_client_io::Source;
-use uploads_client_io::{boundary, connect_address, connect_failure};
+use uploads_client_io::{Source, boundary};
+use uploads_core::upload::{connect_address, connect_failure};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
 /// and plain http, HTTP/1.1 and HTTP/2.

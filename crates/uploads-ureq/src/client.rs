@@ -15,14 +15,13 @@ use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
-use uploads_core::upload::ConnectFailure;
+use uploads_core::upload::{ConnectFailure, connect_address};
 use uploads_core::uploader::StopMode;
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
-use uploads_client_io::Source;
-use uploads_client_io::{boundary, connect_address};
+use uploads_client_io::{Source, boundary};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.

@@ -7,6 +7,7 @@
 //! `UploadRun` here, which turns each part attempt's result into the session's update or the
 //! reason to give up.
 
+mod connect;
 mod error;
 mod options;
 mod request_error;
@@ -15,6 +16,7 @@ mod run;
 #[cfg(test)]
 mod tests;
 
+pub use connect::{connect_address, connect_failure};
 pub use error::{AbortCause, OptionsError, UploadError};
 pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_PARTS, MIN_DEFAULT_PART_SIZE, ProgressCallback, UploadOptions,

@@ -1,14 +1,18 @@
-//! Telling a failed connection from any other transport failure, for
-//! [`RequestError::Connect`](uploads_core::upload::RequestError::Connect): where the request
-//! went and how connecting failed.
+//! Where a request goes and how connecting to it failed: what a driver needs to turn its
+//! transport's error into a [`RequestError`](super::RequestError) that names the address and that the retry
+//! policy reads right (the mapping is in its docs). Pure functions over a URI
+//! and an error chain; no I/O.
 
 use std::error::Error;
 use std::io;
 
-use uploads_core::http::Uri;
-use uploads_core::upload::ConnectFailure;
+use http::Uri;
 
-/// The `host:port` a request to `uri` connects to (the scheme's port when the URI has none).
+use super::ConnectFailure;
+
+/// The `host:port` a request to `uri` connects to (the scheme's port when the URI has none),
+/// for [`RequestError::Connect`](super::RequestError::Connect) and
+/// [`RequestError::Protocol`](super::RequestError::Protocol).
 pub fn connect_address(uri: &Uri) -> String {
     let host = uri.host().unwrap_or_default();
     let port = uri
@@ -21,9 +25,12 @@ pub fn connect_address(uri: &Uri) -> String {
     format!("{host}:{port}")
 }
 
-/// How connecting failed, read from `error` and its causes: an [`io::Error`] of kind
-/// `ConnectionRefused` or `TimedOut` (also one wrapped in another), or an error `is_tls`
-/// recognises as the TLS library's; [`ConnectFailure::Other`] otherwise.
+/// How connecting failed, read from `error` and its causes, for
+/// [`RequestError::Connect`](super::RequestError::Connect):
+/// an [`io::Error`] of kind `ConnectionRefused` or `TimedOut`, or an error `is_tls`
+/// recognises as the TLS library's (e.g. `rustls::Error`), also when wrapped in
+/// [`io::Error`]s (whose `source` skips the error they wrap); [`ConnectFailure::Other`]
+/// otherwise.
 pub fn connect_failure(
     error: &(dyn Error + 'static),
     is_tls: impl Fn(&(dyn Error + 'static)) -> bool,
@@ -33,20 +40,17 @@ pub fn connect_failure(
         if is_tls(error) {
             return ConnectFailure::Tls;
         }
+        cause = error.source();
         if let Some(io) = error.downcast_ref::<io::Error>() {
             match io.kind() {
                 io::ErrorKind::ConnectionRefused => return ConnectFailure::Refused,
                 io::ErrorKind::TimedOut => return ConnectFailure::TimedOut,
                 _ => {}
             }
-            // An io::Error's source skips the error it wraps.
-            if let Some(inner) = io.get_ref()
-                && is_tls(inner)
-            {
-                return ConnectFailure::Tls;
+            if let Some(inner) = io.get_ref() {
+                cause = Some(inner);
             }
         }
-        cause = error.source();
     }
     ConnectFailure::Other
 }
@@ -63,8 +67,12 @@ mod tests {
     #[error("bad certificate")]
     struct FakeTls;
 
+    fn no_tls(_: &(dyn Error + 'static)) -> bool {
+        false
+    }
+
     #[test]
-    fn the_address_has_a_port_and_the_kind_comes_from_the_causes() {
+    fn the_address_has_a_port() {
         let uri = |text: &str| text.parse::<Uri>().unwrap();
         assert_eq!(
             connect_address(&uri("http://127.0.0.1:18099/v1")),
@@ -75,8 +83,10 @@ mod tests {
             "api.openai.com:443"
         );
         assert_eq!(connect_address(&uri("http://[::1]/v1")), "[::1]:80");
+    }
 
-        let no_tls = |_: &(dyn Error + 'static)| false;
+    #[test]
+    fn the_kind_comes_from_the_causes() {
         let refused = Wrapper(io::ErrorKind::ConnectionRefused.into());
         assert_eq!(connect_failure(&refused, no_tls), ConnectFailure::Refused);
         let timed_out = Wrapper(io::ErrorKind::TimedOut.into());
@@ -91,5 +101,19 @@ mod tests {
         );
         let other = Wrapper(io::ErrorKind::NotFound.into());
         assert_eq!(connect_failure(&other, no_tls), ConnectFailure::Other);
+    }
+
+    #[test]
+    fn a_tls_error_is_found_under_io_errors_wrapped_in_io_errors() {
+        // hyper-rustls: the connector's io::Error wraps tokio-rustls' io::Error, which wraps
+        // rustls' error.
+        let wrapped = Wrapper(io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            FakeTls,
+        )));
+        assert_eq!(
+            connect_failure(&wrapped, <dyn Error>::is::<FakeTls>),
+            ConnectFailure::Tls
+        );
     }
 }
