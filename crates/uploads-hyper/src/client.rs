@@ -362,17 +362,47 @@ fn record_response<B>(response: &Response<B>) {
 }
 
 /// A failed request as this crate's error: a connection that could not be made as
-/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how.
+/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how;
+/// an answer without an HTTP status line as
+/// [`Error::Protocol`](uploads_core::upload::RequestError::Protocol).
 fn request_error(error: hyper_util::client::legacy::Error, address: String) -> Error {
-    if !error.is_connect() {
-        return Error::Transport(TransportError::Request(error));
+    if error.is_connect() {
+        let kind = connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>);
+        return Error::Connect {
+            address,
+            kind,
+            source: TransportError::Request(error),
+        };
     }
-    let kind = connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>);
-    Error::Connect {
-        address,
-        kind,
-        source: TransportError::Request(error),
+    if hyper_error(&error).is_some_and(is_not_a_status_line) {
+        return Error::Protocol {
+            address,
+            source: TransportError::Request(error),
+        };
     }
+    Error::Transport(TransportError::Request(error))
+}
+
+/// The hyper error under a client error, if any.
+fn hyper_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            return Some(hyper);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// Whether the answer failed to parse at its status line: no `HTTP/1.x` version where it
+/// begins (a TLS alert record, another protocol), or no status code after it. A response
+/// head is only parsed at the start of an answer, so this is never an answer that began as
+/// HTTP and broke later (those are header, body or I/O errors). hyper tells a bad version
+/// only by its text.
+fn is_not_a_status_line(error: &hyper::Error) -> bool {
+    error.is_parse_status()
+        || (error.is_parse() && error.to_string().starts_with("invalid HTTP version"))
 }
 
 /// `exchange`, or [`Error::Timeout`] once `timeout` passes.

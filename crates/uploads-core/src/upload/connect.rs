@@ -58,6 +58,7 @@ pub fn connect_failure(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upload::RequestError;
 
     #[derive(Debug, thiserror::Error)]
     #[error("wrapper")]
@@ -115,5 +116,21 @@ mod tests {
             connect_failure(&wrapped, <dyn Error>::is::<FakeTls>),
             ConnectFailure::Tls
         );
+    }
+
+    #[test]
+    fn a_driver_names_the_address_it_could_not_reach() {
+        let uri: Uri = "https://127.0.0.1:8443/v1/uploads".parse().unwrap();
+        let source = io::Error::other(io::Error::new(io::ErrorKind::InvalidData, FakeTls));
+        let error = RequestError::Connect {
+            address: connect_address(&uri),
+            kind: connect_failure(&source, <dyn Error>::is::<FakeTls>),
+            source,
+        };
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to 127.0.0.1:8443 (TLS handshake failed)"
+        );
+        assert!(!error.is_retryable());
     }
 }
