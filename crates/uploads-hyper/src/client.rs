@@ -64,7 +64,7 @@ impl Client {
     /// from webpki-roots) and plain http. The ring provider is this client's own: nothing
     /// process-wide is installed, so the program may use another provider elsewhere.
     pub fn new(config: ClientConfig) -> Self {
-        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let ring = Arc::new(ring_provider());
         let builder = match HttpsConnectorBuilder::new().with_provider_and_webpki_roots(ring) {
             Ok(builder) => builder,
             // Ring supports rustls' default protocol versions, so this does not happen; were
@@ -87,6 +87,20 @@ impl Client {
     pub fn from_env() -> Self {
         Self::new(ClientConfig::from_env(|name| std::env::var(name).ok()))
     }
+}
+
+/// rustls' provider on ring, this client's own (not installed process-wide).
+///
+/// rustls 0.23.48 deprecates `ring::default_provider` because ring has no post-quantum key
+/// exchange. It has no successor in rustls 0.23: the `rustls-ring` crate is for rustls 0.24,
+/// and the other ways to a provider are aws-lc-rs, which this workspace keeps out, or the
+/// process-wide default, which this client promises not to install. Hence the one `allow`.
+#[allow(
+    deprecated,
+    reason = "rustls 0.23 has no other ring provider that is not process-wide"
+)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 impl<C> Client<C>
