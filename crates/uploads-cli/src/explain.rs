@@ -42,11 +42,49 @@ pub fn request<E: Error + 'static>(error: &RequestError<E>, base_url: &str) -> S
             kind: ConnectFailure::TimedOut,
             ..
         } => format!("cannot connect to {address} (timed out): {CHECK_THE_ADDRESS}"),
-        // A TLS or other failure: the transport's own error says more (a scheme mismatch).
+        RequestError::Connect {
+            address,
+            kind: ConnectFailure::Tls,
+            source,
+        } => tls_failure(address, source, base_url),
+        RequestError::Protocol { address, .. } => not_http(address, base_url),
+        // Another failure: the transport's own error says more.
         RequestError::Connect { source, .. } | RequestError::Transport(source) => {
             transport_error(source, base_url)
         }
         other => other.to_string(),
+    }
+}
+
+/// A failed TLS handshake: a server that answered in plain http is named as such, any other
+/// failure by the TLS library's reason (the innermost cause; the outer ones only say that
+/// the request failed).
+fn tls_failure(address: &str, error: &(dyn Error + 'static), base_url: &str) -> String {
+    let mut reason = error;
+    while let Some(cause) = reason.source() {
+        reason = cause;
+    }
+    let reason = reason.to_string();
+    let lower = reason.to_lowercase();
+    if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
+        format!(
+            "{address} does not speak https (it answered in plain http): use {}",
+            base_url.replacen("https://", "http://", 1)
+        )
+    } else {
+        format!("cannot connect to {address} (TLS handshake failed): {reason}")
+    }
+}
+
+/// An answer that is not HTTP: over plain http, most likely a server that speaks https.
+fn not_http(address: &str, base_url: &str) -> String {
+    if base_url.starts_with("http://") {
+        format!(
+            "{address} did not answer in plain http (does it speak https?): if so, use {}",
+            base_url.replacen("http://", "https://", 1)
+        )
+    } else {
+        format!("{address} did not answer in HTTP: {CHECK_THE_ADDRESS}")
     }
 }
 
@@ -57,7 +95,7 @@ set --base-url / OPENAI_BASE_URL to where it runs";
 const CHECK_THE_ADDRESS: &str = "check --base-url / OPENAI_BASE_URL and the network";
 
 /// A failure below HTTP: the address and the kind when the connection failed, the scheme
-/// when one side spoke TLS and the other did not.
+/// when a server closed a plain http connection without an answer (as an https server may).
 fn transport_error(error: &(dyn Error + 'static), base_url: &str) -> String {
     let address = host_port(base_url);
     let chain = chain_text(error);
@@ -77,19 +115,10 @@ fn transport_error(error: &(dyn Error + 'static), base_url: &str) -> String {
             _ => {}
         }
     }
-    let lower = chain.to_lowercase();
-    if base_url.starts_with("https://")
-        && (lower.contains("corrupt message") || lower.contains("invalidcontenttype"))
-    {
-        return format!(
-            "{address} does not speak https (it answered in plain http): use {}",
-            base_url.replacen("https://", "http://", 1)
-        );
-    }
     if base_url.starts_with("http://")
-        && (lower.contains("invalid http version")
-            || lower.contains("connection closed before message completed")
-            || lower.contains("invalid status"))
+        && chain
+            .to_lowercase()
+            .contains("connection closed before message completed")
     {
         return format!(
             "{address} did not answer in plain http (does it speak https?): if so, use {}",

@@ -1,8 +1,7 @@
 //! The I/O both client adapters do the same way, in one place: opening the file an upload
 //! sends (its length, name and fingerprint), reading it by offset from any number of part
-//! senders and in order for the md5 pass, writing the resume snapshot atomically, telling a
-//! failed connection from other transport failures, and the one place that reads the clock
-//! and draws random bytes.
+//! senders and in order for the md5 pass, writing the resume snapshot atomically, and the
+//! one place that reads the clock and draws random bytes.
 //!
 //! It exists because `uploads-core` does no I/O: the core decides, this crate touches the
 //! file system and the clock, and `uploads-hyper` and `uploads-ureq` add only their
@@ -23,12 +22,10 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-mod connect;
 mod report;
 mod source;
 mod system;
 
-pub use connect::{connect_address, connect_failure};
 pub use report::PartReport;
 
 pub use source::{OpenedFile, Source, write_atomically};

@@ -25,8 +25,8 @@ use uploads_core::types::{
 
 use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
-use uploads_client_io::Source;
-use uploads_client_io::{boundary, connect_address, connect_failure};
+use uploads_client_io::{Source, boundary};
+use uploads_core::upload::{connect_address, connect_failure};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
 /// and plain http, HTTP/1.1 and HTTP/2.
@@ -64,7 +64,7 @@ impl Client {
     /// from webpki-roots) and plain http. The ring provider is this client's own: nothing
     /// process-wide is installed, so the program may use another provider elsewhere.
     pub fn new(config: ClientConfig) -> Self {
-        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let ring = Arc::new(ring_provider());
         let builder = match HttpsConnectorBuilder::new().with_provider_and_webpki_roots(ring) {
             Ok(builder) => builder,
             // Ring supports rustls' default protocol versions, so this does not happen; were
@@ -87,6 +87,20 @@ impl Client {
     pub fn from_env() -> Self {
         Self::new(ClientConfig::from_env(|name| std::env::var(name).ok()))
     }
+}
+
+/// rustls' provider on ring, this client's own (not installed process-wide).
+///
+/// rustls 0.23.48 deprecates `ring::default_provider` because ring has no post-quantum key
+/// exchange. It has no successor in rustls 0.23: the `rustls-ring` crate is for rustls 0.24,
+/// and the other ways to a provider are aws-lc-rs, which this workspace keeps out, or the
+/// process-wide default, which this client promises not to install. Hence the one `allow`.
+#[allow(
+    deprecated,
+    reason = "rustls 0.23 has no other ring provider that is not process-wide"
+)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
 }
 
 impl<C> Client<C>
@@ -362,17 +376,47 @@ fn record_response<B>(response: &Response<B>) {
 }
 
 /// A failed request as this crate's error: a connection that could not be made as
-/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how.
+/// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how;
+/// an answer without an HTTP status line as
+/// [`Error::Protocol`](uploads_core::upload::RequestError::Protocol).
 fn request_error(error: hyper_util::client::legacy::Error, address: String) -> Error {
-    if !error.is_connect() {
-        return Error::Transport(TransportError::Request(error));
+    if error.is_connect() {
+        let kind = connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>);
+        return Error::Connect {
+            address,
+            kind,
+            source: TransportError::Request(error),
+        };
     }
-    let kind = connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>);
-    Error::Connect {
-        address,
-        kind,
-        source: TransportError::Request(error),
+    if hyper_error(&error).is_some_and(is_not_a_status_line) {
+        return Error::Protocol {
+            address,
+            source: TransportError::Request(error),
+        };
     }
+    Error::Transport(TransportError::Request(error))
+}
+
+/// The hyper error under a client error, if any.
+fn hyper_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a hyper::Error> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            return Some(hyper);
+        }
+        cause = error.source();
+    }
+    None
+}
+
+/// Whether the answer failed to parse at its status line: no `HTTP/1.x` version where it
+/// begins (a TLS alert record, another protocol), or no status code after it. A response
+/// head is only parsed at the start of an answer, so this is never an answer that began as
+/// HTTP and broke later (those are header, body or I/O errors). hyper tells a bad version
+/// only by its text.
+fn is_not_a_status_line(error: &hyper::Error) -> bool {
+    error.is_parse_status()
+        || (error.is_parse() && error.to_string().starts_with("invalid HTTP version"))
 }
 
 /// `exchange`, or [`Error::Timeout`] once `timeout` passes.

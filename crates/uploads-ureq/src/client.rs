@@ -15,14 +15,13 @@ use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
-use uploads_core::upload::ConnectFailure;
+use uploads_core::upload::{ConnectFailure, connect_address};
 use uploads_core::uploader::StopMode;
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
-use uploads_client_io::Source;
-use uploads_client_io::{boundary, connect_address};
+use uploads_client_io::{Source, boundary};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.
@@ -391,7 +390,9 @@ fn request_span<B>(request: &Request<B>) -> tracing::Span {
 
 /// A failed request as this crate's error: a connection that could not be made as
 /// [`Error::Connect`](uploads_core::upload::RequestError::Connect), with the address and how;
-/// otherwise as [`transport_error`] says.
+/// an answer without an HTTP status line as
+/// [`Error::Protocol`](uploads_core::upload::RequestError::Protocol); otherwise as
+/// [`transport_error`] says.
 fn request_error(error: ureq::Error, timeout: Duration, address: String) -> Error {
     let kind = match &error {
         ureq::Error::Timeout(ureq::Timeout::Connect) => ConnectFailure::TimedOut,
@@ -402,6 +403,13 @@ fn request_error(error: ureq::Error, timeout: Duration, address: String) -> Erro
         ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::TlsRequired => {
             ConnectFailure::Tls
         }
+        ureq::Error::Io(io) if is_tls_handshake_failure(io) => ConnectFailure::Tls,
+        ureq::Error::Protocol(protocol) if is_not_a_status_line(&protocol.to_string()) => {
+            return Error::Protocol {
+                address,
+                source: TransportError::Http(error),
+            };
+        }
         _ => return transport_error(error, timeout),
     };
     Error::Connect {
@@ -409,6 +417,32 @@ fn request_error(error: ureq::Error, timeout: Duration, address: String) -> Erro
         kind,
         source: TransportError::Http(error),
     }
+}
+
+/// Whether an I/O error is rustls refusing the connection. ureq reports the handshake's
+/// errors as I/O errors carrying rustls' error, as it does a record that fails later; the
+/// one error of a later record that a retry may fix, one garbled on the way
+/// (`DecryptError`), is left a transport error.
+fn is_tls_handshake_failure(error: &io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| !matches!(tls, rustls::Error::DecryptError))
+}
+
+/// Whether ureq's protocol error (`ureq_proto::Error`, as text: ureq does not export the
+/// type) says the answer failed to parse at its status line: no `HTTP/1.x` version where it
+/// begins (a TLS alert record, another protocol), or no status code after it. Headers and
+/// bodies that break later are other errors.
+fn is_not_a_status_line(protocol: &str) -> bool {
+    protocol == "unsupported http version"
+        || [
+            "invalid HTTP version",
+            "invalid response status",
+            "invalid status code",
+        ]
+        .iter()
+        .any(|status_line| protocol.starts_with(&format!("http parse fail: {status_line}")))
 }
 
 /// A ureq error as this crate's error: its timeouts as [`Error::Timeout`].

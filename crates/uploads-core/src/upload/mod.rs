@@ -4,12 +4,14 @@
 //! ([`UploadError`]), each generic over the driver's transport error. The
 //! [`Uploader`](crate::uploader::Uploader) runs the upload itself.
 
+mod connect;
 mod error;
 mod options;
 mod request_error;
 #[cfg(test)]
 mod tests;
 
+pub use connect::{connect_address, connect_failure};
 pub use error::{AbortCause, OptionsError, UploadError};
 pub use options::{
     DEFAULT_CONCURRENCY, DEFAULT_STALL_TIMEOUT, MIN_DEFAULT_PART_SIZE, ProgressCallback,

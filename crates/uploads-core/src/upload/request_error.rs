@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::api::{ApiError, BuildError, ResponseError};
 use crate::retry::Failure;
 
-/// How connecting to the service failed, as a driver tells it from its transport's error.
+/// How connecting to the service failed, as a driver tells it from its transport's error
+/// (see [`connect_failure`](super::connect_failure)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectFailure {
@@ -15,7 +16,8 @@ pub enum ConnectFailure {
     /// No answer to the connection attempt in time.
     #[error("timed out")]
     TimedOut,
-    /// The TLS handshake failed (an unknown certificate, a protocol mismatch...).
+    /// The TLS handshake failed (an unknown certificate, an https URL pointing at a port
+    /// that speaks plain HTTP...). Not retried: the same handshake fails the same way.
     #[error("TLS handshake failed")]
     Tls,
     /// Anything else (the name does not resolve, the network is unreachable...).
@@ -39,6 +41,23 @@ pub fn is_loopback_address(address: &str) -> bool {
 
 /// The error of one request: what the low-level calls of every adapter return. `E` is the
 /// adapter's transport error.
+///
+/// # Mapping a transport's errors
+///
+/// A driver (the clients here, or one on another HTTP library, e.g. reqwest) MUST map each
+/// failed exchange to the variant that says what happened, since the retry policy reads it
+/// ([`as_failure`](Self::as_failure)) and a program shows it:
+///
+/// | the transport says | variant | retried |
+/// |---|---|---|
+/// | connecting failed: refused, timed out, the TLS handshake failed (an unknown certificate, an https URL to a plain-http port), the name did not resolve | [`Connect`](Self::Connect), with [`connect_address`](super::connect_address) and [`connect_failure`](super::connect_failure) | a timeout, a refusal over the network and other failures, yes; a refusal on this machine (nothing listens there) or a failed TLS handshake, no |
+/// | its own time limit passed | [`Timeout`](Self::Timeout) | yes |
+/// | the answer does not begin with an HTTP status line (an `http://` URL to an https port: a TLS alert came back) | [`Protocol`](Self::Protocol), with [`connect_address`](super::connect_address) | no |
+/// | anything else on the way: a reset, an answer cut short or garbled after its status line | [`Transport`](Self::Transport) | yes |
+/// | reading the data to send failed | [`Source`](Self::Source) | no |
+///
+/// `Protocol` MUST NOT be used for an answer that begins as HTTP and breaks later (a bad
+/// header, a body cut short): that is `Transport`, and retried.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError<E> {
@@ -56,6 +75,17 @@ pub enum RequestError<E> {
         address: String,
         /// How connecting failed.
         kind: ConnectFailure,
+        /// The transport's own error.
+        #[source]
+        source: E,
+    },
+    /// The peer at `address` answered, but not in HTTP: the first bytes of its answer are no
+    /// HTTP status line. Most often an `http://` URL pointing at a port that speaks https
+    /// (a TLS server answers plain HTTP with an alert record). No retry can fix it.
+    #[error("{address} did not answer in HTTP (does it speak https?)")]
+    Protocol {
+        /// The `host:port` the request went to.
+        address: String,
         /// The transport's own error.
         #[source]
         source: E,
@@ -91,18 +121,27 @@ impl<E> RequestError<E> {
 
     /// Whether sending the request again may succeed, by the retry policy's rule (408, 409,
     /// 429, 5xx, a broken connection or a timeout; never a request that cannot be built or
-    /// read). The clock only dates a `Retry-After`, which does not change that answer.
+    /// read, a failed TLS handshake or a peer that does not answer in HTTP). The clock only
+    /// dates a `Retry-After`, which does not change that answer.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         self.as_failure(0)
             .is_some_and(|failure| failure.is_retryable())
     }
 
-    /// How the retry policy sees this error; `None` for an error no retry can fix (the
-    /// request cannot be built, or its data cannot be read).
+    /// How the retry policy sees this error; `None` for an error no retry can fix: the
+    /// request cannot be built, its data cannot be read, or the peer does not speak what the
+    /// URL says (the TLS handshake failed, or the answer is not HTTP).
     pub fn as_failure(&self, now_unix_ms: u64) -> Option<Failure> {
         match self {
-            Self::Build(_) | Self::Source(_) | Self::Unanswered => None,
+            Self::Build(_)
+            | Self::Source(_)
+            | Self::Unanswered
+            | Self::Protocol { .. }
+            | Self::Connect {
+                kind: ConnectFailure::Tls,
+                ..
+            } => None,
             Self::Response(ResponseError::Api(api)) => Some(Failure::from_response(
                 api.status,
                 &api.headers,
@@ -147,4 +186,57 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         cause = error.source();
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(kind: ConnectFailure) -> RequestError<std::io::Error> {
+        RequestError::Connect {
+            address: "127.0.0.1:8443".to_owned(),
+            kind,
+            source: std::io::Error::other("handshake"),
+        }
+    }
+
+    #[test]
+    fn a_failed_tls_handshake_is_final() {
+        let tls = connect(ConnectFailure::Tls);
+        assert_eq!(tls.as_failure(0), None);
+        assert!(!tls.is_retryable());
+        assert_eq!(
+            tls.to_string(),
+            "cannot connect to 127.0.0.1:8443 (TLS handshake failed)"
+        );
+    }
+
+    #[test]
+    fn a_peer_that_does_not_speak_http_is_final_and_named() {
+        let protocol: RequestError<std::io::Error> = RequestError::Protocol {
+            address: "127.0.0.1:8443".to_owned(),
+            source: std::io::Error::other("invalid HTTP version parsed"),
+        };
+        assert_eq!(protocol.as_failure(0), None);
+        assert!(!protocol.is_retryable());
+        assert_eq!(
+            error_chain(&protocol),
+            "127.0.0.1:8443 did not answer in HTTP (does it speak https?): invalid HTTP version parsed"
+        );
+    }
+
+    #[test]
+    fn other_connection_failures_are_retried() {
+        assert_eq!(
+            connect(ConnectFailure::Other).as_failure(0),
+            Some(Failure::Connection)
+        );
+        assert_eq!(
+            connect(ConnectFailure::TimedOut).as_failure(0),
+            Some(Failure::Timeout)
+        );
+        let transport: RequestError<std::io::Error> =
+            RequestError::Transport(std::io::Error::other("reset"));
+        assert!(transport.is_retryable());
+    }
 }
