@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use uploads_core::session::SessionSnapshot;
+use uploads_core::uploader::SessionSnapshot;
 use uploads_core::types::UploadId;
 
 use support::{API_KEY, Harness};

@@ -10,7 +10,7 @@ use uploads_core::api::{ApiError, CreateFileForm};
 use uploads_core::digest::Md5Hasher;
 use uploads_core::limits::MIB;
 use uploads_core::retry::{Failure, GiveUpReason, RetryPolicy};
-use uploads_core::session::{ProgressEvent, ResumeError, SessionSnapshot};
+use uploads_core::uploader::{ProgressEvent, ResumeError, SessionSnapshot};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, ListFilesQuery, PartId, Purpose, UploadId,
     UploadStatus,

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use uploads_core::api::{ClientConfig, CreateFileForm};
-use uploads_core::session::ProgressEvent;
+use uploads_core::uploader::{ProgressEvent, SnapshotSource};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
-use uploads_core::upload::{RequestError, SnapshotSource, UploadError, UploadOptions};
+use uploads_core::upload::{RequestError, UploadError, UploadOptions};
 use uploads_server::RunningServer;
 
 use self::proxy::{Fault, Proxy};

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::io::ErrorKind;
 
 use uploads_core::limits::Limits;
-use uploads_core::session::{PlanError, ResumeError};
+use uploads_core::uploader::{PlanError, ResumeError};
 use uploads_core::types::{Purpose, UploadStatus};
 use uploads_core::upload::{AbortCause, ConnectFailure, OptionsError, RequestError, UploadError};
 

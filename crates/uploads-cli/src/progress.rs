@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use uploads_core::session::ProgressEvent;
+use uploads_core::uploader::ProgressEvent;
 
 use crate::output;
 use crate::size::{format_duration, format_rate, format_size};

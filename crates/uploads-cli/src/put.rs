@@ -9,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::limits::{Limits, mime_type_for_filename};
-use uploads_core::session::SessionSnapshot;
+use uploads_core::uploader::SessionSnapshot;
 use uploads_core::types::{ExpiresAfter, Purpose, Upload, UploadId};
 use uploads_core::upload::{OptionsError, UploadError, UploadOptions};
 
@@ -179,7 +179,7 @@ fn read_state(path: &Path) -> Result<SessionSnapshot, Failure> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| {
         Failure::Usage(explain::resume_refusal(
-            &uploads_core::session::ResumeError::Malformed {
+            &uploads_core::uploader::ResumeError::Malformed {
                 message: format!("cannot read it: {error}"),
             },
             &shown,

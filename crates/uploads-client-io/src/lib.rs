@@ -22,11 +22,10 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-mod report;
 mod source;
+mod stop;
 mod system;
 
-pub use report::PartReport;
-
 pub use source::{OpenedFile, Source, write_atomically};
+pub use stop::StopSignal;
 pub use system::{boundary, jitter, now_unix_ms};

@@ -10,9 +10,8 @@ use std::time::UNIX_EPOCH;
 
 use uploads_core::buffer::AlignedBuffer;
 use uploads_core::digest::Md5Hasher;
-use uploads_core::session::SessionSnapshot;
-use uploads_core::upload::{OptionsError, UploadError, UploadOptions, source_fingerprint};
-use uploads_core::uploader::Uploader;
+use uploads_core::upload::{OptionsError, UploadError, UploadOptions};
+use uploads_core::uploader::{SessionSnapshot, Uploader, source_fingerprint};
 
 /// How many bytes the md5 pass reads at a time.
 const HASH_CHUNK_BYTES: usize = 1024 * 1024;

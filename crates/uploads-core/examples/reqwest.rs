@@ -1,69 +1,98 @@
 //! A third driver of the core's [`Uploader`], on blocking reqwest and plain threads, using
-//! nothing but uploads-core's public API: the whole upload (parts in parallel, md5, retries,
-//! cancel on failure) in one loop.
+//! nothing but uploads-core's public API: parts in parallel with their retries, the stall
+//! rule, snapshots and cancel on failure, in one loop that only moves bytes.
 //!
 //! ```text
 //! OPENAI_API_KEY=sk-... OPENAI_BASE_URL=http://127.0.0.1:8080/v1 \
-//!     cargo run -p uploads-core --example reqwest -- FILE --purpose batch
+//!     cargo run -p uploads-core --example reqwest -- FILE --purpose batch \
+//!     [--mime-type TYPE] [--snapshot PATH]
 //! ```
 //!
-//! Prints the completed Upload as JSON on stdout; progress goes to stderr.
+//! Prints the completed Upload as JSON on stdout; progress goes to stderr. With `--snapshot`,
+//! Ctrl-C stops and keeps the Upload and the same command resumes it; without, Ctrl-C
+//! cancels it. It sends no md5 (the machine would ask for an `Action::Hash`).
 
-use std::collections::hash_map::RandomState;
-use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
-use std::io::{Cursor, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, mpsc::Sender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use uploads_core::api::{self, ClientConfig, ResponseError};
-use uploads_core::digest::Md5Hasher;
-use uploads_core::http;
-use uploads_core::multipart::{Boundary, MultipartBody};
-use uploads_core::retry::jitter_from_bytes;
-use uploads_core::types::Purpose;
-use uploads_core::upload::{RequestError, UploadOptions};
-use uploads_core::uploader::{Action, Report, Transmit, Uploader};
+use uploads_core::upload::{RequestError, UploadOptions, connect_address, connect_failure};
+use uploads_core::uploader::{Action, OutgoingBody, PartJob, Report, ReportGuard, SessionSnapshot};
+use uploads_core::uploader::{StopMode, Uploader, source_fingerprint};
+use uploads_core::{api::ClientConfig, http, multipart::Boundary, types::Purpose};
 
 type Error = RequestError<reqwest::Error>;
+type Reports = Sender<Report<reqwest::Error>>;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // FILE --purpose PURPOSE
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, purpose) = match args.as_slice() {
-        [path, flag, purpose] if flag == "--purpose" => (PathBuf::from(path), purpose.clone()),
-        _ => return Err("usage: reqwest FILE --purpose PURPOSE".into()),
+fn main() -> std::process::ExitCode {
+    let Err(error) = run() else {
+        return std::process::ExitCode::SUCCESS;
     };
-    let config = ClientConfig::from_env(|name| std::env::var(name).ok());
-    let http = reqwest::blocking::Client::new();
-    let len = std::fs::metadata(&path)?.len();
-    let name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned());
+    eprintln!("error: {}", uploads_core::upload::error_chain(&*error));
+    std::process::ExitCode::FAILURE
+}
 
-    // The machine decides everything; the loop below only does what it asks.
-    let options = UploadOptions::new(Purpose::from_wire(&purpose));
-    let mut uploader = Uploader::new(&options, &name.unwrap_or_default(), len, None, now())?;
-    let (reports, received) = channel();
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let path = args
+        .next()
+        .ok_or("usage: reqwest FILE --purpose P [--mime-type T] [--snapshot S]")?;
+    let mut options = UploadOptions::new(Purpose::Batch).md5(false);
+    while let (Some(flag), Some(value)) = (args.next(), args.next()) {
+        match flag.as_str() {
+            "--purpose" => options.purpose = Purpose::from_wire(&value),
+            "--mime-type" => options.mime_type = Some(value),
+            "--snapshot" => options.snapshot_path = Some(value.into()),
+            _ => return Err(format!("unknown option {flag}").into()),
+        }
+    }
+    let config = ClientConfig::from_env(|name| std::env::var(name).ok());
+    let http = reqwest::blocking::Client::builder().timeout(None).build()?; // the stall rule bounds it
+    let (len, modified) = (
+        std::fs::metadata(&path)?.len(),
+        std::fs::metadata(&path)?.modified()?,
+    );
+    let source = source_fingerprint(
+        &path,
+        len,
+        Some(modified.duration_since(UNIX_EPOCH)?.as_nanos()),
+    );
+    let mut uploader = match options.snapshot_path.as_ref().map(std::fs::read_to_string) {
+        Some(Ok(json)) => Uploader::resume(
+            &options,
+            SessionSnapshot::from_json(&json)?,
+            len,
+            &source,
+            now(),
+        )?,
+        _ => Uploader::new(
+            &options,
+            path.rsplit('/').next().unwrap_or(&path),
+            len,
+            Some(source),
+            now(),
+        )?,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    ctrlc::set_handler({
+        let interrupted = Arc::clone(&interrupted);
+        move || interrupted.store(true, Relaxed)
+    })?;
+    let stop_mode = if options.snapshot_path.is_some() {
+        StopMode::Keep
+    } else {
+        StopMode::Cancel
+    };
+    let (reports, received) = std::sync::mpsc::channel();
+    let mut parts = HashMap::new(); // each part attempt in flight, and the flag that stops it
     loop {
+        if interrupted.load(Relaxed) {
+            uploader.stop(stop_mode, now());
+        }
         while let Some(action) = uploader.poll_action(now()) {
-            let (http, config, path, reports) =
-                (http.clone(), config.clone(), path.clone(), reports.clone());
-            match action {
-                Action::Send(transmit) => {
-                    std::thread::spawn(move || send(&http, &config, &path, transmit, &reports));
-                }
-                Action::Hash { offset, len } => {
-                    std::thread::spawn(move || {
-                        let _ = reports.send(Report::Hashed(md5(&path, offset, len)));
-                    });
-                }
-                // This driver asks for no snapshot; a finished part thread's report is ignored.
-                Action::WriteSnapshot { .. }
-                | Action::RemoveSnapshot { .. }
-                | Action::StopParts => {}
-            }
+            start(action, &http, &config, &path, &reports, &mut parts);
         }
         let timeout = uploader.poll_timeout();
         while let Some(event) = uploader.poll_event() {
@@ -73,105 +102,114 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", serde_json::to_string_pretty(&result?)?);
             return Ok(());
         }
-        // Wait for a report, or until the machine's timeout (a retry, the deadline).
-        let report = match timeout {
-            Some(at) => received
-                .recv_timeout(Duration::from_millis(at.saturating_sub(now())))
-                .ok(),
-            None => received.recv().ok(),
-        };
-        match report {
-            Some(report) => uploader.handle(report, now(), jitter()),
-            None => uploader.handle_timeout(now()),
+        let wait = timeout.map_or(100, |at| at.saturating_sub(now()).min(100)); // and look at Ctrl-C
+        match received.recv_timeout(Duration::from_millis(wait)) {
+            Ok(report) => uploader.handle(report, now(), f64::from(random()[0]) / 256.0),
+            Err(_) => uploader.handle_timeout(now()),
         }
     }
 }
 
-/// Sends one request the machine asked for and reports how it ended.
-fn send(
+/// Starts what the machine asked for; its report goes to `reports`, exactly once.
+fn start(
+    action: Action,
     http: &reqwest::blocking::Client,
     config: &ClientConfig,
-    path: &Path,
-    transmit: Transmit,
-    reports: &Sender<Report<reqwest::Error>>,
+    path: &str,
+    reports: &Reports,
+    parts: &mut HashMap<PartJob, Arc<AtomicBool>>,
 ) {
-    let report = match transmit {
-        Transmit::Create(request) => Report::Created(
-            config
-                .create_upload(&request)
-                .map_err(Error::from)
-                .and_then(|request| exchange(http, request, api::parse_create_upload)),
-        ),
-        Transmit::Complete { upload_id, request } => Report::Completed(
-            config
-                .complete_upload(&upload_id, &request)
-                .map_err(Error::from)
-                .and_then(|request| exchange(http, request, api::parse_complete_upload)),
-        ),
-        Transmit::Cancel { upload_id } => Report::Cancelled(
-            config
-                .cancel_upload(&upload_id)
-                .map_err(Error::from)
-                .and_then(|request| exchange(http, request, api::parse_cancel_upload)),
-        ),
-        Transmit::Part { upload_id, job } => {
-            // head ++ job.len bytes of the file from job.offset ++ tail, streamed from disk.
-            let multipart =
-                MultipartBody::upload_part(&Boundary::from_entropy(random_bytes()), job.len);
-            let result = config
-                .add_upload_part_at(&upload_id, Some(job.index), &multipart)
-                .map_err(Error::from)
-                .and_then(|head| {
-                    let mut file = File::open(path).map_err(Error::Source)?;
-                    file.seek(SeekFrom::Start(job.offset))
-                        .map_err(Error::Source)?;
-                    let data = Cursor::new(multipart.head.clone())
-                        .chain(file.take(job.len))
-                        .chain(Cursor::new(multipart.tail.clone()));
-                    let body = reqwest::blocking::Body::sized(data, multipart.content_length);
-                    // The body begins now: the machine may start the next part.
-                    let _ = reports.send(Report::Sent {
-                        part: job.index,
-                        bytes: 0,
+    let sender = reports.clone();
+    let guard = ReportGuard::new(&action, move |report| drop(sender.send(report)));
+    match (action, guard) {
+        (Action::Send(transmit), Some(guard)) => {
+            match transmit.into_request(config, &Boundary::from_entropy(random())) {
+                Err(report) => guard.send(report),
+                Ok((request, expect)) => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    expect
+                        .part()
+                        .map(|job| parts.insert(job, Arc::clone(&stop)));
+                    let (http, path, reports) = (http.clone(), path.to_owned(), reports.clone());
+                    std::thread::spawn(move || {
+                        guard.send(expect.report(exchange(&http, request, &path, &reports, &stop)));
                     });
-                    exchange(http, head.map(|()| body), api::parse_add_upload_part)
-                });
-            Report::Part(job, result.map(|part| part.id))
+                }
+            }
+        }
+        (Action::WriteSnapshot { path, json }, Some(guard)) => {
+            let temporary = path.with_extension("tmp"); // written whole, then renamed: atomic
+            guard.send(Report::SnapshotDone(
+                std::fs::write(&temporary, json).and_then(|()| std::fs::rename(&temporary, &path)),
+            ));
+        }
+        (Action::RemoveSnapshot { path }, Some(guard)) => {
+            guard.send(Report::SnapshotDone(std::fs::remove_file(path)));
+        }
+        (Action::StopPart(job), _) => parts
+            .remove(&job)
+            .iter()
+            .for_each(|stop| stop.store(true, Relaxed)),
+        _ => {} // StopRequest: a blocking request cannot be cut short, and its answer is harmless
+    }
+}
+
+/// Sends one request and reads its answer. A part's body streams from the file, reporting
+/// progress, until `stop`; its failed read is `Source`, a connection not made is `Connect`.
+fn exchange(
+    http: &reqwest::blocking::Client,
+    request: http::Request<OutgoingBody>,
+    path: &str,
+    reports: &Sender<Report<reqwest::Error>>,
+    stop: &Arc<AtomicBool>,
+) -> Result<http::Response<Vec<u8>>, Error> {
+    let (address, (head, body)) = (connect_address(request.uri()), request.into_parts());
+    let (body, failed_read) = match body {
+        OutgoingBody::Part(part) => {
+            let mut file = std::fs::File::open(path).map_err(Error::Source)?;
+            file.seek(SeekFrom::Start(part.job.offset))
+                .map_err(Error::Source)?;
+            let (job, length, reports, stop) = (
+                part.job,
+                part.multipart.content_length,
+                reports.clone(),
+                Arc::clone(stop),
+            );
+            let reader = part.reader(file, move |bytes| {
+                reports.send(Report::Sent { job, bytes }).is_ok() && !stop.load(Relaxed)
+            });
+            let failed_read = reader.source_error();
+            (
+                reqwest::blocking::Body::sized(reader, length),
+                Some(failed_read),
+            )
+        }
+        OutgoingBody::Bytes(bytes) => (reqwest::blocking::Body::from(bytes.to_vec()), None),
+        _ => {
+            return Err(Error::Source(std::io::Error::other(
+                "a body this driver cannot send",
+            )));
         }
     };
-    let _ = reports.send(report);
-}
-
-/// Sends `request` and parses the whole answer with the core's parser.
-fn exchange<B: Into<reqwest::blocking::Body>, T>(
-    http: &reqwest::blocking::Client,
-    request: http::Request<B>,
-    parse: fn(&http::Response<Vec<u8>>) -> Result<T, ResponseError>,
-) -> Result<T, Error> {
-    let request = reqwest::blocking::Request::try_from(request).map_err(Error::Transport)?;
-    let response = http.execute(request).map_err(Error::Transport)?;
-    let mut answer = http::Response::builder().status(response.status());
-    if let Some(headers) = answer.headers_mut() {
-        headers.extend(response.headers().clone());
-    }
-    let body = response.bytes().map_err(Error::Transport)?.to_vec();
-    let answer = answer
-        .body(body)
-        .map_err(|error| Error::Source(std::io::Error::other(error)))?;
-    Ok(parse(&answer)?)
-}
-
-/// The md5 of `len` bytes of the file from `offset`, as lower-case hex.
-fn md5(path: &Path, offset: u64, len: u64) -> std::io::Result<String> {
-    let mut file = File::open(path)?;
-    file.seek(SeekFrom::Start(offset))?;
-    let (mut reader, mut hasher, mut chunk) = (file.take(len), Md5Hasher::new(), vec![0; 1 << 20]);
-    loop {
-        match reader.read(&mut chunk)? {
-            0 => return Ok(hasher.finish_hex()),
-            read => hasher.update(&chunk[..read]),
-        }
-    }
+    let request = reqwest::blocking::Request::try_from(http::Request::from_parts(head, body))
+        .map_err(Error::Transport)?;
+    let answer = http.execute(request).and_then(|response| {
+        let mut answer = http::Response::builder().status(response.status());
+        answer
+            .headers_mut()
+            .into_iter()
+            .for_each(|headers| headers.extend(response.headers().clone()));
+        Ok(answer.body(response.bytes()?.to_vec()).unwrap_or_default())
+    });
+    answer.map_err(|error| match failed_read.and_then(|failed| failed.take()) {
+        Some(read_error) => Error::Source(read_error),
+        None if error.is_connect() => Error::Connect {
+            address,
+            kind: connect_failure(&error, <dyn std::error::Error>::is::<rustls::Error>),
+            source: error,
+        },
+        None => Error::Transport(error),
+    })
 }
 
 fn now() -> u64 {
@@ -181,14 +219,12 @@ fn now() -> u64 {
 }
 
 /// Random bytes from std's randomly keyed hasher: enough for boundaries and retry jitter.
-fn random_bytes() -> [u8; 16] {
-    let word = || RandomState::new().build_hasher().finish().to_le_bytes();
-    let mut bytes = [0; 16];
-    bytes[..8].copy_from_slice(&word());
-    bytes[8..].copy_from_slice(&word());
-    bytes
-}
-
-fn jitter() -> f64 {
-    jitter_from_bytes(random_bytes()[..8].try_into().unwrap_or_default())
+fn random() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    let word = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    (u128::from(word()) << 64 | u128::from(word())).to_le_bytes()
 }

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use uploads_hyper::uploads_core::session::ProgressEvent;
+use uploads_hyper::uploads_core::uploader::ProgressEvent;
 use uploads_hyper::uploads_core::types::Purpose;
 use uploads_hyper::{Client, UploadOptions};
 

@@ -3,7 +3,7 @@
 //! the core.
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -15,9 +15,11 @@ use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
+use uploads_core::uploader::{OutgoingBody, Report};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
@@ -25,7 +27,7 @@ use uploads_core::types::{
 
 use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
-use uploads_client_io::{Source, boundary};
+use uploads_client_io::{Source, StopSignal, boundary};
 use uploads_core::upload::{connect_address, connect_failure};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
@@ -36,8 +38,6 @@ pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// on a slow link takes minutes.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_mins(10);
 
-/// How much of a successful JSON answer is read; a list of 10,000 Files is a few MiB.
-const MAX_JSON_BYTES: usize = 64 * 1024 * 1024;
 
 /// An async client for the Uploads and Files endpoints.
 ///
@@ -48,6 +48,7 @@ pub struct Client<C = HttpsConnector> {
     http: HyperClient<C, RequestBody>,
     config: Arc<ClientConfig>,
     timeout: Duration,
+    stop: Option<StopSignal>,
 }
 
 impl<C> std::fmt::Debug for Client<C> {
@@ -55,6 +56,7 @@ impl<C> std::fmt::Debug for Client<C> {
         f.debug_struct("Client")
             .field("config", &self.config)
             .field("timeout", &self.timeout)
+            .field("stop", &self.stop)
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +118,21 @@ where
             http,
             config: Arc::new(config),
             timeout: DEFAULT_REQUEST_TIMEOUT,
+            stop: None,
         }
+    }
+
+    /// This client with its uploads stopped by `signal` (see [`StopSignal`]): the same
+    /// signal stops uploads of this client and of `uploads-ureq`'s alike.
+    #[must_use]
+    pub fn stop_signal(mut self, signal: StopSignal) -> Self {
+        self.stop = Some(signal);
+        self
+    }
+
+    /// The stop signal this client carries, if any.
+    pub(crate) fn stop(&self) -> Option<&StopSignal> {
+        self.stop.as_ref()
     }
 
     /// This client with every request bounded by `timeout` (body included); a request that
@@ -154,17 +170,13 @@ where
             .map_err(std::io::Error::other)
             .and_then(|opened| opened)
             .map_err(Error::Source)?;
-        let live = Arc::new(AtomicBool::new(true));
-        self.send_part(
-            upload_id,
-            None,
-            ChunkSource::new(opened.source),
-            offset,
-            len,
-            None,
-            live,
-        )
-        .await
+        let multipart = MultipartBody::upload_part(&boundary(), len);
+        let head = self.config.add_upload_part_at(upload_id, None, &multipart)?;
+        let source = ChunkSource::new(opened.source);
+        let answer = self
+            .send_streamed(head, &multipart, (source, offset, len), None)
+            .await?;
+        Ok(api::parse_add_upload_part(&answer)?)
     }
 
     /// Adds a Part whose data is in memory.
@@ -244,36 +256,57 @@ where
         with_timeout(timeout, exchange).instrument(span).await
     }
 
-    /// Sends a Part read from `source` (the file's Part at `index`, when known): the body
-    /// streams `len` bytes from `offset` a chunk at a time, telling `on_sent` as they go
-    /// while `live` is set.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn send_part(
+    /// Sends a request the [`Uploader`](uploads_core::uploader::Uploader) asked for and
+    /// reads its answer within the request timeout: a part's body streams from `source` a
+    /// chunk at a time, each reported to `reports` as it goes out.
+    pub(crate) async fn exchange(
         &self,
-        upload_id: &UploadId,
-        index: Option<u32>,
+        request: Request<OutgoingBody>,
         source: ChunkSource,
-        offset: u64,
-        len: u64,
+        reports: &UnboundedSender<Report<TransportError>>,
+    ) -> Result<Response<Bytes>, Error> {
+        let (head, body) = request.into_parts();
+        match body {
+            OutgoingBody::Part(part) => {
+                let (job, reports) = (part.job, reports.clone());
+                let on_sent: OnSent = Arc::new(move |bytes| {
+                    let _ = reports.send(Report::Sent { job, bytes });
+                });
+                let data = (source, job.offset, job.len);
+                let head = Request::from_parts(head, ());
+                self.send_streamed(head, &part.multipart, data, Some(on_sent))
+                    .await
+            }
+            OutgoingBody::Bytes(bytes) => self.answer(Request::from_parts(head, full(bytes))).await,
+            other => Err(Error::Source(std::io::Error::other(format!(
+                "a body this client cannot send: {other:?}"
+            )))),
+        }
+    }
+
+    /// Sends a part request whose data is `len` bytes of `source` from `offset` (`data`),
+    /// streamed a chunk at a time and told to `on_sent` as they go. A failed read of the
+    /// source is [`Error::Source`](uploads_core::upload::RequestError::Source).
+    async fn send_streamed(
+        &self,
+        head: Request<()>,
+        multipart: &MultipartBody,
+        (source, offset, len): (ChunkSource, u64, u64),
         on_sent: Option<OnSent>,
-        live: Arc<AtomicBool>,
-    ) -> Result<UploadPart, Error> {
-        let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = self
-            .config
-            .add_upload_part_at(upload_id, index, &multipart)?;
+    ) -> Result<Response<Bytes>, Error> {
         let source_error = SourceErrorSlot::default();
+        let live = Arc::new(AtomicBool::new(true));
         let body = SourceBody::new(
-            &multipart,
+            multipart,
             source,
             offset,
             len,
             on_sent,
-            live,
+            Arc::clone(&live),
             Arc::clone(&source_error),
         );
-        let request = head.map(|()| body.boxed());
-        let result = self.call(request, api::parse_add_upload_part).await;
+        let result = self.answer(head.map(|()| body.boxed())).await;
+        live.store(false, Ordering::Release);
         let failed_read = source_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -284,24 +317,25 @@ where
         }
     }
 
-    /// Sends `request` and parses the whole answer, within the request timeout, in a span
-    /// that records the status and the service's `x-request-id`.
+    /// Sends `request` and parses the whole answer.
     async fn call<T>(
         &self,
         request: Request<RequestBody>,
         parse: fn(&Response<Bytes>) -> Result<T, ResponseError>,
     ) -> Result<T, Error> {
+        Ok(parse(&self.answer(request).await?)?)
+    }
+
+    /// Sends `request` and reads its answer (as much of it as [`api::answer_body_limit`]
+    /// says), within the request timeout, in a span that records the status and the
+    /// service's `x-request-id`.
+    async fn answer(&self, request: Request<RequestBody>) -> Result<Response<Bytes>, Error> {
         let span = request_span(&request);
         let exchange = async {
             let response = self.send_head(request).await?;
             let (parts, body) = response.into_parts();
-            let limit = if parts.status.is_success() {
-                MAX_JSON_BYTES
-            } else {
-                ErrorHead::MAX_BODY_BYTES
-            };
-            let body = read_body(body, limit).await?;
-            Ok(parse(&Response::from_parts(parts, body))?)
+            let body = read_body(body, api::answer_body_limit(parts.status)).await?;
+            Ok(Response::from_parts(parts, body))
         };
         with_timeout(self.timeout, exchange).instrument(span).await
     }

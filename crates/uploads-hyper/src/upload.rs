@@ -14,6 +14,7 @@
 //! A part body reports its progress into the channel from `poll_frame` and never runs the
 //! caller's callback there, so a slow callback holds up no part.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
@@ -22,16 +23,19 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::connect::Connect;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use uploads_core::types::Upload;
-use uploads_core::upload::{SnapshotSource, UploadOptions};
-use uploads_core::uploader::{Action, Report, Transmit, Uploader};
+use uploads_core::upload::UploadOptions;
+use uploads_core::uploader::{Action, PartJob, Report, ReportGuard, SnapshotSource, Uploader};
 
 use crate::body::ChunkSource;
 use crate::client::Client;
 use crate::error::{TransportError, UploadError};
-use uploads_client_io::{PartReport, Source, write_atomically};
+use uploads_client_io::{Source, StopSignal, boundary, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
+
+/// The longest the loop waits before it looks at the stop signal again.
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 type Reports = UnboundedSender<Report<TransportError>>;
 
@@ -50,9 +54,12 @@ where
     /// and the error says why. With `snapshot_path` set, the session is written there after
     /// each finished part (atomically) and removed once the Upload completes or is cancelled.
     ///
-    /// Dropping the returned future stops the upload where it is: the Upload stays pending
-    /// and can be resumed from the snapshot with [`Client::resume_upload`]. A snapshot write
-    /// already under way still lands (whole), so the file may gain a part after the drop.
+    /// A [`StopSignal`] given to this client ([`Client::stop_signal`]) stops the upload
+    /// within 50 ms or so: [`stop`](StopSignal::stop) keeps the Upload pending to resume
+    /// from the snapshot with [`Client::resume_upload`], [`cancel`](StopSignal::cancel)
+    /// cancels it. Dropping the returned future also stops the upload where it is, and keeps
+    /// the Upload. A snapshot write already under way still lands (whole), so the file may
+    /// gain a part after the drop.
     pub async fn upload_file(
         &self,
         path: impl AsRef<Path>,
@@ -124,17 +131,20 @@ where
     ) -> Result<Upload, UploadError> {
         let progress = options.progress;
         let (reports, mut received) = unbounded_channel();
-        let executor = Executor {
+        let mut executor = Executor {
             client: self.clone(),
             reports,
             source: ChunkSource::new(source),
-            parts: JoinSet::new(),
-            requests: JoinSet::new(),
-            abandon: StopOnDrop(Arc::new(AtomicBool::new(false))),
+            tasks: JoinSet::new(),
+            parts: HashMap::new(),
+            request: None,
+            hashing: StopOnDrop(Arc::new(AtomicBool::new(false))),
         };
-        let mut executor = executor;
         loop {
             let now = now_unix_ms();
+            if let Some(mode) = self.stop().and_then(StopSignal::mode) {
+                uploader.stop(mode, now);
+            }
             while let Some(action) = uploader.poll_action(now) {
                 executor.start(action);
             }
@@ -146,22 +156,21 @@ where
                 }
             }
             if let Some(result) = uploader.poll_finished() {
-                executor.stop_parts();
                 return result;
             }
-            let report = match timeout {
-                Some(at) => {
-                    let wait = Duration::from_millis(at.saturating_sub(now_unix_ms()));
-                    tokio::time::timeout(wait, received.recv())
-                        .await
-                        .ok()
-                        .flatten()
-                }
+            let mut wait = timeout.map(|at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
+            if self.stop().is_some() {
+                wait = Some(wait.map_or(STOP_POLL, |wait| wait.min(STOP_POLL)));
+            }
+            let report = match wait {
+                Some(wait) => tokio::time::timeout(wait, received.recv())
+                    .await
+                    .ok()
+                    .flatten(),
                 None => received.recv().await,
             };
             // The tasks' handles are only kept to abort them; reap the finished ones.
-            while executor.parts.try_join_next().is_some() {}
-            while executor.requests.try_join_next().is_some() {}
+            while executor.tasks.try_join_next().is_some() {}
             let now = now_unix_ms();
             match report {
                 Some(report) => uploader.handle(report, now, jitter()),
@@ -171,15 +180,19 @@ where
     }
 }
 
-/// What the loop needs to start the machine's actions, and the tasks it started.
+/// What the loop needs to start the machine's actions, and the tasks it started. Dropped
+/// with the upload: every task it started is aborted.
 struct Executor<C> {
     client: Client<C>,
     reports: Reports,
     source: ChunkSource,
-    parts: JoinSet<()>,
-    requests: JoinSet<()>,
-    /// Set when the parts are abandoned (or the upload dropped): the md5 pass stops.
-    abandon: StopOnDrop,
+    tasks: JoinSet<()>,
+    /// The part attempts in flight, to stop one.
+    parts: HashMap<PartJob, AbortHandle>,
+    /// The create, complete or cancel in flight, to stop it.
+    request: Option<AbortHandle>,
+    /// Set to stop the md5 pass (also when the upload is dropped).
+    hashing: StopOnDrop,
 }
 
 impl<C> Executor<C>
@@ -187,82 +200,71 @@ where
     C: Connect + Clone + Send + Sync + 'static,
 {
     fn start(&mut self, action: Action) {
-        let reports = self.reports.clone();
         match action {
-            Action::Send(Transmit::Part { upload_id, job }) => {
-                let client = self.client.clone();
-                let source = self.source.clone();
-                self.parts.spawn(async move {
-                    let sender = reports.clone();
-                    let report = PartReport::new(job, move |report| {
-                        let _ = sender.send(report);
-                    });
-                    let live = Arc::new(AtomicBool::new(true));
-                    let on_sent = Arc::new(move |bytes| {
-                        let _ = reports.send(Report::Sent {
-                            part: job.index,
-                            bytes,
-                        });
-                    });
-                    let sent = client
-                        .send_part(
-                            &upload_id,
-                            Some(job.index),
-                            source,
-                            job.offset,
-                            job.len,
-                            Some(on_sent),
-                            Arc::clone(&live),
-                        )
-                        .await;
-                    live.store(false, Ordering::Release);
-                    report.finish(sent.map(|part| part.id));
-                });
+            Action::StopPart(job) => {
+                if let Some(task) = self.parts.remove(&job) {
+                    task.abort();
+                }
             }
-            Action::Send(transmit) => {
-                let client = self.client.clone();
-                self.requests.spawn(async move {
-                    let report = match transmit {
-                        Transmit::Create(request) => {
-                            Report::Created(client.create_upload(&request).await)
-                        }
-                        Transmit::Complete { upload_id, request } => {
-                            Report::Completed(client.complete_upload(&upload_id, &request).await)
-                        }
-                        Transmit::Cancel { upload_id } => {
-                            Report::Cancelled(client.cancel_upload(&upload_id).await.inspect_err(
-                                |error| tracing::warn!(%error, %upload_id, "cancel failed"),
-                            ))
-                        }
-                        Transmit::Part { .. } => return,
-                    };
+            Action::StopRequest => {
+                if let Some(task) = self.request.take() {
+                    task.abort();
+                }
+            }
+            Action::StopHash => self.hashing.0.store(true, Ordering::Relaxed),
+            action => {
+                let reports = self.reports.clone();
+                let answer = move |report| {
                     let _ = reports.send(report);
-                });
+                };
+                if let Some(guard) = ReportGuard::new(&action, answer) {
+                    self.perform(action, guard);
+                }
             }
+        }
+    }
+
+    /// Performs `action` on a task of its own, answering through `guard`.
+    fn perform<S>(&mut self, action: Action, guard: ReportGuard<TransportError, S>)
+    where
+        S: FnOnce(Report<TransportError>) + Send + 'static,
+    {
+        match action {
+            Action::Send(transmit) => match transmit.into_request(self.client.config(), &boundary()) {
+                Err(report) => guard.send(report),
+                Ok((request, expect)) => {
+                    let (client, source) = (self.client.clone(), self.source.clone());
+                    let reports = self.reports.clone();
+                    let task = self.tasks.spawn(async move {
+                        let answer = client.exchange(request, source, &reports).await;
+                        guard.send(expect.report(answer));
+                    });
+                    match expect.part() {
+                        Some(job) => {
+                            self.parts.insert(job, task);
+                        }
+                        None => self.request = Some(task),
+                    }
+                }
+            },
             Action::Hash { .. } => {
-                let source = self.source.clone();
-                let stop = Arc::clone(&self.abandon.0);
+                let (source, stop) = (self.source.clone(), Arc::clone(&self.hashing.0));
                 tokio::task::spawn_blocking(move || {
-                    let _ = reports.send(Report::Hashed(source.source().md5_hex(&stop)));
+                    guard.send(Report::Hashed(source.source().md5_hex(&stop)));
                 });
             }
             Action::WriteSnapshot { path, json } => {
                 tokio::task::spawn_blocking(move || {
-                    let _ = reports.send(Report::SnapshotDone(write_atomically(&path, &json)));
+                    guard.send(Report::SnapshotDone(write_atomically(&path, &json)));
                 });
             }
             Action::RemoveSnapshot { path } => {
                 tokio::task::spawn_blocking(move || {
-                    let _ = reports.send(Report::SnapshotDone(std::fs::remove_file(path)));
+                    guard.send(Report::SnapshotDone(std::fs::remove_file(path)));
                 });
             }
-            Action::StopParts => self.stop_parts(),
+            Action::StopPart(_) | Action::StopRequest | Action::StopHash => {}
         }
-    }
-
-    fn stop_parts(&mut self) {
-        self.parts.abort_all();
-        self.abandon.0.store(true, Ordering::Relaxed);
     }
 }
 

@@ -9,7 +9,7 @@
 
 use std::process::ExitCode;
 
-use uploads_ureq::uploads_core::session::ProgressEvent;
+use uploads_ureq::uploads_core::uploader::ProgressEvent;
 use uploads_ureq::uploads_core::types::Purpose;
 use uploads_ureq::{Client, UploadOptions};
 

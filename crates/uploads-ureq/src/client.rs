@@ -5,7 +5,7 @@
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -16,19 +16,16 @@ use uploads_core::types::{
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
 use uploads_core::upload::{ConnectFailure, connect_address};
-use uploads_core::uploader::StopMode;
+use uploads_core::uploader::{OutgoingBody, Report};
 use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
-use uploads_client_io::{Source, boundary};
+use uploads_client_io::{Source, StopSignal, boundary};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_mins(10);
-
-/// How much of a successful JSON answer is read; a list of 10,000 Files is a few MiB.
-const MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A blocking client for the Uploads and Files endpoints.
 ///
@@ -49,64 +46,6 @@ impl std::fmt::Debug for Client {
             .field("timeout", &self.timeout)
             .field("stop", &self.stop)
             .finish_non_exhaustive()
-    }
-}
-
-/// Stops uploads from any thread (a Ctrl-C handler, a progress callback...).
-///
-/// Once given, the uploads of every [`Client`] carrying the signal (see
-/// [`Client::stop_signal`]) end within a few tens of milliseconds with
-/// [`AbortCause::Interrupted`](uploads_core::upload::AbortCause::Interrupted) (or
-/// [`UploadError::Interrupted`](uploads_core::upload::UploadError::Interrupted) before the
-/// Upload exists): parts in flight are cut short and nothing new starts. [`stop`](Self::stop)
-/// keeps the Upload (never cancelled) so the snapshot can resume it;
-/// [`cancel`](Self::cancel) cancels it.
-#[derive(Debug, Clone, Default)]
-pub struct StopSignal(Arc<AtomicU8>);
-
-/// [`StopSignal`]'s states.
-const NOT_STOPPED: u8 = 0;
-const STOP_AND_KEEP: u8 = 1;
-const STOP_AND_CANCEL: u8 = 2;
-
-impl StopSignal {
-    /// A signal not yet given.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Gives the signal: the Upload is kept for a resume.
-    pub fn stop(&self) {
-        let _ = self.0.compare_exchange(
-            NOT_STOPPED,
-            STOP_AND_KEEP,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Gives the signal: the Upload is cancelled.
-    pub fn cancel(&self) {
-        let _ = self.0.compare_exchange(
-            NOT_STOPPED,
-            STOP_AND_CANCEL,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Whether the signal was given.
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::Relaxed) != NOT_STOPPED
-    }
-
-    /// How the upload stops, once the signal is given (the first call wins).
-    pub(crate) fn mode(&self) -> Option<StopMode> {
-        match self.0.load(Ordering::Relaxed) {
-            STOP_AND_KEEP => Some(StopMode::Keep),
-            STOP_AND_CANCEL => Some(StopMode::Cancel),
-            _ => None,
-        }
     }
 }
 
@@ -182,16 +121,11 @@ impl Client {
         len: u64,
     ) -> Result<UploadPart, Error> {
         let opened = Source::open_file(path.as_ref()).map_err(Error::Source)?;
-        self.send_part(
-            upload_id,
-            None,
-            &opened.source,
-            offset,
-            len,
-            None,
-            self.timeout,
-            None,
-        )
+        let multipart = MultipartBody::upload_part(&boundary(), len);
+        let head = self.config.add_upload_part_at(upload_id, None, &multipart)?;
+        let part = (&opened.source, offset, len);
+        let answer = self.send_streamed(head, &multipart, part, None, self.timeout, None)?;
+        Ok(api::parse_add_upload_part(&answer)?)
     }
 
     /// Adds a Part whose data is in memory.
@@ -266,72 +200,88 @@ impl Client {
         }
     }
 
-    /// Sends a Part read from `source` (the file's Part at `index`, when known): `len` bytes
-    /// from `offset` go straight from the source into the connection, telling `on_read` as
-    /// they go (0 when the body begins), and cut short once `abandon` is set.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn send_part(
+    /// Sends a request the [`Uploader`](uploads_core::uploader::Uploader) asked for and
+    /// reads its answer within `timeout`: a part's bytes go straight from `source` into the
+    /// connection, reported to `reports` as they go, and are cut short once `stop` is set.
+    pub(crate) fn exchange(
         &self,
-        upload_id: &UploadId,
-        index: Option<u32>,
+        request: Request<OutgoingBody>,
         source: &Source<'_>,
-        offset: u64,
-        len: u64,
+        reports: &std::sync::mpsc::Sender<Report<TransportError>>,
+        timeout: Duration,
+        stop: &AtomicBool,
+    ) -> Result<Response<Vec<u8>>, Error> {
+        let (head, body) = request.into_parts();
+        match body {
+            OutgoingBody::Part(part) => {
+                let job = part.job;
+                let on_read = move |bytes| {
+                    let _ = reports.send(Report::Sent { job, bytes });
+                };
+                let data = (source, job.offset, job.len);
+                let head = Request::from_parts(head, ());
+                self.send_streamed(head, &part.multipart, data, Some(&on_read), timeout, Some(stop))
+            }
+            OutgoingBody::Bytes(bytes) => self.answer(Request::from_parts(head, bytes.as_ref()), timeout),
+            other => Err(Error::Source(io::Error::other(format!(
+                "a body this client cannot send: {other:?}"
+            )))),
+        }
+    }
+
+    /// Sends a part request whose data is `len` bytes of `source` from `offset` (`data`):
+    /// they go straight from the source into the connection, telling `on_read` as they go,
+    /// and are cut short once `stop` is set. A failed read of the source is
+    /// [`Error::Source`](uploads_core::upload::RequestError::Source).
+    fn send_streamed(
+        &self,
+        head: Request<()>,
+        multipart: &MultipartBody,
+        (source, offset, len): (&Source<'_>, u64, u64),
         on_read: Option<&(dyn Fn(u64) + Sync)>,
         timeout: Duration,
-        abandon: Option<&AtomicBool>,
-    ) -> Result<UploadPart, Error> {
-        let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = self
-            .config
-            .add_upload_part_at(upload_id, index, &multipart)?;
-        let data = PartReader::new(source, offset, len, on_read, abandon);
+        stop: Option<&AtomicBool>,
+    ) -> Result<Response<Vec<u8>>, Error> {
+        let data = PartReader::new(source, offset, len, on_read, stop);
         let mut body = multipart
             .head
             .as_ref()
             .chain(data)
             .chain(multipart.tail.as_ref());
         let request = head.map(|()| SendBody::from_reader(&mut body));
-        let result = self.call(request, api::parse_add_upload_part, timeout);
+        let result = self.answer(request, timeout);
         match (result, body.get_mut().0.get_mut().1.failed.take()) {
             (Err(_), Some(read_error)) => Err(Error::Source(read_error)),
             (result, _) => result,
         }
     }
 
-    /// Sends `request`, whose body is in memory, as [`Self::call`] does, without copying it.
+    /// Sends `request`, whose body is in memory, and parses the answer.
     fn call_whole<T, B: AsRef<[u8]>>(
         &self,
         request: Request<B>,
         parse: fn(&Response<Vec<u8>>) -> Result<T, ResponseError>,
     ) -> Result<T, Error> {
         let (parts, body) = request.into_parts();
-        self.call(
-            Request::from_parts(parts, body.as_ref()),
-            parse,
-            self.timeout,
-        )
+        let answer = self.answer(Request::from_parts(parts, body.as_ref()), self.timeout)?;
+        Ok(parse(&answer)?)
     }
 
-    /// Sends `request` and parses the whole answer within `timeout`, in a span that records
-    /// the status and the service's `x-request-id`.
-    fn call<T, B: AsSendBody>(
+    /// Sends `request` and reads its answer within `timeout` (as much of it as
+    /// [`api::answer_body_limit`] says), in a span that records the status and the service's
+    /// `x-request-id`.
+    fn answer<B: AsSendBody>(
         &self,
         request: Request<B>,
-        parse: fn(&Response<Vec<u8>>) -> Result<T, ResponseError>,
         timeout: Duration,
-    ) -> Result<T, Error> {
+    ) -> Result<Response<Vec<u8>>, Error> {
         let span = request_span(&request);
         let _entered = span.enter();
         let response = self.run(request, timeout)?;
         let (parts, body) = response.into_parts();
-        let limit = if parts.status.is_success() {
-            MAX_JSON_BYTES
-        } else {
-            ErrorHead::MAX_BODY_BYTES as u64
-        };
+        let limit = api::answer_body_limit(parts.status) as u64;
         let body = read_body(body, limit, timeout)?;
-        Ok(parse(&Response::from_parts(parts, body))?)
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Sends `request` and waits for the response head; records it in the current span.

@@ -13,20 +13,22 @@
 //! Nothing is shared but the channel: a report sent while the loop decides to wait stays
 //! in the channel until the loop receives it, so no wake-up can be lost.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread::Scope;
 use std::time::Duration;
 
-use uploads_core::types::{Upload, UploadId};
-use uploads_core::upload::{SnapshotSource, UploadOptions};
-use uploads_core::uploader::{Action, Report, Transmit, Uploader};
+use uploads_core::types::Upload;
+use uploads_core::upload::UploadOptions;
+use uploads_core::uploader::{Action, PartJob, Report, ReportGuard, SnapshotSource, Uploader};
 
 use crate::client::Client;
-use crate::error::{Error, TransportError, UploadError};
-use uploads_client_io::{PartReport, Source, write_atomically};
+use crate::error::{TransportError, UploadError};
+use uploads_client_io::{Source, StopSignal, boundary, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
 
 /// The longest the loop waits before it looks at the stop signal again.
@@ -47,10 +49,10 @@ impl Client {
     /// session is written there after each finished part (atomically) and removed once the
     /// Upload completes or is cancelled.
     ///
-    /// A [`StopSignal`](crate::StopSignal) given to this client stops the upload within
-    /// 50 ms or so: [`stop`](crate::StopSignal::stop) keeps the Upload pending to
-    /// resume from the snapshot with [`Client::resume_upload`],
-    /// [`cancel`](crate::StopSignal::cancel) cancels it.
+    /// A [`StopSignal`] given to this client ([`Client::stop_signal`]) stops the upload
+    /// within 50 ms or so: [`stop`](StopSignal::stop) keeps the Upload pending to resume
+    /// from the snapshot with [`Client::resume_upload`], [`cancel`](StopSignal::cancel)
+    /// cancels it.
     pub fn upload_file(
         &self,
         path: impl AsRef<Path>,
@@ -116,21 +118,22 @@ impl Client {
     ) -> Result<Upload, UploadError> {
         let progress = options.progress;
         let (reports, received) = mpsc::channel();
-        // Set when the parts are abandoned: part bodies and the md5 pass stop reading.
-        let abandon = AtomicBool::new(false);
         let deadline = uploader.deadline_unix_ms();
+        // Set to stop the md5 pass; and every part once the upload has its result.
+        let hashing = Arc::new(AtomicBool::new(false));
         std::thread::scope(|scope| {
-            let executor = Executor {
+            let mut executor = Executor {
                 client: self,
                 scope,
                 reports: &reports,
                 source,
-                abandon: &abandon,
+                hashing: &hashing,
+                parts: HashMap::new(),
                 deadline,
             };
             let result = loop {
                 let now = now_unix_ms();
-                if let Some(mode) = self.stop().and_then(crate::StopSignal::mode) {
+                if let Some(mode) = self.stop().and_then(StopSignal::mode) {
                     uploader.stop(mode, now);
                 }
                 while let Some(action) = uploader.poll_action(now) {
@@ -162,7 +165,7 @@ impl Client {
                     None => uploader.handle_timeout(now),
                 }
             };
-            abandon.store(true, Ordering::Relaxed);
+            executor.stop_everything();
             result
         })
     }
@@ -174,74 +177,85 @@ struct Executor<'scope, 'env, 'a> {
     scope: &'scope Scope<'scope, 'env>,
     reports: &'env Reports,
     source: &'env Source<'a>,
-    abandon: &'env AtomicBool,
+    hashing: &'env Arc<AtomicBool>,
+    /// Each part attempt in flight and the flag that stops its body.
+    parts: HashMap<PartJob, Arc<AtomicBool>>,
     deadline: Option<u64>,
 }
 
 impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
-    fn start(&self, action: Action, uploader: &mut Uploader<TransportError>) {
+    fn start(&mut self, action: Action, uploader: &mut Uploader<TransportError>) {
         match action {
-            Action::Send(Transmit::Part { upload_id, job }) => {
-                let (client, source, abandon) = (self.client, self.source, self.abandon);
-                let timeout = self.request_timeout();
-                let (sender, reports) = (self.reports.clone(), self.reports.clone());
-                self.scope.spawn(move || {
-                    let report = PartReport::new(job, move |report| {
-                        let _ = sender.send(report);
-                    });
-                    let on_read = move |bytes| {
-                        let _ = reports.send(Report::Sent {
-                            part: job.index,
-                            bytes,
-                        });
-                    };
-                    let sent = client.send_part(
-                        &upload_id,
-                        Some(job.index),
-                        source,
-                        job.offset,
-                        job.len,
-                        Some(&on_read),
-                        timeout,
-                        Some(abandon),
-                    );
-                    report.finish(sent.map(|part| part.id));
-                });
+            Action::StopPart(job) => {
+                if let Some(stop) = self.parts.remove(&job) {
+                    stop.store(true, Ordering::Relaxed);
+                }
             }
-            Action::Send(transmit) => self.send(transmit),
-            Action::Hash { offset: _, len: _ } => {
-                let (reports, source, abandon) = (self.reports.clone(), self.source, self.abandon);
-                self.scope.spawn(move || {
-                    let _ = reports.send(Report::Hashed(source.md5_hex(abandon)));
-                });
-            }
+            // A blocking request cannot be cut short: the client's timeout bounds it, and
+            // its answer, if one still comes, is harmless.
+            Action::StopRequest => {}
+            Action::StopHash => self.hashing.store(true, Ordering::Relaxed),
+            // Written on the loop's thread: small, and never two at once.
             Action::WriteSnapshot { path, json } => {
                 uploader.handle_snapshot_done(write_atomically(&path, &json), now_unix_ms());
             }
             Action::RemoveSnapshot { path } => {
                 uploader.handle_snapshot_done(std::fs::remove_file(path), now_unix_ms());
             }
-            Action::StopParts => self.abandon.store(true, Ordering::Relaxed),
+            action => {
+                let reports = self.reports.clone();
+                let answer = move |report| {
+                    let _ = reports.send(report);
+                };
+                if let Some(guard) = ReportGuard::new(&action, answer) {
+                    self.perform(action, guard);
+                }
+            }
         }
     }
 
-    /// Sends create, complete or cancel on a thread of its own.
-    fn send(&self, transmit: Transmit) {
-        let (client, reports) = (self.client, self.reports.clone());
-        self.scope.spawn(move || {
-            let report = match transmit {
-                Transmit::Create(request) => Report::Created(client.create_upload(&request)),
-                Transmit::Complete { upload_id, request } => {
-                    Report::Completed(client.complete_upload(&upload_id, &request))
+    /// Performs a request or the md5 pass on a thread of its own, answering through `guard`.
+    fn perform<S>(&mut self, action: Action, guard: ReportGuard<TransportError, S>)
+    where
+        S: FnOnce(Report<TransportError>) + Send + 'scope,
+    {
+        let (client, source, reports) = (self.client, self.source, self.reports.clone());
+        match action {
+            Action::Send(transmit) => match transmit.into_request(client.config(), &boundary()) {
+                Err(report) => guard.send(report),
+                Ok((request, expect)) => {
+                    let stop = Arc::new(AtomicBool::new(false));
+                    if let Some(job) = expect.part() {
+                        self.parts.insert(job, Arc::clone(&stop));
+                    }
+                    let timeout = self.request_timeout();
+                    self.scope.spawn(move || {
+                        let answer = client.exchange(request, source, &reports, timeout, &stop);
+                        guard.send(expect.report(answer));
+                    });
                 }
-                Transmit::Cancel { upload_id } => Report::Cancelled(cancel(client, &upload_id)),
-                Transmit::Part { .. } => return,
-            };
-            let _ = reports.send(report);
-        });
+            },
+            Action::Hash { .. } => {
+                let hashing = self.hashing;
+                self.scope.spawn(move || guard.send(Report::Hashed(source.md5_hex(hashing))));
+            }
+            Action::WriteSnapshot { .. }
+            | Action::RemoveSnapshot { .. }
+            | Action::StopPart(_)
+            | Action::StopRequest
+            | Action::StopHash => {}
+        }
     }
 
-    /// A part request's timeout: the client's, cut short by the deadline.
+    /// Once the upload has its result: part bodies and the md5 pass stop reading.
+    fn stop_everything(&mut self) {
+        self.hashing.store(true, Ordering::Relaxed);
+        for stop in self.parts.values() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A request's timeout: the client's, cut short by the deadline.
     fn request_timeout(&self) -> Duration {
         let timeout = self.client.timeout();
         match self.deadline {
@@ -252,10 +266,4 @@ impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
             None => timeout,
         }
     }
-}
-
-fn cancel(client: &Client, upload_id: &UploadId) -> Result<Upload, Error> {
-    client
-        .cancel_upload(upload_id)
-        .inspect_err(|error| tracing::warn!(%error, %upload_id, "cancel failed"))
 }

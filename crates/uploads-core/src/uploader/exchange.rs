@@ -3,6 +3,9 @@
 //! `head ++ source[offset..offset + len] ++ tail`), reads the answer up to
 //! [`answer_body_limit`](crate::api::answer_body_limit), and hands it to [`Expect::report`].
 
+use std::io::{self, Cursor, Read};
+use std::sync::{Arc, Mutex};
+
 use bytes::Bytes;
 use http::{Request, Response};
 
@@ -29,6 +32,95 @@ pub struct PartBody {
     pub job: PartJob,
     /// The multipart head and tail around the bytes.
     pub multipart: MultipartBody,
+}
+
+impl PartBody {
+    /// The whole body as one blocking reader, for a driver on `std::io`: the multipart head,
+    /// `job.len` bytes of `data` (the source, already at `job.offset`), then the tail.
+    /// `sent` is told how many bytes of data each read gave (report them as
+    /// [`Report::Sent`]); once it answers `false` (the part was stopped), reading fails. A
+    /// failed read of `data` is kept apart from the transport's errors:
+    /// [`PartReader::take_source_error`].
+    pub fn reader<R: Read, F: FnMut(u64) -> bool>(self, data: R, sent: F) -> PartReader<R, F> {
+        let data = DataReader {
+            data: data.take(self.job.len),
+            sent,
+            failed: Arc::new(Mutex::new(None)),
+        };
+        let failed = Arc::clone(&data.failed);
+        PartReader {
+            wire: Cursor::new(self.multipart.head)
+                .chain(data)
+                .chain(Cursor::new(self.multipart.tail)),
+            failed,
+        }
+    }
+}
+
+/// Head, data, tail.
+type Wire<R, F> = io::Chain<io::Chain<Cursor<Bytes>, DataReader<R, F>>, Cursor<Bytes>>;
+
+/// A part's body as a blocking reader; see [`PartBody::reader`].
+pub struct PartReader<R, F> {
+    wire: Wire<R, F>,
+    failed: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<R, F> std::fmt::Debug for PartReader<R, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartReader").finish_non_exhaustive()
+    }
+}
+
+impl<R: Read, F: FnMut(u64) -> bool> Read for PartReader<R, F> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        self.wire.read(buffer)
+    }
+}
+
+impl<R, F> PartReader<R, F> {
+    /// A handle on the error of a failed read of the data, if one fails: a request that
+    /// failed with one is [`RequestError::Source`], not a transport failure. It outlives
+    /// the reader (which the transport takes).
+    pub fn source_error(&self) -> SourceError {
+        SourceError(Arc::clone(&self.failed))
+    }
+}
+
+/// Where a [`PartReader`] keeps the error of a failed read of its data.
+#[derive(Debug, Clone)]
+pub struct SourceError(Arc<Mutex<Option<io::Error>>>);
+
+impl SourceError {
+    /// The error of the data's read, if one failed (taken out).
+    pub fn take(&self) -> Option<io::Error> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// The data between head and tail: counted, stoppable, its failure kept.
+struct DataReader<R, F> {
+    data: io::Take<R>,
+    sent: F,
+    failed: Arc<Mutex<Option<io::Error>>>,
+}
+
+impl<R: Read, F: FnMut(u64) -> bool> Read for DataReader<R, F> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.data.read(buffer).inspect_err(|error| {
+            if let Ok(mut failed) = self.failed.lock() {
+                *failed = Some(io::Error::new(error.kind(), error.to_string()));
+            }
+        })?;
+        if (self.sent)(read as u64) {
+            Ok(read)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the part was stopped",
+            ))
+        }
+    }
 }
 
 /// What a request's answer is read as: hand the answer to [`Expect::report`].

@@ -120,7 +120,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use exchange::{Expect, OutgoingBody, PartBody};
+pub use exchange::{Expect, OutgoingBody, PartBody, PartReader, SourceError};
 pub use guard::ReportGuard;
 use parts::Parts;
 pub use plan::{PartJob, PartPlan, PlanError};
