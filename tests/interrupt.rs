@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use uploads_core::uploader::SessionSnapshot;
 use uploads_core::types::UploadId;
+use uploads_core::uploader::SessionSnapshot;
 
 use support::{API_KEY, Harness};
 

@@ -10,12 +10,12 @@ use uploads_core::api::{ApiError, CreateFileForm};
 use uploads_core::digest::Md5Hasher;
 use uploads_core::limits::MIB;
 use uploads_core::retry::{Failure, GiveUpReason, RetryPolicy};
-use uploads_core::uploader::{ProgressEvent, ResumeError, SessionSnapshot};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, ListFilesQuery, PartId, Purpose, UploadId,
     UploadStatus,
 };
 use uploads_core::upload::{AbortCause, ConnectFailure, RequestError, UploadError, UploadOptions};
+use uploads_core::uploader::{ProgressEvent, ResumeError, SessionSnapshot, StopMode};
 
 use support::proxy::Fault;
 use support::{Adapter, Harness, PartData, Source};
@@ -35,6 +35,8 @@ with_both_adapters!(
     a_refused_connection_names_its_address_and_is_final_on_this_machine,
     a_progress_callback_that_blocks_stalls_no_part,
     a_part_answered_while_the_driver_turns_to_wait_is_not_lost,
+    a_stop_signal_cancels_the_upload_or_keeps_it,
+    a_silent_server_is_left_after_the_stall_time_with_no_timeout_of_the_clients,
 );
 
 fn options(part_size: u64) -> UploadOptions {
@@ -612,4 +614,62 @@ fn a_refused_connection_names_its_address_and_is_final_on_this_machine<A: Adapte
         error.as_failure(0),
         Some(Failure::Refused { loopback: true })
     );
+}
+
+/// The same signal stops either client; `cancel` cancels the Upload, `stop` keeps it.
+fn a_stop_signal_cancels_the_upload_or_keeps_it<A: Adapter>() {
+    let harness = Harness::start();
+    let client: A = harness.client();
+    let (path, _) = harness.write_file("train.jsonl", (8 * PART) as usize);
+    for (mode, cancelled_as_asked) in [(StopMode::Cancel, true), (StopMode::Keep, false)] {
+        let stopped = client.upload_stopped_after(&path, options(PART).concurrency(2), 2, mode);
+        let Err(UploadError::Aborted {
+            upload_id,
+            cancelled,
+            cause,
+        }) = stopped
+        else {
+            panic!("expected an interrupted upload, got {stopped:?}")
+        };
+        assert!(matches!(*cause, AbortCause::Interrupted), "{cause:?}");
+        assert_eq!(cancelled, cancelled_as_asked);
+        // The server agrees: a cancelled Upload refuses parts, a kept one takes them.
+        let late = client.add_part(&upload_id, PartData::Bytes(b"late"));
+        assert_eq!(late.is_ok(), !cancelled_as_asked, "{mode:?}: {late:?}");
+    }
+}
+
+/// A server that takes a part and never answers: with no request timeout of the client's
+/// own (10 minutes by default), the stall rule gives up on the part and retries it.
+fn a_silent_server_is_left_after_the_stall_time_with_no_timeout_of_the_clients<A: Adapter>() {
+    let harness = Harness::start();
+    let proxy = harness.proxy(vec![Fault::Stall]);
+    let client = A::connect(&harness, &proxy.base_url(), None);
+    let (path, data) = harness.write_file("train.jsonl", (2 * PART) as usize);
+    let (events, record) = recorder();
+
+    let upload = client
+        .upload(
+            Source::File(&path),
+            options(PART)
+                .concurrency(1)
+                .retry(quick_retries(3))
+                .stall_timeout(Duration::from_millis(300))
+                .on_progress(record),
+        )
+        .unwrap();
+
+    let direct: A = harness.client();
+    assert_eq!(direct.file_content(&upload.file.unwrap().id).unwrap(), data);
+    assert_eq!(proxy.faults_injected(), 1);
+    let stalled = events.lock().unwrap().iter().any(|event| {
+        matches!(
+            event,
+            ProgressEvent::PartRetry {
+                failure: Failure::Timeout,
+                ..
+            }
+        )
+    });
+    assert!(stalled, "the silent part was retried as a timeout");
 }

@@ -8,17 +8,16 @@
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 use uploads_core::api::{ClientConfig, CreateFileForm};
-use uploads_core::uploader::{ProgressEvent, SnapshotSource};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
 use uploads_core::upload::{RequestError, UploadError, UploadOptions};
+use uploads_core::uploader::{ProgressEvent, SnapshotSource};
 use uploads_server::RunningServer;
 
 use self::proxy::{Fault, Proxy};
@@ -168,9 +167,48 @@ pub trait Adapter: Sized {
         options: UploadOptions,
     ) -> Result<Upload, UploadError<Self::Transport>>;
 
-    /// Starts uploading `path` and stops once `parts` parts are done, the way a user of the
-    /// adapter would: hyper drops the future, ureq gives a stop signal.
-    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32);
+    /// This client with its uploads stopped by `signal`.
+    #[must_use]
+    fn with_stop_signal(&self, signal: uploads_hyper::StopSignal) -> Self;
+
+    /// Uploads `path` and, once `parts` parts are done, stops it with a stop signal as
+    /// `mode` says; returns how the upload ended.
+    fn upload_stopped_after(
+        &self,
+        path: &Path,
+        options: UploadOptions,
+        parts: u32,
+        mode: uploads_core::uploader::StopMode,
+    ) -> Result<Upload, UploadError<Self::Transport>>
+    where
+        Self: Sized,
+    {
+        let signal = uploads_hyper::StopSignal::new();
+        let stop = signal.clone();
+        let options = when_parts_done(options, parts, move || match mode {
+            uploads_core::uploader::StopMode::Keep => stop.stop(),
+            uploads_core::uploader::StopMode::Cancel => stop.cancel(),
+        });
+        self.with_stop_signal(signal)
+            .upload(Source::File(path), options)
+    }
+
+    /// Starts uploading `path` and stops once `parts` parts are done, keeping the Upload.
+    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32)
+    where
+        Self: Sized,
+    {
+        let stopped =
+            self.upload_stopped_after(path, options, parts, uploads_core::uploader::StopMode::Keep);
+        match stopped {
+            Err(UploadError::Aborted {
+                cancelled: false,
+                cause,
+                ..
+            }) if matches!(*cause, uploads_core::upload::AbortCause::Interrupted) => {}
+            other => panic!("expected an interrupted upload, got {other:?}"),
+        }
+    }
 
     fn create_upload(
         &self,
@@ -251,18 +289,11 @@ impl Adapter for Hyper {
         })
     }
 
-    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32) {
-        let reached = Arc::new(tokio::sync::Notify::new());
-        let notify = Arc::clone(&reached);
-        let options = when_parts_done(options, parts, move || notify.notify_one());
-        self.runtime.block_on(async {
-            tokio::select! {
-                result = self.client.upload_file(path, options) => {
-                    panic!("the upload ended before it was stopped: {result:?}")
-                }
-                () = reached.notified() => {}
-            }
-        });
+    fn with_stop_signal(&self, signal: uploads_hyper::StopSignal) -> Self {
+        Self {
+            client: self.client.clone().stop_signal(signal),
+            runtime: self.runtime.clone(),
+        }
     }
 
     fn create_upload(
@@ -373,18 +404,9 @@ impl Adapter for Ureq {
         }
     }
 
-    fn upload_until_parts_done(&self, path: &Path, options: UploadOptions, parts: u32) {
-        let signal = uploads_ureq::StopSignal::new();
-        let stop = signal.clone();
-        let options = when_parts_done(options, parts, move || stop.stop());
-        let client = self.client.clone().stop_signal(signal);
-        match client.upload_file(path, options) {
-            Err(UploadError::Aborted {
-                cancelled: false,
-                cause,
-                ..
-            }) if matches!(*cause, uploads_core::upload::AbortCause::Interrupted) => {}
-            other => panic!("expected an interrupted upload, got {other:?}"),
+    fn with_stop_signal(&self, signal: uploads_hyper::StopSignal) -> Self {
+        Self {
+            client: self.client.clone().stop_signal(signal),
         }
     }
 

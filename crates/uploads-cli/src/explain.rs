@@ -6,9 +6,9 @@ use std::fmt::Write;
 use std::io::ErrorKind;
 
 use uploads_core::limits::Limits;
-use uploads_core::uploader::{PlanError, ResumeError};
 use uploads_core::types::{Purpose, UploadStatus};
 use uploads_core::upload::{AbortCause, ConnectFailure, OptionsError, RequestError, UploadError};
+use uploads_core::uploader::{PlanError, ResumeError};
 
 use crate::size::format_size;
 

@@ -9,9 +9,9 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::limits::{Limits, mime_type_for_filename};
-use uploads_core::uploader::SessionSnapshot;
 use uploads_core::types::{ExpiresAfter, Purpose, Upload, UploadId};
 use uploads_core::upload::{OptionsError, UploadError, UploadOptions};
+use uploads_core::uploader::SessionSnapshot;
 
 use crate::progress::Display;
 use crate::size::{format_duration, format_size, parse_duration, parse_size};

@@ -9,8 +9,8 @@
 
 use std::process::ExitCode;
 
-use uploads_hyper::uploads_core::uploader::ProgressEvent;
 use uploads_hyper::uploads_core::types::Purpose;
+use uploads_hyper::uploads_core::uploader::ProgressEvent;
 use uploads_hyper::{Client, UploadOptions};
 
 #[tokio::main]

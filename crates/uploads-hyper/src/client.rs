@@ -19,11 +19,11 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::Instrument;
 use uploads_core::api::{self, ClientConfig, CreateFileForm, ErrorHead, ResponseError};
 use uploads_core::multipart::MultipartBody;
-use uploads_core::uploader::{OutgoingBody, Report};
 use uploads_core::types::{
     CompleteUploadRequest, CreateUploadRequest, DeletedFile, FileId, FileList, FileObject,
     ListFilesQuery, Upload, UploadId, UploadPart,
 };
+use uploads_core::uploader::{OutgoingBody, Report};
 
 use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
@@ -37,7 +37,6 @@ pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_mins(10);
-
 
 /// An async client for the Uploads and Files endpoints.
 ///
@@ -171,7 +170,9 @@ where
             .and_then(|opened| opened)
             .map_err(Error::Source)?;
         let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = self.config.add_upload_part_at(upload_id, None, &multipart)?;
+        let head = self
+            .config
+            .add_upload_part_at(upload_id, None, &multipart)?;
         let source = ChunkSource::new(opened.source);
         let answer = self
             .send_streamed(head, &multipart, (source, offset, len), None)

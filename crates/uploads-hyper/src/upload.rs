@@ -158,7 +158,8 @@ where
             if let Some(result) = uploader.poll_finished() {
                 return result;
             }
-            let mut wait = timeout.map(|at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
+            let mut wait =
+                timeout.map(|at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
             if self.stop().is_some() {
                 wait = Some(wait.map_or(STOP_POLL, |wait| wait.min(STOP_POLL)));
             }
@@ -230,23 +231,25 @@ where
         S: FnOnce(Report<TransportError>) + Send + 'static,
     {
         match action {
-            Action::Send(transmit) => match transmit.into_request(self.client.config(), &boundary()) {
-                Err(report) => guard.send(report),
-                Ok((request, expect)) => {
-                    let (client, source) = (self.client.clone(), self.source.clone());
-                    let reports = self.reports.clone();
-                    let task = self.tasks.spawn(async move {
-                        let answer = client.exchange(request, source, &reports).await;
-                        guard.send(expect.report(answer));
-                    });
-                    match expect.part() {
-                        Some(job) => {
-                            self.parts.insert(job, task);
+            Action::Send(transmit) => {
+                match transmit.into_request(self.client.config(), &boundary()) {
+                    Err(report) => guard.send(report),
+                    Ok((request, expect)) => {
+                        let (client, source) = (self.client.clone(), self.source.clone());
+                        let reports = self.reports.clone();
+                        let task = self.tasks.spawn(async move {
+                            let answer = client.exchange(request, source, &reports).await;
+                            guard.send(expect.report(answer));
+                        });
+                        match expect.part() {
+                            Some(job) => {
+                                self.parts.insert(job, task);
+                            }
+                            None => self.request = Some(task),
                         }
-                        None => self.request = Some(task),
                     }
                 }
-            },
+            }
             Action::Hash { .. } => {
                 let (source, stop) = (self.source.clone(), Arc::clone(&self.hashing.0));
                 tokio::task::spawn_blocking(move || {

@@ -9,8 +9,8 @@
 
 use std::process::ExitCode;
 
-use uploads_ureq::uploads_core::uploader::ProgressEvent;
 use uploads_ureq::uploads_core::types::Purpose;
+use uploads_ureq::uploads_core::uploader::ProgressEvent;
 use uploads_ureq::{Client, UploadOptions};
 
 fn main() -> ExitCode {

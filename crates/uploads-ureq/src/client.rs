@@ -122,7 +122,9 @@ impl Client {
     ) -> Result<UploadPart, Error> {
         let opened = Source::open_file(path.as_ref()).map_err(Error::Source)?;
         let multipart = MultipartBody::upload_part(&boundary(), len);
-        let head = self.config.add_upload_part_at(upload_id, None, &multipart)?;
+        let head = self
+            .config
+            .add_upload_part_at(upload_id, None, &multipart)?;
         let part = (&opened.source, offset, len);
         let answer = self.send_streamed(head, &multipart, part, None, self.timeout, None)?;
         Ok(api::parse_add_upload_part(&answer)?)
@@ -201,17 +203,20 @@ impl Client {
     }
 
     /// Sends a request the [`Uploader`](uploads_core::uploader::Uploader) asked for and
-    /// reads its answer within `timeout`: a part's bytes go straight from `source` into the
-    /// connection, reported to `reports` as they go, and are cut short once `stop` is set.
+    /// reads its answer within `timeout`, waiting at most `silence` for the answer once the
+    /// request is sent (the machine's stall time): a part's bytes go straight from `source`
+    /// into the connection, reported to `reports` as they go, and are cut short once `stop`
+    /// is set.
     pub(crate) fn exchange(
         &self,
         request: Request<OutgoingBody>,
         source: &Source<'_>,
         reports: &std::sync::mpsc::Sender<Report<TransportError>>,
-        timeout: Duration,
+        (timeout, silence): (Duration, Duration),
         stop: &AtomicBool,
     ) -> Result<Response<Vec<u8>>, Error> {
-        let (head, body) = request.into_parts();
+        let (mut head, body) = request.into_parts();
+        head.extensions.insert(AnswerWithin(silence));
         match body {
             OutgoingBody::Part(part) => {
                 let job = part.job;
@@ -220,9 +225,18 @@ impl Client {
                 };
                 let data = (source, job.offset, job.len);
                 let head = Request::from_parts(head, ());
-                self.send_streamed(head, &part.multipart, data, Some(&on_read), timeout, Some(stop))
+                self.send_streamed(
+                    head,
+                    &part.multipart,
+                    data,
+                    Some(&on_read),
+                    timeout,
+                    Some(stop),
+                )
             }
-            OutgoingBody::Bytes(bytes) => self.answer(Request::from_parts(head, bytes.as_ref()), timeout),
+            OutgoingBody::Bytes(bytes) => {
+                self.answer(Request::from_parts(head, bytes.as_ref()), timeout)
+            }
             other => Err(Error::Source(io::Error::other(format!(
                 "a body this client cannot send: {other:?}"
             )))),
@@ -290,11 +304,16 @@ impl Client {
         request: Request<B>,
         timeout: Duration,
     ) -> Result<Response<ureq::Body>, Error> {
+        let answer_within = request
+            .extensions()
+            .get::<AnswerWithin>()
+            .map(|within| within.0);
         let request = self
             .agent
             .configure_request(request)
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            .timeout_recv_response(answer_within)
             .build();
         let address = connect_address(request.uri());
         let response = self
@@ -309,6 +328,10 @@ impl Client {
         Ok(response)
     }
 }
+
+/// How long a request waits for its answer once it is sent, when the caller bounds it.
+#[derive(Debug, Clone, Copy)]
+struct AnswerWithin(Duration);
 
 /// A File's content, read as it arrives.
 pub struct FileContent {

@@ -45,10 +45,10 @@ mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent};
 pub use error::{AbortCause, Error, TransportError, UploadError};
+pub use uploads_client_io::StopSignal;
 /// The core this client drives, under its own name (not `core`, which would shadow the
 /// language's `core` crate in a glob import).
 pub use uploads_core;
-pub use uploads_client_io::StopSignal;
 pub use uploads_core::types::{FileId, Purpose, Upload, UploadId};
 pub use uploads_core::upload::{UploadOptions, error_chain};
 pub use uploads_core::uploader::{ProgressEvent, SessionSnapshot, SnapshotSource, StopMode};

@@ -203,20 +203,30 @@ impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
                 uploader.handle_snapshot_done(std::fs::remove_file(path), now_unix_ms());
             }
             action => {
+                let silence = match &action {
+                    Action::Send(transmit) => uploader.stall_timeout(transmit),
+                    _ => self.client.timeout(),
+                };
                 let reports = self.reports.clone();
                 let answer = move |report| {
                     let _ = reports.send(report);
                 };
                 if let Some(guard) = ReportGuard::new(&action, answer) {
-                    self.perform(action, guard);
+                    self.perform(action, guard, silence);
                 }
             }
         }
     }
 
     /// Performs a request or the md5 pass on a thread of its own, answering through `guard`.
-    fn perform<S>(&mut self, action: Action, guard: ReportGuard<TransportError, S>)
-    where
+    /// A request waits for its answer at most `silence` (the machine's stall time): a
+    /// blocking request cannot be cut short when the machine stops it.
+    fn perform<S>(
+        &mut self,
+        action: Action,
+        guard: ReportGuard<TransportError, S>,
+        silence: Duration,
+    ) where
         S: FnOnce(Report<TransportError>) + Send + 'scope,
     {
         let (client, source, reports) = (self.client, self.source, self.reports.clone());
@@ -230,14 +240,16 @@ impl<'scope, 'env: 'scope> Executor<'scope, 'env, '_> {
                     }
                     let timeout = self.request_timeout();
                     self.scope.spawn(move || {
-                        let answer = client.exchange(request, source, &reports, timeout, &stop);
+                        let answer =
+                            client.exchange(request, source, &reports, (timeout, silence), &stop);
                         guard.send(expect.report(answer));
                     });
                 }
             },
             Action::Hash { .. } => {
                 let hashing = self.hashing;
-                self.scope.spawn(move || guard.send(Report::Hashed(source.md5_hex(hashing))));
+                self.scope
+                    .spawn(move || guard.send(Report::Hashed(source.md5_hex(hashing))));
             }
             Action::WriteSnapshot { .. }
             | Action::RemoveSnapshot { .. }

@@ -534,6 +534,24 @@ impl<E> Uploader<E> {
         self.deadline_unix_ms
     }
 
+    /// How long `transmit` may move no bytes and get no answer before the stall rule gives
+    /// up on it. A driver that cannot cut a blocking request short (it waits for the answer
+    /// on a thread) bounds its wait for the answer by this, so the thread ends about when the
+    /// machine stops waiting for it.
+    pub fn stall_timeout(&self, transmit: &Transmit) -> std::time::Duration {
+        std::time::Duration::from_millis(match transmit {
+            Transmit::Complete { .. } => self.complete_stall_ms(),
+            Transmit::Create(_) | Transmit::Part { .. } | Transmit::Cancel { .. } => self.stall_ms,
+        })
+    }
+
+    /// A complete's stall time: the service may read the whole Upload back to check the md5
+    /// before it answers.
+    fn complete_stall_ms(&self) -> u64 {
+        let reading_back_ms = self.file_size.saturating_mul(1000) / COMPLETE_READ_BYTES_PER_SEC;
+        self.stall_ms.saturating_add(reading_back_ms)
+    }
+
     /// How many parts are in flight.
     pub fn parts_in_flight(&self) -> usize {
         self.parts
@@ -636,7 +654,8 @@ impl<E> Uploader<E> {
 
     /// A part attempt failed: a retry is scheduled, or the upload gives up.
     fn part_failed(&mut self, job: PartJob, error: RequestError<E>, now_unix_ms: u64, jitter: f64) {
-        let Some(parts) = &mut self.parts else {
+        // A late report of an attempt the machine stopped (it stalled) says nothing.
+        let Some(parts) = self.parts.as_mut().filter(|parts| parts.is_in_flight(job)) else {
             return;
         };
         let failure = match error {
@@ -1011,15 +1030,9 @@ impl<E> Uploader<E> {
             let missing = parts.missing();
             return self.give_up(AbortCause::Unfinished { missing });
         };
-        // The service may read the whole Upload back to check the md5 before it answers.
-        let reading_back_ms = self.file_size.saturating_mul(1000) / COMPLETE_READ_BYTES_PER_SEC;
         self.phase = Phase::Completing {
             request,
-            exchange: Exchange::new(
-                self.policy,
-                self.deadline_unix_ms,
-                self.stall_ms.saturating_add(reading_back_ms),
-            ),
+            exchange: Exchange::new(self.policy, self.deadline_unix_ms, self.complete_stall_ms()),
         };
     }
 

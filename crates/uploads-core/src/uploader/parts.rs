@@ -242,6 +242,12 @@ impl Parts {
         }
     }
 
+    /// Whether `job` is the attempt of its part in flight (not one stopped, answered or
+    /// failed already).
+    pub fn is_in_flight(&self, job: PartJob) -> bool {
+        self.active_at(job).is_some()
+    }
+
     /// The state of `job`'s part if `job` is the attempt in flight; `None` for a late or
     /// duplicate report (of an attempt abandoned, answered or failed already).
     fn in_flight_slot(&mut self, job: PartJob) -> Option<&mut PartState> {

@@ -84,6 +84,8 @@ struct Harness {
     snapshot_io: Option<Action>,
     snapshot_file: Option<String>,
     stopped_parts: u32,
+    /// The part attempts the machine stopped, which may still report.
+    stopped: Vec<PartJob>,
     stopped_requests: u32,
     snapshot_failed: bool,
     events: Vec<ProgressEvent>,
@@ -107,6 +109,7 @@ impl Harness {
             snapshot_io: None,
             snapshot_file: None,
             stopped_parts: 0,
+            stopped: Vec::new(),
             stopped_requests: 0,
             snapshot_failed: false,
             events: Vec::new(),
@@ -146,6 +149,7 @@ impl Harness {
                     let position = self.parts.iter().position(|sent| *sent == job);
                     self.parts
                         .remove(position.expect("only a part in flight is stopped"));
+                    self.stopped.push(job);
                     self.stopped_parts += 1;
                 }
                 Action::StopRequest => {
@@ -632,6 +636,12 @@ enum Step {
     /// Time passes, to the next timeout or by some milliseconds.
     Wait(Option<u64>),
     Stop(bool),
+    /// A part attempt the machine stopped reports after all: its task ended without an
+    /// answer (`false`), or the service stored it (`true`).
+    Late {
+        pick: usize,
+        stored: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -654,6 +664,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => prop_oneof![9 => Just(true), 1 => Just(false)].prop_map(Step::Snapshot),
         2 => proptest::option::of(0_u64..3_000).prop_map(Step::Wait),
         1 => prop_oneof![Just(true), Just(false)].prop_map(Step::Stop),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, stored)| Step::Late { pick, stored }),
     ]
 }
 
@@ -749,6 +760,24 @@ impl Harness {
                 };
                 self.advance_to(to);
             }
+            Step::Late { pick, stored } => {
+                if self.stopped.is_empty() {
+                    return;
+                }
+                let job = self.stopped.remove(pick % self.stopped.len());
+                let result = if stored {
+                    Ok(PartId::new(format!("part_{}_{}", job.index, job.attempt)))
+                } else {
+                    Err(RequestError::Unanswered)
+                };
+                let before = self.machine_state();
+                self.uploader.handle_part_result(job, result, self.now, 0.5);
+                assert_eq!(
+                    self.machine_state(),
+                    before,
+                    "a stopped attempt's report changed the upload"
+                );
+            }
             Step::Stop(keep) => {
                 let mode = if keep {
                     StopMode::Keep
@@ -760,6 +789,24 @@ impl Harness {
         }
         self.pump();
         self.check();
+    }
+
+    /// The phase, whether the parts phase gives up, and the parts stored and in flight.
+    fn machine_state(&self) -> (&'static str, bool, Option<Progress>, usize) {
+        let phase = match &self.uploader.phase {
+            Phase::Creating { .. } => "creating",
+            Phase::Parts => "parts",
+            Phase::Completing { .. } => "completing",
+            Phase::Cancelling { .. } => "cancelling",
+            Phase::Finishing(_) => "finishing",
+            Phase::Done => "done",
+        };
+        (
+            phase,
+            self.uploader.abort.is_some(),
+            self.uploader.progress(),
+            self.uploader.parts_in_flight(),
+        )
     }
 
     /// What must hold after every step.
@@ -832,7 +879,9 @@ proptest! {
         keep in any::<bool>(),
         steps in proptest::collection::vec(step(), 0..120),
     ) {
-        let mut options = options(3).md5(md5).cancel_on_failure(!keep);
+        // A stall time the steps' waits reach, so attempts stall and are stopped too.
+        let stall = Duration::from_millis(2_000);
+        let mut options = options(3).md5(md5).cancel_on_failure(!keep).stall_timeout(stall);
         if snapshot {
             options = options.snapshot_path("/state.json");
         }
@@ -990,7 +1039,11 @@ fn a_part_that_moves_nothing_for_the_stall_time_is_stopped_and_retried() {
         _ => None,
     });
     assert_eq!(retry, Some((0, Failure::Timeout)));
-    // The silent attempt answers after all: too late, it was stopped.
+    // The stopped attempt's task reports that it ended without an answer (its guard was
+    // dropped), or answers after all: too late either way, it was stopped.
+    harness
+        .uploader
+        .handle_part_result(first, Err(RequestError::Unanswered), harness.now, 0.0);
     harness
         .uploader
         .handle_part_result(first, Ok(id(0)), harness.now, 0.0);
