@@ -16,6 +16,7 @@ mod conformance;
 #[cfg(test)]
 mod tidy;
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask ci | conformance
@@ -52,6 +53,58 @@ pub(crate) fn workspace_root() -> std::path::PathBuf {
     manifest_dir
         .parent()
         .map_or_else(|| manifest_dir.to_owned(), std::path::Path::to_owned)
+}
+
+/// Cargo's target folder for this workspace, as cargo itself reports it (`cargo metadata`),
+/// so `CARGO_TARGET_DIR` and `build.target-dir` are honoured as in any cargo command.
+pub(crate) fn target_dir() -> Result<PathBuf, String> {
+    let output = cargo()
+        .current_dir(workspace_root())
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .output()
+        .map_err(|error| format!("could not run cargo metadata: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("cargo metadata answered no JSON: {error}"))?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| "cargo metadata names no target_directory".to_owned())
+}
+
+/// `cargo`, without the variables cargo sets for the package it runs (this xtask, or its
+/// test): build scripts that watch them (ring watches `CARGO_MANIFEST_DIR`) would otherwise
+/// see a change and rebuild their crate and everything above it.
+pub(crate) fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                &*name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(&*name);
+        }
+    }
+    command
 }
 
 /// The server's test suites that run on both backends.
