@@ -2,24 +2,28 @@
 //!
 //! Tasks:
 //! * `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
-//!   warnings denied, the whole test suite, the server's suites again on PostgreSQL and
-//!   object storage, the conformance suite, and the docs with warnings denied.
+//!   warnings denied, the client crates built on freshly resolved dependencies (`fresh-deps`),
+//!   the whole test suite, the server's suites again on PostgreSQL and object storage, the
+//!   conformance suite, and the docs with warnings denied.
 //! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
 //! * `bench`: throughput, CPU and memory of the clients, the official SDK and the machine's
 //!   limits in one run, on loopback and through an emulated WAN link, written to
 //!   `docs/BENCHMARKS.md` with a chart (see [`mod@bench`]).
+//! * `fresh-deps`: the client crates built as a dependency of a new project whose lockfile is
+//!   resolved afresh, failing on any warning from our crates (see [`fresh_deps`]).
 
 mod bench;
 mod conformance;
+mod fresh_deps;
 #[cfg(test)]
 mod tidy;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: cargo xtask ci | conformance
+const USAGE: &str = "usage: cargo xtask ci | conformance | fresh-deps
        cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... [--size 2GiB] [--quick]
                          [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
 
@@ -28,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("conformance") => conformance::run(),
+        Some("fresh-deps") => fresh_deps::run(),
         Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
@@ -140,6 +145,9 @@ fn ci() -> Result<(), String> {
         ],
         &[],
     )?;
+    // Clippy saw our lockfile; a user's first build resolves newer dependencies (about 30 s
+    // the first time on 2 cores, a second or two after).
+    fresh_deps::run()?;
     run("cargo", &["test", "--workspace"], &[])?;
     // The server's suites again, on PostgreSQL and object storage (the harness's private
     // PostgreSQL and moto). The others (crash_recovery, commit_point, health, slow_clients,
