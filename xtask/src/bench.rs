@@ -37,7 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::workspace_root;
+use crate::{cargo, target_dir, workspace_root};
 
 use uploads_core::http::Response;
 use uploads_core::limits::{GIB, MIB};
@@ -78,8 +78,9 @@ struct Options {
     runs: usize,
     /// Part size for our clients and the peer; `None`: their defaults.
     part_size: Option<u64>,
-    /// The report's path (relative to the workspace root unless absolute).
-    out: PathBuf,
+    /// The report's path (relative to the workspace root unless absolute); `None`: the
+    /// mode's default (see [`Options::out_path`]).
+    out: Option<PathBuf>,
     /// Whether to run the official SDK (needs Python and the package index).
     peer: bool,
     /// The tiny mode that proves the bench works: debug build, tiny files, one round.
@@ -136,20 +137,25 @@ impl Options {
             profiles = Profile::ALL.to_vec();
         }
         profiles.sort_by_key(|profile| Profile::ALL.iter().position(|p| p == profile));
-        let default_out = if smoke {
-            "target/bench/BENCHMARKS-smoke.md"
-        } else {
-            "docs/BENCHMARKS.md"
-        };
         Ok(Self {
             profiles,
             size,
             quick,
             runs: runs.unwrap_or(if smoke { 1 } else { 3 }),
             part_size,
-            out: out.unwrap_or_else(|| PathBuf::from(default_out)),
+            out,
             peer,
             smoke,
+        })
+    }
+
+    /// Where the report goes: `--out`, else `docs/BENCHMARKS.md`, or for a smoke run
+    /// `bench/BENCHMARKS-smoke.md` in cargo's target folder (wherever that is).
+    fn out_path(&self) -> Result<PathBuf, String> {
+        Ok(match &self.out {
+            Some(out) => workspace_root().join(out),
+            None if self.smoke => target_dir()?.join("bench").join("BENCHMARKS-smoke.md"),
+            None => workspace_root().join("docs/BENCHMARKS.md"),
         })
     }
 
@@ -188,7 +194,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         rerun.extend(args.iter().map(String::as_str));
         return run_command(cargo().args(&rerun).current_dir(workspace_root()));
     }
-    let out = workspace_root().join(&options.out);
+    let out = options.out_path()?;
     let report = measure(&options, &command_line, &out)?;
     print!("{}", report.to_text());
     report::write_markdown(&out, &report.to_markdown())
@@ -200,8 +206,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 /// Everything from building to the finished report (and the chart beside `out`).
 fn measure(options: &Options, command_line: &str, out: &Path) -> Result<Report, String> {
     let root = workspace_root();
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target_dir = target_dir()?;
     let bench_dir = target_dir.join("bench");
     std::fs::create_dir_all(&bench_dir)
         .map_err(|error| format!("cannot create {}: {error}", bench_dir.display()))?;
@@ -373,30 +378,6 @@ fn build_uploads(root: &Path, target_dir: &Path, smoke: bool) -> Result<PathBuf,
     run_command(cargo().args(args).current_dir(root))?;
     let profile = if smoke { "debug" } else { "release" };
     Ok(target_dir.join(profile).join("uploads"))
-}
-
-/// `cargo`, without the variables cargo sets for the package it runs (this xtask, or its
-/// test): build scripts that watch them (ring watches `CARGO_MANIFEST_DIR`) would otherwise
-/// see a change and rebuild their crate and everything above it.
-fn cargo() -> Command {
-    let mut command = Command::new("cargo");
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("CARGO_PKG_")
-            || name.starts_with("CARGO_BIN_")
-            || matches!(
-                &*name,
-                "CARGO_MANIFEST_DIR"
-                    | "CARGO_MANIFEST_PATH"
-                    | "CARGO_CRATE_NAME"
-                    | "CARGO_PRIMARY_PACKAGE"
-                    | "CARGO_TARGET_TMPDIR"
-            )
-        {
-            command.env_remove(&*name);
-        }
-    }
-    command
 }
 
 /// Refuses to start without room for the file, one stored copy of it and some slack.
@@ -903,7 +884,7 @@ mod tests {
                 quick: false,
                 runs: 3,
                 part_size: None,
-                out: PathBuf::from("docs/BENCHMARKS.md"),
+                out: None,
                 peer: true,
                 smoke: false,
             }
@@ -915,13 +896,13 @@ mod tests {
         let smoke = Options::parse(&args("--smoke --no-peer")).unwrap();
         assert_eq!((smoke.runs, smoke.peer), (1, false));
         assert_eq!(smoke.size_for(Profile::Pinned), 8 * MIB);
-        assert_eq!(smoke.out, PathBuf::from("target/bench/BENCHMARKS-smoke.md"));
+        assert_eq!((smoke.smoke, smoke.out), (true, None));
         let custom =
             Options::parse(&args("--size 1GiB --runs 5 --out x.md --part-size 8MiB")).unwrap();
         assert_eq!((custom.size_for(Profile::Pinned), custom.runs), (GIB, 5));
         assert_eq!(
             (custom.out, custom.part_size),
-            (PathBuf::from("x.md"), Some(8 * MIB))
+            (Some(PathBuf::from("x.md")), Some(8 * MIB))
         );
         let some = Options::parse(&args("--profile wan-fast --profile loopback")).unwrap();
         assert_eq!(

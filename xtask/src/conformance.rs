@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{run_command, workspace_root};
+use crate::{run_command, target_dir, workspace_root};
 
 /// The server under test, as users start it: `uploads serve` with `--listen`, `--data-dir`
 /// and `--api-key`.
@@ -84,7 +84,7 @@ pub fn run() -> Result<(), String> {
     let python = ensure_venv(&root)?;
     ensure_node_modules(&root)?;
 
-    let target = target_dir(&root);
+    let target = target_dir()?;
     run_command(Command::new("cargo").current_dir(&root).args([
         "build",
         "--package",
@@ -128,14 +128,6 @@ pub fn run() -> Result<(), String> {
         }
     }
     run_command(&mut runner).map_err(|failure| format!("conformance failed: {failure}"))
-}
-
-/// Cargo's target folder, honouring `CARGO_TARGET_DIR` as cargo does.
-fn target_dir(root: &Path) -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    }
 }
 
 /// Creates the venv and installs the pinned requirements, unless the stamp says the venv

@@ -15,8 +15,11 @@ pub enum TransportError {
 /// [`RequestError::Connect`](uploads_core::upload::RequestError::Connect): its `address`
 /// (`host:port`) and `kind` ([`ConnectFailure`](uploads_core::upload::ConnectFailure):
 /// refused, timed out, TLS) say what to tell the user, e.g. `cannot connect to
-/// 127.0.0.1:18099 (connection refused)`; the transport's error is its source. A refusal on
-/// this machine's own address is not retried.
+/// 127.0.0.1:18099 (connection refused)`; the transport's error is its source. A peer that
+/// answered, but not in HTTP (an `http://` URL to a port that speaks https), is
+/// [`RequestError::Protocol`](uploads_core::upload::RequestError::Protocol), with the
+/// address. A refusal on this machine's own address, a failed TLS handshake and a `Protocol`
+/// error are not retried.
 pub type Error = uploads_core::upload::RequestError<TransportError>;
 
 /// The error of a high-level upload.

@@ -320,14 +320,17 @@ pub fn venv_python() -> PathBuf {
 }
 
 /// The venv's python, after installing the requirements when its stamp does not match them.
-/// A file lock keeps test binaries that start at once from installing twice.
+/// A lock keeps test binaries that start at once from installing twice.
 fn ensure_venv() -> PathBuf {
     let root = workspace_root();
     let venv = root.join(VENV_DIR);
     let python = venv.join("bin").join("python");
     let requirements = std::fs::read_to_string(root.join(REQUIREMENTS)).expect("requirements");
-    let lock = std::fs::File::create(root.join("target").join(".venv-scaleout.lock"))
-        .expect("create the venv lock");
+    // The lock is taken on the requirements file, which every checkout has: a lock file of
+    // our own would need a folder that exists for every test binary, and the target folder
+    // is not one (it may be anywhere, CARGO_TARGET_TMPDIR is only set for integration tests,
+    // and this file is also built into the server's unit tests).
+    let lock = std::fs::File::open(root.join(REQUIREMENTS)).expect("open the requirements");
     lock.lock().expect("lock the venv");
     let stamp = venv.join(".requirements");
     if python.is_file() && std::fs::read_to_string(&stamp).ok() == Some(requirements.clone()) {
