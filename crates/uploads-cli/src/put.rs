@@ -221,7 +221,7 @@ async fn run_all(
     let limit = Arc::new(tokio::sync::Semaphore::new(usize::from(args.jobs)));
     let mut running = JoinSet::new();
     let mut started: Vec<(String, PathBuf)> = Vec::new();
-    // One stop signal for every blocking upload (the async ones stop when dropped).
+    // One stop signal for every upload, async or blocking.
     let stop = uploads_ureq::StopSignal::new();
     for job in jobs {
         started.push((job.label.clone(), job.state_file.clone()));
@@ -247,13 +247,9 @@ async fn run_all(
         let next = tokio::select! {
             next = running.join_next() => next,
             _ = &mut interrupt => {
-                // Both clients stop alike and keep their Upload: the async ones when their
-                // futures are dropped, the blocking ones by the stop signal, waited for so
-                // that no thread goes on sending (or outlives the runtime).
+                // Both clients stop alike and keep their Upload, by the stop signal; waited
+                // for, so that no part goes on sending (or a thread outlives the runtime).
                 stop.stop();
-                if !args.blocking {
-                    running.abort_all();
-                }
                 while running.join_next().await.is_some() {}
                 for (label, state_file) in &started {
                     interrupted(args, label, state_file, target, display).await;
@@ -423,7 +419,7 @@ async fn send(
         .map_err(|error| Failure::Transfer(format!("the upload thread failed: {error}")))?;
         result.map_err(|error| upload_failure(&error, &base_url, args, job))
     } else {
-        let client = uploads_hyper::Client::new(target.config.clone());
+        let client = uploads_hyper::Client::new(target.config.clone()).stop_signal(stop);
         let result = if resuming {
             client
                 .resume_upload(state_file.as_path(), &file, options)
