@@ -228,9 +228,11 @@ pub enum GiveUpReason {
         /// How many attempts were made.
         attempts: u32,
     },
-    /// The request cannot be sent as it is: it could not be built (a bad base URL, a key
-    /// with invalid characters...) or its data could not be read. No attempt reached the
-    /// service, and sending again cannot help.
+    /// The request cannot be sent as it is, and sending it again cannot help: it could not
+    /// be built (a bad base URL, a key with invalid characters...), its data could not be
+    /// read, the TLS handshake failed (an untrusted certificate, https to a plain-http
+    /// port), the peer does not answer in HTTP (http to an https port), or the driver's task
+    /// ended without an answer.
     #[error("the request cannot be sent")]
     CannotSend,
     /// A connection to this machine's own address was refused: nothing listens there.

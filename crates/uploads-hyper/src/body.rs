@@ -29,7 +29,7 @@ pub(crate) fn full(bytes: Bytes) -> RequestBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
-/// Told how many more data bytes went to the connection (0 when the body begins). It runs
+/// Told how many more data bytes went to the connection. It runs
 /// inside `poll_frame`: it MUST be quick and take no lock another part may hold.
 pub(crate) type OnSent = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -134,12 +134,6 @@ impl Body for SourceBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         if let Some(head) = this.head.take() {
-            // The body has begun: the next part may start.
-            if let Some(on_sent) = &this.on_sent
-                && this.live.load(Ordering::Acquire)
-            {
-                on_sent(0);
-            }
             return Poll::Ready(Some(Ok(Frame::data(head))));
         }
         if this.remaining > 0 {

@@ -21,7 +21,6 @@ pub(crate) struct PartReader<'s, 'a> {
     remaining: u64,
     on_read: Option<&'s (dyn Fn(u64) + Sync)>,
     stop: Option<&'s AtomicBool>,
-    begun: bool,
     /// Made at the first read into a buffer off a cache line.
     staging: Option<AlignedBuffer>,
     /// The source's error, kept so the sender can tell it from a network failure.
@@ -29,8 +28,7 @@ pub(crate) struct PartReader<'s, 'a> {
 }
 
 impl<'s, 'a> PartReader<'s, 'a> {
-    /// Reads `len` bytes of `source` from `offset`, telling `on_read` as it goes (0 at the
-    /// first read: the body has begun), and fails
+    /// Reads `len` bytes of `source` from `offset`, telling `on_read` as it goes, and fails
     /// with `Interrupted` once `stop` is set.
     pub(crate) fn new(
         source: &'s Source<'a>,
@@ -45,7 +43,6 @@ impl<'s, 'a> PartReader<'s, 'a> {
             remaining: len,
             on_read,
             stop,
-            begun: false,
             staging: None,
             failed: None,
         }
@@ -56,12 +53,6 @@ impl Read for PartReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
             return Err(io::Error::new(io::ErrorKind::Interrupted, "upload stopped"));
-        }
-        if !self.begun {
-            self.begun = true;
-            if let Some(on_read) = self.on_read {
-                on_read(0);
-            }
         }
         let len = self.remaining.min(buf.len() as u64) as usize;
         if len == 0 {

@@ -14,7 +14,9 @@ use crate::uploader::{PartPlan, ProgressEvent};
 pub type ProgressCallback = Arc<dyn Fn(&ProgressEvent) + Send + Sync>;
 
 /// Options of a high-level upload. [`UploadOptions::new`] gives the defaults: parts sized to
-/// the file ([`default_part_size`]), 4 in flight, md5 on, cancel on failure, OpenAI's limits and the SDKs' retry policy.
+/// the file ([`default_part_size`]), [`DEFAULT_CONCURRENCY`] (8) in flight, md5 on, cancel on
+/// failure, a stall timeout of [`DEFAULT_STALL_TIMEOUT`], OpenAI's limits and the SDKs' retry
+/// policy.
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct UploadOptions {

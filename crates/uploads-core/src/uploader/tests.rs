@@ -1178,3 +1178,64 @@ fn the_kit_builds_each_request_and_reads_each_answer() {
         Err(Report::Cancelled(Err(RequestError::Build(_))))
     ));
 }
+
+#[test]
+fn a_part_body_reads_as_head_data_and_tail_counting_and_stopping() {
+    use std::io::Read;
+    let config = crate::api::ClientConfig::new("http://127.0.0.1:9/v1");
+    let boundary = crate::multipart::Boundary::from_entropy([7; 16]);
+    let job = PartJob {
+        index: 1,
+        offset: 4,
+        len: 4,
+        attempt: 1,
+    };
+    let transmit = Transmit::Part {
+        upload_id: UploadId::new("upload_1"),
+        job,
+    };
+    let body = || match transmit
+        .clone()
+        .into_request::<std::io::Error>(&config, &boundary)
+    {
+        Ok((request, _)) => match request.into_body() {
+            OutgoingBody::Part(body) => body,
+            other => panic!("{other:?}"),
+        },
+        Err(report) => panic!("{report:?}"),
+    };
+    let expected = body().multipart.assemble(b"4567");
+
+    // The source is already at the part's offset; only `len` bytes of it are sent.
+    let mut counted = 0;
+    let mut wire = Vec::new();
+    let mut reader = body().reader(&b"4567and more"[..], |bytes| {
+        counted += bytes;
+        true
+    });
+    reader.read_to_end(&mut wire).unwrap();
+    assert_eq!(wire, expected);
+    assert_eq!(counted, 4);
+
+    // Stopped: reading fails, and it is not the source's failure.
+    let mut stopped = body().reader(&b"4567"[..], |_| false);
+    let failed = stopped.source_error();
+    let error = stopped.read_to_end(&mut Vec::new()).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::Interrupted);
+    assert!(failed.take().is_none());
+
+    // A source that fails: its error is kept apart from the transport's.
+    struct Broken;
+    impl Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::PermissionDenied.into())
+        }
+    }
+    let mut broken = body().reader(Broken, |_| true);
+    let failed = broken.source_error();
+    assert!(broken.read_to_end(&mut Vec::new()).is_err());
+    assert_eq!(
+        failed.take().map(|error| error.kind()),
+        Some(std::io::ErrorKind::PermissionDenied)
+    );
+}
