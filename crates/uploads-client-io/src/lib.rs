@@ -1,7 +1,8 @@
 //! The I/O both client adapters do the same way, in one place: opening the file an upload
 //! sends (its length, name and fingerprint), reading it by offset from any number of part
-//! senders and in order for the md5 pass, writing the resume snapshot atomically, and the
-//! one place that reads the clock and draws random bytes.
+//! senders and in order for the md5 pass, writing the resume snapshot atomically, the stop
+//! signal and the loop's turn both clients take around the core's machine, and the one place
+//! that reads the clock and draws random bytes.
 //!
 //! It exists because `uploads-core` does no I/O: the core decides, this crate touches the
 //! file system and the clock, and `uploads-hyper` and `uploads-ureq` add only their
@@ -25,7 +26,9 @@
 mod source;
 mod stop;
 mod system;
+mod turn;
 
 pub use source::{OpenedFile, Source, write_atomically};
 pub use stop::StopSignal;
 pub use system::{boundary, jitter, now_unix_ms};
+pub use turn::{Turn, turn};

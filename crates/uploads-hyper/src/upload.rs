@@ -19,7 +19,6 @@ use std::io::{Read, Seek};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use hyper_util::client::legacy::connect::Connect;
 use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
@@ -31,11 +30,8 @@ use uploads_core::uploader::{Action, PartJob, Report, ReportGuard, SnapshotSourc
 use crate::body::ChunkSource;
 use crate::client::Client;
 use crate::error::{TransportError, UploadError};
-use uploads_client_io::{Source, StopSignal, boundary, write_atomically};
+use uploads_client_io::{Source, Turn, boundary, turn, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
-
-/// The longest the loop waits before it looks at the stop signal again.
-const STOP_POLL: Duration = Duration::from_millis(50);
 
 type Reports = UnboundedSender<Report<TransportError>>;
 
@@ -141,34 +137,21 @@ where
             hashing: StopOnDrop(Arc::new(AtomicBool::new(false))),
         };
         loop {
-            let now = now_unix_ms();
-            if let Some(mode) = self.stop().and_then(StopSignal::mode) {
-                uploader.stop(mode, now);
-            }
-            while let Some(action) = uploader.poll_action(now) {
-                executor.start(action);
-            }
-            let timeout = uploader.poll_timeout();
-            // After the decision to wait, outside any lock and any body's poll_frame.
-            while let Some(event) = uploader.poll_event() {
-                if let Some(callback) = &progress {
-                    callback(&event);
-                }
-            }
-            if let Some(result) = uploader.poll_finished() {
-                return result;
-            }
-            let mut wait =
-                timeout.map(|at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
-            if self.stop().is_some() {
-                wait = Some(wait.map_or(STOP_POLL, |wait| wait.min(STOP_POLL)));
-            }
-            let report = match wait {
-                Some(wait) => tokio::time::timeout(wait, received.recv())
+            let turn = turn(
+                &mut uploader,
+                self.stop(),
+                progress.as_ref(),
+                |action, _| {
+                    executor.start(action);
+                },
+            );
+            let report = match turn {
+                Turn::Finished(result) => return result,
+                Turn::Wait(Some(wait)) => tokio::time::timeout(wait, received.recv())
                     .await
                     .ok()
                     .flatten(),
-                None => received.recv().await,
+                Turn::Wait(None) => received.recv().await,
             };
             // The tasks' handles are only kept to abort them; reap the finished ones.
             while executor.tasks.try_join_next().is_some() {}

@@ -28,11 +28,8 @@ use uploads_core::uploader::{Action, PartJob, Report, ReportGuard, SnapshotSourc
 
 use crate::client::Client;
 use crate::error::{TransportError, UploadError};
-use uploads_client_io::{Source, StopSignal, boundary, write_atomically};
+use uploads_client_io::{Source, Turn, boundary, turn, write_atomically};
 use uploads_client_io::{jitter, now_unix_ms};
-
-/// The longest the loop waits before it looks at the stop signal again.
-const STOP_POLL: Duration = Duration::from_millis(50);
 
 type Reports = Sender<Report<TransportError>>;
 
@@ -132,32 +129,18 @@ impl Client {
                 deadline,
             };
             let result = loop {
-                let now = now_unix_ms();
-                if let Some(mode) = self.stop().and_then(StopSignal::mode) {
-                    uploader.stop(mode, now);
-                }
-                while let Some(action) = uploader.poll_action(now) {
-                    executor.start(action, &mut uploader);
-                }
-                let timeout = uploader.poll_timeout();
-                // After the decision to wait, and with no lock anywhere: a slow callback
-                // holds up no part, and what finishes meanwhile waits in the channel.
-                while let Some(event) = uploader.poll_event() {
-                    if let Some(callback) = &progress {
-                        callback(&event);
-                    }
-                }
-                if let Some(result) = uploader.poll_finished() {
-                    break result;
-                }
-                let mut wait =
-                    timeout.map(|at| Duration::from_millis(at.saturating_sub(now_unix_ms())));
-                if self.stop().is_some() {
-                    wait = Some(wait.map_or(STOP_POLL, |wait| wait.min(STOP_POLL)));
-                }
-                let report = match wait {
-                    Some(wait) => received.recv_timeout(wait).ok(),
-                    None => received.recv().ok(),
+                let turn = turn(
+                    &mut uploader,
+                    self.stop(),
+                    progress.as_ref(),
+                    |action, uploader| {
+                        executor.start(action, uploader);
+                    },
+                );
+                let report = match turn {
+                    Turn::Finished(result) => break result,
+                    Turn::Wait(Some(wait)) => received.recv_timeout(wait).ok(),
+                    Turn::Wait(None) => received.recv().ok(),
                 };
                 let now = now_unix_ms();
                 match report {
