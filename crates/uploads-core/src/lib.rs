@@ -32,7 +32,7 @@
 //! moves bytes and reports failures in the core's terms. What a driver MUST and MUST NOT do
 //! is [the driver contract](uploader#the-driver-contract). `uploads-hyper` (tokio) and
 //! `uploads-ureq` (threads) are two drivers; `examples/reqwest.rs` is a third, on blocking
-//! reqwest, in under a hundred lines.
+//! reqwest and threads, with Ctrl-C, resume and the stall rule.
 //!
 //! # A whole upload, client and service, without a network
 //!

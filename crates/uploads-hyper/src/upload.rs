@@ -172,9 +172,9 @@ struct Executor<C> {
     source: ChunkSource,
     tasks: JoinSet<()>,
     /// The part attempts in flight, to stop one.
-    parts: HashMap<PartJob, AbortHandle>,
+    parts: HashMap<PartJob, Stoppable>,
     /// The create, complete or cancel in flight, to stop it.
-    request: Option<AbortHandle>,
+    request: Option<Stoppable>,
     /// Set to stop the md5 pass (also when the upload is dropped).
     hashing: StopOnDrop,
 }
@@ -187,30 +187,40 @@ where
         match action {
             Action::StopPart(job) => {
                 if let Some(task) = self.parts.remove(&job) {
-                    task.abort();
+                    task.stop();
                 }
             }
             Action::StopRequest => {
                 if let Some(task) = self.request.take() {
-                    task.abort();
+                    task.stop();
                 }
             }
             Action::StopHash => self.hashing.0.store(true, Ordering::Relaxed),
             action => {
-                let reports = self.reports.clone();
+                let stopped = Arc::new(AtomicBool::new(false));
+                let (reports, silenced) = (self.reports.clone(), Arc::clone(&stopped));
+                // A task the machine stopped says nothing more, not even that it ended
+                // without an answer: the machine may have sent its request again.
                 let answer = move |report| {
-                    let _ = reports.send(report);
+                    if !silenced.load(Ordering::Acquire) {
+                        let _ = reports.send(report);
+                    }
                 };
                 if let Some(guard) = ReportGuard::new(&action, answer) {
-                    self.perform(action, guard);
+                    self.perform(action, guard, stopped);
                 }
             }
         }
     }
 
-    /// Performs `action` on a task of its own, answering through `guard`.
-    fn perform<S>(&mut self, action: Action, guard: ReportGuard<TransportError, S>)
-    where
+    /// Performs `action` on a task of its own, answering through `guard`; a request's task
+    /// is kept to stop it (setting `stopped`).
+    fn perform<S>(
+        &mut self,
+        action: Action,
+        guard: ReportGuard<TransportError, S>,
+        stopped: Arc<AtomicBool>,
+    ) where
         S: FnOnce(Report<TransportError>) + Send + 'static,
     {
         match action {
@@ -224,6 +234,7 @@ where
                             let answer = client.exchange(request, source, &reports).await;
                             guard.send(expect.report(answer));
                         });
+                        let task = Stoppable { task, stopped };
                         match expect.part() {
                             Some(job) => {
                                 self.parts.insert(job, task);
@@ -251,6 +262,20 @@ where
             }
             Action::StopPart(_) | Action::StopRequest | Action::StopHash => {}
         }
+    }
+}
+
+/// A request's task the machine may stop.
+struct Stoppable {
+    task: AbortHandle,
+    /// Set before the task is aborted: its report guard then sends nothing.
+    stopped: Arc<AtomicBool>,
+}
+
+impl Stoppable {
+    fn stop(self) {
+        self.stopped.store(true, Ordering::Release);
+        self.task.abort();
     }
 }
 

@@ -115,10 +115,8 @@ impl<R: Read, F: FnMut(u64) -> bool> Read for DataReader<R, F> {
         if (self.sent)(read as u64) {
             Ok(read)
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "the part was stopped",
-            ))
+            // Not `Interrupted`: readers such as `read_to_end` and `io::copy` retry that.
+            Err(io::Error::other("the part was stopped"))
         }
     }
 }

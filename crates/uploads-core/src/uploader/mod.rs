@@ -36,8 +36,10 @@
 //! * report [`Report::Sent`] as a part's bytes go out: it is the progress, and the sign of
 //!   life the stall rule reads;
 //! * on [`Action::StopPart`] stop sending that attempt, on [`Action::StopRequest`] the
-//!   create, complete or cancel in flight, on [`Action::StopHash`] the md5 pass (a report
-//!   that still comes is harmless);
+//!   create, complete or cancel in flight, on [`Action::StopHash`] the md5 pass. A task it
+//!   stops this way SHOULD report nothing more (not even [`RequestError::Unanswered`]: the
+//!   machine may have sent the request again, and would take that for its answer); a real
+//!   answer that still comes is harmless;
 //! * drain [`poll_event`](Uploader::poll_event) (events queue up) and show them outside any
 //!   lock it holds;
 //! * wait for the next report at most until [`poll_timeout`](Uploader::poll_timeout), then
