@@ -40,7 +40,7 @@ impl PartBody {
     /// `sent` is told how many bytes of data each read gave (report them as
     /// [`Report::Sent`]); once it answers `false` (the part was stopped), reading fails. A
     /// failed read of `data` is kept apart from the transport's errors:
-    /// [`PartReader::take_source_error`].
+    /// [`PartReader::source_error`].
     pub fn reader<R: Read, F: FnMut(u64) -> bool>(self, data: R, sent: F) -> PartReader<R, F> {
         let data = DataReader {
             data: data.take(self.job.len),
