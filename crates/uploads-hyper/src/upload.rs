@@ -50,9 +50,9 @@ where
     /// and the error says why. With `snapshot_path` set, the session is written there after
     /// each finished part (atomically) and removed once the Upload completes or is cancelled.
     ///
-    /// A [`StopSignal`] given to this client ([`Client::stop_signal`]) stops the upload
-    /// within 50 ms or so: [`stop`](StopSignal::stop) keeps the Upload pending to resume
-    /// from the snapshot with [`Client::resume_upload`], [`cancel`](StopSignal::cancel)
+    /// A [`StopSignal`](crate::StopSignal) given to this client ([`Client::stop_signal`]) stops the upload
+    /// within 50 ms or so: [`stop`](crate::StopSignal::stop) keeps the Upload pending to resume
+    /// from the snapshot with [`Client::resume_upload`], [`cancel`](crate::StopSignal::cancel)
     /// cancels it. Dropping the returned future also stops the upload where it is, and keeps
     /// the Upload. A snapshot write already under way still lands (whole), so the file may
     /// gain a part after the drop.

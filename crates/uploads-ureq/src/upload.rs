@@ -46,9 +46,9 @@ impl Client {
     /// session is written there after each finished part (atomically) and removed once the
     /// Upload completes or is cancelled.
     ///
-    /// A [`StopSignal`] given to this client ([`Client::stop_signal`]) stops the upload
-    /// within 50 ms or so: [`stop`](StopSignal::stop) keeps the Upload pending to resume
-    /// from the snapshot with [`Client::resume_upload`], [`cancel`](StopSignal::cancel)
+    /// A [`StopSignal`](crate::StopSignal) given to this client ([`Client::stop_signal`]) stops the upload
+    /// within 50 ms or so: [`stop`](crate::StopSignal::stop) keeps the Upload pending to resume
+    /// from the snapshot with [`Client::resume_upload`], [`cancel`](crate::StopSignal::cancel)
     /// cancels it.
     pub fn upload_file(
         &self,
