@@ -8,9 +8,11 @@
 //! snapshot after each part that [`Client::resume_upload`] continues from. Every operation
 //! also has a low-level call ([`Client::create_upload`], [`Client::add_upload_part`], ...).
 //!
-//! All protocol decisions come from [`uploads_core`] (requests, responses, the upload
-//! session, the retry policy); this crate only does I/O: it reads the clock and random bytes,
-//! reads the file, sends requests, sleeps, and writes snapshots.
+//! All protocol decisions come from [`uploads_core`]'s `Uploader` (retries, the stall rule,
+//! give-up and cancel, snapshots) and its driver kit (requests and their answers); this crate
+//! only does I/O: it reads the clock and random bytes, reads the file, sends requests, waits
+//! for their answers, and writes snapshots. A [`StopSignal`] (the same type in both clients)
+//! stops an upload and keeps the Upload for a resume, or cancels it.
 //!
 //! What it is not: a general OpenAI SDK (only Uploads and Files), nor a blocking client (see
 //! `uploads-ureq`, which has the same names and semantics). It needs a tokio runtime; use
