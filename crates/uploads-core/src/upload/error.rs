@@ -122,11 +122,4 @@ pub enum AbortCause<E> {
     /// [`UploadOptions::cancel_on_failure`](super::UploadOptions::cancel_on_failure) says.
     #[error("interrupted")]
     Interrupted,
-    /// The workers stopped with parts missing and no other cause: an adapter bug, reported
-    /// rather than completing an Upload without all of its parts.
-    #[error("the upload stopped with {missing} parts never stored")]
-    Unfinished {
-        /// How many parts were not stored.
-        missing: u32,
-    },
 }

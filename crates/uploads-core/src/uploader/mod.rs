@@ -647,7 +647,12 @@ impl<E> Uploader<E> {
                 Err(error) if self.abort.is_none() => {
                     self.part_failed(job, error, now_unix_ms, jitter);
                 }
-                Err(_) => {}
+                // The upload gives up already: the attempt is over, nothing to stop.
+                Err(_) => {
+                    if let Some(parts) = &mut self.parts {
+                        parts.abandon(job);
+                    }
+                }
             }
             self.drain_part_events();
         }
@@ -1028,9 +1033,9 @@ impl<E> Uploader<E> {
             Digest::Known(md5) => Some(md5.clone()),
             Digest::Wanted | Digest::Hashing | Digest::Failed => return,
         };
+        // Every part is stored, so the request lists them all.
         let Some(request) = parts.complete_request(md5) else {
-            let missing = parts.missing();
-            return self.give_up(AbortCause::Unfinished { missing });
+            return;
         };
         self.phase = Phase::Completing {
             request,

@@ -405,11 +405,6 @@ impl Parts {
         })
     }
 
-    /// How many parts are not stored yet.
-    pub fn missing(&self) -> u32 {
-        self.plan.count() - self.done
-    }
-
     /// Bytes and parts so far.
     pub fn progress(&self) -> Progress {
         Progress {

@@ -1224,6 +1224,7 @@ fn a_part_body_reads_as_head_data_and_tail_counting_and_stopping() {
         counted += bytes;
         true
     });
+    assert!(format!("{reader:?}").starts_with("PartReader"));
     reader.read_to_end(&mut wire).unwrap();
     assert_eq!(wire, expected);
     assert_eq!(counted, 4);
@@ -1242,5 +1243,166 @@ fn a_part_body_reads_as_head_data_and_tail_counting_and_stopping() {
     assert_eq!(
         failed.take().map(|error| error.kind()),
         Some(std::io::ErrorKind::PermissionDenied)
+    );
+}
+
+#[test]
+fn a_complete_may_stay_silent_longer_in_proportion_to_the_upload() {
+    let size = 64 * 1024 * 1024;
+    let options = options(1)
+        .part_size(size)
+        .stall_timeout(Duration::from_secs(30));
+    let harness = Harness::new(&options, size);
+    let upload_id = UploadId::new("upload_1");
+    let part = Transmit::Part {
+        upload_id: upload_id.clone(),
+        job: PartJob {
+            index: 0,
+            offset: 0,
+            len: 4,
+            attempt: 1,
+        },
+    };
+    assert_eq!(
+        harness.uploader.stall_timeout(&part),
+        Duration::from_secs(30)
+    );
+    let complete = Transmit::Complete {
+        upload_id,
+        request: CompleteUploadRequest {
+            part_ids: vec![],
+            md5: None,
+        },
+    };
+    // 64 MiB read back at 32 MiB/s: two seconds more.
+    assert_eq!(
+        harness.uploader.stall_timeout(&complete),
+        Duration::from_secs(32)
+    );
+    assert_eq!(
+        format!("{:?}", harness.uploader).split(' ').next(),
+        Some("Uploader")
+    );
+}
+
+#[test]
+fn a_late_answer_while_the_retry_waits_is_ignored() {
+    let mut harness = Harness::new(&options(1), 4);
+    harness.create();
+    harness.answer(0, Ok(id(0)));
+    assert_eq!(harness.uploader.parts_in_flight(), 0);
+    harness.pump();
+    assert!(matches!(harness.requests[..], [Transmit::Complete { .. }]));
+    harness.requests.clear();
+    harness
+        .uploader
+        .handle_completed(Err(status(503, Some("1"))), harness.now, 0.0);
+    // The complete waits for its retry; a duplicate answer of the failed attempt is stale.
+    harness
+        .uploader
+        .handle_completed(Ok(completed(4)), harness.now, 0.0);
+    assert!(harness.uploader.poll_finished().is_none());
+    assert!(!harness.uploader.is_done());
+    // Time passes by the machine's own timeout alone, with no poll_action in between.
+    let due = harness.uploader.poll_timeout().unwrap();
+    harness.now = due;
+    harness.uploader.handle_timeout(due);
+    assert_eq!(
+        harness.uploader.poll_timeout(),
+        None,
+        "the retry is ready to send"
+    );
+    let Transmit::Complete { .. } = harness.take_request() else {
+        panic!("expected the complete again")
+    };
+    harness
+        .uploader
+        .handle_completed(Ok(completed(4)), harness.now, 0.0);
+    assert_eq!(harness.finished().unwrap().unwrap(), completed(4));
+    assert!(harness.uploader.is_done());
+}
+
+#[test]
+fn no_wake_up_for_a_retry_while_every_slot_is_taken() {
+    let options = options(1).stall_timeout(Duration::from_secs(30));
+    let mut harness = Harness::new(&options, 8);
+    harness.create();
+    assert_eq!(harness.in_flight(), [0]);
+    harness.answer(0, Err(reset()));
+    // Part 0 waits for its retry; part 1 takes the only slot.
+    assert_eq!(harness.in_flight(), [1]);
+    // The machine wakes for part 1's stall, not for a retry it has no room to send.
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 30_000));
+}
+
+#[test]
+fn the_result_waits_for_the_snapshot_to_be_removed() {
+    let options = options(1).snapshot_path("/state.json");
+    let mut harness = Harness::new(&options, 4);
+    harness.create();
+    harness.settle_snapshot();
+    harness.answer(0, Ok(id(0)));
+    harness.settle_snapshot();
+    harness.pump();
+    harness
+        .uploader
+        .handle_completed(Ok(completed(4)), harness.now, 0.0);
+    // Not handed out while the snapshot's removal is neither asked for nor done.
+    assert!(harness.uploader.poll_finished().is_none());
+    assert!(matches!(
+        harness.uploader.poll_action(harness.now),
+        Some(Action::RemoveSnapshot { .. })
+    ));
+    assert!(harness.uploader.poll_finished().is_none());
+    harness.uploader.handle_snapshot_done(Ok(()), harness.now);
+    assert_eq!(
+        harness.uploader.poll_finished().unwrap().unwrap(),
+        completed(4)
+    );
+}
+
+#[test]
+fn a_part_failing_as_the_deadline_passes_is_the_deadline_not_a_retry() {
+    let options = options(1).deadline(Duration::from_secs(5));
+    let mut harness = Harness::new(&options, 4);
+    harness.create();
+    let job = harness.parts.remove(0);
+    harness.now = NOW + 5_000;
+    harness
+        .uploader
+        .handle_part_result(job, Err(status(400, None)), harness.now, 0.0);
+    harness.pump();
+    assert!(
+        !harness.events.iter().any(|event| matches!(
+            event,
+            ProgressEvent::GaveUp(_) | ProgressEvent::PartRetry { .. }
+        )),
+        "{:?}",
+        harness.events
+    );
+    harness.requests.clear();
+    harness
+        .uploader
+        .handle_cancelled(Ok(upload(4, NOW)), harness.now, 0.0);
+    let error = harness.finished().unwrap().unwrap_err();
+    assert!(
+        matches!(&error, UploadError::Aborted { cause, .. } if matches!(**cause, AbortCause::Deadline)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn a_guard_sends_the_report_it_is_given_once() {
+    let (sender, received) = std::sync::mpsc::channel();
+    let guard = ReportGuard::new(&Action::Hash { offset: 0, len: 4 }, move |report| {
+        sender.send(report).unwrap();
+    })
+    .unwrap();
+    assert!(format!("{guard:?}").contains("answered: false"));
+    guard.send(Report::<std::io::Error>::Hashed(Ok("abc".into())));
+    assert!(matches!(received.recv(), Ok(Report::Hashed(Ok(md5))) if md5 == "abc"));
+    assert!(
+        received.try_recv().is_err(),
+        "the guard sent nothing more when dropped"
     );
 }

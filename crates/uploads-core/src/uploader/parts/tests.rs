@@ -866,3 +866,45 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn a_part_answered_without_progress_reports_counts_its_bytes_then() {
+    let mut session = started(6, 4);
+    let first = session.next_job(NOW).unwrap();
+    let _ = events(&mut session);
+    assert!(session.handle_part_done(first, id(0)));
+    assert_eq!(
+        events(&mut session),
+        [
+            ProgressEvent::BytesSent {
+                part: 0,
+                bytes: 4,
+                total_sent: 4,
+                total: 6
+            },
+            ProgressEvent::PartDone {
+                part: 0,
+                parts_done: 1,
+                parts_total: 2
+            },
+        ]
+    );
+}
+
+#[test]
+fn an_abandoned_part_is_out_of_flight_and_handed_out_again() {
+    let mut session = started(8, 4);
+    let first = session.next_job(NOW).unwrap();
+    let second = session.next_job(NOW).unwrap();
+    session.handle_bytes_sent(first, 3, NOW);
+    session.abandon(first);
+    assert_eq!(session.in_flight(), 1);
+    assert_eq!(session.in_flight_jobs().collect::<Vec<_>>(), [second]);
+    assert_eq!(session.progress().bytes_sent, 0, "its bytes stop counting");
+    assert_eq!(session.next_job(NOW), Some(job(0, 0, 4, 1)));
+    session.abandon(PartJob {
+        attempt: 9,
+        ..first
+    }); // not the attempt in flight: nothing changes
+    assert_eq!(session.in_flight(), 2);
+}
