@@ -1054,6 +1054,20 @@ fn a_part_that_moves_nothing_for_the_stall_time_is_stopped_and_retried() {
     harness.advance_to(due);
     assert_eq!(harness.in_flight(), [1, 0]);
     assert_eq!(harness.parts[1].attempt, 2);
+    assert_eq!(harness.uploader.parts_in_flight(), 2);
+    // The first attempt fails late, while the second is in flight: that is not the second's,
+    // even as a failure no retry could fix.
+    let retries = harness.uploader.progress().unwrap().retries;
+    harness
+        .uploader
+        .handle_part_result(first, Err(reset()), harness.now, 0.0);
+    harness
+        .uploader
+        .handle_part_result(first, Err(RequestError::Unanswered), harness.now, 0.0);
+    harness.pump();
+    assert_eq!(harness.stopped_parts, 1, "nothing gave up");
+    assert_eq!(harness.uploader.progress().unwrap().retries, retries);
+    assert_eq!(harness.uploader.parts_in_flight(), 2);
     harness.answer(0, Ok(id(7)));
     harness.answer(1, Ok(id(1)));
     let Transmit::Complete { request, .. } = harness.take_request() else {
@@ -1405,4 +1419,39 @@ fn a_guard_sends_the_report_it_is_given_once() {
         received.try_recv().is_err(),
         "the guard sent nothing more when dropped"
     );
+}
+
+#[test]
+fn parts_stalled_together_do_not_retry_together() {
+    let options = options(3).stall_timeout(Duration::from_secs(30));
+    let mut harness = Harness::new(&options, 12);
+    harness.create();
+    assert_eq!(harness.in_flight(), [0, 1, 2]);
+    harness.uploader.handle(
+        Report::Sent {
+            job: harness.parts[0],
+            bytes: 1,
+        },
+        NOW,
+        0.25,
+    );
+    harness.advance_to(NOW + 30_000);
+    let delays: Vec<u64> = harness
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            ProgressEvent::PartRetry { delay_ms, .. } => Some(*delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays.len(), 3, "{:?}", harness.events);
+    // The backoff is 100 ms, jittered to between 75 and 100 ms, differently for each part.
+    assert!(
+        delays.iter().all(|delay| (75..=100).contains(delay)),
+        "{delays:?}"
+    );
+    let mut distinct = delays.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{delays:?}");
 }
