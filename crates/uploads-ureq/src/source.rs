@@ -29,7 +29,7 @@ pub(crate) struct PartReader<'s, 'a> {
 
 impl<'s, 'a> PartReader<'s, 'a> {
     /// Reads `len` bytes of `source` from `offset`, telling `on_read` as it goes, and fails
-    /// with `Interrupted` once `stop` is set.
+    /// once `stop` is set.
     pub(crate) fn new(
         source: &'s Source<'a>,
         offset: u64,
@@ -52,7 +52,8 @@ impl<'s, 'a> PartReader<'s, 'a> {
 impl Read for PartReader<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "upload stopped"));
+            // Not `Interrupted`: readers such as `read_to_end` and `io::copy` retry that.
+            return Err(io::Error::other("the part was stopped"));
         }
         let len = self.remaining.min(buf.len() as u64) as usize;
         if len == 0 {
@@ -117,8 +118,8 @@ mod tests {
 
         let stop = AtomicBool::new(true);
         let mut stopped = PartReader::new(&source, 0, 4, None, Some(&stop));
-        let error = stopped.read(&mut [0; 4]).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::Interrupted);
+        let error = stopped.read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!(error.to_string(), "the part was stopped");
         assert!(stopped.failed.is_none());
     }
 

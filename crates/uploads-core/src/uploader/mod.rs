@@ -309,18 +309,18 @@ impl Exchange {
         }
     }
 
-    /// A retry whose time has come becomes ready; returns whether the request in flight
-    /// has stalled at `now_unix_ms`.
-    fn advance(&mut self, now_unix_ms: u64) -> bool {
+    /// A retry whose time has come becomes ready; returns how long the request in flight
+    /// stayed silent if it has stalled at `now_unix_ms`.
+    fn advance(&mut self, now_unix_ms: u64) -> Option<u64> {
         match self.state {
             Request::WaitUntil(at) if at <= now_unix_ms => {
                 self.state = Request::Ready;
-                false
+                None
             }
-            Request::InFlight { since_unix_ms } => {
-                since_unix_ms.saturating_add(self.stall_ms) <= now_unix_ms
-            }
-            Request::Ready | Request::WaitUntil(_) => false,
+            Request::InFlight { since_unix_ms } => (since_unix_ms.saturating_add(self.stall_ms)
+                <= now_unix_ms)
+                .then_some(self.stall_ms),
+            Request::Ready | Request::WaitUntil(_) => None,
         }
     }
 }
@@ -985,19 +985,19 @@ impl<E> Uploader<E> {
             | Phase::Cancelling { exchange, .. } => exchange.advance(now_unix_ms),
             Phase::Parts => {
                 self.advance_parts(now_unix_ms);
-                false
+                None
             }
-            Phase::Finishing(_) | Phase::Done => false,
+            Phase::Finishing(_) | Phase::Done => None,
         };
-        if stalled {
+        if let Some(silent_ms) = stalled {
             self.actions.push_back(Action::StopRequest);
-            self.request_stalled(now_unix_ms);
+            self.request_stalled(silent_ms, now_unix_ms);
         }
     }
 
     /// The machine's own request in flight has stalled: it fails as a timeout would.
-    fn request_stalled(&mut self, now_unix_ms: u64) {
-        let stalled = RequestError::Stalled(std::time::Duration::from_millis(self.stall_ms));
+    fn request_stalled(&mut self, silent_ms: u64, now_unix_ms: u64) {
+        let stalled = RequestError::Stalled(std::time::Duration::from_millis(silent_ms));
         let jitter = self.jitter;
         match &self.phase {
             Phase::Creating { .. } => self.handle_created(Err(stalled), now_unix_ms, jitter),

@@ -1455,3 +1455,27 @@ fn parts_stalled_together_do_not_retry_together() {
     distinct.dedup();
     assert_eq!(distinct.len(), 3, "{delays:?}");
 }
+
+#[test]
+fn a_stalled_complete_says_how_long_it_was_given() {
+    let size = 64 * 1024 * 1024;
+    let options = options(1)
+        .part_size(size)
+        .retry(policy(1))
+        .cancel_on_failure(false)
+        .stall_timeout(Duration::from_secs(30));
+    let mut harness = Harness::new(&options, size);
+    harness.create();
+    harness.answer(0, Ok(id(0)));
+    let at = harness.uploader.poll_timeout().unwrap();
+    harness.advance_to(at);
+    let error = harness.finished().unwrap().unwrap_err();
+    let UploadError::Aborted { cause, .. } = error else {
+        panic!("{error:?}")
+    };
+    // 30 s, and 2 s more to read 64 MiB back at 32 MiB/s.
+    assert!(
+        matches!(*cause, AbortCause::Complete(RequestError::Stalled(silent)) if silent == Duration::from_secs(32)),
+        "{cause:?}"
+    );
+}
