@@ -6,6 +6,7 @@
 //! once its Parts were removed ([`UploadRecord::parts_removed`]), whatever the time says
 //! since.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -177,6 +178,30 @@ impl UploadRecord {
     pub fn part_ids(&self) -> Vec<PartId> {
         self.parts.iter().map(|part| part.id.clone()).collect()
     }
+
+    /// Recovery: adds the Parts a store logged after this record was saved (a Part is
+    /// recorded by appending to a log, not by rewriting the record), each once, in the
+    /// order they were logged.
+    pub fn merge_part_log(&mut self, logged: impl IntoIterator<Item = PartRecord>) {
+        // A set: an Upload may have thousands of Parts.
+        let mut known: HashSet<PartId> = self.parts.iter().map(|part| part.id.clone()).collect();
+        for part in logged {
+            if known.insert(part.id.clone()) {
+                self.parts.push(part);
+            }
+        }
+    }
+
+    /// The Parts whose bytes this record still needs: every Part of a pending Upload, the
+    /// listed ones of a completed Upload (its File's manifest), none of a cancelled one.
+    /// Recovery removes the bytes of any other Part it finds.
+    pub fn parts_needed(&self) -> HashSet<&PartId> {
+        match &self.state {
+            RecordState::Pending => self.parts.iter().map(|part| &part.id).collect(),
+            RecordState::Completed(completion) => completion.part_ids.iter().collect(),
+            RecordState::Cancelled { .. } => HashSet::new(),
+        }
+    }
 }
 
 /// Everything known about one File.
@@ -249,6 +274,61 @@ mod tests {
             status: Some(FileStatus::Processed),
             status_details: None,
         }
+    }
+
+    fn part(id: &str) -> PartRecord {
+        PartRecord {
+            id: PartId::new(id),
+            bytes: 1,
+            created_at: 102,
+        }
+    }
+
+    #[test]
+    fn a_part_log_adds_each_logged_part_once_in_log_order() {
+        let mut recovered = record(RecordState::Pending);
+        // part_1 is in the saved record already; part_3 was logged twice.
+        recovered.merge_part_log([
+            part("part_3"),
+            part("part_1"),
+            part("part_2"),
+            part("part_3"),
+        ]);
+        assert_eq!(
+            recovered.part_ids(),
+            ["part_1", "part_3", "part_2"].map(PartId::new)
+        );
+    }
+
+    #[test]
+    fn the_parts_a_record_needs_follow_its_state() {
+        let mut pending = record(RecordState::Pending);
+        pending.parts.push(part("part_2"));
+        let ids = |record: &UploadRecord| {
+            let mut needed: Vec<String> = record
+                .parts_needed()
+                .into_iter()
+                .map(ToString::to_string)
+                .collect();
+            needed.sort();
+            needed
+        };
+        assert_eq!(ids(&pending), ["part_1", "part_2"]);
+        let completed = UploadRecord {
+            state: RecordState::Completed(Completion {
+                part_ids: vec![PartId::new("part_2")],
+                md5: None,
+                file: file(),
+            }),
+            ..pending.clone()
+        };
+        // Only the File's manifest: the unlisted part_1 may go.
+        assert_eq!(ids(&completed), ["part_2"]);
+        let cancelled = UploadRecord {
+            state: RecordState::Cancelled { at: 150 },
+            ..pending
+        };
+        assert!(cancelled.parts_needed().is_empty());
     }
 
     #[test]

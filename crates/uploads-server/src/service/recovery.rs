@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use uploads_core::ledger::{FileRecord, PartRecord, RecordState, UploadRecord};
+use uploads_core::ledger::{FileRecord, PartRecord, UploadRecord};
 use uploads_core::types::{FileId, PartId, UploadId};
 
 use crate::store::{Store, StoredFile, StoredUpload, in_parallel};
@@ -111,29 +111,21 @@ fn parse_upload(
         Ok(record) => record,
         Err(error) => return Err((stored.id, stored.path, error)),
     };
-    // The Parts added since the state file was saved (a set: an Upload may have thousands).
-    let mut known: HashSet<PartId> = record.parts.iter().map(|part| part.id.clone()).collect();
-    for line in stored
+    let logged = stored
         .part_log
         .split(|&b| b == b'\n')
         .filter(|line| !line.is_empty())
-    {
-        match serde_json::from_slice::<PartRecord>(line) {
-            Ok(part) => {
-                if known.insert(part.id.clone()) {
-                    record.parts.push(part);
-                }
-            }
+        .filter_map(|line| match serde_json::from_slice::<PartRecord>(line) {
+            Ok(part) => Some(part),
             Err(error) => {
                 tracing::error!(%error, upload = %record.id, "skipping an unreadable Part record");
+                None
             }
-        }
-    }
-    let needed: HashSet<&PartId> = match &record.state {
-        RecordState::Pending => record.parts.iter().map(|part| &part.id).collect(),
-        RecordState::Completed(completion) => completion.part_ids.iter().collect(),
-        RecordState::Cancelled { .. } => HashSet::new(),
-    };
+        })
+        .collect::<Vec<_>>();
+    // The Parts added since the state file was saved.
+    record.merge_part_log(logged);
+    let needed = record.parts_needed();
     let garbage: Vec<PartId> = stored
         .parts
         .into_iter()
