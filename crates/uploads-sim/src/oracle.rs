@@ -1,0 +1,401 @@
+//! The invariants, checked after every event and at every answer: what the system promised,
+//! against what is durable and what a restart would load.
+//!
+//! 1. Each completed File's bytes equal its source, read through its manifest.
+//! 2. No File lists a Part it was not asked to list: its manifest is one a complete sent for
+//!    that Upload, and every Part of it belongs to the Upload.
+//! 3. Every acknowledged change survives any crash: a created Upload, a stored Part, a
+//!    completed or cancelled Upload stay as answered (until the sweep's retention removes
+//!    them, which the oracle sees happen).
+//! 4. An answer equals what a restart sees: a 200 is checked against the durable records at
+//!    the moment it is sent.
+//! 5. A complete has one winner and its replay returns the same File; an Upload has at most
+//!    one File.
+//! 6. A give-up leaves the Upload cancelled or resumable (the client runs again from its
+//!    snapshot, and must then finish), checked at the end of the run.
+//! 7. Progress never exceeds the file and ends at it (checked by the client).
+//! 8. Each client finishes within its deadline (checked at the end of the run).
+//! 9. Retries stay within the policy: no Part is sent more times than the policy allows
+//!    (checked by the client).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use uploads_core::ledger::{RecordState, Step};
+use uploads_core::types::UploadId;
+use uploads_core::types::{FileId, PartId, Upload, UploadPart, UploadStatus};
+
+use crate::storage::{Bytes, Truth};
+use crate::world::World;
+
+/// What a 200 answer acknowledges.
+#[derive(Debug, Clone)]
+pub enum Acknowledged {
+    /// Nothing to keep.
+    Nothing,
+    /// An Upload was created.
+    Created,
+    /// A Part was stored, with these bytes.
+    Part(UploadId, PartId, Vec<u8>),
+    /// An Upload was completed (or a complete replayed).
+    Completed(UploadId),
+    /// An Upload was cancelled (or a cancel replayed).
+    Cancelled(UploadId),
+}
+
+/// What was promised, and what happened that explains a record's absence.
+#[derive(Debug, Default)]
+pub struct Oracle {
+    created: BTreeSet<UploadId>,
+    parts: BTreeSet<(UploadId, PartId)>,
+    completed: BTreeMap<UploadId, FileId>,
+    cancelled: BTreeSet<UploadId>,
+    /// Uploads and Files the sweep removed (their retention or expiry was up).
+    swept_uploads: BTreeSet<UploadId>,
+    swept_files: BTreeSet<FileId>,
+    /// Every `part_ids` list a complete sent, by Upload.
+    manifests: BTreeMap<UploadId, Vec<Vec<PartId>>>,
+    /// Uploads a racer acted on.
+    raced: BTreeSet<UploadId>,
+    /// Files the clients were told of when they finished.
+    finished: BTreeMap<usize, (UploadId, FileId)>,
+}
+
+impl Oracle {
+    /// A complete was sent for `upload` listing `part_ids`.
+    pub fn complete_sent(&mut self, upload: &UploadId, part_ids: Vec<PartId>) {
+        self.manifests
+            .entry(upload.clone())
+            .or_default()
+            .push(part_ids);
+    }
+
+    /// The racer acted on `upload`.
+    pub fn raced(&mut self, upload: &UploadId) {
+        self.raced.insert(upload.clone());
+    }
+
+    /// Whether the racer acted on `upload`.
+    pub fn was_raced(&self, upload: &UploadId) -> bool {
+        self.raced.contains(upload)
+    }
+
+    /// A sweep removed what `steps` remove.
+    pub fn swept(&mut self, steps: &[Step]) {
+        for step in steps {
+            match step {
+                Step::RemoveUpload(id) => {
+                    self.swept_uploads.insert(id.clone());
+                }
+                Step::RemoveFile(id) => {
+                    self.swept_files.insert(id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Client `client` finished with `upload`.
+    pub fn client_completed(&mut self, client: usize, upload: &Upload) {
+        if let Some(file) = &upload.file {
+            self.finished
+                .insert(client, (upload.id.clone(), file.id.clone()));
+        }
+    }
+
+    /// A 200 is being sent with `body`: it must be what the durable records say (4), and
+    /// a complete's File must be the one every other complete of the Upload got (5).
+    pub fn acknowledged(
+        &mut self,
+        acknowledged: &Acknowledged,
+        body: &[u8],
+        truth: &Truth,
+        now: u64,
+    ) -> Result<(), String> {
+        match acknowledged {
+            Acknowledged::Nothing => Ok(()),
+            Acknowledged::Created => {
+                let upload: Upload = parse(body)?;
+                let record = truth.uploads.get(&upload.id).ok_or_else(|| {
+                    format!(
+                        "create answered {} but no record of it is durable",
+                        upload.id
+                    )
+                })?;
+                let restarted = record.to_upload(now);
+                if restarted.status != upload.status || restarted.bytes != upload.bytes {
+                    return Err(format!(
+                        "create answered {upload:?}, a restart sees {restarted:?}"
+                    ));
+                }
+                self.created.insert(upload.id);
+                Ok(())
+            }
+            Acknowledged::Part(upload, _, data) => {
+                let part: UploadPart = parse(body)?;
+                let record = truth.uploads.get(upload).ok_or_else(|| {
+                    format!(
+                        "{} was answered stored in {upload}, whose record is not durable",
+                        part.id
+                    )
+                })?;
+                let stored = record.part(&part.id).ok_or_else(|| {
+                    format!(
+                        "{} was answered stored in {upload}, but a restart does not know it",
+                        part.id
+                    )
+                })?;
+                if stored.bytes != data.len() as u64 {
+                    return Err(format!(
+                        "{} was stored with {} bytes, recorded with {}",
+                        part.id,
+                        data.len(),
+                        stored.bytes
+                    ));
+                }
+                self.parts.insert((upload.clone(), part.id));
+                Ok(())
+            }
+            Acknowledged::Completed(id) => {
+                let upload: Upload = parse(body)?;
+                let file = upload
+                    .file
+                    .as_ref()
+                    .ok_or_else(|| format!("complete of {id} answered without a File"))?;
+                if let Some(first) = self.completed.get(id)
+                    && *first != file.id
+                {
+                    return Err(format!("{id} was completed twice: {first} and {}", file.id));
+                }
+                let record = truth
+                    .uploads
+                    .get(id)
+                    .ok_or_else(|| format!("complete of {id} answered, its record is gone"))?;
+                match &record.state {
+                    RecordState::Completed(completion) if completion.file.id == file.id => {}
+                    other => {
+                        return Err(format!(
+                            "complete of {id} answered {}, a restart sees {other:?}",
+                            file.id
+                        ));
+                    }
+                }
+                if !truth.files.contains_key(&file.id) {
+                    return Err(format!(
+                        "complete of {id} answered {}, whose record a restart does not load",
+                        file.id
+                    ));
+                }
+                self.completed.insert(id.clone(), file.id.clone());
+                Ok(())
+            }
+            Acknowledged::Cancelled(id) => {
+                let upload: Upload = parse(body)?;
+                if upload.status != UploadStatus::Cancelled {
+                    return Err(format!("cancel of {id} answered {:?}", upload.status));
+                }
+                match truth.uploads.get(id).map(|record| &record.state) {
+                    Some(RecordState::Cancelled { .. }) => {}
+                    other => {
+                        return Err(format!("cancel of {id} answered, a restart sees {other:?}"));
+                    }
+                }
+                self.cancelled.insert(id.clone());
+                Ok(())
+            }
+        }
+    }
+
+    /// Invariants 1, 2, 3 and 5 over the durable records and bytes.
+    pub fn check(
+        &self,
+        truth: &Truth,
+        bytes: &Bytes,
+        sources: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<(), String> {
+        let mut files_of: BTreeMap<&UploadId, &FileId> = BTreeMap::new();
+        for file in truth.files.values() {
+            let Some(upload) = &file.upload_id else {
+                continue;
+            };
+            if let Some(other) = files_of.insert(upload, file.id()) {
+                return Err(format!("{upload} has two Files: {other} and {}", file.id()));
+            }
+            let data = bytes.read(upload, &file.part_ids).map_err(|part| {
+                format!(
+                    "{} lost the bytes of its Part {part} (Upload {upload})",
+                    file.id()
+                )
+            })?;
+            if let Some(source) = sources.get(&file.file.filename)
+                && data != *source
+            {
+                return Err(format!(
+                    "{} holds {} bytes that are not its source's {} bytes",
+                    file.id(),
+                    data.len(),
+                    source.len()
+                ));
+            }
+            let sent = self
+                .manifests
+                .get(upload)
+                .is_some_and(|lists| lists.contains(&file.part_ids));
+            if !sent {
+                return Err(format!(
+                    "{} lists {:?}, which no complete of {upload} sent",
+                    file.id(),
+                    file.part_ids
+                ));
+            }
+            if let Some(record) = truth.uploads.get(upload)
+                && let Some(stray) = file
+                    .part_ids
+                    .iter()
+                    .find(|part| record.part(part).is_none())
+            {
+                return Err(format!(
+                    "{} lists {stray}, not a Part of {upload}",
+                    file.id()
+                ));
+            }
+        }
+        for upload in &self.created {
+            if !truth.uploads.contains_key(upload) && !self.swept_uploads.contains(upload) {
+                return Err(format!("the acknowledged {upload} is gone"));
+            }
+        }
+        for (upload, part) in &self.parts {
+            if let Some(record) = truth.uploads.get(upload)
+                && record.part(part).is_none()
+            {
+                return Err(format!("the acknowledged {part} of {upload} is gone"));
+            }
+        }
+        for (upload, file) in &self.completed {
+            match truth.uploads.get(upload).map(|record| &record.state) {
+                Some(RecordState::Completed(completion)) if completion.file.id == *file => {}
+                None if self.swept_uploads.contains(upload) => {}
+                other => {
+                    return Err(format!(
+                        "the acknowledged complete of {upload} ({file}) is now {other:?}"
+                    ));
+                }
+            }
+            if !truth.files.contains_key(file) && !self.swept_files.contains(file) {
+                return Err(format!("the acknowledged {file} of {upload} is gone"));
+            }
+        }
+        for upload in &self.cancelled {
+            match truth.uploads.get(upload).map(|record| &record.state) {
+                Some(RecordState::Cancelled { .. }) => {}
+                None if self.swept_uploads.contains(upload) => {}
+                other => {
+                    return Err(format!(
+                        "the acknowledged cancel of {upload} is now {other:?}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body)
+        .map_err(|error| format!("a 200 body that is not the object: {error}"))
+}
+
+impl World {
+    /// Invariants 1, 2, 3 and 5, after every event.
+    pub(crate) fn check(&mut self) {
+        let truth = self.store.truth();
+        let sources = self.sources();
+        if let Err(broken) = self.oracle.check(&truth, self.store.bytes(), &sources) {
+            self.violate(broken);
+        }
+    }
+
+    fn sources(&self) -> BTreeMap<String, Vec<u8>> {
+        self.clients
+            .iter()
+            .map(|client| (client.name.clone(), client.source.clone()))
+            .collect()
+    }
+
+    /// Invariant 8 at the end of the run: every client finished (no stall).
+    pub(crate) fn check_end(&mut self) {
+        for index in 0..self.clients.len() {
+            if !self.clients[index].settled() {
+                let upload = self.clients[index].upload_id.clone();
+                self.violate(format!(
+                    "client {index} did not finish (Upload {upload:?}) within the run: it stalled"
+                ));
+                return;
+            }
+        }
+    }
+
+    /// Invariant 6, when a client gives up for the last time: the Upload must be cancelled,
+    /// or have a reason the records show why it cannot be finished (it expired, a racer
+    /// took it, a clock that decides moved). An Upload left pending that the service would
+    /// still take, after every rerun, is an outage: the message says so.
+    pub(crate) fn unexcused_give_up(&self, index: usize) -> Option<String> {
+        let client = &self.clients[index];
+        let Some(upload) = &client.upload_id else {
+            return Some(format!(
+                "client {index} never got an Upload created, after every rerun"
+            ));
+        };
+        let truth = self.store.truth();
+        let excused = match truth
+            .uploads
+            .get(upload)
+            .map(|record| (record, &record.state))
+        {
+            None => true,
+            Some((_, RecordState::Cancelled { .. } | RecordState::Completed(_))) => true,
+            Some((record, RecordState::Pending)) => {
+                record.parts_removed
+                    || record.is_expired(self.true_deciding_secs())
+                    || self.oracle.was_raced(upload)
+                    || self.clock_moved()
+            }
+        };
+        let why = match &client.outcome {
+            Some(Err(why)) => why.clone(),
+            _ => String::new(),
+        };
+        (!excused).then(|| format!("client {index} gave up on {upload}, still pending and not expired, after every rerun: {why}"))
+    }
+
+    /// The time an Upload's expiry is judged by: the one instance's on the directory
+    /// backend, the database's (true time) on the team backend.
+    fn true_deciding_secs(&self) -> u64 {
+        match self.scenario.backend {
+            crate::scenario::Backend::Directory => self.deciding_secs(0),
+            crate::scenario::Backend::Shared { .. } => self.clock_secs(self.instances.len()),
+        }
+    }
+
+    /// Whether a clock that decides moved during the run, or was off from the start: an
+    /// Upload may then expire before its client is done.
+    fn clock_moved(&self) -> bool {
+        let instances = self.instances.len();
+        let deciding = |clock: usize| match (self.scenario.backend, self.scenario.rules) {
+            (crate::scenario::Backend::Shared { .. }, crate::scenario::Rules::Current) => {
+                clock == instances
+            }
+            _ => clock < instances,
+        };
+        self.scenario
+            .clock_events
+            .iter()
+            .any(|event| deciding(event.instance))
+            || self
+                .scenario
+                .clock_offsets_ms
+                .iter()
+                .enumerate()
+                .any(|(clock, offset)| deciding(clock) && offset.unsigned_abs() > 1000)
+    }
+}
