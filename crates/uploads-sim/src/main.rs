@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use uploads_sim::{FaultKind, REGRESSION_SEEDS, Rules, Switches, run, shrink};
+use uploads_sim::{FaultKind, Outcome, REGRESSION_SEEDS, Rules, Switches, run, shrink};
 
 const USAGE: &str = "usage: uploads-sim --seeds N [--from S] [--rules current|before-issue-21]
        uploads-sim --seed S [--rules current|before-issue-21] [--without kind,...] [--without-clients i,...]";
@@ -116,27 +116,55 @@ fn replay(seed: u64, args: &Args) -> ExitCode {
     }
 }
 
-/// Runs the regression seeds, then `count` seeds from `--from`; shrinks and prints each
-/// failure.
+/// Failures shrunk and printed in full; the rest are listed.
+const SHRUNK_AT_MOST: usize = 3;
+
+/// Runs the regression seeds, then `count` seeds from `--from`, on every core; shrinks and
+/// prints the first failures.
 fn many(count: u64, args: &Args) -> ExitCode {
     let started = Instant::now();
-    let seeds = REGRESSION_SEEDS
+    let seeds: Vec<u64> = REGRESSION_SEEDS
         .iter()
         .map(|(seed, _)| *seed)
-        .chain(args.from..args.from + count);
-    let (mut passed, mut failed, mut events) = (0u64, 0u64, 0u64);
-    for seed in seeds {
-        let outcome = run(seed, args.rules, &args.switches, false);
-        events += outcome.steps;
-        let Some(violation) = outcome.violation else {
-            passed += 1;
-            continue;
-        };
-        failed += 1;
+        .chain(args.from..args.from + count)
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Each thread takes every `threads`-th seed; a seed's run is the same on any thread.
+    let outcomes: Vec<(u64, Outcome)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|worker| {
+                let seeds = &seeds;
+                scope.spawn(move || {
+                    seeds
+                        .iter()
+                        .skip(worker)
+                        .step_by(threads)
+                        .map(|&seed| (seed, run(seed, args.rules, &args.switches, false)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut outcomes: Vec<(u64, Outcome)> = workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a simulation thread panicked"))
+            .collect();
+        outcomes.sort_by_key(|(seed, _)| seeds.iter().position(|s| s == seed));
+        outcomes
+    });
+    let events: u64 = outcomes.iter().map(|(_, outcome)| outcome.steps).sum();
+    let failures: Vec<(u64, String)> = outcomes
+        .into_iter()
+        .filter_map(|(seed, outcome)| outcome.violation.map(|violation| (seed, violation)))
+        .collect();
+    let elapsed = started.elapsed().as_secs_f64();
+    for (shown, (seed, violation)) in failures.iter().enumerate() {
         println!("seed {seed} FAILED: {violation}");
-        let (switches, shrunk) = shrink(seed, args.rules);
+        if shown >= SHRUNK_AT_MOST {
+            continue;
+        }
+        let (switches, shrunk) = shrink(*seed, args.rules);
         println!(
-            "shrunk: uploads-sim --seed {seed}{}{} ({} trace lines)",
+            "shrunk: cargo xtask sim --seed {seed}{}{} ({} trace lines)",
             if args.rules == Rules::Current {
                 ""
             } else {
@@ -152,10 +180,10 @@ fn many(count: u64, args: &Args) -> ExitCode {
             println!("    => {violation}");
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let (failed, passed) = (failures.len(), seeds.len() - failures.len());
     println!(
-        "{passed} passed, {failed} failed ({:.0} seeds/s, {events} events, {elapsed:.1}s)",
-        (passed + failed) as f64 / elapsed.max(1e-9)
+        "{passed} passed, {failed} failed ({:.0} seeds/s on {threads} threads, {events} events, {elapsed:.1}s)",
+        seeds.len() as f64 / elapsed.max(1e-9)
     );
     if failed == 0 {
         ExitCode::SUCCESS

@@ -17,10 +17,19 @@
 //! 8. Each client finishes within its deadline (checked at the end of the run).
 //! 9. Retries stay within the policy: no Part is sent more times than the policy allows
 //!    (checked by the client).
+//! 10. The sweep removes only what its rules allow, judged by a reference written here
+//!     apart from the ledger's: an Upload's Parts once it expired (at `expires_at`, by the
+//!     deciding clock), a finished Upload's record once retained for an Upload lifetime
+//!     more (and, completed, once its File is gone), a File once it expired or was never
+//!     committed; and every Part of an Upload that is pending and not expired keeps its
+//!     bytes.
+//! 11. Expiry answers agree with the reference: an Upload answered `expired`, or refused as
+//!     "already expired", is past its `expires_at` (or its Parts were swept); one answered
+//!     `pending` is not.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use uploads_core::ledger::{RecordState, Step};
+use uploads_core::ledger::{RecordState, Step, UploadRecord};
 use uploads_core::types::UploadId;
 use uploads_core::types::{FileId, PartId, Upload, UploadPart, UploadStatus};
 
@@ -138,6 +147,13 @@ impl Oracle {
                         part.id
                     )
                 })?;
+                if reference_status(record, now) != UploadStatus::Pending {
+                    return Err(format!(
+                        "{} was accepted into {upload}, which is {:?} at {now}",
+                        part.id,
+                        reference_status(record, now)
+                    ));
+                }
                 let stored = record.part(&part.id).ok_or_else(|| {
                     format!(
                         "{} was answered stored in {upload}, but a restart does not know it",
@@ -300,6 +316,163 @@ impl Oracle {
     }
 }
 
+/// The reference's expiry: pending, and its time is up or its Parts were swept.
+fn reference_expired(record: &UploadRecord, now: u64) -> bool {
+    matches!(record.state, RecordState::Pending)
+        && (record.parts_removed || now >= record.expires_at)
+}
+
+/// The reference's status of an Upload record at `now`.
+fn reference_status(record: &UploadRecord, now: u64) -> UploadStatus {
+    match &record.state {
+        RecordState::Pending if reference_expired(record, now) => UploadStatus::Expired,
+        RecordState::Pending => UploadStatus::Pending,
+        RecordState::Cancelled { .. } => UploadStatus::Cancelled,
+        RecordState::Completed(_) => UploadStatus::Completed,
+    }
+}
+
+impl Oracle {
+    /// Invariant 10: a sweep at `now` (the sweeping instance's deciding time) over the
+    /// records `before` it may take these steps.
+    pub fn check_sweep(
+        &self,
+        before: &Truth,
+        steps: &[Step],
+        now: u64,
+        ttl: u64,
+    ) -> Result<(), String> {
+        let removed_files: BTreeSet<&FileId> = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::RemoveFile(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        for step in steps {
+            match step {
+                Step::SaveUpload(record) => {
+                    let was = before.uploads.get(&record.id);
+                    if record.parts_removed
+                        && was.is_some_and(|was| !was.parts_removed)
+                        && now < record.expires_at
+                    {
+                        return Err(format!(
+                            "the sweep at {now} marked {} expired, which expires at {}",
+                            record.id, record.expires_at
+                        ));
+                    }
+                }
+                Step::RemoveParts {
+                    upload_id,
+                    part_ids,
+                } => {
+                    let Some(record) = before.uploads.get(upload_id) else {
+                        continue;
+                    };
+                    let listed: &[uploads_core::types::PartId] = match &record.state {
+                        RecordState::Completed(completion)
+                            if !removed_files.contains(&completion.file.id) =>
+                        {
+                            &completion.part_ids
+                        }
+                        _ => &[],
+                    };
+                    if matches!(record.state, RecordState::Pending)
+                        && !reference_expired(record, now)
+                        && now < record.expires_at
+                    {
+                        return Err(format!(
+                            "the sweep at {now} removed Parts of {upload_id}, pending until {}",
+                            record.expires_at
+                        ));
+                    }
+                    if let Some(part) = part_ids.iter().find(|part| listed.contains(part)) {
+                        return Err(format!(
+                            "the sweep removed {part}, listed by the live File of {upload_id}"
+                        ));
+                    }
+                }
+                Step::RemoveUpload(id) => {
+                    let Some(record) = before.uploads.get(id) else {
+                        continue;
+                    };
+                    let retained_until = record.expires_at + ttl;
+                    if now < retained_until {
+                        return Err(format!(
+                            "the sweep at {now} removed {id}, retained until {retained_until}"
+                        ));
+                    }
+                    if let RecordState::Completed(completion) = &record.state
+                        && before.files.contains_key(&completion.file.id)
+                        && !removed_files.contains(&completion.file.id)
+                    {
+                        return Err(format!(
+                            "the sweep removed {id}, whose File {} lives",
+                            completion.file.id
+                        ));
+                    }
+                }
+                Step::RemoveFile(id) => {
+                    if let Some(file) = before.files.get(id)
+                        && file.file.expires_at.is_none_or(|at| at > now)
+                    {
+                        return Err(format!(
+                            "the sweep at {now} removed {id}, which expires at {:?}",
+                            file.file.expires_at
+                        ));
+                    }
+                }
+                Step::AddPart { .. } | Step::SaveFile(_) => {
+                    return Err(format!("the sweep wrote {step:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 10's second half: every Part of a live Upload keeps its bytes.
+    pub fn check_live_bytes(&self, truth: &Truth, bytes: &Bytes, now: u64) -> Result<(), String> {
+        for record in truth.uploads.values() {
+            if reference_status(record, now) != UploadStatus::Pending {
+                continue;
+            }
+            if let Some(part) = record.parts.iter().find(|part| {
+                !bytes
+                    .parts
+                    .contains_key(&(record.id.clone(), part.id.clone()))
+            }) {
+                return Err(format!(
+                    "{} is pending until {}, but the bytes of its {} are gone",
+                    record.id, record.expires_at, part.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 11 for a refusal: "already expired" only for an Upload the reference
+    /// says has expired.
+    pub fn check_refusal(
+        &self,
+        truth: &Truth,
+        upload: &UploadId,
+        message: &str,
+        now: u64,
+    ) -> Result<(), String> {
+        if !message.contains("already expired") {
+            return Ok(());
+        }
+        match truth.uploads.get(upload) {
+            Some(record) if !reference_expired(record, now) => Err(format!(
+                "{upload} was refused as expired at {now}; it is {:?} until {} (parts removed: {})",
+                record.state, record.expires_at, record.parts_removed
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     serde_json::from_slice(body)
         .map_err(|error| format!("a 200 body that is not the object: {error}"))
@@ -310,7 +483,15 @@ impl World {
     pub(crate) fn check(&mut self) {
         let truth = self.store.truth();
         let sources = self.sources();
-        if let Err(broken) = self.oracle.check(&truth, self.store.bytes(), &sources) {
+        let now = self.true_deciding_secs();
+        let checked = self
+            .oracle
+            .check(&truth, self.store.bytes(), &sources)
+            .and_then(|()| {
+                self.oracle
+                    .check_live_bytes(&truth, self.store.bytes(), now)
+            });
+        if let Err(broken) = checked {
             self.violate(broken);
         }
     }
@@ -370,7 +551,7 @@ impl World {
 
     /// The time an Upload's expiry is judged by: the one instance's on the directory
     /// backend, the database's (true time) on the team backend.
-    fn true_deciding_secs(&self) -> u64 {
+    pub(crate) fn true_deciding_secs(&self) -> u64 {
         match self.scenario.backend {
             crate::scenario::Backend::Directory => self.deciding_secs(0),
             crate::scenario::Backend::Shared { .. } => self.clock_secs(self.instances.len()),

@@ -239,6 +239,12 @@ impl World {
             }
         };
         let body = message.request.body().clone();
+        let upload = match &route {
+            Route::AddUploadPart(upload)
+            | Route::CompleteUpload(upload)
+            | Route::CancelUpload(upload) => Some(upload.clone()),
+            _ => None,
+        };
         let (mutation, acknowledged) = match route {
             Route::CreateUpload => (
                 self.mutate(
@@ -280,7 +286,7 @@ impl World {
                 Acknowledged::Nothing,
             ),
         };
-        self.finish_request(instance, &message, mutation, &acknowledged);
+        self.finish_request(instance, &message, mutation, &acknowledged, upload.as_ref());
     }
 
     fn finish_request(
@@ -289,6 +295,7 @@ impl World {
         message: &Message,
         mutation: Mutation,
         acknowledged: &Acknowledged,
+        upload: Option<&UploadId>,
     ) {
         match mutation {
             Mutation::Done(Ok(body)) => {
@@ -301,6 +308,18 @@ impl World {
                 self.reply(message, Ok(ok(body)));
             }
             Mutation::Done(Err(rejection)) => {
+                if let Some(upload) = upload {
+                    let truth = self.store.truth();
+                    let now = self.deciding_secs(instance);
+                    if let Err(broken) = self.oracle.check_refusal(
+                        &truth,
+                        upload,
+                        &rejection.body.error.message,
+                        now,
+                    ) {
+                        self.violate(broken);
+                    }
+                }
                 trace!(
                     self,
                     "instance {instance} answers {} {}: {}",
@@ -769,6 +788,16 @@ impl World {
                 {
                     continue;
                 }
+                let before = self.store.truth();
+                if let Err(broken) = self.oracle.check_sweep(
+                    &before,
+                    change.steps(),
+                    now,
+                    self.limits.upload_ttl_secs,
+                ) {
+                    self.violate(broken);
+                    return;
+                }
                 match self.persist_directory(instance, change.steps()) {
                     Persisted::Crashed => return,
                     Persisted::Failed => continue,
@@ -807,6 +836,14 @@ impl World {
             "instance {instance} sweeps: {}",
             steps_summary(change.steps())
         );
+        let before = self.store.truth();
+        if let Err(broken) =
+            self.oracle
+                .check_sweep(&before, change.steps(), now, self.limits.upload_ttl_secs)
+        {
+            self.violate(broken);
+            return;
+        }
         self.commit_rows(change.steps(), true);
     }
 
