@@ -46,8 +46,11 @@ struct Flight {
 }
 
 /// One client and its file.
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one run: hashing, a rerun due, the race fired, a cancel sent"
+)]
 pub struct Client {
-    index: usize,
     /// What the seed decided for it.
     pub plan: ClientPlan,
     /// The file.
@@ -73,8 +76,8 @@ pub struct Client {
     /// A give-up kept the Upload: the same upload runs again soon.
     rerun_pending: bool,
     race_fired: bool,
-    /// The Upload was acted on by the racer.
-    pub raced: bool,
+    /// This run sent a cancel.
+    sent_cancel: bool,
 }
 
 impl Client {
@@ -90,7 +93,6 @@ impl Client {
             .deadline(std::time::Duration::from_millis(DEADLINE_MS))
             .snapshot_path(format!("client-{index}.snapshot.json"));
         Self {
-            index,
             plan,
             source,
             name,
@@ -107,7 +109,7 @@ impl Client {
             runs: 0,
             rerun_pending: false,
             race_fired: false,
-            raced: false,
+            sent_cancel: false,
         }
     }
 
@@ -119,6 +121,11 @@ impl Client {
     pub fn settled(&self) -> bool {
         self.uploader.is_none() && !self.rerun_pending && self.outcome.is_some()
     }
+}
+
+/// Whether a give-up was a stop the caller asked for (the simulation never asks one).
+fn interrupted(error: &UploadError<SimError>) -> bool {
+    matches!(error, UploadError::Aborted { cause, .. } if matches!(**cause, uploads_core::upload::AbortCause::Interrupted))
 }
 
 fn config() -> ClientConfig {
@@ -135,6 +142,7 @@ impl World {
         client.hashing = false;
         client.runs += 1;
         client.rerun_pending = false;
+        client.sent_cancel = false;
         let resumed = client.snapshot.as_deref().map(SessionSnapshot::from_json);
         let uploader = match resumed {
             Some(Ok(snapshot)) => {
@@ -272,6 +280,9 @@ impl World {
                 "client {index} sent part {} a {}th time, over the policy's {max_attempts} attempts",
                 job.index, job.attempt
             ));
+        }
+        if let Transmit::Cancel { .. } = &transmit {
+            self.clients[index].sent_cancel = true;
         }
         if let Transmit::Complete { upload_id, request } = &transmit {
             self.oracle
@@ -413,7 +424,7 @@ impl World {
                 ),
                 Err(error) => format!("client {index} gets {error}"),
             };
-            self.push_trace(line);
+            self.push_trace(&line);
         }
         let report = flight.expect.report(answer);
         if let (Some(job), Report::Part(_, Ok(id))) = (part, &report) {
@@ -521,6 +532,10 @@ impl World {
             Err(error) => {
                 let message = uploads_core::upload::error_chain(&error);
                 trace!(self, "client {index} gives up: {message}");
+                if let Some(broken) = self.check_give_up(index, &error) {
+                    self.violate(broken);
+                    return;
+                }
                 let kept = matches!(
                     &error,
                     UploadError::Aborted {
@@ -543,13 +558,48 @@ impl World {
         }
     }
 
+    /// Invariant 6 at a give-up: a give-up said cancelled left the Upload cancelled (or
+    /// finished otherwise); one that kept it left a snapshot to resume it from; one with
+    /// `cancel_on_failure` tried to cancel.
+    fn check_give_up(&self, index: usize, error: &UploadError<SimError>) -> Option<String> {
+        let UploadError::Aborted {
+            upload_id,
+            cancelled,
+            ..
+        } = error
+        else {
+            return None;
+        };
+        let client = &self.clients[index];
+        let truth = self.store.truth();
+        let pending = truth.uploads.get(upload_id).is_some_and(|record| {
+            matches!(record.state, uploads_core::ledger::RecordState::Pending)
+        });
+        if *cancelled && pending {
+            return Some(format!(
+                "client {index} gave up saying {upload_id} was cancelled, but it is pending"
+            ));
+        }
+        if !cancelled && client.snapshot.is_none() {
+            return Some(format!(
+                "client {index} gave up keeping {upload_id}, but left no snapshot to resume it"
+            ));
+        }
+        if !cancelled && client.plan.cancel_on_failure && !client.sent_cancel && !interrupted(error)
+        {
+            return Some(format!(
+                "client {index} gave up on {upload_id} without cancelling it, as its options ask"
+            ));
+        }
+        None
+    }
+
     /// The second client acts on `index`'s Upload, as its owner could.
     pub(crate) fn race(&mut self, index: usize) {
         let client = &mut self.clients[index];
         let (Some((race, _)), Some(upload)) = (client.plan.race, client.upload_id.clone()) else {
             return;
         };
-        client.raced = true;
         self.oracle.raced(&upload);
         let config = config();
         let request = match race {

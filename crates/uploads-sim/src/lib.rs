@@ -26,6 +26,7 @@ pub mod storage;
 pub mod world;
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 pub use scenario::{FaultKind, Rules, Scenario};
 
@@ -61,7 +62,7 @@ impl Switches {
         let mut flags = String::new();
         if !self.disabled.is_empty() {
             let kinds: Vec<&str> = self.disabled.iter().map(|kind| kind.name()).collect();
-            flags.push_str(&format!(" --without {}", kinds.join(",")));
+            let _ = write!(flags, " --without {}", kinds.join(","));
         }
         if !self.without_clients.is_empty() {
             let clients: Vec<String> = self
@@ -69,7 +70,7 @@ impl Switches {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-            flags.push_str(&format!(" --without-clients {}", clients.join(",")));
+            let _ = write!(flags, " --without-clients {}", clients.join(","));
         }
         flags
     }

@@ -183,7 +183,7 @@ fn many(count: u64, args: &Args) -> ExitCode {
     let (failed, passed) = (failures.len(), seeds.len() - failures.len());
     println!(
         "{passed} passed, {failed} failed ({:.0} seeds/s on {threads} threads, {events} events, {elapsed:.1}s)",
-        seeds.len() as f64 / elapsed.max(1e-9)
+        f64::from(u32::try_from(seeds.len()).unwrap_or(u32::MAX)) / elapsed.max(1e-9)
     );
     if failed == 0 {
         ExitCode::SUCCESS

@@ -533,8 +533,7 @@ impl World {
             .get(upload)
             .map(|record| (record, &record.state))
         {
-            None => true,
-            Some((_, RecordState::Cancelled { .. } | RecordState::Completed(_))) => true,
+            None | Some((_, RecordState::Cancelled { .. } | RecordState::Completed(_))) => true,
             Some((record, RecordState::Pending)) => {
                 record.parts_removed
                     || record.is_expired(self.true_deciding_secs())

@@ -1,7 +1,7 @@
-//! The simulation's only source of randomness: SplitMix64, seeded. Small, fast, and the
+//! The simulation's only source of randomness: `SplitMix64`, seeded. Small, fast, and the
 //! same sequence on every machine, so a seed replays exactly.
 
-/// A seeded pseudo-random generator (SplitMix64).
+/// A seeded pseudo-random generator (`SplitMix64`).
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -31,8 +31,18 @@ impl Rng {
     }
 
     /// A number in `[0, 1)`.
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "53 random bits over 2^53: exact in an f64"
+    )]
     pub fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A number in `low..=high`, either side of zero.
+    pub fn signed_range(&mut self, low: i64, high: i64) -> i64 {
+        let span = high.abs_diff(low);
+        low.saturating_add_unsigned(self.range(0, span))
     }
 
     /// True with probability `p`.
@@ -47,6 +57,7 @@ impl Rng {
 
     /// A generator for a sub-stream, so that drawing more in one place does not shift the
     /// draws of another (a fault switched off keeps the rest of the run as it was).
+    #[must_use]
     pub fn fork(&mut self) -> Self {
         Self(self.next_u64())
     }

@@ -8,6 +8,8 @@ use crate::rng::Rng;
 
 /// An Upload's lifetime in the simulation (the server's default, as OpenAI's: one hour).
 pub const UPLOAD_TTL_SECS: u64 = 3600;
+/// An Upload's lifetime in milliseconds, for clock offsets.
+const UPLOAD_TTL_MS: i64 = 3_600_000;
 /// How long a run lasts, in virtual milliseconds: long enough for expiries and retention.
 pub const HORIZON_MS: u64 = 4 * 3600 * 1000;
 /// Faults strike in the first part of a run (the storm); after it, the network and the
@@ -217,6 +219,10 @@ impl Scenario {
     /// The scenario of `seed` under `rules`, with the kinds in `disabled` switched off and
     /// only the clients `keep_client` keeps. Everything is drawn whatever is switched off,
     /// so switching a fault off leaves the rest of the scenario as it was.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one draw after another, in the order that keeps seeds stable"
+    )]
     pub fn generate(
         seed: u64,
         rules: Rules,
@@ -255,14 +261,14 @@ impl Scenario {
             full_disk: rate(0.03),
             freeze: rate(0.1),
         };
-        let ttl_ms = UPLOAD_TTL_SECS as i64 * 1000;
+        let ttl_ms = UPLOAD_TTL_MS;
         let clock_offsets_ms = (0..instances)
             .map(|_| {
                 // Up to two Upload lifetimes either way, or close to true time.
                 if times.chance(0.5) {
-                    times.range(0, 4 * ttl_ms as u64) as i64 - 2 * ttl_ms
+                    times.signed_range(-2 * ttl_ms, 2 * ttl_ms)
                 } else {
-                    times.range(0, 2000) as i64 - 1000
+                    times.signed_range(-1000, 1000)
                 }
             })
             .collect();
@@ -275,9 +281,9 @@ impl Scenario {
                 _ => shape.range(9, 120),
             };
             let part_size = shape.range(1, 24);
-            let race = shape.chance(0.5).then(|| {
-                let race = *shape.pick(&[Race::Complete, Race::Cancel, Race::AddPart]);
-                (race, shape.range(0, 400))
+            let racer = shape.chance(0.5).then(|| {
+                let kind = *shape.pick(&[Race::Complete, Race::Cancel, Race::AddPart]);
+                (kind, shape.range(0, 400))
             });
             let crashes = (0..shape.range(0, 2))
                 .map(|_| shape.range(0, 120_000))
@@ -289,7 +295,7 @@ impl Scenario {
                 md5: shape.chance(0.7),
                 cancel_on_failure: shape.chance(0.5),
                 start_ms: shape.range(0, 5000),
-                race,
+                race: racer,
                 crash_at_ms: crashes,
             };
             if keep_client(index) {
@@ -300,9 +306,9 @@ impl Scenario {
             .map(|_| {
                 let forward = times.chance(0.6);
                 let by_ms = if forward {
-                    times.range(1, 2 * ttl_ms as u64) as i64
+                    times.signed_range(1, 2 * ttl_ms)
                 } else {
-                    -(times.range(1, 2 * ttl_ms as u64) as i64)
+                    times.signed_range(-2 * ttl_ms, -1)
                 };
                 ClockEvent {
                     at_ms: times.range(0, 600_000),

@@ -11,7 +11,7 @@ use http::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use uploads_core::digest::Md5Hasher;
 use uploads_core::forms::{FormEvent, FormReader, PartFormReader};
-use uploads_core::ledger::{CompletePlan, Ledger, Owner, Planned, RandomIds, Step};
+use uploads_core::ledger::{CompletePlan, Ledger, Owner, Planned, RandomIds, Step, Verification};
 use uploads_core::rejection::Rejection;
 use uploads_core::route::Route;
 use uploads_core::types::{PartId, UploadId};
@@ -20,7 +20,7 @@ use crate::oracle::Acknowledged;
 use crate::rng::Rng;
 use crate::scenario::{Backend, Rules};
 use crate::storage::{Bytes, Disk, Rows, Truth};
-use crate::world::{Event, Failure, Message, World, describe, rejection_response, trace};
+use crate::world::{Event, Failure, Message, World, describe, rejection_response, seconds, trace};
 
 /// How long a request waits for a row lock under today's rules (`lock_timeout`).
 const LOCK_TIMEOUT_MS: u64 = 3_000;
@@ -57,6 +57,8 @@ pub struct Instance {
     queued: Vec<Message>,
     /// The disk refuses writes until then (true ms).
     disk_full_until: u64,
+    /// Its incarnation: a crash starts a new one.
+    life: u32,
 }
 
 impl Instance {
@@ -84,7 +86,7 @@ impl Instance {
 }
 
 /// A transaction frozen with its lock: what it will commit, and who waits for its answer.
-struct OpenTransaction {
+pub struct OpenTransaction {
     upload: UploadId,
     steps: Vec<Step>,
     answer: Vec<u8>,
@@ -95,7 +97,7 @@ struct OpenTransaction {
 }
 
 /// A request waiting for a row lock.
-struct Waiter {
+pub struct Waiter {
     instance: usize,
     message: Message,
     upload: UploadId,
@@ -227,14 +229,14 @@ impl World {
             self.reply(&message, Err(Failure::Reset));
             return;
         }
-        self.serve(instance, message);
+        self.serve(instance, &message);
     }
 
-    fn serve(&mut self, instance: usize, message: Message) {
+    fn serve(&mut self, instance: usize, message: &Message) {
         let route = match Route::resolve(message.request.method(), message.request.uri().path()) {
             Ok(route) => route,
             Err(rejection) => {
-                self.reply(&message, Ok(rejection_response(&rejection)));
+                self.reply(message, Ok(rejection_response(&rejection)));
                 return;
             }
         };
@@ -250,17 +252,17 @@ impl World {
                 self.mutate(
                     instance,
                     None,
-                    &message,
+                    message,
                     Acknowledged::Created,
                     |ledger, now, ids| ledger.create_upload(&owner(), &body, now, ids).map(to_json),
                 ),
                 Acknowledged::Created,
             ),
-            Route::AddUploadPart(upload) => self.add_part(instance, &message, &upload),
+            Route::AddUploadPart(upload) => self.add_part(instance, message, &upload),
             Route::CompleteUpload(upload) => {
                 let acknowledged = Acknowledged::Completed(upload.clone());
                 (
-                    self.complete(instance, &message, &upload, &body),
+                    self.complete(instance, message, &upload, &body),
                     acknowledged,
                 )
             }
@@ -271,7 +273,7 @@ impl World {
                     self.mutate(
                         instance,
                         Some(&upload),
-                        &message,
+                        message,
                         acknowledged.clone(),
                         move |ledger, now, _| ledger.cancel_upload(&owner(), &id, now).map(to_json),
                     ),
@@ -286,7 +288,7 @@ impl World {
                 Acknowledged::Nothing,
             ),
         };
-        self.finish_request(instance, &message, mutation, &acknowledged, upload.as_ref());
+        self.finish_request(instance, message, mutation, &acknowledged, upload.as_ref());
     }
 
     fn finish_request(
@@ -426,17 +428,65 @@ impl World {
         } else {
             None
         };
-        self.mutate(
+        // Reading the Parts takes time, outside any lock: a cancel or another complete may
+        // land meanwhile, and `finish_complete` checks everything again.
+        let delay = self.rng.range(0, 300);
+        let life = self.instances[instance].life;
+        self.after(
+            delay,
+            Event::FinishComplete {
+                instance,
+                life,
+                message: message.clone(),
+                verification: Box::new(verification),
+                md5,
+            },
+        );
+        Mutation::Parked
+    }
+
+    /// The rest of a complete, once its md5 is known.
+    pub(crate) fn finish_complete(
+        &mut self,
+        instance: usize,
+        life: u32,
+        message: Message,
+        verification: Verification,
+        md5: Option<[u8; 16]>,
+    ) {
+        let server = &self.instances[instance];
+        if server.life != life || !server.up {
+            // The instance died meanwhile: the connection with it.
+            self.reply(&message, Err(Failure::Reset));
+            return;
+        }
+        if server.frozen.is_some() {
+            self.after(
+                1000,
+                Event::FinishComplete {
+                    instance,
+                    life,
+                    message,
+                    verification: Box::new(verification),
+                    md5,
+                },
+            );
+            return;
+        }
+        let upload = verification.upload_id().clone();
+        let acknowledged = Acknowledged::Completed(upload.clone());
+        let mutation = self.mutate(
             instance,
-            Some(upload),
-            message,
-            Acknowledged::Completed(upload.clone()),
+            Some(&upload),
+            &message,
+            acknowledged.clone(),
             move |ledger, now, ids| {
                 ledger
                     .finish_complete(&owner(), &verification, md5, now, ids)
                     .map(to_json)
             },
-        )
+        );
+        self.finish_request(instance, &message, mutation, &acknowledged, Some(&upload));
     }
 
     /// The records a read sees: the instance's ledger, or the committed rows.
@@ -591,8 +641,8 @@ impl World {
                     self.instances[instance].disk_full_until = until;
                     trace!(
                         self,
-                        "the disk of instance {instance} is full until {:.3}s",
-                        until as f64 / 1000.0
+                        "the disk of instance {instance} is full until {}",
+                        seconds(until)
                     );
                     return Persisted::Failed;
                 }
@@ -642,8 +692,8 @@ impl World {
             self,
             "instance {instance} freezes inside a transaction holding {upload}'s lock, {}",
             until.map_or("for ever".to_owned(), |until| format!(
-                "until {:.3}s",
-                until as f64 / 1000.0
+                "until {}",
+                seconds(until)
             ))
         );
         if let Some(until) = until {
@@ -737,6 +787,7 @@ impl World {
         let server = &mut self.instances[instance];
         server.up = false;
         server.ledger = None;
+        server.life += 1;
         let queued = std::mem::take(&mut server.queued);
         for message in queued {
             self.reply(&message, Err(Failure::Reset));

@@ -7,7 +7,7 @@ macro_rules! trace {
     ($world:expr, $($line:tt)*) => {
         if $world.tracing() {
             let line = format!($($line)*);
-            $world.push_trace(line);
+            $world.push_trace(&line);
         }
     };
 }
@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use http::{Request, Response};
+use uploads_core::ledger::Verification;
 use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
 
@@ -100,6 +101,19 @@ pub enum Event {
     LockTimeout(u64),
     /// The second client races a client's Upload.
     Race(usize),
+    /// A complete's md5 is computed (it took time to read the Parts): the change is made.
+    FinishComplete {
+        /// The instance, and its incarnation when the complete began.
+        instance: usize,
+        /// Its incarnation (a crash since drops the request).
+        life: u32,
+        /// The request.
+        message: Message,
+        /// What the ledger checked before the md5.
+        verification: Box<Verification>,
+        /// The md5 computed.
+        md5: Option<[u8; 16]>,
+    },
 }
 
 /// The whole simulated system.
@@ -139,7 +153,7 @@ pub const EPOCH_MS: u64 = 1_750_000_000_000;
 impl World {
     /// A world for `scenario`, with its first events queued.
     pub fn new(scenario: Scenario, tracing: bool) -> Self {
-        let mut rng = Rng::new(scenario.seed ^ 0x5EED_0F_FA17);
+        let mut rng = Rng::new(scenario.seed ^ 0x5EED_0FFA);
         let limits = Limits::default();
         debug_assert_eq!(limits.upload_ttl_secs, UPLOAD_TTL_SECS);
         let instance_count = match scenario.backend {
@@ -213,14 +227,17 @@ impl World {
     }
 
     /// Adds a line to the trace, stamped with the time.
-    pub fn push_trace(&mut self, line: String) {
-        let stamp = format!("{:>10.3}s  ", self.now as f64 / 1000.0);
+    pub fn push_trace(&mut self, line: &str) {
+        let stamp = format!("{:>11}  ", seconds(self.now));
         if let Some(trace) = &mut self.trace {
-            trace.push(stamp + &line);
+            trace.push(stamp + line);
         }
     }
 
     /// Runs events until the horizon, the queue empties, or an invariant breaks.
+    ///
+    /// # Panics
+    /// Never: every queued event is kept until it runs.
     pub fn run(&mut self, horizon_ms: u64) {
         while self.violation.is_none() {
             let Some(Reverse((at, id))) = self.queue.pop() else {
@@ -275,6 +292,15 @@ impl World {
             Event::SessionEnded(transaction) => self.session_ended(transaction),
             Event::LockTimeout(waiter) => self.lock_timeout(waiter),
             Event::Race(client) => self.race(client),
+            Event::FinishComplete {
+                instance,
+                life,
+                message,
+                verification,
+                md5,
+            } => {
+                self.finish_complete(instance, life, message, *verification, md5);
+            }
         }
     }
 
@@ -406,8 +432,8 @@ impl World {
 
     /// What instance `instance`'s clock reads, in unix seconds.
     pub fn clock_secs(&self, clock: usize) -> u64 {
-        let ms = (EPOCH_MS + self.now) as i64 + self.clock_offsets[clock];
-        (ms.max(0) as u64) / 1000
+        let ms = (EPOCH_MS + self.now).saturating_add_signed(self.clock_offsets[clock]);
+        ms / 1000
     }
 
     /// The time that decides a change made by `instance`: the database's on the team
@@ -434,6 +460,11 @@ fn clock_name(clock: usize, instances: usize) -> String {
     } else {
         format!("of instance {clock}")
     }
+}
+
+/// Virtual milliseconds as seconds, `12.345s`, for the trace.
+pub fn seconds(ms: u64) -> String {
+    format!("{}.{:03}s", ms / 1000, ms % 1000)
 }
 
 /// `POST /v1/uploads/upload_x/parts` and such, for the trace.
