@@ -92,6 +92,8 @@ pub struct OpenTransaction {
     answer: Vec<u8>,
     message: Message,
     acknowledged: Acknowledged,
+    /// The time the transaction decided by.
+    decided_at: u64,
     /// The database ended its session: its commit will fail.
     ended: bool,
 }
@@ -306,7 +308,7 @@ impl World {
                     "instance {instance} answers {} 200",
                     describe(&message.request)
                 );
-                self.acknowledge(instance, acknowledged, &body);
+                self.acknowledge(self.deciding_secs(instance), acknowledged, &body);
                 self.reply(message, Ok(ok(body)));
             }
             Mutation::Done(Err(rejection)) => {
@@ -586,14 +588,16 @@ impl World {
             && self.rng.chance(rates.freeze)
             && others_serve
         {
-            return self.freeze(
-                instance,
-                upload,
-                change.steps().to_vec(),
-                planned.response,
-                message,
+            let held = OpenTransaction {
+                upload: upload.clone(),
+                steps: change.steps().to_vec(),
+                answer: planned.response,
+                message: message.clone(),
                 acknowledged,
-            );
+                decided_at: now,
+                ended: false,
+            };
+            return self.freeze(instance, held);
         }
         if self.rng.chance(rates.server_crash) {
             // Died before the commit: the transaction rolls back.
@@ -656,15 +660,8 @@ impl World {
         Persisted::Done
     }
 
-    fn freeze(
-        &mut self,
-        instance: usize,
-        upload: &UploadId,
-        steps: Vec<Step>,
-        answer: Vec<u8>,
-        message: &Message,
-        acknowledged: Acknowledged,
-    ) -> Mutation {
+    /// Freezes `instance` inside the transaction `held`, holding its row lock.
+    fn freeze(&mut self, instance: usize, held: OpenTransaction) -> Mutation {
         let for_ever = self.rng.chance(0.3);
         let until = (!for_ever).then(|| self.now + self.rng.range(1_000, 20 * 60 * 1000));
         let Store::Shared {
@@ -675,18 +672,9 @@ impl World {
         };
         let transaction = *next;
         *next += 1;
+        let upload = held.upload.clone();
         rows.locks.insert(upload.clone(), transaction);
-        open.insert(
-            transaction,
-            OpenTransaction {
-                upload: upload.clone(),
-                steps,
-                answer,
-                message: message.clone(),
-                acknowledged,
-                ended: false,
-            },
-        );
+        open.insert(transaction, held);
         self.instances[instance].frozen = Some((until, transaction));
         trace!(
             self,
@@ -722,7 +710,7 @@ impl World {
             } else {
                 rows.locks.remove(&held.upload);
                 self.commit_rows(&held.steps, false);
-                self.acknowledge(instance, &held.acknowledged, &held.answer);
+                self.acknowledge(held.decided_at, &held.acknowledged, &held.answer);
                 self.reply(&held.message, Ok(ok(held.answer)));
                 self.wake_waiters(&held.upload);
             }
@@ -898,11 +886,10 @@ impl World {
         self.commit_rows(change.steps(), true);
     }
 
-    /// Checks a 200 `instance` is sending against the durable records, at the time that
-    /// instance decides by.
-    fn acknowledge(&mut self, instance: usize, acknowledged: &Acknowledged, body: &[u8]) {
+    /// Checks a 200 against the durable records, at `now`: the time the change was decided
+    /// at (a transaction's `now()` is its start).
+    fn acknowledge(&mut self, now: u64, acknowledged: &Acknowledged, body: &[u8]) {
         let truth = self.store.truth();
-        let now = self.deciding_secs(instance);
         if let Err(broken) = self.oracle.acknowledged(acknowledged, body, &truth, now) {
             self.violate(broken);
         }
