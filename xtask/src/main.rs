@@ -3,8 +3,8 @@
 //! Tasks:
 //! * `ci`: everything CI checks, in the order that fails fastest: formatting, clippy with
 //!   warnings denied, the client crates built on freshly resolved dependencies (`fresh-deps`),
-//!   the whole test suite, the server's suites again on PostgreSQL and object storage, the
-//!   conformance suite, and the docs with warnings denied.
+//!   the whole test suite, the simulation's seeds, the server's suites again on PostgreSQL
+//!   and object storage, the conformance suite, and the docs with warnings denied.
 //! * `conformance`: the server against OpenAI's official Python and Node SDKs, its answers
 //!   against OpenAI's OpenAPI document, and our clients against a Prism mock of that document
 //!   (see [`conformance`]).
@@ -13,10 +13,13 @@
 //!   `docs/BENCHMARKS.md` with a chart (see [`mod@bench`]).
 //! * `fresh-deps`: the client crates built as a dependency of a new project whose lockfile is
 //!   resolved afresh, failing on any warning from our crates (see [`fresh_deps`]).
+//! * `sim`: the seeded simulation of clients and servers under faults: many seeds, or one
+//!   replayed with its trace (see [`sim`]).
 
 mod bench;
 mod conformance;
 mod fresh_deps;
+mod sim;
 #[cfg(test)]
 mod tidy;
 
@@ -24,6 +27,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask ci | conformance | fresh-deps
+       cargo xtask sim [--seeds 1500 [--from 0] | --seed S [--without kind,...]] [--rules before-issue-21] [--release]
        cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... [--size 2GiB] [--quick]
                          [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
 
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("conformance") => conformance::run(),
         Some("fresh-deps") => fresh_deps::run(),
+        Some("sim") => sim::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
@@ -149,6 +154,8 @@ fn ci() -> Result<(), String> {
     // the first time on 2 cores, a second or two after).
     fresh_deps::run()?;
     run("cargo", &["test", "--workspace"], &[])?;
+    // The simulation's seeds, on the debug build the tests just made.
+    sim::run(&["--seeds".to_owned(), sim::CI_SEEDS.to_owned()])?;
     // The server's suites again, on PostgreSQL and object storage (the harness's private
     // PostgreSQL and moto). The others (crash_recovery, commit_point, health, slow_clients,
     // sweep, descriptors) are about the directory store's files and the process; the shared
