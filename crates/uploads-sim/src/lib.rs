@@ -30,9 +30,44 @@ use std::fmt::Write as _;
 
 pub use scenario::{FaultKind, Rules, Scenario};
 
-/// Seeds that failed once (a bug the simulator found, since fixed): run first, every time.
-/// Each line: the seed, then why it is kept.
-pub const REGRESSION_SEEDS: &[(u64, &str)] = &[];
+/// A seed kept because it once failed: run first in every batch, with its switches.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptSeed {
+    /// The seed.
+    pub seed: u64,
+    /// The fault kinds switched off when it failed.
+    pub without: &'static [FaultKind],
+    /// Why it is kept.
+    pub why: &'static str,
+}
+
+impl KeptSeed {
+    /// The switches it runs with.
+    pub fn switches(&self) -> Switches {
+        Switches {
+            disabled: self.without.iter().copied().collect(),
+            without_clients: BTreeSet::new(),
+        }
+    }
+}
+
+/// Seeds that failed once, run first, every time (see `docs/SIMULATION.md`).
+pub const REGRESSION_SEEDS: &[KeptSeed] = &[
+    KeptSeed {
+        seed: 5,
+        without: &[],
+        why: "before issue 21, an instance whose clock ran ahead swept a live Upload's Parts",
+    },
+    KeptSeed {
+        seed: 20,
+        without: &[
+            FaultKind::Skew,
+            FaultKind::ClockJump,
+            FaultKind::ClockStepBack,
+        ],
+        why: "before issue 21, an instance frozen in a transaction kept an Upload's lock for ever",
+    },
+];
 
 /// How one seed's run went.
 #[derive(Debug, Clone)]

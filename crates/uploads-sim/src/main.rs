@@ -123,10 +123,17 @@ const SHRUNK_AT_MOST: usize = 3;
 /// prints the first failures.
 fn many(count: u64, args: &Args) -> ExitCode {
     let started = Instant::now();
-    let seeds: Vec<u64> = REGRESSION_SEEDS
+    // The kept seeds with their own switches, then the batch with the command line's.
+    let seeds: Vec<(u64, Switches)> = REGRESSION_SEEDS
         .iter()
-        .map(|(seed, _)| *seed)
-        .chain(args.from..args.from + count)
+        .map(|kept| {
+            let mut switches = kept.switches();
+            switches
+                .disabled
+                .extend(args.switches.disabled.iter().copied());
+            (kept.seed, switches)
+        })
+        .chain((args.from..args.from + count).map(|seed| (seed, args.switches.clone())))
         .collect();
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     // Each thread takes every `threads`-th seed; a seed's run is the same on any thread.
@@ -139,7 +146,7 @@ fn many(count: u64, args: &Args) -> ExitCode {
                         .iter()
                         .skip(worker)
                         .step_by(threads)
-                        .map(|&seed| (seed, run(seed, args.rules, &args.switches, false)))
+                        .map(|(seed, switches)| (*seed, run(*seed, args.rules, switches, false)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -148,7 +155,7 @@ fn many(count: u64, args: &Args) -> ExitCode {
             .into_iter()
             .flat_map(|worker| worker.join().expect("a simulation thread panicked"))
             .collect();
-        outcomes.sort_by_key(|(seed, _)| seeds.iter().position(|s| s == seed));
+        outcomes.sort_by_key(|(seed, _)| seeds.iter().position(|(s, _)| s == seed));
         outcomes
     });
     let events: u64 = outcomes.iter().map(|(_, outcome)| outcome.steps).sum();

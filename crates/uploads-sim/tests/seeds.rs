@@ -2,9 +2,7 @@
 //! seeds passes, shrinking keeps a failure, and the simulator finds the two faults the team
 //! backend had before issue 21's fixes (the seeds it found them with are kept here).
 
-use std::collections::BTreeSet;
-
-use uploads_sim::{FaultKind, REGRESSION_SEEDS, Rules, Switches, run, shrink, violation_kind};
+use uploads_sim::{REGRESSION_SEEDS, Rules, Switches, run, shrink, violation_kind};
 
 /// Seeds each `cargo test` (and each mutant of `cargo mutants`) runs; `cargo xtask sim`
 /// runs many more.
@@ -13,21 +11,14 @@ const BATCH: u64 = 48;
 /// Under the old rules, an instance whose clock ran more than an Upload's lifetime ahead
 /// swept a live Upload's Parts, and another instance completed it into a File without
 /// bytes (found by `cargo xtask sim --seeds 400 --rules before-issue-21`).
-const SKEWED_CLOCK_SEED: u64 = 5;
+const SKEWED_CLOCK_SEED: u64 = REGRESSION_SEEDS[0].seed;
 /// Under the old rules, an instance frozen inside a transaction kept its row lock for
 /// ever, and every request for that Upload waited on it: the client could never finish
 /// (found with the clock faults switched off, so that no clock excuses the give-up).
-const FROZEN_INSTANCE_SEED: u64 = 20;
+const FROZEN_INSTANCE_SEED: u64 = REGRESSION_SEEDS[1].seed;
 
 fn without_clock_faults() -> Switches {
-    Switches {
-        disabled: BTreeSet::from([
-            FaultKind::Skew,
-            FaultKind::ClockJump,
-            FaultKind::ClockStepBack,
-        ]),
-        without_clients: BTreeSet::new(),
-    }
+    REGRESSION_SEEDS[1].switches()
 }
 
 #[test]
@@ -43,11 +34,11 @@ fn a_seed_replays_the_same_trace() {
 fn the_kept_seeds_and_a_batch_of_seeds_pass() {
     let seeds = REGRESSION_SEEDS
         .iter()
-        .map(|(seed, _)| *seed)
-        .chain(0..BATCH);
+        .map(|kept| (kept.seed, kept.switches()))
+        .chain((0..BATCH).map(|seed| (seed, Switches::default())));
     let failed: Vec<String> = seeds
-        .filter_map(|seed| {
-            let outcome = run(seed, Rules::Current, &Switches::default(), false);
+        .filter_map(|(seed, switches)| {
+            let outcome = run(seed, Rules::Current, &switches, false);
             outcome
                 .violation
                 .map(|violation| format!("seed {seed}: {violation}"))
