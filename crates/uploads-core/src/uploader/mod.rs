@@ -113,6 +113,8 @@ use crate::retry::{Failure, GiveUpReason, RetryDecision, RetryLoop, RetryPolicy}
 use crate::types::{CompleteUploadRequest, CreateUploadRequest, PartId, Upload, UploadId};
 use crate::upload::{AbortCause, OptionsError, RequestError, UploadError, UploadOptions};
 
+#[cfg(test)]
+mod clock_tests;
 mod exchange;
 mod guard;
 mod parts;
@@ -598,7 +600,9 @@ impl<E> Uploader<E> {
                 else {
                     return;
                 };
-                let mut parts = Parts::new(upload, plan, self.policy, self.deadline_unix_ms);
+                let expires_locally_at = local_expiry(&upload, now_unix_ms);
+                let mut parts = Parts::new(upload, plan, self.policy, self.deadline_unix_ms)
+                    .expiring_locally_at(expires_locally_at);
                 if let Some(source) = source {
                     parts = parts.with_source(source);
                 }
@@ -1095,6 +1099,14 @@ impl<E> Uploader<E> {
 fn spread(jitter: f64, index: u32) -> f64 {
     const GOLDEN: f64 = 0.618_033_988_749_895;
     (jitter + f64::from(index) * GOLDEN).fract()
+}
+
+/// When an Upload create answered at `answered_unix_ms` expires by this machine's clock:
+/// its lifetime (`expires_at - created_at`, both on the service's clock) from then. The two
+/// clocks may disagree by hours; the lifetime does not depend on either.
+fn local_expiry(upload: &Upload, answered_unix_ms: u64) -> u64 {
+    let lifetime_secs = upload.expires_at.saturating_sub(upload.created_at);
+    answered_unix_ms.saturating_add(lifetime_secs.saturating_mul(1000))
 }
 
 /// `duration` in whole milliseconds, saturating.

@@ -66,8 +66,11 @@ pub(crate) struct Parts {
     upload: Upload,
     plan: PartPlan,
     policy: RetryPolicy,
-    /// No retry starts after this: the caller's deadline, or the Upload's expiry.
-    retry_deadline_unix_ms: u64,
+    /// The caller's deadline: no retry starts after it.
+    deadline_unix_ms: Option<u64>,
+    /// When the Upload expires by this machine's clock, once known (see
+    /// [`Parts::expiring_locally_at`]); until then the service's `expires_at`.
+    expires_locally_at_ms: Option<u64>,
     source: Option<String>,
     states: Vec<PartState>,
     /// Parts never handed out (or handed out before a resume), lowest index first.
@@ -101,15 +104,12 @@ impl Parts {
         deadline_unix_ms: Option<u64>,
         part_ids: Vec<Option<PartId>>,
     ) -> Self {
-        // The service refuses parts once the Upload expires: waiting past it for a retry
-        // would only delay the failure.
-        let expiry = upload.expires_at.saturating_mul(1000);
         let mut parts = Self {
             upload,
             plan,
             policy,
-            retry_deadline_unix_ms: deadline_unix_ms
-                .map_or(expiry, |deadline| deadline.min(expiry)),
+            deadline_unix_ms,
+            expires_locally_at_ms: None,
             source: None,
             states: Vec::with_capacity(part_ids.len()),
             pending: VecDeque::new(),
@@ -154,7 +154,25 @@ impl Parts {
             snapshot.part_ids,
         );
         parts.source = snapshot.source;
+        parts.expires_locally_at_ms = snapshot.expires_locally_at_ms;
         Ok(parts)
+    }
+
+    /// Sets when the Upload expires by this machine's clock (see
+    /// [`SessionSnapshot::expires_locally_at_ms`]), kept in snapshots.
+    pub fn expiring_locally_at(mut self, at_unix_ms: u64) -> Self {
+        self.expires_locally_at_ms = Some(at_unix_ms);
+        self
+    }
+
+    /// No retry starts after this: the caller's deadline, or the Upload's expiry (the
+    /// service refuses parts then: waiting past it would only delay the failure).
+    fn retry_deadline_unix_ms(&self) -> u64 {
+        let expiry = self
+            .expires_locally_at_ms
+            .unwrap_or_else(|| self.upload.expires_at.saturating_mul(1000));
+        self.deadline_unix_ms
+            .map_or(expiry, |deadline| deadline.min(expiry))
     }
 
     /// Sets the driver's fingerprint of the file, kept in snapshots.
@@ -327,7 +345,7 @@ impl Parts {
         now_unix_ms: u64,
         jitter: f64,
     ) -> Option<RetryDecision> {
-        let deadline = self.retry_deadline_unix_ms;
+        let deadline = self.retry_deadline_unix_ms();
         let policy = self.policy;
         let slot = self.in_flight_slot(job)?;
         let PartState::InFlight { bytes_sent, .. } = *slot else {
@@ -429,6 +447,7 @@ impl Parts {
                 .map(|state| state.done_id().cloned())
                 .collect(),
             source: self.source.clone(),
+            expires_locally_at_ms: self.expires_locally_at_ms,
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct SessionSnapshot {
     /// before resuming that the file is still the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// When the Upload expires by this machine's clock (unix milliseconds): the Upload's
+    /// lifetime (`expires_at - created_at`) counted from when create was answered. The
+    /// service's own clock may be hours off this machine's. Absent in snapshots written
+    /// before it was kept: then `upload.expires_at` is all there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_locally_at_ms: Option<u64>,
 }
 
 /// Why a snapshot cannot be resumed.
@@ -154,7 +160,10 @@ impl SessionSnapshot {
                 status: upload.status.clone(),
             });
         }
-        if now_unix_ms >= upload.expires_at.saturating_mul(1000) {
+        let expiry = self
+            .expires_locally_at_ms
+            .unwrap_or_else(|| upload.expires_at.saturating_mul(1000));
+        if now_unix_ms >= expiry {
             return Err(ResumeError::Expired {
                 upload_id: upload.id.clone(),
                 expires_at: upload.expires_at,
