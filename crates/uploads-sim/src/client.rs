@@ -9,7 +9,7 @@ use std::io::Read;
 use uploads_core::api::ClientConfig;
 use uploads_core::digest::Md5Hasher;
 use uploads_core::multipart::Boundary;
-use uploads_core::types::{PartId, Purpose, Upload, UploadId};
+use uploads_core::types::{ExpiresAfter, PartId, Purpose, Upload, UploadId};
 use uploads_core::upload::{ConnectFailure, RequestError, UploadError, UploadOptions};
 use uploads_core::uploader::{
     Action, Expect, OutgoingBody, ProgressEvent, Report, SessionSnapshot, Transmit, Uploader,
@@ -85,13 +85,16 @@ impl Client {
     pub fn new(index: usize, plan: ClientPlan, rng: &mut Rng) -> Self {
         let source: Vec<u8> = (0..plan.size).map(|_| rng.range(0, 255) as u8).collect();
         let name = format!("client-{index}.jsonl");
-        let options = UploadOptions::new(Purpose::Batch)
+        let mut options = UploadOptions::new(Purpose::Batch)
             .part_size(plan.part_size)
             .concurrency(plan.concurrency)
             .md5(plan.md5)
             .cancel_on_failure(plan.cancel_on_failure)
             .deadline(std::time::Duration::from_millis(DEADLINE_MS))
             .snapshot_path(format!("client-{index}.snapshot.json"));
+        if let Some(ttl) = plan.file_ttl_secs {
+            options = options.expires_after(ExpiresAfter::after_creation(ttl));
+        }
         Self {
             plan,
             source,

@@ -67,6 +67,12 @@ pub const REGRESSION_SEEDS: &[KeptSeed] = &[
         ],
         why: "before issue 21, an instance frozen in a transaction kept an Upload's lock for ever",
     },
+    KeptSeed {
+        seed: 69,
+        without: &[],
+        why: "the uploader read the service's expires_at on its own clock: a service 67 \
+              minutes behind made it give up at its first retry",
+    },
 ];
 
 /// How one seed's run went.

@@ -26,13 +26,21 @@
 //! 11. Expiry answers agree with the reference: an Upload answered `expired`, or refused as
 //!     "already expired", is past its `expires_at` (or its Parts were swept); one answered
 //!     `pending` is not.
+//! 12. The sweep leaves nothing due behind: at the end of the run, no File expired, no
+//!     expired Upload's Parts and no Upload past its retention are still stored ten minutes
+//!     after they were due (the sweep runs at least every two minutes).
+//! 13. The ledgers agree with the records, after every event: the one a running directory
+//!     instance holds, the one a restart would load (`Ledger::load` over the disk), and the one
+//!     a team-backend transaction loads take a Part exactly for the Uploads the reference
+//!     says are pending, and serve exactly the committed, unexpired Files.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use uploads_core::ledger::{RecordState, Step, UploadRecord};
+use uploads_core::ledger::{Ledger, RecordState, SequentialIds, Step, UploadRecord};
 use uploads_core::types::UploadId;
 use uploads_core::types::{FileId, PartId, Upload, UploadPart, UploadStatus};
 
+use crate::server::{Store, owner};
 use crate::storage::{Bytes, Truth};
 use crate::world::World;
 
@@ -171,39 +179,7 @@ impl Oracle {
                 self.parts.insert((upload.clone(), part.id));
                 Ok(())
             }
-            Acknowledged::Completed(id) => {
-                let upload: Upload = parse(body)?;
-                let file = upload
-                    .file
-                    .as_ref()
-                    .ok_or_else(|| format!("complete of {id} answered without a File"))?;
-                if let Some(first) = self.completed.get(id)
-                    && *first != file.id
-                {
-                    return Err(format!("{id} was completed twice: {first} and {}", file.id));
-                }
-                let record = truth
-                    .uploads
-                    .get(id)
-                    .ok_or_else(|| format!("complete of {id} answered, its record is gone"))?;
-                match &record.state {
-                    RecordState::Completed(completion) if completion.file.id == file.id => {}
-                    other => {
-                        return Err(format!(
-                            "complete of {id} answered {}, a restart sees {other:?}",
-                            file.id
-                        ));
-                    }
-                }
-                if !truth.files.contains_key(&file.id) {
-                    return Err(format!(
-                        "complete of {id} answered {}, whose record a restart does not load",
-                        file.id
-                    ));
-                }
-                self.completed.insert(id.clone(), file.id.clone());
-                Ok(())
-            }
+            Acknowledged::Completed(id) => self.acknowledged_complete(id, body, truth, now),
             Acknowledged::Cancelled(id) => {
                 let upload: Upload = parse(body)?;
                 if upload.status != UploadStatus::Cancelled {
@@ -219,6 +195,50 @@ impl Oracle {
                 Ok(())
             }
         }
+    }
+
+    /// Invariants 4 and 5 for a 200 to a complete of `id`.
+    fn acknowledged_complete(
+        &mut self,
+        id: &UploadId,
+        body: &[u8],
+        truth: &Truth,
+        now: u64,
+    ) -> Result<(), String> {
+        let upload: Upload = parse(body)?;
+        let file = upload
+            .file
+            .as_ref()
+            .ok_or_else(|| format!("complete of {id} answered without a File"))?;
+        if let Some(first) = self.completed.get(id)
+            && *first != file.id
+        {
+            return Err(format!("{id} was completed twice: {first} and {}", file.id));
+        }
+        let record = truth
+            .uploads
+            .get(id)
+            .ok_or_else(|| format!("complete of {id} answered, its record is gone"))?;
+        match &record.state {
+            RecordState::Completed(completion) if completion.file.id == file.id => {}
+            other => {
+                return Err(format!(
+                    "complete of {id} answered {}, a restart sees {other:?}",
+                    file.id
+                ));
+            }
+        }
+        // A replay may name a File that expired since, and was swept.
+        let gone_by_expiry =
+            self.swept_files.contains(&file.id) || file.expires_at.is_some_and(|at| at <= now);
+        if !truth.files.contains_key(&file.id) && !gone_by_expiry {
+            return Err(format!(
+                "complete of {id} answered {}, whose record a restart does not load",
+                file.id
+            ));
+        }
+        self.completed.insert(id.clone(), file.id.clone());
+        Ok(())
     }
 
     /// Invariants 1, 2, 3 and 5 over the durable records and bytes.
@@ -490,7 +510,8 @@ impl World {
             .and_then(|()| {
                 self.oracle
                     .check_live_bytes(&truth, self.store.bytes(), now)
-            });
+            })
+            .and_then(|()| self.check_ledgers(&truth, now));
         if let Err(broken) = checked {
             self.violate(broken);
         }
@@ -503,8 +524,117 @@ impl World {
             .collect()
     }
 
-    /// Invariant 8 at the end of the run: every client finished (no stall).
+    /// Invariant 12: every ledger the system would decide with agrees with the reference.
+    fn check_ledgers(&self, truth: &Truth, now: u64) -> Result<(), String> {
+        let mut ledgers: Vec<(&str, Ledger)> = Vec::new();
+        let stored_files: Vec<FileId> = match &self.store {
+            Store::Directory { disk, .. } => {
+                ledgers.push(("a restart", disk.restart_view(&self.limits)));
+                if let Some(ledger) = self.instances[0].ledger() {
+                    ledgers.push(("the running instance", ledger.clone()));
+                }
+                disk.files.keys().cloned().collect()
+            }
+            Store::Shared { rows, .. } => {
+                ledgers.push(("a transaction", rows.ledger(&self.limits, false)));
+                rows.files.keys().cloned().collect()
+            }
+        };
+        let owner = owner();
+        let mut ids = SequentialIds::new();
+        for (name, ledger) in &ledgers {
+            for record in truth.uploads.values() {
+                let expected = reference_status(record, now);
+                let takes_part = ledger
+                    .check_add_part(&owner, &record.id, now, &mut ids)
+                    .is_ok();
+                if takes_part != (expected == UploadStatus::Pending) {
+                    return Err(format!(
+                        "{name} {} a Part for {} at {now}, which the records say is {expected:?}",
+                        if takes_part { "takes" } else { "refuses" },
+                        record.id
+                    ));
+                }
+            }
+            for id in &stored_files {
+                let live = truth
+                    .files
+                    .get(id)
+                    .is_some_and(|file| file.file.expires_at.is_none_or(|at| at > now));
+                if ledger.retrieve_file(&owner, id, now).is_ok() != live {
+                    return Err(format!(
+                        "{name} {} {id}, which the records say is {}",
+                        if live { "does not serve" } else { "serves" },
+                        if live {
+                            "committed and live"
+                        } else {
+                            "not a live File"
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 12, at the end of the run: what was due ten minutes ago is gone.
+    fn check_swept(&self) -> Result<(), String> {
+        const SLACK_SECS: u64 = 600;
+        let now = self.true_deciding_secs();
+        let due = |at: u64| at.saturating_add(SLACK_SECS) <= now;
+        let truth = self.store.truth();
+        if let Some(file) = truth
+            .files
+            .values()
+            .find(|file| file.file.expires_at.is_some_and(due))
+        {
+            return Err(format!(
+                "{} expired at {:?} and is still stored at {now}",
+                file.id(),
+                file.file.expires_at
+            ));
+        }
+        let ttl = self.limits.upload_ttl_secs;
+        for record in truth.uploads.values() {
+            let file_gone = match &record.state {
+                RecordState::Completed(completion) => {
+                    !truth.files.contains_key(&completion.file.id)
+                }
+                RecordState::Pending | RecordState::Cancelled { .. } => true,
+            };
+            if file_gone && due(record.expires_at + ttl) {
+                return Err(format!(
+                    "{} was due for removal at {} and is still stored at {now}",
+                    record.id,
+                    record.expires_at + ttl
+                ));
+            }
+            let bytes_left = record.parts.iter().any(|part| {
+                self.store
+                    .bytes()
+                    .parts
+                    .contains_key(&(record.id.clone(), part.id.clone()))
+            });
+            if matches!(record.state, RecordState::Pending) && due(record.expires_at) && bytes_left
+            {
+                return Err(format!(
+                    "{} expired at {} and its Parts' bytes are still stored at {now}",
+                    record.id, record.expires_at
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Invariant 8 at the end of the run: every client finished (no stall); and
+    /// invariant 12 where one clock decides every sweep.
     pub(crate) fn check_end(&mut self) {
+        let one_clock = self.scenario.rules == crate::scenario::Rules::Current
+            || self.scenario.backend == crate::scenario::Backend::Directory;
+        if one_clock && let Err(broken) = self.check_swept() {
+            self.violate(broken);
+            return;
+        }
         for index in 0..self.clients.len() {
             if !self.clients[index].settled() {
                 let upload = self.clients[index].upload_id.clone();
@@ -538,7 +668,6 @@ impl World {
                 record.parts_removed
                     || record.is_expired(self.true_deciding_secs())
                     || self.oracle.was_raced(upload)
-                    || self.clock_moved()
             }
         };
         let why = match &client.outcome {
@@ -555,27 +684,5 @@ impl World {
             crate::scenario::Backend::Directory => self.deciding_secs(0),
             crate::scenario::Backend::Shared { .. } => self.clock_secs(self.instances.len()),
         }
-    }
-
-    /// Whether a clock that decides moved during the run, or was off from the start: an
-    /// Upload may then expire before its client is done.
-    fn clock_moved(&self) -> bool {
-        let instances = self.instances.len();
-        let deciding = |clock: usize| match (self.scenario.backend, self.scenario.rules) {
-            (crate::scenario::Backend::Shared { .. }, crate::scenario::Rules::Current) => {
-                clock == instances
-            }
-            _ => clock < instances,
-        };
-        self.scenario
-            .clock_events
-            .iter()
-            .any(|event| deciding(event.instance))
-            || self
-                .scenario
-                .clock_offsets_ms
-                .iter()
-                .enumerate()
-                .any(|(clock, offset)| deciding(clock) && offset.unsigned_abs() > 1000)
     }
 }

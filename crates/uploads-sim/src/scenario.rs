@@ -160,6 +160,8 @@ pub struct ClientPlan {
     pub race: Option<(Race, u64)>,
     /// When the client dies (and restarts from its snapshot), if it does.
     pub crash_at_ms: Vec<u64>,
+    /// The File's `expires_after` (seconds after its creation), if it asks for one.
+    pub file_ttl_secs: Option<u64>,
 }
 
 /// How often each per-message or per-step fault strikes, when switched on.
@@ -232,6 +234,8 @@ impl Scenario {
         let mut rng = Rng::new(seed);
         // One stream per part of the scenario: drawing more of one never shifts another.
         let (mut shape, mut faults, mut times) = (rng.fork(), rng.fork(), rng.fork());
+        // Streams added later come after these, so the earlier draws stay as they were.
+        let mut files = rng.fork();
         let backend = if shape.chance(0.5) {
             Backend::Directory
         } else {
@@ -288,6 +292,8 @@ impl Scenario {
             let crashes = (0..shape.range(0, 2))
                 .map(|_| shape.range(0, 120_000))
                 .collect();
+            // Some Files expire within the run (the shortest `expires_after` is an hour).
+            let file_ttl_secs = files.chance(0.4).then(|| files.range(3600, 7200));
             let plan = ClientPlan {
                 size,
                 part_size,
@@ -297,6 +303,7 @@ impl Scenario {
                 start_ms: shape.range(0, 5000),
                 race: racer,
                 crash_at_ms: crashes,
+                file_ttl_secs,
             };
             if keep_client(index) {
                 clients.push(plan);
@@ -391,7 +398,7 @@ impl Scenario {
             .iter()
             .map(|client| {
                 format!(
-                    "{}B/{}B x{}{}{}{}",
+                    "{}B/{}B x{}{}{}{}{}",
                     client.size,
                     client.part_size,
                     client.concurrency,
@@ -404,6 +411,10 @@ impl Scenario {
                     client
                         .race
                         .map(|(race, _)| format!(" raced by {race:?}"))
+                        .unwrap_or_default(),
+                    client
+                        .file_ttl_secs
+                        .map(|ttl| format!(" File expires after {ttl}s"))
                         .unwrap_or_default(),
                 )
             })

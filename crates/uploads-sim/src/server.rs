@@ -40,7 +40,7 @@ fn ids(rng: &mut Rng) -> SimIds {
 }
 
 /// The only project in the simulation.
-fn owner() -> Owner {
+pub(crate) fn owner() -> Owner {
     Owner::new("proj_sim")
 }
 
@@ -68,6 +68,11 @@ impl Instance {
             up: true,
             ..Self::default()
         }
+    }
+
+    /// The ledger a running directory instance holds.
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.ledger.as_ref()
     }
 
     /// Whether its health check answers: up, and not frozen.
@@ -837,17 +842,18 @@ impl World {
                     self.violate(broken);
                     return;
                 }
-                match self.persist_directory(instance, change.steps()) {
-                    Persisted::Crashed => return,
-                    Persisted::Failed => continue,
-                    Persisted::Done => {}
-                }
+                // Judged legitimate above: what a crash half-way removed was the sweep's.
+                self.oracle.swept(change.steps());
                 trace!(
                     self,
                     "instance {instance} sweeps: {}",
                     steps_summary(change.steps())
                 );
-                self.oracle.swept(change.steps());
+                match self.persist_directory(instance, change.steps()) {
+                    Persisted::Crashed => return,
+                    Persisted::Failed => continue,
+                    Persisted::Done => {}
+                }
                 if let Some(ledger) = self.instances[instance].ledger.as_mut()
                     && let Err(error) = ledger.apply(change)
                 {
