@@ -30,6 +30,19 @@ pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 /// The largest text field of a form (`purpose`, `expires_after[...]`).
 pub const MAX_TEXT_FIELD_BYTES: usize = 1024;
 
+/// What a form reader is opened with, from a request's head: its `Content-Type` and its
+/// declared `Content-Length` (`None` when absent or unreadable).
+pub fn form_head(headers: &http::HeaderMap) -> (Option<&str>, Option<u64>) {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok());
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    (content_type, declared)
+}
+
 /// What a reader yields: the stored field starting, then its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormEvent {

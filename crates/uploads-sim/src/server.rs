@@ -8,9 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes as Chunk;
 use http::Response;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use uploads_core::digest::Md5Hasher;
-use uploads_core::forms::{FormEvent, FormReader, PartFormReader};
+use uploads_core::forms::{FormEvent, FormReader, PartFormReader, form_head};
 use uploads_core::ledger::{CompletePlan, Ledger, Owner, Planned, RandomIds, Step, Verification};
 use uploads_core::rejection::Rejection;
 use uploads_core::route::Route;
@@ -904,14 +903,7 @@ impl World {
 
 /// The bytes of a Part's form, read with the server's own form reader.
 fn read_part_form(message: &Message, max_part_bytes: u64) -> Result<Vec<u8>, Rejection> {
-    let headers = message.request.headers();
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok());
+    let (content_type, declared) = form_head(message.request.headers());
     let mut form = PartFormReader::open(content_type, declared, max_part_bytes)?;
     form.feed(Chunk::from(message.request.body().clone()));
     let mut data = Vec::new();

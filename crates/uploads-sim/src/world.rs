@@ -39,8 +39,10 @@ pub enum Sender {
         /// The exchange.
         exchange: u64,
     },
-    /// The second client racing `client`'s Upload; its answers are only recorded.
+    /// The second client racing `client`'s Upload; its answers are not read.
     Racer(usize),
+    /// A proxy's second copy of a request; its answer goes nowhere.
+    Duplicate,
 }
 
 /// A request on its way to an instance.
@@ -348,13 +350,13 @@ impl World {
         let answer_lost = !cut && self.rng.chance(rates.lose_answer);
         let instance = self.route();
         if self.rng.chance(rates.duplicate) {
-            // A proxy sent it twice: the first copy's answer is not the one that returns.
+            // A proxy sent it twice: the copy's answer is not the one that returns.
             trace!(self, "{label} duplicated");
             let copy = Message {
-                from: Sender::Racer(usize::MAX),
+                from: Sender::Duplicate,
                 request: request.clone(),
                 cut: false,
-                answer_lost: true,
+                answer_lost: false,
             };
             let delay = self.latency();
             let other = self.route();
@@ -370,29 +372,23 @@ impl World {
         self.after(delay, Event::Arrive(instance, message));
     }
 
-    /// Sends a server's answer back.
+    /// Sends a server's answer back: a reset when the body was cut, nothing when the answer
+    /// is lost on the way.
     pub fn reply(&mut self, message: &Message, answer: Result<Response<Vec<u8>>, Failure>) {
-        if message.answer_lost || message.cut {
-            let answer = if message.cut {
-                Err(Failure::Reset)
-            } else {
-                trace!(
-                    self,
-                    "answer to {} lost on the way",
-                    describe(&message.request)
-                );
-                return;
-            };
-            let delay = self.latency();
-            self.after(
-                delay,
-                Event::Answer {
-                    to: message.from,
-                    answer,
-                },
+        let answer = if message.from == Sender::Duplicate {
+            return;
+        } else if message.cut {
+            Err(Failure::Reset)
+        } else if message.answer_lost {
+            trace!(
+                self,
+                "answer to {} lost on the way",
+                describe(&message.request)
             );
             return;
-        }
+        } else {
+            answer
+        };
         let delay = self.latency();
         self.after(
             delay,

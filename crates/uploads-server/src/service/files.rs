@@ -12,7 +12,7 @@ use uploads_core::api::parse_list_files_query;
 use uploads_core::ledger::{FileRecord, Owner};
 use uploads_core::types::FileId;
 
-use super::forms::{form_head, read_form};
+use super::forms::read_form;
 use super::{Answer, Refused, Service, json, storage_rejection};
 use crate::body::{ResponseBody, channel_body};
 use crate::objects::file_key;
@@ -21,6 +21,7 @@ use crate::readers::ReadGuard;
 use crate::store::ContentSource;
 use uploads_core::buffer::BufferPool;
 use uploads_core::forms::FileFormReader;
+use uploads_core::forms::form_head;
 
 /// Chunks of File content read from disk per step of a download.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
@@ -150,7 +151,7 @@ impl Service {
             })
             .await?;
         self.intend(|| file_key(&file_id)).await?;
-        let (content_type, declared) = form_head(&request);
+        let (content_type, declared) = form_head(request.headers());
         let form = FileFormReader::open(content_type, declared)?;
         let store = Arc::clone(&self.store);
         let id = file_id.clone();

@@ -1,8 +1,6 @@
 //! Feeding a request's body to one of the core's form readers ([`uploads_core::forms`]): the
 //! grammar, the limits and the refusals are the core's; this module only moves bytes.
 
-use http::Request;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http_body::Body;
 use std::io;
 
@@ -15,20 +13,6 @@ use super::writer::PartWriter;
 use super::{Answer, body_rejection};
 use crate::body::{BodyPace, BodyReader};
 use crate::store::DataSink;
-
-/// What a form reader is opened with: the request's `Content-Type` and declared
-/// `Content-Length`.
-pub(super) fn form_head<B>(request: &Request<B>) -> (Option<&str>, Option<u64>) {
-    let headers = request.headers();
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok());
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    (content_type, declared)
-}
 
 /// Reads a form to its end, streaming its stored field into the sink `open` makes (on the
 /// field's start): the typed form and the writer of the stored bytes, not yet committed.

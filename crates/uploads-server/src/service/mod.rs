@@ -495,7 +495,7 @@ impl Service {
     {
         let limit = self.config.max_json_bytes;
         // Refused from its head alone: no `100 Continue` for a body that cannot be taken.
-        let (_, declared) = forms::form_head(&request);
+        let (_, declared) = uploads_core::forms::form_head(request.headers());
         if declared.is_some_and(|declared| declared > limit as u64) {
             return Err(body_rejection(&BodyError::TooLarge { limit }));
         }

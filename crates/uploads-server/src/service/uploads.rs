@@ -10,13 +10,14 @@ use uploads_core::ledger::{CompletePlan, Owner, Verification};
 use uploads_core::rejection::Rejection;
 use uploads_core::types::{PartId, UploadId};
 
-use super::forms::{form_head, read_form};
+use super::forms::read_form;
 use super::{Answer, Refused, Service, json, storage_rejection};
 use crate::body::ResponseBody;
 use crate::objects::part_key;
 use crate::pg::Scope;
 use crate::stats::InFlight;
 use uploads_core::forms::PartFormReader;
+use uploads_core::forms::form_head;
 
 impl Service {
     /// `POST /uploads`.
@@ -60,7 +61,7 @@ impl Service {
             self.md5_ahead.started(&upload, &part, position)
         });
         self.intend(|| part_key(&upload, &part)).await?;
-        let (content_type, declared) = form_head(&request);
+        let (content_type, declared) = form_head(request.headers());
         let form = PartFormReader::open(content_type, declared, max_part_bytes)?;
         let (sink_upload, sink_part) = (upload.clone(), part.clone());
         let ((), writer) = read_form(
