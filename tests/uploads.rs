@@ -387,7 +387,9 @@ fn an_expired_snapshot_or_a_changed_file_is_refused<A: Adapter>() {
     );
     let text = std::fs::read_to_string(&snapshot_path).unwrap();
     let mut expired = SessionSnapshot::from_json(&text).unwrap();
+    // Expired by the service's clock and by this machine's (which the uploader judges by).
     expired.upload.expires_at = 1_000;
+    expired.expires_locally_at_ms = Some(1_000_000);
     let expired_path = harness.path("expired.upload.json");
     std::fs::write(&expired_path, expired.to_json()).unwrap();
     client.list_files(&ListFilesQuery::default()).unwrap();

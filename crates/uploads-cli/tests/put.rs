@@ -306,7 +306,9 @@ async fn failures_say_what_to_do_and_never_advise_a_command_that_fails_again() {
     // An expired Upload.
     let original = std::fs::read_to_string(&state).unwrap();
     let mut expired = snapshot.clone();
+    // Expired by the service's clock and by this machine's (which the uploader judges by).
     expired["upload"]["expires_at"] = Value::from(1);
+    expired["expires_locally_at_ms"] = Value::from(1);
     std::fs::write(&state, expired.to_string()).unwrap();
     let output = uploads_async(&args, &env, dir.path()).await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
