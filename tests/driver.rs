@@ -101,22 +101,30 @@ fn the_reqwest_example_resumes_from_its_snapshot() {
     let options =
         uploads_core::upload::UploadOptions::new(uploads_core::types::Purpose::Batch).md5(false);
     let fingerprint = uploads_core::uploader::source_fingerprint(path_text, 20 * MIB, Some(nanos));
+    // This machine's clock: the snapshot keeps when the Upload expires by it.
+    let now = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
     let mut uploader = uploads_core::uploader::Uploader::<std::io::Error>::new(
         &options,
         "batch.jsonl",
         20 * MIB,
         Some(fingerprint),
-        0,
+        now,
     )
     .unwrap();
     let Some(uploads_core::uploader::Action::Send(uploads_core::uploader::Transmit::Create(
         create,
-    ))) = uploader.poll_action(0)
+    ))) = uploader.poll_action(now)
     else {
         panic!("expected create")
     };
     let created = client.create_upload(&create).unwrap();
-    uploader.handle_created(Ok(created.clone()), 0, 0.0);
+    uploader.handle_created(Ok(created.clone()), now, 0.0);
     std::fs::write(&snapshot, uploader.snapshot().unwrap().to_json()).unwrap();
 
     let output = Command::new(example())
