@@ -223,7 +223,7 @@ impl World {
         self.at(self.now + delay, event);
     }
 
-    /// Whether the run keeps a trace (see [`trace!`]).
+    /// Whether the run keeps a trace (the `trace!` macro formats a line only then).
     pub fn tracing(&self) -> bool {
         self.trace.is_some()
     }
