@@ -6,14 +6,14 @@
 //! * `cargo xtask sim --seed S` replays one seed and prints its trace (every message, fault
 //!   and crash, in order); `--without kinds` and `--without-clients i,j` replay a shrunk run.
 //! * `--rules before-issue-21` runs the team backend's rules from before issue 21's fixes.
-//! * `--release` builds the simulator optimized (about 3-4x the seeds a second; the first
+//! * `--release` builds the simulator optimized (about 3x the seeds a second; the first
 //!   build takes a minute): for long hunts.
 //!
 //! With no arguments it runs [`CI_SEEDS`] seeds, as `cargo xtask ci` does.
 
 use crate::{cargo, workspace_root};
 
-/// The seeds CI runs: about 30-40 s of a debug build on two cores (the build is the one the
+/// The seeds CI runs: about a minute of a debug build on two cores (the build is the one the
 /// test suite already made).
 pub(crate) const CI_SEEDS: &str = "1500";
 
