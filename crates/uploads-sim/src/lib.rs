@@ -17,7 +17,9 @@
 //! The invariants are listed in [`oracle`]. [`run`] runs one seed; [`shrink`] switches fault
 //! kinds and clients off while the failure stays, so a failing seed prints a short trace.
 
+pub mod chores;
 pub mod client;
+pub mod locks;
 pub mod oracle;
 pub mod rng;
 pub mod scenario;

@@ -1,8 +1,9 @@
 //! A server instance: routes and reads requests with the core (its router, its form reader,
 //! its ledger), stores bytes, and makes each change durable with the real server's steps
 //! (plan, persist each step, apply; on the team backend, one transaction over shared rows).
-//! Crashes strike between steps; recovery is the real server's rule
-//! ([`Disk::recover`]); the sweep is the ledger's, under the record's lock.
+//! Crashes strike between steps. An instance's crash, restart (recovery is the real
+//! server's rule, [`Disk::recover`]) and sweep are in [`chores`](crate::chores); frozen
+//! transactions and row-lock waits in [`locks`](crate::locks).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +16,7 @@ use uploads_core::rejection::Rejection;
 use uploads_core::route::Route;
 use uploads_core::types::{PartId, UploadId};
 
+pub use crate::locks::{OpenTransaction, Waiter};
 use crate::oracle::Acknowledged;
 use crate::rng::Rng;
 use crate::scenario::{Backend, Rules};
@@ -24,7 +26,7 @@ use crate::world::{Event, Failure, Message, World, describe, rejection_response,
 /// How long a request waits for a row lock under today's rules (`lock_timeout`).
 const LOCK_TIMEOUT_MS: u64 = 3_000;
 /// How long the database lets a session sit idle inside a transaction.
-const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
+pub(crate) const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
 
 /// The ids the ledger mints, from the seed.
 type SimIds = RandomIds<Box<dyn FnMut(&mut [u8])>>;
@@ -49,15 +51,15 @@ pub struct Instance {
     /// Serving (not crashed).
     pub up: bool,
     /// The directory backend's in-memory ledger.
-    ledger: Option<Ledger>,
+    pub(crate) ledger: Option<Ledger>,
     /// Frozen: until when (`None`: for ever), and the transaction it holds open.
-    frozen: Option<(Option<u64>, u64)>,
+    pub(crate) frozen: Option<(Option<u64>, u64)>,
     /// Requests that arrived while frozen.
-    queued: Vec<Message>,
+    pub(crate) queued: Vec<Message>,
     /// The disk refuses writes until then (true ms).
-    disk_full_until: u64,
+    pub(crate) disk_full_until: u64,
     /// Its incarnation: a crash starts a new one.
-    life: u32,
+    pub(crate) life: u32,
 }
 
 impl Instance {
@@ -87,26 +89,6 @@ impl Instance {
             self.ledger = Some(Ledger::load(limits.clone(), uploads, files));
         }
     }
-}
-
-/// A transaction frozen with its lock: what it will commit, and who waits for its answer.
-pub struct OpenTransaction {
-    upload: UploadId,
-    steps: Vec<Step>,
-    answer: Vec<u8>,
-    message: Message,
-    acknowledged: Acknowledged,
-    /// The time the transaction decided by.
-    decided_at: u64,
-    /// The database ended its session: its commit will fail.
-    ended: bool,
-}
-
-/// A request waiting for a row lock.
-pub struct Waiter {
-    instance: usize,
-    message: Message,
-    upload: UploadId,
 }
 
 /// The records and bytes of the backend.
@@ -174,7 +156,7 @@ impl Store {
 }
 
 /// How a mutation ended.
-enum Mutation {
+pub(crate) enum Mutation {
     /// Answered (200 with the body, or refused).
     Done(Result<Vec<u8>, Rejection>),
     /// Waiting for a row lock: the request runs again when it is free.
@@ -186,7 +168,7 @@ enum Mutation {
 }
 
 /// How making a change durable ended on the directory backend.
-enum Persisted {
+pub(crate) enum Persisted {
     Done,
     Crashed,
     Failed,
@@ -613,7 +595,7 @@ impl World {
     }
 
     /// Commits a transaction's steps to the shared rows and drops the bytes they free.
-    fn commit_rows(&mut self, steps: &[Step], swept: bool) {
+    pub(crate) fn commit_rows(&mut self, steps: &[Step], swept: bool) {
         let keep_mark = self.scenario.rules == Rules::Current;
         let Store::Shared { rows, bytes, .. } = &mut self.store else {
             return;
@@ -629,7 +611,7 @@ impl World {
 
     /// Makes a change's steps durable one at a time, as the directory store does (each
     /// fsync'd before the next): a crash loses the step in progress and those after it.
-    fn persist_directory(&mut self, instance: usize, steps: &[Step]) -> Persisted {
+    pub(crate) fn persist_directory(&mut self, instance: usize, steps: &[Step]) -> Persisted {
         for step in steps {
             if self.rng.chance(self.rates().server_crash) {
                 self.crash_instance(instance);
@@ -664,236 +646,9 @@ impl World {
         Persisted::Done
     }
 
-    /// Freezes `instance` inside the transaction `held`, holding its row lock.
-    fn freeze(&mut self, instance: usize, held: OpenTransaction) -> Mutation {
-        let for_ever = self.rng.chance(0.3);
-        let until = (!for_ever).then(|| self.now + self.rng.range(1_000, 20 * 60 * 1000));
-        let Store::Shared {
-            rows, open, next, ..
-        } = &mut self.store
-        else {
-            unreachable!("the team backend")
-        };
-        let transaction = *next;
-        *next += 1;
-        let upload = held.upload.clone();
-        rows.locks.insert(upload.clone(), transaction);
-        open.insert(transaction, held);
-        self.instances[instance].frozen = Some((until, transaction));
-        trace!(
-            self,
-            "instance {instance} freezes inside a transaction holding {upload}'s lock, {}",
-            until.map_or("for ever".to_owned(), |until| format!(
-                "until {}",
-                seconds(until)
-            ))
-        );
-        if let Some(until) = until {
-            self.at(until, Event::Thaw(instance));
-        }
-        if self.scenario.rules == Rules::Current {
-            self.after(IDLE_IN_TRANSACTION_MS, Event::SessionEnded(transaction));
-        }
-        Mutation::Frozen
-    }
-
-    pub(crate) fn thaw(&mut self, instance: usize) {
-        let Some((_, transaction)) = self.instances[instance].frozen.take() else {
-            return;
-        };
-        trace!(self, "instance {instance} thaws");
-        let Store::Shared { open, rows, .. } = &mut self.store else {
-            return;
-        };
-        if let Some(held) = open.remove(&transaction) {
-            if held.ended {
-                let rejection = Rejection::unavailable(
-                    "The database ended the transaction. Retry the request.",
-                );
-                self.reply(&held.message, Ok(rejection_response(&rejection)));
-            } else {
-                rows.locks.remove(&held.upload);
-                self.commit_rows(&held.steps, false);
-                self.acknowledge(held.decided_at, &held.acknowledged, &held.answer);
-                self.reply(&held.message, Ok(ok(held.answer)));
-                self.wake_waiters(&held.upload);
-            }
-        }
-        let queued = std::mem::take(&mut self.instances[instance].queued);
-        for message in queued {
-            self.arrive(instance, message);
-        }
-    }
-
-    pub(crate) fn session_ended(&mut self, transaction: u64) {
-        let Store::Shared { open, rows, .. } = &mut self.store else {
-            return;
-        };
-        let Some(held) = open.get_mut(&transaction) else {
-            return;
-        };
-        held.ended = true;
-        rows.locks.remove(&held.upload);
-        let upload = held.upload.clone();
-        trace!(
-            self,
-            "the database ends the frozen session: {upload}'s lock is free"
-        );
-        self.wake_waiters(&upload);
-    }
-
-    pub(crate) fn lock_timeout(&mut self, waiter: u64) {
-        let Store::Shared { waiters, .. } = &mut self.store else {
-            return;
-        };
-        if let Some(waiter) = waiters.remove(&waiter) {
-            let rejection = Rejection::unavailable(
-                "Another request for this object is still being applied. Retry the request.",
-            );
-            self.reply(&waiter.message, Ok(rejection_response(&rejection)));
-        }
-    }
-
-    /// Runs again every request that waited for `upload`'s lock.
-    fn wake_waiters(&mut self, upload: &UploadId) {
-        let Store::Shared { waiters, .. } = &mut self.store else {
-            return;
-        };
-        let woken: Vec<u64> = waiters
-            .iter()
-            .filter(|(_, waiter)| waiter.upload == *upload)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in woken {
-            let Store::Shared { waiters, .. } = &mut self.store else {
-                return;
-            };
-            if let Some(waiter) = waiters.remove(&id) {
-                self.arrive(waiter.instance, waiter.message);
-            }
-        }
-    }
-
-    fn crash_instance(&mut self, instance: usize) {
-        trace!(self, "instance {instance} crashes");
-        let server = &mut self.instances[instance];
-        server.up = false;
-        server.ledger = None;
-        server.life += 1;
-        let queued = std::mem::take(&mut server.queued);
-        for message in queued {
-            self.reply(&message, Err(Failure::Reset));
-        }
-        if let Store::Shared { waiters, .. } = &mut self.store {
-            let dropped: Vec<u64> = waiters
-                .iter()
-                .filter(|(_, waiter)| waiter.instance == instance)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in dropped {
-                if let Store::Shared { waiters, .. } = &mut self.store
-                    && let Some(waiter) = waiters.remove(&id)
-                {
-                    self.reply(&waiter.message, Err(Failure::Reset));
-                }
-            }
-        }
-        let delay = self.rng.range(200, 20_000);
-        self.after(delay, Event::InstanceRestart(instance));
-    }
-
-    pub(crate) fn instance_restart(&mut self, instance: usize) {
-        trace!(self, "instance {instance} restarts");
-        self.instances[instance].up = true;
-        self.instances[instance].recover_directory(&mut self.store, &self.limits);
-        self.sweep(instance);
-    }
-
-    /// One sweep on `instance`, as the real server runs it.
-    pub(crate) fn sweep(&mut self, instance: usize) {
-        let server = &self.instances[instance];
-        if !server.up || server.frozen.is_some() {
-            return;
-        }
-        let now = self.deciding_secs(instance);
-        if matches!(self.store, Store::Directory { .. }) {
-            let changes = self.instances[instance]
-                .ledger
-                .as_ref()
-                .expect("serving")
-                .sweep_each(now);
-            for change in changes {
-                // Planned before the record's lock: a mutation may have changed it since.
-                if !self.instances[instance]
-                    .ledger
-                    .as_ref()
-                    .is_some_and(|ledger| ledger.is_current(&change))
-                {
-                    continue;
-                }
-                let before = self.store.truth();
-                if let Err(broken) = self.oracle.check_sweep(
-                    &before,
-                    change.steps(),
-                    now,
-                    self.limits.upload_ttl_secs,
-                ) {
-                    self.violate(broken);
-                    return;
-                }
-                // Judged legitimate above: what a crash half-way removed was the sweep's.
-                self.oracle.swept(change.steps());
-                trace!(
-                    self,
-                    "instance {instance} sweeps: {}",
-                    steps_summary(change.steps())
-                );
-                match self.persist_directory(instance, change.steps()) {
-                    Persisted::Crashed => return,
-                    Persisted::Failed => continue,
-                    Persisted::Done => {}
-                }
-                if let Some(ledger) = self.instances[instance].ledger.as_mut()
-                    && let Err(error) = ledger.apply(change)
-                {
-                    let error = error.to_string();
-                    self.violate(format!(
-                        "the ledger refused a swept change it planned: {error}"
-                    ));
-                }
-            }
-            return;
-        }
-        let Store::Shared { rows, .. } = &self.store else {
-            unreachable!("two backends")
-        };
-        // Rows another transaction holds are skipped (`FOR UPDATE SKIP LOCKED`).
-        let Some(change) = rows.ledger(&self.limits, true).sweep(now) else {
-            return;
-        };
-        if self.rng.chance(self.rates().server_crash) {
-            self.crash_instance(instance);
-            return;
-        }
-        trace!(
-            self,
-            "instance {instance} sweeps: {}",
-            steps_summary(change.steps())
-        );
-        let before = self.store.truth();
-        if let Err(broken) =
-            self.oracle
-                .check_sweep(&before, change.steps(), now, self.limits.upload_ttl_secs)
-        {
-            self.violate(broken);
-            return;
-        }
-        self.commit_rows(change.steps(), true);
-    }
-
     /// Checks a 200 against the durable records, at `now`: the time the change was decided
     /// at (a transaction's `now()` is its start).
-    fn acknowledge(&mut self, now: u64, acknowledged: &Acknowledged, body: &[u8]) {
+    pub(crate) fn acknowledge(&mut self, now: u64, acknowledged: &Acknowledged, body: &[u8]) {
         let truth = self.store.truth();
         if let Err(broken) = self.oracle.acknowledged(acknowledged, body, &truth, now) {
             self.violate(broken);
@@ -916,7 +671,7 @@ fn read_part_form(message: &Message, max_part_bytes: u64) -> Result<Vec<u8>, Rej
     Ok(data)
 }
 
-fn steps_summary(steps: &[Step]) -> String {
+pub(crate) fn steps_summary(steps: &[Step]) -> String {
     let names: BTreeSet<String> = steps
         .iter()
         .map(|step| match step {
