@@ -13,10 +13,14 @@
 //!   `docs/BENCHMARKS.md` with a chart (see [`mod@bench`]).
 //! * `fresh-deps`: the client crates built as a dependency of a new project whose lockfile is
 //!   resolved afresh, failing on any warning from our crates (see [`fresh_deps`]).
+//! * `mutants`: cargo-mutants on the core's decision code, the caught, missed, timed-out and
+//!   unviable mutants per file written to `docs/MUTANTS.md`; about an hour, so not in `ci`
+//!   (see [`mutants`]).
 
 mod bench;
 mod conformance;
 mod fresh_deps;
+mod mutants;
 #[cfg(test)]
 mod tidy;
 
@@ -25,7 +29,8 @@ use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask ci | conformance | fresh-deps
        cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... [--size 2GiB] [--quick]
-                         [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
+                         [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]
+       cargo xtask mutants [-f FILE]... [--no-run]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
         Some("conformance") => conformance::run(),
         Some("fresh-deps") => fresh_deps::run(),
         Some("bench") => bench::run(&args[1..]),
+        Some("mutants") => mutants::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;
