@@ -15,10 +15,14 @@
 //!   resolved afresh, failing on any warning from our crates (see [`fresh_deps`]).
 //! * `sim`: the seeded simulation of clients and servers under faults: many seeds, or one
 //!   replayed with its trace (see [`sim`]).
+//! * `mutants`: cargo-mutants on the core's decision code, the caught, missed, timed-out and
+//!   unviable mutants per file written to `docs/MUTANTS.md`; about an hour, so not in `ci`
+//!   (see [`mutants`]).
 
 mod bench;
 mod conformance;
 mod fresh_deps;
+mod mutants;
 mod sim;
 #[cfg(test)]
 mod tidy;
@@ -29,7 +33,8 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask ci | conformance | fresh-deps
        cargo xtask sim [--seeds 1500 [--from 0] | --seed S [--without kind,...]] [--rules before-issue-21] [--release]
        cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... [--size 2GiB] [--quick]
-                         [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]";
+                         [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]
+       cargo xtask mutants [-f FILE]... [--no-run]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
         Some("fresh-deps") => fresh_deps::run(),
         Some("sim") => sim::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("mutants") => mutants::run(&args[1..]),
         Some("help" | "--help" | "-h") => {
             eprintln!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -366,6 +366,81 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_retry_of_a_failed_position_lets_the_chain_run_on_through_the_parts_after_it() {
+        let mut chain = Md5Chain::new();
+        for index in 0..4 {
+            chain.slot_started_at(part(index), Some(index as u32));
+        }
+        chain.slot_failed(&part(1));
+        for index in [0, 2, 3] {
+            chain.slot_committed(&part(index));
+        }
+        let retry = PartId::new("part_1_retry");
+        let mut hashed = Vec::new();
+        while let Some((next, state)) = chain.next_to_hash() {
+            hashed.push(next.clone());
+            chain.hashed(next, state);
+        }
+        assert_eq!(hashed, [part(0)], "positions 2 and 3 wait for position 1");
+        chain.slot_started_at(retry.clone(), Some(1));
+        chain.slot_committed(&retry);
+        while let Some((next, state)) = chain.next_to_hash() {
+            hashed.push(next.clone());
+            chain.hashed(next, state);
+        }
+        assert_eq!(hashed, [part(0), retry, part(2), part(3)]);
+    }
+
+    #[test]
+    fn a_second_request_for_a_position_hashed_or_being_hashed_goes_after_it() {
+        let mut chain = Md5Chain::new();
+        for index in 0..2 {
+            chain.slot_started_at(part(index), Some(index as u32));
+            chain.slot_committed(&part(index));
+        }
+        let (first, state) = chain.next_to_hash().expect("position 0 is committed");
+        chain.hashed(first, state);
+        let (second, state) = chain.next_to_hash().expect("position 1 is committed");
+        assert_eq!(second, part(1));
+        // Position 0 again, while position 1 is out: it must not slip in front of the Part
+        // being hashed, whose state `hashed` files under its slot.
+        chain.slot_started_at(PartId::new("part_0_again"), Some(0));
+        chain.hashed(second, state);
+        chain.slot_committed(&PartId::new("part_0_again"));
+        assert!(
+            chain.next_to_hash().is_none(),
+            "positions 0 and 1 are hashed"
+        );
+        assert_eq!(chain.resume_for(&[part(0), part(1)]).reused, 2);
+
+        // A second request for a position not hashed yet waits behind the first.
+        let mut chain = Md5Chain::new();
+        chain.slot_started_at(part(0), Some(0));
+        chain.slot_committed(&part(0));
+        chain.slot_started_at(PartId::new("part_0_again"), Some(0));
+        assert_eq!(chain.next_to_hash().map(|(next, _)| next), Some(part(0)));
+    }
+
+    #[test]
+    fn a_committed_part_next_in_line_keeps_the_chain_busy_until_abandoned() {
+        let mut chain = Md5Chain::new();
+        chain.slot_started(part(0));
+        assert!(!chain.is_busy(), "part 0 is on its way");
+        chain.slot_committed(&part(0));
+        assert!(chain.is_busy(), "part 0 is ready to hash");
+        let _ = chain.next_to_hash().expect("part 0 is ready");
+        chain.abandon();
+        assert!(
+            !chain.is_busy(),
+            "a complete must not wait for an abandoned Part"
+        );
+        // The chain runs on from where it stopped.
+        chain.slot_started(part(1));
+        chain.slot_committed(&part(1));
+        assert_eq!(chain.next_to_hash().map(|(next, _)| next), Some(part(1)));
+    }
+
     proptest! {
         /// Whatever the start, commit and fail order and whatever the listed order, the md5
         /// is the md5 of the listed Parts' bytes in the listed order.

@@ -602,6 +602,10 @@ mod tests {
         let ceiling = DecoderLimits::default()
             .with_max_field_bytes(MAX_DIRECT_FILE_BYTES)
             .max_body_bytes(MAX_DIRECT_FILE_BYTES);
+        assert!(
+            FileFormReader::open(Some(CONTENT_TYPE), Some(512 * MIB)).is_ok(),
+            "a form of 512 MiB, the most OpenAI documents for a file, is read"
+        );
         let too_large = FileFormReader::open(Some(CONTENT_TYPE), Some(ceiling + 1)).unwrap_err();
         assert_eq!(
             (too_large.status, too_large.param()),
@@ -707,6 +711,11 @@ mod tests {
                 Err(expected)
             );
         }
+        let longest = [b'x'; MAX_TEXT_FIELD_BYTES];
+        assert_eq!(
+            read_file(&body(&[file, ("purpose", None, &longest)])).map(|(form, _)| form.purpose),
+            Ok("x".repeat(MAX_TEXT_FIELD_BYTES))
+        );
         let long = [b'x'; MAX_TEXT_FIELD_BYTES + 1];
         assert_eq!(
             read_file(&body(&[file, ("purpose", None, &long)])).map(|(form, _)| form),

@@ -542,6 +542,23 @@ mod tests {
     }
 
     #[test]
+    fn each_with_method_changes_its_own_fields_and_keeps_the_others() {
+        let policy = RetryPolicy::default()
+            .with_max_attempts(2)
+            .with_backoff_ms(10, 20)
+            .with_max_retry_after_ms(30);
+        assert_eq!(
+            policy,
+            RetryPolicy {
+                max_attempts: 2,
+                initial_backoff_ms: 10,
+                max_backoff_ms: 20,
+                max_retry_after_ms: 30,
+            }
+        );
+    }
+
+    #[test]
     fn backoff_doubles_up_to_the_cap() {
         let policy = RetryPolicy::default();
         let delays: Vec<u64> = (1..=7)
@@ -639,6 +656,13 @@ mod tests {
             "Tue, 14 Noc 2023 22:13:30 GMT",
             "Tue, 14 Nov 2023 22:13 GMT",
             "Tue, +4 Nov 2023 22:13:30 GMT",
+            // RFC 850 dates have a two-digit year, and three fields to their date.
+            "Tuesday, 14-Nov-2023 22:13:30 GMT",
+            "Tuesday, 14-Nov-23-01 22:13:30 GMT",
+            "Tue, 14 Nov 2023 22:60:00 GMT",
+            "Tue, 14 Nov 2023 22:13:61 GMT",
+            "Tue, 14 Nov 02023 22:13:30 GMT",
+            "Sat, 01 Jan 0000 00:00:00 GMT",
         ] {
             let mut map = HeaderMap::new();
             map.insert("retry-after", HeaderValue::from_str(garbage).unwrap());
@@ -675,6 +699,16 @@ mod tests {
         assert_eq!(
             parse_http_date("Sun Nov  6 08:49:37 1994"),
             Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"),
+            Some(784_111_777),
+            "a two-digit year from 70 is of the 1900s"
+        );
+        assert_eq!(
+            parse_http_date("Sat, 31 Dec 2016 23:59:60 GMT"),
+            Some(1_483_228_800),
+            "a leap second"
         );
     }
 

@@ -149,12 +149,13 @@ mod tests {
         let mut fills = 0;
         let mut ids = RandomIds::new(|buf: &mut [u8]| {
             fills += 1;
-            // The first fill is all unusable; the second all 'B'.
-            buf.fill(if fills == 1 { 250 } else { 1 });
+            // The first fill is all unusable (248 is the first byte that is); the second all
+            // '9' (247, the last usable byte, is 61 modulo 62).
+            buf.fill(if fills == 1 { 248 } else { 247 });
         });
         assert_eq!(
             ids.file_id().as_str(),
-            format!("file-{}", "B".repeat(RANDOM_ID_LEN))
+            format!("file-{}", "9".repeat(RANDOM_ID_LEN))
         );
         assert_eq!(fills, 2);
     }

@@ -453,6 +453,53 @@ mod tests {
         assert_eq!(rejection.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 
+    /// An id source that hands out these File ids, in order.
+    struct Scripted(Vec<&'static str>);
+    impl IdSource for Scripted {
+        fn upload_id(&mut self) -> UploadId {
+            unreachable!("only File ids are drawn")
+        }
+        fn part_id(&mut self) -> PartId {
+            unreachable!("only File ids are drawn")
+        }
+        fn file_id(&mut self) -> FileId {
+            FileId::new(self.0.remove(0))
+        }
+    }
+
+    #[test]
+    fn a_file_id_is_drawn_until_one_is_free_as_often_as_ids_are_taken() {
+        let mut scenario = Scenario::new();
+        let (upload, hello, world) = hello_world(&mut scenario);
+        scenario
+            .complete_with(&owner_a(), &upload, &[&hello, &world])
+            .unwrap();
+        // The Upload's record is gone (a failed complete, then the sweep): its File, file-1,
+        // is an orphan, which is still taken.
+        scenario.saved_uploads.remove(&upload);
+        scenario.restart();
+        for _ in 0..2 {
+            scenario
+                .create_file(&owner_a(), "user_data", b"x", None)
+                .unwrap();
+        }
+        // Three ids are taken (two Files and the orphan): a fourth draw may still find one.
+        assert_eq!(
+            scenario
+                .ledger
+                .new_file_id(&mut Scripted(vec!["file-1", "file-2", "file-3", "file-9"])),
+            Ok(FileId::new("file-9"))
+        );
+        // Beyond that the source repeats itself: a 500 rather than a loop.
+        let rejection = scenario
+            .ledger
+            .new_file_id(&mut Scripted(vec![
+                "file-3", "file-2", "file-1", "file-2", "file-9",
+            ]))
+            .unwrap_err();
+        assert_eq!(rejection.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
     #[test]
     fn a_restarted_ledger_answers_as_before() {
         let mut scenario = Scenario::new();

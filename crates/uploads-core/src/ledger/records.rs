@@ -241,6 +241,13 @@ mod tests {
     use crate::types::{ExpiresAfter, FileStatus};
     use serde_json::json;
 
+    #[test]
+    fn an_owner_reads_and_shows_as_its_project_name() {
+        let owner = Owner::new("proj_a");
+        assert_eq!(owner.as_str(), "proj_a");
+        assert_eq!(owner.to_string(), "proj_a");
+    }
+
     fn record(state: RecordState) -> UploadRecord {
         UploadRecord {
             owner: Owner::new("proj_a"),

@@ -730,6 +730,41 @@ mod tests {
     }
 
     #[test]
+    fn an_upload_takes_parts_up_to_the_part_count_limit() {
+        let mut scenario = Scenario::with_limits(Limits::default().with_max_parts_per_upload(2));
+        let upload = scenario.upload(&owner_a(), 3);
+        scenario.part(&owner_a(), &upload, b"a");
+        // Two slots taken while there is room for one more Part: the second to be added
+        // finds the Upload full.
+        let slots: Vec<PartSlot> = (0..2)
+            .map(|_| {
+                scenario
+                    .ledger
+                    .check_add_part(&owner_a(), &upload, START, &mut scenario.ids)
+                    .unwrap()
+            })
+            .collect();
+        let planned = scenario
+            .ledger
+            .add_part(&owner_a(), &slots[0], 1, START)
+            .unwrap();
+        scenario.commit(planned);
+        let message = "Upload upload_1 already has 2 Parts; an Upload may have at most 2 Parts.";
+        let late = scenario
+            .ledger
+            .add_part(&owner_a(), &slots[1], 1, START)
+            .unwrap_err();
+        assert_rejected(&late, 400, Some("data"), message);
+        // A new Part is refused before its bytes are read.
+        let full = scenario
+            .ledger
+            .check_add_part(&owner_a(), &upload, START, &mut scenario.ids)
+            .unwrap_err();
+        assert_rejected(&full, 400, Some("data"), message);
+        assert_eq!(scenario.record(&upload).parts.len(), 2);
+    }
+
+    #[test]
     fn complete_creates_the_file_with_the_listed_parts_in_order() {
         let mut scenario = Scenario::new();
         let body = json!({"filename": "hw.txt", "purpose": "assistants", "bytes": 11,

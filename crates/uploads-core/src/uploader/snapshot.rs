@@ -281,3 +281,22 @@ pub fn source_fingerprint(path: &str, len: u64, modified_unix_nanos: Option<u128
         None => format!("{len}:-:{path}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_names_the_length_the_modification_time_and_the_path() {
+        // Snapshots keep it as text: a resume by another adapter, or by a later version,
+        // compares this very string.
+        assert_eq!(
+            source_fingerprint("/data/train.jsonl", 6, Some(1_719_184_912_000_000_001)),
+            "6:1719184912000000001:/data/train.jsonl"
+        );
+        assert_eq!(
+            source_fingerprint("/data/train.jsonl", 6, None),
+            "6:-:/data/train.jsonl"
+        );
+    }
+}
