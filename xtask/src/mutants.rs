@@ -35,10 +35,12 @@ const REPORT: &str = "docs/MUTANTS.md";
 /// Why each justified missed mutant cannot change behaviour, relative to the workspace root.
 const JUSTIFIED: &str = "docs/mutants-justified.txt";
 
-const USAGE: &str = "usage: cargo xtask mutants [-f FILE]... [--no-run]
+const USAGE: &str = "usage: cargo xtask mutants [-f FILE]... [--no-run] [--outcomes JSON]
   -f, --file FILE  re-run only this examined file (a path, or its end: retry.rs,
                    uploader/mod.rs); the other files keep their results in the report
-  --no-run         only rewrite docs/MUTANTS.md (after editing docs/mutants-justified.txt)";
+  --no-run         only rewrite docs/MUTANTS.md (after editing docs/mutants-justified.txt)
+  --outcomes JSON  run nothing: write the report from this outcomes.json of a whole run
+                   (one made in another checkout or target folder)";
 
 /// Runs cargo-mutants as the options say and writes the report.
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -59,6 +61,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let examined = examined_files(&root)?;
     let report = if options.no_run {
         previous.only(&examined)
+    } else if let Some(path) = &options.outcomes {
+        let outcomes =
+            fs::read_to_string(path).map_err(|error| format!("cannot read {path}: {error}"))?;
+        Report::default()
+            .merged(Report::from_outcomes(&outcomes)?, &examined)
+            .only(&examined)
     } else {
         let chosen = select(&examined, &options.files)?;
         let target = target_dir()?;
@@ -94,6 +102,8 @@ struct Options {
     files: Vec<String>,
     /// Rewrite the report from itself and the justifications, without running anything.
     no_run: bool,
+    /// Write the report from this `outcomes.json` of a whole run, without running anything.
+    outcomes: Option<String>,
 }
 
 impl Options {
@@ -105,6 +115,12 @@ impl Options {
             match arg.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--no-run" => options.no_run = true,
+                "--outcomes" => {
+                    let path = args
+                        .next()
+                        .ok_or_else(|| format!("{arg} needs a file\n{USAGE}"))?;
+                    options.outcomes = Some(path.clone());
+                }
                 "-f" | "--file" => {
                     let file = args
                         .next()
@@ -121,6 +137,11 @@ impl Options {
         }
         if options.no_run && !options.files.is_empty() {
             return Err(format!("--no-run runs no file; drop -f\n{USAGE}"));
+        }
+        if options.outcomes.is_some() && (options.no_run || !options.files.is_empty()) {
+            return Err(format!(
+                "--outcomes is a whole run; drop -f and --no-run\n{USAGE}"
+            ));
         }
         Ok(Some(options))
     }
@@ -766,9 +787,18 @@ mod tests {
             Options::parse(&args(&["-f", "retry.rs", "--file=digest.rs"])),
             Ok(Some(Options {
                 files: args(&["retry.rs", "digest.rs"]),
-                no_run: false
+                no_run: false,
+                outcomes: None,
             }))
         );
+        assert_eq!(
+            Options::parse(&args(&["--outcomes", "run/outcomes.json"])),
+            Ok(Some(Options {
+                outcomes: Some("run/outcomes.json".to_owned()),
+                ..Options::default()
+            }))
+        );
+        assert!(Options::parse(&args(&["--outcomes", "o.json", "-f", "retry.rs"])).is_err());
         assert_eq!(Options::parse(&args(&["--help"])), Ok(None));
         assert!(Options::parse(&args(&["-F", "next_job"])).is_err());
         assert!(Options::parse(&args(&["-f"])).is_err());
