@@ -115,6 +115,8 @@ mod uploads;
 mod model_tests;
 #[cfg(test)]
 mod scenario;
+#[cfg(test)]
+mod tally_tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -153,6 +155,19 @@ struct UploadEntry {
     revision: u64,
     /// Whether the bytes of this expired Upload's Parts were reported and removed.
     expired_parts_removed: bool,
+    /// Set when the record was loaded without all its Parts (see [`Ledger::load_tallied`]):
+    /// their count and total; `record.parts` then holds only the Parts loaded with it.
+    tally: Option<PartTally>,
+}
+
+/// The count and total bytes of an Upload's Parts, as a store that keeps them beside the
+/// record reads them: enough to decide on adding a Part without loading every Part.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartTally {
+    /// How many Parts were added.
+    pub count: u64,
+    /// Their bytes, added up.
+    pub bytes: u64,
 }
 
 impl UploadEntry {
@@ -162,6 +177,30 @@ impl UploadEntry {
             id: self.record.id.clone(),
             revision: Some(self.revision),
         }
+    }
+
+    /// How many Parts the Upload has.
+    fn part_count(&self) -> u64 {
+        self.tally
+            .map_or(self.record.parts.len() as u64, |tally| tally.count)
+    }
+
+    /// The bytes of every Part added, listed or not.
+    fn parts_total(&self) -> u64 {
+        self.tally
+            .map_or_else(|| self.record.parts_total(), |tally| tally.bytes)
+    }
+
+    /// The record with every one of its Parts: refused (500, a server bug) for one loaded
+    /// with only a tally, which only adding a Part may be decided on.
+    fn whole_record(&self) -> Result<&UploadRecord, Rejection> {
+        if self.tally.is_some() {
+            return Err(Rejection::server_error(format!(
+                "Upload {} was loaded without its Parts for a request that needs them.",
+                self.record.id
+            )));
+        }
+        Ok(&self.record)
     }
 }
 
@@ -224,6 +263,22 @@ impl Ledger {
         ledger
     }
 
+    /// Builds a ledger over one Upload loaded for adding a Part, by a store that keeps its
+    /// Parts' count and total beside the record (adding a Part then reads O(1) rows, however
+    /// many Parts the Upload has): `record.parts` holds only the Parts loaded with it (the
+    /// slot's, to catch an id used twice), `tally` counts them all.
+    ///
+    /// Such a ledger decides [`Ledger::check_add_part`] and [`Ledger::add_part`] exactly as
+    /// one holding every Part; a request that needs the Parts themselves (complete, cancel,
+    /// the sweep) is refused with a 500 rather than decided on a partial record.
+    pub fn load_tallied(limits: Limits, record: UploadRecord, tally: PartTally) -> Self {
+        let mut ledger = Self::new(limits);
+        let mut entry = ledger.entry(record);
+        entry.tally = Some(tally);
+        ledger.uploads.insert(entry.record.id.clone(), entry);
+        ledger
+    }
+
     fn with_uploads(limits: Limits, uploads: impl IntoIterator<Item = UploadRecord>) -> Self {
         let mut ledger = Self::new(limits);
         for record in uploads {
@@ -256,6 +311,10 @@ impl Ledger {
                 Step::AddPart { upload_id, part } => {
                     let revision = self.next_revision;
                     if let Some(entry) = self.uploads.get_mut(&upload_id) {
+                        if let Some(tally) = &mut entry.tally {
+                            tally.count += 1;
+                            tally.bytes = tally.bytes.saturating_add(part.bytes);
+                        }
                         entry.record.parts.push(part);
                         entry.revision = revision;
                         self.next_revision += 1;
@@ -321,6 +380,7 @@ impl Ledger {
             record,
             revision,
             expired_parts_removed: false,
+            tally: None,
         }
     }
 

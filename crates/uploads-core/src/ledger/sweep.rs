@@ -69,7 +69,10 @@ impl Ledger {
             changes.push(Change::new(vec![Step::RemoveFile(id.clone())], Vec::new()));
         }
         for entry in self.uploads.values() {
-            let record = &entry.record;
+            // Only a record with all its Parts can be swept (its Parts' bytes go by id).
+            let Ok(record) = entry.whole_record() else {
+                continue;
+            };
             let mut expired_parts_removed = Vec::new();
             let steps = if self.is_forgotten(record, now, file_goes_first) {
                 vec![Step::RemoveUpload(record.id.clone())]

@@ -22,8 +22,8 @@ use super::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use = "store the Part's bytes under this slot, then call Ledger::add_part"]
 pub struct PartSlot {
-    upload_id: UploadId,
-    part_id: PartId,
+    pub(super) upload_id: UploadId,
+    pub(super) part_id: PartId,
 }
 
 impl PartSlot {
@@ -155,8 +155,11 @@ impl Ledger {
         now: u64,
         ids: &mut impl IdSource,
     ) -> Result<PartSlot, Rejection> {
-        let record = &self.pending_entry(owner, upload_id, now, ADD_PARTS)?.record;
-        self.check_part_count(record)?;
+        let entry = self.pending_entry(owner, upload_id, now, ADD_PARTS)?;
+        self.check_part_count(entry)?;
+        // Over a tallied record only the loaded Parts are known: a store that loads so
+        // refuses a Part id used twice itself (a unique key).
+        let record = &entry.record;
         let part_id = mint(
             || ids.part_id(),
             |id| record.part(id).is_some(),
@@ -194,7 +197,7 @@ impl Ledger {
                 ),
             ));
         }
-        let total = record.parts_total().saturating_add(part_bytes);
+        let total = entry.parts_total().saturating_add(part_bytes);
         if total > self.limits.max_upload_bytes {
             return Err(Rejection::invalid(
                 Some("data"),
@@ -205,7 +208,7 @@ impl Ledger {
                 ),
             ));
         }
-        self.check_part_count(record)?;
+        self.check_part_count(entry)?;
         if record.part(&slot.part_id).is_some() {
             return Err(Rejection::server_error(format!(
                 "Part {} was already added; a slot is used once.",
@@ -236,15 +239,15 @@ impl Ledger {
     }
 
     /// 400 `param: "data"` when the Upload holds `max_parts_per_upload` Parts already.
-    fn check_part_count(&self, record: &UploadRecord) -> Result<(), Rejection> {
+    fn check_part_count(&self, entry: &UploadEntry) -> Result<(), Rejection> {
         let max = self.limits.max_parts_per_upload;
-        if record.parts.len() as u64 >= max {
+        let count = entry.part_count();
+        if count >= max {
             return Err(Rejection::invalid(
                 Some("data"),
                 format!(
-                    "Upload {} already has {} Parts; an Upload may have at most {max} Parts.",
-                    record.id,
-                    record.parts.len()
+                    "Upload {} already has {count} Parts; an Upload may have at most {max} Parts.",
+                    entry.record.id,
                 ),
             ));
         }
@@ -398,7 +401,7 @@ impl Ledger {
         now: u64,
     ) -> Result<Planned<Upload>, Rejection> {
         let entry = self.owned_upload(owner, upload_id)?;
-        let record = &entry.record;
+        let record = entry.whole_record()?;
         if matches!(record.state, RecordState::Cancelled { .. }) {
             return Ok(Planned {
                 change: None,
@@ -452,7 +455,7 @@ impl Ledger {
         now: u64,
     ) -> Result<Completable<'_>, Rejection> {
         let entry = self.owned_upload(owner, upload_id)?;
-        let record = &entry.record;
+        let record = entry.whole_record()?;
         if let RecordState::Completed(completion) = &record.state {
             return if completion.part_ids != request.part_ids {
                 Err(Rejection::invalid(
