@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_claims.sql")),
+    (3, include_str!("../../migrations/0003_part_tally.sql")),
 ];
 
 /// The advisory lock key of the migrations (any constant the service owns).

@@ -10,7 +10,9 @@
 //!
 //! so two mutations of one Upload, on any two instances, run one after the other and the
 //! second sees the first's outcome, exactly as the single-process server's record lock does.
-//! Rows: an Upload (its record without Parts), one row per Part (adding a Part is O(1)), a
+//! Rows: an Upload (its record without Parts, with its Parts' count and total, which a
+//! trigger keeps), one row per Part (adding a Part reads and writes O(1) rows: the ledger
+//! decides over the tally, see [`Scope::NewPart`]), a
 //! File with its manifest (written with the completed Upload in one transaction), and the
 //! objects the bucket may drop ([`doomed`](self#objects)).
 //!
@@ -56,11 +58,11 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, NoTls, Row};
 use uploads_core::ledger::{
-    FileRecord, Ledger, PartRecord, Planned, RecordState, Step, UploadRecord,
+    FileRecord, Ledger, PartRecord, PartTally, Planned, RecordState, Step, UploadRecord,
 };
 use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
-use uploads_core::types::{FileId, ListFilesQuery, ListOrder, UploadId};
+use uploads_core::types::{FileId, ListFilesQuery, ListOrder, PartId, UploadId};
 
 use crate::clock::Clock;
 use crate::objects::{file_key, part_key};
@@ -104,6 +106,14 @@ pub(crate) enum Scope {
     Nothing,
     /// One Upload and its Parts.
     Upload(UploadId),
+    /// One Upload to add a Part to: its record with its Parts' count and total (O(1) rows,
+    /// however many Parts it has), and the named Part's row (a slot's: an id used twice).
+    NewPart {
+        /// The Upload.
+        upload: UploadId,
+        /// The slot's Part, once it has one.
+        part: Option<PartId>,
+    },
     /// One File.
     File(FileId),
     /// A page of an owner's Files (a list).
@@ -588,10 +598,16 @@ struct Loaded {
     /// Uploads with their Parts, and the stored record without Parts.
     uploads: Vec<(UploadRecord, Value)>,
     files: Vec<FileRecord>,
+    /// Set when the one Upload was loaded for a new Part: its Parts' count and total (its
+    /// record then holds only the Part asked about).
+    tally: Option<PartTally>,
 }
 
 impl Loaded {
     fn ledger(&self, limits: &Limits) -> Ledger {
+        if let (Some(tally), [(record, _)]) = (self.tally, self.uploads.as_slice()) {
+            return Ledger::load_tallied(limits.clone(), record.clone(), tally);
+        }
         Ledger::load_atomic(
             limits.clone(),
             self.uploads.iter().map(|(record, _)| record.clone()),
@@ -624,6 +640,36 @@ async fn load(
                 .await?;
             for row in rows {
                 loaded.uploads.push(upload_from_row(client, &row).await?);
+            }
+        }
+        Scope::NewPart { upload, part } => {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT record, part_count, parts_bytes FROM uploads WHERE id = $1{suffix}"
+                    ),
+                    &[&upload.as_str()],
+                )
+                .await?;
+            for row in rows {
+                let stored: Value = row.try_get(0)?;
+                let parts = match part {
+                    Some(part) => {
+                        client
+                            .query(
+                                "SELECT part_id, bytes, created_at FROM upload_parts
+                                 WHERE upload_id = $1 AND part_id = $2",
+                                &[&upload.as_str(), &part.as_str()],
+                            )
+                            .await?
+                    }
+                    None => Vec::new(),
+                };
+                loaded.uploads.push((with_parts(&stored, &parts)?, stored));
+                loaded.tally = Some(PartTally {
+                    count: to_u64(row.try_get(1)?),
+                    bytes: to_u64(row.try_get(2)?),
+                });
             }
         }
         Scope::File(id) => {
@@ -734,7 +780,7 @@ async fn claim_sweep(
         .query(
             "SELECT u.record FROM uploads u
              WHERE (u.status = 'pending' AND u.expires_at <= $1 AND NOT u.parts_removed
-                    AND EXISTS (SELECT 1 FROM upload_parts p WHERE p.upload_id = u.id))
+                    AND u.part_count > 0)
                 OR (u.expires_at <= $1 - $2 AND (u.status <> 'completed' OR NOT EXISTS (
                       SELECT 1 FROM files f WHERE f.id = u.file_id
                         AND (f.expires_at IS NULL OR f.expires_at > $1))))
@@ -967,17 +1013,24 @@ async fn upload_from_row(
     row: &Row,
 ) -> Result<(UploadRecord, Value), LoadError> {
     let stored: Value = row.try_get(0)?;
+    let id = stored.get("id").and_then(Value::as_str).unwrap_or_default();
+    let parts = client
+        .query(
+            "SELECT part_id, bytes, created_at FROM upload_parts WHERE upload_id = $1 ORDER BY seq",
+            &[&id],
+        )
+        .await?;
+    Ok((with_parts(&stored, &parts)?, stored))
+}
+
+/// An Upload's record from its row's JSON (without Parts) and the rows of its Parts
+/// (`part_id, bytes, created_at`), in order.
+fn with_parts(stored: &Value, parts: &[Row]) -> Result<UploadRecord, LoadError> {
     let mut json = stored.clone();
     if let Value::Object(fields) = &mut json {
         fields.insert("parts".to_owned(), Value::Array(Vec::new()));
     }
     let mut record: UploadRecord = serde_json::from_value(json)?;
-    let parts = client
-        .query(
-            "SELECT part_id, bytes, created_at FROM upload_parts WHERE upload_id = $1 ORDER BY seq",
-            &[&record.id.as_str()],
-        )
-        .await?;
     record.parts = parts
         .iter()
         .map(|part| PartRecord {
@@ -986,7 +1039,7 @@ async fn upload_from_row(
             created_at: to_u64(part.get(2)),
         })
         .collect();
-    Ok((record, stored))
+    Ok(record)
 }
 
 fn file_from_row(row: &Row) -> Result<FileRecord, LoadError> {

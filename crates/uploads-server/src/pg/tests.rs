@@ -49,7 +49,7 @@ async fn create(records: &PgRecords, bytes: u64) -> Upload {
 /// Adds a Part as the service does: check, intent, (bytes), record.
 async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId {
     let slot = records
-        .read(&Scope::Upload(upload.clone()), NOW, |ledger, _| {
+        .read(&new_part(upload, None), NOW, |ledger, _| {
             ledger.check_add_part(&owner(), upload, NOW, &mut ids())
         })
         .await
@@ -59,13 +59,20 @@ async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId 
         .await
         .unwrap();
     records
-        .mutate(&Scope::Upload(upload.clone()), NOW, |ledger, _| {
+        .mutate(&new_part(upload, Some(slot.part_id())), NOW, |ledger, _| {
             ledger.add_part(&owner(), &slot, bytes, NOW)
         })
         .await
         .unwrap()
         .response
         .id
+}
+
+fn new_part(upload: &UploadId, part: Option<&PartId>) -> Scope {
+    Scope::NewPart {
+        upload: upload.clone(),
+        part: part.cloned(),
+    }
 }
 
 async fn complete(
@@ -123,6 +130,78 @@ async fn instances_starting_at_once_apply_the_migrations_once() {
         .map(|version| version.to_string())
         .collect();
     assert_eq!(applied, every.join(","));
+}
+
+#[tokio::test]
+async fn adding_a_part_loads_the_upload_row_and_the_tally_not_every_part() {
+    let (namespace, instances) = instances(2).await;
+    let upload = create(&instances[0], 10).await.id;
+    let mut added = Vec::new();
+    for (index, bytes) in [3, 1, 4, 1, 5, 9, 2, 6].into_iter().enumerate() {
+        added.push(add_part(&instances[index % 2], &upload, bytes).await);
+    }
+    // Parts inserted by any writer are counted by the database itself.
+    services::Services::get().psql_on(
+        &namespace.database,
+        &format!(
+            "INSERT INTO upload_parts (upload_id, part_id, bytes, created_at) \
+             VALUES ('{upload}', 'part_by_hand', 7, {NOW})"
+        ),
+    );
+    let mut client = instances[0].pool.get().await.unwrap();
+    let transaction = client.transaction().await.unwrap();
+    let asked = new_part(&upload, Some(&added[2]));
+    let loaded = load(&*transaction, &asked, NOW, true).await.unwrap();
+    assert_eq!(
+        loaded.tally,
+        Some(PartTally {
+            count: 9,
+            bytes: 3 + 1 + 4 + 1 + 5 + 9 + 2 + 6 + 7
+        })
+    );
+    let [(record, _)] = loaded.uploads.as_slice() else {
+        panic!("one Upload loaded: {}", loaded.uploads.len());
+    };
+    assert_eq!(record.part_ids(), vec![added[2].clone()]);
+    let slotless = load(&*transaction, &new_part(&upload, None), NOW, false)
+        .await
+        .unwrap();
+    assert!(slotless.uploads[0].0.parts.is_empty());
+    // The whole Upload, as a complete loads it, has every Part, in order.
+    let whole = load(&*transaction, &Scope::Upload(upload.clone()), NOW, false)
+        .await
+        .unwrap();
+    assert_eq!(whole.uploads[0].0.parts.len(), 9);
+    assert_eq!(whole.uploads[0].0.part_ids()[..8], added[..]);
+}
+
+#[tokio::test]
+async fn the_part_count_limit_holds_across_instances_through_the_tally() {
+    let namespace = services::Services::get().fresh();
+    let limits = Limits::default().with_max_parts_per_upload(3);
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        instances.push(
+            PgRecords::connect(&namespace.database_url, limits.clone())
+                .await
+                .unwrap(),
+        );
+    }
+    let upload = create(&instances[0], 10).await.id;
+    for index in 0..3 {
+        add_part(&instances[index % 2], &upload, 1).await;
+    }
+    let refused = instances[1]
+        .read(&new_part(&upload, None), NOW, |ledger, _| {
+            ledger.check_add_part(&owner(), &upload, NOW, &mut ids())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.param(), Some("data"), "{refused}");
+    assert!(
+        refused.body.error.message.contains("already has 3 Parts"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]

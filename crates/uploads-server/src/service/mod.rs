@@ -353,7 +353,7 @@ impl Service {
     {
         let service = Arc::clone(self);
         let record = match &scope {
-            Scope::Upload(id) => Some(id.to_string()),
+            Scope::Upload(id) | Scope::NewPart { upload: id, .. } => Some(id.to_string()),
             Scope::File(id) => Some(id.to_string()),
             Scope::Nothing | Scope::List { .. } => None,
         };

@@ -47,7 +47,7 @@ impl Service {
     {
         let _in_flight = InFlight::enter(&self.stats);
         let slot = self
-            .read(Scope::Upload(upload_id.clone()), |ledger, now| {
+            .read(new_part(upload_id, None), |ledger, now| {
                 ledger.check_add_part(owner, upload_id, now, &mut self.ids())
             })
             .await?;
@@ -74,7 +74,7 @@ impl Service {
         let part_bytes = writer.commit().await?;
         let owner = owner.clone();
         let planned = self
-            .mutate(Scope::Upload(upload.clone()), move |ledger, now, _| {
+            .mutate(new_part(&upload, Some(&part)), move |ledger, now, _| {
                 ledger.add_part(&owner, &slot, part_bytes, now)
             })
             .await;
@@ -211,5 +211,13 @@ impl Service {
             .await?;
         self.md5_ahead.forget(&upload_id);
         json(&cancelled)
+    }
+}
+
+/// The records adding a Part reads: the Upload's, with its Parts' tally, and the slot's.
+fn new_part(upload: &UploadId, part: Option<&PartId>) -> Scope {
+    Scope::NewPart {
+        upload: upload.clone(),
+        part: part.cloned(),
     }
 }
