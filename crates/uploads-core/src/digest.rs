@@ -27,6 +27,22 @@ impl Md5Hasher {
     pub fn finish_hex(self) -> String {
         to_hex(&self.finish())
     }
+
+    /// The hasher's state as bytes to keep (in a database, beside the Upload): MD5's four
+    /// words, the count of 64-byte blocks hashed, and the partial block not yet hashed.
+    /// [`Md5Hasher::restore`] continues from it, on any machine.
+    pub fn save(&self) -> Vec<u8> {
+        use md5::digest::common::hazmat::SerializableState;
+        self.0.serialize().to_vec()
+    }
+
+    /// A hasher continuing from [`Md5Hasher::save`]'s bytes; `None` for bytes that are not
+    /// one (of another length, or a partial block that does not fit).
+    pub fn restore(saved: &[u8]) -> Option<Self> {
+        use md5::digest::common::hazmat::{SerializableState, SerializedState};
+        let saved = SerializedState::<Md5>::try_from(saved).ok()?;
+        Md5::deserialize(&saved).ok().map(Self)
+    }
 }
 
 /// Lower-case hex of a digest.
@@ -104,6 +120,47 @@ pub struct Md5Resume {
     pub reused: usize,
     /// The listed Parts still to hash, in order.
     pub remaining: Vec<crate::types::PartId>,
+}
+
+impl Md5Resume {
+    /// How to compute the md5 of `listed` from a chain kept outside this process (a
+    /// database's, which several instances extend): `chained(index, part)` is the state after
+    /// `part` when the chain hashed it as its `index`-th Part, else `None`. The longest prefix
+    /// of `listed` the chain hashed in that order is reused, as [`Md5Chain::resume_for`] does.
+    pub fn from_saved(
+        listed: &[crate::types::PartId],
+        mut chained: impl FnMut(usize, &crate::types::PartId) -> Option<Md5Hasher>,
+    ) -> Self {
+        let mut state = Md5Hasher::new();
+        let mut reused = 0;
+        for (index, part) in listed.iter().enumerate() {
+            let Some(after) = chained(index, part) else {
+                break;
+            };
+            state = after;
+            reused += 1;
+        }
+        Self {
+            state,
+            reused,
+            remaining: listed[reused..].to_vec(),
+        }
+    }
+}
+
+/// Which Part extends a chain of positioned Parts next: the first one recorded at
+/// `next_position` (a retried Part may have been recorded twice at one position; the
+/// complete lists one of them, and a mismatch only costs reading the rest again).
+/// `recorded` are the candidates as `(position, order recorded, part)`.
+pub fn next_in_file_order<P: Clone>(
+    next_position: u32,
+    recorded: impl IntoIterator<Item = (u32, u64, P)>,
+) -> Option<P> {
+    recorded
+        .into_iter()
+        .filter(|(position, _, _)| *position == next_position)
+        .min_by_key(|(_, order, _)| *order)
+        .map(|(_, _, part)| part)
 }
 
 impl Md5Chain {
@@ -501,5 +558,78 @@ mod tests {
         ] {
             assert_eq!(parse_hex(bad), None, "{bad:?}");
         }
+    }
+
+    proptest! {
+        #[test]
+        fn a_saved_state_continues_where_it_stopped(
+            before in prop::collection::vec(any::<u8>(), 0..300),
+            after in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut whole = Md5Hasher::new();
+            whole.update(&before);
+            let saved = whole.save();
+            whole.update(&after);
+            let mut restored = Md5Hasher::restore(&saved).expect("a saved state");
+            restored.update(&after);
+            prop_assert_eq!(restored.finish(), whole.finish());
+        }
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_saved_state_restore_nothing() {
+        let saved = Md5Hasher::new().save();
+        assert!(Md5Hasher::restore(&saved[..saved.len() - 1]).is_none());
+        assert!(Md5Hasher::restore(&[]).is_none());
+        let mut overlong = saved.clone();
+        // The partial block's length byte says more than a block holds.
+        *overlong.last_mut().unwrap() = 200;
+        assert!(Md5Hasher::restore(&overlong).is_none());
+    }
+
+    #[test]
+    fn a_saved_chain_is_reused_for_the_prefix_it_hashed_in_listed_order() {
+        let chained: Vec<(PartId, Md5Hasher)> = {
+            let mut state = Md5Hasher::new();
+            (1..=3)
+                .map(|index| {
+                    state.update(&bytes_of(index));
+                    (part(index), state.clone())
+                })
+                .collect()
+        };
+        let lookup = |index: usize, id: &PartId| {
+            chained
+                .get(index)
+                .filter(|(chained, _)| chained == id)
+                .map(|(_, state)| Md5Hasher::restore(&state.save()).unwrap())
+        };
+        let listed = [part(1), part(2), part(4)];
+        let resume = Md5Resume::from_saved(&listed, lookup);
+        assert_eq!(resume.reused, 2);
+        assert_eq!(resume.remaining, vec![part(4)]);
+        let mut state = resume.state;
+        state.update(&bytes_of(4));
+        let mut direct = Md5Hasher::new();
+        for index in [1, 2, 4] {
+            direct.update(&bytes_of(index));
+        }
+        assert_eq!(state.finish(), direct.finish());
+        // Hashed, but not as the first Part: nothing is reused.
+        let resume = Md5Resume::from_saved(&[part(2), part(1)], lookup);
+        assert_eq!((resume.reused, resume.remaining.len()), (0, 2));
+    }
+
+    #[test]
+    fn the_first_part_recorded_at_the_next_position_extends_the_chain() {
+        let recorded = [
+            (1, 7, "late"),
+            (0, 9, "retry"),
+            (0, 3, "first"),
+            (2, 1, "ahead"),
+        ];
+        assert_eq!(next_in_file_order(0, recorded), Some("first"));
+        assert_eq!(next_in_file_order(1, recorded), Some("late"));
+        assert_eq!(next_in_file_order(3, recorded), None);
     }
 }
