@@ -88,7 +88,7 @@ impl SharedBackend {
         let records = PgRecords::connect(&self.database_url, limits).await?;
         tracing::info!(object_store = %self.object_store, "records in PostgreSQL, bytes in object storage");
         Ok(crate::service::Shared {
-            records,
+            records: Arc::new(records),
             objects: Arc::new(objects),
             clock,
         })

@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../../migrations/0001_init.sql")),
     (2, include_str!("../../migrations/0002_claims.sql")),
     (3, include_str!("../../migrations/0003_part_tally.sql")),
+    (4, include_str!("../../migrations/0004_md5_chain.sql")),
 ];
 
 /// The advisory lock key of the migrations (any constant the service owns).

@@ -44,9 +44,12 @@
 //! own. A wait that runs out is a [`Rejection::unavailable`]: 503 with `Retry-After`, which
 //! the SDKs retry.
 
+mod md5_chain;
 mod migrations;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use md5_chain::ChainClaim;
 
 use std::collections::HashSet;
 use std::io;
@@ -113,6 +116,9 @@ pub(crate) enum Scope {
         upload: UploadId,
         /// The slot's Part, once it has one.
         part: Option<PartId>,
+        /// The Part's 0-based position in the file, when its request named one: kept on its
+        /// row for the md5 chain.
+        position: Option<u32>,
     },
     /// One File.
     File(FileId),
@@ -132,6 +138,20 @@ pub(crate) enum Now {
     Database,
     /// This time, given to every instance alike.
     At(u64),
+}
+
+impl Scope {
+    /// The position a new Part's row records, for the md5 chain.
+    fn position_of(&self, upload_id: &UploadId, part_id: &PartId) -> Option<i32> {
+        match self {
+            Self::NewPart {
+                upload,
+                part: Some(part),
+                position: Some(position),
+            } if upload == upload_id && part == part_id => i32::try_from(*position).ok(),
+            _ => None,
+        }
+    }
 }
 
 impl From<u64> for Now {
@@ -369,7 +389,7 @@ impl PgRecords {
                 plan(&loaded.ledger(&self.limits), now).map_err(MutationError::Refused)?;
             let mut doomed_now = Vec::new();
             if let Some(change) = planned.change {
-                doomed_now = write_steps(&*transaction, change.steps(), &loaded, now)
+                doomed_now = write_steps(&*transaction, change.steps(), &loaded, now, scope)
                     .await
                     .map_err(|error| failed(&error))?;
                 transaction.commit().await.map_err(|error| failed(&error))?;
@@ -410,7 +430,7 @@ impl PgRecords {
                 // that sweeps until nothing is left loop for ever.
                 return Ok(0);
             };
-            write_steps(&*transaction, change.steps(), &loaded, now)
+            write_steps(&*transaction, change.steps(), &loaded, now, &Scope::Nothing)
                 .await
                 .map_err(|error| unavailable(&error))?;
             transaction
@@ -642,7 +662,7 @@ async fn load(
                 loaded.uploads.push(upload_from_row(client, &row).await?);
             }
         }
-        Scope::NewPart { upload, part } => {
+        Scope::NewPart { upload, part, .. } => {
             let rows = client
                 .query(
                     &format!(
@@ -817,6 +837,7 @@ async fn write_steps(
     steps: &[Step],
     loaded: &Loaded,
     now: u64,
+    scope: &Scope,
 ) -> Result<Vec<String>, LoadError> {
     let now_i = to_i64(now);
     // Bytes a download may be reading outlive the change by the download grace: a File's
@@ -827,7 +848,10 @@ async fn write_steps(
     for step in steps {
         match step {
             Step::SaveUpload(record) => save_upload(client, record, loaded).await?,
-            Step::AddPart { upload_id, part } => insert_part(client, upload_id, part).await?,
+            Step::AddPart { upload_id, part } => {
+                let position = scope.position_of(upload_id, &part.id);
+                insert_part(client, upload_id, part, position).await?;
+            }
             Step::SaveFile(record) => {
                 let json = serde_json::to_value(record)?;
                 client
@@ -937,7 +961,7 @@ async fn save_upload(
         .iter()
         .filter(|part| !known.contains(part.id.as_str()))
     {
-        insert_part(client, &record.id, part).await?;
+        insert_part(client, &record.id, part, None).await?;
     }
     Ok(())
 }
@@ -952,16 +976,18 @@ async fn insert_part(
     client: &impl GenericClient,
     upload_id: &UploadId,
     part: &PartRecord,
+    position: Option<i32>,
 ) -> Result<(), LoadError> {
     client
         .execute(
-            "INSERT INTO upload_parts (upload_id, part_id, bytes, created_at)
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO upload_parts (upload_id, part_id, bytes, created_at, position)
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &upload_id.as_str(),
                 &part.id.as_str(),
                 &to_i64(part.bytes),
                 &to_i64(part.created_at),
+                &position,
             ],
         )
         .await?;

@@ -48,6 +48,16 @@ async fn create(records: &PgRecords, bytes: u64) -> Upload {
 
 /// Adds a Part as the service does: check, intent, (bytes), record.
 async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId {
+    add_part_at(records, upload, bytes, None).await
+}
+
+/// [`add_part`] for a request naming the Part's position in the file.
+async fn add_part_at(
+    records: &PgRecords,
+    upload: &UploadId,
+    bytes: u64,
+    position: Option<u32>,
+) -> PartId {
     let slot = records
         .read(&new_part(upload, None), NOW, |ledger, _| {
             ledger.check_add_part(&owner(), upload, NOW, &mut ids())
@@ -59,9 +69,11 @@ async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId 
         .await
         .unwrap();
     records
-        .mutate(&new_part(upload, Some(slot.part_id())), NOW, |ledger, _| {
-            ledger.add_part(&owner(), &slot, bytes, NOW)
-        })
+        .mutate(
+            &new_part_at(upload, Some(slot.part_id()), position),
+            NOW,
+            |ledger, _| ledger.add_part(&owner(), &slot, bytes, NOW),
+        )
         .await
         .unwrap()
         .response
@@ -69,9 +81,14 @@ async fn add_part(records: &PgRecords, upload: &UploadId, bytes: u64) -> PartId 
 }
 
 fn new_part(upload: &UploadId, part: Option<&PartId>) -> Scope {
+    new_part_at(upload, part, None)
+}
+
+fn new_part_at(upload: &UploadId, part: Option<&PartId>, position: Option<u32>) -> Scope {
     Scope::NewPart {
         upload: upload.clone(),
         part: part.cloned(),
+        position,
     }
 }
 
@@ -173,6 +190,83 @@ async fn adding_a_part_loads_the_upload_row_and_the_tally_not_every_part() {
         .unwrap();
     assert_eq!(whole.uploads[0].0.parts.len(), 9);
     assert_eq!(whole.uploads[0].0.part_ids()[..8], added[..]);
+}
+
+/// The md5 chain in the database: Parts are claimed in file order whatever order they were
+/// recorded in, one instance at a time; a lapsed lease is taken over and its holder's late
+/// save refused; a complete reuses the prefix of its listed order that the chain hashed.
+#[tokio::test]
+async fn the_md5_chain_advances_in_file_order_under_one_lease() {
+    let (_namespace, instances) = instances(2).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    let upload = create(a, 6).await.id;
+    let second = add_part_at(b, &upload, 2, Some(1)).await;
+    assert!(
+        a.claim_next_to_hash(&upload, Now::At(NOW))
+            .await
+            .unwrap()
+            .is_none(),
+        "position 0 is missing"
+    );
+    let first = add_part_at(a, &upload, 2, Some(0)).await;
+    let retry_of_first = add_part_at(b, &upload, 2, Some(0)).await;
+    let claim = a
+        .claim_next_to_hash(&upload, Now::At(NOW))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claim.part, first, "the first Part recorded at a position");
+    assert!(
+        b.claim_next_to_hash(&upload, Now::At(NOW))
+            .await
+            .unwrap()
+            .is_none(),
+        "held by a"
+    );
+    let mut state = claim.state.clone();
+    state.update(b"p0");
+    assert!(a.save_hashed(&claim, &state).await.unwrap());
+
+    // a claims the next Part and stalls past its lease: b takes over, a's save is refused.
+    let stalled = a
+        .claim_next_to_hash(&upload, Now::At(NOW))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stalled.part, second);
+    let later = Now::At(NOW + 61);
+    let taken = b.claim_next_to_hash(&upload, later).await.unwrap().unwrap();
+    assert_eq!(taken.part, second);
+    let mut state = taken.state.clone();
+    state.update(b"p1");
+    assert!(!a.save_hashed(&stalled, &state).await.unwrap());
+    assert!(b.save_hashed(&taken, &state).await.unwrap());
+    assert!(
+        b.claim_next_to_hash(&upload, later)
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing at 2"
+    );
+
+    let third = add_part_at(a, &upload, 2, Some(2)).await;
+    let resume = a
+        .resume_chain(&upload, &[first.clone(), second.clone(), third.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (resume.reused, resume.remaining.clone()),
+        (2, vec![third.clone()])
+    );
+    let mut direct = uploads_core::digest::Md5Hasher::new();
+    direct.update(b"p0p1");
+    assert_eq!(resume.state.finish(), direct.finish());
+    // The retry listed instead of the chained Part: nothing is reused.
+    let resume = a
+        .resume_chain(&upload, &[retry_of_first, second, third])
+        .await
+        .unwrap();
+    assert_eq!(resume.reused, 0);
 }
 
 #[tokio::test]

@@ -42,7 +42,7 @@ use uploads_core::types::UploadId;
 use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, full};
 use crate::clock::{Clock, WatchedClock};
 use crate::entropy::Entropy;
-use crate::md5_ahead::Md5Ahead;
+use crate::md5_ahead::{HashAhead, InDatabase, InMemory};
 use crate::pg::{MutationError, Scope};
 use crate::readers::Readers;
 use crate::stats::ServerStats;
@@ -77,7 +77,7 @@ pub struct Service {
     entropy: Arc<Entropy>,
     stats: Arc<ServerStats>,
     /// The md5 of each pending Upload, hashed as its Parts arrive.
-    md5_ahead: Arc<Md5Ahead>,
+    md5_ahead: Arc<dyn HashAhead>,
     /// Downloads in flight, which Part removals wait for.
     readers: Arc<Readers>,
     /// The scale-out backend: records in PostgreSQL (the `ledger` above stays empty) and
@@ -149,7 +149,15 @@ impl Service {
         shared: Option<Shared>,
     ) -> io::Result<Arc<Self>> {
         let stats = Arc::new(ServerStats::default());
-        let md5_ahead = Arc::new(Md5Ahead::new(Arc::clone(&store), Arc::clone(&stats)));
+        let md5_ahead: Arc<dyn HashAhead> = match &shared {
+            Some(shared) => Arc::new(InDatabase::new(
+                Arc::clone(&shared.records),
+                Arc::clone(&store),
+                Arc::clone(&stats),
+                shared.clock.clone(),
+            )),
+            None => Arc::new(InMemory::new(Arc::clone(&store), Arc::clone(&stats))),
+        };
         let readers = Arc::new(Readers::new(Arc::clone(&store)));
         let service = Arc::new(Self {
             config,

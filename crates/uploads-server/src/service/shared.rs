@@ -11,7 +11,7 @@ use crate::pg::{DatabaseHealth, Now, PgRecords, decision_time};
 /// The records and bytes that several instances share.
 pub(crate) struct Shared {
     /// The ledger's records.
-    pub records: PgRecords,
+    pub records: Arc<PgRecords>,
     /// The bytes (also the service's `store`).
     pub objects: Arc<ObjectBytes>,
     /// The clock that replaces the database's, when every instance is given the same one

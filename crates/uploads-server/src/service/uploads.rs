@@ -46,20 +46,17 @@ impl Service {
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let _in_flight = InFlight::enter(&self.stats);
+        let position = uploads_core::api::part_index(request.headers());
         let slot = self
-            .read(new_part(upload_id, None), |ledger, now| {
+            .read(new_part(upload_id, None, position), |ledger, now| {
                 ledger.check_add_part(owner, upload_id, now, &mut self.ids())
             })
             .await?;
         let max_part_bytes = self.config.limits.max_part_bytes;
         let store = Arc::clone(&self.store);
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
-        // Failed unless committed below: then the md5 chain skips this Part. Shared storage
-        // hashes on complete: the Parts of one Upload arrive on many instances.
-        let hash_slot = self.shared.is_none().then(|| {
-            let position = uploads_core::api::part_index(request.headers());
-            self.md5_ahead.started(&upload, &part, position)
-        });
+        // Failed unless committed below: then the md5 chain skips this Part.
+        let hashing = Arc::clone(&self.md5_ahead).started(&upload, &part, position);
         self.intend(|| part_key(&upload, &part)).await?;
         let (content_type, declared) = form_head(request.headers());
         let form = PartFormReader::open(content_type, declared, max_part_bytes)?;
@@ -74,9 +71,10 @@ impl Service {
         let part_bytes = writer.commit().await?;
         let owner = owner.clone();
         let planned = self
-            .mutate(new_part(&upload, Some(&part)), move |ledger, now, _| {
-                ledger.add_part(&owner, &slot, part_bytes, now)
-            })
+            .mutate(
+                new_part(&upload, Some(&part), position),
+                move |ledger, now, _| ledger.add_part(&owner, &slot, part_bytes, now),
+            )
             .await;
         let part = match planned {
             Ok(part) => part,
@@ -90,9 +88,7 @@ impl Service {
             Err(Refused::Commit(rejection)) => return Err(rejection),
         };
         self.stats.count_stored();
-        if let Some(hash_slot) = hash_slot {
-            hash_slot.committed();
-        }
+        hashing.committed();
         json(&part)
     }
 
@@ -214,10 +210,12 @@ impl Service {
     }
 }
 
-/// The records adding a Part reads: the Upload's, with its Parts' tally, and the slot's.
-fn new_part(upload: &UploadId, part: Option<&PartId>) -> Scope {
+/// The records adding a Part reads: the Upload's, with its Parts' tally, and the slot's
+/// (recorded at `position` in the file, when its request named one).
+fn new_part(upload: &UploadId, part: Option<&PartId>, position: Option<u32>) -> Scope {
     Scope::NewPart {
         upload: upload.clone(),
         part: part.cloned(),
+        position,
     }
 }
