@@ -96,10 +96,10 @@ async fn finish_digest(
         upload: upload.clone(),
         parts: resume.remaining,
     };
-    let mut state = resume.state;
+    let mut hasher = resume.state;
     tokio::task::spawn_blocking(move || {
-        hash_into(&*store, &source, &mut state)?;
-        Ok(state.finish())
+        hash_into(&*store, &source, &mut hasher)?;
+        Ok(hasher.finish())
     })
     .await
     .map_err(io::Error::other)?

@@ -106,13 +106,11 @@ impl PgRecords {
                     .await
                     .map_err(|error| failed(&error))?
                     .and_then(|row| row.get::<_, Option<Vec<u8>>>(0));
-                match saved.as_deref().and_then(Md5Hasher::restore) {
-                    Some(state) => state,
-                    None => {
-                        tracing::warn!(%upload, chained, "the md5 chain's last state is unreadable; complete will read the Parts");
-                        return Ok(None);
-                    }
-                }
+                let Some(state) = saved.as_deref().and_then(Md5Hasher::restore) else {
+                    tracing::warn!(%upload, chained, "the md5 chain's last state is unreadable; complete will read the Parts");
+                    return Ok(None);
+                };
+                state
             };
             let lease_until = now + HASH_LEASE_SECS;
             transaction
