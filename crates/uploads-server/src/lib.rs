@@ -34,6 +34,7 @@ pub mod objects;
 mod pg;
 mod probe;
 mod readers;
+mod records;
 mod refused_heads;
 mod server;
 mod service;

@@ -51,6 +51,8 @@ mod tests;
 
 pub(crate) use md5_chain::ChainClaim;
 
+use crate::records::{MutationError, Scope};
+
 use std::collections::HashSet;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +67,7 @@ use uploads_core::ledger::{
 };
 use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
-use uploads_core::types::{FileId, ListFilesQuery, ListOrder, PartId, UploadId};
+use uploads_core::types::{FileId, ListFilesQuery, ListOrder, UploadId};
 
 use crate::clock::Clock;
 use crate::objects::{file_key, part_key};
@@ -98,38 +100,9 @@ const COLLECT_CLAIM_SECS: i64 = 300;
 /// The database's clock, in unix seconds, or the given one (`$1`, when not null).
 const NOW_SQL: &str = "COALESCE($1::bigint, floor(extract(epoch FROM now()))::bigint)";
 /// Records a sweep claims at once (the rest wait for the next tick).
-const SWEEP_BATCH: i64 = 200;
+const SWEEP_CLAIM_BATCH: i64 = 200;
 /// The largest page `GET /files` serves (the ledger refuses larger limits).
 const MAX_LIST_LIMIT: i64 = 10_000;
-
-/// Which rows a request needs: what to lock (for a mutation) or read.
-#[derive(Debug, Clone)]
-pub(crate) enum Scope {
-    /// Nothing existing (a create).
-    Nothing,
-    /// One Upload and its Parts.
-    Upload(UploadId),
-    /// One Upload to add a Part to: its record with its Parts' count and total (O(1) rows,
-    /// however many Parts it has), and the named Part's row (a slot's: an id used twice).
-    NewPart {
-        /// The Upload.
-        upload: UploadId,
-        /// The slot's Part, once it has one.
-        part: Option<PartId>,
-        /// The Part's 0-based position in the file, when its request named one: kept on its
-        /// row for the md5 chain.
-        position: Option<u32>,
-    },
-    /// One File.
-    File(FileId),
-    /// A page of an owner's Files (a list).
-    List {
-        /// Whose.
-        owner: String,
-        /// The page asked for.
-        query: ListFilesQuery,
-    },
-}
 
 /// Whose clock decides: the database's, or (tests that move time) a given `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,20 +111,6 @@ pub(crate) enum Now {
     Database,
     /// This time, given to every instance alike.
     At(u64),
-}
-
-impl Scope {
-    /// The position a new Part's row records, for the md5 chain.
-    fn position_of(&self, upload_id: &UploadId, part_id: &PartId) -> Option<i32> {
-        match self {
-            Self::NewPart {
-                upload,
-                part: Some(part),
-                position: Some(position),
-            } if upload == upload_id && part == part_id => i32::try_from(*position).ok(),
-            _ => None,
-        }
-    }
 }
 
 impl From<u64> for Now {
@@ -187,15 +146,6 @@ impl Now {
 /// given the same one.
 pub(crate) fn decision_time(clock: Option<&dyn Clock>) -> Now {
     clock.map_or(Now::Database, |clock| Now::At(clock.now()))
-}
-
-/// Why a mutation changed nothing.
-#[derive(Debug)]
-pub(crate) enum MutationError {
-    /// The ledger refused it.
-    Refused(Rejection),
-    /// The database failed (a 500).
-    Failed(Rejection),
 }
 
 /// A committed mutation.
@@ -790,7 +740,7 @@ async fn claim_sweep(
         .query(
             "SELECT record FROM files WHERE expires_at <= $1 ORDER BY expires_at
              LIMIT $2 FOR UPDATE SKIP LOCKED",
-            &[&now_i, &SWEEP_BATCH],
+            &[&now_i, &SWEEP_CLAIM_BATCH],
         )
         .await?;
     for row in files {
@@ -805,7 +755,7 @@ async fn claim_sweep(
                       SELECT 1 FROM files f WHERE f.id = u.file_id
                         AND (f.expires_at IS NULL OR f.expires_at > $1))))
              ORDER BY u.expires_at LIMIT $3 FOR UPDATE OF u SKIP LOCKED",
-            &[&now_i, &ttl, &SWEEP_BATCH],
+            &[&now_i, &ttl, &SWEEP_CLAIM_BATCH],
         )
         .await?;
     let claimed_files: HashSet<FileId> =

@@ -9,6 +9,7 @@ use uploads_core::ledger::{CompletePlan, IdSource, Owner, RandomIds};
 use uploads_core::types::{ListFilesQuery, ListOrder, PartId, Purpose, Upload, UploadStatus};
 
 use super::*;
+use crate::records::{MutationError, Scope};
 
 const NOW: u64 = 1_700_000_000;
 

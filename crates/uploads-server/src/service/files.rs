@@ -13,11 +13,11 @@ use uploads_core::ledger::{FileRecord, Owner};
 use uploads_core::types::FileId;
 
 use super::forms::read_form;
-use super::{Answer, Refused, Service, json, storage_rejection};
+use super::{Answer, Service, json, storage_rejection};
 use crate::body::{ResponseBody, channel_body};
 use crate::objects::file_key;
-use crate::pg::Scope;
 use crate::readers::ReadGuard;
+use crate::records::{MutationError, Scope};
 use crate::store::ContentSource;
 use uploads_core::buffer::BufferPool;
 use uploads_core::forms::FileFormReader;
@@ -171,13 +171,13 @@ impl Service {
             .await;
         match planned {
             Ok(file) => json(&file),
-            Err(Refused::Planning(rejection)) => {
+            Err(MutationError::Refused(rejection)) => {
                 // Refused after the bytes were stored: they are nobody's.
                 let store = Arc::clone(&self.store);
                 let _ = tokio::task::spawn_blocking(move || store.remove_file(&file_id)).await;
                 Err(rejection)
             }
-            Err(Refused::Commit(rejection)) => Err(rejection),
+            Err(MutationError::Failed(rejection)) => Err(rejection),
         }
     }
 }

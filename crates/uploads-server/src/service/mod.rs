@@ -43,15 +43,15 @@ use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, full};
 use crate::clock::{Clock, WatchedClock};
 use crate::entropy::Entropy;
 use crate::md5_ahead::{HashAhead, InDatabase, InMemory};
-use crate::pg::{MutationError, Scope};
 use crate::readers::Readers;
+use crate::records::{MutationError, Scope};
 use crate::stats::ServerStats;
 use crate::store::Store;
 use recovery::recover_records;
 use shared::{collect_objects, shared_health, sweep_shared};
 
 /// Records swept between two yields to the runtime.
-const SWEEP_BATCH: usize = 32;
+const SWEEP_YIELD_EVERY: usize = 32;
 /// How long a mutation on the shared backend waits for this instance's earlier mutations
 /// of the same record (each waits at most the database's lock timeout in turn).
 const RECORD_LOCK_WAIT: Duration = Duration::from_secs(5);
@@ -90,22 +90,6 @@ type Answer<T> = Result<T, Rejection>;
 
 /// The ids the ledger mints: random, from the server's entropy.
 type Ids = RandomIds<Box<dyn FnMut(&mut [u8]) + Send>>;
-
-/// Why [`Service::mutate`] changed nothing.
-enum Refused {
-    /// The ledger refused the request: nothing was persisted.
-    Planning(Rejection),
-    /// Persisting or applying failed (500).
-    Commit(Rejection),
-}
-
-impl From<Refused> for Rejection {
-    fn from(refused: Refused) -> Self {
-        match refused {
-            Refused::Planning(rejection) | Refused::Commit(rejection) => rejection,
-        }
-    }
-}
 
 impl Service {
     /// Opens the service over `store`: sweeps what a crash left (temp files, Parts never
@@ -205,7 +189,7 @@ impl Service {
         }
         let changes = self.ledger.lock().await.sweep_each(self.clock.now());
         for (done, change) in changes.into_iter().enumerate() {
-            if done > 0 && done % SWEEP_BATCH == 0 {
+            if done > 0 && done % SWEEP_YIELD_EVERY == 0 {
                 tokio::task::yield_now().await;
             }
             let Some((key, upload)) = swept_record(&change) else {
@@ -354,7 +338,7 @@ impl Service {
     /// request dropped half-way (its client went away) cannot stop a change between being
     /// persisted and being applied, which would leave the disk and the ledger disagreeing.
     /// The ledger itself is locked only to plan and to apply, never across an fsync.
-    async fn mutate<T, F>(self: &Arc<Self>, scope: Scope, plan: F) -> Result<T, Refused>
+    async fn mutate<T, F>(self: &Arc<Self>, scope: Scope, plan: F) -> Result<T, MutationError>
     where
         T: Send + 'static,
         F: FnOnce(&Ledger, u64, &mut Ids) -> Answer<Planned<T>> + Send + 'static,
@@ -375,7 +359,7 @@ impl Service {
                         service
                             .bounded_record_lock(record)
                             .await
-                            .map_err(Refused::Commit)?,
+                            .map_err(MutationError::Failed)?,
                     ),
                     None => None,
                 };
@@ -387,11 +371,7 @@ impl Service {
                     .mutate(&scope, shared.now(), |ledger, now| {
                         plan(ledger, now, &mut ids)
                     })
-                    .await
-                    .map_err(|error| match error {
-                        MutationError::Refused(rejection) => Refused::Planning(rejection),
-                        MutationError::Failed(rejection) => Refused::Commit(rejection),
-                    })?;
+                    .await?;
                 drop(record_lock);
                 if !committed.doomed_now.is_empty() {
                     // The bytes this change freed go before the answer, as on the directory
@@ -407,18 +387,22 @@ impl Service {
             };
             let planned = {
                 let ledger = service.ledger.lock().await;
-                plan(&ledger, service.clock.now(), &mut service.ids()).map_err(Refused::Planning)?
+                plan(&ledger, service.clock.now(), &mut service.ids())
+                    .map_err(MutationError::Refused)?
             };
             if let Some(change) = planned.change {
-                service.persist(&change).await.map_err(Refused::Commit)?;
-                apply(&mut *service.ledger.lock().await, change).map_err(Refused::Commit)?;
+                service
+                    .persist(&change)
+                    .await
+                    .map_err(MutationError::Failed)?;
+                apply(&mut *service.ledger.lock().await, change).map_err(MutationError::Failed)?;
             }
             Ok(planned.response)
         })
         .await
         .unwrap_or_else(|error| {
             tracing::error!(%error, "a mutation's task failed");
-            Err(Refused::Commit(Rejection::server_error(
+            Err(MutationError::Failed(Rejection::server_error(
                 "The server failed while applying the request. Retry it.",
             )))
         })

@@ -11,10 +11,10 @@ use uploads_core::rejection::Rejection;
 use uploads_core::types::{PartId, UploadId};
 
 use super::forms::read_form;
-use super::{Answer, Refused, Service, json, storage_rejection};
+use super::{Answer, Service, json, storage_rejection};
 use crate::body::ResponseBody;
 use crate::objects::part_key;
-use crate::pg::Scope;
+use crate::records::{MutationError, Scope};
 use crate::stats::InFlight;
 use uploads_core::forms::PartFormReader;
 use uploads_core::forms::form_head;
@@ -78,14 +78,14 @@ impl Service {
             .await;
         let part = match planned {
             Ok(part) => part,
-            Err(Refused::Planning(rejection)) => {
+            Err(MutationError::Refused(rejection)) => {
                 // The Upload moved on while the bytes streamed: they are nobody's.
                 let store = Arc::clone(&self.store);
                 let _ =
                     tokio::task::spawn_blocking(move || store.remove_parts(&upload, &[part])).await;
                 return Err(rejection);
             }
-            Err(Refused::Commit(rejection)) => return Err(rejection),
+            Err(MutationError::Failed(rejection)) => return Err(rejection),
         };
         self.stats.count_stored();
         hashing.committed();
