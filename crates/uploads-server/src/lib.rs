@@ -27,6 +27,7 @@
 //! See [`store`] for the layout and [`Server`] for the limits and timeouts.
 
 mod body;
+pub mod byte_store;
 pub mod clock;
 mod entropy;
 mod md5_ahead;

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use uploads_core::types::{PartId, UploadId};
 
-use crate::store::Store;
+use crate::byte_store::ByteStore;
 
 /// The readers of each Upload's Parts, and the removals waiting for them.
 pub(crate) struct Readers {
     uploads: Mutex<HashMap<UploadId, Reading>>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ByteStore>,
 }
 
 #[derive(Default)]
@@ -21,7 +21,7 @@ struct Reading {
 }
 
 impl Readers {
-    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(store: Arc<dyn ByteStore>) -> Self {
         Self {
             uploads: Mutex::new(HashMap::new()),
             store,

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use uploads_core::rejection::Rejection;
 
 use crate::server::Activity;
-use crate::service::Service;
+use crate::service::Handler;
 
 /// Header fields hyper reads in one request head (its default; setting it explicitly would
 /// move every request's header parsing to the heap). More is a 431.
@@ -41,7 +41,7 @@ const HTTP1_RESPONSE: &[u8] = b"HTTP/1.";
 pub(crate) struct RefusedHeads<T> {
     inner: T,
     activity: Arc<Activity>,
-    service: Arc<Service>,
+    service: Arc<dyn Handler>,
     peer: SocketAddr,
     max_head_bytes: usize,
     state: State,
@@ -72,7 +72,7 @@ impl<T> RefusedHeads<T> {
     pub(crate) fn new(
         inner: T,
         activity: Arc<Activity>,
-        service: Arc<Service>,
+        service: Arc<dyn Handler>,
         peer: SocketAddr,
         max_head_bytes: usize,
     ) -> Self {

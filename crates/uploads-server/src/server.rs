@@ -23,8 +23,9 @@ use crate::body::{BodyPace, with_guard};
 use crate::clock::{Clock, SystemClock};
 use crate::objects::ObjectBytes;
 use crate::pg::PgRecords;
+use crate::records::{LocalRecords, PostgresRecords, Records};
 use crate::refused_heads::RefusedHeads;
-use crate::service::{Service, ServiceConfig};
+use crate::service::{Handler, Service, ServiceConfig};
 use crate::starting::Starting;
 use crate::stats::ServerStats;
 use crate::store::{DataDirLock, DirStore};
@@ -81,17 +82,17 @@ impl SharedBackend {
         limits: Limits,
         clock: Option<Arc<dyn Clock>>,
         memory_budget: usize,
-    ) -> io::Result<crate::service::Shared> {
+    ) -> io::Result<(PostgresRecords, Arc<ObjectBytes>)> {
         let objects = ObjectBytes::open(&self.object_store, self.options.clone())?
             .with_memory_budget(memory_budget);
         objects.check().await?;
         let records = PgRecords::connect(&self.database_url, limits).await?;
         tracing::info!(object_store = %self.object_store, "records in PostgreSQL, bytes in object storage");
-        Ok(crate::service::Shared {
-            records: Arc::new(records),
-            objects: Arc::new(objects),
-            clock,
-        })
+        let objects = Arc::new(objects);
+        Ok((
+            PostgresRecords::new(records, Arc::clone(&objects), clock),
+            objects,
+        ))
     }
 }
 
@@ -277,19 +278,20 @@ impl ServerBuilder {
                 min_bytes_per_sec: self.min_body_bytes_per_sec,
             },
         };
-        let (lock, service, listener) = if let Some(backend) = &self.shared {
+        let (lock, launched, listener) = if let Some(backend) = &self.shared {
             // The port answers "starting" while the database and the bucket are reached.
             let starting = Starting::answer(TcpListener::bind(self.listen).await?);
             // Instances share the database and the bucket by design: no directory to lock.
-            let shared = backend
+            let (records, objects) = backend
                 .open(
                     config.limits.clone(),
                     self.shared_clock.clone(),
                     self.object_memory_budget,
                 )
                 .await?;
-            let service = Service::open_shared(config, shared, self.clock).await?;
-            (None, service, starting.ready().await?)
+            let service = Service::open(config, records, objects).await?;
+            let launched = Launched::new(service, self.sweep_interval);
+            (None, launched, starting.ready().await?)
         } else {
             let data_dir = self.data_dir.clone();
             let (lock, store) = tokio::task::spawn_blocking(move || {
@@ -301,19 +303,22 @@ impl ServerBuilder {
             // The directory is this process's: the port answers "starting" while its
             // records are read back.
             let starting = Starting::answer(TcpListener::bind(self.listen).await?);
-            let service = Service::recover(
-                config,
-                Arc::new(store) as Arc<dyn crate::store::Store>,
-                self.clock,
-            )
-            .await?;
-            (Some(lock), service, starting.ready().await?)
+            let store = Arc::new(store);
+            let records =
+                LocalRecords::recover(Arc::clone(&store), config.limits.clone(), self.clock)
+                    .await?;
+            let service = Service::open(config, records, store).await?;
+            let launched = Launched::new(service, self.sweep_interval);
+            (Some(lock), launched, starting.ready().await?)
         };
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
         let (stop_tx, stop_rx) = oneshot::channel();
-        let stats = service.stats();
-        let sweeper = tokio::spawn(Arc::clone(&service).sweep_every(self.sweep_interval));
+        let Launched {
+            handler: service,
+            stats,
+            sweeper,
+        } = launched;
         let max_connections = connections_within_descriptor_limit(self.max_connections);
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -469,13 +474,31 @@ async fn protocol_known_in_time(stream: &TcpStream, timeout: Duration) -> bool {
     )
 }
 
+/// A service that was opened: what the connections call, its counters and its sweeper.
+struct Launched {
+    handler: Arc<dyn Handler>,
+    stats: Arc<ServerStats>,
+    sweeper: JoinHandle<()>,
+}
+
+impl Launched {
+    /// Starts `service`'s sweeper, every `interval`.
+    fn new<R: Records>(service: Arc<Service<R>>, interval: Duration) -> Self {
+        Self {
+            stats: service.stats(),
+            sweeper: tokio::spawn(Arc::clone(&service).sweep_every(interval)),
+            handler: service,
+        }
+    }
+}
+
 /// The first and the longest pause after a failed `accept`.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 async fn accept_loop(
     listener: TcpListener,
-    service: Arc<Service>,
+    service: Arc<dyn Handler>,
     limits: ConnectionLimits,
     mut stop: oneshot::Receiver<()>,
 ) {

@@ -1,6 +1,6 @@
-//! Where bytes live: the [`Store`] trait and its default, a directory ([`DirStore`]).
-//!
-//! The store keeps opaque state blobs (the ledger's records, as JSON) and Part bytes; it makes
+//! The directory backend's storage ([`DirStore`]): the bytes of Parts and Files (its
+//! [`ByteStore`] side) and the journal of its records (the ledger's records as opaque JSON
+//! blobs, which only the directory backend's records read and write); it makes
 //! no decisions. Every durable write follows one discipline, so a crash at any instant leaves
 //! either the old or the new content, never a mix:
 //!
@@ -21,7 +21,7 @@
 //! <data dir>/quarantine/                         records that could not be read at startup
 //! ```
 //!
-//! Temporary files start with `.tmp-` and are removed by [`Store::load`] at startup. The
+//! Temporary files start with `.tmp-` and are removed by [`DirStore::load`] at startup. The
 //! startup walk never follows a symbolic link: a link where a record should be makes the
 //! record unreadable (quarantined), any other link is left as it is, and nothing outside the
 //! data directory is read or removed.
@@ -37,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use uploads_core::types::{FileId, PartId, UploadId};
 
+use crate::byte_store::{ByteStore, ContentSource, DataSink};
 use crate::probe::ProbeGate;
 
 /// Prefix of every temporary file; anything with it is garbage after a restart.
@@ -49,9 +50,9 @@ pub struct StoredUpload {
     pub id: UploadId,
     /// Where the state blob was read from (for the log).
     pub path: PathBuf,
-    /// The state blob last saved with [`Store::save_upload`].
+    /// The state blob last saved with [`DirStore::save_upload`].
     pub state: Vec<u8>,
-    /// Every record appended with [`Store::append_part`], each ending in `\n`, in order (a
+    /// Every record appended with [`DirStore::append_part`], each ending in `\n`, in order (a
     /// record torn by a crash is cut off).
     pub part_log: Vec<u8>,
     /// Every committed Part on disk (a regular file in its Parts directory), listed or not
@@ -66,7 +67,7 @@ pub struct StoredFile {
     pub id: FileId,
     /// Where the record blob was read from (for the log).
     pub path: PathBuf,
-    /// The record blob last saved with [`Store::save_file`].
+    /// The record blob last saved with [`DirStore::save_file`].
     pub record: Vec<u8>,
 }
 
@@ -93,74 +94,6 @@ pub struct StoredState {
     pub unreadable_uploads: Vec<UnreadableRecord<UploadId>>,
     /// File records that cannot be read.
     pub unreadable_files: Vec<UnreadableRecord<FileId>>,
-}
-
-/// Where a File's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ContentSource {
-    /// The listed Parts of an Upload, in order (a completed Upload's manifest).
-    Parts {
-        /// The Upload holding the Parts.
-        upload: UploadId,
-        /// The Parts, in File order.
-        parts: Vec<PartId>,
-    },
-    /// The bytes written through [`Store::begin_file_data`].
-    Direct(FileId),
-}
-
-/// Bytes being written to a temporary place; durable only after [`DataSink::commit`].
-/// Dropping a sink without committing removes what it wrote.
-pub trait DataSink: Send {
-    /// Appends bytes.
-    fn write(&mut self, data: &[u8]) -> io::Result<()>;
-    /// Appends several chunks in order. A file sink writes them with vectored writes, so
-    /// chunks that arrived separately are not first copied together.
-    fn write_chunks(&mut self, chunks: &[Bytes]) -> io::Result<()> {
-        chunks.iter().try_for_each(|chunk| self.write(chunk))
-    }
-    /// Makes the bytes durable under their final name; returns how many were written.
-    fn commit(self: Box<Self>) -> io::Result<u64>;
-}
-
-/// Durable storage of state blobs and bytes. Methods block (file system I/O): async callers
-/// run them on a blocking thread.
-pub trait Store: Send + Sync + 'static {
-    /// Starts writing a Part's bytes.
-    fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>>;
-    /// Starts writing the bytes of a File made in one request (`POST /files`).
-    fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>>;
-    /// Durably replaces an Upload's state blob (its commit point).
-    fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()>;
-    /// Durably appends one Part's record (one line, no `\n` inside) to the Upload, in O(1)
-    /// bytes written; a failed append leaves the earlier records as they were.
-    fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()>;
-    /// Durably replaces a File's record blob.
-    fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()>;
-    /// Removes a File's record and any bytes of its own (not the Parts it points at).
-    fn remove_file(&self, file: &FileId) -> io::Result<()>;
-    /// Removes some Parts' bytes of an Upload.
-    fn remove_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<()>;
-    /// Removes an Upload: its state and all its Parts.
-    fn remove_upload(&self, upload: &UploadId) -> io::Result<()>;
-    /// Opens a File's bytes for reading, in order.
-    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>>;
-    /// Of an Upload's `parts`, those whose bytes are not stored (removed behind the
-    /// server's back: an operator, a bucket's lifecycle rule), in the order given. A
-    /// failure to find out is an error, never "all present".
-    fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>>;
-    /// Sweeps temporary files and reads back everything durable (startup recovery).
-    fn load(&self) -> io::Result<StoredState>;
-    /// Whether the store can take writes now (the health check): a cheap probe, no fsync,
-    /// answered within a few seconds even when the storage does not answer. The directory
-    /// store also counts a disk with almost no room left ([`PROBE_MIN_FREE_BYTES`]) as not
-    /// taking writes.
-    fn probe(&self) -> io::Result<()>;
-    /// Moves an Upload whose records cannot be read out of the way (kept for an operator,
-    /// never loaded again); says where it went.
-    fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String>;
-    /// Moves a File whose record cannot be read (and its bytes) out of the way; says where.
-    fn quarantine_file(&self, file: &FileId) -> io::Result<String>;
 }
 
 /// The name of the lock file in a data directory; it holds the pid of the process serving it.
@@ -214,7 +147,8 @@ impl DataDirLock {
     }
 }
 
-/// The default [`Store`]: a directory on a local file system.
+/// The default backend's storage: a directory on a local file system, holding the bytes (a
+/// [`ByteStore`]) and the journal of its records.
 #[derive(Debug)]
 pub struct DirStore {
     root: PathBuf,
@@ -313,18 +247,11 @@ impl DirStore {
     }
 }
 
-impl Store for DirStore {
-    fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>> {
-        let name = safe_name(part.as_str())?.to_owned();
-        self.sink(self.parts_dir(upload)?, &name)
-    }
-
-    fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>> {
-        let name = format!("{}.data", safe_name(file.as_str())?);
-        self.sink(self.files_dir(), &name)
-    }
-
-    fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()> {
+/// The journal of the directory backend's records: what only its records use (the bytes
+/// seam is [`ByteStore`]).
+impl DirStore {
+    /// Durably replaces an Upload's state blob (its commit point).
+    pub fn save_upload(&self, upload: &UploadId, state: &[u8]) -> io::Result<()> {
         let dir = self.upload_dir(upload)?;
         if !dir.exists() {
             fs::create_dir_all(&dir)?;
@@ -334,7 +261,9 @@ impl Store for DirStore {
         self.write_atomic(&dir, STATE_FILE, state)
     }
 
-    fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()> {
+    /// Durably appends one Part's record (one line, no `\n` inside) to the Upload, in O(1)
+    /// bytes written; a failed append leaves the earlier records as they were.
+    pub fn append_part(&self, upload: &UploadId, record: &[u8]) -> io::Result<()> {
         let dir = self.upload_dir(upload)?;
         let path = dir.join(PART_LOG);
         let created = !path.exists();
@@ -358,12 +287,14 @@ impl Store for DirStore {
         Ok(())
     }
 
-    fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()> {
+    /// Durably replaces a File's record blob.
+    pub fn save_file(&self, file: &FileId, record: &[u8]) -> io::Result<()> {
         let name = format!("{}.json", safe_name(file.as_str())?);
         self.write_atomic(&self.files_dir(), &name, record)
     }
 
-    fn remove_file(&self, file: &FileId) -> io::Result<()> {
+    /// Removes a File's record and any bytes of its own (not the Parts it points at).
+    pub fn remove_file(&self, file: &FileId) -> io::Result<()> {
         let name = safe_name(file.as_str())?;
         let dir = self.files_dir();
         // The record (the commit point) goes first: a crash or failure after it leaves only
@@ -375,15 +306,8 @@ impl Store for DirStore {
         sync_dir(&dir)
     }
 
-    fn remove_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<()> {
-        let dir = self.parts_dir(upload)?;
-        for part in parts {
-            remove_if_present(&dir.join(safe_name(part.as_str())?))?;
-        }
-        if dir.exists() { sync_dir(&dir) } else { Ok(()) }
-    }
-
-    fn remove_upload(&self, upload: &UploadId) -> io::Result<()> {
+    /// Removes an Upload: its state and all its Parts.
+    pub fn remove_upload(&self, upload: &UploadId) -> io::Result<()> {
         let dir = self.upload_dir(upload)?;
         // The state (commit point) goes first, so a half-removed Upload is an orphan, not a
         // record pointing at missing Parts.
@@ -401,78 +325,8 @@ impl Store for DirStore {
         sync_dir(&self.root.join("uploads"))
     }
 
-    fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>> {
-        let dir = self.parts_dir(upload)?;
-        let mut missing = Vec::new();
-        for part in parts {
-            match fs::symlink_metadata(dir.join(safe_name(part.as_str())?)) {
-                Ok(metadata) if metadata.is_file() => {}
-                Ok(_) => missing.push(part.clone()),
-                Err(error) if error.kind() == io::ErrorKind::NotFound => missing.push(part.clone()),
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(missing)
-    }
-
-    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>> {
-        match source {
-            ContentSource::Direct(file) => {
-                let name = format!("{}.data", safe_name(file.as_str())?);
-                Ok(Box::new(File::open(self.files_dir().join(name))?))
-            }
-            ContentSource::Parts { upload, parts } => {
-                let dir = self.parts_dir(upload)?;
-                let paths = parts
-                    .iter()
-                    .map(|part| {
-                        let path = dir.join(safe_name(part.as_str())?);
-                        // Every Part must be there now; each is opened when reached, so a
-                        // File of many Parts holds one descriptor at a time.
-                        fs::metadata(&path)?;
-                        Ok(path)
-                    })
-                    .collect::<io::Result<Vec<_>>>()?;
-                Ok(Box::new(ChainedFiles::new(paths)))
-            }
-        }
-    }
-
-    fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String> {
-        let target = self
-            .quarantine_dir()?
-            .join(format!("upload-{}", safe_name(upload.as_str())?));
-        fs::rename(self.upload_dir(upload)?, &target)?;
-        sync_dir(&self.root.join("uploads"))?;
-        Ok(target.display().to_string())
-    }
-
-    fn quarantine_file(&self, file: &FileId) -> io::Result<String> {
-        let name = safe_name(file.as_str())?;
-        let target = self.quarantine_dir()?;
-        for suffix in ["json", "data"] {
-            let from = self.files_dir().join(format!("{name}.{suffix}"));
-            // Whatever is there (a link too, which is moved, not followed).
-            if fs::symlink_metadata(&from).is_ok() {
-                fs::rename(from, target.join(format!("file-{name}.{suffix}")))?;
-            }
-        }
-        sync_dir(&self.files_dir())?;
-        Ok(target
-            .join(format!("file-{name}.json"))
-            .display()
-            .to_string())
-    }
-
-    fn probe(&self) -> io::Result<()> {
-        let dir = self.files_dir();
-        // A temp name: a crash between the write and the removal leaves nothing recovery keeps.
-        let temp = self.temp_path(&dir, "healthz");
-        self.probe
-            .run(PROBE_DEADLINE, move || probe_dir(&dir, &temp))
-    }
-
-    fn load(&self) -> io::Result<StoredState> {
+    /// Sweeps temporary files and reads back everything durable (startup recovery).
+    pub fn load(&self) -> io::Result<StoredState> {
         let mut state = StoredState::default();
         let mut upload_dirs = Vec::new();
         let uploads_dir = self.root.join("uploads");
@@ -528,6 +382,106 @@ impl Store for DirStore {
         state.uploads.sort_by(|a, b| a.id.cmp(&b.id));
         state.files.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(state)
+    }
+
+    /// Moves an Upload whose records cannot be read out of the way (kept for an operator,
+    /// never loaded again); says where it went.
+    pub fn quarantine_upload(&self, upload: &UploadId) -> io::Result<String> {
+        let target = self
+            .quarantine_dir()?
+            .join(format!("upload-{}", safe_name(upload.as_str())?));
+        fs::rename(self.upload_dir(upload)?, &target)?;
+        sync_dir(&self.root.join("uploads"))?;
+        Ok(target.display().to_string())
+    }
+
+    /// Moves a File whose record cannot be read (and its bytes) out of the way; says where.
+    pub fn quarantine_file(&self, file: &FileId) -> io::Result<String> {
+        let name = safe_name(file.as_str())?;
+        let target = self.quarantine_dir()?;
+        for suffix in ["json", "data"] {
+            let from = self.files_dir().join(format!("{name}.{suffix}"));
+            // Whatever is there (a link too, which is moved, not followed).
+            if fs::symlink_metadata(&from).is_ok() {
+                fs::rename(from, target.join(format!("file-{name}.{suffix}")))?;
+            }
+        }
+        sync_dir(&self.files_dir())?;
+        Ok(target
+            .join(format!("file-{name}.json"))
+            .display()
+            .to_string())
+    }
+}
+
+impl ByteStore for DirStore {
+    fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>> {
+        let name = safe_name(part.as_str())?.to_owned();
+        self.sink(self.parts_dir(upload)?, &name)
+    }
+
+    fn begin_file_data(&self, file: &FileId) -> io::Result<Box<dyn DataSink>> {
+        let name = format!("{}.data", safe_name(file.as_str())?);
+        self.sink(self.files_dir(), &name)
+    }
+
+    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>> {
+        match source {
+            ContentSource::Direct(file) => {
+                let name = format!("{}.data", safe_name(file.as_str())?);
+                Ok(Box::new(File::open(self.files_dir().join(name))?))
+            }
+            ContentSource::Parts { upload, parts } => {
+                let dir = self.parts_dir(upload)?;
+                let paths = parts
+                    .iter()
+                    .map(|part| {
+                        let path = dir.join(safe_name(part.as_str())?);
+                        // Every Part must be there now; each is opened when reached, so a
+                        // File of many Parts holds one descriptor at a time.
+                        fs::metadata(&path)?;
+                        Ok(path)
+                    })
+                    .collect::<io::Result<Vec<_>>>()?;
+                Ok(Box::new(ChainedFiles::new(paths)))
+            }
+        }
+    }
+
+    fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>> {
+        let dir = self.parts_dir(upload)?;
+        let mut missing = Vec::new();
+        for part in parts {
+            match fs::symlink_metadata(dir.join(safe_name(part.as_str())?)) {
+                Ok(metadata) if metadata.is_file() => {}
+                Ok(_) => missing.push(part.clone()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => missing.push(part.clone()),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(missing)
+    }
+
+    fn remove_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<()> {
+        let dir = self.parts_dir(upload)?;
+        for part in parts {
+            remove_if_present(&dir.join(safe_name(part.as_str())?))?;
+        }
+        if dir.exists() { sync_dir(&dir) } else { Ok(()) }
+    }
+
+    fn probe(&self) -> io::Result<()> {
+        let dir = self.files_dir();
+        // A temp name: a crash between the write and the removal leaves nothing recovery keeps.
+        let temp = self.temp_path(&dir, "healthz");
+        self.probe
+            .run(PROBE_DEADLINE, move || probe_dir(&dir, &temp))
+    }
+
+    fn remove_file_data(&self, file: &FileId) -> io::Result<()> {
+        let dir = self.files_dir();
+        remove_if_present(&dir.join(format!("{}.data", safe_name(file.as_str())?)))?;
+        sync_dir(&dir)
     }
 }
 

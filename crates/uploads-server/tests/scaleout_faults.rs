@@ -150,8 +150,8 @@ async fn a_frozen_lock_holder_costs_only_its_upload_a_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweep_aborts_a_dead_writers_multipart_upload() {
     use uploads_core::types::{PartId, UploadId};
+    use uploads_server::byte_store::ByteStore as _;
     use uploads_server::objects::ObjectBytes;
-    use uploads_server::store::Store as _;
 
     let services = Services::get();
     let namespace = services.fresh();

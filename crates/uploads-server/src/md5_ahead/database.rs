@@ -13,10 +13,10 @@ use uploads_core::digest::Md5Resume;
 use uploads_core::types::{PartId, UploadId};
 
 use super::{HashAhead, MAX_WAIT, PartHashing, finish_digest, hash_into};
+use crate::byte_store::{ByteStore, ContentSource};
 use crate::clock::Clock;
 use crate::pg::{ChainClaim, Now, PgRecords, decision_time};
 use crate::stats::ServerStats;
-use crate::store::{ContentSource, Store};
 
 /// How often a complete looks again at a chain another instance holds.
 const POLL: Duration = Duration::from_millis(20);
@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// Chains in the database, shared by every instance.
 pub(crate) struct InDatabase {
     records: Arc<PgRecords>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ByteStore>,
     stats: Arc<ServerStats>,
     /// The clock every instance is given (tests that move time); `None`: the database's.
     clock: Option<Arc<dyn Clock>>,
@@ -33,7 +33,7 @@ pub(crate) struct InDatabase {
 impl InDatabase {
     pub(crate) fn new(
         records: Arc<PgRecords>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn ByteStore>,
         stats: Arc<ServerStats>,
         clock: Option<Arc<dyn Clock>>,
     ) -> Self {

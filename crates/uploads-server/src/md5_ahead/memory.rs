@@ -13,8 +13,8 @@ use uploads_core::digest::Md5Chain;
 use uploads_core::types::{PartId, UploadId};
 
 use super::{HashAhead, MAX_WAIT, PartHashing, finish_digest, hash_into};
+use crate::byte_store::{ByteStore, ContentSource};
 use crate::stats::ServerStats;
-use crate::store::{ContentSource, Store};
 
 type Chain = Arc<Mutex<Md5Chain>>;
 
@@ -24,12 +24,12 @@ pub(crate) struct InMemory {
     /// Woken whenever a chain may have stopped being busy (a Part hashed, hashing given up,
     /// a chain forgotten): what a waiting complete re-checks on.
     changed: tokio::sync::Notify,
-    store: Arc<dyn Store>,
+    store: Arc<dyn ByteStore>,
     stats: Arc<ServerStats>,
 }
 
 impl InMemory {
-    pub(crate) fn new(store: Arc<dyn Store>, stats: Arc<ServerStats>) -> Self {
+    pub(crate) fn new(store: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Self {
         Self {
             chains: Mutex::new(HashMap::new()),
             changed: tokio::sync::Notify::new(),

@@ -21,8 +21,8 @@ use uploads_core::types::{PartId, UploadId};
 pub(crate) use database::InDatabase;
 pub(crate) use memory::InMemory;
 
+use crate::byte_store::{ByteStore, ContentSource};
 use crate::stats::ServerStats;
-use crate::store::{ContentSource, Store};
 
 /// The longest a complete waits for hashing under way before reading the Parts itself: far
 /// more than hashing a few 64 MiB Parts takes, so it only guards against a stuck chain.
@@ -85,7 +85,7 @@ impl Drop for PartHashing {
 /// Hashes what `resume` leaves of an Upload's listed Parts, from its state, on a blocking
 /// thread; counts the Parts read again.
 async fn finish_digest(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn ByteStore>,
     stats: &ServerStats,
     upload: &UploadId,
     resume: Md5Resume,
@@ -106,7 +106,11 @@ async fn finish_digest(
 }
 
 /// Feeds the bytes of `source` into `state`.
-fn hash_into(store: &dyn Store, source: &ContentSource, state: &mut Md5Hasher) -> io::Result<()> {
+fn hash_into(
+    store: &dyn ByteStore,
+    source: &ContentSource,
+    state: &mut Md5Hasher,
+) -> io::Result<()> {
     let mut reader = store.open(source)?;
     let mut buffer = AlignedBuffer::zeroed(1 << 20);
     loop {

@@ -1,5 +1,5 @@
 //! Bytes in object storage (S3, MinIO, R2, GCS, Azure, or `file://`), through the
-//! `object_store` crate: the byte side of the [`Store`] seam for the scale-out backend,
+//! `object_store` crate: the bytes seam ([`ByteStore`]) for the scale-out backend,
 //! whose records live in PostgreSQL (the `pg` module).
 //!
 //! One object per Part (`<prefix>/uploads/<upload id>/<part id>`) and per `POST /files`
@@ -15,7 +15,7 @@
 //! Every bucket call is bounded: a bucket that stops answering makes the call fail within
 //! seconds ([`REQUEST_TIMEOUT`], [`CHECK_TIMEOUT`]), never hang.
 //!
-//! The [`Store`] methods block: the service calls them on blocking threads, and they wait
+//! The [`ByteStore`] methods block: the service calls them on blocking threads, and they wait
 //! on the runtime's handle there.
 
 use std::collections::HashSet;
@@ -36,7 +36,7 @@ use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme
 use tokio::runtime::Handle;
 use uploads_core::types::{FileId, PartId, UploadId};
 
-use crate::store::{ContentSource, DataSink, Store, StoredState};
+use crate::byte_store::{ByteStore, ContentSource, DataSink};
 
 /// Bytes held before a Part's sink switches from one `put` to a multipart upload (S3's
 /// smallest multipart piece).
@@ -473,7 +473,7 @@ impl Calls {
     }
 }
 
-impl Store for ObjectBytes {
+impl ByteStore for ObjectBytes {
     fn begin_part(&self, upload: &UploadId, part: &PartId) -> io::Result<Box<dyn DataSink>> {
         Ok(self.sink(&part_key(upload, part)))
     }
@@ -482,20 +482,19 @@ impl Store for ObjectBytes {
         Ok(self.sink(&file_key(file)))
     }
 
-    fn save_upload(&self, _: &UploadId, _: &[u8]) -> io::Result<()> {
-        Err(records_elsewhere())
-    }
-
-    fn append_part(&self, _: &UploadId, _: &[u8]) -> io::Result<()> {
-        Err(records_elsewhere())
-    }
-
-    fn save_file(&self, _: &FileId, _: &[u8]) -> io::Result<()> {
-        Err(records_elsewhere())
-    }
-
-    fn remove_file(&self, file: &FileId) -> io::Result<()> {
-        self.handle.block_on(self.delete(&file_key(file)))
+    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>> {
+        let keys: Vec<Path> = match source {
+            ContentSource::Direct(file) => vec![self.path(&file_key(file))],
+            ContentSource::Parts { upload, parts } => parts
+                .iter()
+                .map(|part| self.path(&part_key(upload, part)))
+                .collect(),
+        };
+        // Complete checked that every object exists (`missing`); one gone since is a read
+        // error where it is reached. The first one is awaited here: a File that cannot
+        // start is a 500 before the 200.
+        let reader = ObjectReader::open(self.calls.clone(), self.handle.clone(), keys)?;
+        Ok(Box::new(reader))
     }
 
     fn missing_parts(&self, upload: &UploadId, parts: &[PartId]) -> io::Result<Vec<PartId>> {
@@ -516,48 +515,13 @@ impl Store for ObjectBytes {
         Ok(())
     }
 
-    fn remove_upload(&self, _: &UploadId) -> io::Result<()> {
-        // The records say which Parts an Upload had: they doom each one (see `crate::pg`).
-        Err(records_elsewhere())
-    }
-
-    fn open(&self, source: &ContentSource) -> io::Result<Box<dyn Read + Send>> {
-        let keys: Vec<Path> = match source {
-            ContentSource::Direct(file) => vec![self.path(&file_key(file))],
-            ContentSource::Parts { upload, parts } => parts
-                .iter()
-                .map(|part| self.path(&part_key(upload, part)))
-                .collect(),
-        };
-        // Complete checked that every object exists (`missing`); one gone since is a read
-        // error where it is reached. The first one is awaited here: a File that cannot
-        // start is a 500 before the 200.
-        let reader = ObjectReader::open(self.calls.clone(), self.handle.clone(), keys)?;
-        Ok(Box::new(reader))
-    }
-
-    fn load(&self) -> io::Result<StoredState> {
-        Err(records_elsewhere())
+    fn remove_file_data(&self, file: &FileId) -> io::Result<()> {
+        self.handle.block_on(self.delete(&file_key(file)))
     }
 
     fn probe(&self) -> io::Result<()> {
         self.handle.block_on(self.check())
     }
-
-    fn quarantine_upload(&self, _: &UploadId) -> io::Result<String> {
-        Err(records_elsewhere())
-    }
-
-    fn quarantine_file(&self, _: &FileId) -> io::Result<String> {
-        Err(records_elsewhere())
-    }
-}
-
-fn records_elsewhere() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the records of the scale-out backend live in PostgreSQL, not in the object store",
-    )
 }
 
 mod budget;

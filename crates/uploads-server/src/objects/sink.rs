@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::budget::{MemoryBudget, Reservation};
 use super::stale::LiveUploads;
 use super::{Calls, PIECES_IN_FLIGHT, SMALL_OBJECT};
-use crate::store::DataSink;
+use crate::byte_store::DataSink;
 
 /// The bytes of the piece (or small object) being gathered.
 pub(super) enum Gathered {

@@ -15,10 +15,10 @@ use uploads_core::types::FileId;
 use super::forms::read_form;
 use super::{Answer, Service, json, storage_rejection};
 use crate::body::{ResponseBody, channel_body};
-use crate::objects::file_key;
+use crate::byte_store::ContentSource;
 use crate::readers::ReadGuard;
-use crate::records::{MutationError, Scope};
-use crate::store::ContentSource;
+use crate::records::Records;
+use crate::records::{MutationError, NewBytes, Scope};
 use uploads_core::buffer::BufferPool;
 use uploads_core::forms::FileFormReader;
 use uploads_core::forms::form_head;
@@ -28,7 +28,7 @@ const DOWNLOAD_CHUNK: usize = 256 * 1024;
 /// Chunk buffers a download keeps for reuse: the chunks its channel and hyper may hold.
 const DOWNLOAD_CHUNKS_IDLE: usize = 8;
 
-impl Service {
+impl<R: Records> Service<R> {
     /// `GET /files?{query}`.
     pub(super) async fn list_files(
         &self,
@@ -91,7 +91,7 @@ impl Service {
                 let guard = record
                     .upload_id
                     .as_ref()
-                    .map(|upload| self.readers.enter(upload));
+                    .and_then(|upload| self.records.enter_download(upload));
                 Ok((record, guard))
             })
             .await?;
@@ -112,7 +112,7 @@ impl Service {
             },
             None => ContentSource::Direct(record.file.id.clone()),
         };
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.bytes);
         let reader = tokio::task::spawn_blocking(move || store.open(&source))
             .await
             .map_err(io::Error::other)
@@ -150,10 +150,10 @@ impl Service {
                 ledger.new_file_id(&mut self.ids())
             })
             .await?;
-        self.intend(|| file_key(&file_id)).await?;
+        self.intend(NewBytes::File(&file_id)).await?;
         let (content_type, declared) = form_head(request.headers());
         let form = FileFormReader::open(content_type, declared)?;
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.bytes);
         let id = file_id.clone();
         let (form, writer) = read_form(
             form,
@@ -173,8 +173,8 @@ impl Service {
             Ok(file) => json(&file),
             Err(MutationError::Refused(rejection)) => {
                 // Refused after the bytes were stored: they are nobody's.
-                let store = Arc::clone(&self.store);
-                let _ = tokio::task::spawn_blocking(move || store.remove_file(&file_id)).await;
+                let store = Arc::clone(&self.bytes);
+                let _ = tokio::task::spawn_blocking(move || store.remove_file_data(&file_id)).await;
                 Err(rejection)
             }
             Err(MutationError::Failed(rejection)) => Err(rejection),

@@ -12,7 +12,7 @@ use uploads_core::rejection::Rejection;
 use super::writer::PartWriter;
 use super::{Answer, body_rejection};
 use crate::body::{BodyPace, BodyReader};
-use crate::store::DataSink;
+use crate::byte_store::DataSink;
 
 /// Reads a form to its end, streaming its stored field into the sink `open` makes (on the
 /// field's start): the typed form and the writer of the stored bytes, not yet committed.

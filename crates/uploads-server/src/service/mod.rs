@@ -1,60 +1,43 @@
 //! Request handling: authenticate, route, ask the ledger, store bytes, answer.
 //!
 //! Every decision (status codes, error bodies, state transitions) is the ledger's
-//! ([`uploads_core::ledger`]); this module moves bytes between sockets and the [`Store`] and
-//! keeps the ledger's persistence contract: a mutation is planned, its steps are made durable
-//! in order, and only then applied and answered. A failed durable write is a 500 and the
-//! mutation is not applied: the client retries, it is never told that a write worked.
+//! ([`uploads_core::ledger`]). The [`Service`] stands on two seams and asks neither which
+//! backend it has: the records ([`Records`]: a read of the ledger, or a mutation planned,
+//! made durable and applied as one unit) and the bytes ([`ByteStore`]); hashing ahead is the
+//! records' capability ([`HashAhead`]). A failed durable write is a 500 and the mutation is
+//! not applied: the client retries, it is never told that a write worked.
 //!
-//! This module holds the [`Service`], its routing and the mutate/read/persist machinery;
-//! the handlers live in `uploads` and `files`; `forms` feeds request bodies to the core's
-//! form readers ([`uploads_core::forms`]), `writer` writes the stored field's bytes,
-//! `recovery` reads the records back at startup and `shared` does the scale-out backend's
-//! chores.
+//! This module holds the [`Service`] and its routing; the handlers live in `uploads` and
+//! `files`; `forms` feeds request bodies to the core's form readers
+//! ([`uploads_core::forms`]) and `writer` writes the stored field's bytes.
 
 mod files;
 mod forms;
-mod recovery;
-mod shared;
 mod uploads;
 mod writer;
 
-pub(crate) use shared::Shared;
-
-use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use uploads_core::auth::ApiKeys;
-use uploads_core::ledger::{Change, Ledger, Planned, RandomIds, Step};
+use uploads_core::ledger::{Ledger, Planned, RandomIds};
 use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
-use uploads_core::types::UploadId;
 
 use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, full};
-use crate::clock::{Clock, WatchedClock};
+use crate::byte_store::ByteStore;
 use crate::entropy::Entropy;
-use crate::md5_ahead::{HashAhead, InDatabase, InMemory};
-use crate::readers::Readers;
-use crate::records::{MutationError, Scope};
+use crate::md5_ahead::HashAhead;
+use crate::records::{Answer, Ids, MutationError, NewBytes, Records, Scope};
 use crate::stats::ServerStats;
-use crate::store::Store;
-use recovery::recover_records;
-use shared::{collect_objects, shared_health, sweep_shared};
-
-/// Records swept between two yields to the runtime.
-const SWEEP_YIELD_EVERY: usize = 32;
-/// How long a mutation on the shared backend waits for this instance's earlier mutations
-/// of the same record (each waits at most the database's lock timeout in turn).
-const RECORD_LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The settings of a [`Service`].
 pub(crate) struct ServiceConfig {
@@ -64,96 +47,59 @@ pub(crate) struct ServiceConfig {
     pub body_pace: BodyPace,
 }
 
-/// The Uploads + Files service over one store.
-pub struct Service {
+/// The Uploads + Files service over one backend's records and bytes.
+pub struct Service<R> {
     config: ServiceConfig,
-    /// The ledger, locked briefly: to plan a mutation, to apply it, to read. Mutations of
-    /// one record are kept apart by its record lock (the ledger's contract), not by this.
-    ledger: Mutex<Ledger>,
-    /// Per-record locks of the mutations in flight (see [`Service::record_lock`]).
-    record_locks: std::sync::Mutex<HashMap<String, Weak<Mutex<()>>>>,
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    records: R,
+    bytes: Arc<dyn ByteStore>,
     entropy: Arc<Entropy>,
     stats: Arc<ServerStats>,
     /// The md5 of each pending Upload, hashed as its Parts arrive.
     md5_ahead: Arc<dyn HashAhead>,
-    /// Downloads in flight, which Part removals wait for.
-    readers: Arc<Readers>,
-    /// The scale-out backend: records in PostgreSQL (the `ledger` above stays empty) and
-    /// bytes in object storage (the `store`).
-    shared: Option<Shared>,
 }
 
-/// A request refused on its way in, or a failure answered as 500.
-type Answer<T> = Result<T, Rejection>;
+/// What the connections of a server need of its service, whatever its backend.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// Answers one request; never fails (a failure is an OpenAI-shaped error response).
+    fn handle(
+        self: Arc<Self>,
+        request: Request<hyper::body::Incoming>,
+    ) -> BoxFuture<'static, Response<ResponseBody>>;
 
-/// The ids the ledger mints: random, from the server's entropy.
-type Ids = RandomIds<Box<dyn FnMut(&mut [u8]) + Send>>;
+    /// A new request id, as every answer's `x-request-id` carries.
+    fn request_id(&self) -> String;
+}
 
-impl Service {
-    /// Opens the service over `store`: sweeps what a crash left (temp files, Parts never
-    /// recorded, an interrupted complete), rebuilds the ledger and runs one sweep.
-    pub(crate) async fn recover(
-        config: ServiceConfig,
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-    ) -> io::Result<Arc<Self>> {
-        let entropy = Arc::new(Entropy::from_os()?);
-        let loaded = {
-            let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || recover_records(&*store))
-                .await
-                .map_err(io::Error::other)??
-        };
-        let ledger = Ledger::load(config.limits.clone(), loaded.0, loaded.1);
-        let clock = Arc::new(WatchedClock::new(clock));
-        Self::start(config, ledger, store, clock, entropy, None).await
+impl<R: Records> Handler for Service<R> {
+    fn handle(
+        self: Arc<Self>,
+        request: Request<hyper::body::Incoming>,
+    ) -> BoxFuture<'static, Response<ResponseBody>> {
+        Box::pin(async move { self.answer(request).await })
     }
 
-    /// Opens the service over records and bytes that other instances share: nothing to
-    /// recover (every mutation was one transaction), one sweep.
-    pub(crate) async fn open_shared(
+    fn request_id(&self) -> String {
+        self.entropy.request_id()
+    }
+}
+
+impl<R: Records> Service<R> {
+    /// Opens the service over `records` and `bytes`, and runs one sweep.
+    pub(crate) async fn open(
         config: ServiceConfig,
-        shared: Shared,
-        clock: Arc<dyn Clock>,
+        records: R,
+        bytes: Arc<dyn ByteStore>,
     ) -> io::Result<Arc<Self>> {
         let entropy = Arc::new(Entropy::from_os()?);
-        let ledger = Ledger::new(config.limits.clone());
-        let store = Arc::clone(&shared.objects) as Arc<dyn Store>;
-        Self::start(config, ledger, store, clock, entropy, Some(shared)).await
-    }
-
-    async fn start(
-        config: ServiceConfig,
-        ledger: Ledger,
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        entropy: Arc<Entropy>,
-        shared: Option<Shared>,
-    ) -> io::Result<Arc<Self>> {
         let stats = Arc::new(ServerStats::default());
-        let md5_ahead: Arc<dyn HashAhead> = match &shared {
-            Some(shared) => Arc::new(InDatabase::new(
-                Arc::clone(&shared.records),
-                Arc::clone(&store),
-                Arc::clone(&stats),
-                shared.clock.clone(),
-            )),
-            None => Arc::new(InMemory::new(Arc::clone(&store), Arc::clone(&stats))),
-        };
-        let readers = Arc::new(Readers::new(Arc::clone(&store)));
+        let md5_ahead = records.hash_ahead(Arc::clone(&bytes), Arc::clone(&stats));
         let service = Arc::new(Self {
             config,
-            ledger: Mutex::new(ledger),
-            record_locks: std::sync::Mutex::new(HashMap::new()),
-            store,
-            clock,
+            records,
+            bytes,
             entropy,
-            md5_ahead,
-            readers,
             stats,
-            shared,
+            md5_ahead,
         });
         service
             .sweep()
@@ -179,52 +125,17 @@ impl Service {
         }
     }
 
-    /// Removes what the ledger says may go, one record at a time: the ledger is locked only
-    /// to plan and to apply each, never across the disk work, so requests keep flowing; a
-    /// record whose removal fails is logged and skipped (tried again at the next sweep) and
-    /// never blocks the others.
+    /// Removes what the ledger says may go; an Upload whose Parts went will never be
+    /// completed with an md5: its hashing-ahead chain goes too.
     async fn sweep(&self) -> Answer<()> {
-        if let Some(shared) = &self.shared {
-            return sweep_shared(shared).await;
-        }
-        let changes = self.ledger.lock().await.sweep_each(self.clock.now());
-        for (done, change) in changes.into_iter().enumerate() {
-            if done > 0 && done % SWEEP_YIELD_EVERY == 0 {
-                tokio::task::yield_now().await;
-            }
-            let Some((key, upload)) = swept_record(&change) else {
-                continue;
-            };
-            let _record = self.record_lock(&key).await;
-            // Planned before the lock was taken: a mutation may have changed the record
-            // since (the next sweep plans it again).
-            if !self.ledger.lock().await.is_current(&change) {
-                continue;
-            }
-            if let Err(rejection) = self.persist(&change).await {
-                tracing::error!(record = %key, error = %rejection, "sweeping a record failed; skipped until the next sweep");
-                continue;
-            }
-            if let Err(rejection) = apply(&mut *self.ledger.lock().await, change) {
-                tracing::error!(record = %key, error = %rejection, "a swept record changed meanwhile");
-                continue;
-            }
-            // An Upload whose Parts go will never be completed with an md5: its
-            // hashing-ahead chain goes too.
-            if let Some(upload) = upload {
-                self.md5_ahead.forget(&upload);
-            }
+        for upload in self.records.sweep().await? {
+            self.md5_ahead.forget(&upload);
         }
         Ok(())
     }
 
-    /// A new request id, as every answer's `x-request-id` carries.
-    pub(crate) fn request_id(&self) -> String {
-        self.entropy.request_id()
-    }
-
     /// Answers one request; never fails (a failure is an OpenAI-shaped error response).
-    pub(crate) async fn handle<B>(self: &Arc<Self>, request: Request<B>) -> Response<ResponseBody>
+    pub(crate) async fn answer<B>(self: &Arc<Self>, request: Request<B>) -> Response<ResponseBody>
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
@@ -297,35 +208,32 @@ impl Service {
         }
     }
 
-    /// `GET /healthz`: 200 `{"status":"ok"}` when the store takes writes (on the shared
-    /// backend: when the database and the bucket answer), else 503.
+    /// `GET /healthz`: 200 `{"status":"ok"}` while the records and the bytes can be used,
+    /// else 503 naming what cannot (the database, the bucket, a full disk).
     async fn health(&self) -> Answer<Response<ResponseBody>> {
-        let problem = if let Some(shared) = &self.shared {
-            shared_health(shared).await
-        } else {
-            let store = Arc::clone(&self.store);
-            match tokio::task::spawn_blocking(move || store.probe()).await {
-                Ok(Ok(())) => None,
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "health check: the store is not usable");
-                    Some(String::new())
-                }
-                Err(error) => {
-                    tracing::error!(%error, "health check: the probe failed");
-                    Some(String::new())
-                }
-            }
-        };
-        match problem {
-            None => json(&serde_json::json!({"status": "ok"})),
-            Some(problem) => Err(Rejection::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                uploads_core::rejection::SERVER_ERROR,
-                format!("The server's storage is not usable.{problem}"),
-                None,
-                None,
-            )),
+        let bytes = Arc::clone(&self.bytes);
+        let (records, bytes) = tokio::join!(
+            self.records.health(),
+            tokio::task::spawn_blocking(move || bytes.probe())
+        );
+        let mut problems: Vec<String> = records.into_iter().collect();
+        match bytes {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => problems.push(error.to_string()),
+            Err(error) => problems.push(format!("the storage probe failed: {error}")),
         }
+        if problems.is_empty() {
+            return json(&serde_json::json!({"status": "ok"}));
+        }
+        let problems = problems.join("; ");
+        tracing::error!(%problems, "health check: the storage is not usable");
+        Err(Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            uploads_core::rejection::SERVER_ERROR,
+            format!("The server's storage is not usable: {problems}."),
+            None,
+            None,
+        ))
     }
 
     fn ids(&self) -> Ids {
@@ -333,152 +241,37 @@ impl Service {
         RandomIds::new(Box::new(move |buffer: &mut [u8]| entropy.fill(buffer)))
     }
 
-    /// Plans a mutation of the record named `record` (an Upload or File id; `None` for one
-    /// that creates a record), persists it and applies it, as one unit on its own task: a
-    /// request dropped half-way (its client went away) cannot stop a change between being
-    /// persisted and being applied, which would leave the disk and the ledger disagreeing.
-    /// The ledger itself is locked only to plan and to apply, never across an fsync.
+    /// Plans a mutation over the records of `scope`, makes it durable and applies it, as
+    /// one unit on its own task: a request dropped half-way (its client went away) cannot
+    /// stop a change between being persisted and being applied.
     async fn mutate<T, F>(self: &Arc<Self>, scope: Scope, plan: F) -> Result<T, MutationError>
     where
         T: Send + 'static,
         F: FnOnce(&Ledger, u64, &mut Ids) -> Answer<Planned<T>> + Send + 'static,
     {
         let service = Arc::clone(self);
-        let record = match &scope {
-            Scope::Upload(id) | Scope::NewPart { upload: id, .. } => Some(id.to_string()),
-            Scope::File(id) => Some(id.to_string()),
-            Scope::Nothing | Scope::List { .. } => None,
-        };
-        tokio::spawn(async move {
-            if let Some(shared) = &service.shared {
-                // One request per record at a time on this instance takes a database
-                // connection (the others wait here, bounded), so requests for one busy or
-                // locked Upload cannot take the pool every other tenant needs.
-                let record_lock = match &record {
-                    Some(record) => Some(
-                        service
-                            .bounded_record_lock(record)
-                            .await
-                            .map_err(MutationError::Failed)?,
-                    ),
-                    None => None,
-                };
-                // One transaction that locks the rows it reads: the database keeps
-                // mutations of one record apart, on every instance.
-                let mut ids = service.ids();
-                let committed = shared
-                    .records
-                    .mutate(&scope, shared.now(), |ledger, now| {
-                        plan(ledger, now, &mut ids)
-                    })
-                    .await?;
-                drop(record_lock);
-                if !committed.doomed_now.is_empty() {
-                    // The bytes this change freed go before the answer, as on the directory
-                    // store (the record is no longer locked meanwhile); a failure (logged)
-                    // leaves them to the sweep.
-                    let _ = collect_objects(shared, Some(&committed.doomed_now)).await;
-                }
-                return Ok(committed.response);
-            }
-            let _record = match &record {
-                Some(record) => Some(service.record_lock(record).await),
-                None => None,
-            };
-            let planned = {
-                let ledger = service.ledger.lock().await;
-                plan(&ledger, service.clock.now(), &mut service.ids())
-                    .map_err(MutationError::Refused)?
-            };
-            if let Some(change) = planned.change {
-                service
-                    .persist(&change)
-                    .await
-                    .map_err(MutationError::Failed)?;
-                apply(&mut *service.ledger.lock().await, change).map_err(MutationError::Failed)?;
-            }
-            Ok(planned.response)
-        })
-        .await
-        .unwrap_or_else(|error| {
-            tracing::error!(%error, "a mutation's task failed");
-            Err(MutationError::Failed(Rejection::server_error(
-                "The server failed while applying the request. Retry it.",
-            )))
-        })
-    }
-
-    /// Makes a change's steps durable, in order, on a blocking thread.
-    async fn persist(&self, change: &Change) -> Answer<()> {
-        let steps = change.steps().to_vec();
-        let (store, readers) = (Arc::clone(&self.store), Arc::clone(&self.readers));
-        tokio::task::spawn_blocking(move || persist(&*store, &readers, &steps))
+        tokio::spawn(async move { service.records.mutate(scope, service.ids(), plan).await })
             .await
-            .map_err(io::Error::other)
-            .and_then(|result| result)
-            .map_err(|error| {
-                tracing::error!(%error, "a durable write failed; the request was not applied");
-                Rejection::server_error(
-                    "The server could not store the request durably, so it was not applied. Retry it.",
-                )
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "a mutation's task failed");
+                Err(MutationError::Failed(Rejection::server_error(
+                    "The server failed while applying the request. Retry it.",
+                )))
             })
     }
 
-    /// Runs a read of the ledger: the in-memory one, or one loaded with the rows of `scope`.
-    async fn read<T>(
+    /// Runs a read of the ledger over the records of `scope`.
+    async fn read<T: Send>(
         &self,
         scope: Scope,
-        read: impl FnOnce(&Ledger, u64) -> Answer<T>,
+        read: impl FnOnce(&Ledger, u64) -> Answer<T> + Send,
     ) -> Answer<T> {
-        match &self.shared {
-            Some(shared) => shared.records.read(&scope, shared.now(), read).await,
-            None => read(&*self.ledger.lock().await, self.clock.now()),
-        }
+        self.records.read(&scope, read).await
     }
 
-    /// Before an object is written to shared storage: records the intent, so that the
-    /// object is collected if this instance dies before recording it.
-    async fn intend(&self, key: impl FnOnce() -> String) -> Answer<()> {
-        match &self.shared {
-            Some(shared) => shared.records.intend(&key(), shared.now()).await,
-            None => Ok(()),
-        }
-    }
-
-    /// [`Service::record_lock`], waited for at most [`RECORD_LOCK_WAIT`]: then 503 with
-    /// `Retry-After` (the Upload is busy: a holder elsewhere froze, or many requests for it
-    /// arrived at once).
-    async fn bounded_record_lock(&self, key: &str) -> Answer<OwnedMutexGuard<()>> {
-        tokio::time::timeout(RECORD_LOCK_WAIT, self.record_lock(key))
-            .await
-            .map_err(|_| {
-                tracing::warn!(record = %key, "gave up waiting for a busy record");
-                Rejection::unavailable(
-                    "Another request for this object is still being applied. Retry the request.",
-                )
-            })
-    }
-
-    /// The lock of one Upload or File: held from planning a mutation of it to applying it, so
-    /// mutations of one record never interleave while those of different records run (and
-    /// fsync) side by side.
-    async fn record_lock(&self, key: &str) -> OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self
-                .record_locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Only records with a mutation in flight keep an entry.
-            locks.retain(|_, lock| lock.strong_count() > 0);
-            if let Some(lock) = locks.get(key).and_then(Weak::upgrade) {
-                lock
-            } else {
-                let lock = Arc::new(Mutex::new(()));
-                locks.insert(key.to_owned(), Arc::downgrade(&lock));
-                lock
-            }
-        };
-        lock.lock_owned().await
+    /// Before bytes are written: tells the records (see [`Records::intend`]).
+    async fn intend(&self, bytes: NewBytes<'_>) -> Answer<()> {
+        self.records.intend(bytes).await
     }
 
     async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
@@ -496,54 +289,6 @@ impl Service {
             .await
             .map_err(|error| body_rejection(&error))
     }
-}
-
-/// The record a sweep change removes: its lock's key, and the Upload whose Parts go.
-fn swept_record(change: &Change) -> Option<(String, Option<UploadId>)> {
-    match change.steps().first()? {
-        Step::RemoveFile(id) => Some((id.to_string(), None)),
-        // An expired Upload marked before its Parts go.
-        Step::SaveUpload(record) => Some((record.id.to_string(), Some(record.id.clone()))),
-        Step::RemoveParts { upload_id, .. } | Step::RemoveUpload(upload_id) => {
-            Some((upload_id.to_string(), Some(upload_id.clone())))
-        }
-        _ => None,
-    }
-}
-
-/// Applies a persisted change; a refusal means the disk and the ledger may disagree (a
-/// 500: restarting reloads the disk's truth).
-fn apply(ledger: &mut Ledger, change: Change) -> Answer<()> {
-    ledger.apply(change).map_err(|error| {
-        tracing::error!(%error, "the ledger refused a persisted change");
-        Rejection::server_error("The server's state changed during the request. Retry it.")
-    })
-}
-
-/// Makes a change's steps durable, in order.
-fn persist(store: &dyn Store, readers: &Readers, steps: &[Step]) -> io::Result<()> {
-    for step in steps {
-        match step {
-            Step::SaveUpload(record) => store.save_upload(&record.id, &to_json(record)?)?,
-            Step::AddPart { upload_id, part } => store.append_part(upload_id, &to_json(part)?)?,
-            Step::SaveFile(record) => store.save_file(record.id(), &to_json(record)?)?,
-            Step::RemoveFile(id) => store.remove_file(id)?,
-            Step::RemoveParts {
-                upload_id,
-                part_ids,
-            } => {
-                // Bytes no record needs any more (the record saved or removed before says
-                // so): the change is committed, and a failure here only leaves garbage that
-                // recovery or a later sweep removes. Failing the request would answer "not
-                // applied" for a change a restart sees as applied.
-                if let Err(error) = readers.remove_parts(upload_id, part_ids) {
-                    tracing::warn!(%error, %upload_id, "could not remove Parts no record needs; left for recovery");
-                }
-            }
-            Step::RemoveUpload(id) => store.remove_upload(id)?,
-        }
-    }
-    Ok(())
 }
 
 /// The answer to a storage failure: 503 with `Retry-After` when the store could not be

@@ -13,13 +13,13 @@ use uploads_core::types::{PartId, UploadId};
 use super::forms::read_form;
 use super::{Answer, Service, json, storage_rejection};
 use crate::body::ResponseBody;
-use crate::objects::part_key;
-use crate::records::{MutationError, Scope};
+use crate::records::Records;
+use crate::records::{MutationError, NewBytes, Scope};
 use crate::stats::InFlight;
 use uploads_core::forms::PartFormReader;
 use uploads_core::forms::form_head;
 
-impl Service {
+impl<R: Records> Service<R> {
     /// `POST /uploads`.
     pub(super) async fn create_upload(
         self: &Arc<Self>,
@@ -53,11 +53,11 @@ impl Service {
             })
             .await?;
         let max_part_bytes = self.config.limits.max_part_bytes;
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.bytes);
         let (upload, part) = (slot.upload_id().clone(), slot.part_id().clone());
         // Failed unless committed below: then the md5 chain skips this Part.
         let hashing = Arc::clone(&self.md5_ahead).started(&upload, &part, position);
-        self.intend(|| part_key(&upload, &part)).await?;
+        self.intend(NewBytes::Part(&upload, &part)).await?;
         let (content_type, declared) = form_head(request.headers());
         let form = PartFormReader::open(content_type, declared, max_part_bytes)?;
         let (sink_upload, sink_part) = (upload.clone(), part.clone());
@@ -80,7 +80,7 @@ impl Service {
             Ok(part) => part,
             Err(MutationError::Refused(rejection)) => {
                 // The Upload moved on while the bytes streamed: they are nobody's.
-                let store = Arc::clone(&self.store);
+                let store = Arc::clone(&self.bytes);
                 let _ =
                     tokio::task::spawn_blocking(move || store.remove_parts(&upload, &[part])).await;
                 return Err(rejection);
@@ -155,7 +155,7 @@ impl Service {
         body: &[u8],
         failed: Rejection,
     ) -> Answer<Response<ResponseBody>> {
-        let _applied = self.record_lock(upload_id.as_str()).await;
+        self.records.settled(upload_id.as_str()).await;
         let plan = self
             .read(Scope::Upload(upload_id.clone()), |ledger, now| {
                 ledger.plan_complete(owner, upload_id, body, now)
@@ -176,7 +176,7 @@ impl Service {
             .iter()
             .map(|part| part.id.clone())
             .collect();
-        let store = Arc::clone(&self.store);
+        let store = Arc::clone(&self.bytes);
         let missing = tokio::task::spawn_blocking(move || store.missing_parts(&upload, &listed))
             .await
             .map_err(io::Error::other)

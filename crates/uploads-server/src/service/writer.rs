@@ -6,7 +6,7 @@ use bytes::Bytes;
 use uploads_core::rejection::Rejection;
 
 use super::{Answer, storage_rejection};
-use crate::store::DataSink;
+use crate::byte_store::DataSink;
 
 /// Bytes of a Part gathered in memory before one blocking task writes them.
 const WRITE_BATCH: usize = 256 << 10;

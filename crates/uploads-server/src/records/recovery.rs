@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use uploads_core::ledger::{FileRecord, PartRecord, UploadRecord};
 use uploads_core::types::{FileId, PartId, UploadId};
 
-use crate::store::{Store, StoredFile, StoredUpload, in_parallel};
+use crate::byte_store::ByteStore as _;
+use crate::store::{DirStore, StoredFile, StoredUpload, in_parallel};
 
 /// Reads every record back at startup and removes Part bytes that no record needs: Parts
 /// stored by a request that died before its record was saved, and Parts a crash kept from
 /// being removed after a complete or cancel. Records are parsed on several threads.
 pub(super) fn recover_records(
-    store: &dyn Store,
+    store: &DirStore,
 ) -> io::Result<(Vec<UploadRecord>, Vec<FileRecord>)> {
     let state = store.load()?;
     // Uploads whose record is set aside: the Files completed from them are set aside too
