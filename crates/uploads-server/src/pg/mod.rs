@@ -44,6 +44,8 @@
 //! own. A wait that runs out is a [`Rejection::unavailable`]: 503 with `Retry-After`, which
 //! the SDKs retry.
 
+#[cfg(test)]
+mod agreement_tests;
 mod md5_chain;
 mod migrations;
 #[cfg(test)]
