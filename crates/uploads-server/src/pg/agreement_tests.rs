@@ -1071,12 +1071,10 @@ fn two_files_in_one_second() -> (Records, ListSpec) {
 /// created with a linguistic default (ICU, or glibc's `en_US.UTF-8`, the default of many
 /// installations and managed services) orders `file-a` before `file-B`, so `GET
 /// /files?order=asc&after=file-B` loads no `file-a` and the page leaves it out (the ledger
-/// over every record lists it): pages leave out Files created in the same second as others,
-/// or show others in their place. Found by the list property run on such a database.
+/// over every record lists it): pages left out Files created in the same second as others,
+/// or showed others in their place. Found by the list property run on such a database;
+/// migration 0005 makes the id column `COLLATE "C"`.
 #[test]
-#[ignore = "disagreement: list_page orders ids by the database's collation, the ledger by \
-            bytes; on a database whose default collation is not C, pages skip Files created \
-            in the same second (the schema pins no COLLATE \"C\")"]
 fn pages_follow_the_ledgers_id_order_whatever_the_databases_collation() {
     let runtime = runtime();
     let backend = runtime.block_on(backend_collated("en-US"));
@@ -1091,13 +1089,11 @@ fn pages_follow_the_ledgers_id_order_whatever_the_databases_collation() {
 }
 
 /// A query may carry a NUL (`GET /files?purpose=%00` or `after=file-%00` decode to one),
-/// which PostgreSQL refuses in `text`: `list_page` fails, and the service answers 503 with
+/// which PostgreSQL refuses in `text`: `list_page` failed, and the service answered 503 with
 /// `Retry-After` (which SDKs retry), where the ledger answers 200 with no Files for the
 /// purpose and 400 `after` for the cursor. Found by the list property when its queries drew
-/// NULs (they no longer do, so that it passes).
+/// NULs; `list_page` now asks nothing of a NUL (no stored text holds one).
 #[test]
-#[ignore = "disagreement: a NUL in purpose or after makes list_page fail (PostgreSQL \
-            refuses it in text), a 503 where the ledger answers 200 or 400"]
 fn a_nul_in_a_list_query_is_answered_as_by_the_ledger() {
     let runtime = runtime();
     let (_namespace, backend) = runtime.block_on(backend());

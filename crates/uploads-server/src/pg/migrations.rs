@@ -11,6 +11,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../../migrations/0002_claims.sql")),
     (3, include_str!("../../migrations/0003_part_tally.sql")),
     (4, include_str!("../../migrations/0004_md5_chain.sql")),
+    (
+        5,
+        include_str!("../../migrations/0005_files_id_collation.sql"),
+    ),
 ];
 
 /// The advisory lock key of the migrations (any constant the service owns).

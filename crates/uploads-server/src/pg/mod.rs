@@ -674,7 +674,14 @@ async fn list_page(
     let now = to_i64(now);
     let mut files = Vec::new();
     let mut cursor: Option<(i64, String)> = None;
-    if let Some(after) = &query.after {
+    // PostgreSQL's text holds no NUL, so no stored id or purpose has one, and asking would
+    // fail: such a cursor names no File, such a purpose matches none.
+    let has_nul = |text: &str| text.contains('\0');
+    if let Some(after) = query
+        .after
+        .as_ref()
+        .filter(|after| !has_nul(after.as_str()))
+    {
         let rows = client
             .query(
                 "SELECT record, created_at FROM files WHERE id = $1 AND owner = $2",
@@ -685,10 +692,17 @@ async fn list_page(
             cursor = Some((row.get(1), after.as_str().to_owned()));
             files.push(file_from_row(&row)?);
         }
-        if cursor.is_none() {
-            // The ledger answers 400 `after`.
-            return Ok(files);
-        }
+    }
+    if query.after.is_some() && cursor.is_none() {
+        // The ledger answers 400 `after`.
+        return Ok(files);
+    }
+    if query
+        .purpose
+        .as_ref()
+        .is_some_and(|purpose| has_nul(purpose.as_str()))
+    {
+        return Ok(files);
     }
     let ascending = matches!(query.order, Some(ListOrder::Asc));
     let (compare, direction) = if ascending {
