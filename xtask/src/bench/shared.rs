@@ -882,17 +882,22 @@ impl SharedReport {
                 refusal.answer.replace('|', "\\|"),
             );
         }
-        let mut notes = vec![
-            "The accepted add-parts compared are the same Upload's last ones before it refused: \
-             for the cancelled one, the end of its 1-sender run above, just before the cancel; \
-             for too many Parts, the last Parts up to the limit, sent by 1 sender after the \
-             8-sender run above had gone on to within 100 of it."
-                .to_owned(),
-            "Not measured: a completed Upload's refusal (it would refuse as the cancelled one \
-             does, by its status)."
-                .to_owned(),
-        ];
-        if self.layout.max_parts.is_none() {
+        let layout = self.layout;
+        let mut compared = format!(
+            "The accepted add-parts compared are the same Upload's last {} before it refused: \
+             for the cancelled one, the end of its 1-sender run above, just before the cancel",
+            layout.latency_window
+        );
+        let mut notes = Vec::new();
+        if let Some(max) = layout.max_parts {
+            let _ = write!(
+                compared,
+                "; for too many Parts, those up to the limit, sent by 1 sender once {SENDERS} \
+                 senders had taken the {SENDERS}-sender Upload above to {} Parts.",
+                max.saturating_sub(layout.latency_window)
+            );
+        } else {
+            compared.push('.');
             notes.push(
                 "Not measured in this run: the too-many-Parts refusal, which needs an Upload of \
                  10,000 Parts (the default `max_parts_per_upload`, which `uploads serve` has no \
@@ -900,6 +905,13 @@ impl SharedReport {
                     .to_owned(),
             );
         }
+        notes.insert(0, compared);
+        notes.push(
+            "Not measured: a completed Upload's refusal, which the ledger makes at the same \
+             check as a cancelled one's (the Upload is not pending), after the same load of its \
+             records."
+                .to_owned(),
+        );
         out.push('\n');
         for note in notes {
             let _ = writeln!(out, "* {note}");
@@ -1038,6 +1050,11 @@ mod tests {
              | 0.50x | 400 `at most 10000 Parts` |"
         ));
         assert!(!block.contains("Not measured in this run"));
+        assert!(block.contains(
+            "last 100 before it refused: for the cancelled one, the end of its 1-sender run \
+             above, just before the cancel; for too many Parts, those up to the limit, sent by 1 \
+             sender once 8 senders had taken the 8-sender Upload above to 9900 Parts."
+        ));
     }
 
     /// The whole profile, small, on a real PostgreSQL, moto and `uploads serve` (debug):
