@@ -23,11 +23,16 @@
 //!
 //! Numbers are never asserted: the `--smoke` mode (tiny files, one round, debug build, every
 //! profile) only proves that every subject runs and is measured.
+//!
+//! `--profile shared` (opt-in, not among the profiles above) runs the server on PostgreSQL
+//! and S3-compatible storage instead and times its requests, written to a block of its own
+//! in the report: see [`shared`].
 
 mod bounds;
 mod chart;
 pub mod link;
 pub mod report;
+mod shared;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -61,7 +66,7 @@ const TASKSET: &str = "taskset";
 /// The chart's file name, written beside the report.
 const CHART: &str = "bench-throughput.svg";
 
-const USAGE: &str = "usage: cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... \
+const USAGE: &str = "usage: cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast|shared]... \
 [--size 2GiB] [--quick] [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] \
 [--smoke]";
 
@@ -134,7 +139,7 @@ impl Options {
             }
         }
         if profiles.is_empty() {
-            profiles = Profile::ALL.to_vec();
+            profiles = Profile::DEFAULT.to_vec();
         }
         profiles.sort_by_key(|profile| Profile::ALL.iter().position(|p| p == profile));
         Ok(Self {
@@ -195,11 +200,29 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return run_command(cargo().args(&rerun).current_dir(workspace_root()));
     }
     let out = options.out_path()?;
-    let report = measure(&options, &command_line, &out)?;
-    print!("{}", report.to_text());
-    report::write_markdown(&out, &report.to_markdown())
-        .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
-    eprintln!("xtask: bench: wrote {}", out.display());
+    if options
+        .profiles
+        .iter()
+        .any(|profile| *profile != Profile::Shared)
+    {
+        let report = measure(&options, &command_line, &out)?;
+        print!("{}", report.to_text());
+        report::write_markdown(&out, &report.to_markdown())
+            .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+        eprintln!("xtask: bench: wrote {}", out.display());
+    }
+    // The shared profile writes a block of its own, so a run of either kind leaves the
+    // other's numbers in the report.
+    if options.profiles.contains(&Profile::Shared) {
+        let block = shared::measure(&options, &command_line)?.to_markdown();
+        print!("{block}");
+        report::write_block(&out, shared::MARKERS, &block)
+            .map_err(|error| format!("cannot write {}: {error}", out.display()))?;
+        eprintln!(
+            "xtask: bench: wrote the shared profile's block of {}",
+            out.display()
+        );
+    }
     Ok(())
 }
 
@@ -237,7 +260,7 @@ fn measure(options: &Options, command_line: &str, out: &Path) -> Result<Report, 
 
     let machine_before = Machine::observe();
     let mut sections = Vec::new();
-    for &profile in &options.profiles {
+    for &profile in options.profiles.iter().filter(|p| **p != Profile::Shared) {
         let size = options.size_for(profile);
         let file = bench_dir.join(format!("bench-{}.bin", report::size_label(size)));
         check_free_space(&bench_dir, &file, size)?;
@@ -323,7 +346,7 @@ fn run_rounds(
             Link::start(server.addr, link)
                 .map_err(|error| format!("cannot start the link emulator: {error}"))?,
         ),
-        Profile::Loopback | Profile::Pinned => None,
+        Profile::Loopback | Profile::Pinned | Profile::Shared => None,
     };
     let base_url = link.as_ref().map_or_else(
         || server.base_url(),
@@ -879,7 +902,7 @@ mod tests {
         assert_eq!(
             full,
             Options {
-                profiles: Profile::ALL.to_vec(),
+                profiles: Profile::DEFAULT.to_vec(),
                 size: None,
                 quick: false,
                 runs: 3,
@@ -910,6 +933,8 @@ mod tests {
             [Profile::Loopback, Profile::Wan(LinkProfile::FAST)],
             "report order"
         );
+        let shared = Options::parse(&args("--profile shared --profile loopback")).unwrap();
+        assert_eq!(shared.profiles, [Profile::Loopback, Profile::Shared]);
         assert!(Options::parse(&args("--profile wan")).is_err());
         assert!(Options::parse(&args("--runs 0")).is_err());
         assert!(Options::parse(&args("--size")).is_err());
@@ -955,7 +980,7 @@ mod tests {
         let report = std::fs::read_to_string(&out).unwrap();
         let chart = std::fs::read_to_string(dir.join(CHART)).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        for profile in Profile::ALL {
+        for profile in Profile::DEFAULT {
             let heading = format!("### {}: ", profile.title());
             let start = report
                 .find(&heading)
@@ -999,7 +1024,10 @@ mod tests {
         }
         assert!(report.contains("the run was asked for `--no-peer`"));
         assert!(report.contains("| complete without md5 < 50 ms (loopback, async, c=8) | "));
-        assert_eq!(chart.matches("<g transform").count(), Profile::ALL.len());
+        assert_eq!(
+            chart.matches("<g transform").count(),
+            Profile::DEFAULT.len()
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!   (see [`conformance`]).
 //! * `bench`: throughput, CPU and memory of the clients, the official SDK and the machine's
 //!   limits in one run, on loopback and through an emulated WAN link, written to
-//!   `docs/BENCHMARKS.md` with a chart (see [`mod@bench`]).
+//!   `docs/BENCHMARKS.md` with a chart; opt-in, `--profile shared`: the server's request
+//!   latencies on PostgreSQL and object storage (see [`mod@bench`]).
 //! * `fresh-deps`: the client crates built as a dependency of a new project whose lockfile is
 //!   resolved afresh, failing on any warning from our crates (see [`fresh_deps`]).
 //! * `sim`: the seeded simulation of clients and servers under faults: many seeds, or one
@@ -32,7 +33,7 @@ use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask ci | conformance | fresh-deps
        cargo xtask sim [--seeds 1500 [--from 0] | --seed S [--without kind,...]] [--rules before-issue-21] [--release]
-       cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast]... [--size 2GiB] [--quick]
+       cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast|shared]... [--size 2GiB] [--quick]
                          [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] [--smoke]
        cargo xtask mutants [-f FILE]... [--no-run]";
 

@@ -90,7 +90,7 @@ fn draw_panel(out: &mut String, panel: &Panel) {
             .iter()
             .map(|c| (*c, mib(link.bytes_per_second * *c as u64)))
             .collect(),
-        Profile::Loopback | Profile::Pinned => Vec::new(),
+        Profile::Loopback | Profile::Pinned | Profile::Shared => Vec::new(),
     };
     let top = panel
         .async_rates

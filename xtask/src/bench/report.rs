@@ -29,15 +29,28 @@ pub enum Profile {
     Pinned,
     /// Through the link emulator.
     Wan(LinkProfile),
+    /// The server on PostgreSQL and S3-compatible storage, driven by the bench's own HTTP
+    /// client (see `shared.rs`): measured only when `--profile shared` asks for it.
+    Shared,
 }
 
 impl Profile {
-    /// Every profile, in report order.
-    pub const ALL: [Self; 4] = [
+    /// The profiles a run measures when no `--profile` is given, in report order.
+    pub const DEFAULT: [Self; 4] = [
         Self::Loopback,
         Self::Pinned,
         Self::Wan(LinkProfile::SLOW),
         Self::Wan(LinkProfile::FAST),
+    ];
+
+    /// Every profile, in report order: the default ones, then the opt-in one (it needs
+    /// PostgreSQL and moto, and measures other things).
+    pub const ALL: [Self; 5] = [
+        Self::Loopback,
+        Self::Pinned,
+        Self::Wan(LinkProfile::SLOW),
+        Self::Wan(LinkProfile::FAST),
+        Self::Shared,
     ];
 
     /// The name `--profile` takes.
@@ -47,6 +60,7 @@ impl Profile {
             Self::Pinned => "pinned",
             Self::Wan(link) if link == LinkProfile::SLOW => "wan-slow",
             Self::Wan(_) => "wan-fast",
+            Self::Shared => "shared",
         }
     }
 
@@ -63,6 +77,7 @@ impl Profile {
                 "Loopback, server pinned to core 0 and client to core 1 (`taskset`)".to_owned()
             }
             Self::Wan(link) => link.name.to_owned(),
+            Self::Shared => "Shared backend: PostgreSQL records, S3 (moto) bytes".to_owned(),
         }
     }
 
@@ -70,6 +85,8 @@ impl Profile {
     pub fn default_size(self, quick: bool, smoke: bool) -> u64 {
         match (self, quick, smoke) {
             (Self::Wan(_), _, true) => 4 * MIB,
+            (Self::Shared, _, true) => 32 * MIB,
+            (Self::Shared, false, false) => GIB,
             (_, _, true) => 8 * MIB,
             (Self::Wan(link), quick, false) if link == LinkProfile::SLOW => {
                 if quick {
@@ -83,10 +100,12 @@ impl Profile {
         }
     }
 
-    /// The subjects measured on this profile.
+    /// The subjects measured on this profile (none on the shared one: it measures requests,
+    /// not clients).
     pub fn subjects(self, smoke: bool) -> Vec<Subject> {
         let mut subjects = vec![Subject::Md5Bound];
         match self {
+            Self::Shared => return Vec::new(),
             Self::Loopback => {
                 subjects.push(Subject::TransportBound);
                 for blocking in [false, true] {
@@ -748,27 +767,34 @@ struct Target {
 /// Writes `block` into the report at `path`: between the markers when the file has them,
 /// else appended; a new file gets a title first.
 pub fn write_markdown(path: &Path, block: &str) -> io::Result<()> {
+    write_block(path, (BEGIN, END), block)
+}
+
+/// [`write_markdown`] for a block of its own `markers` (begin, end), which `block` starts
+/// and ends with: the shared profile's, so that a run of one kind leaves the other's block
+/// as it was.
+pub fn write_block(path: &Path, markers: (&str, &str), block: &str) -> io::Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => Some(text),
         Err(error) if error.kind() == io::ErrorKind::NotFound => None,
         Err(error) => return Err(error),
     };
-    let text = splice(existing.as_deref(), block);
+    let text = splice(existing.as_deref(), markers, block);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(path, text)
 }
 
-/// The report's new text: `block` replacing the generated one in `existing`.
-fn splice(existing: Option<&str>, block: &str) -> String {
+/// The report's new text: `block` replacing the one between `markers` in `existing`.
+fn splice(existing: Option<&str>, (begin, end): (&str, &str), block: &str) -> String {
     let Some(existing) = existing else {
         return format!(
             "# Benchmarks\n\nWritten by `cargo xtask bench` (see `xtask/src/bench.rs`).\n\n{block}"
         );
     };
-    let begin = existing.find(BEGIN);
-    let end = existing.find(END).map(|end| end + END.len());
+    let begin = existing.find(begin);
+    let end = existing.find(end).map(|found| found + end.len());
     match (begin, end) {
         (Some(begin), Some(end)) if begin < end => {
             let after = existing[end..]
@@ -1026,6 +1052,10 @@ mod tests {
         for profile in Profile::ALL {
             assert_eq!(Profile::from_key(profile.key()), Some(profile));
         }
+        assert!(!Profile::DEFAULT.contains(&Profile::Shared), "opt-in");
+        assert_eq!(Profile::Shared.default_size(false, false), GIB);
+        assert_eq!(Profile::Shared.default_size(false, true), 32 * MIB);
+        assert!(Profile::Shared.subjects(false).is_empty());
         assert_eq!(Profile::from_key("wan"), None);
         let slow = Profile::Wan(LinkProfile::SLOW);
         assert_eq!(slow.default_size(false, false), 256 * MIB);
@@ -1047,10 +1077,14 @@ mod tests {
 
     #[test]
     fn a_new_run_replaces_only_the_generated_block() {
-        let first = splice(None, &format!("{BEGIN}\nold\n{END}\n"));
+        let first = splice(None, (BEGIN, END), &format!("{BEGIN}\nold\n{END}\n"));
         assert!(first.starts_with("# Benchmarks\n"));
         let edited = format!("{first}\n## Profiles\n\nwritten by hand\n");
-        let second = splice(Some(&edited), &format!("{BEGIN}\nnew\n{END}\n"));
+        let second = splice(
+            Some(&edited),
+            (BEGIN, END),
+            &format!("{BEGIN}\nnew\n{END}\n"),
+        );
         assert_eq!(
             second,
             format!(
@@ -1058,8 +1092,28 @@ mod tests {
                  {BEGIN}\nnew\n{END}\n\n## Profiles\n\nwritten by hand\n"
             )
         );
-        let without_markers = splice(Some("# Mine\n\nnotes\n"), "BLOCK\n");
+        let without_markers = splice(Some("# Mine\n\nnotes\n"), (BEGIN, END), "BLOCK\n");
         assert_eq!(without_markers, "# Mine\n\nnotes\nBLOCK\n");
+        // Another pair of markers: its block goes after, and each run replaces only its own.
+        let other = ("<!-- other:begin -->", "<!-- other:end -->");
+        let both = splice(
+            Some(&second),
+            other,
+            "<!-- other:begin -->\n1\n<!-- other:end -->\n",
+        );
+        let again = splice(
+            Some(&both),
+            (BEGIN, END),
+            &format!("{BEGIN}\nnewer\n{END}\n"),
+        );
+        assert_eq!(
+            again,
+            format!(
+                "# Benchmarks\n\nWritten by `cargo xtask bench` (see `xtask/src/bench.rs`).\n\n\
+                 {BEGIN}\nnewer\n{END}\n\n## Profiles\n\nwritten by hand\n\
+                 <!-- other:begin -->\n1\n<!-- other:end -->\n"
+            )
+        );
     }
 
     #[test]
