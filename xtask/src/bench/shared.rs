@@ -22,16 +22,6 @@
 
 mod client;
 
-// The harness finds the workspace root two folders above `CARGO_MANIFEST_DIR`, where it lives
-// (crates/uploads-server); xtask is one folder below the root, so the harness is handed a
-// folder one deeper (`xtask/src`), and its venv and requirements paths resolve as in the
-// server's tests. Only `env!("CARGO_MANIFEST_DIR")` is used there.
-macro_rules! env {
-    ("CARGO_MANIFEST_DIR") => {
-        concat!(::std::env!("CARGO_MANIFEST_DIR"), "/src")
-    };
-}
-
 #[path = "../../../crates/uploads-server/tests/support/services.rs"]
 mod services;
 
