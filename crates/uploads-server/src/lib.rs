@@ -22,9 +22,18 @@
 //! # }
 //! ```
 //!
-//! Durability: every write goes to a temp file in the target's directory, is fsynced,
-//! renamed into place, and the directory fsynced; an Upload's state file is its commit point.
-//! See [`store`] for the layout and [`Server`] for the limits and timeouts.
+//! Two backends, one behaviour:
+//!
+//! * **A directory** (the default, one process): every write goes to a temp file in the
+//!   target's directory, is fsynced, renamed into place, and the directory fsynced; an
+//!   Upload's state file is its commit point. See [`store`] for the layout.
+//! * **PostgreSQL + object storage** ([`ServerBuilder::shared`], several instances, any of
+//!   which may take any request): each change is one transaction over the rows it locks,
+//!   and the bytes live in a bucket ([`objects`]); time is the database's.
+//!
+//! The service stands on two seams, the records (the ledger's state) and the bytes
+//! ([`byte_store::ByteStore`]), and asks neither which backend it has. See [`Server`] for the
+//! limits and timeouts.
 
 mod body;
 pub mod byte_store;

@@ -50,7 +50,7 @@ pub struct ServerBuilder {
     keys: ApiKeys,
     limits: Limits,
     clock: Arc<dyn Clock>,
-    /// Replaces the database's clock on the shared backend (see [`ServerBuilder::shared_clock`]).
+    /// Replaces the database's clock on PostgreSQL (see [`ServerBuilder::shared_clock`]).
     shared_clock: Option<Arc<dyn Clock>>,
     /// See [`ServerBuilder::object_memory_budget`].
     object_memory_budget: usize,
@@ -63,19 +63,19 @@ pub struct ServerBuilder {
     min_body_bytes_per_sec: u64,
     sweep_interval: Duration,
     shutdown_grace: Duration,
-    /// The scale-out backend, when configured (see [`ServerBuilder::shared`]).
-    shared: Option<SharedBackend>,
+    /// PostgreSQL + object storage, when configured (see [`ServerBuilder::shared`]).
+    postgres: Option<PostgresBackend>,
 }
 
 /// Where several instances keep one namespace: records in PostgreSQL, bytes in a bucket.
 #[derive(Clone)]
-struct SharedBackend {
+struct PostgresBackend {
     database_url: String,
     object_store: String,
     options: Vec<(String, String)>,
 }
 
-impl SharedBackend {
+impl PostgresBackend {
     /// Connects to both, migrating the database; the error names what is unreachable.
     async fn open(
         &self,
@@ -115,7 +115,7 @@ impl Default for ServerBuilder {
             min_body_bytes_per_sec: 1024,
             sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
-            shared: None,
+            postgres: None,
         }
     }
 }
@@ -148,14 +148,14 @@ impl ServerBuilder {
     }
 
     /// The clock of this instance: the ledger's `now` on the directory store (a
-    /// [`crate::clock::ManualClock`] in expiry tests). On the shared backend it decides
+    /// [`crate::clock::ManualClock`] in expiry tests). On PostgreSQL + object storage it decides
     /// nothing: the database's clock does, because instances' clocks disagree.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }
 
-    /// On the shared backend, replaces the database's clock for every decision about time.
+    /// On PostgreSQL + object storage, replaces the database's clock for every decision about time.
     /// For tests that move time: every instance on that database MUST be given the same
     /// clock, or they will disagree about what has expired.
     pub fn shared_clock(mut self, clock: impl Clock) -> Self {
@@ -232,7 +232,7 @@ impl ServerBuilder {
         object_store: impl Into<String>,
         options: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
-        self.shared = Some(SharedBackend {
+        self.postgres = Some(PostgresBackend {
             database_url: database_url.into(),
             object_store: object_store.into(),
             options: options
@@ -243,7 +243,7 @@ impl ServerBuilder {
         self
     }
 
-    /// On the shared backend, the bytes of Parts held in memory on their way to the object
+    /// On PostgreSQL + object storage, the bytes of Parts held in memory on their way to the object
     /// store, server-wide (default [`crate::objects::DEFAULT_MEMORY_BUDGET`]); past it, a
     /// Part's bytes wait in a temporary file.
     pub fn object_memory_budget(mut self, bytes: usize) -> Self {
@@ -278,7 +278,7 @@ impl ServerBuilder {
                 min_bytes_per_sec: self.min_body_bytes_per_sec,
             },
         };
-        let (lock, launched, listener) = if let Some(backend) = &self.shared {
+        let (lock, launched, listener) = if let Some(backend) = &self.postgres {
             // The port answers "starting" while the database and the bucket are reached.
             let starting = Starting::answer(TcpListener::bind(self.listen).await?);
             // Instances share the database and the bucket by design: no directory to lock.
@@ -353,7 +353,7 @@ pub struct RunningServer {
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
     /// The data directory's lock, released when the server stops (or is dropped); none on
-    /// the shared backend.
+    /// PostgreSQL + object storage.
     _lock: Option<DataDirLock>,
 }
 
