@@ -4,15 +4,16 @@
 //! as far as it can, waits (bounded) for a Part another instance is hashing, and reads the
 //! rest.
 
-use std::io;
+use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use uploads_core::digest::Md5Resume;
+use uploads_core::buffer::AlignedBuffer;
+use uploads_core::digest::{Md5Hasher, Md5Resume};
 use uploads_core::types::{PartId, UploadId};
 
-use super::{HashAhead, MAX_WAIT, PartHashing, finish_digest, hash_into};
+use super::{HashAhead, MAX_WAIT, PartHashing, finish_digest};
 use crate::byte_store::{ByteStore, ContentSource};
 use crate::clock::Clock;
 use crate::pg::{ChainClaim, Now, PgRecords, decision_time};
@@ -67,38 +68,72 @@ impl InDatabase {
         }
     }
 
-    /// Hashes a claimed Part and saves the state; whether the chain moved on.
+    /// Hashes the claimed Parts in one pass and saves the state after each; whether the
+    /// whole claim was hashed and saved (the chain moved on past it).
     async fn hash_claimed(&self, claim: &ChainClaim) -> bool {
         let store = Arc::clone(&self.store);
         let source = ContentSource::Parts {
             upload: claim.upload.clone(),
-            parts: vec![claim.part.clone()],
+            parts: claim.parts.iter().map(|(part, _)| part.clone()).collect(),
         };
-        let mut state = claim.state.clone();
-        let hashed = tokio::task::spawn_blocking(move || {
-            hash_into(&*store, &source, &mut state).map(|()| state)
-        })
-        .await
-        .map_err(io::Error::other)
-        .and_then(|hashed| hashed);
-        let (upload, part) = (&claim.upload, &claim.part);
-        match hashed {
-            Ok(state) => match self.records.save_hashed(claim, &state).await {
-                Ok(saved) => saved,
-                Err(rejection) => {
-                    tracing::warn!(%upload, %part, error = %rejection, "saving the md5 chain failed");
-                    false
-                }
-            },
-            Err(error) => {
-                tracing::warn!(%upload, %part, %error, "hashing ahead stopped; complete will read the rest");
-                if let Err(rejection) = self.records.release_chain(claim).await {
-                    tracing::warn!(%upload, error = %rejection, "releasing the md5 chain failed; its lease lapses");
-                }
+        let lengths: Vec<u64> = claim.parts.iter().map(|(_, bytes)| *bytes).collect();
+        let state = claim.state.clone();
+        let (states, failure) =
+            tokio::task::spawn_blocking(move || hash_each(&*store, &source, &lengths, state))
+                .await
+                .unwrap_or_else(|error| (Vec::new(), Some(io::Error::other(error))));
+        let upload = &claim.upload;
+        if let Some(error) = &failure {
+            tracing::warn!(%upload, %error, hashed = states.len(), "hashing ahead stopped; complete will read the rest");
+        }
+        // What was hashed is saved, and the chain released, even when the read failed.
+        match self.records.save_hashed(claim, &states).await {
+            Ok(saved) => saved && failure.is_none(),
+            Err(rejection) => {
+                tracing::warn!(%upload, error = %rejection, "saving the md5 chain failed; its lease lapses");
                 false
             }
         }
     }
+}
+
+/// Hashes the Parts of `source`, of `lengths` bytes each, from `state`: the state after each
+/// Part, up to the first that could not be read whole (and why).
+fn hash_each(
+    store: &dyn ByteStore,
+    source: &ContentSource,
+    lengths: &[u64],
+    mut state: Md5Hasher,
+) -> (Vec<Md5Hasher>, Option<io::Error>) {
+    let mut states = Vec::with_capacity(lengths.len());
+    let mut reader = match store.open(source) {
+        Ok(reader) => reader,
+        Err(error) => return (states, Some(error)),
+    };
+    let mut buffer = AlignedBuffer::zeroed(1 << 20);
+    for &length in lengths {
+        let mut left = length;
+        while left > 0 {
+            let want = usize::try_from(left).map_or(buffer.len(), |left| left.min(buffer.len()));
+            match reader.read(&mut buffer[..want]) {
+                Ok(0) => {
+                    let short = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "a Part's bytes ended before its recorded length",
+                    );
+                    return (states, Some(short));
+                }
+                Ok(read) => {
+                    state.update(&buffer[..read]);
+                    left -= read as u64;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return (states, Some(error)),
+            }
+        }
+        states.push(state.clone());
+    }
+    (states, None)
 }
 
 impl HashAhead for InDatabase {

@@ -25,26 +25,32 @@ use super::{Now, PgRecords, bounded, to_i64, unavailable};
 /// reading a 64 MiB Part from the bucket takes.
 const HASH_LEASE_SECS: i64 = 60;
 
-/// The next Part of an Upload's chain, claimed by this instance to hash.
+/// Parts a claim takes at once: read in one pass, several fetched ahead, as fast as a
+/// complete reads them.
+const RUN_PARTS: i32 = 8;
+
+/// The next Parts of an Upload's chain (consecutive positions), claimed by this instance to
+/// hash.
 #[derive(Debug)]
 pub(crate) struct ChainClaim {
     /// The Upload.
     pub upload: UploadId,
-    /// The Part to hash.
-    pub part: PartId,
-    /// The state to hash its bytes from: the chain's after its last Part.
+    /// The Parts to hash, in file order, each with its length.
+    pub parts: Vec<(PartId, u64)>,
+    /// The state to hash their bytes from: the chain's after its last Part.
     pub state: Md5Hasher,
-    /// The Part's place in the chain.
+    /// The first Part's place in the chain.
     index: i32,
-    /// Its position in the file.
+    /// The first Part's position in the file.
     position: i32,
     /// The lease, which also tells this claim from a later one.
     lease_until: i64,
 }
 
 impl PgRecords {
-    /// Claims the next Part of `upload`'s chain, when one is recorded at the chain's next
-    /// position, the Upload is pending and no other instance holds the chain; else `None`.
+    /// Claims the next Parts of `upload`'s chain: those recorded at the chain's next
+    /// positions, up to the first position not recorded yet (at most [`RUN_PARTS`]), when the
+    /// Upload is pending and no other instance holds the chain; else `None`.
     pub(crate) async fn claim_next_to_hash(
         &self,
         upload: &UploadId,
@@ -73,27 +79,32 @@ impl PgRecords {
             }
             let candidates = transaction
                 .query(
-                    "SELECT position, seq, part_id FROM upload_parts
-                     WHERE upload_id = $1 AND position = $2",
-                    &[&upload.as_str(), &next_position],
+                    "SELECT position, seq, part_id, bytes FROM upload_parts
+                     WHERE upload_id = $1 AND position >= $2 AND position < $2 + $3",
+                    &[&upload.as_str(), &next_position, &RUN_PARTS],
                 )
                 .await
                 .map_err(|error| failed(&error))?;
-            let next = next_in_file_order(
-                u32::try_from(next_position).unwrap_or(u32::MAX),
-                candidates.iter().map(|row| {
-                    let position: i32 = row.get(0);
-                    let seq: i64 = row.get(1);
+            let recorded: Vec<(u32, u64, (String, i64))> = candidates
+                .iter()
+                .map(|row| {
+                    let (position, seq): (i32, i64) = (row.get(0), row.get(1));
                     (
                         u32::try_from(position).unwrap_or(u32::MAX),
                         u64::try_from(seq).unwrap_or(0),
-                        row.get::<_, String>(2),
+                        (row.get(2), row.get(3)),
                     )
-                }),
-            );
-            let Some(part) = next else {
+                })
+                .collect();
+            let first = u32::try_from(next_position).unwrap_or(u32::MAX);
+            let parts: Vec<(PartId, u64)> = (first..)
+                .map_while(|position| next_in_file_order(position, recorded.iter().cloned()))
+                .take(usize::try_from(RUN_PARTS).unwrap_or(1))
+                .map(|(part, bytes)| (PartId::new(part), u64::try_from(bytes).unwrap_or(0)))
+                .collect();
+            if parts.is_empty() {
                 return Ok(None);
-            };
+            }
             let state = if chained == 0 {
                 Md5Hasher::new()
             } else {
@@ -123,7 +134,7 @@ impl PgRecords {
             transaction.commit().await.map_err(|error| failed(&error))?;
             Ok(Some(ChainClaim {
                 upload: upload.clone(),
-                part: PartId::new(part),
+                parts,
                 state,
                 index: chained,
                 position: next_position,
@@ -133,20 +144,24 @@ impl PgRecords {
         .await
     }
 
-    /// Saves the state after the claimed Part and advances the chain past it; `false` when
-    /// the claim was lost meanwhile (its lease lapsed and another instance took the chain).
+    /// Saves the state after each of the first `states.len()` claimed Parts (those hashed;
+    /// a read that failed part-way saves what it hashed) and advances the chain past them,
+    /// releasing it; `false` when the claim was lost meanwhile (its lease lapsed and another
+    /// instance took the chain).
     pub(crate) async fn save_hashed(
         &self,
         claim: &ChainClaim,
-        state: &Md5Hasher,
+        states: &[Md5Hasher],
     ) -> Result<bool, Rejection> {
         bounded(async move {
             let failed = |error: &dyn std::fmt::Display| unavailable(error);
             let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
             let transaction = client.transaction().await.map_err(|error| failed(&error))?;
+            let hashed = i32::try_from(states.len().min(claim.parts.len())).unwrap_or(0);
             let advanced = transaction
                 .execute(
-                    "UPDATE uploads SET md5_next_position = $2 + 1, md5_chained = $3 + 1,
+                    "UPDATE uploads SET md5_next_position = $2::int + $5::int,
+                         md5_chained = $3::int + $5::int,
                          md5_hashing_until = NULL
                      WHERE id = $1 AND md5_chained = $3 AND md5_hashing_until = $4",
                     &[
@@ -154,6 +169,7 @@ impl PgRecords {
                         &claim.position,
                         &claim.index,
                         &claim.lease_until,
+                        &hashed,
                     ],
                 )
                 .await
@@ -161,39 +177,26 @@ impl PgRecords {
             if advanced == 0 {
                 return Ok(false);
             }
+            let part_ids: Vec<&str> = claim.parts.iter().map(|(part, _)| part.as_str()).collect();
+            let indexes: Vec<i32> = (claim.index..).take(states.len()).collect();
+            let saved: Vec<Vec<u8>> = states.iter().map(Md5Hasher::save).collect();
             transaction
                 .execute(
-                    "UPDATE upload_parts SET chain_index = $3, md5_after = $4
-                     WHERE upload_id = $1 AND part_id = $2",
+                    "UPDATE upload_parts p SET chain_index = s.chain_index, md5_after = s.state
+                     FROM unnest($2::text[], $3::int[], $4::bytea[])
+                          AS s(part_id, chain_index, state)
+                     WHERE p.upload_id = $1 AND p.part_id = s.part_id",
                     &[
                         &claim.upload.as_str(),
-                        &claim.part.as_str(),
-                        &claim.index,
-                        &state.save(),
+                        &&part_ids[..states.len().min(part_ids.len())],
+                        &indexes,
+                        &saved,
                     ],
                 )
                 .await
                 .map_err(|error| failed(&error))?;
             transaction.commit().await.map_err(|error| failed(&error))?;
             Ok(true)
-        })
-        .await
-    }
-
-    /// Gives a claim back unhashed (its bytes could not be read): the chain stays where it
-    /// was, free for the next instance.
-    pub(crate) async fn release_chain(&self, claim: &ChainClaim) -> Result<(), Rejection> {
-        bounded(async move {
-            let client = self.pool.get().await.map_err(|error| unavailable(&error))?;
-            client
-                .execute(
-                    "UPDATE uploads SET md5_hashing_until = NULL
-                     WHERE id = $1 AND md5_hashing_until = $2",
-                    &[&claim.upload.as_str(), &claim.lease_until],
-                )
-                .await
-                .map_err(|error| unavailable(&error))?;
-            Ok(())
         })
         .await
     }

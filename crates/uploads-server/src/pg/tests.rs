@@ -194,14 +194,19 @@ async fn adding_a_part_loads_the_upload_row_and_the_tally_not_every_part() {
 }
 
 /// The md5 chain in the database: Parts are claimed in file order whatever order they were
-/// recorded in, one instance at a time; a lapsed lease is taken over and its holder's late
-/// save refused; a complete reuses the prefix of its listed order that the chain hashed.
+/// recorded in (a run of consecutive positions, up to the first missing), one instance at a
+/// time; a lapsed lease is taken over and its holder's late save refused; a complete reuses
+/// the prefix of its listed order that the chain hashed.
 #[tokio::test]
 async fn the_md5_chain_advances_in_file_order_under_one_lease() {
     let (_namespace, instances) = instances(2).await;
     let (a, b) = (&instances[0], &instances[1]);
-    let upload = create(a, 6).await.id;
+    let upload = create(a, 8).await.id;
     let second = add_part_at(b, &upload, 2, Some(1)).await;
+    let fourth = add_part_at(b, &upload, 2, Some(3)).await;
+    let claimed = |claim: &ChainClaim| -> Vec<PartId> {
+        claim.parts.iter().map(|(part, _)| part.clone()).collect()
+    };
     assert!(
         a.claim_next_to_hash(&upload, Now::At(NOW))
             .await
@@ -216,7 +221,12 @@ async fn the_md5_chain_advances_in_file_order_under_one_lease() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(claim.part, first, "the first Part recorded at a position");
+    assert_eq!(
+        claimed(&claim),
+        vec![first.clone(), second.clone()],
+        "the first Part recorded at each position, up to the missing third"
+    );
+    assert_eq!(claim.parts[0].1, 2, "each with its length");
     assert!(
         b.claim_next_to_hash(&upload, Now::At(NOW))
             .await
@@ -226,22 +236,24 @@ async fn the_md5_chain_advances_in_file_order_under_one_lease() {
     );
     let mut state = claim.state.clone();
     state.update(b"p0");
-    assert!(a.save_hashed(&claim, &state).await.unwrap());
+    let after_first = state.clone();
+    // Only the first was read (the second failed): that much is saved, the chain released.
+    assert!(a.save_hashed(&claim, &[after_first]).await.unwrap());
 
-    // a claims the next Part and stalls past its lease: b takes over, a's save is refused.
+    // a claims the next run and stalls past its lease: b takes over, a's save is refused.
     let stalled = a
         .claim_next_to_hash(&upload, Now::At(NOW))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stalled.part, second);
+    assert_eq!(claimed(&stalled), vec![second.clone()]);
     let later = Now::At(NOW + 61);
     let taken = b.claim_next_to_hash(&upload, later).await.unwrap().unwrap();
-    assert_eq!(taken.part, second);
+    assert_eq!(claimed(&taken), vec![second.clone()]);
     let mut state = taken.state.clone();
     state.update(b"p1");
-    assert!(!a.save_hashed(&stalled, &state).await.unwrap());
-    assert!(b.save_hashed(&taken, &state).await.unwrap());
+    assert!(!a.save_hashed(&stalled, &[state.clone()]).await.unwrap());
+    assert!(b.save_hashed(&taken, &[state]).await.unwrap());
     assert!(
         b.claim_next_to_hash(&upload, later)
             .await
@@ -252,19 +264,24 @@ async fn the_md5_chain_advances_in_file_order_under_one_lease() {
 
     let third = add_part_at(a, &upload, 2, Some(2)).await;
     let resume = a
-        .resume_chain(&upload, &[first.clone(), second.clone(), third.clone()])
+        .resume_chain(
+            &upload,
+            &[first.clone(), second.clone(), third.clone(), fourth.clone()],
+        )
         .await
         .unwrap();
     assert_eq!(
         (resume.reused, resume.remaining.clone()),
-        (2, vec![third.clone()])
+        (2, vec![third.clone(), fourth.clone()])
     );
     let mut direct = uploads_core::digest::Md5Hasher::new();
     direct.update(b"p0p1");
     assert_eq!(resume.state.finish(), direct.finish());
+    let run = a.claim_next_to_hash(&upload, later).await.unwrap().unwrap();
+    assert_eq!(claimed(&run), vec![third.clone(), fourth.clone()]);
     // The retry listed instead of the chained Part: nothing is reused.
     let resume = a
-        .resume_chain(&upload, &[retry_of_first, second, third])
+        .resume_chain(&upload, &[retry_of_first, second, third, fourth])
         .await
         .unwrap();
     assert_eq!(resume.reused, 0);
