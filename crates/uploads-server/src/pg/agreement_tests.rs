@@ -726,6 +726,31 @@ fn check_returned(set: &Records, when: &str, claimed: &Claimed) -> Result<(), Te
     Ok(())
 }
 
+/// Fails unless the SQL claim locked exactly the records the ledger's sweep changes.
+fn same_records<Id: Ord>(
+    when: &str,
+    picked: &BTreeMap<Id, Vec<String>>,
+    locked: &BTreeSet<Id>,
+    describe: impl Fn(&Id) -> String,
+) -> Result<(), TestCaseError> {
+    for (id, what) in picked {
+        prop_assert!(
+            locked.contains(id),
+            "{when}: the SQL claim misses {}; the ledger's sweep {}",
+            describe(id),
+            what.join(" and ")
+        );
+    }
+    for id in locked {
+        prop_assert!(
+            picked.contains_key(id),
+            "{when}: the SQL claim takes {}, which the ledger's sweep leaves alone",
+            describe(id)
+        );
+    }
+    Ok(())
+}
+
 /// The claim at `now` against the ledger's sweep at `now`.
 fn check_claim(set: &Records, now: u64, claimed: &Claimed) -> Result<(), TestCaseError> {
     let when = format!("at now = {} ({now})", at(now));
@@ -737,36 +762,12 @@ fn check_claim(set: &Records, now: u64, claimed: &Claimed) -> Result<(), TestCas
     let expected = ledger_picks(set, &steps)?;
     check_returned(set, &when, claimed)?;
     // The claim against the ledger, record by record.
-    for (id, what) in &expected.uploads {
-        prop_assert!(
-            claimed.locked_uploads.contains(id),
-            "{when}: the SQL claim misses {}; the ledger's sweep {}",
-            set.describe_upload(id),
-            what.join(" and ")
-        );
-    }
-    for id in &claimed.locked_uploads {
-        prop_assert!(
-            expected.uploads.contains_key(id),
-            "{when}: the SQL claim takes {}, which the ledger's sweep leaves alone",
-            set.describe_upload(id)
-        );
-    }
-    for (id, what) in &expected.files {
-        prop_assert!(
-            claimed.locked_files.contains(id),
-            "{when}: the SQL claim misses {}; the ledger's sweep {}",
-            set.describe_file(id),
-            what.join(" and ")
-        );
-    }
-    for id in &claimed.locked_files {
-        prop_assert!(
-            expected.files.contains_key(id),
-            "{when}: the SQL claim takes {}, which the ledger's sweep leaves alone",
-            set.describe_file(id)
-        );
-    }
+    same_records(&when, &expected.uploads, &claimed.locked_uploads, |id| {
+        set.describe_upload(id)
+    })?;
+    same_records(&when, &expected.files, &claimed.locked_files, |id| {
+        set.describe_file(id)
+    })?;
     // In one batch, the ledger over the claimed rows (what `PgRecords::sweep` plans with)
     // plans what the ledger over every record does, less the reports again.
     if let [only] = claimed.batches.as_slice() {
