@@ -744,16 +744,6 @@ impl Limits {
     }
 }
 
-/// The problem of a name holding a NUL, reported on `param`.
-fn nul_in(name: &str, param: &str) -> Option<FieldError> {
-    name.contains('\0').then(|| {
-        FieldError::new(
-            Some(param),
-            format!("'{param}' must not contain a NUL character."),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1009,4 +999,14 @@ mod tests {
         );
         assert!(limits.accepts_mime_type(&Purpose::Batch, "application/JSON"));
     }
+}
+
+/// The problem of a name holding a NUL, reported on `param`.
+fn nul_in(name: &str, param: &str) -> Option<FieldError> {
+    name.contains('\0').then(|| {
+        FieldError::new(
+            Some(param),
+            format!("'{param}' must not contain a NUL character."),
+        )
+    })
 }
