@@ -338,13 +338,6 @@ impl Limits {
         seconds.map(|seconds| created_at.saturating_add(seconds))
     }
 
-    /// A File's name as `POST /files` gives it (the `file` field's filename): refused when
-    /// it holds a NUL, which is no character of a file name and which no backend stores
-    /// alike (PostgreSQL's text cannot hold one).
-    pub fn check_file_name(filename: &str) -> Result<(), FieldError> {
-        nul_in(filename, "file").map_or(Ok(()), Err)
-    }
-
     /// Checks `expires_after` seconds against the allowed range.
     pub fn check_expires_after(&self, expires_after: &ExpiresAfter) -> Result<(), FieldError> {
         if expires_after.anchor != ExpiresAfterAnchor::CreatedAt {
@@ -384,12 +377,6 @@ impl Limits {
                 Some("filename"),
                 "'' is too short - 'filename'",
             ));
-        }
-        if let Some(problem) = filename
-            .as_deref()
-            .and_then(|name| nul_in(name, "filename"))
-        {
-            problems.push(problem);
         }
         let purpose =
             required_string(&fields, "purpose", &mut problems).map(|p| Purpose::from_wire(&p));
@@ -999,14 +986,4 @@ mod tests {
         );
         assert!(limits.accepts_mime_type(&Purpose::Batch, "application/JSON"));
     }
-}
-
-/// The problem of a name holding a NUL, reported on `param`.
-fn nul_in(name: &str, param: &str) -> Option<FieldError> {
-    name.contains('\0').then(|| {
-        FieldError::new(
-            Some(param),
-            format!("'{param}' must not contain a NUL character."),
-        )
-    })
 }

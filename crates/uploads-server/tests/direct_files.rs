@@ -122,27 +122,6 @@ async fn a_bad_form_is_400_naming_the_field_and_stores_nothing() {
             Some("file"),
             "'file' is a required property",
         );
-    // A NUL in the file's name: refused alike on every backend (PostgreSQL's text cannot
-    // hold one, and no file name has one).
-    for filename in ["a\0.txt", "a%00.txt"] {
-        let (content_type, body) = file_form(&[("purpose", "user_data")], filename, b"data");
-        let reply = client
-            .send(Method::POST, "/v1/files", Some(&content_type), full(body))
-            .await;
-        if filename.contains('\0') {
-            reply.assert_error(
-                StatusCode::BAD_REQUEST,
-                Some("file"),
-                "'file' must not contain a NUL character.",
-            );
-        } else {
-            // Not decoded: a name with a percent sign is a name like any other.
-            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-            let file: FileObject = reply.json();
-            assert_eq!(file.filename, filename);
-            client.delete(&file.id).await;
-        }
-    }
     support::no_temp_files_eventually(server.data_dir()).await;
     assert_eq!(
         paths_under(&server.data_dir().join("files")),

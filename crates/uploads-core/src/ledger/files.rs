@@ -4,7 +4,7 @@
 //! A File whose `expires_at <= now` is gone: every endpoint answers 404 for it, lists skip
 //! it, and [`Ledger::sweep`] reports it for removal.
 
-use crate::limits::{LIST_FILES_LIMITS, Limits, ValidationErrors, list_limit_error, not_one_of};
+use crate::limits::{LIST_FILES_LIMITS, ValidationErrors, list_limit_error, not_one_of};
 use crate::rejection::Rejection;
 use crate::types::{
     DeletedFile, ExpiresAfter, FileId, FileList, FileObject, FileStatus, ListFilesQuery, ListOrder,
@@ -43,8 +43,6 @@ impl Ledger {
         if self.limits.mime_rule(&purpose).is_none() {
             return Err(self.unknown_purpose(&new.purpose));
         }
-        Limits::check_file_name(&new.filename)
-            .map_err(|problem| ValidationErrors(vec![problem]).to_rejection())?;
         if let Some(policy) = &new.expires_after {
             self.limits
                 .check_expires_after(policy)
