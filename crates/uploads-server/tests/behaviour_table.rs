@@ -643,3 +643,46 @@ async fn ids_that_would_be_paths_are_unknown_not_errors() {
         );
     }
 }
+
+/// A file name is metadata, returned exactly as given, whatever it holds: a NUL too, on
+/// every backend (PostgreSQL's `jsonb` cannot hold one, so the records are `json`), through
+/// an Upload and through `POST /files`.
+#[tokio::test]
+async fn a_file_name_holding_a_nul_is_returned_exactly() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let filename = "nul\0byte.txt";
+    let body = serde_json::json!({
+        "filename": filename, "purpose": "user_data", "bytes": 3, "mime_type": "text/plain"
+    });
+    let reply = client.create_upload_json(&body.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let upload: Upload = reply.json();
+    assert_eq!(upload.filename, filename);
+    let part = client.add_part_ok(&upload.id, b"abc").await;
+    let completed = client.complete_ok(&upload.id, &[&part.id], None).await;
+    let file = completed.file.unwrap();
+    assert_eq!(file.filename, filename);
+    let retrieved: FileObject = client.retrieve(&file.id).await.json();
+    assert_eq!(retrieved.filename, filename);
+
+    let (content_type, form) = support::file_form(&[("purpose", "user_data")], filename, b"abc");
+    let reply = client
+        .send(
+            Method::POST,
+            "/v1/files",
+            Some(&content_type),
+            support::full(form),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let direct: FileObject = reply.json();
+    assert_eq!(direct.filename, filename);
+    let listed: uploads_core::types::FileList = client.list("").await.json();
+    let names: Vec<&str> = listed
+        .data
+        .iter()
+        .map(|file| file.filename.as_str())
+        .collect();
+    assert_eq!(names, vec![filename, filename]);
+}

@@ -13,8 +13,9 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (4, include_str!("../../migrations/0004_md5_chain.sql")),
     (
         5,
-        include_str!("../../migrations/0005_files_id_collation.sql"),
+        include_str!("../../migrations/0005_ids_in_byte_order.sql"),
     ),
+    (6, include_str!("../../migrations/0006_records_json.sql")),
 ];
 
 /// The advisory lock key of the migrations (any constant the service owns).
