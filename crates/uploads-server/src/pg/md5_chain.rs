@@ -57,7 +57,7 @@ impl PgRecords {
         now: Now,
     ) -> Result<Option<ChainClaim>, Rejection> {
         bounded(async move {
-            let failed = |error: &dyn std::fmt::Display| unavailable(error);
+            let failed = |error: &dyn std::error::Error| unavailable(error);
             let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
             let transaction = client.transaction().await.map_err(|error| failed(&error))?;
             let now = to_i64(now.resolve(&*transaction).await.map_err(|e| failed(&e))?);
@@ -154,7 +154,7 @@ impl PgRecords {
         states: &[Md5Hasher],
     ) -> Result<bool, Rejection> {
         bounded(async move {
-            let failed = |error: &dyn std::fmt::Display| unavailable(error);
+            let failed = |error: &dyn std::error::Error| unavailable(error);
             let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
             let transaction = client.transaction().await.map_err(|error| failed(&error))?;
             let hashed = i32::try_from(states.len().min(claim.parts.len())).unwrap_or(0);

@@ -326,7 +326,7 @@ impl PgRecords {
         plan: impl FnOnce(&Ledger, u64) -> Result<Planned<T>, Rejection>,
     ) -> Result<Committed<T>, MutationError> {
         bounded_mutation(async move {
-            let failed = |error: &dyn std::fmt::Display| MutationError::Failed(unavailable(error));
+            let failed = |error: &dyn std::error::Error| MutationError::Failed(unavailable(error));
             let mut client = self.pool.get().await.map_err(|error| failed(&error))?;
             let transaction = client.transaction().await.map_err(|error| failed(&error))?;
             let now = now
@@ -1042,9 +1042,9 @@ fn file_from_row(row: &Row) -> Result<FileRecord, LoadError> {
 /// Why rows could not be read or written.
 #[derive(Debug, thiserror::Error)]
 enum LoadError {
-    #[error("database: {0}")]
+    #[error("database")]
     Database(#[from] tokio_postgres::Error),
-    #[error("a stored record does not parse: {0}")]
+    #[error("a stored record does not parse")]
     Record(#[from] serde_json::Error),
     #[error("the object {0} was collected before it was recorded")]
     Collected(String),
@@ -1054,9 +1054,24 @@ enum LoadError {
 /// wait, a statement, the pool's queue or the whole interaction that ran out, a lost
 /// connection), logged. Retrying is safe: a transaction is in or out, and a retried complete
 /// or cancel replays the first.
-fn unavailable(error: &dyn std::fmt::Display) -> Rejection {
-    tracing::error!(%error, "the database failed");
+/// The error is logged with its sources: tokio-postgres says only "db error", and the
+/// database's own message (a statement timeout, a lock timeout, a refused value) is the
+/// source's.
+fn unavailable(error: &dyn std::error::Error) -> Rejection {
+    tracing::error!(error = %with_sources(error), "the database failed");
     Rejection::unavailable("The server could not reach its database in time. Retry the request.")
+}
+
+/// An error and its sources, each after a `: `.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut why = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        why.push_str(": ");
+        why.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    why
 }
 
 /// `user@host:port/db` of a config, without its password.
@@ -1088,9 +1103,9 @@ async fn bounded<T>(work: impl Future<Output = Result<T, Rejection>>) -> Result<
     tokio::time::timeout(INTERACTION_DEADLINE, work)
         .await
         .unwrap_or_else(|_| {
-            Err(unavailable(&format!(
+            Err(unavailable(&io::Error::other(format!(
                 "no answer within {INTERACTION_DEADLINE:?}"
-            )))
+            ))))
         })
 }
 
@@ -1101,8 +1116,8 @@ async fn bounded_mutation<T>(
     tokio::time::timeout(INTERACTION_DEADLINE, work)
         .await
         .unwrap_or_else(|_| {
-            Err(MutationError::Failed(unavailable(&format!(
-                "no answer within {INTERACTION_DEADLINE:?}"
+            Err(MutationError::Failed(unavailable(&io::Error::other(
+                format!("no answer within {INTERACTION_DEADLINE:?}"),
             ))))
         })
 }

@@ -317,6 +317,20 @@ async fn the_part_count_limit_holds_across_instances_through_the_tally() {
 }
 
 #[tokio::test]
+async fn a_database_error_is_logged_with_the_databases_own_message() {
+    let (_namespace, instances) = instances(1).await;
+    let client = instances[0].pool.get().await.unwrap();
+    let error = client.query("SELECT 1 / 0", &[]).await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "db error",
+        "what tokio-postgres says alone"
+    );
+    let logged = with_sources(&LoadError::from(error));
+    assert!(logged.contains("division by zero"), "{logged}");
+}
+
+#[tokio::test]
 async fn ping_answers_while_the_database_does() {
     let (_namespace, instances) = instances(1).await;
     assert_eq!(instances[0].health().await, DatabaseHealth::Ok);
