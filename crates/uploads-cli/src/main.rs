@@ -140,14 +140,17 @@ async fn main() -> ExitCode {
     } else {
         "warn,uploads_server=error"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match &cli.command {
+        Command::Serve(args) if args.log_format == serve::LogFormat::Json => {
+            logs.json().flatten_event(true).init();
+        }
+        _ => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
     let outcome = match cli.command {
         Command::Serve(args) => serve::serve(args).await,
         Command::Put(args) => put::put(args).await,

@@ -26,6 +26,7 @@ Environment:
   UPLOADS_API_KEYS   accepted keys, comma-separated KEY or KEY=OWNER (values never shown)
   UPLOADS_DATABASE_URL, UPLOADS_OBJECT_STORE   as --database-url, --object-store
   AWS_*, GOOGLE_*, AZURE_*   the object store's credentials and endpoint (object_store's names)
+  UPLOADS_LOG_FORMAT as --log-format (text or json)
   RUST_LOG           log filter (default info: one line per request)
 
 {EXIT_CODES}"))]
@@ -66,6 +67,21 @@ pub struct ServeArgs {
     /// server-wide, e.g. 64MiB (the default); past it, Parts wait in temp files ($TMPDIR).
     #[arg(long, value_parser = parse_size, requires = "object_store")]
     memory_budget: Option<u64>,
+    /// How the log on stderr is written: `text`, one line per event for a terminal, or
+    /// `json`, one JSON object per line for a log pipeline (each request's: method, path,
+    /// route, owner, status, bytes_received, bytes_sent, elapsed_ms, error_type,
+    /// request_id).
+    #[arg(long, value_enum, env = "UPLOADS_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How `serve` writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line per event, for a terminal.
+    Text,
+    /// One JSON object per line, its fields at the top level.
+    Json,
 }
 
 /// Runs the server until SIGINT or SIGTERM.

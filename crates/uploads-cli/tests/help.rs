@@ -193,3 +193,96 @@ fn serve_prints_the_base_url_for_clients_and_its_data_dir() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+/// `serve --log-format json`: every stderr line is one JSON object; a request's carries its
+/// route, owner, status, bytes, duration and request id (and, refused, the error's type);
+/// SIGTERM ends with a shutdown line.
+#[test]
+fn serve_logs_json_lines_per_request_and_a_shutdown_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = command(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--api-key",
+            "sk-logs=team-logs",
+        ],
+        &[],
+        dir.path(),
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = lines.send(line);
+    });
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let Ok(line) = received.recv_timeout(Duration::from_mins(1)) else {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        panic!("serve printed no line");
+    };
+    let base_url = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("OPENAI_BASE_URL="))
+        .unwrap_or_else(|| panic!("no base URL in {line:?}"))
+        .trim_end_matches(';')
+        .to_owned();
+    for key in ["sk-logs", "sk-wrong"] {
+        uploads(
+            &["files", "list", "--base-url", &base_url],
+            &[("OPENAI_API_KEY", key)],
+            dir.path(),
+        );
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let output = ended(child);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let logged: Vec<serde_json::Value> = stderr(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line:?}")))
+        .collect();
+    let requests: Vec<&serde_json::Value> = logged
+        .iter()
+        .filter(|line| line["message"] == "request")
+        .collect();
+    let [listed, refused] = requests.as_slice() else {
+        panic!("two request lines expected: {logged:#?}");
+    };
+    assert_eq!(listed["level"], "INFO");
+    assert_eq!(listed["route"], "list_files");
+    assert_eq!(listed["owner"], "team-logs");
+    assert_eq!(listed["status"], 200);
+    assert_eq!(listed["method"], "GET");
+    assert_eq!(listed["path"], "/v1/files");
+    assert!(listed["bytes_sent"].as_u64().unwrap() > 0, "{listed}");
+    assert!(listed["elapsed_ms"].is_u64(), "{listed}");
+    assert!(
+        listed["request_id"].as_str().unwrap().starts_with("req_"),
+        "{listed}"
+    );
+    assert!(listed.get("error_type").is_none(), "{listed}");
+    assert_eq!(refused["status"], 401);
+    assert_eq!(refused["route"], "list_files");
+    assert!(
+        refused.get("owner").is_none(),
+        "no key was accepted: {refused}"
+    );
+    assert_eq!(refused["error_type"], "invalid_request_error");
+    let shutdown = logged
+        .iter()
+        .find(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with("shut down"))
+        })
+        .unwrap_or_else(|| panic!("no shutdown line: {logged:#?}"));
+    assert!(shutdown["connections"].is_u64(), "{shutdown}");
+}

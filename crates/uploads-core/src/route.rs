@@ -43,6 +43,23 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route's name, as OpenAI's API reference names the operation (`create_upload`,
+    /// `add_upload_part`, ...): what a request log or a metric labels it with.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CreateUpload => "create_upload",
+            Self::AddUploadPart(_) => "add_upload_part",
+            Self::CompleteUpload(_) => "complete_upload",
+            Self::CancelUpload(_) => "cancel_upload",
+            Self::ListFiles => "list_files",
+            Self::CreateFile => "create_file",
+            Self::RetrieveFile(_) => "retrieve_file",
+            Self::DeleteFile(_) => "delete_file",
+            Self::DownloadFile(_) => "download_file",
+            Self::Health => "health",
+        }
+    }
+
     /// The route for a method and a path (without the query string).
     pub fn resolve(method: &Method, path: &str) -> Result<Self, Rejection> {
         let unknown = || Rejection::unknown_route(method, path);
@@ -128,6 +145,45 @@ pub fn percent_decode(segment: &str) -> String {
 mod tests {
     use super::*;
     use http::StatusCode;
+
+    #[test]
+    fn route_names_are_the_specs_operation_ids_in_snake_case() {
+        let spec = include_str!("../../../spec/openai-uploads-files.openapi.yaml");
+        let operations: Vec<String> = spec
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("operationId: "))
+            .map(|id| {
+                id.chars().fold(String::new(), |mut snake, c| {
+                    if c.is_ascii_uppercase() {
+                        snake.push('_');
+                    }
+                    snake.push(c.to_ascii_lowercase());
+                    snake
+                })
+            })
+            .collect();
+        let id = || UploadId::new("upload_1");
+        let file = || FileId::new("file-1");
+        let routes = [
+            Route::CreateUpload,
+            Route::AddUploadPart(id()),
+            Route::CompleteUpload(id()),
+            Route::CancelUpload(id()),
+            Route::ListFiles,
+            Route::CreateFile,
+            Route::RetrieveFile(file()),
+            Route::DeleteFile(file()),
+            Route::DownloadFile(file()),
+        ];
+        for route in routes {
+            assert!(
+                operations.iter().any(|operation| operation == route.name()),
+                "{} is not one of the spec's operations {operations:?}",
+                route.name()
+            );
+        }
+        assert_eq!(Route::Health.name(), "health");
+    }
 
     #[test]
     fn every_operation_resolves() {

@@ -543,7 +543,7 @@ async fn accept_loop(
                 Err(error) => {
                     // Out of file descriptors and the like: back off (doubling, up to a
                     // second) instead of spinning, and log once per doubling.
-                    tracing::warn!(%error, retry_in_ms = backoff.as_millis(), "accept failed");
+                    tracing::warn!(%error, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "accept failed");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                     continue;
@@ -602,11 +602,31 @@ async fn accept_loop(
         });
     }
     drop(listener);
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    drain(connections, graceful, limits.shutdown_grace).await;
+}
+
+/// Lets the open connections finish the requests they are serving, for at most `grace`,
+/// then cuts the rest; logs what happened.
+async fn drain(mut connections: JoinSet<()>, graceful: GracefulShutdown, grace: Duration) {
+    while connections.try_join_next().is_some() {}
+    let open = connections.len();
+    let drained = tokio::time::timeout(grace, graceful.shutdown())
         .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace elapsed with requests still in flight");
+        .is_ok();
+    if drained {
+        tracing::info!(
+            connections = open,
+            "shut down: stopped accepting; the open connections closed after their requests in flight"
+        );
+    } else {
+        while connections.try_join_next().is_some() {}
+        let cut = connections.len();
+        tracing::warn!(
+            connections = open,
+            cut,
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            "shut down: the grace elapsed; connections still serving requests were cut"
+        );
     }
 }
 

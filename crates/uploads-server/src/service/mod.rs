@@ -27,7 +27,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body;
 use serde::Serialize;
 use uploads_core::auth::ApiKeys;
-use uploads_core::ledger::{Ledger, Planned, RandomIds};
+use uploads_core::ledger::{Ledger, Owner, Planned, RandomIds};
 use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
@@ -143,9 +143,15 @@ impl<R: Records> Service<R> {
         let request_id = self.entropy.request_id();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let mut response = match self.route(request).await {
+        let bytes_received = declared_length(request.headers());
+        let mut seen = Seen::default();
+        let mut error_type = None;
+        let mut response = match self.route(request, &mut seen).await {
             Ok(response) => response,
-            Err(rejection) => rejection_response(&rejection),
+            Err(rejection) => {
+                error_type = Some(rejection.body.error.kind.clone());
+                rejection_response(&rejection)
+            }
         };
         if response.status() == StatusCode::METHOD_NOT_ALLOWED {
             let allowed = allowed_methods(&path);
@@ -157,23 +163,36 @@ impl<R: Records> Service<R> {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
         }
+        // One line per request, with what an operator filters on; a field not known (no
+        // route matched, no key accepted, a streamed length) is left out.
         tracing::info!(
             %method,
             %path,
+            route = seen.route,
+            owner = seen.owner.as_ref().map(Owner::as_str),
             status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_millis(),
+            bytes_received,
+            bytes_sent = declared_length(response.headers())
+                .or_else(|| response.body().size_hint().exact()),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            error_type,
             %request_id,
             "request"
         );
         response
     }
 
-    async fn route<B>(self: &Arc<Self>, request: Request<B>) -> Answer<Response<ResponseBody>>
+    async fn route<B>(
+        self: &Arc<Self>,
+        request: Request<B>,
+        seen: &mut Seen,
+    ) -> Answer<Response<ResponseBody>>
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
         let (method, path) = (request.method().clone(), request.uri().path().to_owned());
         let route = Route::resolve(&method, &path)?;
+        seen.route = Some(route.name());
         if route == Route::Health {
             return self.health().await;
         }
@@ -184,6 +203,7 @@ impl<R: Records> Service<R> {
                 .iter()
                 .map(HeaderValue::as_bytes),
         )?;
+        seen.owner = Some(owner.clone());
         match route {
             Route::CreateUpload => {
                 let body = self.json_body(request).await?;
@@ -289,6 +309,20 @@ impl<R: Records> Service<R> {
             .await
             .map_err(|error| body_rejection(&error))
     }
+}
+
+/// What [`Service::route`] learnt of a request, for its log line.
+#[derive(Default)]
+struct Seen {
+    /// The route's name, once one matched.
+    route: Option<&'static str>,
+    /// Whose key it carried, once the key was accepted.
+    owner: Option<Owner>,
+}
+
+/// The `Content-Length` a message declares, if any.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    uploads_core::forms::form_head(headers).1
 }
 
 /// The answer to a storage failure: 503 with `Retry-After` when the store could not be
