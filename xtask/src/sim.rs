@@ -36,12 +36,5 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         command.arg("--release");
     }
     command.arg("--").args(&passed);
-    let status = command
-        .status()
-        .map_err(|error| format!("could not run cargo: {error}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("cargo xtask sim {} failed", passed.join(" ")))
-    }
+    crate::run_command(&mut command)
 }

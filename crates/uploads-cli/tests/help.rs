@@ -25,6 +25,46 @@ fn ended(child: Child) -> Output {
     output
 }
 
+/// Starts `uploads serve --listen 127.0.0.1:0 EXTRA...` and waits (a minute at most) for
+/// its startup line: the child, its pid, and the line.
+fn started_serve(
+    extra: &[&str],
+    stderr: Stdio,
+    dir: &std::path::Path,
+) -> (Child, rustix::process::Pid, String) {
+    let args: Vec<&str> = ["serve", "--listen", "127.0.0.1:0"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let mut child = command(&args, &[], dir)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = lines.send(line);
+    });
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let Ok(line) = received.recv_timeout(Duration::from_mins(1)) else {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        panic!("serve printed no line");
+    };
+    (child, pid, line)
+}
+
+/// The `OPENAI_BASE_URL` a startup line tells clients to use.
+fn base_url_of(line: &str) -> String {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix("OPENAI_BASE_URL="))
+        .unwrap_or_else(|| panic!("no base URL in {line:?}"))
+        .trim_end_matches(';')
+        .to_owned()
+}
+
 fn help(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let output = uploads(
@@ -144,41 +184,10 @@ fn serve_refuses_impossible_limits_and_a_busy_address_by_name() {
 #[test]
 fn serve_prints_the_base_url_for_clients_and_its_data_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            "served-here",
-        ],
-        &[],
-        dir.path(),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = lines.send(line);
-    });
-    let line = received.recv_timeout(Duration::from_mins(1));
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    let Ok(line) = line else {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        panic!("serve printed no line");
-    };
+    let (mut child, pid, line) =
+        started_serve(&["--data-dir", "served-here"], Stdio::null(), dir.path());
     assert!(line.contains("data in served-here"), "{line}");
-    let base_url = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("OPENAI_BASE_URL="))
-        .unwrap_or_else(|| panic!("no base URL in {line:?}"))
-        .trim_end_matches(';')
-        .to_owned();
+    let base_url = base_url_of(&line);
     assert!(
         base_url.starts_with("http://127.0.0.1:") && base_url.ends_with("/v1"),
         "{line}"
@@ -200,41 +209,12 @@ fn serve_prints_the_base_url_for_clients_and_its_data_dir() {
 #[test]
 fn serve_logs_json_lines_per_request_and_a_shutdown_line() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = command(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--api-key",
-            "sk-logs=team-logs",
-        ],
-        &[],
+    let (child, pid, line) = started_serve(
+        &["--log-format", "json", "--api-key", "sk-logs=team-logs"],
+        Stdio::piped(),
         dir.path(),
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        let _ = lines.send(line);
-    });
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    let Ok(line) = received.recv_timeout(Duration::from_mins(1)) else {
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        panic!("serve printed no line");
-    };
-    let base_url = line
-        .split_whitespace()
-        .find_map(|word| word.strip_prefix("OPENAI_BASE_URL="))
-        .unwrap_or_else(|| panic!("no base URL in {line:?}"))
-        .trim_end_matches(';')
-        .to_owned();
+    );
+    let base_url = base_url_of(&line);
     for key in ["sk-logs", "sk-wrong"] {
         uploads(
             &["files", "list", "--base-url", &base_url],

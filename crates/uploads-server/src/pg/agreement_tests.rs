@@ -454,19 +454,6 @@ async fn backend_collated(locale: &str) -> PgRecords {
         .expect("connect to the test database")
 }
 
-/// An error and its causes, one after the other (a database error's own text is only "db
-/// error").
-fn causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
-
 /// Empties the tables, then writes `set` as the service would have: the intents of the
 /// objects first (as before their bytes are written), then, in one transaction, the steps
 /// that made the records, through the backend's own [`write_steps`].
@@ -991,7 +978,10 @@ async fn check_list(
     let page = list_page(&**client, owner.as_str(), &query, now)
         .await
         .map_err(|error| {
-            TestCaseError::fail(format!("{asked}: list_page failed: {}", causes(&error)))
+            TestCaseError::fail(format!(
+                "{asked}: list_page failed: {}",
+                with_sources(&error)
+            ))
         })?;
     let shown: Vec<String> = page.iter().map(describe_file).collect();
     let expected = set.ledger().list_files(&owner, &query, now);

@@ -344,13 +344,9 @@ fn storage_rejection(error: &io::Error, message: &str) -> Rejection {
     }
 }
 
-fn to_json(value: &impl Serialize) -> io::Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(io::Error::other)
-}
-
 fn json(value: &impl Serialize) -> Answer<Response<ResponseBody>> {
-    let body =
-        to_json(value).map_err(|_| Rejection::server_error("could not encode the response"))?;
+    let body = serde_json::to_vec(value)
+        .map_err(|_| Rejection::server_error("could not encode the response"))?;
     let mut response = Response::new(full(body));
     response
         .headers_mut()
