@@ -6,6 +6,7 @@
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod logs;
 pub mod services;
 pub mod silencing_proxy;
