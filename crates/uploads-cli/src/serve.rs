@@ -67,6 +67,19 @@ pub struct ServeArgs {
     /// server-wide, e.g. 64MiB (the default); past it, Parts wait in temp files ($TMPDIR).
     #[arg(long, value_parser = parse_size, requires = "object_store")]
     memory_budget: Option<u64>,
+    /// Bytes each owner may keep (its Files plus its pending Uploads' declared bytes),
+    /// e.g. 100GiB; past it, a new Upload or File is refused before any byte is read.
+    /// Default: no quota.
+    #[arg(long, env = "UPLOADS_QUOTA_BYTES", value_parser = parse_size)]
+    quota_bytes: Option<u64>,
+    /// Files each owner may keep (a pending Upload counts as the File it will become).
+    /// Default: no quota.
+    #[arg(long, env = "UPLOADS_QUOTA_FILES")]
+    quota_files: Option<u64>,
+    /// Requests each API key may make per minute; past it, 429 with retry-after-ms, as
+    /// OpenAI answers. Default: no limit.
+    #[arg(long, env = "UPLOADS_REQUESTS_PER_MINUTE", value_parser = clap::value_parser!(u32).range(1..))]
+    requests_per_minute: Option<u32>,
     /// How the log on stderr is written: `text`, one line per event for a terminal, or
     /// `json`, one JSON object per line for a log pipeline (each request's: method, path,
     /// route, owner, status, bytes_received, bytes_sent, elapsed_ms, error_type,
@@ -93,6 +106,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(max) = args.max_upload_bytes {
         limits.max_upload_bytes = max;
     }
+    limits.quota_bytes = args.quota_bytes;
+    limits.quota_files = args.quota_files;
+    limits.requests_per_minute = args.requests_per_minute;
     limits.validate().map_err(|error| {
         Failure::Usage(match error {
             LimitsError::ZeroPartBytes => {

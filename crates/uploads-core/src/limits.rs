@@ -46,6 +46,14 @@ pub struct Limits {
     /// Seconds after creation that Files of a purpose expire when `expires_after` is not
     /// given: `batch` Files after 30 days, as OpenAI documents; others never.
     pub default_file_expiry: Vec<(Purpose, u64)>,
+    /// Bytes each owner may keep: its Files' bytes plus its pending Uploads' declared `bytes`
+    /// (`None`, the default: no quota).
+    pub quota_bytes: Option<u64>,
+    /// Files each owner may keep, a pending Upload counting as the File it will become
+    /// (`None`, the default: no quota).
+    pub quota_files: Option<u64>,
+    /// Requests each API key may make per minute (`None`, the default: no limit).
+    pub requests_per_minute: Option<u32>,
 }
 
 impl Limits {
@@ -67,6 +75,27 @@ impl Limits {
     #[must_use]
     pub fn with_max_parts_per_upload(mut self, parts: u64) -> Self {
         self.max_parts_per_upload = parts;
+        self
+    }
+
+    /// These limits with each owner keeping at most `bytes` (see [`Limits::quota_bytes`]).
+    #[must_use]
+    pub fn with_quota_bytes(mut self, bytes: u64) -> Self {
+        self.quota_bytes = Some(bytes);
+        self
+    }
+
+    /// These limits with each owner keeping at most `files` Files (see [`Limits::quota_files`]).
+    #[must_use]
+    pub fn with_quota_files(mut self, files: u64) -> Self {
+        self.quota_files = Some(files);
+        self
+    }
+
+    /// These limits with each API key making at most `requests` requests per minute.
+    #[must_use]
+    pub fn with_requests_per_minute(mut self, requests: u32) -> Self {
+        self.requests_per_minute = Some(requests);
         self
     }
 }
@@ -109,6 +138,9 @@ impl Default for Limits {
                 (Purpose::Evals, jsonl()),
             ],
             default_file_expiry: vec![(Purpose::Batch, 2_592_000)],
+            quota_bytes: None,
+            quota_files: None,
+            requests_per_minute: None,
         }
     }
 }

@@ -63,9 +63,10 @@ impl TestCa {
     pub fn issue(&self, names: &[&str]) -> Leaf {
         let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.is_ca = IsCa::ExplicitNoCa;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().expect("leaf key");
@@ -93,4 +94,3 @@ impl Leaf {
         LeafFiles { cert, key }
     }
 }
-
