@@ -40,6 +40,7 @@ pub mod byte_store;
 pub mod clock;
 mod entropy;
 mod md5_ahead;
+mod metrics;
 pub mod objects;
 mod pg;
 mod probe;
