@@ -66,7 +66,7 @@ const SERVER_REFUSED_TLS: &str = "server does not support TLS";
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SslMode {
+enum SslMode {
     /// Plain sessions only.
     Disable,
     /// TLS when the server accepts it.
@@ -191,7 +191,7 @@ struct Policy {
 
 /// Why a database URL's TLS cannot be set up.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum TlsUrlError {
+enum TlsUrlError {
     /// `sslmode` has a value libpq does not know.
     #[error(
         "sslmode={0:?} is not one of disable, prefer, require, verify-ca, verify-full (as libpq)"
@@ -250,7 +250,6 @@ pub(crate) enum TlsUrlError {
 
 /// How sessions to one database use TLS: the connector to give the pool, and what to say
 /// when connecting fails.
-#[derive(Clone)]
 pub(crate) struct PgTls {
     mode: SslMode,
     /// The servers, `host:port` each, for error messages.
@@ -315,13 +314,10 @@ impl PgTls {
             other => other,
         };
         let (servers, mode) = (&self.servers, self.mode.as_str());
-        let message = if sources(error).any(|cause| cause.to_string() == SERVER_REFUSED_TLS) {
+        let refused = sources(error).any(|cause| cause.to_string() == SERVER_REFUSED_TLS);
+        let message = if refused {
             format!("PostgreSQL at {servers} does not accept TLS, and sslmode={mode}")
-        } else if sources(error).any(is_tls_failure) {
-            let why = sources(error)
-                .find(|cause| is_tls_failure(*cause))
-                .map(ToString::to_string)
-                .unwrap_or_default();
+        } else if let Some(why) = sources(error).find(|cause| is_tls_failure(*cause)) {
             format!("the TLS handshake with PostgreSQL at {servers} failed (sslmode={mode}): {why}")
         } else {
             format!(
