@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::test_services::{Namespace, PlainPostgres, Services};
+use crate::test_services::{Namespace, PlainPostgres, SCRAM_OVER_TLS_ROLE, Services};
 
 use super::*;
 
@@ -202,4 +202,43 @@ async fn a_key_value_string_with_hostaddr_alone_verifies_the_address() {
     );
     let records = connect(&conninfo).await.unwrap();
     assert!(encrypted(&records).await);
+}
+
+#[tokio::test]
+async fn scram_over_tls_binds_the_channel_as_a_managed_database_asks() {
+    let services = Services::get();
+    let namespace = services.fresh();
+    // The role owns the database, so that it may create the tables (PostgreSQL 15).
+    services.psql(&format!(
+        "DO $$ BEGIN CREATE ROLE {SCRAM_OVER_TLS_ROLE} LOGIN PASSWORD 'pw-tls'; \
+         EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    ));
+    services.psql(&format!(
+        "ALTER DATABASE {} OWNER TO {SCRAM_OVER_TLS_ROLE}",
+        namespace.database
+    ));
+    let url = |params: &str| {
+        format!(
+            "postgres://{SCRAM_OVER_TLS_ROLE}:pw-tls@127.0.0.1:{}/{}?{params}",
+            services.pg_port, namespace.database
+        )
+    };
+    // SCRAM-SHA-256-PLUS: the password proof is bound to this TLS session's certificate.
+    let records = connect(&url(&format!(
+        "sslmode=verify-full&{}&channel_binding=require",
+        harness_ca()
+    )))
+    .await
+    .unwrap();
+    assert!(encrypted(&records).await);
+    // The role is refused without TLS: the session above did not get in some other way.
+    let message = connect(&url("sslmode=disable"))
+        .await
+        .err()
+        .expect("no plain sessions for the role")
+        .to_string();
+    assert!(
+        message.contains("pg_hba.conf rejects connection"),
+        "{message}"
+    );
 }

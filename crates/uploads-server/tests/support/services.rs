@@ -37,6 +37,10 @@ const REQUIREMENTS: &str = "tests/scaleout/requirements.txt";
 /// How long a service may take to accept connections (a hang guard, not a measurement).
 const START_TIMEOUT: Duration = Duration::from_mins(3);
 
+/// A role the TLS cluster lets in only over TLS and by SCRAM-SHA-256 (with a password), as
+/// a managed database does; a test creates it ([`Services::psql`]) with the password it uses.
+pub const SCRAM_OVER_TLS_ROLE: &str = "scram_over_tls";
+
 /// The credentials moto accepts (any) and the region the tests use.
 pub const S3_KEY_ID: &str = "testing";
 /// See [`S3_KEY_ID`].
@@ -284,10 +288,24 @@ fn start_postgres(tls: bool) -> (u16, Option<PathBuf>, Watchdog) {
     let (ca, ssl) = if tls {
         let ca = certs::TestCa::new("uploads tests' PostgreSQL CA");
         let server = ca.issue(&["localhost", "127.0.0.1"]).write(&dir, "server");
+        // initdb's rules (trust from here), after one for [`SCRAM_OVER_TLS_ROLE`].
+        let hba = dir.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all {SCRAM_OVER_TLS_ROLE} 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all {SCRAM_OVER_TLS_ROLE} 127.0.0.1/32 reject\n\
+                 local all all trust\n\
+                 host all all 127.0.0.1/32 trust\n\
+                 host all all ::1/128 trust\n"
+            ),
+        )
+        .expect("write pg_hba.conf");
         let ssl = format!(
-            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
             shell_quote(&server.cert),
-            shell_quote(&server.key)
+            shell_quote(&server.key),
+            shell_quote(&hba)
         );
         (Some(ca.write_cert(&dir.join("ca.crt"))), ssl)
     } else {
