@@ -341,6 +341,19 @@ fn start_postgres(tls: bool) -> (u16, Option<PathBuf>, Watchdog) {
     );
     let guard = watchdog(&format!("{initdb} && {start}"), &stop);
     wait_for_port(port, "PostgreSQL", &[&setup_log, &log]);
+    // The port opens before the cluster takes sessions ("the database system is starting up").
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !Command::new(Path::new(PG_BIN).join("pg_isready"))
+        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL on port {port} did not take sessions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (port, ca, guard)
 }
 
