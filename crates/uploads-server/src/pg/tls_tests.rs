@@ -164,6 +164,24 @@ async fn the_default_prefer_uses_tls_when_the_server_has_it_and_disable_does_not
 }
 
 #[tokio::test]
+async fn prefer_with_roots_checks_the_chain_and_does_not_fall_back_to_plain() {
+    let namespace = Services::get().fresh();
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_ca = url(&namespace, &other_ca(dir.path()));
+    let message = connect(&wrong_ca)
+        .await
+        .err()
+        .expect("another CA")
+        .to_string();
+    assert!(
+        message.contains("failed (sslmode=prefer): invalid peer certificate: UnknownIssuer"),
+        "{message}"
+    );
+    let records = connect(&url(&namespace, &harness_ca())).await.unwrap();
+    assert!(encrypted(&records).await);
+}
+
+#[tokio::test]
 async fn require_against_a_server_without_tls_fails_saying_so() {
     let port = PlainPostgres::get().port;
     for mode in ["require", "verify-full"] {
