@@ -288,7 +288,7 @@ fn start_postgres(tls: bool) -> (u16, Option<PathBuf>, Watchdog) {
     let (ca, ssl) = if tls {
         let ca = certs::TestCa::new("uploads tests' PostgreSQL CA");
         let server = ca.issue(&["localhost", "127.0.0.1"]).write(&dir, "server");
-        // initdb's rules (trust from here), after one for [`SCRAM_OVER_TLS_ROLE`].
+        // Two rules for `SCRAM_OVER_TLS_ROLE`, then initdb's (`-A trust`) for everyone else.
         let hba = dir.join("pg_hba.conf");
         std::fs::write(
             &hba,
