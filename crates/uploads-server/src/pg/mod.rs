@@ -50,6 +50,9 @@ mod md5_chain;
 mod migrations;
 #[cfg(test)]
 mod tests;
+mod tls;
+#[cfg(test)]
+mod tls_tests;
 
 pub(crate) use md5_chain::ChainClaim;
 
@@ -63,7 +66,7 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
 use serde_json::Value;
-use tokio_postgres::{GenericClient, NoTls, Row};
+use tokio_postgres::{GenericClient, Row};
 use uploads_core::ledger::{
     FileRecord, Ledger, PartRecord, PartTally, Planned, RecordState, Step, UploadRecord,
 };
@@ -185,22 +188,15 @@ impl PgRecords {
     /// Connects (within [`POOL_TIMEOUT`]) and applies the migrations this database lacks. The
     /// error names what is unreachable.
     pub(crate) async fn connect(url: &str, limits: Limits) -> io::Result<Self> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the database URL is not valid: {error}"),
-            )
-        })?;
+        let (mut config, tls) = tls::PgTls::from_url(url)?;
         bound_sessions(&mut config);
         let target = describe(&config);
-        let pool = build_pool(config.clone(), POOL_SIZE, POOL_WAIT)?;
-        let health = build_pool(config, 1, HEALTH_DEADLINE)?;
-        let mut client = pool.get().await.map_err(|error| {
-            io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                format!("cannot reach the database at {target}: {error}"),
-            )
-        })?;
+        let pool = build_pool(config.clone(), &tls, POOL_SIZE, POOL_WAIT)?;
+        let health = build_pool(config, &tls, 1, HEALTH_DEADLINE)?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|error| tls.connect_failed(&target, &error))?;
         let applied = migrations::migrate(&mut client).await.map_err(|error| {
             io::Error::other(format!("migrating the database at {target}: {error}"))
         })?;
@@ -543,11 +539,16 @@ fn bound_sessions(config: &mut tokio_postgres::Config) {
     config.options(options);
 }
 
-/// A pool of up to `size` connections, where a request waits at most `wait` for one.
-fn build_pool(config: tokio_postgres::Config, size: usize, wait: Duration) -> io::Result<Pool> {
+/// A pool of up to `size` connections (over `tls`), where a request waits at most `wait` for one.
+fn build_pool(
+    config: tokio_postgres::Config,
+    tls: &tls::PgTls,
+    size: usize,
+    wait: Duration,
+) -> io::Result<Pool> {
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls.connector(),
         ManagerConfig {
             // A connection is checked with a round trip before each use: after a database
             // restart or a terminated backend, requests get fresh connections, not errors.

@@ -1,5 +1,6 @@
 //! Private services for the scale-out tests: a PostgreSQL cluster (`initdb` + `pg_ctl` on a
-//! temp dir) and an S3 emulator (moto's server, from a git-ignored venv this module installs
+//! temp dir, with TLS on: its certificate is signed by a private CA, [`Services::pg_ca`]) and
+//! an S3 emulator (moto's server, from a git-ignored venv this module installs
 //! from `tests/scaleout/requirements.txt`), both on 127.0.0.1 and free ports.
 //!
 //! One cluster and one emulator serve a whole test binary; each test takes its own database
@@ -18,6 +19,15 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+// By path, so that every crate including this file (by path too) finds it. The server's
+// test binaries also have it as `support::certs`: one more copy of a small test module.
+#[path = "certs.rs"]
+#[allow(
+    clippy::duplicate_mod,
+    reason = "the includers of this file (xtask, uploads-cli) have no support/mod.rs"
+)]
+pub mod certs;
+
 /// Where PostgreSQL 15's programs are.
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// The git-ignored venv holding moto's server.
@@ -26,6 +36,10 @@ const VENV_DIR: &str = ".venv-scaleout";
 const REQUIREMENTS: &str = "tests/scaleout/requirements.txt";
 /// How long a service may take to accept connections (a hang guard, not a measurement).
 const START_TIMEOUT: Duration = Duration::from_mins(3);
+
+/// A role the TLS cluster lets in only over TLS and by SCRAM-SHA-256 (with a password), as
+/// a managed database does; a test creates it ([`Services::psql`]) with the password it uses.
+pub const SCRAM_OVER_TLS_ROLE: &str = "scram_over_tls";
 
 /// The credentials moto accepts (any) and the region the tests use.
 pub const S3_KEY_ID: &str = "testing";
@@ -40,8 +54,30 @@ pub struct Services {
     pub pg_port: u16,
     /// The emulator's port on 127.0.0.1.
     pub s3_port: u16,
+    /// The certificate (PEM) of the CA that signed the cluster's, which is issued for
+    /// `localhost` and `127.0.0.1`: what a URL's `sslrootcert=` names. The cluster takes TLS
+    /// and plain sessions alike, so URLs without `sslmode` (libpq's `prefer`) use TLS.
+    pub pg_ca: PathBuf,
     _pg: Watchdog,
     _s3: Watchdog,
+}
+
+/// A second PostgreSQL cluster, without TLS, for the tests of what a client does then.
+pub struct PlainPostgres {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _pg: Watchdog,
+}
+
+impl PlainPostgres {
+    /// The cluster of this test binary, started on first use (most binaries never do).
+    pub fn get() -> &'static Self {
+        static PLAIN: OnceLock<PlainPostgres> = OnceLock::new();
+        PLAIN.get_or_init(|| {
+            let (port, _, pg) = start_postgres(false);
+            Self { port, _pg: pg }
+        })
+    }
 }
 
 /// A database and a bucket of one test.
@@ -82,11 +118,12 @@ impl Services {
     pub fn get() -> &'static Self {
         static SERVICES: OnceLock<Services> = OnceLock::new();
         SERVICES.get_or_init(|| {
-            let (pg_port, pg) = start_postgres();
+            let (pg_port, pg_ca, pg) = start_postgres(true);
             let (s3_port, s3) = start_moto();
             Self {
                 pg_port,
                 s3_port,
+                pg_ca: pg_ca.expect("the cluster's CA"),
                 _pg: pg,
                 _s3: s3,
             }
@@ -233,8 +270,10 @@ fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
 
-/// `initdb` + `pg_ctl start` on a fresh temp dir; as root, as the `postgres` user.
-fn start_postgres() -> (u16, Watchdog) {
+/// `initdb` + `pg_ctl start` on a fresh temp dir; as root, as the `postgres` user. With
+/// `tls`, `ssl=on` with a certificate for `localhost` and `127.0.0.1` signed by a new CA,
+/// whose certificate's file is returned.
+fn start_postgres(tls: bool) -> (u16, Option<PathBuf>, Watchdog) {
     let dir = tempfile::Builder::new()
         .prefix("uploads-pg-")
         .tempdir()
@@ -245,6 +284,33 @@ fn start_postgres() -> (u16, Watchdog) {
     let log = dir.join("postgres.log");
     let setup_log = dir.join("setup.log");
     let port = free_port();
+    // Written before the chown below: PostgreSQL refuses a key that is not its user's (0600).
+    let (ca, ssl) = if tls {
+        let ca = certs::TestCa::new("uploads tests' PostgreSQL CA");
+        let server = ca.issue(&["localhost", "127.0.0.1"]).write(&dir, "server");
+        // Two rules for `SCRAM_OVER_TLS_ROLE`, then initdb's (`-A trust`) for everyone else.
+        let hba = dir.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all {SCRAM_OVER_TLS_ROLE} 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all {SCRAM_OVER_TLS_ROLE} 127.0.0.1/32 reject\n\
+                 local all all trust\n\
+                 host all all 127.0.0.1/32 trust\n\
+                 host all all ::1/128 trust\n"
+            ),
+        )
+        .expect("write pg_hba.conf");
+        let ssl = format!(
+            " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
+            shell_quote(&server.cert),
+            shell_quote(&server.key),
+            shell_quote(&hba)
+        );
+        (Some(ca.write_cert(&dir.join("ca.crt"))), ssl)
+    } else {
+        (None, String::new())
+    };
     let as_postgres = if is_root() {
         let status = Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -262,7 +328,7 @@ fn start_postgres() -> (u16, Watchdog) {
         shell_quote(&setup_log)
     );
     let start = format!(
-        "{as_postgres}{PG_BIN}/pg_ctl -D {data} -l {log} -o \"-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start >>{setup} 2>&1",
+        "{as_postgres}{PG_BIN}/pg_ctl -D {data} -l {log} -o \"-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200{ssl}\" start >>{setup} 2>&1",
         data = shell_quote(&data),
         setup = shell_quote(&setup_log),
         log = shell_quote(&log),
@@ -275,7 +341,20 @@ fn start_postgres() -> (u16, Watchdog) {
     );
     let guard = watchdog(&format!("{initdb} && {start}"), &stop);
     wait_for_port(port, "PostgreSQL", &[&setup_log, &log]);
-    (port, guard)
+    // The port opens before the cluster takes sessions ("the database system is starting up").
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !Command::new(Path::new(PG_BIN).join("pg_isready"))
+        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .status()
+        .is_ok_and(|status| status.success())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "PostgreSQL on port {port} did not take sessions"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, ca, guard)
 }
 
 /// moto's S3 server from the venv (installing it first when missing or stale).
