@@ -25,7 +25,9 @@ use tokio_rustls::TlsConnector;
 use uploads_core::api::{self, ClientConfig as ApiConfig};
 use uploads_core::digest::Md5Hasher;
 use uploads_core::multipart::Boundary;
-use uploads_core::types::{CompleteUploadRequest, CreateUploadRequest, Purpose, UploadStatus};
+use uploads_core::types::{
+    CompleteUploadRequest, CreateUploadRequest, ErrorBody, ListFilesQuery, Purpose, UploadStatus,
+};
 use uploads_server::{RunningServer, Server, ServerBuilder};
 
 use support::certs::{Leaf, LeafFiles, TestCa};
@@ -281,6 +283,35 @@ async fn a_reload_serves_the_new_pair_to_new_connections_and_keeps_open_ones() {
         upload_and_read_back(&mut open_h1, addr, b"old h1").await,
         &b"old h1"[..]
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_head_refused_over_https_gets_the_services_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _, files) = ca_and_pair(dir.path());
+    let server = https_server(dir.path(), &files, |builder| builder).await;
+    let addr = server.local_addr();
+    let mut connection = Connection::open(addr, trusting(&ca, &[b"http/1.1"]))
+        .await
+        .unwrap();
+    let mut request = api(addr).list_files(&ListFilesQuery::default()).unwrap();
+    request
+        .headers_mut()
+        .insert("x-filler", "x".repeat(70 * 1024).parse().unwrap());
+    let refused = connection.send(request).await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    assert!(
+        refused.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    let body: ErrorBody = serde_json::from_slice(refused.body()).unwrap();
+    assert_eq!(body.error.kind, "invalid_request_error");
     server.shutdown().await;
 }
 
