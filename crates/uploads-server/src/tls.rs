@@ -338,3 +338,35 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_bytes_read_to_tell_the_protocol_are_read_again_first() {
+        let inner: &[u8] = b" /v1/files HTTP/1.1\r\n\r\n";
+        let mut stream = Replayed {
+            seen: b"GET".to_vec(),
+            read_again: 0,
+            inner,
+        };
+        let mut small = [0; 2];
+        stream.read_exact(&mut small).await.unwrap();
+        assert_eq!(&small, b"GE");
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, b"T /v1/files HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn the_protocol_is_known_from_the_first_byte_off_the_http2_preface_or_the_whole_preface() {
+        assert!(!protocol_known(b""));
+        assert!(!protocol_known(b"PRI * HTTP/2"));
+        assert!(protocol_known(b"G"));
+        assert!(protocol_known(b"PRI * HTTP/1"));
+        assert!(protocol_known(H2_PREFACE));
+    }
+}
