@@ -127,9 +127,12 @@ class Recorder:
 
 
 class Server:
-    """`<server binary> serve` on 127.0.0.1, a free port, its own data directory."""
+    """`<server binary> serve` on 127.0.0.1, a free port, its own data directory (`scheme` is
+    `https` when `command` carries `--tls-cert`/`--tls-key`)."""
 
-    def __init__(self, command: list[str], data_dir: Path, api_keys: dict[str, str], log_path: Path):
+    def __init__(
+        self, command: list[str], data_dir: Path, api_keys: dict[str, str], log_path: Path, scheme: str = "http"
+    ):
         self.data_dir = data_dir
         self.log_path = log_path
         args = [*command, "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)]
@@ -143,7 +146,7 @@ class Server:
             args, stdout=self._log, stderr=subprocess.PIPE, text=True, env=env
         )
         self.address = self._wait_for_listen_line()
-        self.base_url = f"http://{self.address}/v1"
+        self.base_url = f"{scheme}://{self.address}/v1"
 
     def _wait_for_listen_line(self) -> str:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S

@@ -627,3 +627,47 @@ def run(report: Report, server: Server, recorder: Recorder, workdir: Path) -> No
     sdk = Sdk(server, recorder, workdir)
     for name, case in CASES:
         report.case(f"python sdk: {name}", lambda case=case: case(sdk))
+
+
+# ---------------------------------------------------------------- over HTTPS
+
+
+def untrusted_certificate_is_refused(server: Server) -> None:
+    """Without the CA, the SDK refuses the server's certificate (and does not retry into it)."""
+    client = openai.OpenAI(api_key=KEY_ALICE, base_url=server.base_url, max_retries=0, timeout=REQUEST_TIMEOUT_S)
+    try:
+        client.files.list()
+    except openai.APIConnectionError as error:
+        chain, cause = [], error
+        while cause is not None:
+            chain.append(str(cause))
+            cause = cause.__cause__ or cause.__context__
+        check(any("certificate verify failed" in text.lower() for text in chain),
+              f"the refusal names the certificate: {' <- '.join(chain)}")
+        return
+    raise CaseFailed("the SDK accepted a certificate that no CA it trusts signed")
+
+
+HTTPS_CASES: list[tuple[str, Callable[[Sdk], None]]] = [
+    ("upload_file_chunked with 64 KiB parts and md5, content read back", upload_file_chunked_small_parts),
+    ("parallel parts in shuffled order, complete with md5", shuffled_parallel_parts_with_md5),
+    ("files.list pages, retrieve, content, delete", files_list_retrieve_content_delete),
+]
+
+
+def run_https(report: Report, server: Server, recorder: Recorder, workdir: Path, ca_file: Path) -> None:
+    """The SDK against an HTTPS server whose certificate a private CA signed: refused without
+    that CA, and trusting it through SSL_CERT_FILE (as a team's users would) for the cases."""
+    previous = os.environ.pop("SSL_CERT_FILE", None)
+    try:
+        report.case("python sdk over https: a certificate of an unknown CA is refused",
+                    lambda: untrusted_certificate_is_refused(server))
+        os.environ["SSL_CERT_FILE"] = str(ca_file)
+        sdk = Sdk(server, recorder, workdir)
+        for name, case in HTTPS_CASES:
+            report.case(f"python sdk over https: {name}", lambda case=case: case(sdk))
+    finally:
+        if previous is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = previous

@@ -7,7 +7,9 @@
 //!    Stainless's Prism (`package-lock.json`). Each folder carries a stamp: a copy of the file
 //!    it was installed from; a different file means a fresh install.
 //! 2. Builds the server and, for each Rust client crate that exists, its conformance example.
-//! 3. Runs `tests/conformance/run.py`, which prints one `PASS`/`FAIL`/`SKIP` line per case and
+//! 3. Makes a private CA and a certificate it signs for `127.0.0.1` (rcgen, as the server's TLS
+//!    tests do), for the run of the SDKs over HTTPS.
+//! 4. Runs `tests/conformance/run.py`, which prints one `PASS`/`FAIL`/`SKIP` line per case and
 //!    `N passed, N failed`; any FAIL fails the task.
 
 use std::fs;
@@ -15,6 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::{run_command, target_dir, workspace_root};
+
+#[path = "../../crates/uploads-server/tests/support/certs.rs"]
+mod certs;
 
 /// The server under test, as users start it: `uploads serve` with `--listen`, `--data-dir`
 /// and `--api-key`.
@@ -54,6 +59,9 @@ const RUNNER: &str = "tests/conformance/run.py";
 const SPEC: &str = "spec/openai-uploads-files.openapi.yaml";
 /// Where the run keeps its scratch files, server data and logs (inside the target folder).
 const WORKDIR: &str = "conformance";
+/// Where the HTTPS run's CA and server certificate are written (inside the target folder, beside
+/// the run's work folder, which the runner empties).
+const TLS_DIR: &str = "conformance-tls";
 /// The copy of the install's source file kept in an installed folder.
 const STAMP: &str = ".conformance-stamp";
 
@@ -109,6 +117,14 @@ pub fn run() -> Result<(), String> {
         .arg(root.join(NODE_DIR))
         .arg("--workdir")
         .arg(target.join(WORKDIR));
+    let tls = test_certificates(&target.join(TLS_DIR))?;
+    runner
+        .arg("--tls-cert")
+        .arg(&tls.cert)
+        .arg("--tls-key")
+        .arg(&tls.key)
+        .arg("--tls-ca")
+        .arg(&tls.ca);
     for client in PRISM_CLIENTS {
         if root.join(client.crate_dir).is_dir() {
             // Built here, so the suite's time limit for a client never includes a compile.
@@ -128,6 +144,26 @@ pub fn run() -> Result<(), String> {
         }
     }
     run_command(&mut runner).map_err(|failure| format!("conformance failed: {failure}"))
+}
+
+/// The HTTPS run's files: a fresh CA's certificate and a server certificate it signed.
+struct TlsFiles {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// Makes a fresh CA and a certificate for `localhost` and `127.0.0.1` in `dir`.
+fn test_certificates(dir: &Path) -> Result<TlsFiles, String> {
+    remove_dir(dir)?;
+    fs::create_dir_all(dir).map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    let ca = certs::TestCa::new("uploads conformance CA");
+    let server = ca.issue(&["localhost", "127.0.0.1"]).write(dir, "server");
+    Ok(TlsFiles {
+        ca: ca.write_cert(&dir.join("ca.pem")),
+        cert: server.cert,
+        key: server.key,
+    })
 }
 
 /// Creates the venv and installs the pinned requirements, unless the stamp says the venv

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use uploads_core::limits::{Limits, LimitsError};
-use uploads_server::{ApiKeySpec, Server, shutdown_signal};
+use uploads_server::{ApiKeySpec, RunningServer, Server, TlsError, shutdown_signal};
 
 use crate::size::{format_size, parse_size};
 use crate::{EXIT_CODES, Failure, output};
@@ -17,14 +17,17 @@ Examples:
   uploads serve --listen 0.0.0.0:8000 --data-dir /var/lib/uploads
   UPLOADS_API_KEYS=sk-a=team-a,sk-b=team-b uploads serve
   uploads serve --max-part-bytes 16MiB --max-upload-bytes 1GiB
+  uploads serve --listen 0.0.0.0:8443 --tls-cert /etc/uploads/cert.pem --tls-key /etc/uploads/key.pem
   AWS_ENDPOINT_URL=http://minio:9000 AWS_ALLOW_HTTP=true \\
     uploads serve --database-url postgres://uploads@db:5432/uploads --object-store s3://bucket/uploads
 
-Clients then use: OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (printed at startup).
+Clients then use: OPENAI_BASE_URL=http://127.0.0.1:8000/v1 (printed at startup; https:// with
+--tls-cert). SIGHUP reloads the certificate and key; a pair that cannot be used keeps the old one.
 
 Environment:
   UPLOADS_API_KEYS   accepted keys, comma-separated KEY or KEY=OWNER (values never shown)
   UPLOADS_DATABASE_URL, UPLOADS_OBJECT_STORE   as --database-url, --object-store
+  UPLOADS_TLS_CERT, UPLOADS_TLS_KEY   as --tls-cert, --tls-key
   AWS_*, GOOGLE_*, AZURE_*   the object store's credentials and endpoint (object_store's names)
   UPLOADS_LOG_FORMAT as --log-format (text or json)
   RUST_LOG           log filter (default info: one line per request)
@@ -80,6 +83,24 @@ pub struct ServeArgs {
     /// OpenAI answers. Default: no limit.
     #[arg(long, env = "UPLOADS_REQUESTS_PER_MINUTE", value_parser = clap::value_parser!(u32).range(1..))]
     requests_per_minute: Option<u32>,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) with the certificate chain in this PEM file, the
+    /// server's certificate first; needs --tls-key. Read again on SIGHUP.
+    #[arg(
+        long,
+        env = "UPLOADS_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert's certificate; needs --tls-cert. Read again on
+    /// SIGHUP.
+    #[arg(
+        long,
+        env = "UPLOADS_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
     /// How the log on stderr is written: `text`, one line per event for a terminal, or
     /// `json`, one JSON object per line for a log pipeline (each request's: method, path,
     /// route, owner, status, bytes_received, bytes_sent, elapsed_ms, error_type,
@@ -136,6 +157,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     for spec in args.api_keys {
         builder = builder.api_key(spec.key, spec.owner);
     }
+    let tls = args.tls_cert.is_some();
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        builder = builder.tls(cert, key);
+    }
     let storage = match (args.database_url, args.object_store) {
         (Some(database_url), Some(object_store)) => {
             let storage = format!("records in PostgreSQL, bytes in {object_store}");
@@ -149,6 +174,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
         _ => format!("data in {}", args.data_dir.display()),
     };
     let server = builder.start().await.map_err(|error| {
+        if error
+            .get_ref()
+            .is_some_and(<dyn std::error::Error + Send + Sync>::is::<TlsError>) {
+            return Failure::Usage(format!("cannot serve HTTPS: {error}"));
+        }
         Failure::Transfer(if error.kind() == std::io::ErrorKind::AddrInUse {
             format!(
                 "cannot listen on {}: the address is already in use (another `uploads serve`?); choose another with --listen",
@@ -163,22 +193,57 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     })?;
     let line = format!(
         "uploads: serving; clients use OPENAI_BASE_URL={}; {storage}",
-        client_base_url(server.local_addr()),
+        client_base_url(server.scheme(), server.local_addr()),
     );
     // A closed stdout must not stop the server; the log on stderr goes on.
     let _ = output::print_line(&line);
-    server.run_until(shutdown_signal()).await;
+    if tls {
+        serve_reloading_on_hangup(server).await;
+    } else {
+        server.run_until(shutdown_signal()).await;
+    }
     Ok(())
 }
 
-/// The base URL a client on this machine uses: a wildcard address becomes loopback.
-fn client_base_url(addr: SocketAddr) -> String {
+/// Serves until SIGINT or SIGTERM, reading the certificate and key again on each SIGHUP (a
+/// pair that cannot be used is logged and the old one kept, by the server).
+async fn serve_reloading_on_hangup(server: RunningServer) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangups) => {
+                let shutdown = shutdown_signal();
+                tokio::pin!(shutdown);
+                loop {
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        Some(()) = hangups.recv() => {
+                            // Logged by the server either way; the old pair stays on failure.
+                            let _ = server.reload_tls();
+                        }
+                    }
+                }
+                server.shutdown().await;
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP: the certificate will not be reloaded");
+            }
+        }
+    }
+    server.run_until(shutdown_signal()).await;
+}
+
+/// The base URL a client on this machine uses (`scheme` is `http` or `https`): a wildcard
+/// address becomes loopback.
+fn client_base_url(scheme: &str, addr: SocketAddr) -> String {
     let ip = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}/v1", SocketAddr::new(ip, addr.port()))
+    format!("{scheme}://{}/v1", SocketAddr::new(ip, addr.port()))
 }
 
 #[cfg(test)]
@@ -188,16 +253,16 @@ mod tests {
     #[test]
     fn a_wildcard_listen_address_is_given_to_clients_as_loopback() {
         assert_eq!(
-            client_base_url("0.0.0.0:8000".parse().unwrap()),
+            client_base_url("http", "0.0.0.0:8000".parse().unwrap()),
             "http://127.0.0.1:8000/v1"
         );
         assert_eq!(
-            client_base_url("[::]:80".parse().unwrap()),
+            client_base_url("http", "[::]:80".parse().unwrap()),
             "http://[::1]:80/v1"
         );
         assert_eq!(
-            client_base_url("10.0.0.5:9000".parse().unwrap()),
-            "http://10.0.0.5:9000/v1"
+            client_base_url("https", "10.0.0.5:9000".parse().unwrap()),
+            "https://10.0.0.5:9000/v1"
         );
     }
 }

@@ -1,8 +1,10 @@
 //! The I/O both client adapters do the same way, in one place: opening the file an upload
 //! sends (its length, name and fingerprint), reading it by offset from any number of part
 //! senders and in order for the md5 pass, writing the resume snapshot atomically, the stop
-//! signal and the loop's turn both clients take around the core's machine, and the one place
-//! that reads the clock and draws random bytes.
+//! signal and the loop's turn both clients take around the core's machine, the one place
+//! that reads the clock and draws random bytes, and which certificate authorities https
+//! trusts ([`trust`]: Mozilla's roots, and a team's own CA from `SSL_CERT_FILE` /
+//! `SSL_CERT_DIR`).
 //!
 //! It exists because `uploads-core` does no I/O: the core decides, this crate touches the
 //! file system and the clock, and `uploads-hyper` and `uploads-ureq` add only their
@@ -26,6 +28,7 @@
 mod source;
 mod stop;
 mod system;
+pub mod trust;
 mod turn;
 
 pub use source::{OpenedFile, Source, write_atomically};

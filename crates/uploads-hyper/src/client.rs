@@ -27,11 +27,12 @@ use uploads_core::uploader::{OutgoingBody, Report};
 
 use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
 use crate::error::{Error, TransportError};
+use uploads_client_io::trust::{self, ExtraRoots};
 use uploads_client_io::{Source, StopSignal, boundary};
 use uploads_core::upload::{connect_address, connect_failure};
 
-/// The connector [`Client::new`] uses: https through rustls (ring provider, webpki roots)
-/// and plain http, HTTP/1.1 and HTTP/2.
+/// The connector [`Client::new`] uses: https through rustls (ring provider; webpki roots and
+/// those `SSL_CERT_FILE` / `SSL_CERT_DIR` name) and plain http, HTTP/1.1 and HTTP/2.
 pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
@@ -61,21 +62,21 @@ impl<C> std::fmt::Debug for Client<C> {
 }
 
 impl Client {
-    /// A client for `config` over https (rustls with the ring provider and Mozilla's roots
-    /// from webpki-roots) and plain http. The ring provider is this client's own: nothing
-    /// process-wide is installed, so the program may use another provider elsewhere.
+    /// A client for `config` over https (rustls with the ring provider, trusting Mozilla's
+    /// roots from webpki-roots and, beside them, the certificates in `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` when set, as curl, Python and git do) and plain http. The ring
+    /// provider is this client's own: nothing process-wide is installed, so the program may
+    /// use another provider elsewhere.
     pub fn new(config: ClientConfig) -> Self {
-        let ring = Arc::new(ring_provider());
-        let builder = match HttpsConnectorBuilder::new().with_provider_and_webpki_roots(ring) {
-            Ok(builder) => builder,
-            // Ring supports rustls' default protocol versions, so this does not happen; were
-            // it to, rustls' own default provider still gives a working client.
-            Err(error) => {
-                tracing::warn!(%error, "the ring provider was refused; using rustls' default");
-                HttpsConnectorBuilder::new().with_webpki_roots()
-            }
-        };
-        let connector = builder
+        Self::trusting(config, &ExtraRoots::from_env())
+    }
+
+    /// [`Client::new`] trusting the certificates `extra` names beside Mozilla's roots,
+    /// whatever the environment says.
+    pub fn trusting(config: ClientConfig, extra: &ExtraRoots) -> Self {
+        let tls = trust::client_config(extra.root_store());
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -88,20 +89,6 @@ impl Client {
     pub fn from_env() -> Self {
         Self::new(ClientConfig::from_env(|name| std::env::var(name).ok()))
     }
-}
-
-/// rustls' provider on ring, this client's own (not installed process-wide).
-///
-/// rustls 0.23.48 deprecates `ring::default_provider` because ring has no post-quantum key
-/// exchange. It has no successor in rustls 0.23: the `rustls-ring` crate is for rustls 0.24,
-/// and the other ways to a provider are aws-lc-rs, which this workspace keeps out, or the
-/// process-wide default, which this client promises not to install. Hence the one `allow`.
-#[allow(
-    deprecated,
-    reason = "rustls 0.23 has no other ring provider that is not process-wide"
-)]
-fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 impl<C> Client<C>

@@ -18,8 +18,9 @@
 //! `uploads-ureq`, which has the same names and semantics). It needs a tokio runtime; use
 //! the multi-threaded one for parts to be sent and read on more than one core.
 //!
-//! https goes through rustls with the ring provider and Mozilla's roots (webpki-roots); plain
-//! http works for local servers. Each request runs in a `tracing` span named
+//! https goes through rustls with the ring provider and Mozilla's roots (webpki-roots), and
+//! beside them a team's own CA when `SSL_CERT_FILE` / `SSL_CERT_DIR` name one (as curl,
+//! Python and git read them; [`ExtraRoots`]); plain http works for local servers. Each request runs in a `tracing` span named
 //! `openai_request` that records the status and the service's `x-request-id`.
 //!
 //! # Example
@@ -49,6 +50,7 @@ mod upload;
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, HttpsConnector};
 pub use error::{AbortCause, Error, TransportError, UploadError};
 pub use uploads_client_io::StopSignal;
+pub use uploads_client_io::trust::ExtraRoots;
 /// The core this client drives, under its own name (not `core`, which would shadow the
 /// language's `core` crate in a glob import).
 pub use uploads_core;

@@ -6,8 +6,10 @@
 //! [`uploads_core::ledger`]; this crate authenticates, stores bytes durably and speaks HTTP
 //! (http1 and h2).
 //!
-//! What it does *not* do: TLS (put it behind a proxy that terminates TLS), other OpenAI
-//! endpoints, file processing (every File is `processed` at once), or quotas.
+//! HTTPS is built in ([`ServerBuilder::tls`]: PEM files, HTTP/2 by ALPN and HTTP/1.1, the pair
+//! reloaded in place by [`RunningServer::reload_tls`]). What it does *not* do: client
+//! certificates, other OpenAI endpoints, file processing (every File is `processed` at once),
+//! or quotas.
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {
@@ -52,6 +54,7 @@ mod service;
 mod starting;
 mod stats;
 pub mod store;
+mod tls;
 
 /// The scale-out tests' PostgreSQL and S3 emulator, shared by this crate's unit tests.
 #[cfg(test)]
@@ -66,6 +69,7 @@ mod test_proxy;
 pub use pg::DOWNLOAD_GRACE_SECS;
 pub use server::{RunningServer, Server, ServerBuilder};
 pub use stats::ServerStats;
+pub use tls::TlsError;
 pub use uploads_core::forms::MAX_DIRECT_FILE_BYTES;
 
 use std::str::FromStr;

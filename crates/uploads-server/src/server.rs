@@ -11,7 +11,8 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
@@ -29,6 +30,7 @@ use crate::service::{Handler, Service, ServiceConfig};
 use crate::starting::Starting;
 use crate::stats::ServerStats;
 use crate::store::{DataDirLock, DirStore};
+use crate::tls::{ServerTls, TlsError};
 
 /// Entry point: `Server::builder()`.
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub struct ServerBuilder {
     shutdown_grace: Duration,
     /// PostgreSQL + object storage, when configured (see [`ServerBuilder::shared`]).
     postgres: Option<PostgresBackend>,
+    /// The certificate and key files, for HTTPS (see [`ServerBuilder::tls`]).
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Where several instances keep one namespace: records in PostgreSQL, bytes in a bucket.
@@ -116,6 +120,7 @@ impl Default for ServerBuilder {
             sweep_interval: Duration::from_mins(1),
             shutdown_grace: Duration::from_secs(30),
             postgres: None,
+            tls: None,
         }
     }
 }
@@ -251,6 +256,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves HTTPS (HTTP/2 by ALPN, and HTTP/1.1) with the certificate chain in the PEM file
+    /// `cert` and its private key in the PEM file `key`, both read at [`ServerBuilder::start`]
+    /// (a pair that cannot be used fails the start, naming the file) and again on
+    /// [`RunningServer::reload_tls`].
+    pub fn tls(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some((cert.into(), key.into()));
+        self
+    }
+
     /// Opens the data directory, recovers what a crash left, binds the listener and starts
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
@@ -266,6 +280,15 @@ impl ServerBuilder {
                 ),
             ));
         }
+        // Before anything is opened: a pair that cannot be served is the operator's to fix.
+        let tls = match self.tls.clone() {
+            Some((cert, key)) => {
+                Some(Arc::new(ServerTls::load(cert, key).map_err(|error| {
+                    io::Error::new(io::ErrorKind::InvalidInput, error)
+                })?))
+            }
+            None => None,
+        };
         if self.keys.is_empty() {
             tracing::warn!("no API keys configured: the server is open to anyone who can reach it");
         }
@@ -312,7 +335,7 @@ impl ServerBuilder {
             (Some(lock), launched, starting.ready().await?)
         };
         let local_addr = listener.local_addr()?;
-        tracing::info!(%local_addr, data_dir = %self.data_dir.display(), "listening");
+        tracing::info!(%local_addr, data_dir = %self.data_dir.display(), https = tls.is_some(), "listening");
         let (stop_tx, stop_rx) = oneshot::channel();
         let Launched {
             handler: service,
@@ -330,10 +353,12 @@ impl ServerBuilder {
                 header_read_timeout: self.header_read_timeout,
                 shutdown_grace: self.shutdown_grace,
             },
+            tls.as_ref().map(|tls| tls.acceptor()),
             stop_rx,
         ));
         Ok(RunningServer {
             local_addr,
+            tls,
             stats,
             stop: Some(stop_tx),
             accept,
@@ -348,6 +373,8 @@ impl ServerBuilder {
 /// made durable finishes, as it would have reached the disk or not).
 pub struct RunningServer {
     local_addr: SocketAddr,
+    /// The certificate and key served, when HTTPS.
+    tls: Option<Arc<ServerTls>>,
     stats: Arc<ServerStats>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
@@ -363,9 +390,23 @@ impl RunningServer {
         self.local_addr
     }
 
-    /// The base URL clients use: `http://<addr>/v1`.
+    /// The base URL clients use: `http://<addr>/v1`, or `https://<addr>/v1` with TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.local_addr)
+        format!("{}://{}/v1", self.scheme(), self.local_addr)
+    }
+
+    /// `https` when the server serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// Reads the certificate and key files given to [`ServerBuilder::tls`] again (what
+    /// `uploads serve` does on SIGHUP): handshakes from now on present the new pair;
+    /// connections already open are not touched. A pair that cannot be used leaves the one
+    /// in use in place: the error is logged (naming the file) and returned. Without TLS,
+    /// nothing to do.
+    pub fn reload_tls(&self) -> Result<(), TlsError> {
+        self.tls.as_ref().map_or(Ok(()), |tls| tls.reload())
     }
 
     /// Counters of what reached the handlers.
@@ -446,7 +487,13 @@ fn connections_within_descriptor_limit(max_connections: usize) -> usize {
 }
 
 /// HTTP/2's connection preface, which tells an HTTP/2 client from an HTTP/1 one.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether the first bytes a client sent, `seen`, tell HTTP/1 from HTTP/2: the whole
+/// preface, or bytes that are not a prefix of it.
+pub(crate) fn protocol_known(seen: &[u8]) -> bool {
+    seen.len() >= H2_PREFACE.len() || seen != &H2_PREFACE[..seen.len()]
+}
 
 /// Waits until the client has sent enough to tell HTTP/1 from HTTP/2, within `timeout`.
 /// hyper-util reads those bytes with no timeout of its own (its header timeout starts after),
@@ -460,7 +507,7 @@ async fn protocol_known_in_time(stream: &TcpStream, timeout: Duration) -> bool {
             if n == 0 {
                 return Ok(false); // closed before a byte
             }
-            if n == H2_PREFACE.len() || seen[..n] != H2_PREFACE[..n] {
+            if protocol_known(&seen[..n]) {
                 return Ok(true);
             }
             // A prefix of the HTTP/2 preface: the rest is still coming. Peeking returns at
@@ -500,6 +547,7 @@ async fn accept_loop(
     listener: TcpListener,
     service: Arc<dyn Handler>,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -551,51 +599,33 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let service = Arc::clone(&service);
-        let (builder, watcher) = (builder.clone(), graceful.watcher());
-        let (header_read_timeout, idle_timeout) = (limits.header_read_timeout, limits.idle_timeout);
-        let max_header_bytes = limits.max_header_bytes;
+        let connection = Connection {
+            service: Arc::clone(&service),
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            peer,
+            idle_timeout: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+        };
+        let header_read_timeout = limits.header_read_timeout;
+        let tls = tls.clone();
         connections.spawn(async move {
-            // Holds a connection slot only while the client speaks: a silent socket is
-            // closed after the header timeout, like a slow request head.
-            if !protocol_known_in_time(&stream, header_read_timeout).await {
-                tracing::debug!(%peer, "no request within the header timeout; closing");
-                return;
-            }
-            let activity = Arc::new(Activity::default());
-            // hyper's own answers (a head it cannot read) get the service's body and id.
-            let stream = RefusedHeads::new(
-                stream,
-                Arc::clone(&activity),
-                Arc::clone(&service),
-                peer,
-                max_header_bytes,
-            );
-            let connection = builder.serve_connection(
-                TokioIo::new(stream),
-                service_fn({
-                    let activity = Arc::clone(&activity);
-                    move |request| {
-                        let service = Arc::clone(&service);
-                        let active = activity.request_started();
-                        async move {
-                            // In flight until its response body is sent, too.
-                            let response = service.handle(request).await;
-                            Ok::<_, std::convert::Infallible>(
-                                response.map(|body| with_guard(body, active)),
-                            )
-                        }
-                    }
-                }),
-            );
-            tokio::select! {
-                served = watcher.watch(connection.into_owned()) => {
-                    if let Err(error) = served {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
+            // Holds a connection slot only while the client speaks: a silent socket (or
+            // one that stops during its TLS handshake) is closed after the header timeout,
+            // like a slow request head.
+            match tls {
+                None => {
+                    if protocol_known_in_time(&stream, header_read_timeout).await {
+                        connection.serve(stream).await;
+                    } else {
+                        tracing::debug!(%peer, "no request within the header timeout; closing");
                     }
                 }
-                () = activity.idle_for(idle_timeout) => {
-                    tracing::debug!(%peer, "connection idle; closing");
+                Some(acceptor) => {
+                    match crate::tls::accept_in_time(&acceptor, stream, header_read_timeout).await {
+                        Ok(stream) => connection.serve(stream).await,
+                        Err(error) => tracing::debug!(%peer, %error, "closing"),
+                    }
                 }
             }
             drop(permit);
@@ -603,6 +633,70 @@ async fn accept_loop(
     }
     drop(listener);
     drain(connections, graceful, limits.shutdown_grace).await;
+}
+
+/// What one accepted connection is served with.
+struct Connection {
+    service: Arc<dyn Handler>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    max_header_bytes: usize,
+}
+
+impl Connection {
+    /// Serves requests on `stream` (a socket, or the decrypted side of a TLS session) until
+    /// the client closes it, it stays idle for the idle timeout, or the server shuts down.
+    async fn serve<S>(self, stream: S)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            service,
+            builder,
+            watcher,
+            peer,
+            idle_timeout,
+            max_header_bytes,
+        } = self;
+        let activity = Arc::new(Activity::default());
+        // hyper's own answers (a head it cannot read) get the service's body and id.
+        let stream = RefusedHeads::new(
+            stream,
+            Arc::clone(&activity),
+            Arc::clone(&service),
+            peer,
+            max_header_bytes,
+        );
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn({
+                let activity = Arc::clone(&activity);
+                move |request| {
+                    let service = Arc::clone(&service);
+                    let active = activity.request_started();
+                    async move {
+                        // In flight until its response body is sent, too.
+                        let response = service.handle(request).await;
+                        Ok::<_, std::convert::Infallible>(
+                            response.map(|body| with_guard(body, active)),
+                        )
+                    }
+                }
+            }),
+        );
+        tokio::select! {
+            served = watcher.watch(connection.into_owned()) => {
+                if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            }
+            () = activity.idle_for(idle_timeout) => {
+                tracing::debug!(%peer, "connection idle; closing");
+            }
+        }
+    }
 }
 
 /// Lets the open connections finish the requests they are serving, for at most `grace`,

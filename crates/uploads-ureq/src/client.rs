@@ -21,6 +21,7 @@ use ureq::{Agent, AsSendBody, SendBody};
 
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
+use uploads_client_io::trust::ExtraRoots;
 use uploads_client_io::{Source, StopSignal, boundary};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
@@ -50,10 +51,17 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for `config` over https (rustls with the ring provider and Mozilla's roots
-    /// from webpki-roots) and plain http.
+    /// A client for `config` over https (rustls with the ring provider, trusting Mozilla's
+    /// roots from webpki-roots and, beside them, the certificates in `SSL_CERT_FILE` and
+    /// `SSL_CERT_DIR` when set, as curl, Python and git do) and plain http.
     pub fn new(config: ClientConfig) -> Self {
-        Self::with_agent(config, Agent::new_with_defaults())
+        Self::trusting(config, &ExtraRoots::from_env())
+    }
+
+    /// [`Client::new`] trusting the certificates `extra` names beside Mozilla's roots,
+    /// whatever the environment says.
+    pub fn trusting(config: ClientConfig, extra: &ExtraRoots) -> Self {
+        Self::with_agent(config, crate::tls::agent(extra))
     }
 
     /// A client configured from `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default

@@ -18,8 +18,9 @@
 //! What it is not: a general OpenAI SDK (only Uploads and Files), nor async (see
 //! `uploads-hyper`); it starts no runtime and uses no tokio.
 //!
-//! https goes through rustls with the ring provider and Mozilla's roots (webpki-roots); plain
-//! http works for local servers. Error statuses are answers, parsed into OpenAI's error body,
+//! https goes through rustls with the ring provider and Mozilla's roots (webpki-roots), and
+//! beside them a team's own CA when `SSL_CERT_FILE` / `SSL_CERT_DIR` name one (as curl,
+//! Python and git read them; [`ExtraRoots`]); plain http works for local servers. Error statuses are answers, parsed into OpenAI's error body,
 //! never opaque transport errors. Each request runs in a `tracing` span named
 //! `openai_request` that records the status and the service's `x-request-id`.
 //!
@@ -43,11 +44,13 @@
 mod client;
 mod error;
 mod source;
+mod tls;
 mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent};
 pub use error::{AbortCause, Error, TransportError, UploadError};
 pub use uploads_client_io::StopSignal;
+pub use uploads_client_io::trust::ExtraRoots;
 /// The core this client drives, under its own name (not `core`, which would shadow the
 /// language's `core` crate in a glob import).
 pub use uploads_core;
