@@ -67,7 +67,7 @@
 //!             Ok(body) => Response::new(body),
 //!             Err(rejection) => {
 //!                 let mut answer = Response::builder().status(rejection.status);
-//!                 for (name, value) in rejection.retry_after_headers() {
+//!                 for (name, value) in rejection.headers() {
 //!                     answer = answer.header(name, value);
 //!                 }
 //!                 answer.body(rejection.body_json()).unwrap()
@@ -211,6 +211,7 @@ pub mod forms;
 pub mod ledger;
 pub mod limits;
 pub mod multipart;
+pub mod rate;
 pub mod rejection;
 pub mod retry;
 pub mod route;
