@@ -29,6 +29,7 @@ use serde::Serialize;
 use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::{Ledger, Owner, Planned, RandomIds};
 use uploads_core::limits::Limits;
+use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
 
@@ -163,6 +164,12 @@ impl<R: Records> Service<R> {
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
         }
+        // Every answer to a limited key says where it stands, as OpenAI's do.
+        for (name, value) in seen.rate.iter().flat_map(RateDecision::headers) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
+        }
         // One line per request, with what an operator filters on; a field not known (no
         // route matched, no key accepted, a streamed length) is left out.
         tracing::info!(
@@ -196,14 +203,26 @@ impl<R: Records> Service<R> {
         if route == Route::Health {
             return self.health().await;
         }
-        let owner = self.config.keys.authenticate(
+        let caller = self.config.keys.identify(
             request
                 .headers()
                 .get_all(http::header::AUTHORIZATION)
                 .iter()
                 .map(HeaderValue::as_bytes),
         )?;
+        let owner = caller.owner;
         seen.owner = Some(owner.clone());
+        // Before any byte of the body is read; an open server (no key) is not limited.
+        if let (Some(requests), Some(key)) = (self.config.limits.requests_per_minute, caller.key) {
+            let decision = self
+                .records
+                .take_request(&key, RateLimit::per_minute(requests))
+                .await?;
+            seen.rate = Some(decision);
+            if let Some(rejection) = decision.rejection() {
+                return Err(rejection);
+            }
+        }
         match route {
             Route::CreateUpload => {
                 let body = self.json_body(request).await?;
@@ -280,6 +299,17 @@ impl<R: Records> Service<R> {
             })
     }
 
+    /// The scope of a create by `owner`: its usage when quotas are configured (see
+    /// [`Scope::Quota`]), else nothing.
+    fn create_scope(&self, owner: &Owner) -> Scope {
+        let limits = &self.config.limits;
+        if limits.quota_bytes.is_some() || limits.quota_files.is_some() {
+            Scope::Quota(owner.clone())
+        } else {
+            Scope::Nothing
+        }
+    }
+
     /// Runs a read of the ledger over the records of `scope`.
     async fn read<T: Send>(
         &self,
@@ -318,6 +348,8 @@ struct Seen {
     route: Option<&'static str>,
     /// Whose key it carried, once the key was accepted.
     owner: Option<Owner>,
+    /// Where its key stands against the request rate, when one is configured.
+    rate: Option<RateDecision>,
 }
 
 /// The `Content-Length` a message declares, if any.

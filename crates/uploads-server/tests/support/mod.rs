@@ -105,6 +105,26 @@ impl TestServer {
         }
     }
 
+    /// Like [`TestServer::restart_after`] with nothing changed in between, the new server
+    /// configured by `configure` (limits a test set at the first start are not kept).
+    pub async fn restart_with(
+        self,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> Self {
+        let Self {
+            running,
+            clock,
+            dir,
+        } = self;
+        running.shutdown().await;
+        let running = start_on(dir.path(), &clock, configure).await;
+        Self {
+            running,
+            clock,
+            dir,
+        }
+    }
+
     /// An http1 client acting for [`KEY_A`].
     pub async fn client(&self) -> Client {
         Client::connect(self.running.local_addr(), Protocol::Http1, Some(KEY_A)).await
