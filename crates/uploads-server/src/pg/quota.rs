@@ -116,3 +116,180 @@ impl PgRecords {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::mpsc;
+
+    use uploads_core::ledger::{RandomIds, Usage};
+    use uploads_core::limits::Limits;
+    use uploads_core::types::Upload;
+
+    use super::*;
+    use crate::records::{MutationError, Scope};
+    use crate::test_services as services;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn owner() -> Owner {
+        Owner::new("proj_quota")
+    }
+
+    fn body(bytes: u64) -> String {
+        format!(
+            r#"{{"filename":"a","purpose":"user_data","bytes":{bytes},"mime_type":"text/plain"}}"#
+        )
+    }
+
+    async fn create(records: &PgRecords, bytes: u64) -> Result<Upload, MutationError> {
+        let body = body(bytes);
+        records
+            .mutate(&Scope::Quota(owner()), NOW, |ledger, now| {
+                let mut ids =
+                    RandomIds::new(|buffer: &mut [u8]| getrandom::fill(buffer).expect("entropy"));
+                ledger.create_upload(&owner(), body.as_bytes(), now, &mut ids)
+            })
+            .await
+            .map(|committed| committed.response)
+    }
+
+    async fn usage(records: &PgRecords) -> Usage {
+        records
+            .read(&Scope::Quota(owner()), NOW, |ledger, now| {
+                Ok(ledger.usage(&owner(), now))
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Two instances' creates of one owner: the second waits on the first's advisory lock
+    /// and then counts its row, so the quota holds; never both within it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn creates_of_one_owner_on_two_instances_take_turns() {
+        let namespace = services::Services::get().fresh();
+        let limits = Limits::default().with_quota_bytes(100);
+        let connect = || PgRecords::connect(&namespace.database_url, limits.clone());
+        let (first, second) = (
+            Arc::new(connect().await.unwrap()),
+            Arc::new(connect().await.unwrap()),
+        );
+        // The first instance plans, and holds its transaction open until told to go on.
+        let (planned_tx, planned_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let holding = {
+            let first = Arc::clone(&first);
+            tokio::spawn(async move {
+                let body = body(60);
+                first
+                    .mutate(&Scope::Quota(owner()), NOW, move |ledger, now| {
+                        let mut ids = RandomIds::new(|buffer: &mut [u8]| {
+                            getrandom::fill(buffer).expect("entropy")
+                        });
+                        let planned =
+                            ledger.create_upload(&owner(), body.as_bytes(), now, &mut ids);
+                        planned_tx.send(()).unwrap();
+                        go_rx.recv().unwrap();
+                        planned
+                    })
+                    .await
+                    .map(|committed| committed.response)
+            })
+        };
+        tokio::task::spawn_blocking(move || planned_rx.recv().unwrap())
+            .await
+            .unwrap();
+        // The second instance's create: either it waits on the lock (seen in pg_locks), or,
+        // were there no lock, it would finish first and both would be within the quota.
+        let racing = {
+            let second = Arc::clone(&second);
+            tokio::spawn(async move { create(&second, 60).await })
+        };
+        let services = services::Services::get();
+        loop {
+            if racing.is_finished() {
+                break;
+            }
+            let waiting = services.psql_on(
+                &namespace.database,
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            );
+            if waiting == "1" {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        go_tx.send(()).unwrap();
+        let first_answer = holding.await.unwrap();
+        let second_answer = racing.await.unwrap();
+        assert!(first_answer.is_ok(), "{first_answer:?}");
+        match second_answer {
+            Err(MutationError::Refused(rejection)) => {
+                assert_eq!(rejection.status.as_u16(), 400);
+                assert_eq!(rejection.param(), Some("bytes"));
+            }
+            other => panic!("the second create went through as well: {other:?}"),
+        }
+        assert_eq!(
+            usage(&second).await,
+            Usage {
+                bytes: 60,
+                files: 1
+            }
+        );
+        // 40 more fit, on either instance; then nothing.
+        create(&second, 40).await.unwrap();
+        assert!(matches!(
+            create(&first, 1).await,
+            Err(MutationError::Refused(_))
+        ));
+        assert_eq!(
+            usage(&first).await,
+            Usage {
+                bytes: 100,
+                files: 2
+            }
+        );
+    }
+
+    /// The SQL bucket answers as the core's over one key, and keeps keys apart.
+    #[tokio::test]
+    async fn the_sql_bucket_is_the_cores() {
+        let namespace = services::Services::get().fresh();
+        let records = PgRecords::connect(&namespace.database_url, Limits::default())
+            .await
+            .unwrap();
+        let limit = RateLimit::per_minute(3);
+        let key = KeyDigest::of("sk-one");
+        let mut tat = None;
+        for (step, at) in [0u64, 0, 0, 0, 0, 20, 20, 21, 100, 100, 100, 100, 200]
+            .into_iter()
+            .enumerate()
+        {
+            let now = NOW + at;
+            let expected = limit.take(tat, now * 1_000_000);
+            let got = records
+                .take_request(&key, limit, Now::At(now))
+                .await
+                .unwrap();
+            assert_eq!(got, expected, "step {step} at {at}");
+            if got.allowed {
+                tat = Some(got.tat);
+            }
+        }
+        let other = KeyDigest::of("sk-two");
+        assert!(
+            records
+                .take_request(&other, limit, Now::At(NOW))
+                .await
+                .unwrap()
+                .allowed
+        );
+        // The key itself is never stored: only its digest.
+        let stored = services::Services::get().psql_on(
+            &namespace.database,
+            "SELECT count(*) FROM rate_buckets WHERE position('sk-one' IN encode(key_digest, 'escape')) > 0",
+        );
+        assert_eq!(stored, "0");
+    }
+}
