@@ -67,7 +67,7 @@
 //!             Ok(body) => Response::new(body),
 //!             Err(rejection) => {
 //!                 let mut answer = Response::builder().status(rejection.status);
-//!                 for (name, value) in rejection.headers() {
+//!                 for (name, value) in rejection.retry_after_headers() {
 //!                     answer = answer.header(name, value);
 //!                 }
 //!                 answer.body(rejection.body_json()).unwrap()

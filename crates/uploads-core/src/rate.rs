@@ -173,11 +173,12 @@ impl RateDecision {
         headers
     }
 
-    /// For a refusal: 429, OpenAI's body (`type: "requests"`, `code: "rate_limit_exceeded"`,
-    /// `param: null`) and every header of [`RateDecision::headers`].
+    /// For a refusal: 429 with OpenAI's body (`type: "requests"`, `code:
+    /// "rate_limit_exceeded"`, `param: null`). Its answer MUST carry
+    /// [`RateDecision::headers`] (as every answer to a limited key does): the wait is there.
     pub fn rejection(&self) -> Option<Rejection> {
         let wait = self.retry_after_micros?;
-        let mut rejection = Rejection::new(
+        Some(Rejection::new(
             StatusCode::TOO_MANY_REQUESTS,
             REQUESTS,
             format!(
@@ -188,9 +189,7 @@ impl RateDecision {
             ),
             None,
             Some(RATE_LIMIT_EXCEEDED),
-        );
-        rejection.headers = self.headers();
-        Some(rejection)
+        ))
     }
 }
 
@@ -267,7 +266,7 @@ mod tests {
             r#"{"error":{"message":"Rate limit reached for this API key on requests per min (RPM): Limit 3, Used 3, Requested 1. Please try again in 20s.","type":"requests","param":null,"code":"rate_limit_exceeded"}}"#
         );
         assert_eq!(
-            rejection.headers,
+            refused.headers(),
             vec![
                 ("x-ratelimit-limit-requests", "3".to_owned()),
                 ("x-ratelimit-remaining-requests", "0".to_owned()),
@@ -278,7 +277,7 @@ mod tests {
         );
         // What the clients' retry policy reads back.
         let mut headers = http::HeaderMap::new();
-        for (name, value) in rejection.headers() {
+        for (name, value) in refused.headers() {
             headers.insert(name, value.parse().unwrap());
         }
         let failure = crate::retry::Failure::from_response(rejection.status, &headers, 0);

@@ -25,9 +25,6 @@ pub struct Rejection {
     /// Seconds after which the same request may succeed, for a refusal that is only about
     /// now (a busy lock, a dependency not answering); see [`Rejection::retry_after_headers`].
     pub retry_after_secs: Option<u64>,
-    /// Further headers the answer carries (a rate limit's: see
-    /// [`crate::rate::RateDecision::rejection`]); [`Rejection::headers`] lists them all.
-    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Rejection {
@@ -43,7 +40,6 @@ impl Rejection {
             status,
             body: ErrorBody::new(kind, message, param, code),
             retry_after_secs: None,
-            headers: Vec::new(),
         }
     }
 
@@ -199,14 +195,6 @@ impl Rejection {
                 ]
             })
             .unwrap_or_default()
-    }
-
-    /// Every header the answer carries besides its `Content-Type`: those of
-    /// [`Rejection::retry_after_headers`], then [`Rejection::headers`](Rejection#structfield.headers).
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let mut headers = self.retry_after_headers();
-        headers.extend(self.headers.iter().cloned());
-        headers
     }
 
     /// The body serialized as JSON bytes.

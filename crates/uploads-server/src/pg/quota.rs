@@ -26,7 +26,7 @@ use crate::records::Scope;
 
 /// The key space of the owners' advisory locks (the second argument of
 /// `hashtextextended`), apart from any other lock of the service.
-const QUOTA_LOCK_SEED: i64 = 0x7175_6f74_61; // "quota"
+const QUOTA_LOCK_SEED: i64 = 0x0071_756f_7461; // "quota"
 
 /// Loads `owner`'s usage at `now` into `loaded`; with `lock`, first waits (at most the
 /// session's `lock_timeout`) for the owner's other creates to commit or roll back.
@@ -184,7 +184,7 @@ mod tests {
                 first
                     .mutate(&Scope::Quota(owner()), NOW, move |ledger, now| {
                         let mut ids = RandomIds::new(|buffer: &mut [u8]| {
-                            getrandom::fill(buffer).expect("entropy")
+                            getrandom::fill(buffer).expect("entropy");
                         });
                         let planned =
                             ledger.create_upload(&owner(), body.as_bytes(), now, &mut ids);

@@ -392,7 +392,7 @@ pub(crate) fn rejection_response(rejection: &Rejection) -> Response<ResponseBody
     *response.status_mut() = rejection.status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    for (name, value) in rejection.headers() {
+    for (name, value) in rejection.retry_after_headers() {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
