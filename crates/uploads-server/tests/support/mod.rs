@@ -156,6 +156,27 @@ pub async fn start_on(
     configure(builder).start().await.unwrap()
 }
 
+/// Like [`start_on`] on the system's clock (the database's on the shared backend): for
+/// clients that wait real time, as the official SDKs do after a 429.
+pub async fn start_on_system_clock(
+    dir: &Path,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> RunningServer {
+    let builder = Server::builder()
+        .data_dir(dir)
+        .api_key(KEY_A, OWNER_A)
+        .api_key(KEY_B, OWNER_B);
+    let builder = match shared_namespace(dir) {
+        Some(namespace) => builder.shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            namespace.s3_env(),
+        ),
+        None => builder,
+    };
+    configure(builder).start().await.unwrap()
+}
+
 /// Which backend the tests run against: the directory store, or with
 /// `UPLOADS_TEST_BACKEND=shared` PostgreSQL and object storage (the harness's, see
 /// [`services`]); `cargo xtask ci` runs the server's suites both ways.
