@@ -138,8 +138,8 @@ pub(crate) enum Scope {
 }
 
 impl Scope {
-    /// The record a mutation of this scope changes (its lock's key); `None` for one that
-    /// creates a record.
+    /// The record a mutation of this scope changes (its lock's key); for a create under a
+    /// quota its owner's usage (the owner's creates take turns); `None` for another create.
     fn record(&self) -> Option<String> {
         match self {
             Self::Upload(id) | Self::NewPart { upload: id, .. } => Some(id.to_string()),
