@@ -2,11 +2,17 @@
 --
 -- Each owner's usage is counted in the transaction of a create, under an advisory lock on the
 -- owner: its Files' bytes plus its pending Uploads' declared bytes. The sizes are read from
--- the records' JSON into generated columns, so the rows are written as before.
+-- the records' JSON into generated columns, so the rows are written as before. They are read
+-- from the record's text, not with `->>`: a JSON operator that returns text unescapes every
+-- string of the record, and fails on a name holding a NUL (`\u0000`), which `json` keeps (see
+-- 0006). The first `"bytes":` of the text is the field (the File's, nested first in a File
+-- record): inside a string a quote is always escaped, so no value can hold that pattern.
 ALTER TABLE files
-    ADD COLUMN bytes bigint GENERATED ALWAYS AS (((record -> 'file') ->> 'bytes')::bigint) STORED;
+    ADD COLUMN bytes bigint GENERATED ALWAYS AS
+        (substring(record::text FROM '"bytes":([0-9]+)')::bigint) STORED;
 ALTER TABLE uploads
-    ADD COLUMN bytes bigint GENERATED ALWAYS AS ((record ->> 'bytes')::bigint) STORED;
+    ADD COLUMN bytes bigint GENERATED ALWAYS AS
+        (substring(record::text FROM '"bytes":([0-9]+)')::bigint) STORED;
 CREATE INDEX files_usage_by_owner ON files (owner) INCLUDE (bytes, expires_at);
 CREATE INDEX uploads_pending_by_owner ON uploads (owner, expires_at) INCLUDE (bytes)
     WHERE status = 'pending' AND NOT parts_removed;

@@ -338,3 +338,28 @@ async fn two_instances_share_one_bucket_per_key() {
     assert_eq!(accepted, 30);
     second.shutdown().await;
 }
+
+/// A record whose name holds a NUL is counted like any other (PostgreSQL reads its size
+/// from the record's text, which such a name cannot be unescaped into).
+#[tokio::test]
+async fn a_file_named_with_a_nul_counts_toward_the_quota() {
+    let server = start(Limits::default().with_quota_bytes(100)).await;
+    let client = server.client().await;
+    let body = serde_json::json!({
+        "filename": "nul\0name.txt", "purpose": "user_data", "bytes": 5, "mime_type": "text/plain"
+    });
+    let upload: Upload = client.create_upload_json(&body.to_string()).await.ok();
+    assert_over_quota(
+        &create(&client, 96).await,
+        "bytes",
+        &bytes_message(100, 5, 96),
+    );
+    let part = client.add_part_ok(&upload.id, b"12345").await;
+    client.complete_ok(&upload.id, &[&part.id], None).await;
+    assert_over_quota(
+        &create(&client, 96).await,
+        "bytes",
+        &bytes_message(100, 5, 96),
+    );
+    create(&client, 95).await.ok::<Upload>();
+}
