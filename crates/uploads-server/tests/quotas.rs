@@ -131,6 +131,9 @@ async fn over_the_files_quota_a_create_is_refused_until_a_file_goes() {
     server.clock.advance(Limits::default().upload_ttl_secs);
     create(&client, 1).await.ok::<Upload>();
     assert_eq!(client.list_ids("").await, [file.id]);
+    // What an operator counts.
+    assert_eq!(server.running.stats().creates_over_quota(), 3);
+    assert_eq!(server.running.stats().requests_rate_limited(), 0);
 }
 
 #[tokio::test]
@@ -283,6 +286,8 @@ async fn a_burst_over_the_rate_gets_429_with_every_header() {
     // The Upload made after the wait is the only one.
     server.clock.advance(60);
     client.cancel(&upload.id).await.ok::<Upload>();
+    assert_eq!(server.running.stats().requests_rate_limited(), 3);
+    assert_eq!(server.running.stats().creates_over_quota(), 0);
 }
 
 #[tokio::test]

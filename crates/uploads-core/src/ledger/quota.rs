@@ -198,6 +198,19 @@ impl Ledger {
     }
 }
 
+/// How the message of a refusal over the bytes quota begins (OpenAI's words).
+pub const STORAGE_QUOTA_EXCEEDED: &str = "You have exceeded your file storage quota.";
+/// How the message of a refusal over the files quota begins.
+pub const FILE_COUNT_QUOTA_EXCEEDED: &str = "You have exceeded your file count quota.";
+
+/// Whether `rejection` is a refusal over a quota (for a server's counters and logs).
+pub fn is_over_quota(rejection: &Rejection) -> bool {
+    rejection.status == http::StatusCode::BAD_REQUEST
+        && [STORAGE_QUOTA_EXCEEDED, FILE_COUNT_QUOTA_EXCEEDED]
+            .iter()
+            .any(|start| rejection.body.error.message.starts_with(start))
+}
+
 /// The refusal of a new File (or pending Upload) of `bytes` for an owner keeping `usage`, if
 /// it would go over one of `limits`' quotas.
 pub fn quota_rejection(
@@ -212,7 +225,7 @@ pub fn quota_rejection(
         return Some(Rejection::invalid(
             Some(param),
             format!(
-                "You have exceeded your file count quota. Projects are limited to {quota} \
+                "{FILE_COUNT_QUOTA_EXCEEDED} Projects are limited to {quota} \
                  files, counting pending Uploads, and {} are in use. Please delete old files \
                  or cancel pending Uploads.",
                 usage.files
@@ -225,7 +238,7 @@ pub fn quota_rejection(
         return Some(Rejection::invalid(
             Some(param),
             format!(
-                "You have exceeded your file storage quota. Projects are limited to {quota} \
+                "{STORAGE_QUOTA_EXCEEDED} Projects are limited to {quota} \
                  bytes of files, counting pending Uploads; {} are in use and this request \
                  needs {bytes} more. Please delete old files or attempt with a smaller file \
                  size.",
@@ -308,6 +321,8 @@ mod tests {
              Please delete old files or attempt with a smaller file size."
         );
         assert_eq!(scenario.records(), before);
+        assert!(is_over_quota(&rejection));
+        assert!(!is_over_quota(&Rejection::invalid(Some("bytes"), "x")));
         // What fits exactly is taken; another owner has a quota of its own.
         scenario.upload(&owner_a(), 40);
         scenario.upload(&owner_b(), 100);

@@ -150,6 +150,9 @@ impl<R: Records> Service<R> {
         let mut response = match self.route(request, &mut seen).await {
             Ok(response) => response,
             Err(rejection) => {
+                if uploads_core::ledger::is_over_quota(&rejection) {
+                    self.stats.count_over_quota();
+                }
                 error_type = Some(rejection.body.error.kind.clone());
                 rejection_response(&rejection)
             }
@@ -220,6 +223,7 @@ impl<R: Records> Service<R> {
                 .await?;
             seen.rate = Some(decision);
             if let Some(rejection) = decision.rejection() {
+                self.stats.count_rate_limited();
                 return Err(rejection);
             }
         }
