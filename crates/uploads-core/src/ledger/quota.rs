@@ -26,7 +26,10 @@ use crate::types::{FileId, UploadId};
 
 use super::{FileRecord, Ledger, Owner, RecordState, UploadRecord};
 
-/// What one owner keeps, as its quotas count it.
+/// What one owner keeps, as its quotas count it: its Files (their real size) plus its pending
+/// Uploads (their declared `bytes`, each counting as the File it will become). A completed
+/// Upload's File replaces its pending share; cancelled and expired Uploads, and deleted or
+/// expired Files, free theirs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     /// Its Files' bytes plus its pending Uploads' declared `bytes`.
@@ -146,7 +149,7 @@ fn counts_as_pending(record: &UploadRecord) -> bool {
 }
 
 impl Ledger {
-    /// What `owner` keeps at `now` (see the [module docs](self)): the usage a store gave
+    /// What `owner` keeps at `now` (see [`Usage`]): the usage a store gave
     /// with [`Ledger::set_usage`], else the ledger's own totals over the records it holds.
     pub fn usage(&self, owner: &Owner, now: u64) -> Usage {
         if let Some(given) = self.usage.given.get(owner) {
@@ -167,7 +170,7 @@ impl Ledger {
         self.usage.given.insert(owner.clone(), usage);
     }
 
-    /// Refuses (400, see the [module docs](self)) a new File or Upload of `bytes` that would
+    /// Refuses (400, see [`quota_rejection`]) a new File or Upload of `bytes` that would
     /// take `owner` over a quota; `param` names the field asking for the room.
     pub(super) fn check_quota(
         &self,
@@ -212,7 +215,9 @@ pub fn is_over_quota(rejection: &Rejection) -> bool {
 }
 
 /// The refusal of a new File (or pending Upload) of `bytes` for an owner keeping `usage`, if
-/// it would go over one of `limits`' quotas.
+/// it would go over one of `limits`' quotas: 400 `invalid_request_error`, `code` null, as
+/// OpenAI's service answers when a file storage is full, `param` naming the field that asks
+/// for the room (`bytes` on `POST /uploads`, `file` on `POST /files`).
 pub fn quota_rejection(
     limits: &Limits,
     usage: Usage,
