@@ -85,25 +85,23 @@ fn spend_the_bucket(server: &uploads_server::RunningServer) {
     }
 }
 
-/// Parts were refused with 429, and each refused Part waited as long as the server said:
-/// one token's time (1 s) at most, never up to a minute. (A blocking client may also see the
-/// connection of a refused Part end while it still sends the body the server did not read:
-/// that is a `Connection` failure, retried with backoff.)
+/// Parts were refused, every time with a 429 the client read (never a connection broken
+/// while it still sent the Part's body), and each refused Part waited as long as the server
+/// said: one token's time (1 s) at most, never up to a minute.
 fn assert_waited_for_tokens(retried: &[(u64, Failure)]) {
-    let mut refused = 0;
+    assert!(!retried.is_empty(), "no Part was refused");
     for (delay, failure) in retried {
-        if let Failure::Status {
+        let Failure::Status {
             status: 429,
             retry_after_ms,
             ..
         } = failure
-        {
-            refused += 1;
-            assert_eq!(Some(*delay), *retry_after_ms, "{retried:?}");
-            assert!((1..=1000).contains(delay), "{retried:?}");
-        }
+        else {
+            panic!("a Part failed otherwise than with a 429: {retried:?}");
+        };
+        assert_eq!(Some(*delay), *retry_after_ms, "{retried:?}");
+        assert!((1..=1000).contains(delay), "{retried:?}");
     }
-    assert!(refused > 0, "no Part was refused: {retried:?}");
 }
 
 #[test]

@@ -264,7 +264,7 @@ async fn a_burst_over_the_rate_gets_429_with_every_header() {
     ] {
         assert_eq!(header(&refused, name), value, "{name}");
     }
-    // Refused before its body was read: a create is refused, and stores nothing.
+    // Refused from its head (its small body is read only to be dropped): stores nothing.
     assert_eq!(
         create(&client, 1).await.status,
         StatusCode::TOO_MANY_REQUESTS

@@ -224,6 +224,7 @@ impl<R: Records> Service<R> {
             seen.rate = Some(decision);
             if let Some(rejection) = decision.rejection() {
                 self.stats.count_rate_limited();
+                self.discard_small_body(request).await;
                 return Err(rejection);
             }
         }
@@ -328,6 +329,30 @@ impl<R: Records> Service<R> {
         self.records.intend(bytes).await
     }
 
+    /// After a refusal decided from the head alone (429): reads and drops a small body the
+    /// client is sending anyway, so the connection ends cleanly and the client reads the
+    /// answer (closing a socket with unread bytes resets it, and a client still writing its
+    /// body would see a broken connection instead of the 429 and its `retry-after-ms`). A body
+    /// the client has not sent yet (`Expect: 100-continue`), one over
+    /// [`DISCARDED_BODY_LIMIT`], or one of unknown length is left unread.
+    async fn discard_small_body<B>(&self, request: Request<B>)
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    {
+        let waits_to_send = request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let declared = declared_length(request.headers());
+        let small = declared.is_some_and(|length| length <= DISCARDED_BODY_LIMIT as u64);
+        if waits_to_send || !small || request.body().is_end_stream() {
+            return;
+        }
+        let _ = BodyReader::new(request.into_body(), self.config.body_pace)
+            .collect(DISCARDED_BODY_LIMIT)
+            .await;
+    }
+
     async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
@@ -344,6 +369,11 @@ impl<R: Records> Service<R> {
             .map_err(|error| body_rejection(&error))
     }
 }
+
+/// The largest body read and dropped after a refusal decided from the head (see
+/// [`Service::discard_small_body`]): a Part of the size clients send for small files, never a
+/// large one.
+const DISCARDED_BODY_LIMIT: usize = 1024 * 1024;
 
 /// What [`Service::route`] learnt of a request, for its log line.
 #[derive(Default)]
