@@ -6,7 +6,8 @@ Usage: python_limits.py BASE_URL API_KEY QUOTA_BYTES REQUESTS_PER_MINUTE WORKDIR
   storage quota (`openai.BadRequestError`, 400, `param` `bytes`), and nothing is stored: the
   owner has no File, and an Upload of exactly the room left goes through.
 * A burst of requests over the key's rate completes through the SDK's own retries: it reads
-  the 429's `retry-after-ms` and waits that long; every 429 carries OpenAI's headers.
+  the 429's `retry-after-ms` and waits that long; every 429 carries OpenAI's headers. Then a
+  chunked Upload against the spent bucket completes the same way.
 
 Prints `ok` and exits 0, or names what differs and exits 1. Run by
 crates/uploads-server/tests/sdk_limits.rs.
@@ -92,6 +93,18 @@ def main() -> int:
     allowed = [answer for answer in answers if answer.status_code == 200]
     check(len(allowed) == per_minute + 5, f"{len(allowed)} calls succeeded")
     check(all("x-ratelimit-remaining-requests" in answer.headers for answer in allowed), "no x-ratelimit headers on a 200")
+
+    # An Upload of several Parts against the spent bucket: each request waits for its token.
+    client.files.delete(upload.file.id)
+    answers.clear()
+    path = workdir / "parts.txt"
+    path.write_bytes(b"p" * quota_bytes)
+    chunked = client.uploads.upload_file_chunked(
+        file=path, mime_type="text/plain", purpose="assistants", part_size=quota_bytes // 4
+    )
+    check(chunked.status == "completed" and chunked.file is not None, f"upload {chunked!r}")
+    check(client.files.content(chunked.file.id).content == path.read_bytes(), "the content differs")
+    check(any(answer.status_code == 429 for answer in answers), "no request of the Upload was refused")
     print("ok")
     return 0
 
