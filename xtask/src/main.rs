@@ -125,7 +125,7 @@ pub(crate) fn cargo() -> Command {
 }
 
 /// The server's test suites that run on both backends.
-const SHARED_BACKEND_SUITES: [&str; 11] = [
+const SHARED_BACKEND_SUITES: [&str; 13] = [
     "authorization",
     "behaviour_table",
     "bodies",
@@ -135,7 +135,9 @@ const SHARED_BACKEND_SUITES: [&str; 11] = [
     "lifecycle",
     "owner_isolation",
     "part_limits",
+    "quotas",
     "races",
+    "sdk_limits",
     "wire_format",
 ];
 

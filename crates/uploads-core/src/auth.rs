@@ -35,8 +35,20 @@ impl ApiKeys {
         &self,
         authorization: impl IntoIterator<Item = &'a [u8]>,
     ) -> Result<Owner, Rejection> {
+        self.identify(authorization).map(|caller| caller.owner)
+    }
+
+    /// Like [`ApiKeys::authenticate`], with the digest of the key that was accepted (`None`
+    /// on an open service, whose requests carry no key that counts).
+    pub fn identify<'a>(
+        &self,
+        authorization: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Caller, Rejection> {
         if self.owners.is_empty() {
-            return Ok(Owner::new(Self::OPEN_OWNER));
+            return Ok(Caller {
+                owner: Owner::new(Self::OPEN_OWNER),
+                key: None,
+            });
         }
         let mut values = authorization.into_iter();
         let Some(header) = values.next() else {
@@ -52,13 +64,44 @@ impl ApiKeys {
             .map(|(_, key)| key.trim())
             .filter(|key| !key.is_empty())
             .ok_or_else(|| Rejection::invalid_api_key(MALFORMED_HEADER))?;
-        self.owners.get(key).cloned().ok_or_else(|| {
+        let owner = self.owners.get(key).cloned().ok_or_else(|| {
             Rejection::invalid_api_key(format!(
                 "Incorrect API key provided: {}. You can find your API key at \
                  https://platform.openai.com/account/api-keys.",
                 mask(key)
             ))
+        })?;
+        Ok(Caller {
+            owner,
+            key: Some(KeyDigest::of(key)),
         })
+    }
+}
+
+/// Who a request acts for, and with which key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The owner whose objects it may see.
+    pub owner: Owner,
+    /// The key it was accepted with; `None` on an open service.
+    pub key: Option<KeyDigest>,
+}
+
+/// The SHA-256 of an API key: names the key (its rate limit's bucket, in memory or in a
+/// database) without keeping a usable secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// The digest of `key`.
+    pub fn of(key: &str) -> Self {
+        use sha2::Digest as _;
+        Self(sha2::Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// The digest's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 
@@ -161,6 +204,18 @@ mod tests {
         let rejection = keys.authenticate(twice).unwrap_err();
         assert_eq!(rejection.status, StatusCode::UNAUTHORIZED);
         assert_eq!(rejection.body.error.message, DUPLICATE_HEADER);
+    }
+
+    #[test]
+    fn a_key_is_named_by_its_sha256_never_kept() {
+        let caller = keys()
+            .identify(Some(&b"Bearer sk-alpha-1234567890"[..]))
+            .unwrap();
+        assert_eq!(caller.owner, Owner::new("proj_a"));
+        let digest = caller.key.unwrap();
+        assert_eq!(digest, KeyDigest::of("sk-alpha-1234567890"));
+        assert_ne!(digest, KeyDigest::of("sk-beta-0987654321"));
+        assert_eq!(ApiKeys::default().identify(None).unwrap().key, None);
     }
 
     #[test]

@@ -30,6 +30,14 @@ pub const MAX_DIRECT_FILE_BYTES: u64 = 512 * MIB;
 /// The largest text field of a form (`purpose`, `expires_after[...]`).
 pub const MAX_TEXT_FIELD_BYTES: usize = 1024;
 
+/// The fewest bytes the `file` field of a `POST /files` body declaring `declared_length`
+/// bytes can hold: the length less the most every other part of the form can take (its
+/// preamble, each field's header block and boundary, the text fields). A quota refuses a
+/// body from its head alone only when even this much would not fit.
+pub fn min_file_bytes(declared_length: u64) -> u64 {
+    declared_length.saturating_sub(DecoderLimits::default().max_body_bytes(0))
+}
+
 /// What a form reader is opened with, from a request's head: its `Content-Type` and its
 /// declared `Content-Length` (`None` when absent or unreadable).
 pub fn form_head(headers: &http::HeaderMap) -> (Option<&str>, Option<u64>) {

@@ -211,6 +211,7 @@ pub mod forms;
 pub mod ledger;
 pub mod limits;
 pub mod multipart;
+pub mod rate;
 pub mod rejection;
 pub mod retry;
 pub mod route;

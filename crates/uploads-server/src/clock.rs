@@ -8,6 +8,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub trait Clock: Send + Sync + 'static {
     /// Seconds since the unix epoch.
     fn now(&self) -> u64;
+
+    /// Microseconds since the unix epoch, for what needs finer steps than a second (a rate
+    /// limit's bucket); by default [`Clock::now`]'s seconds, so a test clock moves it in
+    /// whole seconds.
+    fn now_micros(&self) -> u64 {
+        self.now().saturating_mul(1_000_000)
+    }
 }
 
 /// The system's wall clock.
@@ -20,6 +27,14 @@ impl Clock for SystemClock {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |elapsed| elapsed.as_secs())
+    }
+
+    fn now_micros(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX)
+            })
     }
 }
 
@@ -88,6 +103,10 @@ impl Clock for WatchedClock {
             self.latest.store(now, Ordering::SeqCst);
         }
         now
+    }
+
+    fn now_micros(&self) -> u64 {
+        self.inner.now_micros()
     }
 }
 

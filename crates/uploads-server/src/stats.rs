@@ -1,8 +1,10 @@
-//! Counters of what reached the Part handler, for tests and operators.
+//! Counters of what reached the Part handler, and of requests refused by a rate or a quota,
+//! for tests and operators.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Counters a test (or an operator) can read: what reached the Part handler.
+/// Counters a test (or an operator) can read: what reached the Part handler, and what a
+/// rate or a quota refused.
 #[derive(Debug, Default)]
 pub struct ServerStats {
     part_requests: AtomicU64,
@@ -10,6 +12,8 @@ pub struct ServerStats {
     parts_in_flight: AtomicU64,
     peak_parts_in_flight: AtomicU64,
     parts_reread_for_md5: AtomicU64,
+    requests_rate_limited: AtomicU64,
+    creates_over_quota: AtomicU64,
 }
 
 impl ServerStats {
@@ -37,6 +41,24 @@ impl ServerStats {
     /// ahead in the order the complete listed (0 when Parts arrive in file order).
     pub fn parts_reread_for_md5(&self) -> u64 {
         self.parts_reread_for_md5.load(Ordering::SeqCst)
+    }
+
+    /// Requests refused with 429 because their key was over its request rate.
+    pub fn requests_rate_limited(&self) -> u64 {
+        self.requests_rate_limited.load(Ordering::SeqCst)
+    }
+
+    /// Creates (`POST /uploads`, `POST /files`) refused because their owner was over a quota.
+    pub fn creates_over_quota(&self) -> u64 {
+        self.creates_over_quota.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn count_rate_limited(&self) {
+        self.requests_rate_limited.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn count_over_quota(&self) {
+        self.creates_over_quota.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn count_stored(&self) {

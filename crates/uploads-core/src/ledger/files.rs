@@ -30,8 +30,9 @@ pub struct NewFile {
 impl Ledger {
     /// `POST /files`: the server has stored the data under `file_id` (from
     /// [`Ledger::new_file_id`]), not yet durably. 400 `'x' is not one of [...] - 'purpose'`
-    /// for a purpose Uploads do not accept, 400 for `expires_after` out of range; otherwise
-    /// a `processed` File created now. The server makes the data durable, then the steps.
+    /// for a purpose Uploads do not accept, 400 for `expires_after` out of range, 400 `file`
+    /// for a File that would take `owner` over a quota (see [`Usage`](super::Usage));
+    /// otherwise a `processed` File created now. The server makes the data durable, then the steps.
     pub fn create_file(
         &self,
         owner: &Owner,
@@ -48,6 +49,7 @@ impl Ledger {
                 .check_expires_after(policy)
                 .map_err(|problem| ValidationErrors(vec![problem]).to_rejection())?;
         }
+        self.check_quota(owner, new.bytes, "file", now)?;
         if self.file_id_taken(file_id) {
             return Err(Rejection::server_error(format!(
                 "File id {file_id} is already in use."

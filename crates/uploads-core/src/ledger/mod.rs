@@ -107,6 +107,7 @@ mod change;
 mod complete_request;
 mod files;
 mod ids;
+mod quota;
 mod records;
 mod sweep;
 mod uploads;
@@ -125,11 +126,15 @@ use crate::rejection::Rejection;
 use crate::types::{FileId, UploadId};
 
 use change::Guard;
+use quota::UsageIndex;
 
 pub use change::{ApplyError, Change, Planned, Step};
 pub use complete_request::max_complete_request_bytes;
 pub use files::NewFile;
 pub use ids::{IdSource, RANDOM_ID_LEN, RandomIds, SequentialIds};
+pub use quota::{
+    FILE_COUNT_QUOTA_EXCEEDED, STORAGE_QUOTA_EXCEEDED, Usage, is_over_quota, quota_rejection,
+};
 pub use records::{Completion, FileRecord, Owner, PartRecord, RecordState, UploadRecord};
 pub use uploads::{CompletePlan, PartSlot, Verification};
 
@@ -145,6 +150,8 @@ pub struct Ledger {
     /// The revision the next saved Upload record gets; never reused, so a change planned
     /// against a record that was removed and re-created is still caught.
     next_revision: u64,
+    /// Each owner's running totals, for its quotas.
+    usage: UsageIndex,
 }
 
 /// An Upload record and the in-memory bookkeeping about it.
@@ -213,6 +220,7 @@ impl Ledger {
             files: BTreeMap::new(),
             orphan_files: BTreeSet::new(),
             next_revision: 0,
+            usage: UsageIndex::default(),
         }
     }
 
@@ -241,7 +249,7 @@ impl Ledger {
             if uncommitted {
                 ledger.orphan_files.insert(record.id().clone());
             } else {
-                ledger.files.insert(record.id().clone(), record);
+                ledger.insert_file(record);
             }
         }
         ledger
@@ -258,7 +266,7 @@ impl Ledger {
     ) -> Self {
         let mut ledger = Self::with_uploads(limits, uploads);
         for record in files {
-            ledger.files.insert(record.id().clone(), record);
+            ledger.insert_file(record);
         }
         ledger
     }
@@ -275,7 +283,7 @@ impl Ledger {
         let mut ledger = Self::new(limits);
         let mut entry = ledger.entry(record);
         entry.tally = Some(tally);
-        ledger.uploads.insert(entry.record.id.clone(), entry);
+        ledger.insert_upload(entry);
         ledger
     }
 
@@ -283,9 +291,34 @@ impl Ledger {
         let mut ledger = Self::new(limits);
         for record in uploads {
             let entry = ledger.entry(record);
-            ledger.uploads.insert(entry.record.id.clone(), entry);
+            ledger.insert_upload(entry);
         }
         ledger
+    }
+
+    /// Holds an Upload's entry, in place of any earlier one, and counts it for its owner.
+    fn insert_upload(&mut self, entry: UploadEntry) {
+        if let Some(before) = self.uploads.remove(&entry.record.id) {
+            self.usage.remove_upload(&before.record);
+        }
+        self.usage.add_upload(&entry.record);
+        self.uploads.insert(entry.record.id.clone(), entry);
+    }
+
+    /// Holds a File's record, in place of any earlier one, and counts it for its owner.
+    fn insert_file(&mut self, record: FileRecord) {
+        if let Some(before) = self.files.remove(record.id()) {
+            self.usage.remove_file(&before);
+        }
+        self.usage.add_file(&record);
+        self.files.insert(record.id().clone(), record);
+    }
+
+    /// Forgets a File's record, and its share of its owner's usage.
+    fn remove_file_record(&mut self, id: &FileId) {
+        if let Some(before) = self.files.remove(id) {
+            self.usage.remove_file(&before);
+        }
     }
 
     /// The limits this ledger enforces (a server stops reading a Part's body once it is
@@ -306,7 +339,7 @@ impl Ledger {
             match step {
                 Step::SaveUpload(record) => {
                     let entry = self.entry(record);
-                    self.uploads.insert(entry.record.id.clone(), entry);
+                    self.insert_upload(entry);
                 }
                 Step::AddPart { upload_id, part } => {
                     let revision = self.next_revision;
@@ -320,15 +353,15 @@ impl Ledger {
                         self.next_revision += 1;
                     }
                 }
-                Step::SaveFile(record) => {
-                    self.files.insert(record.id().clone(), record);
-                }
+                Step::SaveFile(record) => self.insert_file(record),
                 Step::RemoveFile(id) => {
-                    self.files.remove(&id);
+                    self.remove_file_record(&id);
                     self.orphan_files.remove(&id);
                 }
                 Step::RemoveUpload(id) => {
-                    self.uploads.remove(&id);
+                    if let Some(before) = self.uploads.remove(&id) {
+                        self.usage.remove_upload(&before.record);
+                    }
                 }
                 // Bytes only: the records that listed them say what they need to.
                 Step::RemoveParts { .. } => {}

@@ -102,7 +102,9 @@ const CANCEL: &str = "cancel";
 
 impl Ledger {
     /// `POST /uploads`: validates the body (400 naming the first bad `param`, with every
-    /// problem's message) and creates a pending Upload expiring `upload_ttl_secs` from now.
+    /// problem's message), refuses an Upload that would take `owner` over a quota (400
+    /// `bytes`, see [`Usage`](super::Usage)) and creates a pending Upload expiring
+    /// `upload_ttl_secs` from now.
     pub fn create_upload(
         &self,
         owner: &Owner,
@@ -114,6 +116,7 @@ impl Ledger {
             .limits
             .validate_create_upload(body)
             .map_err(|errors| errors.to_rejection())?;
+        self.check_quota(owner, request.bytes, "bytes", now)?;
         let id = mint(
             || ids.upload_id(),
             |id| self.uploads.contains_key(id),

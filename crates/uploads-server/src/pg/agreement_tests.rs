@@ -6,7 +6,9 @@
 //!   as many batches as it takes;
 //! * [`list_page`] must load enough that the ledger over only those Files answers `GET
 //!   /files` exactly as over all of them (the same page, or the same refusal), and no more
-//!   than a page.
+//!   than a page;
+//! * [`quota::load_usage`] must count each owner's usage as the ledger does over every
+//!   record ([`Ledger::usage`]), at every `now`.
 //!
 //! Each case empties the tables of one database and writes its records with the backend's
 //! own write path ([`write_steps`]), as the service would have. Times sit on a grid around
@@ -831,6 +833,49 @@ fn the_sweep_claims_exactly_what_the_ledger_sweeps() {
         SWEEP_CASES,
         records(0..10, Just(0).boxed()).prop_map(|set| (set, grid())),
     );
+}
+
+/// Cases of the usage property; each checks every owner at every `now` of the grid.
+const USAGE_CASES: u32 = 32;
+
+/// For random records, every owner and every `now` of the grid, the usage the SQL counts is
+/// the ledger's over every record: the quota holds the same on both backends.
+#[test]
+fn the_usage_counted_in_sql_is_the_ledgers() {
+    let runtime = runtime();
+    let (_namespace, backend) = runtime.block_on(backend());
+    let outcome = runner(USAGE_CASES).run(&records(0..10, Just(0).boxed()), |set| {
+        runtime.block_on(async {
+            write(&backend, &set).await;
+            let reference = set.ledger();
+            for now in grid() {
+                for owner in OWNERS
+                    .iter()
+                    .chain(&["proj_nobody"])
+                    .map(|name| Owner::new(*name))
+                {
+                    let counted = backend
+                        .read(&Scope::Quota(owner.clone()), now, |ledger, now| {
+                            Ok(ledger.usage(&owner, now))
+                        })
+                        .await
+                        .map_err(|rejection| TestCaseError::fail(rejection.to_string()))?;
+                    prop_assert_eq!(
+                        counted,
+                        reference.usage(&owner, now),
+                        "{} at {}: {:?}",
+                        owner,
+                        at(now),
+                        set
+                    );
+                }
+            }
+            Ok(())
+        })
+    });
+    if let Err(error) = outcome {
+        panic!("{error}");
+    }
 }
 
 /// The same with more due records than one claim takes ([`SWEEP_CLAIM_BATCH`]), due first, so

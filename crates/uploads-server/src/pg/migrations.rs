@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/0005_ids_in_byte_order.sql"),
     ),
     (6, include_str!("../../migrations/0006_records_json.sql")),
+    (7, include_str!("../../migrations/0007_quotas.sql")),
 ];
 
 /// The advisory lock key of the migrations (any constant the service owns).

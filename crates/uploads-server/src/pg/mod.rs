@@ -48,6 +48,7 @@
 mod agreement_tests;
 mod md5_chain;
 mod migrations;
+mod quota;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -68,7 +69,8 @@ use futures_util::StreamExt;
 use serde_json::Value;
 use tokio_postgres::{GenericClient, Row};
 use uploads_core::ledger::{
-    FileRecord, Ledger, PartRecord, PartTally, Planned, RecordState, Step, UploadRecord,
+    FileRecord, Ledger, Owner, PartRecord, PartTally, Planned, RecordState, Step, UploadRecord,
+    Usage,
 };
 use uploads_core::limits::Limits;
 use uploads_core::rejection::Rejection;
@@ -574,6 +576,8 @@ struct Loaded {
     /// Set when the one Upload was loaded for a new Part: its Parts' count and total (its
     /// record then holds only the Part asked about).
     tally: Option<PartTally>,
+    /// Set for a create under a quota: the owner's usage, counted over all its rows.
+    usage: Option<(Owner, Usage)>,
 }
 
 impl Loaded {
@@ -581,11 +585,15 @@ impl Loaded {
         if let (Some(tally), [(record, _)]) = (self.tally, self.uploads.as_slice()) {
             return Ledger::load_tallied(limits.clone(), record.clone(), tally);
         }
-        Ledger::load_atomic(
+        let mut ledger = Ledger::load_atomic(
             limits.clone(),
             self.uploads.iter().map(|(record, _)| record.clone()),
             self.files.iter().cloned(),
-        )
+        );
+        if let Some((owner, usage)) = &self.usage {
+            ledger.set_usage(owner, *usage);
+        }
+        ledger
     }
 
     fn upload(&self, id: &UploadId) -> Option<&(UploadRecord, Value)> {
@@ -604,6 +612,7 @@ async fn load(
     let suffix = if lock { " FOR UPDATE" } else { "" };
     match scope {
         Scope::Nothing => {}
+        Scope::Quota(owner) => quota::load_usage(client, owner, now, lock, &mut loaded).await?,
         Scope::Upload(id) => {
             let rows = client
                 .query(

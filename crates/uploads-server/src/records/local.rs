@@ -9,11 +9,14 @@ use std::io;
 use std::sync::Arc;
 
 use tokio::sync::Mutex;
+use uploads_core::auth::KeyDigest;
 use uploads_core::ledger::{Change, Ledger, Planned, Step};
 use uploads_core::limits::Limits;
+use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::rejection::Rejection;
 use uploads_core::types::UploadId;
 
+use super::buckets::Buckets;
 use super::locks::RecordLocks;
 use super::recovery::recover_records;
 use super::{Answer, Ids, MutationError, NewBytes, Records, Scope};
@@ -37,6 +40,8 @@ pub(crate) struct LocalRecords {
     /// Downloads in flight, which Part removals wait for.
     readers: Arc<Readers>,
     clock: Arc<dyn Clock>,
+    /// Each API key's request-rate bucket.
+    buckets: Buckets,
 }
 
 impl LocalRecords {
@@ -60,6 +65,7 @@ impl LocalRecords {
             store,
             readers,
             clock: Arc::new(WatchedClock::new(clock)),
+            buckets: Buckets::default(),
         })
     }
 
@@ -157,6 +163,10 @@ impl Records for LocalRecords {
 
     fn enter_download(&self, upload: &UploadId) -> Option<ReadGuard> {
         Some(self.readers.enter(upload))
+    }
+
+    async fn take_request(&self, key: &KeyDigest, limit: RateLimit) -> Answer<RateDecision> {
+        Ok(self.buckets.take(key, limit, self.clock.now_micros()))
     }
 
     fn hash_ahead(&self, bytes: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Arc<dyn HashAhead> {

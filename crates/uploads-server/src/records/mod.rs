@@ -11,6 +11,7 @@
 //!
 //! The bytes are the other seam ([`crate::byte_store::ByteStore`]).
 
+mod buckets;
 mod local;
 mod locks;
 mod postgres;
@@ -19,7 +20,9 @@ mod recovery;
 use std::future::Future;
 use std::sync::Arc;
 
-use uploads_core::ledger::{Ledger, Planned, RandomIds};
+use uploads_core::auth::KeyDigest;
+use uploads_core::ledger::{Ledger, Owner, Planned, RandomIds};
+use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::rejection::Rejection;
 use uploads_core::types::{FileId, ListFilesQuery, PartId, UploadId};
 
@@ -89,6 +92,14 @@ pub(crate) trait Records: Send + Sync + 'static {
     /// out a grace period instead.
     fn enter_download(&self, upload: &UploadId) -> Option<ReadGuard>;
 
+    /// Takes a token from the request-rate bucket of `key` (an API key's digest), at the
+    /// records' time: one bucket per key however many instances share the records.
+    fn take_request(
+        &self,
+        key: &KeyDigest,
+        limit: RateLimit,
+    ) -> impl Future<Output = Answer<RateDecision>> + Send;
+
     /// The md5 chains of pending Uploads, kept where these records are.
     fn hash_ahead(&self, bytes: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Arc<dyn HashAhead>;
 }
@@ -98,6 +109,10 @@ pub(crate) trait Records: Send + Sync + 'static {
 pub(crate) enum Scope {
     /// Nothing existing (a create).
     Nothing,
+    /// A create by this owner while quotas are configured: the owner's usage (the ledger's
+    /// own totals, or counted by the store, see [`Ledger::set_usage`]); a mutation keeps
+    /// the owner's other creates out until it is durable, on every instance.
+    Quota(Owner),
     /// One Upload and its Parts.
     Upload(UploadId),
     /// One Upload to add a Part to: its record with its Parts' count and total (O(1) rows,
@@ -123,12 +138,14 @@ pub(crate) enum Scope {
 }
 
 impl Scope {
-    /// The record a mutation of this scope changes (its lock's key); `None` for one that
-    /// creates a record.
+    /// The record a mutation of this scope changes (its lock's key); for a create under a
+    /// quota its owner's usage (the owner's creates take turns); `None` for another create.
     fn record(&self) -> Option<String> {
         match self {
             Self::Upload(id) | Self::NewPart { upload: id, .. } => Some(id.to_string()),
             Self::File(id) => Some(id.to_string()),
+            // Not an id (ids have no space): an owner's creates take turns.
+            Self::Quota(owner) => Some(format!("quota of {owner}")),
             Self::Nothing | Self::List { .. } => None,
         }
     }

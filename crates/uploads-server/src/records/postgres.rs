@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use uploads_core::auth::KeyDigest;
 use uploads_core::ledger::{Ledger, Planned};
+use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::types::UploadId;
 
 use super::locks::RecordLocks;
@@ -139,6 +141,10 @@ impl Records for PostgresRecords {
         // A download may run on any instance, which no lock here can see: the bytes of a
         // File that goes stay for the download grace instead (see `crate::pg`).
         None
+    }
+
+    async fn take_request(&self, key: &KeyDigest, limit: RateLimit) -> Answer<RateDecision> {
+        self.records.take_request(key, limit, self.now()).await
     }
 
     fn hash_ahead(&self, bytes: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Arc<dyn HashAhead> {

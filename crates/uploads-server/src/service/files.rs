@@ -145,8 +145,11 @@ impl<R: Records> Service<R> {
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Send + Unpin + 'static,
     {
+        let (_, declared) = form_head(request.headers());
+        // Over a quota, refused from the head: no `100 Continue`, no byte of the body read.
         let file_id = self
-            .read(Scope::Nothing, |ledger, _| {
+            .read(self.create_scope(owner), |ledger, now| {
+                ledger.check_create_file(owner, declared, now)?;
                 ledger.new_file_id(&mut self.ids())
             })
             .await?;
@@ -165,7 +168,7 @@ impl<R: Records> Service<R> {
         let bytes = writer.commit().await?;
         let (owner, id) = (owner.clone(), file_id.clone());
         let planned = self
-            .mutate(Scope::Nothing, move |ledger, now, _| {
+            .mutate(self.create_scope(&owner), move |ledger, now, _| {
                 ledger.create_file(&owner, &id, form.into_new_file(bytes), now)
             })
             .await;

@@ -29,6 +29,7 @@ use serde::Serialize;
 use uploads_core::auth::ApiKeys;
 use uploads_core::ledger::{Ledger, Owner, Planned, RandomIds};
 use uploads_core::limits::Limits;
+use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
 
@@ -149,6 +150,9 @@ impl<R: Records> Service<R> {
         let mut response = match self.route(request, &mut seen).await {
             Ok(response) => response,
             Err(rejection) => {
+                if uploads_core::ledger::is_over_quota(&rejection) {
+                    self.stats.count_over_quota();
+                }
                 error_type = Some(rejection.body.error.kind.clone());
                 rejection_response(&rejection)
             }
@@ -162,6 +166,12 @@ impl<R: Records> Service<R> {
         }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert("x-request-id", value);
+        }
+        // Every answer to a limited key says where it stands, as OpenAI's do.
+        for (name, value) in seen.rate.iter().flat_map(RateDecision::headers) {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(name, value);
+            }
         }
         // One line per request, with what an operator filters on; a field not known (no
         // route matched, no key accepted, a streamed length) is left out.
@@ -196,14 +206,28 @@ impl<R: Records> Service<R> {
         if route == Route::Health {
             return self.health().await;
         }
-        let owner = self.config.keys.authenticate(
+        let caller = self.config.keys.identify(
             request
                 .headers()
                 .get_all(http::header::AUTHORIZATION)
                 .iter()
                 .map(HeaderValue::as_bytes),
         )?;
+        let owner = caller.owner;
         seen.owner = Some(owner.clone());
+        // Before any byte of the body is read; an open server (no key) is not limited.
+        if let (Some(requests), Some(key)) = (self.config.limits.requests_per_minute, caller.key) {
+            let decision = self
+                .records
+                .take_request(&key, RateLimit::per_minute(requests))
+                .await?;
+            seen.rate = Some(decision);
+            if let Some(rejection) = decision.rejection() {
+                self.stats.count_rate_limited();
+                self.discard_small_body(request).await;
+                return Err(rejection);
+            }
+        }
         match route {
             Route::CreateUpload => {
                 let body = self.json_body(request).await?;
@@ -280,6 +304,17 @@ impl<R: Records> Service<R> {
             })
     }
 
+    /// The scope of a create by `owner`: its usage when quotas are configured (see
+    /// [`Scope::Quota`]), else nothing.
+    fn create_scope(&self, owner: &Owner) -> Scope {
+        let limits = &self.config.limits;
+        if limits.quota_bytes.is_some() || limits.quota_files.is_some() {
+            Scope::Quota(owner.clone())
+        } else {
+            Scope::Nothing
+        }
+    }
+
     /// Runs a read of the ledger over the records of `scope`.
     async fn read<T: Send>(
         &self,
@@ -292,6 +327,30 @@ impl<R: Records> Service<R> {
     /// Before bytes are written: tells the records (see [`Records::intend`]).
     async fn intend(&self, bytes: NewBytes<'_>) -> Answer<()> {
         self.records.intend(bytes).await
+    }
+
+    /// After a refusal decided from the head alone (429): reads and drops a small body the
+    /// client is sending anyway, so the connection ends cleanly and the client reads the
+    /// answer (closing a socket with unread bytes resets it, and a client still writing its
+    /// body would see a broken connection instead of the 429 and its `retry-after-ms`). A body
+    /// the client has not sent yet (`Expect: 100-continue`), one over
+    /// [`DISCARDED_BODY_LIMIT`], or one of unknown length is left unread.
+    async fn discard_small_body<B>(&self, request: Request<B>)
+    where
+        B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+    {
+        let waits_to_send = request
+            .headers()
+            .get(http::header::EXPECT)
+            .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let declared = declared_length(request.headers());
+        let small = declared.is_some_and(|length| length <= DISCARDED_BODY_LIMIT as u64);
+        if waits_to_send || !small || request.body().is_end_stream() {
+            return;
+        }
+        let _ = BodyReader::new(request.into_body(), self.config.body_pace)
+            .collect(DISCARDED_BODY_LIMIT)
+            .await;
     }
 
     async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
@@ -311,6 +370,11 @@ impl<R: Records> Service<R> {
     }
 }
 
+/// The largest body read and dropped after a refusal decided from the head (see
+/// [`Service::discard_small_body`]): a Part of the size clients send for small files, never a
+/// large one.
+const DISCARDED_BODY_LIMIT: usize = 1024 * 1024;
+
 /// What [`Service::route`] learnt of a request, for its log line.
 #[derive(Default)]
 struct Seen {
@@ -318,6 +382,8 @@ struct Seen {
     route: Option<&'static str>,
     /// Whose key it carried, once the key was accepted.
     owner: Option<Owner>,
+    /// Where its key stands against the request rate, when one is configured.
+    rate: Option<RateDecision>,
 }
 
 /// The `Content-Length` a message declares, if any.

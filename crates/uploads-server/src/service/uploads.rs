@@ -28,7 +28,7 @@ impl<R: Records> Service<R> {
     ) -> Answer<Response<ResponseBody>> {
         json(
             &self
-                .mutate(Scope::Nothing, move |ledger, now, ids| {
+                .mutate(self.create_scope(&owner), move |ledger, now, ids| {
                     ledger.create_upload(&owner, &body, now, ids)
                 })
                 .await?,

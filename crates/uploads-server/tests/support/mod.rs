@@ -105,6 +105,26 @@ impl TestServer {
         }
     }
 
+    /// Like [`TestServer::restart_after`] with nothing changed in between, the new server
+    /// configured by `configure` (limits a test set at the first start are not kept).
+    pub async fn restart_with(
+        self,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> Self {
+        let Self {
+            running,
+            clock,
+            dir,
+        } = self;
+        running.shutdown().await;
+        let running = start_on(dir.path(), &clock, configure).await;
+        Self {
+            running,
+            clock,
+            dir,
+        }
+    }
+
     /// An http1 client acting for [`KEY_A`].
     pub async fn client(&self) -> Client {
         Client::connect(self.running.local_addr(), Protocol::Http1, Some(KEY_A)).await
@@ -131,6 +151,27 @@ pub async fn start_on(
                 namespace.s3_env(),
             )
             .shared_clock(clock.clone()),
+        None => builder,
+    };
+    configure(builder).start().await.unwrap()
+}
+
+/// Like [`start_on`] on the system's clock (the database's on the shared backend): for
+/// clients that wait real time, as the official SDKs do after a 429.
+pub async fn start_on_system_clock(
+    dir: &Path,
+    configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> RunningServer {
+    let builder = Server::builder()
+        .data_dir(dir)
+        .api_key(KEY_A, OWNER_A)
+        .api_key(KEY_B, OWNER_B);
+    let builder = match shared_namespace(dir) {
+        Some(namespace) => builder.shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            namespace.s3_env(),
+        ),
         None => builder,
     };
     configure(builder).start().await.unwrap()
