@@ -193,11 +193,13 @@ fn records(
 fn build(uploads: &[UploadSpec], files: &[FileSpec], bulk: usize) -> Records {
     let grid = grid();
     let mut taken = BTreeSet::new();
+    // A repeated name gets its index after a `_`, which drawn names never hold: `8` at
+    // index 5 must not become the `85` drawn for another File.
     let mut file_id = |name: &str, index: usize| {
         let mut id = format!("file-{name}");
         if !taken.insert(id.clone()) {
-            id = format!("file-{name}{index}");
-            taken.insert(id.clone());
+            id = format!("file-{name}_{index}");
+            assert!(taken.insert(id.clone()), "file ids are unique: {id}");
         }
         FileId::new(id)
     };
