@@ -101,6 +101,11 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`, no key) on this address, e.g.
+    /// 127.0.0.1:9464; a listener of its own, so that they are never exposed on --listen by
+    /// accident. Default: off.
+    #[arg(long, env = "UPLOADS_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// How the log on stderr is written: `text`, one line per event for a terminal, or
     /// `json`, one JSON object per line for a log pipeline (each request's: method, path,
     /// route, owner, status, bytes_received, bytes_sent, elapsed_ms, error_type,
@@ -157,6 +162,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
     for spec in args.api_keys {
         builder = builder.api_key(spec.key, spec.owner);
     }
+    if let Some(addr) = args.metrics_listen {
+        builder = builder.metrics_listen(addr);
+    }
     let tls = args.tls_cert.is_some();
     if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
         builder = builder.tls(cert, key);
@@ -191,8 +199,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), Failure> {
             )
         })
     })?;
+    let metrics = server
+        .metrics_addr()
+        .map(|addr| format!("; metrics on http://{addr}/metrics"))
+        .unwrap_or_default();
     let line = format!(
-        "uploads: serving; clients use OPENAI_BASE_URL={}; {storage}",
+        "uploads: serving; clients use OPENAI_BASE_URL={}; {storage}{metrics}",
         client_base_url(server.scheme(), server.local_addr()),
     );
     // A closed stdout must not stop the server; the log on stderr goes on.

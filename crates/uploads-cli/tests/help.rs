@@ -266,3 +266,46 @@ fn serve_logs_json_lines_per_request_and_a_shutdown_line() {
         .unwrap_or_else(|| panic!("no shutdown line: {logged:#?}"));
     assert!(shutdown["connections"].is_u64(), "{shutdown}");
 }
+
+#[test]
+fn serve_says_where_its_metrics_are_and_serves_them_there() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (child, pid, line) = started_serve(
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--api-key",
+            "sk-m=team-m",
+        ],
+        Stdio::null(),
+        dir.path(),
+    );
+    let metrics = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("http://"))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in {line:?}"))
+        .to_owned();
+    let listed = uploads(
+        &["files", "list", "--base-url", &base_url_of(&line)],
+        &[("OPENAI_API_KEY", "sk-m")],
+        dir.path(),
+    );
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let mut scrape = std::net::TcpStream::connect(&metrics).unwrap();
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    scrape.read_to_string(&mut answer).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(ended(child).status.success());
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.lines().any(
+            |line| line == "uploads_http_requests_total{route=\"list_files\",status=\"200\"} 1"
+        ),
+        "{answer}"
+    );
+}

@@ -1,13 +1,16 @@
-//! Request bodies read with a limit and an idle timeout, and the response body type.
+//! Request bodies read with a limit and an idle timeout (and counted), and the response body
+//! type.
 
 use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body, Frame};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
 use tokio::sync::mpsc;
@@ -185,5 +188,64 @@ where
             collected.extend_from_slice(&chunk);
         }
         Ok(Bytes::from(collected))
+    }
+}
+
+/// A request body that counts the bytes read from it, for the request's log line and
+/// metrics (what arrived, not what `Content-Length` promised).
+pub struct CountedBody<B> {
+    inner: B,
+    received: Arc<AtomicU64>,
+}
+
+/// How many bytes a [`CountedBody`] has delivered so far.
+#[derive(Clone)]
+pub struct Received(Arc<AtomicU64>);
+
+impl Received {
+    /// The body's bytes read so far.
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl<B> CountedBody<B> {
+    /// `inner`, counted; the count is read through the returned [`Received`].
+    pub fn new(inner: B) -> (Self, Received) {
+        let received = Arc::new(AtomicU64::new(0));
+        (
+            Self {
+                inner,
+                received: Arc::clone(&received),
+            },
+            Received(received),
+        )
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for CountedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.received
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

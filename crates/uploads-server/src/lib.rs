@@ -7,9 +7,11 @@
 //! (http1 and h2).
 //!
 //! HTTPS is built in ([`ServerBuilder::tls`]: PEM files, HTTP/2 by ALPN and HTTP/1.1, the pair
-//! reloaded in place by [`RunningServer::reload_tls`]). What it does *not* do: client
-//! certificates, other OpenAI endpoints, file processing (every File is `processed` at once),
-//! or quotas.
+//! reloaded in place by [`RunningServer::reload_tls`]), and so are Prometheus metrics on a
+//! listener of their own ([`ServerBuilder::metrics_listen`]), per-owner quotas and a per-key
+//! request rate ([`uploads_core::limits::Limits`]'s `quota_bytes`, `quota_files`,
+//! `requests_per_minute`). What it does *not* do: client certificates, other OpenAI
+//! endpoints, or file processing (every File is `processed` at once).
 //!
 //! ```no_run
 //! # async fn run() -> std::io::Result<()> {

@@ -22,6 +22,7 @@ use uploads_core::limits::Limits;
 
 use crate::body::{BodyPace, with_guard};
 use crate::clock::{Clock, SystemClock};
+use crate::metrics::{Metrics, serve_metrics};
 use crate::objects::ObjectBytes;
 use crate::pg::PgRecords;
 use crate::records::{LocalRecords, PostgresRecords, Records};
@@ -69,6 +70,8 @@ pub struct ServerBuilder {
     postgres: Option<PostgresBackend>,
     /// The certificate and key files, for HTTPS (see [`ServerBuilder::tls`]).
     tls: Option<(PathBuf, PathBuf)>,
+    /// See [`ServerBuilder::metrics_listen`].
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// Where several instances keep one namespace: records in PostgreSQL, bytes in a bucket.
@@ -121,6 +124,7 @@ impl Default for ServerBuilder {
             shutdown_grace: Duration::from_secs(30),
             postgres: None,
             tls: None,
+            metrics_listen: None,
         }
     }
 }
@@ -265,6 +269,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves `GET /metrics` (the Prometheus text format, no key) on `addr`, a listener of
+    /// its own, so that metrics are never exposed on the API's address by accident. Off by
+    /// default.
+    pub fn metrics_listen(mut self, addr: SocketAddr) -> Self {
+        self.metrics_listen = Some(addr);
+        self
+    }
+
     /// Opens the data directory, recovers what a crash left, binds the listener and starts
     /// serving on the current tokio runtime.
     pub async fn start(self) -> io::Result<RunningServer> {
@@ -340,8 +352,10 @@ impl ServerBuilder {
         let Launched {
             handler: service,
             stats,
+            metrics,
             sweeper,
         } = launched;
+        let metrics = start_metrics(self.metrics_listen, metrics).await?;
         let max_connections = connections_within_descriptor_limit(self.max_connections);
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -360,12 +374,28 @@ impl ServerBuilder {
             local_addr,
             tls,
             stats,
+            metrics,
             stop: Some(stop_tx),
             accept,
             sweeper,
             _lock: lock,
         })
     }
+}
+
+/// Starts the metrics listener on `addr`, if one is asked for.
+async fn start_metrics(
+    addr: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+) -> io::Result<Option<(SocketAddr, JoinHandle<()>)>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    // Not the API's address: an `AddrInUse` here must not read as the API's.
+    let listening = serve_metrics(addr, metrics).await.map_err(|error| {
+        io::Error::other(format!("cannot listen for metrics on {addr}: {error}"))
+    })?;
+    Ok(Some(listening))
 }
 
 /// A server that is serving. Dropping it without [`RunningServer::shutdown`] stops it at once,
@@ -376,6 +406,8 @@ pub struct RunningServer {
     /// The certificate and key served, when HTTPS.
     tls: Option<Arc<ServerTls>>,
     stats: Arc<ServerStats>,
+    /// The metrics listener's address and task, when one was asked for.
+    metrics: Option<(SocketAddr, JoinHandle<()>)>,
     stop: Option<oneshot::Sender<()>>,
     accept: JoinHandle<()>,
     sweeper: JoinHandle<()>,
@@ -414,6 +446,12 @@ impl RunningServer {
         &self.stats
     }
 
+    /// Where `GET /metrics` is served (see [`ServerBuilder::metrics_listen`]), with the port
+    /// chosen for port 0; `None` without a metrics listener.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// Stops accepting, lets requests in flight finish (up to the shutdown grace), and returns.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
@@ -421,6 +459,13 @@ impl RunningServer {
         }
         let _ = (&mut self.accept).await;
         self.sweeper.abort();
+        self.stop_metrics();
+    }
+
+    fn stop_metrics(&self) {
+        if let Some((_, listener)) = &self.metrics {
+            listener.abort();
+        }
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
@@ -434,6 +479,7 @@ impl Drop for RunningServer {
     fn drop(&mut self) {
         self.accept.abort();
         self.sweeper.abort();
+        self.stop_metrics();
     }
 }
 
@@ -525,6 +571,7 @@ async fn protocol_known_in_time(stream: &TcpStream, timeout: Duration) -> bool {
 struct Launched {
     handler: Arc<dyn Handler>,
     stats: Arc<ServerStats>,
+    metrics: Arc<Metrics>,
     sweeper: JoinHandle<()>,
 }
 
@@ -533,6 +580,7 @@ impl Launched {
     fn new<R: Records>(service: Arc<Service<R>>, interval: Duration) -> Self {
         Self {
             stats: service.stats(),
+            metrics: service.metrics(),
             sweeper: tokio::spawn(Arc::clone(&service).sweep_every(interval)),
             handler: service,
         }

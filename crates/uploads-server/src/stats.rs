@@ -1,6 +1,7 @@
 //! Counters of what reached the Part handler, and of requests refused by a rate or a quota,
 //! for tests and operators.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters a test (or an operator) can read: what reached the Part handler, and what a
@@ -14,6 +15,7 @@ pub struct ServerStats {
     parts_reread_for_md5: AtomicU64,
     requests_rate_limited: AtomicU64,
     creates_over_quota: AtomicU64,
+    downloads_in_flight: AtomicU64,
 }
 
 impl ServerStats {
@@ -30,6 +32,11 @@ impl ServerStats {
     /// Add-part requests being handled now.
     pub fn parts_in_flight(&self) -> u64 {
         self.parts_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// File contents being sent now.
+    pub fn downloads_in_flight(&self) -> u64 {
+        self.downloads_in_flight.load(Ordering::SeqCst)
     }
 
     /// The most add-part requests that were being handled at the same time.
@@ -86,5 +93,21 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.parts_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Counts a download in flight until its content is sent (or its client went away).
+pub(crate) struct Downloading(Arc<ServerStats>);
+
+impl Downloading {
+    pub(crate) fn enter(stats: &Arc<ServerStats>) -> Self {
+        stats.downloads_in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(stats))
+    }
+}
+
+impl Drop for Downloading {
+    fn drop(&mut self) {
+        self.0.downloads_in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

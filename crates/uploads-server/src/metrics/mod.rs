@@ -7,6 +7,7 @@
 //! bytes. Values that exist only at a moment (Parts in flight, the database pool, free disk
 //! space) are read when scraped, not kept up to date.
 
+mod counted_bytes;
 mod endpoint;
 
 use std::time::Duration;
@@ -19,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+pub(crate) use counted_bytes::CountedBytes;
 pub(crate) use endpoint::serve_metrics;
 
 /// A request's labels: its route (the spec's operationId in snake case, `unknown` when none
@@ -44,7 +46,8 @@ pub(crate) enum UploadEvent {
     Completed,
     /// A cancel ended it.
     Cancelled,
-    /// The sweeper removed the Parts of an Upload that expired pending.
+    /// The sweeper removed the Parts of an Upload that expired pending (one without Parts has
+    /// nothing to remove, and is not counted).
     Expired,
 }
 
@@ -83,8 +86,29 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-/// A value read when the metrics are scraped (`None`: not known now, left out).
-pub(crate) type ReadGauge = Box<dyn Fn() -> Option<i64> + Send + Sync>;
+/// A gauge whose value is read when the metrics are scraped.
+pub(crate) struct ScrapedGauge {
+    /// Its name, without the `uploads_` prefix.
+    name: &'static str,
+    help: &'static str,
+    /// Its value now; `None` (not known now) leaves it out of this scrape.
+    read: Box<dyn Fn() -> Option<i64> + Send + Sync>,
+}
+
+impl ScrapedGauge {
+    /// The gauge `name` (without the `uploads_` prefix), read by `read` at each scrape.
+    pub(crate) fn new(
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> Option<i64> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name,
+            help,
+            read: Box::new(read),
+        }
+    }
+}
 
 /// The server's metrics. Cheap to update from any task: counters are atomics, families a
 /// read lock once a label set exists.
@@ -107,9 +131,8 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// The metrics, with `gauges` read at each scrape (name without the `uploads_` prefix,
-    /// help, reader).
-    pub(crate) fn new(gauges: Vec<(&'static str, &'static str, ReadGauge)>) -> Self {
+    /// The metrics, with `gauges` read at each scrape.
+    pub(crate) fn new(gauges: Vec<ScrapedGauge>) -> Self {
         let mut registry = Registry::with_prefix("uploads");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -139,7 +162,8 @@ impl Metrics {
         let uploads = Family::<EventLabels, Counter>::default();
         registry.register(
             "uploads",
-            "Uploads created, completed, cancelled, and expired (their Parts swept)",
+            "Uploads created, completed, cancelled, and expired (counted when the sweeper \
+             removes an expired Upload's Parts: one that expired with none is not counted)",
             uploads.clone(),
         );
         let md5_wait = latency_histogram();
@@ -188,7 +212,7 @@ impl Metrics {
         route: Option<&'static str>,
         status: u16,
         elapsed: Duration,
-        received: Option<u64>,
+        received: u64,
         sent: Option<u64>,
     ) {
         let route = route.unwrap_or("unknown");
@@ -199,8 +223,8 @@ impl Metrics {
         self.durations
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-        if let Some(bytes) = received {
-            self.received.get_or_create(&labels).inc_by(bytes);
+        if received > 0 {
+            self.received.get_or_create(&labels).inc_by(received);
         }
         if let Some(bytes) = sent {
             self.sent.get_or_create(&labels).inc_by(bytes);
@@ -256,41 +280,49 @@ impl Metrics {
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// Gauges whose values are read when scraped.
-struct ScrapeGauges(Vec<(&'static str, &'static str, ReadGauge)>);
+struct ScrapeGauges(Vec<ScrapedGauge>);
 
 impl std::fmt::Debug for ScrapeGauges {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.0.iter().map(|(name, _, _)| *name).collect();
+        let names: Vec<&str> = self.0.iter().map(|gauge| gauge.name).collect();
         f.debug_tuple("ScrapeGauges").field(&names).finish()
     }
 }
 
 impl Collector for ScrapeGauges {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, read) in &self.0 {
-            let Some(value) = read() else { continue };
-            let gauge = ConstGauge::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-            gauge.encode(metric)?;
+        for gauge in &self.0 {
+            let Some(value) = (gauge.read)() else {
+                continue;
+            };
+            let value = ConstGauge::new(value);
+            let metric =
+                encoder.encode_descriptor(gauge.name, gauge.help, None, value.metric_type())?;
+            value.encode(metric)?;
         }
         Ok(())
     }
 }
 
-/// Free bytes on the filesystem holding `dir` (for unprivileged writers), read when scraped.
-pub(crate) fn free_bytes_of(dir: std::path::PathBuf) -> ReadGauge {
-    Box::new(move || {
-        #[cfg(unix)]
-        {
-            let stat = rustix::fs::statvfs(&dir).ok()?;
-            i64::try_from(stat.f_bavail.saturating_mul(stat.f_frsize)).ok()
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = &dir;
-            None
-        }
-    })
+/// `data_dir_free_bytes`: the free bytes, for unprivileged writers (`df`'s Avail), on the
+/// filesystem holding `dir`.
+pub(crate) fn free_bytes_of(dir: std::path::PathBuf) -> ScrapedGauge {
+    ScrapedGauge::new(
+        "data_dir_free_bytes",
+        "Bytes free for the server on the data directory's filesystem",
+        move || {
+            #[cfg(unix)]
+            {
+                let stat = rustix::fs::statvfs(&dir).ok()?;
+                i64::try_from(stat.f_bavail.saturating_mul(stat.f_frsize)).ok()
+            }
+            #[cfg(not(unix))]
+            {
+                let _ = &dir;
+                None
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -300,21 +332,19 @@ mod tests {
     #[test]
     fn the_text_names_every_family_with_its_labels_and_the_scraped_gauges() {
         let metrics = Metrics::new(vec![
-            (
-                "parts_in_flight",
-                "Add-part requests being handled",
-                Box::new(|| Some(3)),
-            ),
-            ("unknown_now", "A value not known", Box::new(|| None)),
+            ScrapedGauge::new("parts_in_flight", "Add-part requests being handled", || {
+                Some(3)
+            }),
+            ScrapedGauge::new("unknown_now", "A value not known", || None),
         ]);
         metrics.request(
             Some("add_upload_part"),
             200,
             Duration::from_millis(20),
-            Some(1000),
+            1000,
             Some(10),
         );
-        metrics.request(None, 404, Duration::from_millis(1), None, Some(5));
+        metrics.request(None, 404, Duration::from_millis(1), 0, Some(5));
         metrics.uploads(UploadEvent::Expired, 2);
         metrics.sweep(false, Duration::from_millis(3));
         metrics.backend_error(Backend::Bytes);

@@ -352,10 +352,15 @@ impl PgRecords {
         .await
     }
 
+    /// How many connections the pool holds, how many are free, how many requests wait.
+    pub(crate) fn pool_status(&self) -> deadpool_postgres::Status {
+        self.pool.status()
+    }
+
     /// One sweep: claims (skipping rows another instance holds) the records the ledger may
     /// remove, removes them as the ledger says, and marks expired Uploads' Parts removed.
-    /// Returns how many records it changed.
-    pub(crate) async fn sweep(&self, now: impl Into<Now>) -> Result<usize, Rejection> {
+    /// Returns how many records it changed, and of them how many Uploads had expired.
+    pub(crate) async fn sweep(&self, now: impl Into<Now>) -> Result<SweptBatch, Rejection> {
         bounded(async move {
             let mut client = self.pool.get().await.map_err(|error| unavailable(&error))?;
             let transaction = client
@@ -371,14 +376,14 @@ impl PgRecords {
                 .await
                 .map_err(|error| unavailable(&error))?;
             if loaded.uploads.is_empty() && loaded.files.is_empty() {
-                return Ok(0);
+                return Ok(SweptBatch::default());
             }
             let ledger = loaded.ledger(&self.limits);
             // An expired Upload's record is marked `parts_removed` by the ledger's own step.
             let Some(change) = ledger.sweep(now) else {
                 // Claimed, but nothing the ledger would change: counting it would make a caller
                 // that sweeps until nothing is left loop for ever.
-                return Ok(0);
+                return Ok(SweptBatch::default());
             };
             write_steps(&*transaction, change.steps(), &loaded, now, &Scope::Nothing)
                 .await
@@ -387,16 +392,23 @@ impl PgRecords {
                 .commit()
                 .await
                 .map_err(|error| unavailable(&error))?;
-            Ok(change
-                .steps()
-                .iter()
-                .filter(|step| {
-                    matches!(
-                        step,
-                        Step::SaveUpload(_) | Step::RemoveUpload(_) | Step::RemoveFile(_)
-                    )
-                })
-                .count())
+            let steps = change.steps();
+            Ok(SweptBatch {
+                records: steps
+                    .iter()
+                    .filter(|step| {
+                        matches!(
+                            step,
+                            Step::SaveUpload(_) | Step::RemoveUpload(_) | Step::RemoveFile(_)
+                        )
+                    })
+                    .count(),
+                // A sweep saves an Upload only to mark an expired one's Parts removed.
+                expired: steps
+                    .iter()
+                    .filter(|step| matches!(step, Step::SaveUpload(_)))
+                    .count(),
+            })
         })
         .await
     }
@@ -1139,4 +1151,13 @@ fn to_i64(value: u64) -> i64 {
 
 fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
+}
+
+/// What one [`PgRecords::sweep`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SweptBatch {
+    /// Records changed: Uploads marked or removed, Files removed (0: nothing left to sweep).
+    pub records: usize,
+    /// Of them, Uploads that had expired pending, whose Parts now go.
+    pub expired: usize,
 }

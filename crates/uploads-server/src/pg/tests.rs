@@ -543,11 +543,11 @@ async fn sweeps_on_two_instances_remove_each_record_once_and_doom_its_objects() 
         .collect();
     let mut claimed = 0;
     for sweep in sweeps {
-        claimed += sweep.await.unwrap().unwrap();
+        claimed += sweep.await.unwrap().unwrap().records;
     }
     assert_eq!(claimed, 8, "each expired Upload claimed by one instance");
     assert_eq!(
-        instances[0].sweep(expired).await.unwrap(),
+        instances[0].sweep(expired).await.unwrap().records,
         0,
         "its Parts go once"
     );
@@ -557,7 +557,7 @@ async fn sweeps_on_two_instances_remove_each_record_once_and_doom_its_objects() 
     );
     assert_eq!(doomed, "8", "one object per Part, not the young intent");
     let forgotten = expired + Limits::default().upload_ttl_secs;
-    assert_eq!(instances[1].sweep(forgotten).await.unwrap(), 8);
+    assert_eq!(instances[1].sweep(forgotten).await.unwrap().records, 8);
     assert_eq!(
         services.psql_on(&namespace.database, "SELECT count(*) FROM uploads"),
         "0"
@@ -698,7 +698,7 @@ async fn an_expired_upload_without_parts_is_not_swept_for_ever() {
     let upload = create(records, 1).await;
     let expired = NOW + Limits::default().upload_ttl_secs;
     for _ in 0..3 {
-        assert_eq!(records.sweep(expired).await.unwrap(), 0);
+        assert_eq!(records.sweep(expired).await.unwrap().records, 0);
     }
     let status = records
         .read(&Scope::Upload(upload.id.clone()), expired, |ledger, now| {

@@ -19,10 +19,11 @@ use uploads_core::types::UploadId;
 use super::buckets::Buckets;
 use super::locks::RecordLocks;
 use super::recovery::recover_records;
-use super::{Answer, Ids, MutationError, NewBytes, Records, Scope};
+use super::{Answer, Ids, MutationError, NewBytes, Records, Scope, Swept};
 use crate::byte_store::ByteStore;
 use crate::clock::{Clock, WatchedClock};
 use crate::md5_ahead::{HashAhead, InMemory};
+use crate::metrics::{ScrapedGauge, free_bytes_of};
 use crate::readers::{ReadGuard, Readers};
 use crate::stats::ServerStats;
 use crate::store::DirStore;
@@ -123,9 +124,9 @@ impl Records for LocalRecords {
     /// One record at a time: the ledger is locked only to plan and to apply each, never
     /// across the disk work, so requests keep flowing; a record whose removal fails is logged
     /// and skipped (tried again at the next sweep) and never blocks the others.
-    async fn sweep(&self) -> Answer<Vec<UploadId>> {
+    async fn sweep(&self) -> Answer<Swept> {
         let changes = self.ledger.lock().await.sweep_each(self.clock.now());
-        let mut swept_uploads = Vec::new();
+        let mut swept = Swept::default();
         for (done, change) in changes.into_iter().enumerate() {
             if done > 0 && done % SWEEP_YIELD_EVERY == 0 {
                 tokio::task::yield_now().await;
@@ -133,6 +134,8 @@ impl Records for LocalRecords {
             let Some((key, upload)) = swept_record(&change) else {
                 continue;
             };
+            // A sweep saves an Upload only to mark an expired one's Parts removed.
+            let expired_mark = matches!(change.steps().first(), Some(Step::SaveUpload(_)));
             let _record = self.locks.lock(&key).await;
             // Planned before the lock was taken: a mutation may have changed the record
             // since (the next sweep plans it again).
@@ -147,9 +150,12 @@ impl Records for LocalRecords {
                 tracing::error!(record = %key, error = %rejection, "a swept record changed meanwhile");
                 continue;
             }
-            swept_uploads.extend(upload);
+            if expired_mark {
+                swept.expired += 1;
+            }
+            swept.uploads.extend(upload);
         }
-        Ok(swept_uploads)
+        Ok(swept)
     }
 
     async fn settled(&self, record: &str) {
@@ -167,6 +173,10 @@ impl Records for LocalRecords {
 
     async fn take_request(&self, key: &KeyDigest, limit: RateLimit) -> Answer<RateDecision> {
         Ok(self.buckets.take(key, limit, self.clock.now_micros()))
+    }
+
+    fn gauges(&self) -> Vec<ScrapedGauge> {
+        vec![free_bytes_of(self.store.root().to_path_buf())]
     }
 
     fn hash_ahead(&self, bytes: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Arc<dyn HashAhead> {

@@ -31,6 +31,7 @@ pub(crate) use postgres::PostgresRecords;
 
 use crate::byte_store::ByteStore;
 use crate::md5_ahead::HashAhead;
+use crate::metrics::ScrapedGauge;
 use crate::readers::ReadGuard;
 use crate::stats::ServerStats;
 
@@ -75,9 +76,8 @@ pub(crate) trait Records: Send + Sync + 'static {
     /// they are collected.
     fn intend(&self, bytes: NewBytes<'_>) -> impl Future<Output = Answer<()>> + Send;
 
-    /// Removes what the ledger says may go (expired and cancelled data). Returns the
-    /// Uploads whose Parts went: their md5 chains are of no more use.
-    fn sweep(&self) -> impl Future<Output = Answer<Vec<UploadId>>> + Send;
+    /// Removes what the ledger says may go (expired and cancelled data).
+    fn sweep(&self) -> impl Future<Output = Answer<Swept>> + Send;
 
     /// Waits until this instance's mutation of `record` (an Upload or File id) under way,
     /// if any, is applied: what a complete that lost a race waits for before asking again.
@@ -100,8 +100,22 @@ pub(crate) trait Records: Send + Sync + 'static {
         limit: RateLimit,
     ) -> impl Future<Output = Answer<RateDecision>> + Send;
 
+    /// What an operator graphs about these records, read when the metrics are scraped
+    /// (the data directory's free space; the database pool's connections).
+    fn gauges(&self) -> Vec<ScrapedGauge>;
+
     /// The md5 chains of pending Uploads, kept where these records are.
     fn hash_ahead(&self, bytes: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Arc<dyn HashAhead>;
+}
+
+/// What one sweep did.
+#[derive(Debug, Default)]
+pub(crate) struct Swept {
+    /// Uploads whose Parts went, whose md5 chains are of no more use (none where the chains
+    /// are rows of the Uploads and went with them).
+    pub uploads: Vec<UploadId>,
+    /// Uploads that had expired pending, whose Parts this sweep removed.
+    pub expired: usize,
 }
 
 /// Which rows a request needs: what to lock (for a mutation) or read.

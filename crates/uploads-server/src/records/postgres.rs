@@ -12,10 +12,11 @@ use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::types::UploadId;
 
 use super::locks::RecordLocks;
-use super::{Answer, Ids, MutationError, NewBytes, Records, Scope};
+use super::{Answer, Ids, MutationError, NewBytes, Records, Scope, Swept};
 use crate::byte_store::ByteStore;
 use crate::clock::Clock;
 use crate::md5_ahead::{HashAhead, InDatabase};
+use crate::metrics::ScrapedGauge;
 use crate::objects::{ObjectBytes, file_key, part_key};
 use crate::pg::{DatabaseHealth, Now, PgRecords, decision_time};
 use crate::readers::ReadGuard;
@@ -112,12 +113,19 @@ impl Records for PostgresRecords {
 
     /// Claims batches (another instance skips what this one holds) until nothing is due,
     /// then deletes the objects no record needs any more.
-    async fn sweep(&self) -> Answer<Vec<UploadId>> {
-        while self.records.sweep(self.now()).await? > 0 {}
+    async fn sweep(&self) -> Answer<Swept> {
+        let mut swept = Swept::default();
+        loop {
+            let batch = self.records.sweep(self.now()).await?;
+            swept.expired += batch.expired;
+            if batch.records == 0 {
+                break;
+            }
+        }
         self.collect_objects(None).await?;
         self.abort_stale_multipart().await?;
-        // The md5 chains are rows of the Uploads: they went with them.
-        Ok(Vec::new())
+        // The md5 chains are rows of the Uploads: they went with them (no `uploads`).
+        Ok(swept)
     }
 
     async fn settled(&self, record: &str) {
@@ -145,6 +153,26 @@ impl Records for PostgresRecords {
 
     async fn take_request(&self, key: &KeyDigest, limit: RateLimit) -> Answer<RateDecision> {
         self.records.take_request(key, limit, self.now()).await
+    }
+
+    fn gauges(&self) -> Vec<ScrapedGauge> {
+        let in_use = Arc::clone(&self.records);
+        let waiting = Arc::clone(&self.records);
+        vec![
+            ScrapedGauge::new(
+                "database_connections_in_use",
+                "Connections of this instance's PostgreSQL pool serving a request",
+                move || {
+                    let status = in_use.pool_status();
+                    i64::try_from(status.size.saturating_sub(status.available)).ok()
+                },
+            ),
+            ScrapedGauge::new(
+                "database_connections_waiting",
+                "Requests of this instance waiting for a PostgreSQL connection",
+                move || i64::try_from(waiting.pool_status().waiting).ok(),
+            ),
+        ]
     }
 
     fn hash_ahead(&self, bytes: Arc<dyn ByteStore>, stats: Arc<ServerStats>) -> Arc<dyn HashAhead> {

@@ -19,6 +19,7 @@ use crate::byte_store::ContentSource;
 use crate::readers::ReadGuard;
 use crate::records::Records;
 use crate::records::{MutationError, NewBytes, Scope};
+use crate::stats::Downloading;
 use uploads_core::buffer::BufferPool;
 use uploads_core::forms::FileFormReader;
 use uploads_core::forms::form_head;
@@ -122,9 +123,11 @@ impl<R: Records> Service<R> {
                 storage_rejection(&error, "The server could not read the File's content.")
             })?;
         let (sender, receiver) = mpsc::channel(4);
+        let downloading = Downloading::enter(&self.stats);
         tokio::spawn(async move {
             stream_content(reader, sender).await;
             drop(guard);
+            drop(downloading);
         });
         let mut response = Response::new(channel_body(receiver));
         let headers = response.headers_mut();

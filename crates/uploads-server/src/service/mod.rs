@@ -33,10 +33,11 @@ use uploads_core::rate::{RateDecision, RateLimit};
 use uploads_core::rejection::Rejection;
 use uploads_core::route::{Route, allowed_methods};
 
-use crate::body::{BodyError, BodyPace, BodyReader, ResponseBody, full};
+use crate::body::{BodyError, BodyPace, BodyReader, CountedBody, ResponseBody, full};
 use crate::byte_store::ByteStore;
 use crate::entropy::Entropy;
 use crate::md5_ahead::HashAhead;
+use crate::metrics::{Backend, CountedBytes, Metrics, ScrapedGauge, UploadEvent};
 use crate::records::{Answer, Ids, MutationError, NewBytes, Records, Scope};
 use crate::stats::ServerStats;
 
@@ -57,6 +58,8 @@ pub struct Service<R> {
     stats: Arc<ServerStats>,
     /// The md5 of each pending Upload, hashed as its Parts arrive.
     md5_ahead: Arc<dyn HashAhead>,
+    /// What an operator graphs (see [`crate::metrics`]).
+    metrics: Arc<Metrics>,
 }
 
 /// What the connections of a server need of its service, whatever its backend.
@@ -93,6 +96,8 @@ impl<R: Records> Service<R> {
     ) -> io::Result<Arc<Self>> {
         let entropy = Arc::new(Entropy::from_os()?);
         let stats = Arc::new(ServerStats::default());
+        let metrics = Arc::new(Metrics::new(scraped_gauges(&stats, &records)));
+        let bytes: Arc<dyn ByteStore> = Arc::new(CountedBytes::new(bytes, Arc::clone(&metrics)));
         let md5_ahead = records.hash_ahead(Arc::clone(&bytes), Arc::clone(&stats));
         let service = Arc::new(Self {
             config,
@@ -101,6 +106,7 @@ impl<R: Records> Service<R> {
             entropy,
             stats,
             md5_ahead,
+            metrics,
         });
         service
             .sweep()
@@ -112,6 +118,11 @@ impl<R: Records> Service<R> {
     /// The counters of this service.
     pub(crate) fn stats(&self) -> Arc<ServerStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// The metrics of this service, for the metrics listener.
+    pub(crate) fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Removes what the ledger says may go (expired and cancelled data), every `interval`.
@@ -129,9 +140,15 @@ impl<R: Records> Service<R> {
     /// Removes what the ledger says may go; an Upload whose Parts went will never be
     /// completed with an md5: its hashing-ahead chain goes too.
     async fn sweep(&self) -> Answer<()> {
-        for upload in self.records.sweep().await? {
-            self.md5_ahead.forget(&upload);
+        let started = Instant::now();
+        let swept = self.records.sweep().await;
+        self.metrics.sweep(swept.is_ok(), started.elapsed());
+        let swept = swept.inspect_err(|_| self.metrics.backend_error(Backend::Records))?;
+        for upload in &swept.uploads {
+            self.md5_ahead.forget(upload);
         }
+        self.metrics
+            .uploads(UploadEvent::Expired, swept.expired as u64);
         Ok(())
     }
 
@@ -144,7 +161,9 @@ impl<R: Records> Service<R> {
         let request_id = self.entropy.request_id();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let bytes_received = declared_length(request.headers());
+        let (head, body) = request.into_parts();
+        let (body, received) = CountedBody::new(body);
+        let request = Request::from_parts(head, body);
         let mut seen = Seen::default();
         let mut error_type = None;
         let mut response = match self.route(request, &mut seen).await {
@@ -173,6 +192,17 @@ impl<R: Records> Service<R> {
                 response.headers_mut().insert(name, value);
             }
         }
+        let bytes_received = received.bytes();
+        let bytes_sent =
+            declared_length(response.headers()).or_else(|| response.body().size_hint().exact());
+        let elapsed = started.elapsed();
+        self.metrics.request(
+            seen.route,
+            response.status().as_u16(),
+            elapsed,
+            bytes_received,
+            bytes_sent,
+        );
         // One line per request, with what an operator filters on; a field not known (no
         // route matched, no key accepted, a streamed length) is left out.
         tracing::info!(
@@ -182,9 +212,8 @@ impl<R: Records> Service<R> {
             owner = seen.owner.as_ref().map(Owner::as_str),
             status = response.status().as_u16(),
             bytes_received,
-            bytes_sent = declared_length(response.headers())
-                .or_else(|| response.body().size_hint().exact()),
-            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            bytes_sent,
+            elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             error_type,
             %request_id,
             "request"
@@ -294,14 +323,19 @@ impl<R: Records> Service<R> {
         F: FnOnce(&Ledger, u64, &mut Ids) -> Answer<Planned<T>> + Send + 'static,
     {
         let service = Arc::clone(self);
-        tokio::spawn(async move { service.records.mutate(scope, service.ids(), plan).await })
-            .await
-            .unwrap_or_else(|error| {
-                tracing::error!(%error, "a mutation's task failed");
-                Err(MutationError::Failed(Rejection::server_error(
-                    "The server failed while applying the request. Retry it.",
-                )))
-            })
+        let mutated =
+            tokio::spawn(async move { service.records.mutate(scope, service.ids(), plan).await })
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::error!(%error, "a mutation's task failed");
+                    Err(MutationError::Failed(Rejection::server_error(
+                        "The server failed while applying the request. Retry it.",
+                    )))
+                });
+        if let Err(MutationError::Failed(_)) = &mutated {
+            self.metrics.backend_error(Backend::Records);
+        }
+        mutated
     }
 
     /// The scope of a create by `owner`: its usage when quotas are configured (see
@@ -321,12 +355,26 @@ impl<R: Records> Service<R> {
         scope: Scope,
         read: impl FnOnce(&Ledger, u64) -> Answer<T> + Send,
     ) -> Answer<T> {
-        self.records.read(&scope, read).await
+        let read = self.records.read(&scope, read).await;
+        self.count_records_failure(read)
     }
 
     /// Before bytes are written: tells the records (see [`Records::intend`]).
     async fn intend(&self, bytes: NewBytes<'_>) -> Answer<()> {
-        self.records.intend(bytes).await
+        let intended = self.records.intend(bytes).await;
+        self.count_records_failure(intended)
+    }
+
+    /// Counts an answer of the records that is a failure (5xx), not a refusal, and passes
+    /// it on.
+    fn count_records_failure<T>(&self, answer: Answer<T>) -> Answer<T> {
+        if answer
+            .as_ref()
+            .is_err_and(|rejection| rejection.status.is_server_error())
+        {
+            self.metrics.backend_error(Backend::Records);
+        }
+        answer
     }
 
     /// After a refusal decided from the head alone (429): reads and drops a small body the
@@ -449,4 +497,24 @@ fn body_rejection(error: &BodyError) -> Rejection {
         ),
         BodyError::Transport(_) => Rejection::invalid(None, "The request body could not be read."),
     }
+}
+
+/// The gauges read at each scrape: this service's requests in flight, and the records' own.
+fn scraped_gauges(stats: &Arc<ServerStats>, records: &impl Records) -> Vec<ScrapedGauge> {
+    let parts = Arc::clone(stats);
+    let downloads = Arc::clone(stats);
+    let mut gauges = vec![
+        ScrapedGauge::new(
+            "parts_in_flight",
+            "Add-part requests being handled",
+            move || i64::try_from(parts.parts_in_flight()).ok(),
+        ),
+        ScrapedGauge::new(
+            "downloads_in_flight",
+            "File contents being sent",
+            move || i64::try_from(downloads.downloads_in_flight()).ok(),
+        ),
+    ];
+    gauges.extend(records.gauges());
+    gauges
 }

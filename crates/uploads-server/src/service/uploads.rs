@@ -2,17 +2,19 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use uploads_core::ledger::{CompletePlan, Owner, Verification};
+use uploads_core::ledger::{CompletePlan, Owner, Planned, Verification};
 use uploads_core::rejection::Rejection;
 use uploads_core::types::{PartId, UploadId};
 
 use super::forms::read_form;
 use super::{Answer, Service, json, storage_rejection};
 use crate::body::ResponseBody;
+use crate::metrics::UploadEvent;
 use crate::records::Records;
 use crate::records::{MutationError, NewBytes, Scope};
 use crate::stats::InFlight;
@@ -26,13 +28,13 @@ impl<R: Records> Service<R> {
         owner: Owner,
         body: Bytes,
     ) -> Answer<Response<ResponseBody>> {
-        json(
-            &self
-                .mutate(self.create_scope(&owner), move |ledger, now, ids| {
-                    ledger.create_upload(&owner, &body, now, ids)
-                })
-                .await?,
-        )
+        let created = self
+            .mutate(self.create_scope(&owner), move |ledger, now, ids| {
+                ledger.create_upload(&owner, &body, now, ids)
+            })
+            .await?;
+        self.metrics.uploads(UploadEvent::Created, 1);
+        json(&created)
     }
 
     /// `POST /uploads/{id}/parts`: streams the `data` field to the store, then records the Part.
@@ -121,7 +123,10 @@ impl<R: Records> Service<R> {
                 .iter()
                 .map(|part| part.id.clone())
                 .collect();
-            match self.md5_ahead.digest(upload_id, listed).await {
+            let hashing = Instant::now();
+            let digest = self.md5_ahead.digest(upload_id, listed).await;
+            self.metrics.md5_wait(hashing.elapsed());
+            match digest {
                 Ok(digest) => Some(digest),
                 Err(error) => {
                     tracing::error!(%error, "reading parts for the md5 failed");
@@ -134,11 +139,16 @@ impl<R: Records> Service<R> {
             None
         };
         let owner = owner.clone();
-        let completed = self
+        let (changed, completed) = self
             .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, ids| {
-                ledger.finish_complete(&owner, &verification, md5, now, ids)
+                ledger
+                    .finish_complete(&owner, &verification, md5, now, ids)
+                    .map(noting_change)
             })
             .await?;
+        if changed {
+            self.metrics.uploads(UploadEvent::Completed, 1);
+        }
         self.md5_ahead.forget(upload_id);
         json(&completed)
     }
@@ -200,13 +210,25 @@ impl<R: Records> Service<R> {
         upload_id: UploadId,
     ) -> Answer<Response<ResponseBody>> {
         let id = upload_id.clone();
-        let cancelled = self
+        let (changed, cancelled) = self
             .mutate(Scope::Upload(upload_id.clone()), move |ledger, now, _| {
-                ledger.cancel_upload(&owner, &id, now)
+                ledger.cancel_upload(&owner, &id, now).map(noting_change)
             })
             .await?;
+        if changed {
+            self.metrics.uploads(UploadEvent::Cancelled, 1);
+        }
         self.md5_ahead.forget(&upload_id);
         json(&cancelled)
+    }
+}
+
+/// A plan whose answer also says whether it changes anything (a replay, an idempotent
+/// retry, does not), so that only real transitions are counted.
+fn noting_change<T>(planned: Planned<T>) -> Planned<(bool, T)> {
+    Planned {
+        response: (planned.change.is_some(), planned.response),
+        change: planned.change,
     }
 }
 
