@@ -125,7 +125,7 @@ pub(crate) fn cargo() -> Command {
 }
 
 /// The server's test suites that run on both backends.
-const SHARED_BACKEND_SUITES: [&str; 13] = [
+const SHARED_BACKEND_SUITES: [&str; 14] = [
     "authorization",
     "behaviour_table",
     "bodies",
@@ -133,6 +133,7 @@ const SHARED_BACKEND_SUITES: [&str; 13] = [
     "disconnects",
     "downloads",
     "lifecycle",
+    "metrics",
     "owner_isolation",
     "part_limits",
     "quotas",
