@@ -71,7 +71,7 @@ pub struct ServeArgs {
     #[arg(long, value_parser = parse_size, requires = "object_store")]
     memory_budget: Option<u64>,
     /// Bytes each owner may keep (its Files plus its pending Uploads' declared bytes),
-    /// e.g. 100GiB; past it, a new Upload or File is refused before any byte is read.
+    /// e.g. 100GiB; past it, a new Upload or File is refused (400) and nothing is stored.
     /// Default: no quota.
     #[arg(long, env = "UPLOADS_QUOTA_BYTES", value_parser = parse_size)]
     quota_bytes: Option<u64>,

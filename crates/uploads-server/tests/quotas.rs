@@ -368,3 +368,22 @@ async fn a_file_named_with_a_nul_counts_toward_the_quota() {
     );
     create(&client, 95).await.ok::<Upload>();
 }
+
+#[tokio::test]
+async fn under_a_bytes_quota_parts_cannot_store_past_the_declared_bytes_and_a_retry() {
+    let server = start(Limits::default().with_quota_bytes(1_000)).await;
+    let client = server.client().await;
+    let upload: Upload = create(&client, 10).await.ok();
+    // The Part, and a retried copy of it: what a lost answer costs, taken.
+    let first = client.add_part_ok(&upload.id, &[7; 10]).await;
+    client.add_part_ok(&upload.id, &[7; 10]).await;
+    // One byte more would store what the quota never counted.
+    let refused = client.add_part(&upload.id, &[7]).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
+    assert_eq!(refused.error().param.as_deref(), Some("data"));
+    // The Upload is whole: it completes with the Part it lists.
+    let md5 = support::md5_hex(&[&[7; 10]]);
+    client
+        .complete_ok(&upload.id, &[&first.id], Some(&md5))
+        .await;
+}

@@ -133,7 +133,8 @@ pub use complete_request::max_complete_request_bytes;
 pub use files::NewFile;
 pub use ids::{IdSource, RANDOM_ID_LEN, RandomIds, SequentialIds};
 pub use quota::{
-    FILE_COUNT_QUOTA_EXCEEDED, STORAGE_QUOTA_EXCEEDED, Usage, is_over_quota, quota_rejection,
+    FILE_COUNT_QUOTA_EXCEEDED, STORAGE_QUOTA_EXCEEDED, Usage, is_over_quota, parts_room,
+    quota_rejection,
 };
 pub use records::{Completion, FileRecord, Owner, PartRecord, RecordState, UploadRecord};
 pub use uploads::{CompletePlan, PartSlot, Verification};

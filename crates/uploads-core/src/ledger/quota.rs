@@ -4,8 +4,10 @@
 //! An owner's usage is its Files (their real size) plus its pending Uploads (their declared
 //! `bytes`, each counting as the File it will become). A completed Upload's File replaces
 //! its pending share; cancelled and expired Uploads, and deleted or expired Files, free theirs.
-//! Parts of an accepted Upload are never refused by a quota: their bytes were counted when it
-//! was created.
+//! Under a bytes quota an Upload's Parts may hold at most its declared `bytes` and one
+//! retried Part ([`parts_room`]): the Part that would take them past it is refused, so Parts
+//! cannot store what the quota never counted (at most one Part more than declared per
+//! pending Upload, a retried Part's copy, is stored uncounted).
 //!
 //! The ledger keeps running totals per owner, updated as changes are applied, so a create is
 //! decided without scanning the records: its cost is the owner's pending Uploads that have
@@ -201,6 +203,13 @@ impl Ledger {
     }
 }
 
+/// Under a bytes quota, the most an Upload declaring `declared` bytes may hold in Parts: the
+/// declared bytes, and one retried Part (a Part stored twice because its answer was lost) of
+/// at most a Part's size. See [`Ledger::add_part`].
+pub fn parts_room(limits: &Limits, declared: u64) -> u64 {
+    declared.saturating_add(declared.min(limits.max_part_bytes))
+}
+
 /// How the message of a refusal over the bytes quota begins (OpenAI's words).
 pub const STORAGE_QUOTA_EXCEEDED: &str = "You have exceeded your file storage quota.";
 /// How the message of a refusal over the files quota begins.
@@ -307,6 +316,37 @@ mod tests {
     }
 
     #[test]
+    fn under_a_bytes_quota_parts_hold_the_declared_bytes_and_one_retried_part_no_more() {
+        let mut scenario = scenario(1000, 10);
+        let upload = scenario.upload(&owner_a(), 10);
+        let owner = owner_a();
+        // The Part, and the same Part again (its first answer lost): 20 bytes.
+        scenario.part(&owner, &upload, &[1; 10]);
+        scenario.part(&owner, &upload, &[1; 10]);
+        let before = scenario.records();
+        let refused = scenario.add_part(&owner, &upload, &[1]).unwrap_err();
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+        assert_eq!(refused.param(), Some("data"));
+        assert!(
+            refused.body.error.message.contains("at most 20"),
+            "{}",
+            refused.body.error.message
+        );
+        assert_eq!(scenario.records(), before, "nothing stored");
+        // Without a bytes quota, Parts are bounded by the Upload limit alone.
+        let mut unlimited = Scenario::with_limits(Limits::default().with_quota_files(10));
+        let upload = unlimited.upload(&owner, 10);
+        for _ in 0..3 {
+            unlimited.part(&owner, &upload, &[1; 10]);
+        }
+        // The retried Part's room is at most a Part.
+        let limits = Limits::default().with_max_part_bytes(64);
+        assert_eq!(parts_room(&limits, 10), 20);
+        assert_eq!(parts_room(&limits, 1000), 1064);
+        assert_eq!(parts_room(&limits, u64::MAX), u64::MAX);
+    }
+
+    #[test]
     fn a_create_over_the_bytes_quota_is_refused_and_changes_nothing() {
         let mut scenario = scenario(100, 10);
         scenario.upload(&owner_a(), 60);
@@ -398,8 +438,9 @@ mod tests {
         let upload = scenario.upload(&a, 11);
         let hello = scenario.part(&a, &upload, b"hello ");
         let world = scenario.part(&a, &upload, b"world");
-        // Parts are never refused by the quota, even past the declared size.
-        scenario.part(&a, &upload, &[0; 30]);
+        // A retried Part past the declared size is taken (one Part's room), and the usage
+        // still counts the declared bytes.
+        scenario.part(&a, &upload, &[0; 11]);
         assert_eq!(
             scenario.ledger.usage(&a, scenario.now),
             Usage {

@@ -14,7 +14,7 @@ use super::change::Guard;
 use super::complete_request::{CompleteRequest, parse_complete_request};
 use super::{
     Change, Completion, FileRecord, IdSource, Ledger, Owner, PartRecord, Planned, RecordState,
-    Step, UploadEntry, UploadRecord, mint,
+    Step, UploadEntry, UploadRecord, mint, parts_room,
 };
 
 /// The answer to [`Ledger::check_add_part`]: the Part may be sent, and these are the ids to
@@ -179,7 +179,9 @@ impl Ledger {
     /// is over `max_part_bytes` (a server may stop reading past the limit and pass any larger
     /// count), and 400 `param: "data"` when the Upload's Parts would add up to more than
     /// `max_upload_bytes`. Parts beyond the declared `bytes` are accepted up to that limit:
-    /// retried Parts are normal, and only listed Parts count on complete.
+    /// retried Parts are normal, and only listed Parts count on complete. Under a bytes quota,
+    /// up to [`parts_room`] only (400 `param: "data"`), so
+    /// that Parts cannot store what the quota did not count.
     ///
     /// On success the server makes the Part's bytes durable first, then the change's steps.
     pub fn add_part(
@@ -208,6 +210,20 @@ impl Ledger {
                     "Adding this Part ({part_bytes} bytes) would bring the Parts of Upload {} \
                      to {total} bytes; an Upload may hold at most {} bytes.",
                     record.id, self.limits.max_upload_bytes
+                ),
+            ));
+        }
+        // Under a bytes quota, Parts may not store more than the quota counted for the
+        // Upload: its declared bytes, and one retried Part.
+        let room = parts_room(&self.limits, record.bytes);
+        if self.limits.quota_bytes.is_some() && total > room {
+            return Err(Rejection::invalid(
+                Some("data"),
+                format!(
+                    "Adding this Part ({part_bytes} bytes) would bring the Parts of Upload {} \
+                     to {total} bytes; it declared {} bytes, and under this server's storage \
+                     quota its Parts may hold at most {room} (one retried Part more).",
+                    record.id, record.bytes
                 ),
             ));
         }
