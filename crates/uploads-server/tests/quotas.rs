@@ -379,11 +379,54 @@ async fn under_a_bytes_quota_parts_cannot_store_past_the_declared_bytes_and_a_re
     client.add_part_ok(&upload.id, &[7; 10]).await;
     // One byte more would store what the quota never counted.
     let refused = client.add_part(&upload.id, &[7]).await;
-    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.text());
+    assert_eq!(
+        refused.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        refused.text()
+    );
     assert_eq!(refused.error().param.as_deref(), Some("data"));
     // The Upload is whole: it completes with the Part it lists.
     let md5 = support::md5_hex(&[&[7; 10]]);
     client
         .complete_ok(&upload.id, &[&first.id], Some(&md5))
         .await;
+}
+
+/// A raw HTTP/1.1 client that sends a whole request, as most do, before reading the answer.
+async fn exchange_whole(
+    addr: std::net::SocketAddr,
+    head: &str,
+    body: &[u8],
+) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn a_large_part_over_the_rate_is_answered_429_not_reset() {
+    let server = start(Limits::default().with_requests_per_minute(1)).await;
+    let client = server.client().await;
+    let upload: Upload = create(&client, 8 << 20).await.ok();
+    // The token is spent; the next Part, 8 MiB as clients send, is over the rate.
+    let form =
+        uploads_core::multipart::MultipartBody::upload_part(&support::next_boundary(), 8 << 20);
+    let (content_type, body) = (form.content_type.clone(), form.assemble(&vec![5; 8 << 20]));
+    let head = format!(
+        "POST /v1/uploads/{}/parts HTTP/1.1\r\nHost: uploads\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        upload.id,
+        support::KEY_A,
+        body.len()
+    );
+    let answer = exchange_whole(server.running.local_addr(), &head, &body)
+        .await
+        .expect("the answer, not a reset connection");
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("retry-after-ms: "), "{answer}");
 }

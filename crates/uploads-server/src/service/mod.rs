@@ -253,7 +253,7 @@ impl<R: Records> Service<R> {
             seen.rate = Some(decision);
             if let Some(rejection) = decision.rejection() {
                 self.stats.count_rate_limited();
-                self.discard_small_body(request).await;
+                self.discard_body(request).await;
                 return Err(rejection);
             }
         }
@@ -377,13 +377,14 @@ impl<R: Records> Service<R> {
         answer
     }
 
-    /// After a refusal decided from the head alone (429): reads and drops a small body the
-    /// client is sending anyway, so the connection ends cleanly and the client reads the
-    /// answer (closing a socket with unread bytes resets it, and a client still writing its
-    /// body would see a broken connection instead of the 429 and its `retry-after-ms`). A body
-    /// the client has not sent yet (`Expect: 100-continue`), one over
-    /// [`DISCARDED_BODY_LIMIT`], or one of unknown length is left unread.
-    async fn discard_small_body<B>(&self, request: Request<B>)
+    /// After a refusal decided from the head alone (429): reads and drops the body the client
+    /// is sending anyway, so the connection ends cleanly and the client reads the answer
+    /// (closing a socket with unread bytes resets it, and a client still writing its body
+    /// would see a broken connection instead of the 429 and its `retry-after-ms`). Chunks are
+    /// dropped as they come (no memory held), at the body pace every body must keep. A body
+    /// the client has not sent yet (`Expect: 100-continue`), one over the largest Part's
+    /// request ([`Service::discard_limit`]), or one of unknown length is left unread.
+    async fn discard_body<B>(&self, request: Request<B>)
     where
         B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
     {
@@ -392,13 +393,22 @@ impl<R: Records> Service<R> {
             .get(http::header::EXPECT)
             .is_some_and(|expect| expect.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let declared = declared_length(request.headers());
-        let small = declared.is_some_and(|length| length <= DISCARDED_BODY_LIMIT as u64);
-        if waits_to_send || !small || request.body().is_end_stream() {
+        let within = declared.is_some_and(|length| length <= self.discard_limit());
+        if waits_to_send || !within || request.body().is_end_stream() {
             return;
         }
-        let _ = BodyReader::new(request.into_body(), self.config.body_pace)
-            .collect(DISCARDED_BODY_LIMIT)
-            .await;
+        let mut body = BodyReader::new(request.into_body(), self.config.body_pace);
+        while let Ok(Some(_dropped)) = body.next_chunk().await {}
+    }
+
+    /// The longest body [`Service::discard_body`] reads: a Part of `max_part_bytes` and its
+    /// form's fields (the requests a rate refuses are mostly Parts), at least 1 MiB.
+    fn discard_limit(&self) -> u64 {
+        self.config
+            .limits
+            .max_part_bytes
+            .saturating_add(PART_FORM_FIELDS_BYTES)
+            .max(1024 * 1024)
     }
 
     async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
@@ -418,10 +428,9 @@ impl<R: Records> Service<R> {
     }
 }
 
-/// The largest body read and dropped after a refusal decided from the head (see
-/// [`Service::discard_small_body`]): a Part of the size clients send for small files, never a
-/// large one.
-const DISCARDED_BODY_LIMIT: usize = 1024 * 1024;
+/// Room for a Part form's boundaries and fields beside its data, in
+/// [`Service::discard_limit`].
+const PART_FORM_FIELDS_BYTES: u64 = 64 * 1024;
 
 /// What [`Service::route`] learnt of a request, for its log line.
 #[derive(Default)]
