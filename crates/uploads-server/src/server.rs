@@ -355,7 +355,14 @@ impl ServerBuilder {
             metrics,
             sweeper,
         } = launched;
-        let metrics = start_metrics(self.metrics_listen, metrics).await?;
+        let metrics = match start_metrics(self.metrics_listen, metrics).await {
+            Ok(metrics) => metrics,
+            Err(error) => {
+                // Nothing serves: nothing may sweep a directory this process gives up.
+                sweeper.abort();
+                return Err(error);
+            }
+        };
         let max_connections = connections_within_descriptor_limit(self.max_connections);
         let accept = tokio::spawn(accept_loop(
             listener,

@@ -161,6 +161,10 @@ async fn the_metrics_count_requests_bytes_and_each_uploads_fate() {
         "{text}"
     );
     assert!(scrape.has("uploads_sweep_duration_seconds_count"), "{text}");
+    assert!(
+        scrape.value("uploads_sweep_last_success_timestamp_seconds") > 1.7e9,
+        "a Unix time: {text}"
+    );
     if shared_backend() {
         assert!(scrape.has("uploads_database_connections_in_use"), "{text}");
         assert!(scrape.has("uploads_database_connections_waiting"), "{text}");
@@ -196,4 +200,31 @@ async fn metrics_are_served_only_on_their_own_listener_and_only_at_slash_metrics
 
     let without = TestServer::start().await;
     assert_eq!(without.running.metrics_addr(), None);
+}
+
+#[tokio::test]
+async fn a_metrics_address_in_use_stops_the_start_naming_it() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let error = uploads_server::Server::builder()
+        .data_dir(dir.path())
+        .metrics_listen(addr)
+        .start()
+        .await
+        .err()
+        .expect("the metrics address is taken");
+    assert!(
+        error
+            .to_string()
+            .starts_with(&format!("cannot listen for metrics on {addr}:")),
+        "{error}"
+    );
+    // Nothing of the failed start holds the directory.
+    let server = uploads_server::Server::builder()
+        .data_dir(dir.path())
+        .start()
+        .await
+        .unwrap();
+    server.shutdown().await;
 }

@@ -10,13 +10,14 @@
 mod counted_bytes;
 mod endpoint;
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -122,6 +123,7 @@ pub(crate) struct Metrics {
     md5_wait: Histogram,
     sweeps: Family<OutcomeLabels, Counter>,
     sweep_duration: Histogram,
+    last_sweep: Gauge<f64, AtomicU64>,
     backend_errors: Family<BackendLabels, Counter>,
 }
 
@@ -184,6 +186,13 @@ impl Metrics {
             "Time one sweeper run took",
             sweep_duration.clone(),
         );
+        let last_sweep = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "sweep_last_success_timestamp_seconds",
+            "When the last sweeper run that succeeded ended (Unix time): the sweeper's lag is \
+             time() minus this",
+            last_sweep.clone(),
+        );
         let backend_errors = Family::<BackendLabels, Counter>::default();
         registry.register(
             "backend_errors",
@@ -202,6 +211,7 @@ impl Metrics {
             md5_wait,
             sweeps,
             sweep_duration,
+            last_sweep,
             backend_errors,
         }
     }
@@ -250,6 +260,13 @@ impl Metrics {
         let outcome = if succeeded { "ok" } else { "failed" };
         self.sweeps.get_or_create(&OutcomeLabels { outcome }).inc();
         self.sweep_duration.observe(took.as_secs_f64());
+        if succeeded {
+            // A report for an operator's graphs, not a decision: the system's clock.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_sweep.set(now.as_secs_f64());
+        }
     }
 
     /// Counts one failure of `backend`.
