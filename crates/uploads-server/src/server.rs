@@ -355,14 +355,7 @@ impl ServerBuilder {
             metrics,
             sweeper,
         } = launched;
-        let metrics = match start_metrics(self.metrics_listen, metrics).await {
-            Ok(metrics) => metrics,
-            Err(error) => {
-                // Nothing serves: nothing may sweep a directory this process gives up.
-                sweeper.abort();
-                return Err(error);
-            }
-        };
+        let metrics = start_metrics(self.metrics_listen, metrics, &sweeper).await?;
         let max_connections = connections_within_descriptor_limit(self.max_connections);
         let accept = tokio::spawn(accept_loop(
             listener,
@@ -390,16 +383,20 @@ impl ServerBuilder {
     }
 }
 
-/// Starts the metrics listener on `addr`, if one is asked for.
+/// Starts the metrics listener on `addr`, if one is asked for. When it cannot, the start
+/// fails: the `sweeper` already started stops (nothing may sweep a directory this process
+/// gives up).
 async fn start_metrics(
     addr: Option<SocketAddr>,
     metrics: Arc<Metrics>,
+    sweeper: &JoinHandle<()>,
 ) -> io::Result<Option<(SocketAddr, JoinHandle<()>)>> {
     let Some(addr) = addr else {
         return Ok(None);
     };
     // Not the API's address: an `AddrInUse` here must not read as the API's.
     let listening = serve_metrics(addr, metrics).await.map_err(|error| {
+        sweeper.abort();
         io::Error::other(format!("cannot listen for metrics on {addr}: {error}"))
     })?;
     Ok(Some(listening))
