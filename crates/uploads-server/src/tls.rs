@@ -164,7 +164,8 @@ impl ServerTls {
     }
 }
 
-/// rustls' provider on ring, the server's own (not installed process-wide), as the clients'.
+/// rustls' provider on ring, given to each of the server's configurations (its HTTPS and
+/// PostgreSQL's), never installed process-wide, as the clients'.
 ///
 /// rustls 0.23.48 deprecates `ring::default_provider` (ring has no post-quantum key
 /// exchange) with no successor in 0.23 but aws-lc-rs, which this workspace keeps out.
@@ -172,7 +173,7 @@ impl ServerTls {
     deprecated,
     reason = "rustls 0.23 has no other ring provider that is not process-wide"
 )]
-fn ring_provider() -> CryptoProvider {
+pub(crate) fn ring_provider() -> CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

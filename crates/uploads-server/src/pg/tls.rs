@@ -367,7 +367,7 @@ fn servers(config: &tokio_postgres::Config) -> String {
 
 /// rustls's client configuration for `check`, with the ring provider.
 fn client_config(check: &Check) -> Result<ClientConfig, TlsUrlError> {
-    let provider = Arc::new(ring_provider());
+    let provider = Arc::new(crate::tls::ring_provider());
     let algorithms = provider.signature_verification_algorithms;
     let verifier: Arc<dyn ServerCertVerifier> = match check {
         Check::Nothing => Arc::new(ChainVerifier {
@@ -393,19 +393,6 @@ fn client_config(check: &Check) -> Result<ClientConfig, TlsUrlError> {
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_POSTGRESQL.to_vec()];
     Ok(config)
-}
-
-/// rustls's provider on ring, given to each configuration (never installed process-wide).
-///
-/// rustls 0.23.48 deprecates `ring::default_provider` (ring has no post-quantum key
-/// exchange) with no successor in rustls 0.23 other than aws-lc-rs, which this workspace
-/// keeps out, or the process-wide default; the clients (uploads-hyper) make the same choice.
-#[allow(
-    deprecated,
-    reason = "rustls 0.23 has no other ring provider that is not process-wide"
-)]
-fn ring_provider() -> rustls::crypto::CryptoProvider {
-    rustls::crypto::ring::default_provider()
 }
 
 /// The roots of `sslrootcert`.
