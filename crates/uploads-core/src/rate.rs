@@ -226,6 +226,26 @@ mod tests {
 
     use super::*;
 
+    proptest! {
+        /// A bucket said to be full may be forgotten: taking from it answers exactly as
+        /// taking from no bucket at all; one not full may not (it would answer otherwise).
+        #[test]
+        fn a_full_bucket_answers_as_a_forgotten_one(
+            requests in 1_u32..1000,
+            now in 0_u64..10_000_000_000,
+            ahead in -120_000_000_i64..120_000_000,
+        ) {
+            let limit = RateLimit::per_minute(requests);
+            let tat = now.saturating_add_signed(ahead);
+            let forgotten = limit.take(None, now);
+            if limit.is_full(tat, now) {
+                prop_assert_eq!(limit.take(Some(tat), now), forgotten);
+            } else {
+                prop_assert_ne!(limit.take(Some(tat), now), forgotten);
+            }
+        }
+    }
+
     #[test]
     fn durations_print_as_go_prints_them() {
         for (millis, text) in [

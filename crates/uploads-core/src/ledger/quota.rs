@@ -347,6 +347,32 @@ mod tests {
     }
 
     #[test]
+    fn either_quota_alone_is_enforced() {
+        let body = |bytes: u64| {
+            serde_json::json!({"filename": "b", "purpose": "user_data", "bytes": bytes,
+                "mime_type": "text/plain"})
+        };
+        let mut bytes_only = Scenario::with_limits(Limits::default().with_quota_bytes(10));
+        let refused = bytes_only.create(&owner_a(), &body(11)).unwrap_err();
+        assert!(is_over_quota(&refused), "{refused:?}");
+        let mut files_only = Scenario::with_limits(Limits::default().with_quota_files(1));
+        files_only.upload(&owner_a(), 1);
+        let refused = files_only.create(&owner_a(), &body(1)).unwrap_err();
+        assert!(is_over_quota(&refused), "{refused:?}");
+    }
+
+    #[test]
+    fn an_owner_with_nothing_left_is_not_kept_in_the_totals() {
+        let mut scenario = scenario(1000, 10);
+        let owner = owner_a();
+        let upload = scenario.upload(&owner, 10);
+        assert!(scenario.ledger.usage.owners.contains_key(&owner));
+        scenario.cancel(&owner, &upload).unwrap();
+        // Keys come and go: an owner whose records no longer count costs no memory.
+        assert!(!scenario.ledger.usage.owners.contains_key(&owner));
+    }
+
+    #[test]
     fn a_create_over_the_bytes_quota_is_refused_and_changes_nothing() {
         let mut scenario = scenario(100, 10);
         scenario.upload(&owner_a(), 60);
