@@ -38,6 +38,15 @@ pub fn min_file_bytes(declared_length: u64) -> u64 {
     declared_length.saturating_sub(DecoderLimits::default().max_body_bytes(0))
 }
 
+/// The longest body a form reader reads for a form whose field holds at most
+/// `max_field_bytes` (a Part's `data`, a File's `file`): the data and the rest of the form at
+/// its most. A longer declared `Content-Length` is refused (413) before the body is asked for.
+pub fn max_form_bytes(max_field_bytes: u64) -> u64 {
+    DecoderLimits::default()
+        .with_max_field_bytes(max_field_bytes)
+        .max_body_bytes(max_field_bytes)
+}
+
 /// What a form reader is opened with, from a request's head: its `Content-Type` and its
 /// declared `Content-Length` (`None` when absent or unreadable).
 pub fn form_head(headers: &http::HeaderMap) -> (Option<&str>, Option<u64>) {
@@ -101,7 +110,7 @@ impl FormDecoder {
         max_field_bytes: u64,
     ) -> Result<Self, Rejection> {
         let limits = DecoderLimits::default().with_max_field_bytes(max_field_bytes);
-        let ceiling = limits.max_body_bytes(max_field_bytes);
+        let ceiling = max_form_bytes(max_field_bytes);
         if let Some(declared) = declared_length.filter(|&declared| declared > ceiling) {
             return Err(Rejection::too_large(
                 Some(field),

@@ -401,14 +401,10 @@ impl<R: Records> Service<R> {
         while let Ok(Some(_dropped)) = body.next_chunk().await {}
     }
 
-    /// The longest body [`Service::discard_body`] reads: a Part of `max_part_bytes` and its
-    /// form's fields (the requests a rate refuses are mostly Parts), at least 1 MiB.
+    /// The longest body [`Service::discard_body`] reads: the longest Part request the Part
+    /// reader would read (the requests a rate refuses are mostly Parts), at least 1 MiB.
     fn discard_limit(&self) -> u64 {
-        self.config
-            .limits
-            .max_part_bytes
-            .saturating_add(PART_FORM_FIELDS_BYTES)
-            .max(1024 * 1024)
+        uploads_core::forms::max_form_bytes(self.config.limits.max_part_bytes).max(1024 * 1024)
     }
 
     async fn json_body<B>(&self, request: Request<B>) -> Answer<Bytes>
@@ -427,10 +423,6 @@ impl<R: Records> Service<R> {
             .map_err(|error| body_rejection(&error))
     }
 }
-
-/// Room for a Part form's boundaries and fields beside its data, in
-/// [`Service::discard_limit`].
-const PART_FORM_FIELDS_BYTES: u64 = 64 * 1024;
 
 /// What [`Service::route`] learnt of a request, for its log line.
 #[derive(Default)]
