@@ -90,19 +90,7 @@ impl TestServer {
     /// Shuts the server down, lets `between` change its data dir (what a crash or an
     /// operator leaves), and starts a new server on it with the same clock and keys.
     pub async fn restart_after(self, between: impl FnOnce(&Path)) -> Self {
-        let Self {
-            running,
-            clock,
-            dir,
-        } = self;
-        running.shutdown().await;
-        between(dir.path());
-        let running = start_on(dir.path(), &clock, |builder| builder).await;
-        Self {
-            running,
-            clock,
-            dir,
-        }
+        self.restart_between(between, |builder| builder).await
     }
 
     /// Like [`TestServer::restart_after`] with nothing changed in between, the new server
@@ -111,12 +99,22 @@ impl TestServer {
         self,
         configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
     ) -> Self {
+        self.restart_between(|_| {}, configure).await
+    }
+
+    /// Shuts down, lets `between` change the data dir, starts again configured by `configure`.
+    async fn restart_between(
+        self,
+        between: impl FnOnce(&Path),
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+    ) -> Self {
         let Self {
             running,
             clock,
             dir,
         } = self;
         running.shutdown().await;
+        between(dir.path());
         let running = start_on(dir.path(), &clock, configure).await;
         Self {
             running,
@@ -137,23 +135,31 @@ pub async fn start_on(
     clock: &ManualClock,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> RunningServer {
-    let builder = Server::builder()
-        .data_dir(dir)
-        .api_key(KEY_A, OWNER_A)
-        .api_key(KEY_B, OWNER_B)
-        .clock(clock.clone());
-    let builder = match shared_namespace(dir) {
-        // The test moves time for the database too.
-        Some(namespace) => builder
-            .shared(
-                &namespace.database_url,
-                &namespace.object_store,
-                namespace.s3_env(),
-            )
-            .shared_clock(clock.clone()),
-        None => builder,
+    let builder = on_backend(dir, Server::builder().clock(clock.clone()));
+    // The test moves time for the database too.
+    let builder = if shared_backend() {
+        builder.shared_clock(clock.clone())
+    } else {
+        builder
     };
     configure(builder).start().await.unwrap()
+}
+
+/// `builder` on `dir`, knowing [`KEY_A`] and [`KEY_B`], on the backend the tests run against
+/// ([`shared_backend`]).
+fn on_backend(dir: &Path, builder: ServerBuilder) -> ServerBuilder {
+    let builder = builder
+        .data_dir(dir)
+        .api_key(KEY_A, OWNER_A)
+        .api_key(KEY_B, OWNER_B);
+    match shared_namespace(dir) {
+        Some(namespace) => builder.shared(
+            &namespace.database_url,
+            &namespace.object_store,
+            namespace.s3_env(),
+        ),
+        None => builder,
+    }
 }
 
 /// Like [`start_on`] on the system's clock (the database's on the shared backend): for
@@ -162,19 +168,10 @@ pub async fn start_on_system_clock(
     dir: &Path,
     configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> RunningServer {
-    let builder = Server::builder()
-        .data_dir(dir)
-        .api_key(KEY_A, OWNER_A)
-        .api_key(KEY_B, OWNER_B);
-    let builder = match shared_namespace(dir) {
-        Some(namespace) => builder.shared(
-            &namespace.database_url,
-            &namespace.object_store,
-            namespace.s3_env(),
-        ),
-        None => builder,
-    };
-    configure(builder).start().await.unwrap()
+    configure(on_backend(dir, Server::builder()))
+        .start()
+        .await
+        .unwrap()
 }
 
 /// Which backend the tests run against: the directory store, or with
