@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::time::Duration;
 
-use services::{Namespace, Services};
+use services::{Namespace, PlainPostgres, Services};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_uploads");
 const KEY_A: &str = "sk-scaleout-alpha";
@@ -23,6 +23,26 @@ const KEY_B: &str = "sk-scaleout-bravo";
 const GUARD: Duration = Duration::from_mins(2);
 
 /// One `uploads serve` on the shared namespace.
+/// `uploads serve` on `namespace`'s bucket and `database_url`, its log on a pipe.
+fn serve(namespace: &Namespace, database_url: &str) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .arg("--api-key")
+        .arg(format!("{KEY_A}=proj_a,{KEY_B}=proj_b"))
+        .arg("--database-url")
+        .arg(database_url)
+        .arg("--object-store")
+        .arg(&namespace.object_store)
+        .envs(namespace.s3_env())
+        .env("RUST_LOG", "warn,uploads_server::server=info")
+        .env_remove("UPLOADS_API_KEYS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    command
+}
+
 struct Instance {
     process: Child,
     addr: SocketAddr,
@@ -37,20 +57,7 @@ impl Instance {
     /// An instance reaching the namespace's database by `database_url` (another
     /// `application_name`, say).
     fn start_on(namespace: &Namespace, database_url: &str) -> Self {
-        let mut process = Command::new(BINARY)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .arg("--api-key")
-            .arg(format!("{KEY_A}=proj_a,{KEY_B}=proj_b"))
-            .arg("--database-url")
-            .arg(database_url)
-            .arg("--object-store")
-            .arg(&namespace.object_store)
-            .envs(namespace.s3_env())
-            .env("RUST_LOG", "warn,uploads_server::server=info")
-            .env_remove("UPLOADS_API_KEYS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+        let mut process = serve(namespace, database_url)
             .spawn()
             .expect("spawn uploads serve");
         let stderr = process.stderr.take().expect("stderr piped");
@@ -709,4 +716,43 @@ fn an_instance_frozen_mid_transaction_leaves_the_others_serving() {
     }
     let resumed = create(frozen.addr, 1);
     assert!(!resumed.is_empty());
+}
+
+/// `uploads serve` on a database URL whose TLS the database cannot honour: the process ends
+/// at startup and says why, naming the server and the `sslmode`.
+#[test]
+fn serve_with_sslmode_require_on_a_database_without_tls_stops_saying_so() {
+    let namespace = Services::get().fresh();
+    let port = PlainPostgres::get().port;
+    let database_url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=require");
+    let mut process = serve(&namespace, &database_url)
+        .spawn()
+        .expect("spawn uploads serve");
+    let deadline = std::time::Instant::now() + GUARD;
+    let status = loop {
+        if let Some(status) = process.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = process.kill();
+            panic!("uploads serve started on a database without TLS under sslmode=require");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    process
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot start the server on 127.0.0.1:0 with records in PostgreSQL, bytes in {}: \
+             PostgreSQL at 127.0.0.1:{port} does not accept TLS, and sslmode=require",
+            namespace.object_store
+        )),
+        "{stderr}"
+    );
 }
