@@ -8,36 +8,25 @@
 //! waits for a token; the test depends on waits being at least as long as asked, never on an
 //! upper bound.
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 
-use uploads_core::api::ClientConfig;
 use uploads_core::limits::Limits;
 use uploads_core::retry::Failure;
 use uploads_core::types::{Purpose, UploadStatus};
 use uploads_core::upload::UploadOptions;
 use uploads_core::uploader::ProgressEvent;
 
-const KEY: &str = "sk-test-rate";
+use support::{API_KEY, Adapter, Harness, Source};
+
+with_both_adapters!(the_upload_waits_out_429s_and_completes);
+
 /// One token back every second.
 const REQUESTS_PER_MINUTE: u32 = 60;
 const PART: u64 = 16 * 1024;
 /// Create, three Parts, complete: five requests, each waiting for its token.
 const PARTS: u64 = 3;
-
-fn start(
-    runtime: &tokio::runtime::Runtime,
-    dir: &std::path::Path,
-) -> uploads_server::RunningServer {
-    runtime.block_on(async {
-        uploads_server::Server::builder()
-            .data_dir(dir.join("server"))
-            .api_key(KEY, "owner-rate")
-            .limits(Limits::default().with_requests_per_minute(REQUESTS_PER_MINUTE))
-            .start()
-            .await
-            .unwrap()
-    })
-}
 
 /// Each Part retry: its delay and why.
 type Retried = Arc<Mutex<Vec<(u64, Failure)>>>;
@@ -59,13 +48,6 @@ fn options(retried: &Retried) -> UploadOptions {
         })
 }
 
-fn file(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
-    let data: Vec<u8> = (0..PART * PARTS).map(|index| (index % 251) as u8).collect();
-    let path = dir.join("data.txt");
-    std::fs::write(&path, &data).unwrap();
-    (path, data)
-}
-
 /// Spends the key's bucket: `GET /v1/files` until one is refused with 429.
 fn spend_the_bucket(server: &uploads_server::RunningServer) {
     use std::io::{Read, Write};
@@ -73,7 +55,7 @@ fn spend_the_bucket(server: &uploads_server::RunningServer) {
         let mut stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
         write!(
             stream,
-            "GET /v1/files HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {KEY}\r\nConnection: close\r\n\r\n"
+            "GET /v1/files HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {API_KEY}\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut reply = String::new();
@@ -83,6 +65,22 @@ fn spend_the_bucket(server: &uploads_server::RunningServer) {
         }
         assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     }
+}
+
+fn the_upload_waits_out_429s_and_completes<A: Adapter>() {
+    let harness = Harness::start_with(|builder| {
+        builder.limits(Limits::default().with_requests_per_minute(REQUESTS_PER_MINUTE))
+    });
+    let (path, data) = harness.write_file("data.txt", (PART * PARTS) as usize);
+    let retried = Retried::default();
+    spend_the_bucket(harness.server());
+    let upload = harness
+        .client::<A>()
+        .upload(Source::File(&path), options(&retried))
+        .unwrap();
+    assert_eq!(upload.status, UploadStatus::Completed);
+    assert_eq!(upload.file.unwrap().bytes, data.len() as u64);
+    assert_waited_for_tokens(&retried.lock().unwrap());
 }
 
 /// Parts were refused, every time with a 429 the client read (never a connection broken
@@ -102,38 +100,4 @@ fn assert_waited_for_tokens(retried: &[(u64, Failure)]) {
         assert_eq!(Some(*delay), *retry_after_ms, "{retried:?}");
         assert!((1..=1000).contains(delay), "{retried:?}");
     }
-}
-
-#[test]
-fn the_async_clients_upload_waits_out_429s_and_completes() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(&runtime, dir.path());
-    let (path, data) = file(dir.path());
-    let retried = Arc::new(Mutex::new(Vec::new()));
-    spend_the_bucket(&server);
-    let client = uploads_hyper::Client::new(ClientConfig::new(server.base_url()).with_api_key(KEY));
-    let upload = runtime
-        .block_on(client.upload_file(&path, options(&retried)))
-        .unwrap();
-    assert_eq!(upload.status, UploadStatus::Completed);
-    assert_eq!(upload.file.unwrap().bytes, data.len() as u64);
-    assert_waited_for_tokens(&retried.lock().unwrap());
-    runtime.block_on(server.shutdown());
-}
-
-#[test]
-fn the_blocking_clients_upload_waits_out_429s_and_completes() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(&runtime, dir.path());
-    let (path, data) = file(dir.path());
-    let retried = Arc::new(Mutex::new(Vec::new()));
-    spend_the_bucket(&server);
-    let client = uploads_ureq::Client::new(ClientConfig::new(server.base_url()).with_api_key(KEY));
-    let upload = client.upload_file(&path, options(&retried)).unwrap();
-    assert_eq!(upload.status, UploadStatus::Completed);
-    assert_eq!(upload.file.unwrap().bytes, data.len() as u64);
-    assert_waited_for_tokens(&retried.lock().unwrap());
-    runtime.block_on(server.shutdown());
 }

@@ -35,6 +35,13 @@ pub struct Harness {
 
 impl Harness {
     pub fn start() -> Self {
+        Self::start_with(|builder| builder)
+    }
+
+    /// [`Harness::start`], the server configured by `configure` too.
+    pub fn start_with(
+        configure: impl FnOnce(uploads_server::ServerBuilder) -> uploads_server::ServerBuilder,
+    ) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -43,12 +50,14 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("server");
         let server = runtime.block_on(async {
-            uploads_server::Server::builder()
-                .data_dir(data_dir)
-                .api_key(API_KEY, "owner-a")
-                .start()
-                .await
-                .unwrap()
+            configure(
+                uploads_server::Server::builder()
+                    .data_dir(data_dir)
+                    .api_key(API_KEY, "owner-a"),
+            )
+            .start()
+            .await
+            .unwrap()
         });
         Self {
             runtime,
