@@ -26,6 +26,11 @@ async fn connect(url: &str) -> io::Result<PgRecords> {
     PgRecords::connect(url, Limits::default()).await
 }
 
+/// Why connecting to `url` fails, which it must (`why` it must, if it does not).
+async fn refused(url: &str, why: &str) -> String {
+    connect(url).await.err().expect(why).to_string()
+}
+
 /// Whether the database says this session of `records` is encrypted.
 async fn encrypted(records: &PgRecords) -> bool {
     let client = records.pool.get().await.unwrap();
@@ -61,11 +66,11 @@ async fn verify_full_with_the_ca_connects_encrypted() {
 #[tokio::test]
 async fn verify_full_without_sslrootcert_trusts_only_the_public_roots() {
     let namespace = Services::get().fresh();
-    let message = connect(&url(&namespace, "sslmode=verify-full"))
-        .await
-        .err()
-        .expect("the harness's CA is not a public root")
-        .to_string();
+    let message = refused(
+        &url(&namespace, "sslmode=verify-full"),
+        "the harness's CA is not a public root",
+    )
+    .await;
     assert!(
         message.contains("failed (sslmode=verify-full): invalid peer certificate: UnknownIssuer"),
         "{message}"
@@ -105,11 +110,7 @@ async fn verify_ca_checks_the_chain_and_not_the_name() {
         &namespace,
         &format!("sslmode=verify-ca&{}", other_ca(dir.path())),
     );
-    let message = connect(&wrong_ca)
-        .await
-        .err()
-        .expect("another CA")
-        .to_string();
+    let message = refused(&wrong_ca, "another CA").await;
     assert!(
         message.contains("failed (sslmode=verify-ca): invalid peer certificate: UnknownIssuer"),
         "{message}"
@@ -136,11 +137,7 @@ async fn require_encrypts_and_checks_the_chain_only_when_given_roots() {
         &namespace,
         &format!("sslmode=require&{}", other_ca(dir.path())),
     );
-    let message = connect(&wrong_ca)
-        .await
-        .err()
-        .expect("another CA")
-        .to_string();
+    let message = refused(&wrong_ca, "another CA").await;
     assert!(
         message.contains("failed (sslmode=require): invalid peer certificate: UnknownIssuer"),
         "{message}"
@@ -168,11 +165,7 @@ async fn prefer_with_roots_checks_the_chain_and_does_not_fall_back_to_plain() {
     let namespace = Services::get().fresh();
     let dir = tempfile::tempdir().unwrap();
     let wrong_ca = url(&namespace, &other_ca(dir.path()));
-    let message = connect(&wrong_ca)
-        .await
-        .err()
-        .expect("another CA")
-        .to_string();
+    let message = refused(&wrong_ca, "another CA").await;
     assert!(
         message.contains("failed (sslmode=prefer): invalid peer certificate: UnknownIssuer"),
         "{message}"
@@ -250,11 +243,7 @@ async fn scram_over_tls_binds_the_channel_as_a_managed_database_asks() {
     .unwrap();
     assert!(encrypted(&records).await);
     // The role is refused without TLS: the session above did not get in some other way.
-    let message = connect(&url("sslmode=disable"))
-        .await
-        .err()
-        .expect("no plain sessions for the role")
-        .to_string();
+    let message = refused(&url("sslmode=disable"), "no plain sessions for the role").await;
     assert!(
         message.contains("pg_hba.conf rejects connection"),
         "{message}"
