@@ -121,6 +121,24 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Whether the service throttled the request (429, or 503 with a `Retry-After`), and
+    /// the wait it asked for: fewer requests at once may then be wiser, not only a retry.
+    pub fn throttling(&self) -> Option<Option<u64>> {
+        match self {
+            Self::Status {
+                status: 429,
+                retry_after_ms,
+                ..
+            } => Some(*retry_after_ms),
+            Self::Status {
+                status: 503,
+                retry_after_ms: Some(wait),
+                ..
+            } => Some(Some(*wait)),
+            Self::Status { .. } | Self::Connection | Self::Refused { .. } | Self::Timeout => None,
+        }
+    }
+
     /// Reads an error response: its status, `retry-after-ms` (milliseconds, a fraction
     /// allowed), else `Retry-After` (delta seconds or an HTTP-date, measured against
     /// `now_unix_ms`), and `x-should-retry: true|false`. Header values it cannot read are

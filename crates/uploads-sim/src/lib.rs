@@ -26,6 +26,7 @@ pub mod rng;
 pub mod scenario;
 pub mod server;
 pub mod storage;
+pub mod transfer;
 pub mod world;
 
 use std::collections::BTreeSet;

@@ -30,8 +30,14 @@ pub struct UploadOptions {
     /// (the default) lets [`default_part_size`] choose from the file's size and the
     /// concurrency.
     pub part_size: Option<u64>,
-    /// Parts in flight at once.
+    /// Parts in flight at once: exactly this many when `adaptive` is off, at most this many
+    /// when it is on.
     pub concurrency: usize,
+    /// Let the uploader choose the parts in flight, up to `concurrency`, from the goodput it
+    /// measures and the service's throttling answers (see
+    /// [the uploader's concurrency](crate::uploader#parts-in-flight)). On by default;
+    /// [`concurrency`](Self::concurrency) turns it off.
+    pub adaptive: bool,
     /// Compute the md5 while uploading and send it on complete, so the service verifies it.
     pub md5: bool,
     /// Cancel the Upload when the upload gives up; off keeps it for a resume.
@@ -62,6 +68,7 @@ impl fmt::Debug for UploadOptions {
             .field("mime_type", &self.mime_type)
             .field("part_size", &self.part_size)
             .field("concurrency", &self.concurrency)
+            .field("adaptive", &self.adaptive)
             .field("md5", &self.md5)
             .field("cancel_on_failure", &self.cancel_on_failure)
             .field("expires_after", &self.expires_after)
@@ -114,11 +121,17 @@ pub fn default_part_size(file_size: u64, concurrency: usize, limits: &Limits) ->
         .max(few_enough)
         .max(1)
 }
-/// The default number of parts in flight. Through a link that caps each connection (the
-/// usual case across the internet), the rate grows with the connections in use: measured
-/// through 5 MB/s per connection and 50 ms RTT, 4 in flight gave 3.5x the official SDK and 8
-/// gave 6.4-6.6x (docs/BENCHMARKS.md), for under 60 MiB of client memory.
+/// The parts in flight an adaptive upload starts with (and the fixed default of earlier
+/// versions). Through a link that caps each connection (the usual case across the
+/// internet), the rate grows with the connections in use: measured through 5 MB/s per
+/// connection and 50 ms RTT, 4 in flight gave 3.5x the official SDK and 8 gave 6.4-6.6x
+/// (docs/BENCHMARKS.md).
 pub const DEFAULT_CONCURRENCY: usize = 8;
+/// The most parts in flight an adaptive upload goes to by default: the memory bound. The
+/// drivers stream each part from the file a buffer at a time, so a part in flight costs a
+/// few MiB at most; the bench measures the clients' peak RSS at this many
+/// (docs/BENCHMARKS.md).
+pub const DEFAULT_MAX_CONCURRENCY: usize = 32;
 /// How long a request may stay silent (no byte moved, no answer) by default before it has
 /// stalled: a minute, as long as a 64 MiB part takes at 1 MB/s, and far longer than any
 /// service takes to answer a part it has received.
@@ -132,7 +145,8 @@ impl UploadOptions {
             filename: None,
             mime_type: None,
             part_size: None,
-            concurrency: DEFAULT_CONCURRENCY,
+            concurrency: DEFAULT_MAX_CONCURRENCY,
+            adaptive: true,
             md5: true,
             cancel_on_failure: true,
             expires_after: None,
@@ -166,10 +180,19 @@ impl UploadOptions {
         self
     }
 
-    /// Sets how many parts are in flight at once.
+    /// Fixes how many parts are in flight at once (the uploader no longer adapts it).
     #[must_use]
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self.adaptive = false;
+        self
+    }
+
+    /// Lets the uploader adapt the parts in flight (as by default), up to `max`.
+    #[must_use]
+    pub fn max_concurrency(mut self, max: usize) -> Self {
+        self.concurrency = max;
+        self.adaptive = true;
         self
     }
 

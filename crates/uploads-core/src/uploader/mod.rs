@@ -64,6 +64,17 @@
 //! gets longer, in proportion to the Upload's size, since a service may read the whole
 //! Upload back to check its md5 before it answers.
 //!
+//! # Parts in flight
+//!
+//! By default the machine chooses how many parts are in flight, up to
+//! [`UploadOptions::concurrency`] (32 by default): it starts at 8, measures in windows of a
+//! few round trips what the link carried, keeps more parts while they pay and fewer while
+//! they carry as much, and backs off (a quarter, and no new part before the service's
+//! `Retry-After`) when the service throttles. [`UploadOptions::concurrency`] set through its
+//! builder fixes the number instead. A driver does nothing for it but what the contract above
+//! asks; reporting [`Report::Unacknowledged`] makes the measure exact (bytes that left the
+//! machine, not bytes a socket buffered).
+//!
 //! Whenever the driver has nothing in flight, the machine has either finished or a
 //! [`poll_timeout`](Uploader::poll_timeout): it cannot stall. A driver's loop:
 //!
@@ -115,6 +126,7 @@ use crate::upload::{AbortCause, OptionsError, RequestError, UploadError, UploadO
 
 #[cfg(test)]
 mod clock_tests;
+mod concurrency;
 mod exchange;
 mod guard;
 mod parts;
@@ -124,6 +136,7 @@ mod snapshot;
 #[cfg(test)]
 mod tests;
 
+use concurrency::{Adaptive, PartsInFlight};
 pub use exchange::{Expect, OutgoingBody, PartBody, PartReader, SourceError};
 pub use guard::ReportGuard;
 use parts::Parts;
@@ -292,6 +305,14 @@ impl Exchange {
         ready
     }
 
+    /// How long the request has been in flight at `now_unix_ms`, if it is.
+    fn in_flight_for(&self, now_unix_ms: u64) -> Option<u64> {
+        match self.state {
+            Request::InFlight { since_unix_ms } => Some(now_unix_ms.saturating_sub(since_unix_ms)),
+            Request::Ready | Request::WaitUntil(_) => None,
+        }
+    }
+
     /// Whether an answer now is one the machine waits for.
     fn awaits_answer(&self) -> bool {
         matches!(self.state, Request::InFlight { .. })
@@ -395,7 +416,7 @@ pub struct Uploader<E> {
     abort: Option<AbortCause<E>>,
     policy: RetryPolicy,
     deadline_unix_ms: Option<u64>,
-    concurrency: u32,
+    in_flight: PartsInFlight,
     stall_ms: u64,
     /// The caller's latest jitter, for the retries the machine schedules on its own (a
     /// stalled request found at a timeout).
@@ -493,7 +514,14 @@ impl<E> Uploader<E> {
             abort: None,
             policy: options.retry,
             deadline_unix_ms,
-            concurrency: u32::try_from(options.concurrency).unwrap_or(u32::MAX),
+            in_flight: {
+                let max = u32::try_from(options.concurrency).unwrap_or(u32::MAX);
+                if options.adaptive {
+                    PartsInFlight::Adaptive(Adaptive::new(max))
+                } else {
+                    PartsInFlight::Fixed(max)
+                }
+            },
             stall_ms: duration_ms(options.stall_timeout),
             jitter: 0.5,
             cancel_on_failure: options.cancel_on_failure,
@@ -572,6 +600,12 @@ impl<E> Uploader<E> {
         self.stall_ms.saturating_add(reading_back_ms)
     }
 
+    /// How many parts the machine lets be in flight now: the caller's number when it is
+    /// fixed, the level found so far when it adapts.
+    pub fn parts_in_flight_limit(&self) -> usize {
+        self.in_flight.limit() as usize
+    }
+
     /// How many parts are in flight.
     pub fn parts_in_flight(&self) -> usize {
         self.parts
@@ -610,8 +644,14 @@ impl<E> Uploader<E> {
         if !exchange.awaits_answer() {
             return;
         }
+        let round_trip_ms = exchange.in_flight_for(now_unix_ms);
         match result {
             Ok(upload) => {
+                if let (PartsInFlight::Adaptive(adaptive), Some(round_trip_ms)) =
+                    (&mut self.in_flight, round_trip_ms)
+                {
+                    *adaptive = adaptive.clone().with_round_trip(round_trip_ms);
+                }
                 let Phase::Creating { plan, source, .. } =
                     std::mem::replace(&mut self.phase, Phase::Parts)
                 else {
@@ -712,6 +752,9 @@ impl<E> Uploader<E> {
                 GiveUpReason::CannotSend
             }
             Some(failure) => {
+                if let Some(retry_after_ms) = failure.throttling() {
+                    self.in_flight.throttled(now_unix_ms, retry_after_ms);
+                }
                 match parts.handle_part_failed(job, failure.clone(), now_unix_ms, jitter) {
                     None | Some(RetryDecision::RetryAt { .. }) => return,
                     Some(RetryDecision::GiveUp(reason)) => {
@@ -906,8 +949,16 @@ impl<E> Uploader<E> {
             | Phase::Cancelling { exchange, .. } => exchange.timeout(),
             Phase::Parts => {
                 let parts = self.parts.as_ref()?;
-                let room = parts.in_flight() < self.concurrency;
-                let retry = parts.next_wakeup().filter(|_| room);
+                let room = parts.in_flight() < self.in_flight.limit();
+                // A retry waits for room, and for a pause of new starts to end.
+                let retry = parts
+                    .next_wakeup()
+                    .filter(|_| room)
+                    .map(|at| at.max(self.in_flight.paused_until().unwrap_or(0)));
+                let tuning = self
+                    .in_flight
+                    .next_wakeup()
+                    .filter(|_| self.abort.is_none());
                 let stall = parts
                     .least_recently_active()
                     .map(|at| at.saturating_add(self.stall_ms));
@@ -915,7 +966,7 @@ impl<E> Uploader<E> {
                     .sampled_at_unix_ms
                     .filter(|_| parts.in_flight() > 0)
                     .map(|at| at.saturating_add(SAMPLE_INTERVAL_MS));
-                [retry, stall, sample, self.deadline_unix_ms]
+                [retry, stall, sample, tuning, self.deadline_unix_ms]
                     .into_iter()
                     .flatten()
                     .min()
@@ -954,7 +1005,7 @@ impl<E> Uploader<E> {
             return None;
         }
         let parts = self.parts.as_mut()?;
-        if parts.in_flight() >= self.concurrency {
+        if parts.in_flight() >= self.in_flight.limit() || !self.in_flight.may_start(now_unix_ms) {
             return None;
         }
         let job = parts.next_job(now_unix_ms)?;
@@ -1051,6 +1102,7 @@ impl<E> Uploader<E> {
         let Some(parts) = &mut self.parts else {
             return;
         };
+        self.in_flight.tick(now_unix_ms, parts.bytes_carried());
         if let Some(cause) = self.abort.take() {
             for job in parts.in_flight_jobs().collect::<Vec<_>>() {
                 self.actions.push_back(Action::StopPart(job));

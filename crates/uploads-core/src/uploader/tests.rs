@@ -1506,3 +1506,36 @@ fn a_driver_that_reports_its_sockets_is_woken_to_sample_them_while_parts_are_in_
         }]
     );
 }
+
+#[test]
+fn a_throttled_part_cuts_the_adaptive_level_and_pauses_new_parts_for_the_retry_after() {
+    let options = UploadOptions::new(Purpose::Batch)
+        .part_size(4)
+        .md5(false)
+        .retry(policy(3))
+        .max_concurrency(4);
+    let mut harness = Harness::new(&options, 32);
+    harness.create();
+    assert_eq!(harness.in_flight(), [0, 1, 2, 3]);
+    harness.answer(0, Err(status(429, Some("2"))));
+    // A quarter off: three in flight at most, and none starts for two seconds.
+    assert_eq!(harness.uploader.parts_in_flight_limit(), 3);
+    harness.answer(1, Ok(id(1)));
+    assert_eq!(harness.in_flight(), [2, 3]);
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 2_000));
+    harness.advance_to(NOW + 1_999);
+    assert_eq!(harness.in_flight(), [2, 3]);
+    harness.advance_to(NOW + 2_000);
+    // The retry first, in the one free slot.
+    assert_eq!(harness.in_flight(), [2, 3, 0]);
+}
+
+#[test]
+fn a_fixed_concurrency_is_not_cut_by_throttling() {
+    let mut harness = Harness::new(&options(2), 16);
+    harness.create();
+    harness.answer(0, Err(status(429, Some("2"))));
+    assert_eq!(harness.uploader.parts_in_flight_limit(), 2);
+    // The next part takes the free slot at once; only the throttled one waits.
+    assert_eq!(harness.in_flight(), [1, 2]);
+}
