@@ -491,5 +491,5 @@ fn ctrl_c_names_the_upload_and_the_same_command_resumes_it() {
         text.contains(&format!("resuming Upload {upload_id}: ")),
         "{text}"
     );
-    assert!(text.contains(" of 256 parts already stored"), "{text}");
+    assert!(text.contains(" of 256 parts stored"), "{text}");
 }

@@ -39,6 +39,8 @@ pub fn command(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Command {
         .env_remove("OPENAI_PROJECT_ID")
         .env_remove("UPLOADS_API_KEYS")
         .env_remove("RUST_LOG")
+        // Kept Uploads' state goes beside the test's files, never into the user's home.
+        .env("XDG_STATE_HOME", cwd.join(".state"))
         .stdin(Stdio::null());
     for (name, value) in env {
         command.env(name, value);
