@@ -19,6 +19,7 @@
 
 pub mod chores;
 pub mod client;
+pub mod link;
 pub mod locks;
 pub mod oracle;
 pub mod rng;

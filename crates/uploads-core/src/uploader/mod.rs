@@ -212,6 +212,15 @@ pub enum Report<E> {
         /// How many more bytes.
         bytes: u64,
     },
+    /// The driver's connections hold `bytes` that were written to them but not yet
+    /// acknowledged by the peer, over every connection, at this moment (on Linux the sum of
+    /// each socket's `SIOCOUTQ`). Optional: a driver that can see its sockets reports it at
+    /// every wake-up, and progress then counts what has left the machine
+    /// ([`Progress::bytes_delivered`]), not what was handed to a socket.
+    Unacknowledged {
+        /// Bytes written but not acknowledged, over every connection.
+        bytes: u64,
+    },
     /// A part request ended.
     Part(PartJob, Result<PartId, RequestError<E>>),
     /// The create request ended.
@@ -238,6 +247,10 @@ pub enum StopMode {
 /// How fast a service is assumed to read an Upload back when it checks the md5 at complete:
 /// a complete may stay silent this long per byte before it has stalled.
 const COMPLETE_READ_BYTES_PER_SEC: u64 = 32 * 1024 * 1024;
+
+/// How often a driver that reports [`Report::Unacknowledged`] is woken to sample its
+/// sockets again while parts are in flight: progress a person watches moves smoothly.
+pub const SAMPLE_INTERVAL_MS: u64 = 200;
 
 /// Where one request of the machine's own (create, complete, cancel) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +402,8 @@ pub struct Uploader<E> {
     jitter: f64,
     cancel_on_failure: bool,
     stop: Option<StopMode>,
+    /// When the driver last reported its sockets' unacknowledged bytes, if it does.
+    sampled_at_unix_ms: Option<u64>,
     file_size: u64,
     digest: Digest,
     snapshot: SnapshotFile,
@@ -483,6 +498,7 @@ impl<E> Uploader<E> {
             jitter: 0.5,
             cancel_on_failure: options.cancel_on_failure,
             stop: None,
+            sampled_at_unix_ms: None,
             file_size,
             digest: if options.md5 {
                 Digest::Wanted
@@ -570,6 +586,7 @@ impl<E> Uploader<E> {
         self.jitter = jitter;
         match report {
             Report::Sent { job, bytes } => self.handle_bytes_sent(job, bytes, now_unix_ms),
+            Report::Unacknowledged { bytes } => self.handle_unacknowledged(bytes, now_unix_ms),
             Report::Part(job, result) => self.handle_part_result(job, result, now_unix_ms, jitter),
             Report::Created(result) => self.handle_created(result, now_unix_ms, jitter),
             Report::Completed(result) => self.handle_completed(result, now_unix_ms, jitter),
@@ -624,6 +641,18 @@ impl<E> Uploader<E> {
     pub fn handle_bytes_sent(&mut self, job: PartJob, bytes: u64, now_unix_ms: u64) {
         if let (Phase::Parts, Some(parts)) = (&self.phase, &mut self.parts) {
             parts.handle_bytes_sent(job, bytes, now_unix_ms);
+            self.drain_part_events();
+        }
+    }
+
+    /// Reports that the driver's connections hold `bytes` written but not yet acknowledged
+    /// by the peer at `now_unix_ms` (see [`Report::Unacknowledged`]). From the first such
+    /// report on, the machine asks for a wake-up every [`SAMPLE_INTERVAL_MS`] while parts
+    /// are in flight, so that the driver samples its sockets again.
+    pub fn handle_unacknowledged(&mut self, bytes: u64, now_unix_ms: u64) {
+        self.sampled_at_unix_ms = Some(now_unix_ms);
+        if let (Phase::Parts, Some(parts)) = (&self.phase, &mut self.parts) {
+            parts.handle_unacknowledged(bytes);
             self.drain_part_events();
         }
     }
@@ -882,7 +911,11 @@ impl<E> Uploader<E> {
                 let stall = parts
                     .least_recently_active()
                     .map(|at| at.saturating_add(self.stall_ms));
-                [retry, stall, self.deadline_unix_ms]
+                let sample = self
+                    .sampled_at_unix_ms
+                    .filter(|_| parts.in_flight() > 0)
+                    .map(|at| at.saturating_add(SAMPLE_INTERVAL_MS));
+                [retry, stall, sample, self.deadline_unix_ms]
                     .into_iter()
                     .flatten()
                     .min()

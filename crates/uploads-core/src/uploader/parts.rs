@@ -79,6 +79,12 @@ pub(crate) struct Parts {
     in_flight: u32,
     done: u32,
     bytes_sent: u64,
+    /// The bytes of the parts stored.
+    bytes_done: u64,
+    /// Bytes the driver's sockets held unacknowledged at its last report.
+    unacknowledged: u64,
+    /// Every byte reported sent, failed attempts included: what the link carried.
+    bytes_moved: u64,
     retries: u64,
     events: VecDeque<ProgressEvent>,
 }
@@ -117,6 +123,9 @@ impl Parts {
             in_flight: 0,
             done: 0,
             bytes_sent: 0,
+            bytes_done: 0,
+            unacknowledged: 0,
+            bytes_moved: 0,
             retries: 0,
             events: VecDeque::new(),
         };
@@ -124,6 +133,7 @@ impl Parts {
             let state = if let Some(part_id) = part_id {
                 parts.done += 1;
                 parts.bytes_sent += plan.part_len(index);
+                parts.bytes_done += plan.part_len(index);
                 PartState::Done(part_id)
             } else {
                 parts.pending.push_back(index);
@@ -293,12 +303,41 @@ impl Parts {
         }
         *bytes_sent += counted;
         self.bytes_sent += counted;
+        self.bytes_moved += counted;
         self.events.push_back(ProgressEvent::BytesSent {
             part: job.index,
             bytes: counted,
             total_sent: self.bytes_sent,
+            total_delivered: self.bytes_delivered(),
             total: self.plan.file_size(),
         });
+    }
+
+    /// Reports that the driver's sockets hold `bytes` sent but not yet acknowledged by the
+    /// peer; a [`ProgressEvent::Delivered`] follows when that moves the delivered total.
+    pub fn handle_unacknowledged(&mut self, bytes: u64) {
+        let before = self.bytes_delivered();
+        self.unacknowledged = bytes;
+        let after = self.bytes_delivered();
+        if after != before {
+            self.events.push_back(ProgressEvent::Delivered {
+                total_delivered: after,
+                total: self.plan.file_size(),
+            });
+        }
+    }
+
+    /// The bytes sent that have left the machine: see [`Progress::bytes_delivered`].
+    fn bytes_delivered(&self) -> u64 {
+        self.bytes_sent
+            .saturating_sub(self.unacknowledged)
+            .max(self.bytes_done)
+    }
+
+    /// Every byte the link has carried so far, failed attempts included, less what the
+    /// sockets still hold: what goodput is measured on.
+    pub fn bytes_carried(&self) -> u64 {
+        self.bytes_moved.saturating_sub(self.unacknowledged)
     }
 
     /// Reports that the service stored `job` as `part_id`; returns whether that changed
@@ -316,11 +355,14 @@ impl Parts {
         self.in_flight -= 1;
         let unreported = len.saturating_sub(bytes_sent);
         self.bytes_sent += unreported;
+        self.bytes_moved += unreported;
+        self.bytes_done += len;
         if unreported > 0 {
             self.events.push_back(ProgressEvent::BytesSent {
                 part: job.index,
                 bytes: unreported,
                 total_sent: self.bytes_sent,
+                total_delivered: self.bytes_delivered(),
                 total: self.plan.file_size(),
             });
         }
@@ -376,6 +418,7 @@ impl Parts {
                     delay_ms,
                     bytes_wound_back: bytes_sent,
                     total_sent: self.bytes_sent,
+                    total_delivered: self.bytes_delivered(),
                     failure,
                 });
             }
@@ -427,6 +470,7 @@ impl Parts {
     pub fn progress(&self) -> Progress {
         Progress {
             bytes_sent: self.bytes_sent,
+            bytes_delivered: self.bytes_delivered(),
             bytes_total: self.plan.file_size(),
             parts_done: self.done,
             parts_total: self.plan.count(),

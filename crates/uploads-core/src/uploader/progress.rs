@@ -30,6 +30,16 @@ pub enum ProgressEvent {
         bytes: u64,
         /// Bytes sent over all parts, not counting those of failed attempts.
         total_sent: u64,
+        /// Of those, the bytes that have left the machine (see [`Progress::bytes_delivered`]).
+        total_delivered: u64,
+        /// The file's size.
+        total: u64,
+    },
+    /// The driver's sockets drained: more of the bytes sent have left the machine. Comes
+    /// only from a driver that reports [`Report::Unacknowledged`](super::Report::Unacknowledged).
+    Delivered {
+        /// Bytes that have left the machine (see [`Progress::bytes_delivered`]).
+        total_delivered: u64,
         /// The file's size.
         total: u64,
     },
@@ -45,6 +55,8 @@ pub enum ProgressEvent {
         bytes_wound_back: u64,
         /// Bytes sent over all parts after the wind-back.
         total_sent: u64,
+        /// Of those, the bytes that have left the machine.
+        total_delivered: u64,
         /// What went wrong.
         failure: Failure,
     },
@@ -64,8 +76,16 @@ pub enum ProgressEvent {
 /// Bytes and parts so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
-    /// Bytes sent: done parts in full, in-flight parts as far as reported.
+    /// Bytes sent: done parts in full, in-flight parts as far as reported (handed to the
+    /// connection).
     pub bytes_sent: u64,
+    /// Of `bytes_sent`, those that have left the machine: the sent bytes less what the
+    /// driver's sockets still hold unacknowledged by the peer, as the driver last reported
+    /// it ([`Report::Unacknowledged`](super::Report::Unacknowledged)), and never less than
+    /// the parts stored. A driver that cannot see its sockets reports nothing, and this is
+    /// `bytes_sent`. The rate and the time left follow this, not `bytes_sent`: a socket's
+    /// buffer takes megabytes at once, which a slow link then needs seconds to carry.
+    pub bytes_delivered: u64,
     /// The file's size.
     pub bytes_total: u64,
     /// Parts the service has stored.

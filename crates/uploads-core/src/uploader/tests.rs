@@ -1474,3 +1474,35 @@ fn a_stalled_complete_says_how_long_it_was_given() {
         "{cause:?}"
     );
 }
+
+#[test]
+fn a_driver_that_reports_its_sockets_is_woken_to_sample_them_while_parts_are_in_flight() {
+    let options = options(1).stall_timeout(Duration::from_secs(30));
+    let mut harness = Harness::new(&options, 8);
+    harness.create();
+    assert_eq!(harness.in_flight(), [0]);
+    // A driver that never reports its sockets is woken for the stall only.
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 30_000));
+    let job = harness.parts[0];
+    harness
+        .uploader
+        .handle(Report::Sent { job, bytes: 4 }, NOW, 0.5);
+    harness
+        .uploader
+        .handle(Report::Unacknowledged { bytes: 3 }, NOW + 10, 0.5);
+    assert_eq!(harness.uploader.progress().unwrap().bytes_delivered, 1);
+    assert_eq!(
+        harness.uploader.poll_timeout(),
+        Some(NOW + 10 + SAMPLE_INTERVAL_MS)
+    );
+    let delivered: Vec<_> = std::iter::from_fn(|| harness.uploader.poll_event())
+        .filter(|event| matches!(event, ProgressEvent::Delivered { .. }))
+        .collect();
+    assert_eq!(
+        delivered,
+        [ProgressEvent::Delivered {
+            total_delivered: 1,
+            total: 8
+        }]
+    );
+}

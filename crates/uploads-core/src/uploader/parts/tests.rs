@@ -364,6 +364,7 @@ fn progress_winds_back_on_a_retry() {
         session.progress(),
         Progress {
             bytes_sent: 4,
+            bytes_delivered: 4,
             bytes_total: 10,
             parts_done: 0,
             parts_total: 3,
@@ -378,12 +379,14 @@ fn progress_winds_back_on_a_retry() {
                 part: 0,
                 bytes: 3,
                 total_sent: 3,
+                total_delivered: 3,
                 total: 10
             },
             ProgressEvent::BytesSent {
                 part: 1,
                 bytes: 4,
                 total_sent: 7,
+                total_delivered: 7,
                 total: 10
             },
             ProgressEvent::PartRetry {
@@ -392,6 +395,7 @@ fn progress_winds_back_on_a_retry() {
                 delay_ms: 437,
                 bytes_wound_back: 3,
                 total_sent: 4,
+                total_delivered: 4,
                 failure: unavailable()
             },
             ProgressEvent::PartDone {
@@ -880,6 +884,7 @@ fn a_part_answered_without_progress_reports_counts_its_bytes_then() {
                 part: 0,
                 bytes: 4,
                 total_sent: 4,
+                total_delivered: 4,
                 total: 6
             },
             ProgressEvent::PartDone {
@@ -907,4 +912,42 @@ fn an_abandoned_part_is_out_of_flight_and_handed_out_again() {
         ..first
     }); // not the attempt in flight: nothing changes
     assert_eq!(session.in_flight(), 2);
+}
+
+#[test]
+fn delivered_bytes_are_the_sent_ones_less_what_the_sockets_hold_never_below_the_stored_parts() {
+    let mut session = started(10, 4);
+    let first = session.next_job(NOW).unwrap();
+    let second = session.next_job(NOW).unwrap();
+    session.handle_bytes_sent(first, 4, NOW);
+    session.handle_bytes_sent(second, 3, NOW);
+    let _ = events(&mut session);
+    // Nothing reported about the sockets yet: all that was handed over counts.
+    assert_eq!(session.progress().bytes_delivered, 7);
+    session.handle_unacknowledged(5);
+    assert_eq!(session.progress().bytes_delivered, 2);
+    assert_eq!(
+        events(&mut session),
+        [ProgressEvent::Delivered {
+            total_delivered: 2,
+            total: 10
+        }]
+    );
+    // The same sample again moves nothing and says nothing.
+    session.handle_unacknowledged(5);
+    assert_eq!(events(&mut session), []);
+    // A stored part is delivered whatever the sockets still hold (a request's tail, or
+    // bytes of other connections).
+    assert!(session.handle_part_done(first, id(0)));
+    session.handle_unacknowledged(9);
+    assert_eq!(session.progress().bytes_delivered, 4);
+    // The link carried 7 bytes, 9 are still in sockets: nothing measured yet.
+    assert_eq!(session.bytes_carried(), 0);
+    session.handle_unacknowledged(1);
+    assert_eq!(session.progress().bytes_delivered, 6);
+    assert_eq!(session.bytes_carried(), 6);
+    // A failed attempt's bytes leave the progress, not what the link carried.
+    let _ = session.failed_at(1, unavailable(), NOW, 0.5);
+    assert_eq!(session.progress().bytes_delivered, 4);
+    assert_eq!(session.bytes_carried(), 6);
 }
