@@ -250,24 +250,34 @@ impl Transfer {
     /// Shows one event of an upload.
     pub fn show(&self, event: &ProgressEvent) {
         match event {
-            ProgressEvent::BytesSent { total_sent, .. } => {
+            // The bar, rate and ETA follow what left the machine: bytes handed to a socket
+            // may sit in its buffer for seconds on a slow link.
+            ProgressEvent::BytesSent {
+                total_sent,
+                total_delivered,
+                ..
+            } => {
                 if let Ok(mut state) = self.state.lock() {
                     state.sent = *total_sent;
                 }
-                self.set_position(*total_sent);
+                self.set_position(*total_delivered);
             }
+            ProgressEvent::Delivered {
+                total_delivered, ..
+            } => self.set_position(*total_delivered),
             ProgressEvent::PartRetry {
                 part,
                 attempt,
                 delay_ms,
                 bytes_wound_back,
                 total_sent,
+                total_delivered,
                 failure,
                 ..
             } => {
                 if let Ok(mut state) = self.state.lock() {
                     state.retries += 1;
-                    state.position = *total_sent;
+                    state.position = *total_delivered;
                     state.sent = *total_sent;
                 }
                 self.println(&format!(
@@ -576,6 +586,32 @@ mod tests {
             outlook_checked: false,
             finishing: false,
         }
+    }
+
+    #[test]
+    fn the_bar_follows_the_bytes_that_left_the_machine_not_those_handed_to_a_socket() {
+        let display = Display {
+            mode: Mode::Quiet,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::hidden()),
+        };
+        let transfer = display.transfer("uploading", "a.bin", 100 << 20, 0);
+        transfer.show(&ProgressEvent::BytesSent {
+            part: 0,
+            bytes: 10 << 20,
+            total_sent: 10 << 20,
+            total_delivered: 1 << 20,
+            total: 100 << 20,
+        });
+        let seen = |transfer: &Transfer| {
+            let state = transfer.state.lock().unwrap();
+            (state.position, state.sent)
+        };
+        assert_eq!(seen(&transfer), (1 << 20, 10 << 20));
+        transfer.show(&ProgressEvent::Delivered {
+            total_delivered: 4 << 20,
+            total: 100 << 20,
+        });
+        assert_eq!(seen(&transfer), (4 << 20, 10 << 20));
     }
 
     #[test]
