@@ -301,7 +301,9 @@ pub fn upload_gone<E: Error + 'static>(error: &UploadError<E>) -> Option<String>
     let api = response.api_error()?;
     let message = api.detail().map_or("", |detail| detail.message.as_str());
     match api.status.as_u16() {
-        404 => Some(format!("the service does not know Upload {upload_id} any more")),
+        404 => Some(format!(
+            "the service does not know Upload {upload_id} any more"
+        )),
         400 => ["cancelled", "completed", "expired"]
             .into_iter()
             .find(|status| message.contains(&format!("already {status}")))

@@ -359,7 +359,11 @@ impl Transfer {
             let Ok(mut state) = self.state.lock() else {
                 return;
             };
-            if !now && state.last_json.is_some_and(|last| last.elapsed() < JSON_INTERVAL) {
+            if !now
+                && state
+                    .last_json
+                    .is_some_and(|last| last.elapsed() < JSON_INTERVAL)
+            {
                 return;
             }
             state.last_json = Some(Instant::now());
@@ -501,7 +505,11 @@ Upload fewer files at once (--jobs 1), use a faster link, or split the file (e.g
             }));
             return;
         }
-        let line = format!("{past} {}: {}, {what}", self.label, state.summary(self.total, seconds));
+        let line = format!(
+            "{past} {}: {}, {what}",
+            self.label,
+            state.summary(self.total, seconds)
+        );
         if self.mode == Mode::Bar {
             let _ = self.multi.println(format!("uploads: {line}"));
         } else {
@@ -524,7 +532,11 @@ impl State {
         let this_run = total.saturating_sub(self.baseline);
         let rate = format_rate(this_run, seconds);
         if self.baseline == 0 {
-            format!("{} in {} ({rate})", format_size(total), format_duration(seconds))
+            format!(
+                "{} in {} ({rate})",
+                format_size(total),
+                format_duration(seconds)
+            )
         } else {
             format!(
                 "{} of {} this run ({} already stored) in {} ({rate})",
@@ -619,12 +631,18 @@ mod tests {
         // 10 MiB in 5 s is 2 MiB/s: 1 GiB more takes 512 s.
         let late = expiry_outlook(1 << 30, 10 << 20, 5.0, 300.0);
         assert_eq!(late, Outlook::Late { needed_secs: 512.0 });
-        assert_eq!(expiry_outlook(1 << 30, 10 << 20, 5.0, 600.0), Outlook::InTime);
+        assert_eq!(
+            expiry_outlook(1 << 30, 10 << 20, 5.0, 600.0),
+            Outlook::InTime
+        );
         // Nothing measured yet: no verdict.
         assert_eq!(expiry_outlook(1 << 30, 0, 5.0, 1.0), Outlook::InTime);
         assert_eq!(expiry_outlook(1 << 30, 10, 0.0, 1.0), Outlook::InTime);
         // Already expired with bytes left.
-        assert!(matches!(expiry_outlook(1, 10, 1.0, -1.0), Outlook::Late { .. }));
+        assert!(matches!(
+            expiry_outlook(1, 10, 1.0, -1.0),
+            Outlook::Late { .. }
+        ));
     }
 
     #[test]
@@ -634,7 +652,10 @@ mod tests {
             state.summary(100 << 20, 2.0),
             "40 MiB of 100 MiB this run (60 MiB already stored) in 2.0s (20 MiB/s)"
         );
-        assert_eq!(resumed(0, 8 << 20).summary(8 << 20, 0.5), "8 MiB in 500ms (16 MiB/s)");
+        assert_eq!(
+            resumed(0, 8 << 20).summary(8 << 20, 0.5),
+            "8 MiB in 500ms (16 MiB/s)"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! on stdout. A stopped or failed Upload is kept, and the same command continues it.
 
 use std::collections::VecDeque;
+use std::fmt::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ use crate::{Failure, client_help, explain, output};
     "  uploads put big.bin --purpose user_data --progress json 2> progress.jsonl\n",
     "  uploads put notes.txt --purpose assistants --local            (no network, ./uploads-data)"
 ))))]
+// Each is a command-line switch.
+#[allow(clippy::struct_excessive_bools)]
 pub struct PutArgs {
     /// The files to upload, each as its own Upload.
     #[arg(required = true, value_name = "FILE")]
@@ -380,36 +383,10 @@ async fn run_all(
 ) -> Result<(), Failure> {
     let total = jobs.len();
     let single = total == 1;
-    // A queue the workers take from in turn: tasks spawned at once would start in the
-    // runtime's order (the last one first), not the order given.
-    let queue = Arc::new(std::sync::Mutex::new(VecDeque::from(jobs)));
     let (finished, mut results) = tokio::sync::mpsc::unbounded_channel::<Finished>();
     // One stop signal for every upload, async or blocking.
     let stop = uploads_ureq::StopSignal::new();
-    let mut workers = JoinSet::new();
-    for _ in 0..usize::from(args.jobs).min(total) {
-        let (args, target, display, queue, stop, finished) = (
-            Arc::clone(args),
-            Arc::clone(target),
-            Arc::clone(display),
-            Arc::clone(&queue),
-            stop.clone(),
-            finished.clone(),
-        );
-        workers.spawn(async move {
-            loop {
-                let next = queue.lock().ok().and_then(|mut queue| queue.pop_front());
-                let Some(job) = next.filter(|_| !stop.is_stopped()) else {
-                    return;
-                };
-                let label = job.label.clone();
-                let result = put_one(&args, job, &target, &display, stop.clone()).await;
-                if finished.send((label, result)).is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    let mut workers = spawn_workers(args, jobs, target, display, &stop, &finished);
     drop(finished);
     let mut failed = 0;
     let mut first_failure = None;
@@ -491,6 +468,47 @@ async fn run_all(
     }
 }
 
+/// Starts `--jobs` workers that upload the jobs in the order given, each reporting to
+/// `finished` as it ends; none starts a job once `stop` is given.
+fn spawn_workers(
+    args: &Arc<PutArgs>,
+    jobs: Vec<Job>,
+    target: &Arc<Target>,
+    display: &Arc<Display>,
+    stop: &uploads_ureq::StopSignal,
+    finished: &tokio::sync::mpsc::UnboundedSender<Finished>,
+) -> JoinSet<()> {
+    let count = usize::from(args.jobs).min(jobs.len());
+    // A queue the workers take from in turn: tasks spawned at once would start in the
+    // runtime's order (the last one first), not the order given.
+    let queue = Arc::new(std::sync::Mutex::new(VecDeque::from(jobs)));
+    let mut workers = JoinSet::new();
+    for _ in 0..count {
+        let (args, target, display, queue, stop, finished) = (
+            Arc::clone(args),
+            Arc::clone(target),
+            Arc::clone(display),
+            Arc::clone(&queue),
+            stop.clone(),
+            finished.clone(),
+        );
+        workers.spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut queue| queue.pop_front());
+                let Some(job) = next.filter(|_| !stop.is_stopped()) else {
+                    return;
+                };
+                let label = job.label.clone();
+                let result = put_one(&args, job, &target, &display, stop.clone()).await;
+                if finished.send((label, result)).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    workers
+}
+
 /// The bytes a snapshot's stored parts hold.
 fn stored_bytes(snapshot: &SessionSnapshot) -> u64 {
     snapshot
@@ -555,7 +573,16 @@ async fn put_one(
         let watched = Arc::clone(&progress);
         let options = options(args, &job.mime_type, job.state_file.as_deref())
             .on_progress(move |event| watched.show(event));
-        match send(args, target, &job, resume_from.is_some(), options, stop.clone()).await {
+        match send(
+            args,
+            target,
+            &job,
+            resume_from.is_some(),
+            options,
+            stop.clone(),
+        )
+        .await
+        {
             Ok(upload) => break upload,
             // Once only: a new Upload is never resumed, so it cannot end here again.
             Err(Stopped::StartOver(why)) => {
@@ -686,8 +713,7 @@ fn upload_failure<E: std::error::Error + 'static>(
         }
         UploadError::Interrupted => {
             return Stopped::Failed(Failure::Transfer(
-                "interrupted before its Upload was created; nothing to resume or cancel"
-                    .to_owned(),
+                "interrupted before its Upload was created; nothing to resume or cancel".to_owned(),
             ));
         }
         UploadError::Aborted {
@@ -755,13 +781,14 @@ fn same_command() -> String {
 fn cancel_command(args: &PutArgs, upload_id: &UploadId) -> String {
     let mut command = format!("uploads cancel {upload_id}");
     if let Some(base_url) = &args.target.base_url {
-        command.push_str(&format!(" --base-url {}", shell_quoted(base_url)));
+        let _ = write!(command, " --base-url {}", shell_quoted(base_url));
     }
     if args.target.local {
-        command.push_str(&format!(
+        let _ = write!(
+            command,
             " --local --data-dir {}",
             shell_quoted(&args.target.data_dir.to_string_lossy())
-        ));
+        );
     }
     command
 }

@@ -5,6 +5,7 @@
 //! is never written. A lock file beside each snapshot keeps two `put` processes off one
 //! Upload; both files are removed when the run ends with nothing left to continue.
 
+use std::fmt::Write;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
@@ -117,8 +118,10 @@ fn state_name(canonical: &Path, destination: &str, api_key: Option<&str>) -> Str
         .finalize()
         .iter()
         .take(16)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+        .fold(String::with_capacity(32), |mut name, byte| {
+            let _ = write!(name, "{byte:02x}");
+            name
+        })
 }
 
 /// One file's state, held by this process until dropped.
@@ -167,10 +170,26 @@ mod tests {
         let file = Path::new("/data/a.jsonl");
         let name = state_name(file, "https://api.openai.com/v1", Some("sk-1"));
         assert_eq!(name.len(), 32);
-        assert_ne!(name, state_name(Path::new("/data/b.jsonl"), "https://api.openai.com/v1", Some("sk-1")));
-        assert_ne!(name, state_name(file, "http://127.0.0.1:8000/v1", Some("sk-1")));
-        assert_ne!(name, state_name(file, "https://api.openai.com/v1", Some("sk-2")));
-        assert_eq!(name, state_name(file, "https://api.openai.com/v1", Some("sk-1")));
+        assert_ne!(
+            name,
+            state_name(
+                Path::new("/data/b.jsonl"),
+                "https://api.openai.com/v1",
+                Some("sk-1")
+            )
+        );
+        assert_ne!(
+            name,
+            state_name(file, "http://127.0.0.1:8000/v1", Some("sk-1"))
+        );
+        assert_ne!(
+            name,
+            state_name(file, "https://api.openai.com/v1", Some("sk-2"))
+        );
+        assert_eq!(
+            name,
+            state_name(file, "https://api.openai.com/v1", Some("sk-1"))
+        );
         assert!(!name.contains("sk-1"));
     }
 
@@ -185,7 +204,10 @@ mod tests {
         let Err(Failure::Transfer(message)) = states.claim("a.jsonl", file, "u", None) else {
             panic!("a second claim must be refused");
         };
-        assert!(message.contains("another `uploads put` of a.jsonl"), "{message}");
+        assert!(
+            message.contains("another `uploads put` of a.jsonl"),
+            "{message}"
+        );
         drop(first);
         // Nothing is left behind, and the file can be claimed again.
         assert_eq!(std::fs::read_dir(&states.path).unwrap().count(), 0);

@@ -136,7 +136,14 @@ fn completions_for_every_shell() {
 
 #[test]
 fn completions_offer_the_purposes_and_put_still_takes_any() {
-    let purposes = ["assistants", "batch", "fine-tune", "vision", "user_data", "evals"];
+    let purposes = [
+        "assistants",
+        "batch",
+        "fine-tune",
+        "vision",
+        "user_data",
+        "evals",
+    ];
     let bash = help(&["completions", "bash"]);
     // bash completes the value after --purpose from a word list, not from file names.
     let after_purpose = bash
@@ -148,7 +155,10 @@ fn completions_offer_the_purposes_and_put_still_takes_any() {
         .and_then(|rest| rest.split(";;").next())
         .unwrap_or_else(|| panic!("no --purpose case in:\n{bash}"));
     for purpose in purposes {
-        assert!(after_purpose.contains(purpose), "bash lacks {purpose}: {after_purpose}");
+        assert!(
+            after_purpose.contains(purpose),
+            "bash lacks {purpose}: {after_purpose}"
+        );
     }
     assert!(!after_purpose.contains("compgen -f"), "{after_purpose}");
     assert!(!after_purpose.contains("batch_output"), "{after_purpose}");

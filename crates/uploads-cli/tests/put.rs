@@ -591,7 +591,8 @@ fn a_kept_upload_that_cannot_be_continued_is_replaced_by_a_new_one_saying_why() 
     // Expired by this machine's clock.
     let (_, expired_id) = interrupt_once_kept(&strs(&args), dir.path());
     let state = kept_state(dir.path()).unwrap();
-    let mut snapshot: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     snapshot["upload"]["expires_at"] = Value::from(1);
     snapshot["expires_locally_at_ms"] = Value::from(1);
     std::fs::write(&state, snapshot.to_string()).unwrap();
@@ -600,7 +601,9 @@ fn a_kept_upload_that_cannot_be_continued_is_replaced_by_a_new_one_saying_why() 
     assert_ne!(stdout_json(&output)["id"], expired_id.as_str());
     let text = stderr(&output);
     assert!(
-        text.contains(&format!("Upload {expired_id} has expired: starting a new Upload")),
+        text.contains(&format!(
+            "Upload {expired_id} has expired: starting a new Upload"
+        )),
         "{text}"
     );
 
@@ -614,7 +617,9 @@ fn a_kept_upload_that_cannot_be_continued_is_replaced_by_a_new_one_saying_why() 
     assert_ne!(stdout_json(&output)["id"], changed_id.as_str());
     let text = stderr(&output);
     assert!(
-        text.contains(&format!("big.txt changed since Upload {changed_id} was started")),
+        text.contains(&format!(
+            "big.txt changed since Upload {changed_id} was started"
+        )),
         "{text}"
     );
     assert_eq!(std::fs::read_dir(state_dir(dir.path())).unwrap().count(), 0);
@@ -675,7 +680,10 @@ async fn a_second_put_of_the_same_file_is_refused_while_the_first_runs() {
                 .spawn()
                 .unwrap();
             while kept_state(&cwd).is_none() {
-                assert!(child.try_wait().unwrap().is_none(), "the first put ended early");
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the first put ended early"
+                );
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             // Frozen, so that it surely still runs while the second starts.
@@ -816,7 +824,13 @@ fn a_default_mime_type_serves_only_files_whose_extension_says_nothing() {
         "{}",
         stderr(&output)
     );
-    let output = put(&["a.png", "--mime-type", "image/png", "--default-mime-type", "image/png"]);
+    let output = put(&[
+        "a.png",
+        "--mime-type",
+        "image/png",
+        "--default-mime-type",
+        "image/png",
+    ]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         error_lines(&output)[0].contains("give one of them"),
