@@ -838,3 +838,69 @@ fn a_default_mime_type_serves_only_files_whose_extension_says_nothing() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_is_kept_with_how_to_drop_it_and_a_dropped_one_is_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits::default().with_max_part_bytes(8 * 1024);
+    let server = server_with(dir.path(), "sk-cli", limits).await;
+    let base_url = server.base_url();
+    let env = [
+        ("OPENAI_API_KEY", "sk-cli"),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+    ];
+    sample_file(dir.path(), "a.txt", 40_000);
+    let args = [
+        "put",
+        "a.txt",
+        "--purpose",
+        "assistants",
+        "--part-size",
+        "16KiB",
+        "--concurrency",
+        "1",
+    ];
+    // Every part is over the server's limit: the Upload is kept, not cancelled.
+    let output = uploads_async(&args, &env, dir.path()).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let state = kept_state(dir.path()).expect("the failed Upload's state is kept");
+    let snapshot: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let upload_id = snapshot["upload"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        !std::fs::read_to_string(&state).unwrap().contains("sk-cli"),
+        "the key is never written"
+    );
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    assert!(
+        errors[0].contains("it is kept for a resume"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        !errors[0].contains("continue with"),
+        "a 413 fails again: {}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains(&format!("drop it with: uploads cancel {upload_id}")),
+        "{}",
+        errors[0]
+    );
+
+    let cancelled = uploads_async(&["cancel", &upload_id], &env, dir.path()).await;
+    assert_eq!(stdout_json(&cancelled)["status"], "cancelled");
+    let output = uploads_async(&args, &env, dir.path()).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("Upload {upload_id} is cancelled")),
+        "{text}"
+    );
+    assert!(text.contains("starting a new Upload"), "{text}");
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(kept_state(dir.path()).unwrap()).unwrap())
+            .unwrap();
+    assert_ne!(again["upload"]["id"], upload_id.as_str());
+    server.shutdown().await;
+}
