@@ -100,6 +100,8 @@ Resuming:
   ~/.local/state/uploads) and removed when the Upload completes. A kept Upload that expired,
   was cancelled or completed, or whose file changed, is replaced by a new one, saying why.
   `uploads cancel ID` drops a kept Upload; --cancel-on-stop cancels instead of keeping.
+  After the first seconds, put says when at the rate measured a file cannot be sent before
+  its Upload expires, with what helps.
 
 Order:
   Files start in the order given, --jobs at a time; each completed Upload is printed on stdout
