@@ -219,7 +219,7 @@ pub fn mime_refusal(limits: &Limits, purpose: &Purpose, mime_type: &str) -> Opti
 pub fn unknown_mime(limits: &Limits, purpose: &Purpose, filename: &str) -> String {
     let generic = "application/octet-stream";
     let mut message = format!(
-        "cannot tell the MIME type of {filename:?} from its name: set one with --mime-type"
+        "cannot tell the MIME type of {filename:?} from its name: set one with --mime-type (or --default-mime-type, for only the files whose extension says nothing)"
     );
     if limits.accepts_mime_type(purpose, generic) {
         let _ = write!(message, " (e.g. --mime-type {generic})");
@@ -276,6 +276,39 @@ pub fn upload<E: Error + 'static>(error: &UploadError<E>, base_url: &str) -> (St
             )
         }
         other => (other.to_string(), false),
+    }
+}
+
+/// Why a kept Upload cannot be continued, found from the service's answer to its first part
+/// or to complete (OpenAI has no GET for an Upload): it is cancelled, completed or expired
+/// (400 `Cannot add parts to an Upload that is already ...`), or unknown (404). `None` for
+/// any other failure, which a new Upload would not avoid.
+pub fn upload_gone<E: Error + 'static>(error: &UploadError<E>) -> Option<String> {
+    let UploadError::Aborted {
+        upload_id, cause, ..
+    } = error
+    else {
+        return None;
+    };
+    let (AbortCause::Part {
+        error: RequestError::Response(response),
+        ..
+    }
+    | AbortCause::Complete(RequestError::Response(response))) = cause.as_ref()
+    else {
+        return None;
+    };
+    let api = response.api_error()?;
+    let message = api.detail().map_or("", |detail| detail.message.as_str());
+    match api.status.as_u16() {
+        404 => Some(format!(
+            "the service does not know Upload {upload_id} any more"
+        )),
+        400 => ["cancelled", "completed", "expired"]
+            .into_iter()
+            .find(|status| message.contains(&format!("already {status}")))
+            .map(|status| format!("Upload {upload_id} is {status} (the service said: {message})")),
+        _ => None,
     }
 }
 

@@ -282,7 +282,7 @@ async fn download_to(
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(failure);
     }
-    progress.finish(&format!("{} ({})", path.display(), file.id));
+    progress.finish(&format!("File {}", file.id));
     Ok(())
 }
 

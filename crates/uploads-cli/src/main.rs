@@ -22,6 +22,7 @@ mod progress;
 mod put;
 mod serve;
 mod size;
+mod state;
 mod target;
 
 use std::io::{IsTerminal, Write};

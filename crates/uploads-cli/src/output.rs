@@ -21,6 +21,20 @@ pub fn note(message: &str) {
     let _ = writeln!(std::io::stderr().lock(), "uploads: {message}");
 }
 
+/// Prints one line on stderr as it is (a JSON progress line).
+pub fn raw_stderr_line(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// Now, in unix milliseconds (the `time_ms` of JSON progress).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// Writes bytes to stdout and flushes them; a reader that went away is
 /// [`Failure::StdoutClosed`].
 pub fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {

@@ -102,9 +102,13 @@ pub fn format_rate(bytes: u64, seconds: f64) -> String {
     format!("{}/s", format_size((bytes as f64 / seconds) as u64))
 }
 
-/// A duration as a person reads it: `0.4s`, `12s`, `2m05s`, `1h02m`, `3d04h`.
+/// A duration as a person reads it: `120ms`, `4.2s`, `12s`, `2m05s`, `1h02m`, `3d04h`.
 #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
 pub fn format_duration(seconds: f64) -> String {
+    // Under a second, tenths of a second would print a quick transfer as `0.0s`.
+    if seconds < 0.9995 {
+        return format!("{}ms", (seconds.max(0.0) * 1000.0).round() as u64);
+    }
     if seconds < 10.0 {
         return format!("{:.1}s", seconds.max(0.0));
     }
@@ -200,7 +204,13 @@ mod tests {
 
     #[test]
     fn durations_read_back_as_people_write_them() {
-        assert_eq!(format_duration(0.42), "0.4s");
+        assert_eq!(format_duration(0.42), "420ms");
+        assert_eq!(format_duration(0.0), "0ms");
+        assert_eq!(format_duration(0.0004), "0ms");
+        assert_eq!(format_duration(0.12), "120ms");
+        assert_eq!(format_duration(0.9994), "999ms");
+        assert_eq!(format_duration(0.9996), "1.0s");
+        assert_eq!(format_duration(4.24), "4.2s");
         assert_eq!(format_duration(12.4), "12s");
         assert_eq!(format_duration(125.0), "2m05s");
         assert_eq!(format_duration(3720.0), "1h02m");

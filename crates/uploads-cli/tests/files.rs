@@ -103,6 +103,14 @@ async fn download_writes_into_a_directory_under_the_files_name_and_never_overwri
         "{}",
         stderr(&output)
     );
+    let text = stderr(&output);
+    let summary = text.lines().last().unwrap();
+    assert_eq!(
+        summary.matches("report.txt").count(),
+        1,
+        "the path is named once: {summary}"
+    );
+    assert!(summary.contains(&format!("File {file_id}")), "{summary}");
 
     std::fs::write(out.join("report.txt"), b"mine").unwrap();
     let output = uploads_async(&download, &env, dir.path()).await;

@@ -135,6 +135,59 @@ fn completions_for_every_shell() {
 }
 
 #[test]
+fn completions_offer_the_purposes_and_put_still_takes_any() {
+    let purposes = [
+        "assistants",
+        "batch",
+        "fine-tune",
+        "vision",
+        "user_data",
+        "evals",
+    ];
+    let bash = help(&["completions", "bash"]);
+    // bash completes the value after --purpose from a word list, not from file names.
+    let after_purpose = bash
+        .split("uploads__subcmd__put)")
+        .last()
+        .unwrap()
+        .split("--purpose)")
+        .nth(1)
+        .and_then(|rest| rest.split(";;").next())
+        .unwrap_or_else(|| panic!("no --purpose case in:\n{bash}"));
+    for purpose in purposes {
+        assert!(
+            after_purpose.contains(purpose),
+            "bash lacks {purpose}: {after_purpose}"
+        );
+    }
+    assert!(!after_purpose.contains("compgen -f"), "{after_purpose}");
+    assert!(!after_purpose.contains("batch_output"), "{after_purpose}");
+    let zsh = help(&["completions", "zsh"]);
+    let line = zsh
+        .lines()
+        .find(|line| line.contains("--purpose="))
+        .unwrap_or_else(|| panic!("no --purpose in:\n{zsh}"));
+    // The values, after the description (which names the purposes too).
+    let line = line.rsplit("]:").next().unwrap();
+    for purpose in purposes {
+        assert!(line.contains(purpose), "zsh lacks {purpose}: {line}");
+    }
+    // A purpose this build does not know is the service's to judge, not clap's.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "x").unwrap();
+    let output = uploads(
+        &["put", "a.txt", "--purpose", "new-purpose", "--local"],
+        &[],
+        dir.path(),
+    );
+    assert!(
+        stderr(&output).contains("unknown purpose \"new-purpose\""),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn serve_refuses_impossible_limits_and_a_busy_address_by_name() {
     let dir = tempfile::tempdir().unwrap();
     for (flag, expected) in [

@@ -8,8 +8,9 @@ use std::process::Stdio;
 
 use serde_json::Value;
 use support::{
-    command, error_lines, interrupt_once_a_part_is_stored, sample_file, server, server_with,
-    stderr, stdout_json, stdout_json_lines, stored_uploads, uploads, uploads_async,
+    command, error_lines, interrupt_once_a_part_is_stored, interrupt_once_kept, kept_state,
+    sample_file, server, server_with, state_dir, stderr, stdout_json, stdout_json_lines,
+    stored_uploads, uploads, uploads_async,
 };
 use uploads_core::limits::Limits;
 
@@ -491,5 +492,415 @@ fn ctrl_c_names_the_upload_and_the_same_command_resumes_it() {
         text.contains(&format!("resuming Upload {upload_id}: ")),
         "{text}"
     );
-    assert!(text.contains(" of 256 parts already stored"), "{text}");
+    assert!(text.contains(" of 256 parts stored"), "{text}");
+}
+
+/// The arguments of a slow enough upload of `big.txt` in `dir` (256 parts, one at a time),
+/// into the `--local` store `dir/store`.
+fn slow_local_put(dir: &Path) -> Vec<String> {
+    [
+        "put",
+        "big.txt",
+        "--purpose",
+        "assistants",
+        "--part-size",
+        "64KiB",
+        "--concurrency",
+        "1",
+        "--local",
+        "--data-dir",
+        dir.join("store").to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn ctrl_c_keeps_the_upload_and_the_same_command_continues_it_leaving_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = sample_file(dir.path(), "big.txt", 16 << 20);
+    let args = slow_local_put(dir.path());
+    let (output, upload_id) = interrupt_once_kept(&strs(&args), dir.path());
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    assert!(
+        errors[0].contains(&format!("Upload {upload_id} is kept")),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("continue with: uploads put big.txt"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains(&format!("drop it with: uploads cancel {upload_id} --local")),
+        "{}",
+        errors[0]
+    );
+    // The key is never written (there is none with --local); the state is one snapshot.
+    assert!(kept_state(dir.path()).is_some());
+
+    let output = uploads(&strs(&args), &[], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let upload = stdout_json(&output);
+    assert_eq!(upload["id"], upload_id.as_str());
+    assert_eq!(upload["bytes"], data.len());
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("big.txt: resuming Upload {upload_id}: ")),
+        "{text}"
+    );
+    assert!(text.contains(" of 256 parts stored"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(state_dir(dir.path())).unwrap().count(),
+        0,
+        "a completed Upload leaves no state behind"
+    );
+}
+
+#[test]
+fn a_kept_upload_that_cannot_be_continued_is_replaced_by_a_new_one_saying_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = sample_file(dir.path(), "big.txt", 16 << 20);
+    let args = slow_local_put(dir.path());
+    let local = ["--local", "--data-dir", args[10].as_str()];
+
+    // Cancelled meanwhile: the service says so at the first part.
+    let (_, cancelled_id) = interrupt_once_kept(&strs(&args), dir.path());
+    let mut cancel = vec!["cancel", cancelled_id.as_str()];
+    cancel.extend(local);
+    let cancelled = uploads(&cancel, &[], dir.path());
+    assert_eq!(stdout_json(&cancelled)["status"], "cancelled");
+    let output = uploads(&strs(&args), &[], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_ne!(stdout_json(&output)["id"], cancelled_id.as_str());
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("Upload {cancelled_id} is cancelled")),
+        "{text}"
+    );
+    assert!(text.contains("starting a new Upload"), "{text}");
+    assert_eq!(std::fs::read_dir(state_dir(dir.path())).unwrap().count(), 0);
+
+    // Expired by this machine's clock.
+    let (_, expired_id) = interrupt_once_kept(&strs(&args), dir.path());
+    let state = kept_state(dir.path()).unwrap();
+    let mut snapshot: Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    snapshot["upload"]["expires_at"] = Value::from(1);
+    snapshot["expires_locally_at_ms"] = Value::from(1);
+    std::fs::write(&state, snapshot.to_string()).unwrap();
+    let output = uploads(&strs(&args), &[], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_ne!(stdout_json(&output)["id"], expired_id.as_str());
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "Upload {expired_id} has expired: starting a new Upload"
+        )),
+        "{text}"
+    );
+
+    // The file changed.
+    let (_, changed_id) = interrupt_once_kept(&strs(&args), dir.path());
+    let mut data = std::fs::read(&path).unwrap();
+    data[0] ^= 1;
+    std::fs::write(&path, &data).unwrap();
+    let output = uploads(&strs(&args), &[], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_ne!(stdout_json(&output)["id"], changed_id.as_str());
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!(
+            "big.txt changed since Upload {changed_id} was started"
+        )),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(state_dir(dir.path())).unwrap().count(), 0);
+}
+
+#[test]
+fn no_resume_keeps_no_state_and_cancel_on_stop_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_file(dir.path(), "big.txt", 16 << 20);
+    let mut args = slow_local_put(dir.path());
+    args.push("--cancel-on-stop".to_owned());
+    let (output, upload_id) = interrupt_once_kept(&strs(&args), dir.path());
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let errors = error_lines(&output);
+    assert!(
+        errors[0].contains(&format!("Upload {upload_id} is cancelled")),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(std::fs::read_dir(state_dir(dir.path())).unwrap().count(), 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    sample_file(dir.path(), "big.txt", 1 << 20);
+    let mut args = slow_local_put(dir.path());
+    args.push("--no-resume".to_owned());
+    let output = uploads(&strs(&args), &[], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(!state_dir(dir.path()).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_put_of_the_same_file_is_refused_while_the_first_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server(dir.path(), "sk-cli").await;
+    let base_url = server.base_url();
+    sample_file(dir.path(), "big.txt", 16 << 20);
+    let args = [
+        "put",
+        "big.txt",
+        "--purpose",
+        "assistants",
+        "--part-size",
+        "64KiB",
+        "--concurrency",
+        "1",
+        "--base-url",
+        base_url.as_str(),
+    ];
+    let env = [("OPENAI_API_KEY", "sk-cli")];
+    let cwd = dir.path().to_owned();
+    let first = {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
+        let cwd = cwd.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut child = command(&strs(&args), &env, &cwd)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            while kept_state(&cwd).is_none() {
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the first put ended early"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            // Frozen, so that it surely still runs while the second starts.
+            support::signal(&child, rustix::process::Signal::STOP);
+            child
+        })
+        .await
+        .unwrap()
+    };
+    let second = uploads_async(&args, &env, &cwd).await;
+    support::signal(&first, rustix::process::Signal::CONT);
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let errors = error_lines(&second);
+    assert!(
+        errors[0].contains("another `uploads put` of big.txt to the same place is running"),
+        "{}",
+        errors[0]
+    );
+    let first = tokio::task::spawn_blocking(move || first.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(std::fs::read_dir(state_dir(&cwd)).unwrap().count(), 0);
+    server.shutdown().await;
+}
+
+#[test]
+fn files_start_in_the_order_given_and_each_keeps_its_own_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["big.txt", "middle.txt", "small.txt"];
+    for (name, len) in names.iter().zip([1 << 20, 100_000, 10]) {
+        sample_file(dir.path(), name, len);
+    }
+    let mut args = vec!["put"];
+    args.extend(names);
+    args.extend(["--purpose", "assistants", "--jobs", "1", "--local"]);
+    let output = uploads(&args, &[], dir.path());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stderr(&output);
+    let started: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("uploads: uploading "))
+        .filter_map(|line| line.split(':').next())
+        .collect();
+    assert_eq!(started, names, "{text}");
+    let uploads: Vec<Value> = stdout_json_lines(&output);
+    let printed: Vec<&str> = uploads
+        .iter()
+        .map(|upload| upload["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(printed, names);
+    assert_eq!(std::fs::read_dir(state_dir(dir.path())).unwrap().count(), 0);
+}
+
+#[test]
+fn progress_json_is_one_object_per_line_with_the_bench_s_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = sample_file(dir.path(), "big.txt", 1 << 20);
+    let output = uploads(
+        &[
+            "put",
+            path.to_str().unwrap(),
+            "--purpose",
+            "assistants",
+            "--part-size",
+            "16KiB",
+            "--progress",
+            "json",
+            "--local",
+        ],
+        &[],
+        dir.path(),
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<Value> = stderr(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect();
+    let progress: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["event"] == "progress")
+        .collect();
+    // At each of the 64 parts stored, and at the start.
+    assert!(progress.len() > 64, "{}", progress.len());
+    for event in &progress {
+        let fields: Vec<&str> = event
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = [
+            "event",
+            "time_ms",
+            "file",
+            "bytes_delivered",
+            "bytes_sent",
+            "bytes_total",
+            "parts_done",
+            "parts_total",
+        ];
+        expected.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(fields, expected);
+        assert_eq!(event["file"], path.to_str().unwrap());
+        assert_eq!(event["bytes_total"], data.len());
+        assert_eq!(event["parts_total"], 64);
+        assert!(event["time_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+    let last = progress.last().unwrap();
+    assert_eq!(last["parts_done"], 64);
+    assert_eq!(last["bytes_delivered"], data.len());
+    assert_eq!(last["bytes_sent"], data.len());
+    assert!(events.last().unwrap()["event"] == "uploaded", "{events:?}");
+}
+
+#[test]
+fn a_default_mime_type_serves_only_files_whose_extension_says_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    sample_file(dir.path(), "a.png", 100);
+    sample_file(dir.path(), "b.bin", 100);
+    sample_file(dir.path(), "c.txt", 100);
+    let put = |args: &[&str]| {
+        let mut all = vec!["put"];
+        all.extend(args);
+        all.extend(["--purpose", "vision", "--local"]);
+        uploads(&all, &[], dir.path())
+    };
+    let output = put(&["a.png", "b.bin", "--default-mime-type", "image/png"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(stdout_json_lines(&output).len(), 2);
+    // A file whose extension names a type keeps it.
+    let output = put(&["c.txt", "--default-mime-type", "image/png"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        error_lines(&output)[0].contains("Invalid MIME type 'text/plain'"),
+        "{}",
+        stderr(&output)
+    );
+    let output = put(&[
+        "a.png",
+        "--mime-type",
+        "image/png",
+        "--default-mime-type",
+        "image/png",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        error_lines(&output)[0].contains("give one of them"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_upload_is_kept_with_how_to_drop_it_and_a_dropped_one_is_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits::default().with_max_part_bytes(8 * 1024);
+    let server = server_with(dir.path(), "sk-cli", limits).await;
+    let base_url = server.base_url();
+    let env = [
+        ("OPENAI_API_KEY", "sk-cli"),
+        ("OPENAI_BASE_URL", base_url.as_str()),
+    ];
+    sample_file(dir.path(), "a.txt", 40_000);
+    let args = [
+        "put",
+        "a.txt",
+        "--purpose",
+        "assistants",
+        "--part-size",
+        "16KiB",
+        "--concurrency",
+        "1",
+    ];
+    // Every part is over the server's limit: the Upload is kept, not cancelled.
+    let output = uploads_async(&args, &env, dir.path()).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let state = kept_state(dir.path()).expect("the failed Upload's state is kept");
+    let snapshot: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let upload_id = snapshot["upload"]["id"].as_str().unwrap().to_owned();
+    assert!(
+        !std::fs::read_to_string(&state).unwrap().contains("sk-cli"),
+        "the key is never written"
+    );
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{}", stderr(&output));
+    assert!(
+        errors[0].contains("it is kept for a resume"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        !errors[0].contains("continue with"),
+        "a 413 fails again: {}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains(&format!("drop it with: uploads cancel {upload_id}")),
+        "{}",
+        errors[0]
+    );
+
+    let cancelled = uploads_async(&["cancel", &upload_id], &env, dir.path()).await;
+    assert_eq!(stdout_json(&cancelled)["status"], "cancelled");
+    let output = uploads_async(&args, &env, dir.path()).await;
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("Upload {upload_id} is cancelled")),
+        "{text}"
+    );
+    assert!(text.contains("starting a new Upload"), "{text}");
+    let again: Value =
+        serde_json::from_str(&std::fs::read_to_string(kept_state(dir.path()).unwrap()).unwrap())
+            .unwrap();
+    assert_ne!(again["upload"]["id"], upload_id.as_str());
+    server.shutdown().await;
 }

@@ -39,6 +39,8 @@ pub fn command(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Command {
         .env_remove("OPENAI_PROJECT_ID")
         .env_remove("UPLOADS_API_KEYS")
         .env_remove("RUST_LOG")
+        // Kept Uploads' state goes beside the test's files, never into the user's home.
+        .env("XDG_STATE_HOME", cwd.join(".state"))
         .stdin(Stdio::null());
     for (name, value) in env {
         command.env(name, value);
@@ -134,6 +136,37 @@ pub fn interrupt_once_a_part_is_stored(
     cwd: &Path,
     state: &Path,
 ) -> (Output, String) {
+    let state = state.to_owned();
+    interrupt_once(args, cwd, move || Some(state.clone()))
+}
+
+/// The per-user state directory of the commands run in `cwd` (see [`command`]).
+pub fn state_dir(cwd: &Path) -> PathBuf {
+    cwd.join(".state").join("uploads")
+}
+
+/// The one snapshot kept in the per-user state directory of `cwd`, if there is one.
+pub fn kept_state(cwd: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(state_dir(cwd))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| path.extension().is_some_and(|ext| ext == "json"))
+}
+
+/// Starts `uploads put ...` (keeping its state per user) and sends it SIGINT once its
+/// snapshot records a stored part; returns what the command said and the Upload's id.
+pub fn interrupt_once_kept(args: &[&str], cwd: &Path) -> (Output, String) {
+    let cwd_owned = cwd.to_owned();
+    interrupt_once(args, cwd, move || kept_state(&cwd_owned))
+}
+
+/// Spawns the command and waits until the snapshot `state` finds records a stored part.
+pub fn spawn_until_a_part_is_stored(
+    args: &[&str],
+    cwd: &Path,
+    state: impl Fn() -> Option<PathBuf>,
+) -> (std::process::Child, String) {
     let mut child = command(args, &[], cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -143,8 +176,8 @@ pub fn interrupt_once_a_part_is_stored(
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the upload ended ({status}) before a stored part could be seen");
         }
-        let stored = std::fs::read_to_string(state)
-            .ok()
+        let stored = state()
+            .and_then(|state| std::fs::read_to_string(state).ok())
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
             .filter(|snapshot| {
                 snapshot["part_ids"]
@@ -158,7 +191,21 @@ pub fn interrupt_once_a_part_is_stored(
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     };
+    (child, upload_id)
+}
+
+/// Sends `signal` to `child`.
+pub fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    rustix::process::kill_process(pid, signal).unwrap();
+}
+
+fn interrupt_once(
+    args: &[&str],
+    cwd: &Path,
+    state: impl Fn() -> Option<PathBuf>,
+) -> (Output, String) {
+    let (child, upload_id) = spawn_until_a_part_is_stored(args, cwd, state);
+    signal(&child, rustix::process::Signal::INT);
     (child.wait_with_output().unwrap(), upload_id)
 }
