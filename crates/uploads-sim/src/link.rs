@@ -172,9 +172,10 @@ impl LinkModel {
     /// what its rate keeps in flight over the one-way delay, plus the router's buffer. With
     /// no rate at all, the router's buffer alone.
     pub fn queue_limit(&self) -> u64 {
-        let in_flight = self.profile.connection_rate().map_or(0, |rate| {
-            bytes_in(self.profile.one_way_delay(), rate)
-        });
+        let in_flight = self
+            .profile
+            .connection_rate()
+            .map_or(0, |rate| bytes_in(self.profile.one_way_delay(), rate));
         in_flight.saturating_add(self.profile.router_buffer)
     }
 
@@ -274,7 +275,13 @@ mod tests {
         let mut delivered = vec![0; connections];
         loop {
             let (at, _, connection) = (0..connections)
-                .map(|c| (link.accepts_at(c, waiting_since[c], CHUNK), waiting_since[c], c))
+                .map(|c| {
+                    (
+                        link.accepts_at(c, waiting_since[c], CHUNK),
+                        waiting_since[c],
+                        c,
+                    )
+                })
                 .min()
                 .expect("at least one connection");
             if at >= until {
@@ -310,7 +317,10 @@ mod tests {
         // Another connection has its own rate: it does not wait behind the first.
         assert_eq!(link.deliver_at(1, Duration::ZERO, 100_000), ms(120));
         // After the link went idle, a new chunk pays only its own time.
-        assert_eq!(link.deliver_at(0, Duration::from_secs(10), 1000), ms(10_021));
+        assert_eq!(
+            link.deliver_at(0, Duration::from_secs(10), 1000),
+            ms(10_021)
+        );
     }
 
     #[test]
@@ -339,7 +349,10 @@ mod tests {
         let delivered = saturate(&mut link, 4, Duration::from_secs(10));
         for bytes in delivered {
             // 10 s at 5 MB/s, less the first 25 ms of propagation and one chunk of rounding.
-            assert!(rate(bytes, 10) > 4_980_000 && bytes <= 50_000_000, "{bytes}");
+            assert!(
+                rate(bytes, 10) > 4_980_000 && bytes <= 50_000_000,
+                "{bytes}"
+            );
         }
     }
 
@@ -357,7 +370,10 @@ mod tests {
         assert!(rate(total, 20) > 990_000 && total <= 20_000_000, "{total}");
         // Halves, but for the head start of the first burst (connection 0 fills the empty
         // router first): within two chunks of each other.
-        assert!(delivered[0].abs_diff(delivered[1]) <= 2 * CHUNK, "{delivered:?}");
+        assert!(
+            delivered[0].abs_diff(delivered[1]) <= 2 * CHUNK,
+            "{delivered:?}"
+        );
     }
 
     #[test]
@@ -401,11 +417,17 @@ mod tests {
         };
         let sixteen = saturate(&mut LinkModel::new(cloud), 16, Duration::from_secs(2));
         let total: u64 = sixteen.iter().sum();
-        assert!(rate(total, 2) > 98_000_000 && total <= 200_000_000, "{total}");
+        assert!(
+            rate(total, 2) > 98_000_000 && total <= 200_000_000,
+            "{total}"
+        );
         // Four connections are held by their caps: 40 MB/s.
         let four = saturate(&mut LinkModel::new(cloud), 4, Duration::from_secs(2));
         let total: u64 = four.iter().sum();
-        assert!(rate(total, 2) > 39_000_000 && total <= 80_000_000, "{total}");
+        assert!(
+            rate(total, 2) > 39_000_000 && total <= 80_000_000,
+            "{total}"
+        );
     }
 
     #[test]
