@@ -1285,6 +1285,53 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_reads_as_defaults_against_the_best_fixed_setting() {
+        // 256 MiB: c=4 in 16 s (16 MiB/s), c=8 in 8 s (32 MiB/s), the defaults in 10 s.
+        let run = |millis, throttled, gap| Sample {
+            throttled: Some(throttled),
+            progress_gap: gap,
+            ..sample(millis, 40_000, 50_000, 10)
+        };
+        let gave_up = Sample {
+            gave_up: true,
+            throttled: Some(9),
+            ..sample(1000, 30_000, 0, 0)
+        };
+        let section = Section {
+            profile: Profile::RateLimited,
+            size: 256 * MIB,
+            rows: vec![
+                row(Subject::ours(false, Some(4), true), vec![run(16_000, 3, None)]),
+                row(
+                    Subject::ours(false, Some(8), true),
+                    vec![run(8000, 6, None), gave_up],
+                ),
+                row(
+                    Subject::ours(false, None, true),
+                    vec![run(10_000, 2, Some(5 * MIB))],
+                ),
+            ],
+        };
+        let verdict = section.sweep_verdict();
+        assert_eq!(verdict.best_fixed, Some((8, 32.0)));
+        assert_eq!(verdict.ratio(), Some(25.6 / 32.0));
+        let markdown = report(vec![section]).to_markdown();
+        assert!(markdown.contains("| c=4 | 16.0 | 39.1 MiB | 3 | no | not measured |"));
+        // The give-up has no rate; its 429s count (the median of 6 and 9 is the upper one).
+        assert!(markdown.contains("| c=8 | 32.0 | 39.1 MiB | 9 | **1 of 2** | not measured |"));
+        // 5 MiB at the cloud link's 100 MB/s (95.4 MiB/s) is 0.05 s.
+        assert!(markdown.contains("| defaults | 25.6 | 39.1 MiB | 2 | no | 5.0 MiB (0.05 s) |"));
+        assert!(markdown.contains("Best fixed: c=8 at 32.0 MiB/s; defaults / best fixed: 0.80x"));
+        assert!(markdown.contains(
+            "| rate-limited: defaults >= 0.9x the best fixed parts in flight | 0.80x | **missed** |"
+        ));
+        assert!(markdown.contains(
+            "| rate-limited: the defaults never give up, with fewer 429s than fixed c=8 \
+             | 0 give-ups; 2 429s against 9 | met |"
+        ));
+    }
+
+    #[test]
     fn profiles_are_named_sized_and_given_their_subjects() {
         for profile in Profile::ALL {
             assert_eq!(Profile::from_key(profile.key()), Some(profile));
