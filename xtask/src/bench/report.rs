@@ -1301,7 +1301,10 @@ mod tests {
             profile: Profile::RateLimited,
             size: 256 * MIB,
             rows: vec![
-                row(Subject::ours(false, Some(4), true), vec![run(16_000, 3, None)]),
+                row(
+                    Subject::ours(false, Some(4), true),
+                    vec![run(16_000, 3, None)],
+                ),
                 row(
                     Subject::ours(false, Some(8), true),
                     vec![run(8000, 6, None), gave_up],
