@@ -31,8 +31,10 @@
 mod bounds;
 mod chart;
 pub mod link;
+mod progress;
 pub mod report;
 mod shared;
+mod throttle;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -50,6 +52,7 @@ use uploads_core::limits::{GIB, MIB};
 use self::chart::Panel;
 use self::link::Link;
 use self::report::{Machine, Profile, Report, Row, Sample, Section, Subject};
+use self::throttle::Throttle;
 
 /// The API key the clients send; the bench server has none configured, so any key goes.
 const BENCH_API_KEY: &str = "sk-bench";
@@ -66,7 +69,14 @@ const TASKSET: &str = "taskset";
 /// The chart's file name, written beside the report.
 const CHART: &str = "bench-throughput.svg";
 
-const USAGE: &str = "usage: cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast|shared]... \
+/// The rate-limited profile answers 429 to every this-many-th part request ...
+const THROTTLE_EVERY: u64 = 4;
+/// ... during this long after the first part request of each run (shorter in a smoke run,
+/// whose uploads take well under a second).
+const THROTTLE_WINDOW: Duration = Duration::from_secs(10);
+const SMOKE_THROTTLE_WINDOW: Duration = Duration::from_secs(2);
+
+const USAGE: &str = "usage: cargo xtask bench [--profile loopback|pinned|wan-slow|wan-fast|uplink|cloud|rate-limited|shared]... \
 [--size 2GiB] [--quick] [--runs 3] [--part-size 64MiB] [--out docs/BENCHMARKS.md] [--no-peer] \
 [--smoke]";
 
@@ -341,12 +351,26 @@ fn run_rounds(
         &work_dir.join("server.log"),
         pinned.then_some("0"),
     )?;
-    let link = match profile {
-        Profile::Wan(link) => Some(
-            Link::start(server.addr, link)
+    let throttle = if profile == Profile::RateLimited {
+        let window = if options.smoke {
+            SMOKE_THROTTLE_WINDOW
+        } else {
+            THROTTLE_WINDOW
+        };
+        Some(
+            Throttle::start(server.addr, THROTTLE_EVERY, window)
+                .map_err(|error| format!("cannot start the 429 proxy: {error}"))?,
+        )
+    } else {
+        None
+    };
+    let upstream = throttle.as_ref().map_or(server.addr, Throttle::addr);
+    let link = match profile.link() {
+        Some(link) => Some(
+            Link::start(upstream, link)
                 .map_err(|error| format!("cannot start the link emulator: {error}"))?,
         ),
-        Profile::Loopback | Profile::Pinned | Profile::Shared => None,
+        None => None,
     };
     let base_url = link.as_ref().map_or_else(
         || server.base_url(),
@@ -361,6 +385,9 @@ fn run_rounds(
         base_url,
         client_core: pinned.then_some("1"),
         work_dir,
+        link: link.as_ref(),
+        throttle: throttle.as_ref(),
+        progress_json: profile.sweeps() && accepts_progress_json(uploads),
     };
     let mut rows: Vec<Row> = subjects.into_iter().map(Row::new).collect();
     for round in 1..=options.runs {
@@ -377,8 +404,20 @@ fn run_rounds(
         }
     }
     drop(link);
+    drop(throttle);
     server.stop();
     Ok(rows)
+}
+
+/// Whether this `uploads` takes `put --progress json` (the flag is newer than the bench): clap
+/// refuses an unknown flag before it prints the help.
+fn accepts_progress_json(uploads: &Path) -> bool {
+    Command::new(uploads)
+        .args(["put", "--progress", "json", "--help"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Builds `uploads` (release, or debug for `--smoke`) and returns the binary's path.
@@ -491,6 +530,12 @@ struct Bench<'a> {
     /// The core the client is pinned to, on the pinned profile.
     client_core: Option<&'static str>,
     work_dir: &'a Path,
+    /// The link emulator, on a WAN profile: what it delivered gives the progress gap.
+    link: Option<&'a Link>,
+    /// The 429 proxy, on the rate-limited profile; a client that gives up there is a result.
+    throttle: Option<&'a Throttle>,
+    /// Whether to run `uploads put --progress json` and measure the progress gap.
+    progress_json: bool,
 }
 
 impl Bench<'_> {
@@ -514,38 +559,7 @@ impl Bench<'_> {
                 blocking,
                 concurrency,
                 md5,
-            } => {
-                let mut command = Command::new(self.uploads);
-                command
-                    .arg("put")
-                    .arg(self.file)
-                    .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE])
-                    .args(["--base-url", &self.base_url]);
-                if let Some(concurrency) = concurrency {
-                    command.args(["--concurrency", &concurrency.to_string()]);
-                }
-                if let Some(part_size) = self.part_size {
-                    command.args(["--part-size", &part_size.to_string()]);
-                }
-                if *blocking {
-                    command.arg("--blocking");
-                }
-                if !md5 {
-                    command.arg("--no-md5");
-                }
-                let finished = self.timed_client(&command, &subject.label())?;
-                let upload = uploads_core::api::parse_complete_upload(&Response::new(
-                    finished.stdout.as_bytes(),
-                ))
-                .map_err(|error| {
-                    format!(
-                        "{}: stdout is not a completed Upload ({error})",
-                        subject.label()
-                    )
-                })?;
-                let file_id = upload.file.as_ref().map(|file| file.id.as_str().to_owned());
-                self.finish_upload(&finished, upload.id.as_str(), file_id.as_deref(), subject)
-            }
+            } => self.ours(subject, *blocking, *concurrency, *md5),
             Subject::Peer { python } => {
                 let mut command = Command::new(python);
                 command
@@ -558,6 +572,9 @@ impl Bench<'_> {
                     command.args(["--part-size", &part_size.to_string()]);
                 }
                 let mut finished = self.timed_client(&command, &subject.label())?;
+                if let Some(failure) = finished.failure.take() {
+                    return Err(failure);
+                }
                 let answer = PeerAnswer::parse(&finished.stdout)
                     .ok_or_else(|| format!("peer: unexpected answer {:?}", finished.stdout))?;
                 // The peer times the md5 and the upload itself: interpreter start-up and
@@ -568,8 +585,91 @@ impl Bench<'_> {
         }
     }
 
+    /// Measures one run of `uploads put`.
+    fn ours(
+        &self,
+        subject: &Subject,
+        blocking: bool,
+        concurrency: Option<usize>,
+        md5: bool,
+    ) -> Result<Sample, String> {
+        let mut command = Command::new(self.uploads);
+        command
+            .arg("put")
+            .arg(self.file)
+            .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE])
+            .args(["--base-url", &self.base_url]);
+        if let Some(concurrency) = concurrency {
+            command.args(["--concurrency", &concurrency.to_string()]);
+        }
+        if let Some(part_size) = self.part_size {
+            command.args(["--part-size", &part_size.to_string()]);
+        }
+        if blocking {
+            command.arg("--blocking");
+        }
+        if !md5 {
+            command.arg("--no-md5");
+        }
+        if self.progress_json {
+            command.args(["--progress", "json"]);
+        }
+        if let Some(link) = self.link {
+            link.deliveries().reset();
+        }
+        let throttled_before = self.throttle.map(|throttle| {
+            throttle.restart();
+            throttle.sent()
+        });
+        let finished = self.timed_client(&command, &subject.label())?;
+        let throttled = self
+            .throttle
+            .zip(throttled_before)
+            .map(|(throttle, before)| throttle.sent() - before);
+        let progress_gap = self.progress_gap();
+        if let Some(failure) = finished.failure {
+            if self.throttle.is_none() {
+                return Err(failure);
+            }
+            // Giving up under 429s is what the rate-limited profile measures.
+            eprintln!("xtask: bench: {failure}");
+            return Ok(Sample {
+                elapsed: finished.elapsed,
+                client_rss_kib: Some(finished.client_rss_kib),
+                gave_up: true,
+                throttled,
+                ..Sample::default()
+            });
+        }
+        let upload =
+            uploads_core::api::parse_complete_upload(&Response::new(finished.stdout.as_bytes()))
+                .map_err(|error| {
+                    format!(
+                        "{}: stdout is not a completed Upload ({error})",
+                        subject.label()
+                    )
+                })?;
+        let file_id = upload.file.as_ref().map(|file| file.id.as_str().to_owned());
+        let sample =
+            self.finish_upload(&finished, upload.id.as_str(), file_id.as_deref(), subject)?;
+        Ok(Sample {
+            throttled,
+            progress_gap,
+            ..sample
+        })
+    }
+
+    /// The largest progress gap of the client run that just ended: its progress lines (in
+    /// its log) against what the emulator delivered.
+    fn progress_gap(&self) -> Option<u64> {
+        let link = self.link.filter(|_| self.progress_json)?;
+        let stderr = std::fs::read_to_string(self.work_dir.join("client.log")).ok()?;
+        progress::largest_gap(&progress::parse_log(&stderr), &link.deliveries().timeline())
+    }
+
     /// Runs a client under `/usr/bin/time` with the server's peak RSS reset first, and
-    /// measures the CPU the server and the link emulator spent meanwhile.
+    /// measures the CPU the server and the link emulator spent meanwhile. A client that
+    /// fails is reported in [`Finished::failure`].
     fn timed_client(&self, command: &Command, label: &str) -> Result<Finished, String> {
         self.server.reset_peak_rss()?;
         let usage_file = self.work_dir.join("client-usage.txt");
@@ -608,13 +708,13 @@ impl Bench<'_> {
         let elapsed = started.elapsed();
         let link_cpu = report::cpu_between(link_cpu_before, link::own_cpu_time());
         let server_cpu = report::cpu_between(server_cpu_before, self.server.cpu_time());
-        if !output.status.success() {
-            return Err(format!(
+        let failure = (!output.status.success()).then(|| {
+            format!(
                 "{label} failed ({}); its stderr ends with:\n{}",
                 output.status,
                 tail(&log, 20)
-            ));
-        }
+            )
+        });
         let usage = std::fs::read_to_string(&usage_file).unwrap_or_default();
         let (client_rss_kib, client_cpu) = parse_time_usage(&usage).ok_or_else(|| {
             format!(
@@ -629,6 +729,7 @@ impl Bench<'_> {
             server_cpu,
             link_cpu,
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            failure,
         })
     }
 
@@ -672,6 +773,7 @@ impl Bench<'_> {
                 .link_cpu
                 .filter(|_| self.base_url != self.server.base_url()),
             parts: report::part_count(&server_log, upload_id),
+            ..Sample::default()
         })
     }
 }
@@ -695,6 +797,8 @@ struct Finished {
     server_cpu: Option<Duration>,
     link_cpu: Option<Duration>,
     stdout: String,
+    /// Why the client failed, when it did.
+    failure: Option<String>,
 }
 
 /// The peer's one line on stdout: `upload_id=… file_id=… seconds=…`.
@@ -877,7 +981,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::link::LinkProfile;
     use super::*;
 
     fn args(text: &str) -> Vec<String> {
@@ -913,7 +1016,7 @@ mod tests {
             }
         );
         assert_eq!(full.size_for(Profile::Loopback), 2 * GIB);
-        assert_eq!(full.size_for(Profile::Wan(LinkProfile::SLOW)), 256 * MIB);
+        assert_eq!(full.size_for(Profile::Wan(link::WAN_SLOW)), 256 * MIB);
         let quick = Options::parse(&args("--quick")).unwrap();
         assert_eq!(quick.size_for(Profile::Loopback), 256 * MIB);
         let smoke = Options::parse(&args("--smoke --no-peer")).unwrap();
@@ -930,7 +1033,7 @@ mod tests {
         let some = Options::parse(&args("--profile wan-fast --profile loopback")).unwrap();
         assert_eq!(
             some.profiles,
-            [Profile::Loopback, Profile::Wan(LinkProfile::FAST)],
+            [Profile::Loopback, Profile::Wan(link::WAN_FAST)],
             "report order"
         );
         let shared = Options::parse(&args("--profile shared --profile loopback")).unwrap();
@@ -1008,14 +1111,14 @@ mod tests {
                 // bound column is filled (the link's, on a WAN profile).
                 assert_eq!(row.matches(" MiB |").count(), 2, "{row}");
                 assert_eq!(row.matches(" ms (").count(), 1, "{row}");
-                let bound = if matches!(profile, Profile::Wan(_)) {
+                let bound = if profile.link().is_some() {
                     "of link |"
                 } else {
                     "of "
                 };
                 assert!(row.contains(bound), "{row}");
             }
-            if matches!(profile, Profile::Wan(_)) {
+            if profile.link().is_some() {
                 assert!(
                     section.contains("The emulator used at most 0."),
                     "{section}"

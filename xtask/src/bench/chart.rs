@@ -85,13 +85,11 @@ fn draw_panel(out: &mut String, panel: &Panel) {
         .collect();
     xs.sort_unstable();
     xs.dedup();
-    let link_points: Vec<(usize, f64)> = match panel.profile {
-        Profile::Wan(link) => xs
-            .iter()
-            .map(|c| (*c, mib(link.bytes_per_second * *c as u64)))
-            .collect(),
-        Profile::Loopback | Profile::Pinned | Profile::Shared => Vec::new(),
-    };
+    let link_points: Vec<(usize, f64)> = panel.profile.link().map_or_else(Vec::new, |link| {
+        xs.iter()
+            .filter_map(|c| Some((*c, mib(link.rate_for(*c as u64)?))))
+            .collect()
+    });
     let top = panel
         .async_rates
         .iter()
@@ -212,13 +210,13 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::link::LinkProfile;
+    use crate::bench::link;
 
     #[test]
     fn a_panel_per_profile_with_every_series_and_point() {
         let panel = Panel {
             title: "WAN <slow> & co".to_owned(),
-            profile: Profile::Wan(LinkProfile::SLOW),
+            profile: Profile::Wan(link::WAN_SLOW),
             async_rates: vec![(1, 4.5), (4, 17.0), (8, 33.0), (16, 60.0)],
             blocking_rates: vec![(1, 4.4), (4, 16.0)],
             sdk: Some(3.7),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use uploads_core::limits::{GIB, MIB};
 
-use super::link::LinkProfile;
+use super::link::{self, LinkProfile};
 
 /// Where the generated block starts and ends in the report.
 const BEGIN: &str =
@@ -29,6 +29,9 @@ pub enum Profile {
     Pinned,
     /// Through the link emulator.
     Wan(LinkProfile),
+    /// Through the link emulator on the cloud path, to a server that answers 429 to every
+    /// fourth part request for a while (see `throttle.rs`).
+    RateLimited,
     /// The server on PostgreSQL and S3-compatible storage, driven by the bench's own HTTP
     /// client (see `shared.rs`): measured only when `--profile shared` asks for it.
     Shared,
@@ -36,30 +39,42 @@ pub enum Profile {
 
 impl Profile {
     /// The profiles a run measures when no `--profile` is given, in report order.
-    pub const DEFAULT: [Self; 4] = [
+    pub const DEFAULT: [Self; 7] = [
         Self::Loopback,
         Self::Pinned,
-        Self::Wan(LinkProfile::SLOW),
-        Self::Wan(LinkProfile::FAST),
+        Self::Wan(link::WAN_SLOW),
+        Self::Wan(link::WAN_FAST),
+        Self::Wan(link::UPLINK),
+        Self::Wan(link::CLOUD),
+        Self::RateLimited,
     ];
 
     /// Every profile, in report order: the default ones, then the opt-in one (it needs
     /// PostgreSQL and moto, and measures other things).
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 8] = [
         Self::Loopback,
         Self::Pinned,
-        Self::Wan(LinkProfile::SLOW),
-        Self::Wan(LinkProfile::FAST),
+        Self::Wan(link::WAN_SLOW),
+        Self::Wan(link::WAN_FAST),
+        Self::Wan(link::UPLINK),
+        Self::Wan(link::CLOUD),
+        Self::RateLimited,
         Self::Shared,
     ];
+
+    /// The parts in flight the sweep profiles run at, besides the defaults.
+    pub const SWEEP: [usize; 6] = [1, 2, 4, 8, 16, 32];
 
     /// The name `--profile` takes.
     pub fn key(self) -> &'static str {
         match self {
             Self::Loopback => "loopback",
             Self::Pinned => "pinned",
-            Self::Wan(link) if link == LinkProfile::SLOW => "wan-slow",
+            Self::Wan(link) if link == link::WAN_SLOW => "wan-slow",
+            Self::Wan(link) if link == link::UPLINK => "uplink",
+            Self::Wan(link) if link == link::CLOUD => "cloud",
             Self::Wan(_) => "wan-fast",
+            Self::RateLimited => "rate-limited",
             Self::Shared => "shared",
         }
     }
@@ -77,24 +92,41 @@ impl Profile {
                 "Loopback, server pinned to core 0 and client to core 1 (`taskset`)".to_owned()
             }
             Self::Wan(link) => link.name.to_owned(),
+            Self::RateLimited => format!(
+                "Rate-limited: {}, 429 to every fourth part request for the first 10 s",
+                link::CLOUD.name
+            ),
             Self::Shared => "Shared backend: PostgreSQL records, S3 (moto) bytes".to_owned(),
         }
     }
 
-    /// The file size a run uses unless `--size` says otherwise.
+    /// The emulated path between client and server, if any.
+    pub fn link(self) -> Option<LinkProfile> {
+        match self {
+            Self::Wan(link) => Some(link),
+            Self::RateLimited => Some(link::CLOUD),
+            Self::Loopback | Self::Pinned | Self::Shared => None,
+        }
+    }
+
+    /// Whether the profile sweeps parts in flight against the defaults (issue 26's links).
+    pub fn sweeps(self) -> bool {
+        self == Self::RateLimited
+            || [link::WAN_SLOW, link::UPLINK, link::CLOUD]
+                .into_iter()
+                .any(|link| self == Self::Wan(link))
+    }
+
+    /// The file size a run uses unless `--size` says otherwise: the sweep profiles' sizes keep
+    /// their four sweeps (3 rounds) within about 20 minutes on two cores.
     pub fn default_size(self, quick: bool, smoke: bool) -> u64 {
         match (self, quick, smoke) {
-            (Self::Wan(_), _, true) => 4 * MIB,
+            (Self::Wan(_) | Self::RateLimited, _, true) => 4 * MIB,
+            (_, true, false) if self.sweeps() => 64 * MIB,
+            (_, false, false) if self.sweeps() => 256 * MIB,
             (Self::Shared, _, true) => 32 * MIB,
             (Self::Shared, false, false) => GIB,
             (_, _, true) => 8 * MIB,
-            (Self::Wan(link), quick, false) if link == LinkProfile::SLOW => {
-                if quick {
-                    64 * MIB
-                } else {
-                    256 * MIB
-                }
-            }
             (_, true, false) => 256 * MIB,
             (_, false, false) => 2 * GIB,
         }
@@ -122,7 +154,17 @@ impl Profile {
                     }
                 }
             }
-            Self::Wan(_) => {
+            _ if self.sweeps() => {
+                // The smoke run proves the sweep runs; a short one keeps it quick.
+                let sweep: &[usize] = if smoke { &[1, 4] } else { &Self::SWEEP };
+                for &concurrency in sweep {
+                    subjects.push(Subject::ours(false, Some(concurrency), true));
+                }
+                for blocking in [false, true] {
+                    subjects.push(Subject::ours(blocking, None, true));
+                }
+            }
+            Self::Wan(_) | Self::RateLimited => {
                 subjects.push(Subject::ours(false, None, true));
                 let sweep: &[usize] = if smoke { &[1, 4] } else { &[1, 4, 8, 16] };
                 for blocking in [false, true] {
@@ -221,6 +263,13 @@ pub struct Sample {
     pub link_cpu: Option<Duration>,
     /// The Parts the server stored for the Upload.
     pub parts: Option<u64>,
+    /// The client gave up (the rate-limited profile records it instead of stopping).
+    pub gave_up: bool,
+    /// The 429s the rate-limited profile's proxy sent during the run.
+    pub throttled: Option<u64>,
+    /// The largest gap between the bytes the client reported delivered and the bytes the
+    /// link emulator had delivered at that moment; `None`: not measured.
+    pub progress_gap: Option<u64>,
 }
 
 impl Sample {
@@ -281,17 +330,21 @@ impl Row {
         }
     }
 
+    /// The runs that finished (a give-up has no rate).
+    fn finished(&self) -> impl Iterator<Item = &Sample> + Clone {
+        self.samples.iter().filter(|sample| !sample.gave_up)
+    }
+
     fn median_mib_per_s(&self, size: u64) -> Option<f64> {
         median_f64(
-            self.samples
-                .iter()
+            self.finished()
                 .map(|sample| sample.mib_per_s(size))
                 .collect(),
         )
     }
 
     fn mib_per_s_range(&self, size: u64) -> Option<(f64, f64)> {
-        let rates = self.samples.iter().map(|sample| sample.mib_per_s(size));
+        let rates = self.finished().map(|sample| sample.mib_per_s(size));
         let min = rates.clone().reduce(f64::min)?;
         Some((min, rates.reduce(f64::max)?))
     }
@@ -317,6 +370,23 @@ impl Row {
         median_f64(self.samples.iter().filter_map(per_gib).collect())
     }
 
+    /// The runs that gave up.
+    fn give_ups(&self) -> usize {
+        self.samples.iter().filter(|sample| sample.gave_up).count()
+    }
+
+    /// The median count of 429s per run, when counted.
+    fn median_throttled(&self) -> Option<u64> {
+        let mut counts: Vec<u64> = self.samples.iter().filter_map(|s| s.throttled).collect();
+        counts.sort_unstable();
+        counts.get(counts.len() / 2).copied()
+    }
+
+    /// The largest progress gap of any run, when measured.
+    fn progress_gap(&self) -> Option<u64> {
+        self.samples.iter().filter_map(|s| s.progress_gap).max()
+    }
+
     /// The most of one core the link emulator used during a run of this subject.
     fn peak_link_cores(&self) -> Option<f64> {
         self.samples
@@ -333,7 +403,7 @@ impl Row {
         let connections = parts.map_or(concurrency as u64, |parts| {
             parts.min(concurrency as u64).max(1)
         });
-        Some(mib(link.bytes_per_second * connections))
+        link.rate_for(connections).map(mib)
     }
 }
 
@@ -459,9 +529,9 @@ impl Section {
             let complete = row.complete_ms().map_or_else(dash, |(median, min, max)| {
                 format!("{median} ms ({min}-{max})")
             });
-            let versus_bound = match (&row.subject, self.profile) {
+            let versus_bound = match (&row.subject, self.profile.link()) {
                 (Subject::Md5Bound | Subject::TransportBound, _) => None,
-                (subject, Profile::Wan(link)) => row
+                (subject, Some(link)) => row
                     .link_bound_mib_per_s(&link)
                     .map(|bound| format!("{} of link", ratio(rate, bound)))
                     .filter(|_| matches!(subject, Subject::Ours { .. } | Subject::Peer { .. })),
@@ -488,7 +558,10 @@ impl Section {
             );
         }
         out.push('\n');
-        if let Profile::Wan(link) = self.profile {
+        if self.profile.sweeps() {
+            self.write_sweep(out);
+        }
+        if let Some(link) = self.profile.link() {
             let cores = self
                 .rows
                 .iter()
@@ -496,11 +569,11 @@ impl Section {
                 .reduce(f64::max);
             let _ = writeln!(
                 out,
-                "The link: {:.1} MiB/s per connection in each direction, {} ms round trip; \
-                 \"of link\" is the rate over that cap times the connections in use (parts \
-                 in flight, or the Upload's part count when smaller). The emulator used at \
-                 most {} of one core during any upload{}.\n",
-                mib(link.bytes_per_second),
+                "The link: {} in each direction, {} ms round trip; \"of link\" is the rate \
+                 over what the connections in use (parts in flight, or the Upload's part count \
+                 when smaller) can carry. The emulator used at most {} of one core during any \
+                 upload{}.\n",
+                link_rates(&link),
                 link.rtt.as_millis(),
                 cores.map_or_else(dash, |cores| format!("{cores:.2}")),
                 match cores {
@@ -510,6 +583,108 @@ impl Section {
                 }
             );
         }
+    }
+}
+
+/// The sweep of one profile: the best fixed parts in flight and the defaults against it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SweepVerdict {
+    /// The fixed setting with the highest median rate, and that rate.
+    pub best_fixed: Option<(usize, f64)>,
+    /// The defaults' (async, no tuning flag) median rate.
+    pub defaults: Option<f64>,
+    /// The defaults' client peak RSS (KiB).
+    pub defaults_rss_kib: Option<u64>,
+}
+
+impl SweepVerdict {
+    /// Defaults over the best fixed setting.
+    pub fn ratio(&self) -> Option<f64> {
+        Some(self.defaults? / self.best_fixed?.1)
+    }
+}
+
+impl Section {
+    /// The defaults against the best fixed setting of the async sweep.
+    pub fn sweep_verdict(&self) -> SweepVerdict {
+        let best_fixed = self
+            .sweep(false)
+            .into_iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let defaults = self.row(|s| s.is_ours(false, None, true));
+        SweepVerdict {
+            best_fixed,
+            defaults: defaults.and_then(|row| row.median_mib_per_s(self.size)),
+            defaults_rss_kib: defaults.and_then(Row::peak_client_kib),
+        }
+    }
+
+    /// The sweep's own table: each setting's rate, memory, 429s, give-ups and progress gap,
+    /// then the defaults against the best fixed setting.
+    fn write_sweep(&self, out: &mut String) {
+        let link_rate = self.profile.link().and_then(|link| link.rate_for(u64::MAX));
+        let _ = writeln!(
+            out,
+            "Parts in flight on this link (async `uploads put` at fixed `--concurrency`, then \
+             the defaults):\n\n\
+             | setting | MiB/s (median) | client peak RSS | 429s (median) | gave up | progress gap |\n\
+             |---|---:|---:|---:|---:|---:|"
+        );
+        let setting = |subject: &Subject| match subject {
+            Subject::Ours {
+                blocking,
+                concurrency,
+                md5: true,
+            } => Some(format!(
+                "{}{}",
+                concurrency.map_or_else(|| "defaults".to_owned(), |c| format!("c={c}")),
+                if *blocking { " --blocking" } else { "" }
+            )),
+            _ => None,
+        };
+        for row in &self.rows {
+            let Some(name) = setting(&row.subject) else {
+                continue;
+            };
+            let rate = row.median_mib_per_s(self.size);
+            // A gap in seconds of what the link carries at most: how stale the display was.
+            let gap = row.progress_gap().map_or_else(
+                || "not measured".to_owned(),
+                |bytes| match link_rate {
+                    Some(rate) => {
+                        format!("{:.1} MiB ({:.2} s)", mib(bytes), mib(bytes) / mib(rate))
+                    }
+                    None => format!("{:.1} MiB", mib(bytes)),
+                },
+            );
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} | {} | {gap} |",
+                rate.map_or_else(dash, |rate| format!("{rate:.1}")),
+                row.peak_client_kib().map_or_else(dash, kib_label),
+                row.median_throttled()
+                    .map_or_else(dash, |count| count.to_string()),
+                match row.give_ups() {
+                    0 => "no".to_owned(),
+                    runs => format!("**{runs} of {}**", row.samples.len()),
+                },
+            );
+        }
+        let verdict = self.sweep_verdict();
+        let _ = writeln!(
+            out,
+            "\nBest fixed: {}; defaults / best fixed: {} (target >= 0.9); the defaults' client \
+             peak RSS: {} (target <= 64 MiB). The progress gap is the largest difference \
+             between `bytes_delivered` in `--progress json` and the bytes the emulator had \
+             delivered to the server at that millisecond, in seconds of the link's full rate.\n",
+            verdict
+                .best_fixed
+                .map_or_else(dash, |(c, rate)| format!("c={c} at {rate:.1} MiB/s")),
+            verdict
+                .ratio()
+                .map_or_else(dash, |ratio| format!("{ratio:.2}x")),
+            verdict.defaults_rss_kib.map_or_else(dash, kib_label),
+        );
     }
 }
 
@@ -606,16 +781,14 @@ impl Report {
 
     /// Each target with what this run measured.
     fn targets(&self) -> Vec<Target> {
-        let wan_slow = self.section(Profile::Wan(LinkProfile::SLOW));
-        let wan_fast = self.section(Profile::Wan(LinkProfile::FAST));
+        let wan_slow = self.section(Profile::Wan(link::WAN_SLOW));
+        let wan_fast = self.section(Profile::Wan(link::WAN_FAST));
         let loopback = self.section(Profile::Loopback);
         let pinned = self.section(Profile::Pinned);
         let defaults = |section: Option<&Section>| section?.rate(|s| s.is_ours(false, None, true));
         let slow_c8_of_link = wan_slow.and_then(|section| {
             let row = section.row(|s| s.is_ours(false, Some(8), true))?;
-            let Profile::Wan(link) = section.profile else {
-                return None;
-            };
+            let link = section.profile.link()?;
             Some(row.median_mib_per_s(section.size)? / row.link_bound_mib_per_s(&link)?)
         });
         // Client CPU over one md5 pass, the worst of every md5 row of every profile.
@@ -655,7 +828,7 @@ impl Report {
                 format!("{median} ms median, {max} ms max")
             })
         };
-        vec![
+        let mut targets = vec![
             ratio_target(
                 "WAN 5 MB/s, no tuning flags >= 6x the official SDK",
                 defaults(wan_slow),
@@ -704,7 +877,51 @@ impl Report {
                 measured: milliseconds(complete(loopback, false)),
                 met: complete(loopback, false).map(|(median, _, _)| median < 50),
             },
-        ]
+        ];
+        targets.extend(self.sweep_targets());
+        targets
+    }
+
+    /// Issue 26's targets, per sweep profile.
+    fn sweep_targets(&self) -> Vec<Target> {
+        let mut targets = Vec::new();
+        for section in self.sections.iter().filter(|s| s.profile.sweeps()) {
+            let key = section.profile.key();
+            let verdict = section.sweep_verdict();
+            targets.push(factor_target(
+                &format!("{key}: defaults >= 0.9x the best fixed parts in flight"),
+                verdict.ratio(),
+                |ratio| ratio >= 0.9,
+            ));
+            targets.push(Target {
+                name: format!("{key}: the defaults' client peak RSS <= 64 MiB"),
+                measured: verdict.defaults_rss_kib.map_or_else(dash, kib_label),
+                met: verdict.defaults_rss_kib.map(|kib| kib <= 64 * 1024),
+            });
+            if section.profile == Profile::RateLimited {
+                let row = |concurrency| section.row(|s| s.is_ours(false, concurrency, true));
+                let (defaults, fixed) = (row(None), row(Some(8)));
+                let counts = defaults
+                    .and_then(Row::median_throttled)
+                    .zip(fixed.and_then(Row::median_throttled));
+                let gave_up = defaults.map(Row::give_ups);
+                targets.push(Target {
+                    name: format!(
+                        "{key}: the defaults never give up, with fewer 429s than fixed c=8"
+                    ),
+                    measured: match (gave_up, counts) {
+                        (Some(gave_up), Some((ours, eight))) => {
+                            format!("{gave_up} give-ups; {ours} 429s against {eight}")
+                        }
+                        _ => dash(),
+                    },
+                    met: gave_up
+                        .zip(counts)
+                        .map(|(gave_up, (ours, eight))| gave_up == 0 && ours < eight),
+                });
+            }
+        }
+        targets
     }
 
     fn write_notes(&self, out: &mut String) {
@@ -728,8 +945,14 @@ impl Report {
              process, reset before each run by writing 5 to `/proc/<pid>/clear_refs`.\n\
              * Complete latency: the `elapsed_ms` the server logs for the complete request.\n\
              * WAN profiles: the bench's own link emulator (`xtask/src/bench/link.rs`) between \
-             client and server, a TCP proxy with a bandwidth cap per connection in each \
-             direction and a one-way delay of half the round trip.\n\
+             client and server, a TCP proxy running `uploads_sim::link`'s model in each \
+             direction: a bandwidth cap per connection, a rate shared by all connections behind \
+             a FIFO router buffer, or both, and a one-way delay of half the round trip. Its \
+             client-side sockets have a 64 KiB receive buffer, so the kernel acknowledges only \
+             what the emulated path holds.\n\
+             * Rate-limited: an HTTP/1.1 proxy between the emulator and the server \
+             (`xtask/src/bench/throttle.rs`) answers OpenAI's 429 (`retry-after-ms: 500`) to \
+             every fourth part request during the first 10 s after each run's first one.\n\
              * The file is generated noise, read from the page cache by every subject. The \
              server fsyncs every part, so each upload also writes the whole file to disk.\n",
         );
@@ -901,6 +1124,20 @@ fn ratio(numerator: f64, denominator: f64) -> String {
     format!("{:.2}x", numerator / denominator)
 }
 
+/// What a path carries: `4.8 MiB/s per connection`, `19.1 MiB/s shared`, or both.
+fn link_rates(link: &LinkProfile) -> String {
+    let own = link
+        .per_connection
+        .map(|rate| format!("{:.1} MiB/s per connection", mib(rate)));
+    let shared = link
+        .shared
+        .map(|rate| format!("{:.1} MiB/s shared by all connections", mib(rate)));
+    match (own, shared) {
+        (Some(own), Some(shared)) => format!("{own}, then {shared}"),
+        (own, shared) => own.or(shared).unwrap_or_else(|| "no rate limit".to_owned()),
+    }
+}
+
 fn dash() -> String {
     "-".to_owned()
 }
@@ -985,7 +1222,7 @@ mod tests {
         wan_row.parts = Some(32);
         wan_row.link_cpu = Some(Duration::from_millis(800));
         let wan = Section {
-            profile: Profile::Wan(LinkProfile::SLOW),
+            profile: Profile::Wan(link::WAN_SLOW),
             size: 256 * MIB,
             rows: vec![
                 row(Subject::ours(false, Some(8), true), vec![wan_row.clone()]),
@@ -1048,6 +1285,56 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_reads_as_defaults_against_the_best_fixed_setting() {
+        // 256 MiB: c=4 in 16 s (16 MiB/s), c=8 in 8 s (32 MiB/s), the defaults in 10 s.
+        let run = |millis, throttled, gap| Sample {
+            throttled: Some(throttled),
+            progress_gap: gap,
+            ..sample(millis, 40_000, 50_000, 10)
+        };
+        let gave_up = Sample {
+            gave_up: true,
+            throttled: Some(9),
+            ..sample(1000, 30_000, 0, 0)
+        };
+        let section = Section {
+            profile: Profile::RateLimited,
+            size: 256 * MIB,
+            rows: vec![
+                row(
+                    Subject::ours(false, Some(4), true),
+                    vec![run(16_000, 3, None)],
+                ),
+                row(
+                    Subject::ours(false, Some(8), true),
+                    vec![run(8000, 6, None), gave_up],
+                ),
+                row(
+                    Subject::ours(false, None, true),
+                    vec![run(10_000, 2, Some(5 * MIB))],
+                ),
+            ],
+        };
+        let verdict = section.sweep_verdict();
+        assert_eq!(verdict.best_fixed, Some((8, 32.0)));
+        assert_eq!(verdict.ratio(), Some(25.6 / 32.0));
+        let markdown = report(vec![section]).to_markdown();
+        assert!(markdown.contains("| c=4 | 16.0 | 39.1 MiB | 3 | no | not measured |"));
+        // The give-up has no rate; its 429s count (the median of 6 and 9 is the upper one).
+        assert!(markdown.contains("| c=8 | 32.0 | 39.1 MiB | 9 | **1 of 2** | not measured |"));
+        // 5 MiB at the cloud link's 100 MB/s (95.4 MiB/s) is 0.05 s.
+        assert!(markdown.contains("| defaults | 25.6 | 39.1 MiB | 2 | no | 5.0 MiB (0.05 s) |"));
+        assert!(markdown.contains("Best fixed: c=8 at 32.0 MiB/s; defaults / best fixed: 0.80x"));
+        assert!(markdown.contains(
+            "| rate-limited: defaults >= 0.9x the best fixed parts in flight | 0.80x | **missed** |"
+        ));
+        assert!(markdown.contains(
+            "| rate-limited: the defaults never give up, with fewer 429s than fixed c=8 \
+             | 0 give-ups; 2 429s against 9 | met |"
+        ));
+    }
+
+    #[test]
     fn profiles_are_named_sized_and_given_their_subjects() {
         for profile in Profile::ALL {
             assert_eq!(Profile::from_key(profile.key()), Some(profile));
@@ -1057,17 +1344,28 @@ mod tests {
         assert_eq!(Profile::Shared.default_size(false, true), 32 * MIB);
         assert!(Profile::Shared.subjects(false).is_empty());
         assert_eq!(Profile::from_key("wan"), None);
-        let slow = Profile::Wan(LinkProfile::SLOW);
+        let slow = Profile::Wan(link::WAN_SLOW);
         assert_eq!(slow.default_size(false, false), 256 * MIB);
         assert_eq!(
-            Profile::Wan(LinkProfile::FAST).default_size(false, false),
+            Profile::Wan(link::WAN_FAST).default_size(false, false),
             2 * GIB
         );
         assert_eq!(slow.default_size(false, true), 4 * MIB);
         let subjects = slow.subjects(false);
         assert!(subjects.contains(&Subject::ours(false, None, true)));
-        assert!(subjects.contains(&Subject::ours(true, Some(16), true)));
+        assert!(subjects.contains(&Subject::ours(true, None, true)));
+        assert!(subjects.contains(&Subject::ours(false, Some(32), true)));
         assert!(!subjects.contains(&Subject::TransportBound));
+        // Issue 26's links sweep parts in flight against the defaults; the others do not.
+        for key in ["wan-slow", "uplink", "cloud", "rate-limited"] {
+            let profile = Profile::from_key(key).unwrap();
+            assert!(profile.sweeps(), "{key}");
+            assert_eq!(profile.default_size(false, false), 256 * MIB);
+            assert_eq!(profile.default_size(true, false), 64 * MIB);
+            assert_eq!(profile.subjects(true).len(), 1 + 2 + 2, "{key}");
+        }
+        assert_eq!(Profile::RateLimited.link(), Some(link::CLOUD));
+        assert!(!Profile::Wan(link::WAN_FAST).sweeps());
         assert!(
             Profile::Loopback
                 .subjects(false)
