@@ -1,7 +1,8 @@
 //! Ctrl-C on the built `uploads put`, async and `--blocking` alike, while parts are in
 //! flight through a slow link: exit 130, nothing on stdout, no more parts sent; with
 //! `--resume STATE` the Upload and the state file are kept and the same command finishes the
-//! same Upload, without it the Upload is cancelled.
+//! same Upload, with `--cancel-on-stop` the Upload is cancelled. (Without either, the Upload
+//! is kept under `$XDG_STATE_HOME`: `crates/uploads-cli/tests/put.rs`.)
 //!
 //! The binary is `target/<profile>/uploads`, built by `cargo test --workspace` (or
 //! `cargo build -p uploads-cli`).
@@ -33,10 +34,12 @@ fn binary() -> PathBuf {
     path
 }
 
-fn put(base_url: &str, args: &[String]) -> Command {
+fn put(harness: &Harness, base_url: &str, args: &[String]) -> Command {
     let mut command = Command::new(binary());
     command
         .arg("put")
+        // The state kept for a re-run stays in the test's own directory.
+        .env("XDG_STATE_HOME", harness.path("state"))
         .args(args)
         .env_remove("OPENAI_ORG_ID")
         .env_remove("OPENAI_PROJECT_ID")
@@ -88,9 +91,11 @@ fn interrupted_put(blocking: bool, resume: bool) {
     }
     if resume {
         args.extend(["--resume".into(), state.display().to_string()]);
+    } else {
+        args.push("--cancel-on-stop".into());
     }
 
-    let child = put(&proxy.base_url(), &args).spawn().unwrap();
+    let child = put(&harness, &proxy.base_url(), &args).spawn().unwrap();
     // A part is stored and others are on their way (each takes a second on this link).
     wait_until(|| proxy.parts_answered() >= 1);
     let pid = child.id().to_string();
@@ -117,7 +122,7 @@ fn interrupted_put(blocking: bool, resume: bool) {
             .unwrap_or_else(|error| panic!("the state file is not a snapshot ({error}): {stderr}"));
         assert!(stderr.contains("kept"), "{stderr}");
         // The Upload was kept: the same command finishes it (directly, at full speed).
-        let output = put(&harness.base_url(), &args).output().unwrap();
+        let output = put(&harness, &harness.base_url(), &args).output().unwrap();
         assert!(
             output.status.success(),
             "{}",
@@ -158,11 +163,11 @@ fn ctrl_c_with_resume_keeps_the_upload_blocking() {
 }
 
 #[test]
-fn ctrl_c_without_resume_cancels_the_upload_async() {
+fn ctrl_c_with_cancel_on_stop_cancels_the_upload_async() {
     interrupted_put(false, false);
 }
 
 #[test]
-fn ctrl_c_without_resume_cancels_the_upload_blocking() {
+fn ctrl_c_with_cancel_on_stop_cancels_the_upload_blocking() {
     interrupted_put(true, false);
 }

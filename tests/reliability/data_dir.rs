@@ -76,6 +76,8 @@ fn a_served_data_dir_refuses_a_second_server_and_put_local_naming_the_holder() {
         "--local",
         "--data-dir",
         data_dir.to_str().unwrap(),
+        // Nothing kept for a re-run in the user's own state directory.
+        "--no-resume",
     ]);
     let stderr = String::from_utf8_lossy(&put.stderr);
     assert!(

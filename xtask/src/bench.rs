@@ -594,7 +594,11 @@ impl Bench<'_> {
         md5: bool,
     ) -> Result<Sample, String> {
         let mut command = Command::new(self.uploads);
+        // What `put` keeps for a re-run stays beside the bench's file, not in the user's
+        // own state directory.
+        let state_home = self.file.with_extension("state");
         command
+            .env("XDG_STATE_HOME", state_home)
             .arg("put")
             .arg(self.file)
             .args(["--purpose", PURPOSE, "--mime-type", MIME_TYPE])
