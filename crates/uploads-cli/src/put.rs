@@ -511,22 +511,6 @@ fn spawn_workers(
     workers
 }
 
-/// The bytes a snapshot's stored parts hold.
-fn stored_bytes(snapshot: &SessionSnapshot) -> u64 {
-    snapshot
-        .part_ids
-        .iter()
-        .enumerate()
-        .filter(|(_, id)| id.is_some())
-        .map(|(index, _)| {
-            let start = index as u64 * snapshot.part_size;
-            snapshot
-                .part_size
-                .min(snapshot.file_size.saturating_sub(start))
-        })
-        .sum()
-}
-
 /// How one attempt at a file's upload ended, when it did not complete.
 enum Stopped {
     /// The kept Upload cannot be continued (why): a new one should be started.
@@ -554,7 +538,7 @@ async fn put_one(
             Some(snapshot) => {
                 let stored = snapshot.part_ids.iter().filter(|id| id.is_some()).count();
                 let parts = snapshot.part_ids.len();
-                let already = stored_bytes(snapshot);
+                let already = snapshot.stored_bytes();
                 display.note(&format!(
                     "{}: resuming Upload {}: {stored} of {parts} parts stored ({} of {})",
                     job.label,

@@ -27,8 +27,9 @@ pub struct UploadOptions {
     /// The MIME type; by default guessed from the filename's extension.
     pub mime_type: Option<String>,
     /// Bytes per Part (the last may be shorter); at most `limits.max_part_bytes`. `None`
-    /// (the default) lets [`default_part_size`] choose from the file's size and the
-    /// concurrency.
+    /// (the default) cuts parts as the upload goes when `adaptive` is on (see
+    /// [`PartPlan`]), and lets [`default_part_size`] choose from the file's size and the
+    /// concurrency when it is off.
     pub part_size: Option<u64>,
     /// Parts in flight at once: exactly this many when `adaptive` is off, at most this many
     /// when it is on.
@@ -271,10 +272,17 @@ impl UploadOptions {
         size: u64,
     ) -> Result<(CreateUploadRequest, PartPlan), OptionsError> {
         self.check()?;
-        let part_size = self
-            .part_size
-            .unwrap_or_else(|| default_part_size(size, self.concurrency, &self.limits));
-        let plan = PartPlan::new(size, part_size, &self.limits).map_err(OptionsError::Plan)?;
+        let plan = match self.part_size {
+            Some(part_size) => PartPlan::new(size, part_size, &self.limits),
+            // Parts cut as the upload goes follow the parts in flight as they change.
+            None if self.adaptive => PartPlan::adaptive(size, &self.limits),
+            None => PartPlan::new(
+                size,
+                default_part_size(size, self.concurrency, &self.limits),
+                &self.limits,
+            ),
+        }
+        .map_err(OptionsError::Plan)?;
         let filename = self
             .filename
             .clone()

@@ -50,6 +50,11 @@ const MAX_WINDOW_MS: u64 = 2_000;
 /// A window lasts this many round trips (as the create request measured one), within the
 /// bounds above.
 const WINDOW_ROUND_TRIPS: u64 = 8;
+/// A part should last this many round trips on its connection (see
+/// [`PartsInFlight::part_worth_a_request`]).
+const ROUND_TRIPS_PER_PART: u64 = 10;
+/// The round trip assumed before one is measured (a resumed upload sends no create).
+const DEFAULT_ROUND_TRIP_MS: u64 = 50;
 /// The window when no round trip was measured (a resumed upload sends no create).
 const DEFAULT_WINDOW_MS: u64 = 1_000;
 /// The first part of each window is not measured: connections started by a level change
@@ -58,6 +63,9 @@ const SETTLE_DIVISOR: u64 = 3;
 /// A throttling answer keeps this share of the level (3/4).
 const THROTTLE_KEEP_NUMERATOR: u32 = 3;
 const THROTTLE_KEEP_DENOMINATOR: u32 = 4;
+/// How long parts stay large after the service last throttled: a service that throttled
+/// once a minute ago may do so again.
+pub const THROTTLE_MEMORY_MS: u64 = 60_000;
 /// How long new part starts wait after a throttling answer without a `Retry-After`.
 const DEFAULT_THROTTLE_PAUSE_MS: u64 = 1_000;
 
@@ -82,6 +90,49 @@ impl PartsInFlight {
     /// Whether a new part may start at `now_unix_ms` (a service that throttled asked to wait).
     pub fn may_start(&self, now_unix_ms: u64) -> bool {
         self.paused_until().is_none_or(|until| now_unix_ms >= until)
+    }
+
+    /// Whether the service throttled in the last [`THROTTLE_MEMORY_MS`] before
+    /// `now_unix_ms`: parts are then cut large, so the same bytes take fewer requests.
+    pub fn throttled_lately(&self, now_unix_ms: u64) -> bool {
+        match self {
+            Self::Fixed(_) => false,
+            Self::Adaptive(adaptive) => adaptive
+                .throttled_at_unix_ms
+                .is_some_and(|at| now_unix_ms < at.saturating_add(THROTTLE_MEMORY_MS)),
+        }
+    }
+
+    /// The smallest part worth a request of its own: what one part in flight carried in
+    /// [`ROUND_TRIPS_PER_PART`] round trips at the last measure (0 before one, or when
+    /// fixed). A part's request leaves its connection idle for a round trip; a part ten
+    /// times longer keeps that under a tenth.
+    pub fn part_worth_a_request(&self) -> u64 {
+        match self {
+            Self::Fixed(_) => 0,
+            Self::Adaptive(adaptive) => adaptive.last_goodput.map_or(0, |measured| {
+                let per_part = measured.goodput / u64::from(measured.level.max(1));
+                let round_trips_ms = adaptive.round_trip_ms.saturating_mul(ROUND_TRIPS_PER_PART);
+                per_part.saturating_mul(round_trips_ms) / 1000
+            }),
+        }
+    }
+
+    /// The parts in flight to cut the next part for: while climbing, the level the next step
+    /// would reach, so that parts cut during the first seconds do not outlast the rest.
+    pub fn cut_level(&self) -> u32 {
+        match self {
+            Self::Fixed(limit) => *limit,
+            Self::Adaptive(adaptive) => match adaptive.state {
+                State::Climbing { below: None } => adaptive.level.saturating_mul(FIRST_STEP),
+                State::Climbing { below: Some(_) } => adaptive.level.saturating_mul(2),
+                State::Descending { .. }
+                | State::Settled { .. }
+                | State::Reprobing { .. }
+                | State::Throttled { .. } => adaptive.level,
+            }
+            .min(adaptive.max),
+        }
     }
 
     /// Until when new part starts are paused (a service that throttled asked to wait).
@@ -171,6 +222,12 @@ pub(crate) struct Adaptive {
     paused_until_unix_ms: Option<u64>,
     /// No second cut before this: answers until then are to requests sent before the cut.
     no_cut_before_unix_ms: Option<u64>,
+    /// When the service last throttled.
+    throttled_at_unix_ms: Option<u64>,
+    /// The round trip create measured (or [`DEFAULT_ROUND_TRIP_MS`]).
+    round_trip_ms: u64,
+    /// What the last window measured.
+    last_goodput: Option<Measured>,
 }
 
 impl Adaptive {
@@ -186,11 +243,15 @@ impl Adaptive {
             window: None,
             paused_until_unix_ms: None,
             no_cut_before_unix_ms: None,
+            throttled_at_unix_ms: None,
+            round_trip_ms: DEFAULT_ROUND_TRIP_MS,
+            last_goodput: None,
         }
     }
 
     /// Sizes the windows from a round trip measured at `round_trip_ms`.
     pub fn with_round_trip(mut self, round_trip_ms: u64) -> Self {
+        self.round_trip_ms = round_trip_ms;
         self.window_ms = round_trip_ms
             .saturating_mul(WINDOW_ROUND_TRIPS)
             .clamp(MIN_WINDOW_MS, MAX_WINDOW_MS);
@@ -243,10 +304,12 @@ impl Adaptive {
             .max(1);
         let bytes = u128::from(carried.saturating_sub(carried_at_start));
         let goodput = u64::try_from(bytes * 1000 / u128::from(measured_ms)).unwrap_or(u64::MAX);
-        self.decide(Measured {
+        let measured = Measured {
             level: self.level,
             goodput,
-        });
+        };
+        self.last_goodput = Some(measured);
+        self.decide(measured);
         self.start_window(now_unix_ms);
     }
 
@@ -335,6 +398,7 @@ impl Adaptive {
     }
 
     fn throttled(&mut self, now_unix_ms: u64, retry_after_ms: Option<u64>) {
+        self.throttled_at_unix_ms = Some(now_unix_ms);
         let pause = retry_after_ms.unwrap_or(DEFAULT_THROTTLE_PAUSE_MS);
         let until = now_unix_ms.saturating_add(pause);
         self.paused_until_unix_ms =
@@ -428,7 +492,11 @@ mod tests {
         let mut adaptive = Adaptive::new(64);
         let grown = std::cell::Cell::new(false);
         let rate = |level: u32| {
-            let cap = if grown.get() { 200_000_000 } else { 100_000_000 };
+            let cap = if grown.get() {
+                200_000_000
+            } else {
+                100_000_000
+            };
             (u64::from(level) * 10_000_000).min(cap)
         };
         let levels = run(&mut adaptive, 6, rate);
@@ -488,5 +556,25 @@ mod tests {
             Adaptive::new(8).with_round_trip(10_000).window_ms,
             MAX_WINDOW_MS
         );
+    }
+
+    #[test]
+    fn parts_are_cut_for_the_level_ahead_large_after_throttling_and_worth_their_round_trip() {
+        let mut adaptive = Adaptive::new(32).with_round_trip(50);
+        let parts = PartsInFlight::Adaptive(adaptive.clone());
+        // Climbing from 8: the first step goes to 32, and parts are cut for it.
+        assert_eq!(parts.cut_level(), 32);
+        assert_eq!(parts.part_worth_a_request(), 0, "nothing measured yet");
+        let _ = run(&mut adaptive, 1, |level| u64::from(level) * 5_000_000);
+        let parts = PartsInFlight::Adaptive(adaptive.clone());
+        // 5 MB/s a part, ten round trips of 50 ms: 2.5 MB.
+        assert_eq!(parts.part_worth_a_request(), 2_500_000);
+        assert!(!parts.throttled_lately(NOW));
+        adaptive.throttled(NOW, Some(100));
+        let parts = PartsInFlight::Adaptive(adaptive);
+        assert!(parts.throttled_lately(NOW + THROTTLE_MEMORY_MS - 1));
+        assert!(!parts.throttled_lately(NOW + THROTTLE_MEMORY_MS));
+        let fixed = PartsInFlight::Fixed(4);
+        assert_eq!((fixed.cut_level(), fixed.part_worth_a_request()), (4, 0));
     }
 }

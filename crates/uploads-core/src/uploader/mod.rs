@@ -140,7 +140,7 @@ use concurrency::{Adaptive, PartsInFlight};
 pub use exchange::{Expect, OutgoingBody, PartBody, PartReader, SourceError};
 pub use guard::ReportGuard;
 use parts::Parts;
-pub use plan::{PartJob, PartPlan, PlanError};
+pub use plan::{CutHint, PartJob, PartPlan, PlanError};
 pub use progress::{PartFailure, Progress, ProgressEvent};
 pub use snapshot::{
     Inconsistency, ResumeError, SNAPSHOT_VERSION, SessionSnapshot, SnapshotSource,
@@ -1008,7 +1008,12 @@ impl<E> Uploader<E> {
         if parts.in_flight() >= self.in_flight.limit() || !self.in_flight.may_start(now_unix_ms) {
             return None;
         }
-        let job = parts.next_job(now_unix_ms)?;
+        let hint = CutHint {
+            level: self.in_flight.cut_level(),
+            throttled: self.in_flight.throttled_lately(now_unix_ms),
+            min_len: self.in_flight.part_worth_a_request(),
+        };
+        let job = parts.next_job(now_unix_ms, hint)?;
         let upload_id = parts.upload().id.clone();
         Some(Action::Send(Transmit::Part { upload_id, job }))
     }

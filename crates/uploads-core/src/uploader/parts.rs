@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::plan::{PartJob, PartPlan};
+use super::plan::{CutHint, PartJob, PartPlan};
 use super::progress::{Progress, ProgressEvent};
-use super::snapshot::{ResumeError, SNAPSHOT_VERSION, SessionSnapshot};
+use super::snapshot::{EQUAL_PARTS_VERSION, ResumeError, SNAPSHOT_VERSION, SessionSnapshot};
 use crate::limits::Limits;
 use crate::retry::{Failure, RetryDecision, RetryPolicy};
 use crate::types::{CompleteUploadRequest, PartId, Upload};
@@ -72,6 +72,13 @@ pub(crate) struct Parts {
     /// [`Parts::expiring_locally_at`]); until then the service's `expires_at`.
     expires_locally_at_ms: Option<u64>,
     source: Option<String>,
+    /// The parts cut so far, in file order (all of them from the start for a fixed plan).
+    cuts: Vec<Cut>,
+    /// Where the bytes not yet cut into a part start.
+    uncut_from: u64,
+    /// The parts in flight and throttling when a part was last asked for: an adaptive
+    /// plan's estimate of the parts still to cut.
+    last_hint: CutHint,
     states: Vec<PartState>,
     /// Parts never handed out (or handed out before a resume), lowest index first.
     pending: VecDeque<u32>,
@@ -89,6 +96,15 @@ pub(crate) struct Parts {
     events: VecDeque<ProgressEvent>,
 }
 
+/// One part's bytes in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cut {
+    /// Where they start.
+    pub offset: u64,
+    /// How many.
+    pub len: u64,
+}
+
 impl Parts {
     /// The parts of `plan` for `upload`, as create returned it (its `bytes` MUST be the
     /// plan's file size), none sent yet. Each is retried by `policy`; no retry is scheduled
@@ -99,16 +115,25 @@ impl Parts {
         policy: RetryPolicy,
         deadline_unix_ms: Option<u64>,
     ) -> Self {
-        let no_parts_done = vec![None; plan.count() as usize];
-        Self::with_parts(upload, plan, policy, deadline_unix_ms, no_parts_done)
+        let cuts = plan
+            .parts()
+            .map(|job| {
+                let cut = Cut {
+                    offset: job.offset,
+                    len: job.len,
+                };
+                (cut, None)
+            })
+            .collect();
+        Self::with_cuts(upload, plan, policy, deadline_unix_ms, cuts)
     }
 
-    fn with_parts(
+    fn with_cuts(
         upload: Upload,
         plan: PartPlan,
         policy: RetryPolicy,
         deadline_unix_ms: Option<u64>,
-        part_ids: Vec<Option<PartId>>,
+        cuts: Vec<(Cut, Option<PartId>)>,
     ) -> Self {
         let mut parts = Self {
             upload,
@@ -117,7 +142,10 @@ impl Parts {
             deadline_unix_ms,
             expires_locally_at_ms: None,
             source: None,
-            states: Vec::with_capacity(part_ids.len()),
+            cuts: Vec::with_capacity(cuts.len()),
+            uncut_from: 0,
+            last_hint: CutHint::NONE,
+            states: Vec::with_capacity(cuts.len()),
             pending: VecDeque::new(),
             waiting: BTreeSet::new(),
             in_flight: 0,
@@ -129,19 +157,94 @@ impl Parts {
             retries: 0,
             events: VecDeque::new(),
         };
-        for (index, part_id) in (0..plan.count()).zip(part_ids) {
+        for (index, (cut, part_id)) in (0..).zip(cuts) {
             let state = if let Some(part_id) = part_id {
                 parts.done += 1;
-                parts.bytes_sent += plan.part_len(index);
-                parts.bytes_done += plan.part_len(index);
+                parts.bytes_sent += cut.len;
+                parts.bytes_done += cut.len;
                 PartState::Done(part_id)
             } else {
                 parts.pending.push_back(index);
                 PartState::Pending
             };
+            parts.uncut_from = cut.offset + cut.len;
+            parts.cuts.push(cut);
             parts.states.push(state);
         }
         parts
+    }
+
+    /// Part `index` as cut, as a first attempt.
+    fn part(&self, index: u32) -> Option<PartJob> {
+        let cut = self.cuts.get(index as usize)?;
+        Some(PartJob {
+            index,
+            offset: cut.offset,
+            len: cut.len,
+            attempt: 1,
+        })
+    }
+
+    /// The length of part `index` (0 if not cut).
+    fn part_len(&self, index: u32) -> u64 {
+        self.cuts.get(index as usize).map_or(0, |cut| cut.len)
+    }
+
+    /// The bytes the parts in flight have still to send.
+    fn in_flight_left(&self) -> u64 {
+        (0..)
+            .zip(&self.states)
+            .filter_map(|(index, state)| match state {
+                PartState::InFlight { bytes_sent, .. } => {
+                    Some(self.part_len(index).saturating_sub(*bytes_sent))
+                }
+                PartState::Pending | PartState::Waiting | PartState::Done(_) => None,
+            })
+            .sum()
+    }
+
+    /// Whether bytes are left to cut into parts (an empty file is one empty part).
+    fn uncut(&self) -> bool {
+        self.uncut_from < self.plan.file_size() || self.cuts.is_empty()
+    }
+
+    /// Cuts the next part from the bytes left, for `hint`; returns its index.
+    fn cut_next(&mut self, hint: CutHint) -> Option<u32> {
+        if !self.uncut() {
+            return None;
+        }
+        let remaining = self.plan.file_size() - self.uncut_from;
+        let parts_cut = self.cuts.len() as u64;
+        let len = self
+            .plan
+            .cut_len(remaining, self.in_flight_left(), parts_cut, &hint);
+        let index = u32::try_from(self.cuts.len()).ok()?;
+        self.cuts.push(Cut {
+            offset: self.uncut_from,
+            len,
+        });
+        self.states.push(PartState::Pending);
+        self.uncut_from += len;
+        Some(index)
+    }
+
+    /// How many parts there will be: those cut, and an estimate of those still to cut at
+    /// the sizes the last hint gives.
+    fn parts_total(&self) -> u32 {
+        let remaining = self.plan.file_size() - self.uncut_from.min(self.plan.file_size());
+        let to_cut = if self.uncut() {
+            let hint = self.last_hint;
+            let next = self.plan.cut_len(
+                remaining,
+                self.in_flight_left(),
+                self.cuts.len() as u64,
+                &hint,
+            );
+            remaining.div_ceil(next.max(1)).max(1)
+        } else {
+            0
+        };
+        u32::try_from(self.cuts.len() as u64 + to_cut).unwrap_or(u32::MAX)
     }
 
     /// Restores the parts of `snapshot` at `now_unix_ms`: only the parts without an id are
@@ -155,14 +258,9 @@ impl Parts {
         now_unix_ms: u64,
         deadline_unix_ms: Option<u64>,
     ) -> Result<Self, ResumeError> {
-        let (plan, snapshot) = snapshot.check(limits, now_unix_ms)?;
-        let mut parts = Self::with_parts(
-            snapshot.upload,
-            plan,
-            policy,
-            deadline_unix_ms,
-            snapshot.part_ids,
-        );
+        let (plan, cuts, snapshot) = snapshot.check(limits, now_unix_ms)?;
+        let cuts = cuts.into_iter().zip(snapshot.part_ids).collect();
+        let mut parts = Self::with_cuts(snapshot.upload, plan, policy, deadline_unix_ms, cuts);
         parts.source = snapshot.source;
         parts.expires_locally_at_ms = snapshot.expires_locally_at_ms;
         Ok(parts)
@@ -198,18 +296,23 @@ impl Parts {
     }
 
     /// The next part to send at `now_unix_ms`: a retry whose time has come (earliest
-    /// first), else a part not sent yet (lowest index first). The part is in flight until
-    /// its result is reported or it is abandoned. `None` when nothing can be sent now.
-    pub fn next_job(&mut self, now_unix_ms: u64) -> Option<PartJob> {
+    /// first), else a part not sent yet (lowest index first), else a new part cut for
+    /// `hint` (an adaptive plan). The part is in flight until its result is reported or it
+    /// is abandoned. `None` when nothing can be sent now.
+    pub fn next_job(&mut self, now_unix_ms: u64, hint: CutHint) -> Option<PartJob> {
+        self.last_hint = hint;
         let (index, attempt) = match self.waiting.first() {
             Some(retry) if retry.at_unix_ms <= now_unix_ms => {
                 let retry = *retry;
                 self.waiting.remove(&retry);
                 (retry.index, retry.attempt)
             }
-            _ => (self.pending.pop_front()?, 1),
+            _ => match self.pending.pop_front() {
+                Some(index) => (index, 1),
+                None => (self.cut_next(hint)?, 1),
+            },
         };
-        let job = self.plan.part(index)?;
+        let job = self.part(index)?;
         let slot = self.states.get_mut(index as usize)?;
         *slot = PartState::InFlight {
             attempt,
@@ -238,7 +341,7 @@ impl Parts {
             .filter_map(|(index, state)| match state {
                 PartState::InFlight { attempt, .. } => Some(PartJob {
                     attempt: *attempt,
-                    ..self.plan.part(index)?
+                    ..self.part(index)?
                 }),
                 _ => None,
             })
@@ -287,7 +390,7 @@ impl Parts {
     /// Reports that `bytes` more bytes of `job` went out at `now_unix_ms`. Counts at most
     /// the part's length; ignored unless `job` is the attempt in flight.
     pub fn handle_bytes_sent(&mut self, job: PartJob, bytes: u64, now_unix_ms: u64) {
-        let len = self.plan.part_len(job.index);
+        let len = self.part_len(job.index);
         let Some(PartState::InFlight {
             bytes_sent,
             active_at_unix_ms,
@@ -344,7 +447,7 @@ impl Parts {
     /// anything. Bytes not yet reported as sent are counted now. Ignored unless `job` is the
     /// attempt in flight.
     pub fn handle_part_done(&mut self, job: PartJob, part_id: PartId) -> bool {
-        let len = self.plan.part_len(job.index);
+        let len = self.part_len(job.index);
         let Some(slot) = self.in_flight_slot(job) else {
             return false;
         };
@@ -370,7 +473,7 @@ impl Parts {
         self.events.push_back(ProgressEvent::PartDone {
             part: job.index,
             parts_done: self.done,
-            parts_total: self.plan.count(),
+            parts_total: self.parts_total(),
         });
         true
     }
@@ -449,7 +552,7 @@ impl Parts {
 
     /// Whether every part is stored.
     pub fn all_done(&self) -> bool {
-        self.done == self.plan.count()
+        !self.uncut() && self.done as usize == self.cuts.len()
     }
 
     /// The complete request: every part id in file order, whatever order they finished
@@ -473,7 +576,7 @@ impl Parts {
             bytes_delivered: self.bytes_delivered(),
             bytes_total: self.plan.file_size(),
             parts_done: self.done,
-            parts_total: self.plan.count(),
+            parts_total: self.parts_total(),
             retries: self.retries,
         }
     }
@@ -481,7 +584,11 @@ impl Parts {
     /// What is needed to resume after a crash.
     pub fn snapshot(&self) -> SessionSnapshot {
         SessionSnapshot {
-            version: SNAPSHOT_VERSION,
+            version: if self.plan.is_adaptive() {
+                SNAPSHOT_VERSION
+            } else {
+                EQUAL_PARTS_VERSION
+            },
             upload: self.upload.clone(),
             file_size: self.plan.file_size(),
             part_size: self.plan.part_size(),
@@ -490,6 +597,11 @@ impl Parts {
                 .iter()
                 .map(|state| state.done_id().cloned())
                 .collect(),
+            // Equal parts keep the first format, which any version resumes.
+            part_lens: self
+                .plan
+                .is_adaptive()
+                .then(|| self.cuts.iter().map(|cut| cut.len).collect()),
             source: self.source.clone(),
             expires_locally_at_ms: self.expires_locally_at_ms,
         }

@@ -1,15 +1,38 @@
 //! How a file is cut into parts, and one part to send.
 
-use crate::limits::Limits;
+use crate::limits::{Limits, MIB};
 
-/// How a file is cut into parts: every part `part_size` bytes but the last, which may be
-/// shorter. Validated against the service's [`Limits`] before any request is sent.
+/// How a file is cut into parts. Validated against the service's [`Limits`] before any
+/// request is sent.
+///
+/// * A **fixed** plan ([`PartPlan::new`]): every part `part_size` bytes but the last, which
+///   may be shorter; all parts are known before the first is sent.
+/// * An **adaptive** plan ([`PartPlan::adaptive`]): each part is cut from the rest of the
+///   file when a part may start ([`PartPlan::cut_len`]), so that every part in flight has
+///   about [`ROUNDS_PER_CONNECTION`] parts of what is left. Parts shrink as the file runs
+///   out, and the last round is short on the wire and at the service (which hashes each
+///   part as it comes in): a tail of one 64 MiB part on one connection while the others sit
+///   idle is what a fixed plan ends with. While the service throttles, parts are cut as
+///   large as allowed, so the same bytes take fewer requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartPlan {
     file_size: u64,
+    /// Every part's size (fixed), or the largest part (adaptive).
     part_size: u64,
+    /// How many parts (fixed), or the fewest the file can be (adaptive).
     count: u32,
+    adaptive: bool,
+    /// The most parts the service takes in one Upload.
+    max_parts: u64,
 }
+
+/// How many parts an adaptive plan gives each part in flight from what is left: the last
+/// round (where parts finish unevenly and some connections sit idle) is then about a quarter
+/// of the time left at most, and shrinks with it.
+pub const ROUNDS_PER_CONNECTION: u64 = 2;
+/// The smallest part an adaptive plan cuts (but the file's last bytes): below it a request's
+/// round trip and bookkeeping cost more than the shorter tail saves.
+pub const MIN_CUT: u64 = MIB;
 
 /// Why a file cannot be cut into parts as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,7 +105,71 @@ impl PartPlan {
             file_size,
             part_size,
             count,
+            adaptive: false,
+            max_parts: max,
         })
+    }
+
+    /// Plans `file_size` bytes in parts cut as the upload goes (see the [type's
+    /// docs](Self)), none over `limits.max_part_bytes`, never more than
+    /// `limits.max_parts_per_upload`.
+    pub fn adaptive(file_size: u64, limits: &Limits) -> Result<Self, PlanError> {
+        let largest = limits.max_part_bytes.max(1);
+        let fewest = Self::new(file_size, largest, limits)?;
+        Ok(Self {
+            adaptive: true,
+            ..fewest
+        })
+    }
+
+    /// Whether parts are cut as the upload goes.
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive
+    }
+
+    /// How long the next part is, cut from the `remaining` bytes of the file after
+    /// `parts_cut` parts, the parts in flight having `in_flight_left` bytes still to send,
+    /// for `hint`. A fixed plan's parts are always `part_size` (the last one shorter).
+    ///
+    /// An adaptive plan gives each part in flight [`ROUNDS_PER_CONNECTION`] parts of what is
+    /// left, but none under `hint.min_len` (a part's round trip must not cost more than the
+    /// shorter tail saves), and in the last round no more than an even share of all that is
+    /// left to send, in flight or not: a connection that frees up early takes less, so that
+    /// all of them finish together.
+    pub fn cut_len(
+        &self,
+        remaining: u64,
+        in_flight_left: u64,
+        parts_cut: u64,
+        hint: &CutHint,
+    ) -> u64 {
+        if !self.adaptive {
+            return self.part_size.min(remaining);
+        }
+        let level = u64::from(hint.level.max(1));
+        let rounds = remaining.div_ceil(level.saturating_mul(ROUNDS_PER_CONNECTION));
+        let even_share = remaining.saturating_add(in_flight_left).div_ceil(level);
+        let wanted = if hint.throttled {
+            self.part_size
+        } else {
+            rounds
+                .max(hint.min_len)
+                .min(even_share)
+                .div_ceil(MIB)
+                .saturating_mul(MIB)
+                .max(MIN_CUT)
+        };
+        // Never so small that the rest would need more parts than the service takes.
+        let parts_left = self.max_parts.saturating_sub(parts_cut).max(1);
+        let len = wanted
+            .max(remaining.div_ceil(parts_left))
+            .min(self.part_size);
+        // No sliver left behind for a request of its own.
+        if remaining.saturating_sub(len) < MIN_CUT / 2 && remaining <= self.part_size {
+            remaining
+        } else {
+            len.min(remaining)
+        }
     }
 
     /// The size of the whole file.
@@ -95,14 +182,16 @@ impl PartPlan {
         self.part_size
     }
 
-    /// How many parts there are (at least one).
+    /// How many parts there are (at least one); for an adaptive plan, the fewest there can
+    /// be (parts of the largest size).
     pub fn count(&self) -> u32 {
         self.count
     }
 
-    /// Part `index` as a first attempt, or `None` past the last part.
+    /// Part `index` of a fixed plan as a first attempt, or `None` past the last part (and
+    /// for an adaptive plan, whose parts are cut as the upload goes).
     pub fn part(&self, index: u32) -> Option<PartJob> {
-        (index < self.count).then(|| {
+        (index < self.count && !self.adaptive).then(|| {
             let offset = u64::from(index) * self.part_size;
             PartJob {
                 index,
@@ -113,16 +202,33 @@ impl PartPlan {
         })
     }
 
-    /// Every part in file order, as first attempts.
+    /// Every part of a fixed plan in file order, as first attempts (none for an adaptive
+    /// plan).
     pub fn parts(&self) -> impl Iterator<Item = PartJob> + use<> {
         let plan = *self;
         (0..plan.count).filter_map(move |index| plan.part(index))
     }
+}
 
-    /// The length of part `index` (0 past the last part).
-    pub(crate) fn part_len(&self, index: u32) -> u64 {
-        self.part(index).map_or(0, |part| part.len)
-    }
+/// What an adaptive plan cuts the next part for (see [`PartPlan::cut_len`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutHint {
+    /// How many parts may be in flight.
+    pub level: u32,
+    /// Whether the service throttled lately: parts are then cut as large as allowed.
+    pub throttled: bool,
+    /// The smallest part worth a request of its own on this path (what one part in flight
+    /// carries in a few round trips), 0 if not known yet.
+    pub min_len: u64,
+}
+
+impl CutHint {
+    /// One part at a time, nothing known about the path.
+    pub const NONE: Self = Self {
+        level: 1,
+        throttled: false,
+        min_len: 0,
+    };
 }
 
 /// One part to send: `len` bytes of the file from `offset`, as attempt number `attempt`.

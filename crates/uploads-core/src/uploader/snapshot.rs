@@ -6,12 +6,20 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::parts::Cut;
 use super::plan::{PartPlan, PlanError};
 use crate::limits::Limits;
 use crate::types::{PartId, Upload, UploadId, UploadStatus};
 
-/// The snapshot format this version writes, and the only one it reads.
-pub const SNAPSHOT_VERSION: u32 = 1;
+/// The newest snapshot format, written for parts cut as the upload goes: it lists each
+/// part's length ([`SessionSnapshot::part_lens`]). A reader of version 1 only refuses it, as
+/// it must: it would cut the file differently.
+pub const SNAPSHOT_VERSION: u32 = 2;
+/// The first format, still written for equal parts (a fixed part size), so any version
+/// resumes those.
+pub(crate) const EQUAL_PARTS_VERSION: u32 = 1;
+/// The formats this version reads.
+const READABLE_VERSIONS: [u32; 2] = [EQUAL_PARTS_VERSION, SNAPSHOT_VERSION];
 
 /// What an upload needs to resume after a crash, as JSON: the Upload, the plan,
 /// and the part ids received so far. Parts in flight or waiting for a retry are not kept;
@@ -24,10 +32,15 @@ pub struct SessionSnapshot {
     pub upload: Upload,
     /// The size of the file being uploaded.
     pub file_size: u64,
-    /// The size of every part but the last.
+    /// The size of every part but the last (version 1), or the largest part (version 2).
     pub part_size: u64,
-    /// One entry per part, in file order: its id once the service stored it.
+    /// One entry per part cut so far, in file order: its id once the service stored it.
     pub part_ids: Vec<Option<PartId>>,
+    /// Version 2: each part's length, parallel to `part_ids`, the parts back to back from
+    /// the file's start. Bytes after the last are not cut yet: a resume cuts them as the
+    /// upload goes. Absent in version 1: every part is `part_size` but the last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_lens: Option<Vec<u64>>,
     /// The adapter's fingerprint of the file (path, size, modification time...), to check
     /// before resuming that the file is still the same.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,6 +107,14 @@ pub enum Inconsistency {
         /// The Upload's `bytes`.
         upload_bytes: u64,
     },
+    /// The parts' lengths add up to more than the file.
+    #[error("the parts hold {cut} bytes, more than the file's {file_size}")]
+    PartsOverFile {
+        /// The bytes the parts hold.
+        cut: u64,
+        /// The file's size.
+        file_size: u64,
+    },
     /// The part list does not have one entry per planned part.
     #[error("{found} part entries for a plan of {expected} parts")]
     PartCountMismatch {
@@ -121,12 +142,6 @@ fn check_consistency(
             upload_bytes: upload.bytes,
         });
     }
-    if part_ids.len() != plan.count() as usize {
-        return Err(Inconsistency::PartCountMismatch {
-            expected: plan.count(),
-            found: part_ids.len(),
-        });
-    }
     let mut seen = HashSet::new();
     for part_id in part_ids.iter().flatten() {
         if !seen.insert(part_id) {
@@ -138,16 +153,81 @@ fn check_consistency(
     Ok(())
 }
 
+/// The parts as version 1 planned them: all of them, equal but the last.
+fn equal_cuts(plan: &PartPlan, part_ids: &[Option<PartId>]) -> Result<Vec<Cut>, Inconsistency> {
+    if part_ids.len() != plan.count() as usize {
+        return Err(Inconsistency::PartCountMismatch {
+            expected: plan.count(),
+            found: part_ids.len(),
+        });
+    }
+    Ok(plan
+        .parts()
+        .map(|job| Cut {
+            offset: job.offset,
+            len: job.len,
+        })
+        .collect())
+}
+
+/// The parts as version 2 lists them: back to back from the start, none over the part
+/// limit, no more than the file, no more than the service takes.
+fn listed_cuts(
+    plan: &PartPlan,
+    lens: &[u64],
+    part_ids: &[Option<PartId>],
+    limits: &Limits,
+) -> Result<Vec<Cut>, ResumeError> {
+    let count_mismatch = |expected: usize| {
+        ResumeError::Inconsistent(Inconsistency::PartCountMismatch {
+            expected: u32::try_from(expected).unwrap_or(u32::MAX),
+            found: part_ids.len(),
+        })
+    };
+    if lens.len() != part_ids.len() {
+        return Err(count_mismatch(lens.len()));
+    }
+    if lens.len() as u64 > limits.max_parts_per_upload.max(1) {
+        return Err(ResumeError::InvalidPlan(PlanError::TooManyParts {
+            count: lens.len() as u64,
+            max: limits.max_parts_per_upload,
+            smallest_part_size: plan
+                .file_size()
+                .div_ceil(limits.max_parts_per_upload.max(1)),
+        }));
+    }
+    let mut offset = 0u64;
+    let mut cuts = Vec::with_capacity(lens.len());
+    for &len in lens {
+        if len > limits.max_part_bytes {
+            return Err(ResumeError::InvalidPlan(PlanError::PartTooLarge {
+                part_size: len,
+                max: limits.max_part_bytes,
+            }));
+        }
+        cuts.push(Cut { offset, len });
+        offset = offset.saturating_add(len);
+    }
+    if offset > plan.file_size() {
+        return Err(ResumeError::Inconsistent(Inconsistency::PartsOverFile {
+            cut: offset,
+            file_size: plan.file_size(),
+        }));
+    }
+    Ok(cuts)
+}
+
 impl SessionSnapshot {
     /// Checks that this snapshot can be resumed at `now_unix_ms` under `limits`: its
     /// version, that the Upload is pending and not expired, and that the plan is valid and
-    /// agrees with the Upload and the part list. Returns the plan.
+    /// agrees with the Upload and the part list. Returns the plan and the parts cut so far
+    /// (a version 2 snapshot's rest is cut as the upload goes).
     pub(crate) fn check(
         self,
         limits: &Limits,
         now_unix_ms: u64,
-    ) -> Result<(PartPlan, Self), ResumeError> {
-        if self.version != SNAPSHOT_VERSION {
+    ) -> Result<(PartPlan, Vec<Cut>, Self), ResumeError> {
+        if !READABLE_VERSIONS.contains(&self.version) {
             return Err(ResumeError::UnsupportedVersion {
                 found: self.version,
                 supported: SNAPSHOT_VERSION,
@@ -169,10 +249,39 @@ impl SessionSnapshot {
                 expires_at: upload.expires_at,
             });
         }
-        let plan = PartPlan::new(self.file_size, self.part_size, limits)
-            .map_err(ResumeError::InvalidPlan)?;
+        let (plan, cuts) = match &self.part_lens {
+            None => {
+                let plan = PartPlan::new(self.file_size, self.part_size, limits)
+                    .map_err(ResumeError::InvalidPlan)?;
+                let cuts = equal_cuts(&plan, &self.part_ids).map_err(ResumeError::Inconsistent)?;
+                (plan, cuts)
+            }
+            Some(lens) => {
+                let plan =
+                    PartPlan::adaptive(self.file_size, limits).map_err(ResumeError::InvalidPlan)?;
+                let cuts = listed_cuts(&plan, lens, &self.part_ids, limits)?;
+                (plan, cuts)
+            }
+        };
         check_consistency(upload, &plan, &self.part_ids).map_err(ResumeError::Inconsistent)?;
-        Ok((plan, self))
+        Ok((plan, cuts, self))
+    }
+
+    /// The bytes of the parts the service has stored.
+    pub fn stored_bytes(&self) -> u64 {
+        let len_of = |index: usize| {
+            if let Some(lens) = &self.part_lens {
+                return lens.get(index).copied().unwrap_or(0);
+            }
+            let offset = (index as u64).saturating_mul(self.part_size);
+            self.part_size.min(self.file_size.saturating_sub(offset))
+        };
+        self.part_ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| id.is_some())
+            .map(|(index, _)| len_of(index))
+            .sum()
     }
 
     /// The snapshot as JSON.
@@ -192,7 +301,7 @@ impl SessionSnapshot {
             message: error.to_string(),
         };
         let VersionOnly { version } = serde_json::from_str(json).map_err(malformed)?;
-        if version != SNAPSHOT_VERSION {
+        if !READABLE_VERSIONS.contains(&version) {
             return Err(ResumeError::UnsupportedVersion {
                 found: version,
                 supported: SNAPSHOT_VERSION,

@@ -528,7 +528,7 @@ fn a_resume_sends_only_the_missing_parts() {
     let plan = PartPlan::new(12, 4, &Limits::default()).unwrap();
     let mut parts =
         Parts::new(upload(12, NOW), plan, RetryPolicy::default(), None).with_source("fp");
-    let job = parts.next_job(NOW).unwrap();
+    let job = parts.next_job(NOW, CutHint::NONE).unwrap();
     parts.handle_part_done(job, id(0));
     let snapshot = parts.snapshot();
 

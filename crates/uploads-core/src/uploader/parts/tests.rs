@@ -6,7 +6,7 @@ use crate::limits::MIB;
 use crate::retry::GiveUpReason;
 use crate::types::Purpose;
 use crate::types::{UploadId, UploadStatus};
-use crate::uploader::plan::PlanError;
+use crate::uploader::plan::{MIN_CUT, PlanError};
 use crate::uploader::snapshot::Inconsistency;
 use proptest::prelude::*;
 
@@ -130,7 +130,7 @@ fn an_empty_file_is_one_empty_part() {
     let plan = PartPlan::new(0, 4, &Limits::default()).unwrap();
     assert_eq!(plan.parts().collect::<Vec<_>>(), [job(0, 0, 0, 1)]);
     let mut session = started(0, 4);
-    assert_eq!(session.next_job(NOW), Some(job(0, 0, 0, 1)));
+    assert_eq!(session.next_job(NOW, CutHint::NONE), Some(job(0, 0, 0, 1)));
     session.done_at(0, id(0));
     assert_eq!(session.complete_request(None).unwrap().part_ids, [id(0)]);
     assert_eq!(
@@ -199,9 +199,9 @@ fn a_plan_over_the_part_count_limit_names_the_smallest_part_size_that_fits() {
 #[test]
 fn a_part_in_flight_is_never_handed_out_again() {
     let mut session = started(8, 4);
-    assert_eq!(session.next_job(NOW), Some(job(0, 0, 4, 1)));
-    assert_eq!(session.next_job(NOW), Some(job(1, 4, 4, 1)));
-    assert_eq!(session.next_job(NOW + 60_000), None);
+    assert_eq!(session.next_job(NOW, CutHint::NONE), Some(job(0, 0, 4, 1)));
+    assert_eq!(session.next_job(NOW, CutHint::NONE), Some(job(1, 4, 4, 1)));
+    assert_eq!(session.next_job(NOW + 60_000, CutHint::NONE), None);
     let decision = session.failed_at(0, Failure::Timeout, NOW, 0.0);
     assert_eq!(
         decision,
@@ -210,9 +210,12 @@ fn a_part_in_flight_is_never_handed_out_again() {
             delay_ms: 500
         })
     );
-    assert_eq!(session.next_job(NOW + 499), None);
-    assert_eq!(session.next_job(NOW + 500), Some(job(0, 0, 4, 2)));
-    assert_eq!(session.next_job(NOW + 60_000), None);
+    assert_eq!(session.next_job(NOW + 499, CutHint::NONE), None);
+    assert_eq!(
+        session.next_job(NOW + 500, CutHint::NONE),
+        Some(job(0, 0, 4, 2))
+    );
+    assert_eq!(session.next_job(NOW + 60_000, CutHint::NONE), None);
     assert_eq!(session.next_wakeup(), None);
     assert!(!session.all_done());
 }
@@ -220,7 +223,7 @@ fn a_part_in_flight_is_never_handed_out_again() {
 #[test]
 fn part_ids_come_out_in_file_order() {
     let mut session = started(40, 4);
-    let jobs: Vec<PartJob> = std::iter::from_fn(|| session.next_job(NOW)).collect();
+    let jobs: Vec<PartJob> = std::iter::from_fn(|| session.next_job(NOW, CutHint::NONE)).collect();
     assert_eq!(jobs.len(), 10);
     for index in [7, 3, 9, 0, 1, 8, 2, 6, 5] {
         session.done_at(index, id(index));
@@ -243,9 +246,9 @@ fn part_ids_come_out_in_file_order() {
 fn retries_wait_for_next_wakeup_earliest_first() {
     let mut session = started(12, 4);
     let _ = [
-        session.next_job(NOW),
-        session.next_job(NOW),
-        session.next_job(NOW),
+        session.next_job(NOW, CutHint::NONE),
+        session.next_job(NOW, CutHint::NONE),
+        session.next_job(NOW, CutHint::NONE),
     ];
     let slow = Failure::Status {
         status: 429,
@@ -259,11 +262,17 @@ fn retries_wait_for_next_wakeup_earliest_first() {
             .is_some()
     );
     assert_eq!(session.next_wakeup(), Some(NOW + 600));
-    assert_eq!(session.next_job(NOW + 599), None);
-    assert_eq!(session.next_job(NOW + 600), Some(job(2, 8, 4, 2)));
+    assert_eq!(session.next_job(NOW + 599, CutHint::NONE), None);
+    assert_eq!(
+        session.next_job(NOW + 600, CutHint::NONE),
+        Some(job(2, 8, 4, 2))
+    );
     assert_eq!(session.next_wakeup(), Some(NOW + 3_000));
-    assert_eq!(session.next_job(NOW + 2_999), None);
-    assert_eq!(session.next_job(NOW + 3_000), Some(job(0, 0, 4, 2)));
+    assert_eq!(session.next_job(NOW + 2_999, CutHint::NONE), None);
+    assert_eq!(
+        session.next_job(NOW + 3_000, CutHint::NONE),
+        Some(job(0, 0, 4, 2))
+    );
     assert_eq!(session.next_wakeup(), None);
     assert_eq!(session.progress().retries, 2);
 }
@@ -271,16 +280,25 @@ fn retries_wait_for_next_wakeup_earliest_first() {
 #[test]
 fn a_due_retry_goes_before_parts_never_sent() {
     let mut session = started(12, 4);
-    let _ = session.next_job(NOW);
+    let _ = session.next_job(NOW, CutHint::NONE);
     let _ = session.failed_at(0, Failure::Timeout, NOW, 0.0);
-    assert_eq!(session.next_job(NOW + 500), Some(job(0, 0, 4, 2)));
-    assert_eq!(session.next_job(NOW + 500), Some(job(1, 4, 4, 1)));
+    assert_eq!(
+        session.next_job(NOW + 500, CutHint::NONE),
+        Some(job(0, 0, 4, 2))
+    );
+    assert_eq!(
+        session.next_job(NOW + 500, CutHint::NONE),
+        Some(job(1, 4, 4, 1))
+    );
 }
 
 #[test]
 fn giving_up_puts_the_part_back_and_ignores_late_answers() {
     let mut session = started(12, 4);
-    let _ = [session.next_job(NOW), session.next_job(NOW)];
+    let _ = [
+        session.next_job(NOW, CutHint::NONE),
+        session.next_job(NOW, CutHint::NONE),
+    ];
     let _ = session.failed_at(0, Failure::Timeout, NOW, 0.0);
     let bad_request = Failure::Status {
         status: 400,
@@ -309,9 +327,9 @@ fn giving_up_puts_the_part_back_and_ignores_late_answers() {
 #[test]
 fn a_late_answer_of_an_earlier_attempt_is_not_taken_for_the_retry() {
     let mut session = started(4, 4);
-    let first = session.next_job(NOW).unwrap();
+    let first = session.next_job(NOW, CutHint::NONE).unwrap();
     let _ = session.handle_part_failed(first, Failure::Timeout, NOW, 0.0);
-    let second = session.next_job(NOW + 500).unwrap();
+    let second = session.next_job(NOW + 500, CutHint::NONE).unwrap();
     assert_eq!(second.attempt, 2);
     // The first attempt was abandoned (it stalled, say) and still answers.
     session.handle_bytes_sent(first, 4, NOW + 600);
@@ -324,8 +342,8 @@ fn a_late_answer_of_an_earlier_attempt_is_not_taken_for_the_retry() {
 #[test]
 fn a_part_stalls_when_it_has_not_moved_since_a_time() {
     let mut session = started(8, 4);
-    let first = session.next_job(NOW).unwrap();
-    let second = session.next_job(NOW + 10).unwrap();
+    let first = session.next_job(NOW, CutHint::NONE).unwrap();
+    let second = session.next_job(NOW + 10, CutHint::NONE).unwrap();
     assert_eq!(session.least_recently_active(), Some(NOW));
     assert_eq!(session.stalled(NOW - 1), []);
     assert_eq!(session.stalled(NOW), [first]);
@@ -338,7 +356,7 @@ fn a_part_stalls_when_it_has_not_moved_since_a_time() {
 #[test]
 fn answers_for_parts_not_in_flight_are_ignored() {
     let mut session = started(12, 4);
-    let _ = session.next_job(NOW);
+    let _ = session.next_job(NOW, CutHint::NONE);
     session.done_at(0, id(0));
     session.done_at(0, PartId::new("part_duplicate"));
     session.done_at(1, id(1)); // never handed out
@@ -354,7 +372,10 @@ fn answers_for_parts_not_in_flight_are_ignored() {
 #[test]
 fn progress_winds_back_on_a_retry() {
     let mut session = started(10, 4);
-    let _ = [session.next_job(NOW), session.next_job(NOW)];
+    let _ = [
+        session.next_job(NOW, CutHint::NONE),
+        session.next_job(NOW, CutHint::NONE),
+    ];
     session.sent_at(0, 3);
     session.sent_at(1, 4);
     session.sent_at(1, 1); // over-reported: the part holds 4 bytes
@@ -411,7 +432,7 @@ fn progress_winds_back_on_a_retry() {
 fn no_retry_past_the_deadline_or_the_upload_expiry() {
     let plan = PartPlan::new(4, 4, &Limits::default()).unwrap();
     let mut session = Parts::new(upload(4), plan, RetryPolicy::default(), Some(NOW + 400));
-    let _ = session.next_job(NOW);
+    let _ = session.next_job(NOW, CutHint::NONE);
     let decision = session.failed_at(0, Failure::Timeout, NOW, 0.0);
     assert_eq!(
         decision,
@@ -422,7 +443,7 @@ fn no_retry_past_the_deadline_or_the_upload_expiry() {
     );
 
     let mut session = started(4, 4);
-    let _ = session.next_job(NOW);
+    let _ = session.next_job(NOW, CutHint::NONE);
     let just_before_expiry = EXPIRES_AT * 1000 - 100;
     let decision = session.failed_at(0, Failure::Timeout, just_before_expiry, 0.0);
     assert!(matches!(
@@ -439,9 +460,12 @@ fn attempts_run_out_per_part() {
     };
     let plan = PartPlan::new(4, 4, &Limits::default()).unwrap();
     let mut session = Parts::new(upload(4), plan, policy, None);
-    let _ = session.next_job(NOW);
+    let _ = session.next_job(NOW, CutHint::NONE);
     let _ = session.failed_at(0, Failure::Connection, NOW, 0.0);
-    assert_eq!(session.next_job(NOW + 500), Some(job(0, 0, 4, 2)));
+    assert_eq!(
+        session.next_job(NOW + 500, CutHint::NONE),
+        Some(job(0, 0, 4, 2))
+    );
     assert_eq!(
         session.failed_at(0, Failure::Connection, NOW + 600, 0.0),
         Some(RetryDecision::GiveUp(GiveUpReason::AttemptsExhausted {
@@ -453,7 +477,10 @@ fn attempts_run_out_per_part() {
 #[test]
 fn the_snapshot_json_is_stable() {
     let mut session = started(10, 4).with_source("/data/train.jsonl:10:1719184900");
-    let _ = [session.next_job(NOW), session.next_job(NOW)];
+    let _ = [
+        session.next_job(NOW, CutHint::NONE),
+        session.next_job(NOW, CutHint::NONE),
+    ];
     session.done_at(1, id(1));
     let json = session.snapshot().to_json();
     assert_eq!(
@@ -474,15 +501,15 @@ fn the_snapshot_json_is_stable() {
     );
     assert_eq!(resumed.progress().bytes_sent, 4);
     // Part 0 was in flight when the snapshot was taken: it starts over.
-    assert_eq!(resumed.next_job(NOW), Some(job(0, 0, 4, 1)));
-    assert_eq!(resumed.next_job(NOW), Some(job(2, 8, 2, 1)));
-    assert_eq!(resumed.next_job(NOW), None);
+    assert_eq!(resumed.next_job(NOW, CutHint::NONE), Some(job(0, 0, 4, 1)));
+    assert_eq!(resumed.next_job(NOW, CutHint::NONE), Some(job(2, 8, 2, 1)));
+    assert_eq!(resumed.next_job(NOW, CutHint::NONE), None);
 }
 
 #[test]
 fn a_snapshot_with_every_part_resumes_ready_to_complete() {
     let mut session = started(4, 4);
-    let _ = session.next_job(NOW);
+    let _ = session.next_job(NOW, CutHint::NONE);
     session.done_at(0, id(0));
     let resumed = Parts::resume(
         session.snapshot(),
@@ -524,12 +551,12 @@ fn stale_snapshots_are_refused() {
         "upload upload_abc123 is cancelled, not pending"
     );
     let mut future = snapshot;
-    future.version = 2;
+    future.version = 3;
     assert_eq!(
         resume_error(future, NOW),
         ResumeError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         }
     );
 }
@@ -575,10 +602,10 @@ fn inconsistent_snapshots_are_refused() {
 #[test]
 fn snapshot_json_is_checked_for_version_first() {
     assert_eq!(
-        SessionSnapshot::from_json(r#"{"version":2,"something":"new"}"#),
+        SessionSnapshot::from_json(r#"{"version":3,"something":"new"}"#),
         Err(ResumeError::UnsupportedVersion {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
     assert!(matches!(
@@ -677,7 +704,7 @@ impl Driver {
         if self.gave_up.is_some() {
             return None;
         }
-        let job = self.session.next_job(self.now)?;
+        let job = self.session.next_job(self.now, CutHint::NONE)?;
         assert!(!self.in_flight.contains_key(&job.index), "{job:?} twice");
         assert!(
             !self.reported_ids.contains_key(&job.index),
@@ -863,7 +890,7 @@ proptest! {
             original.part_ids().iter().flatten().count()
         );
         // In-flight and waiting parts are pending again: each missing part exactly once.
-        let handed_out: Vec<PartJob> = std::iter::from_fn(|| resumed.next_job(driver.now)).collect();
+        let handed_out: Vec<PartJob> = std::iter::from_fn(|| resumed.next_job(driver.now, CutHint::NONE)).collect();
         prop_assert_eq!(
             handed_out,
             missing.iter().map(|&index| original.plan().part(index).unwrap()).collect::<Vec<_>>()
@@ -874,7 +901,7 @@ proptest! {
 #[test]
 fn a_part_answered_without_progress_reports_counts_its_bytes_then() {
     let mut session = started(6, 4);
-    let first = session.next_job(NOW).unwrap();
+    let first = session.next_job(NOW, CutHint::NONE).unwrap();
     let _ = events(&mut session);
     assert!(session.handle_part_done(first, id(0)));
     assert_eq!(
@@ -899,14 +926,14 @@ fn a_part_answered_without_progress_reports_counts_its_bytes_then() {
 #[test]
 fn an_abandoned_part_is_out_of_flight_and_handed_out_again() {
     let mut session = started(8, 4);
-    let first = session.next_job(NOW).unwrap();
-    let second = session.next_job(NOW).unwrap();
+    let first = session.next_job(NOW, CutHint::NONE).unwrap();
+    let second = session.next_job(NOW, CutHint::NONE).unwrap();
     session.handle_bytes_sent(first, 3, NOW);
     session.abandon(first);
     assert_eq!(session.in_flight(), 1);
     assert_eq!(session.in_flight_jobs().collect::<Vec<_>>(), [second]);
     assert_eq!(session.progress().bytes_sent, 0, "its bytes stop counting");
-    assert_eq!(session.next_job(NOW), Some(job(0, 0, 4, 1)));
+    assert_eq!(session.next_job(NOW, CutHint::NONE), Some(job(0, 0, 4, 1)));
     session.abandon(PartJob {
         attempt: 9,
         ..first
@@ -917,8 +944,8 @@ fn an_abandoned_part_is_out_of_flight_and_handed_out_again() {
 #[test]
 fn delivered_bytes_are_the_sent_ones_less_what_the_sockets_hold_never_below_the_stored_parts() {
     let mut session = started(10, 4);
-    let first = session.next_job(NOW).unwrap();
-    let second = session.next_job(NOW).unwrap();
+    let first = session.next_job(NOW, CutHint::NONE).unwrap();
+    let second = session.next_job(NOW, CutHint::NONE).unwrap();
     session.handle_bytes_sent(first, 4, NOW);
     session.handle_bytes_sent(second, 3, NOW);
     let _ = events(&mut session);
@@ -950,4 +977,163 @@ fn delivered_bytes_are_the_sent_ones_less_what_the_sockets_hold_never_below_the_
     let _ = session.failed_at(1, unavailable(), NOW, 0.5);
     assert_eq!(session.progress().bytes_delivered, 4);
     assert_eq!(session.bytes_carried(), 6);
+}
+
+/// An adaptive plan for `file_size` bytes, its parts cut as they are asked for.
+fn adaptive(file_size: u64) -> Parts {
+    let plan = PartPlan::adaptive(file_size, &Limits::default()).unwrap();
+    Parts::new(upload(file_size), plan, RetryPolicy::default(), None)
+}
+
+fn hint(level: u32, throttled: bool) -> CutHint {
+    CutHint {
+        level,
+        throttled,
+        min_len: 0,
+    }
+}
+
+#[test]
+fn an_adaptive_plan_cuts_parts_as_asked_shrinking_as_the_file_runs_out() {
+    let mut session = adaptive(1024 * MIB);
+    // 16 in flight, two parts each of what is left: 32 MiB.
+    let first = session.next_job(NOW, hint(16, false)).unwrap();
+    assert_eq!((first.offset, first.len), (0, 32 * MIB));
+    // More in flight: smaller parts, back to back.
+    let second = session.next_job(NOW, hint(64, false)).unwrap();
+    assert_eq!((second.offset, second.len), (32 * MIB, 8 * MIB));
+    // A throttling service gets the largest parts (fewer requests for the same bytes).
+    let third = session.next_job(NOW, hint(64, true)).unwrap();
+    assert_eq!((third.offset, third.len), (40 * MIB, 64 * MIB));
+    // Never under what the path makes worth a request.
+    let mut slow_path = hint(32, false);
+    slow_path.min_len = 20 * MIB;
+    let fourth = session.next_job(NOW, slow_path).unwrap();
+    assert_eq!((fourth.offset, fourth.len), (104 * MIB, 20 * MIB));
+    // Until the end, whatever the hint, parts shrink to the smallest cut and the last
+    // takes the rest.
+    let mut lens = Vec::new();
+    while let Some(job) = session.next_job(NOW, hint(8, false)) {
+        lens.push(job.len);
+        assert!(session.handle_part_done(job, id(job.index)));
+    }
+    assert!(lens.windows(2).all(|pair| pair[0] >= pair[1]), "{lens:?}");
+    assert_eq!(lens.last(), Some(&MIN_CUT));
+    let early = [first, second, third, fourth];
+    assert_eq!(
+        early.iter().map(|job| job.len).sum::<u64>() + lens.iter().sum::<u64>(),
+        1024 * MIB
+    );
+    // Four parts are in flight still: not done until they are.
+    assert!(!session.all_done());
+    for job in early {
+        assert!(session.handle_part_done(job, id(job.index)));
+    }
+    assert!(session.all_done());
+    let request = session.complete_request(None).unwrap();
+    assert_eq!(request.part_ids.len(), early.len() + lens.len());
+    assert_eq!(
+        session.progress().parts_total,
+        session.progress().parts_done
+    );
+}
+
+#[test]
+fn an_adaptive_plan_never_cuts_more_parts_than_the_service_takes() {
+    let limits = Limits {
+        max_parts_per_upload: 5,
+        ..Limits::default()
+    };
+    let plan = PartPlan::adaptive(100 * MIB, &limits).unwrap();
+    let mut session = Parts::new(upload(100 * MIB), plan, RetryPolicy::default(), None);
+    let mut count = 0;
+    while let Some(job) = session.next_job(NOW, hint(32, false)) {
+        count += 1;
+        assert!(session.handle_part_done(job, id(job.index)));
+    }
+    assert!(count <= 5, "{count} parts");
+    assert!(session.all_done());
+}
+
+#[test]
+fn an_empty_file_is_one_empty_part_when_cut_as_it_goes() {
+    let mut session = adaptive(0);
+    let job = session.next_job(NOW, hint(8, false)).unwrap();
+    assert_eq!((job.offset, job.len), (0, 0));
+    assert_eq!(session.next_job(NOW, hint(8, false)), None);
+    assert!(session.handle_part_done(job, id(0)));
+    assert!(session.all_done());
+}
+
+#[test]
+fn a_snapshot_of_parts_cut_as_they_go_resumes_the_cut_ones_and_cuts_the_rest() {
+    let mut session = adaptive(100 * MIB);
+    let first = session.next_job(NOW, hint(2, false)).unwrap();
+    let second = session.next_job(NOW, hint(2, false)).unwrap();
+    assert!(session.handle_part_done(second, id(1)));
+    let snapshot = session.snapshot();
+    assert_eq!(snapshot.version, SNAPSHOT_VERSION);
+    assert_eq!(snapshot.part_lens, Some(vec![first.len, second.len]));
+    assert_eq!(snapshot.stored_bytes(), second.len);
+    let json = snapshot.to_json();
+    let mut resumed = Parts::resume(
+        SessionSnapshot::from_json(&json).unwrap(),
+        &Limits::default(),
+        RetryPolicy::default(),
+        NOW,
+        None,
+    )
+    .unwrap();
+    // The part cut and not stored goes again, as it was cut; then the rest is cut.
+    let again = resumed.next_job(NOW, hint(2, false)).unwrap();
+    assert_eq!((again.offset, again.len), (first.offset, first.len));
+    let next = resumed.next_job(NOW, hint(2, false)).unwrap();
+    assert_eq!(next.offset, first.len + second.len);
+    // A snapshot whose parts hold more than the file is refused.
+    let mut over = snapshot.clone();
+    over.part_lens = Some(vec![first.len, 64 * MIB, 64 * MIB]);
+    over.part_ids.push(None);
+    assert_eq!(
+        resume_error(over, NOW),
+        ResumeError::Inconsistent(Inconsistency::PartsOverFile {
+            cut: first.len + 128 * MIB,
+            file_size: 100 * MIB
+        })
+    );
+    // And one part over the service's part limit.
+    let mut too_large = snapshot;
+    too_large.part_lens = Some(vec![first.len, 65 * MIB]);
+    assert!(matches!(
+        resume_error(too_large, NOW),
+        ResumeError::InvalidPlan(PlanError::PartTooLarge { .. })
+    ));
+}
+
+#[test]
+fn the_last_round_shares_what_is_left_evenly_so_connections_finish_together() {
+    let mut session = adaptive(64 * MIB);
+    // Two in flight: the first takes half of what is left over two rounds.
+    let first = session.next_job(NOW, hint(2, false)).unwrap();
+    assert_eq!(first.len, 16 * MIB);
+    // The first has 16 MiB to send still and 48 MiB are uncut: the second part is at most
+    // an even share of the 64 MiB left in all (32 MiB), and two rounds of 48 MiB is less.
+    let second = session.next_job(NOW, hint(2, false)).unwrap();
+    assert_eq!(second.len, 12 * MIB);
+    // The first part went out in full; the second has 12 MiB to go and 36 MiB are uncut:
+    // a connection free now takes no more than half of 48 MiB, and two rounds of 36 give
+    // 9 MiB.
+    session.handle_bytes_sent(first, first.len, NOW);
+    assert!(session.handle_part_done(first, id(0)));
+    let third = session.next_job(NOW, hint(2, false)).unwrap();
+    assert_eq!(third.len, 9 * MIB);
+    // A slow path asks for parts of 64 MiB at least, but 27 MiB uncut and 21 MiB in
+    // flight make an even share of 24 MiB: no more, or this connection would end last.
+    let mut slow_path = hint(2, false);
+    slow_path.min_len = 64 * MIB;
+    let fourth = session.next_job(NOW, slow_path).unwrap();
+    assert_eq!(fourth.len, 24 * MIB);
+    // The 3 MiB left: the even share is under the smallest cut, which takes them all.
+    let last = session.next_job(NOW, slow_path).unwrap();
+    assert_eq!((last.offset + last.len, last.len), (64 * MIB, 3 * MIB));
+    assert_eq!(session.next_job(NOW, slow_path), None);
 }
