@@ -19,6 +19,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
+use uploads_core::uploader::Uploader;
+
 /// What [`Sockets::register`] takes: a socket's file descriptor (`AsFd`) on Unix, its
 /// `AsSocket` on Windows. Both tokio's and std's `TcpStream` are one.
 #[cfg(unix)]
@@ -97,6 +99,15 @@ impl Sockets {
         }
     }
 
+    /// Tells `uploader` what the sockets hold unacknowledged at `now_unix_ms`
+    /// ([`Uploader::handle_unacknowledged`]), where the system says: what a driver does at
+    /// every wake-up of its loop, before it hands over the report or the timeout that woke it.
+    pub fn report_to<E>(&self, uploader: &mut Uploader<E>, now_unix_ms: u64) {
+        if let Some(bytes) = self.unacknowledged() {
+            uploader.handle_unacknowledged(bytes, now_unix_ms);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // The registry is a map that every operation leaves whole: a panic elsewhere
         // while it was held leaves nothing half-done.
@@ -162,7 +173,7 @@ mod tests {
     /// how many bytes it took.
     fn fill(writer: &mut TcpStream) -> u64 {
         writer.set_nonblocking(true).unwrap();
-        let chunk = [7u8; 64 * 1024];
+        let chunk = vec![7u8; 64 * 1024];
         let mut written = 0u64;
         let mut refused_in_a_row = 0;
         // A full buffer may take a little room again as the peer's side takes segments in;
