@@ -91,7 +91,13 @@ impl Sockets {
         #[cfg(target_os = "linux")]
         {
             let registry = self.lock();
-            Some(registry.sockets.values().map(|&fd| unacknowledged_on(fd)).sum())
+            Some(
+                registry
+                    .sockets
+                    .values()
+                    .map(|&fd| unacknowledged_on(fd))
+                    .sum(),
+            )
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -242,7 +248,10 @@ mod tests {
             let _registration = alone.register(&first);
             alone.unacknowledged().unwrap()
         };
-        assert!(first_alone > 0 && first_alone < both, "{first_alone} of {both}");
+        assert!(
+            first_alone > 0 && first_alone < both,
+            "{first_alone} of {both}"
+        );
         drop(registrations.1);
         assert_eq!(sockets.len(), 1);
         assert_eq!(sockets.unacknowledged(), Some(first_alone));

@@ -76,9 +76,7 @@ fn connect(details: &ConnectionDetails) -> Result<TcpStream, ureq::Error> {
     let mut last_error = None;
     let count = details.addrs.len();
     for (index, address) in details.addrs.iter().enumerate() {
-        let left = budget.map(|budget| {
-            budget.saturating_sub(started.elapsed())
-        });
+        let left = budget.map(|budget| budget.saturating_sub(started.elapsed()));
         if left.is_some_and(|left| left.is_zero()) {
             return Err(ureq::Error::Timeout(details.timeout.reason));
         }
