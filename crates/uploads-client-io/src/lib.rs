@@ -4,7 +4,8 @@
 //! signal and the loop's turn both clients take around the core's machine, the one place
 //! that reads the clock and draws random bytes, and which certificate authorities https
 //! trusts ([`trust`]: Mozilla's roots, and a team's own CA from `SSL_CERT_FILE` /
-//! `SSL_CERT_DIR`).
+//! `SSL_CERT_DIR`), and what the client's sockets hold not yet acknowledged by the peer
+//! ([`unacked`]: progress counts what has left the machine).
 //!
 //! It exists because `uploads-core` does no I/O: the core decides, this crate touches the
 //! file system and the clock, and `uploads-hyper` and `uploads-ureq` add only their
@@ -30,6 +31,7 @@ mod stop;
 mod system;
 pub mod trust;
 mod turn;
+pub mod unacked;
 
 pub use source::{OpenedFile, Source, write_atomically};
 pub use stop::StopSignal;

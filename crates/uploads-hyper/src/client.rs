@@ -26,14 +26,18 @@ use uploads_core::types::{
 use uploads_core::uploader::{OutgoingBody, Report};
 
 use crate::body::{ChunkSource, OnSent, RequestBody, SourceBody, SourceErrorSlot, full};
+use crate::connector::TrackedConnector;
 use crate::error::{Error, TransportError};
 use uploads_client_io::trust::{self, ExtraRoots};
+use uploads_client_io::unacked::Sockets;
 use uploads_client_io::{Source, StopSignal, boundary};
 use uploads_core::upload::{connect_address, connect_failure};
 
 /// The connector [`Client::new`] uses: https through rustls (ring provider; webpki roots and
-/// those `SSL_CERT_FILE` / `SSL_CERT_DIR` name) and plain http, HTTP/1.1 and HTTP/2.
-pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+/// those `SSL_CERT_FILE` / `SSL_CERT_DIR` name) and plain http, HTTP/1.1 and HTTP/2, over
+/// TCP sockets the client watches ([`TrackedConnector`]) so that upload progress counts what
+/// has left the machine.
+pub type HttpsConnector = hyper_rustls::HttpsConnector<TrackedConnector>;
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
 /// on a slow link takes minutes.
@@ -42,13 +46,17 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_mins(10);
 /// An async client for the Uploads and Files endpoints.
 ///
 /// Cheap to clone: clones share one connection pool. `C` is the connector, so tests and
-/// special networks can bring their own (anything hyper-util's legacy client accepts).
+/// special networks can bring their own (anything hyper-util's legacy client accepts); the
+/// client cannot see the sockets of a connector of theirs, so upload progress then counts
+/// the bytes handed to the connection rather than those that have left the machine.
 #[derive(Clone)]
 pub struct Client<C = HttpsConnector> {
     http: HyperClient<C, RequestBody>,
     config: Arc<ClientConfig>,
     timeout: Duration,
     stop: Option<StopSignal>,
+    /// The live sockets of the connector, when it is this crate's own.
+    sockets: Option<Sockets>,
 }
 
 impl<C> std::fmt::Debug for Client<C> {
@@ -75,13 +83,20 @@ impl Client {
     /// whatever the environment says.
     pub fn trusting(config: ClientConfig, extra: &ExtraRoots) -> Self {
         let tls = trust::client_config(extra.root_store());
+        let mut http = HttpConnector::new();
+        // As hyper-rustls' own builder does: the https layer above enforces the scheme.
+        http.enforce_http(false);
+        let sockets = Sockets::new();
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
-        Self::with_connector(config, connector)
+            .wrap_connector(TrackedConnector::new(http, sockets.clone()));
+        Self {
+            sockets: Some(sockets),
+            ..Self::with_connector(config, connector)
+        }
     }
 
     /// A client configured from `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default
@@ -105,6 +120,7 @@ where
             config: Arc::new(config),
             timeout: DEFAULT_REQUEST_TIMEOUT,
             stop: None,
+            sockets: None,
         }
     }
 
@@ -119,6 +135,11 @@ where
     /// The stop signal this client carries, if any.
     pub(crate) fn stop(&self) -> Option<&StopSignal> {
         self.stop.as_ref()
+    }
+
+    /// The live sockets of this client's connector, when it is this crate's own.
+    pub(crate) fn sockets(&self) -> Option<&Sockets> {
+        self.sockets.as_ref()
     }
 
     /// This client with every request bounded by `timeout` (body included); a request that

@@ -44,10 +44,12 @@
 
 mod body;
 mod client;
+mod connector;
 mod error;
 mod upload;
 
 pub use client::{Client, DEFAULT_REQUEST_TIMEOUT, FileContent, HttpsConnector};
+pub use connector::{TrackedConnector, TrackedStream};
 pub use error::{AbortCause, Error, TransportError, UploadError};
 pub use uploads_client_io::StopSignal;
 pub use uploads_client_io::trust::ExtraRoots;

@@ -156,6 +156,9 @@ where
             // The tasks' handles are only kept to abort them; reap the finished ones.
             while executor.tasks.try_join_next().is_some() {}
             let now = now_unix_ms();
+            if let Some(sockets) = self.sockets() {
+                sockets.report_to(&mut uploader, now);
+            }
             match report {
                 Some(report) => uploader.handle(report, now, jitter()),
                 None => uploader.handle_timeout(now),

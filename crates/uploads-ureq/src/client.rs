@@ -22,6 +22,7 @@ use ureq::{Agent, AsSendBody, SendBody};
 use crate::error::{Error, TransportError};
 use crate::source::PartReader;
 use uploads_client_io::trust::ExtraRoots;
+use uploads_client_io::unacked::Sockets;
 use uploads_client_io::{Source, StopSignal, boundary};
 
 /// How long one request may take by default, body included: generous, since a 64 MiB part
@@ -38,6 +39,8 @@ pub struct Client {
     config: Arc<ClientConfig>,
     timeout: Duration,
     stop: Option<StopSignal>,
+    /// The live sockets of the agent, when it is this crate's own.
+    sockets: Option<Sockets>,
 }
 
 impl std::fmt::Debug for Client {
@@ -61,7 +64,11 @@ impl Client {
     /// [`Client::new`] trusting the certificates `extra` names beside Mozilla's roots,
     /// whatever the environment says.
     pub fn trusting(config: ClientConfig, extra: &ExtraRoots) -> Self {
-        Self::with_agent(config, crate::tls::agent(extra))
+        let sockets = Sockets::new();
+        Self {
+            sockets: Some(sockets.clone()),
+            ..Self::with_agent(config, crate::tls::agent(extra, sockets))
+        }
     }
 
     /// A client configured from `OPENAI_API_KEY`, `OPENAI_BASE_URL` (default
@@ -72,13 +79,16 @@ impl Client {
 
     /// A client for `config` sending through `agent` (its proxy, TLS and pool settings). Each
     /// request overrides the agent's timeout with this client's, and reads error statuses as
-    /// answers, whatever the agent's `http_status_as_error`.
+    /// answers, whatever the agent's `http_status_as_error`. The client cannot see the
+    /// sockets of an agent of yours, so upload progress then counts the bytes handed to the
+    /// connection rather than those that have left the machine.
     pub fn with_agent(config: ClientConfig, agent: Agent) -> Self {
         Self {
             agent,
             config: Arc::new(config),
             timeout: DEFAULT_REQUEST_TIMEOUT,
             stop: None,
+            sockets: None,
         }
     }
 
@@ -106,6 +116,11 @@ impl Client {
     /// The stop signal this client carries, if any.
     pub(crate) fn stop(&self) -> Option<&StopSignal> {
         self.stop.as_ref()
+    }
+
+    /// The live sockets of this client's agent, when it is this crate's own.
+    pub(crate) fn sockets(&self) -> Option<&Sockets> {
+        self.sockets.as_ref()
     }
 
     /// The request timeout.

@@ -44,6 +44,7 @@
 mod client;
 mod error;
 mod source;
+mod tcp;
 mod tls;
 mod upload;
 

@@ -2,8 +2,8 @@
 //! Mozilla's and those `SSL_CERT_FILE` / `SSL_CERT_DIR` name).
 //!
 //! ureq's own rustls connector trusts either Mozilla's roots or a list of certificates, not
-//! both, so the agent's connector chain is ureq's (an HTTP `CONNECT` proxy, then TCP) ending in
-//! this TLS step, which runs rustls with the workspace's client configuration. Its handshake
+//! both, so the agent's connector chain is ureq's HTTP `CONNECT` proxy, then our TCP step
+//! ([`crate::tcp`], which registers its sockets), ending in this TLS step, which runs rustls with the workspace's client configuration. Its handshake
 //! and its errors are ureq's: the connection's timeout bounds the handshake, and a refused
 //! certificate is an I/O error carrying rustls' error, as with ureq's connector.
 
@@ -14,23 +14,26 @@ use std::sync::Arc;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use uploads_client_io::trust::{self, ExtraRoots};
+use uploads_client_io::unacked::Sockets;
 use ureq::Agent;
 use ureq::config::Config;
 use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{
     Buffers, ConnectProxyConnector, ConnectionDetails, Connector, Either, LazyBuffers, NextTimeout,
-    TcpConnector, Transport, TransportAdapter,
+    Transport, TransportAdapter,
 };
 
+use crate::tcp::TrackedTcp;
+
 /// A ureq agent with ureq's defaults, whose https trusts Mozilla's roots and the certificates
-/// `extra` names.
-pub(crate) fn agent(extra: &ExtraRoots) -> Agent {
+/// `extra` names, and whose TCP sockets join `sockets` while they live.
+pub(crate) fn agent(extra: &ExtraRoots, sockets: Sockets) -> Agent {
     let tls = TrustingTls {
         config: Arc::new(trust::client_config(extra.root_store())),
     };
     let connector =
         ().chain(ConnectProxyConnector::default())
-            .chain(TcpConnector::default())
+            .chain(TrackedTcp::new(sockets))
             .chain(tls);
     Agent::with_parts(Config::default(), connector, DefaultResolver::default())
 }

@@ -143,6 +143,9 @@ impl Client {
                     Turn::Wait(None) => received.recv().ok(),
                 };
                 let now = now_unix_ms();
+                if let Some(sockets) = self.sockets() {
+                    sockets.report_to(&mut uploader, now);
+                }
                 match report {
                     Some(report) => uploader.handle(report, now, jitter()),
                     None => uploader.handle_timeout(now),
