@@ -456,6 +456,7 @@ impl Parts {
         };
         *slot = PartState::Done(part_id);
         self.in_flight -= 1;
+        let delivered_before = self.bytes_delivered();
         let unreported = len.saturating_sub(bytes_sent);
         self.bytes_sent += unreported;
         self.bytes_moved += unreported;
@@ -465,6 +466,12 @@ impl Parts {
                 part: job.index,
                 bytes: unreported,
                 total_sent: self.bytes_sent,
+                total_delivered: self.bytes_delivered(),
+                total: self.plan.file_size(),
+            });
+        } else if self.bytes_delivered() != delivered_before {
+            // Stored, so delivered, whatever the sockets were last seen to hold.
+            self.events.push_back(ProgressEvent::Delivered {
                 total_delivered: self.bytes_delivered(),
                 total: self.plan.file_size(),
             });

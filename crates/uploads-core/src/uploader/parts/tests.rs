@@ -964,8 +964,15 @@ fn delivered_bytes_are_the_sent_ones_less_what_the_sockets_hold_never_below_the_
     session.handle_unacknowledged(5);
     assert_eq!(events(&mut session), []);
     // A stored part is delivered whatever the sockets still hold (a request's tail, or
-    // bytes of other connections).
+    // bytes of other connections), and says so.
     assert!(session.handle_part_done(first, id(0)));
+    assert_eq!(
+        events(&mut session)[0],
+        ProgressEvent::Delivered {
+            total_delivered: 4,
+            total: 10
+        }
+    );
     session.handle_unacknowledged(9);
     assert_eq!(session.progress().bytes_delivered, 4);
     // The link carried 7 bytes, 9 are still in sockets: nothing measured yet.
