@@ -145,6 +145,8 @@ impl Profile {
                         subjects.push(Subject::ours(blocking, Some(concurrency), true));
                     }
                     subjects.push(Subject::ours(blocking, Some(8), false));
+                    // The defaults: the parts in flight adapt and the last round shrinks.
+                    subjects.push(Subject::ours(blocking, None, true));
                 }
             }
             Self::Pinned => {
@@ -152,6 +154,7 @@ impl Profile {
                     for concurrency in [1, 8] {
                         subjects.push(Subject::ours(blocking, Some(concurrency), true));
                     }
+                    subjects.push(Subject::ours(blocking, None, true));
                 }
             }
             _ if self.sweeps() => {
@@ -814,6 +817,9 @@ impl Report {
                 .complete_ms()
         };
         let complete_md5 = complete(pinned, true).or_else(|| complete(loopback, true));
+        let loopback_defaults_complete = loopback
+            .and_then(|section| section.row(|s| s.is_ours(false, None, true)))
+            .and_then(Row::complete_ms);
         let all_rows = || self.sections.iter().flat_map(|section| &section.rows);
         let client_peak = all_rows()
             .filter(|row| matches!(row.subject, Subject::Ours { .. }))
@@ -862,6 +868,17 @@ impl Report {
                 measured: milliseconds(complete_md5),
                 met: complete_md5.map(|(median, _, _)| median <= 200),
             },
+            Target {
+                name: "complete with md5, loopback, no tuning flags <= 200 ms median".to_owned(),
+                measured: milliseconds(loopback_defaults_complete),
+                met: loopback_defaults_complete.map(|(median, _, _)| median <= 200),
+            },
+            ratio_target(
+                "loopback, no tuning flags, md5 >= 1x async c=8 (no slower end to end)",
+                defaults(loopback),
+                loopback.and_then(|section| section.rate(|s| s.is_ours(false, Some(8), true))),
+                1.0,
+            ),
             Target {
                 name: "client peak RSS <= 64 MiB (every upload)".to_owned(),
                 measured: client_peak.map_or_else(dash, kib_label),
