@@ -5,6 +5,7 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod held_proxy;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

@@ -625,7 +625,6 @@ impl Section {
     /// The sweep's own table: each setting's rate, memory, 429s, give-ups and progress gap,
     /// then the defaults against the best fixed setting.
     fn write_sweep(&self, out: &mut String) {
-        let link_rate = self.profile.link().and_then(|link| link.rate_for(u64::MAX));
         let _ = writeln!(
             out,
             "Parts in flight on this link (async `uploads put` at fixed `--concurrency`, then \
@@ -650,14 +649,14 @@ impl Section {
                 continue;
             };
             let rate = row.median_mib_per_s(self.size);
-            // A gap in seconds of what the link carries at most: how stale the display was.
+            // A gap in seconds of the run's own rate: how stale the display was.
             let gap = row.progress_gap().map_or_else(
                 || "not measured".to_owned(),
-                |bytes| match link_rate {
-                    Some(rate) => {
-                        format!("{:.1} MiB ({:.2} s)", mib(bytes), mib(bytes) / mib(rate))
+                |bytes| match rate {
+                    Some(rate) if rate > 0.0 => {
+                        format!("{:.1} MiB ({:.2} s)", mib(bytes), mib(bytes) / rate)
                     }
-                    None => format!("{:.1} MiB", mib(bytes)),
+                    _ => format!("{:.1} MiB", mib(bytes)),
                 },
             );
             let _ = writeln!(
@@ -679,7 +678,8 @@ impl Section {
             "\nBest fixed: {}; defaults / best fixed: {} (target >= 0.9); the defaults' client \
              peak RSS: {} (target <= 64 MiB). The progress gap is the largest difference \
              between `bytes_delivered` in `--progress json` and the bytes the emulator had \
-             delivered to the server at that millisecond, in seconds of the link's full rate.\n",
+             delivered to the server at that millisecond, and in seconds of that setting's \
+             own rate.\n",
             verdict
                 .best_fixed
                 .map_or_else(dash, |(c, rate)| format!("c={c} at {rate:.1} MiB/s")),

@@ -13,7 +13,8 @@ use crate::limits::{Limits, MIB};
 ///   out, and the last round is short on the wire and at the service (which hashes each
 ///   part as it comes in): a tail of one 64 MiB part on one connection while the others sit
 ///   idle is what a fixed plan ends with. While the service throttles, parts are cut as
-///   large as allowed, so the same bytes take fewer requests.
+///   large as keeps every part in flight busy to the end (one round, not two), so the same
+///   bytes take fewer requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartPlan {
     file_size: u64,
@@ -150,7 +151,8 @@ impl PartPlan {
         let rounds = remaining.div_ceil(level.saturating_mul(ROUNDS_PER_CONNECTION));
         let even_share = remaining.saturating_add(in_flight_left).div_ceil(level);
         let wanted = if hint.throttled {
-            self.part_size
+            // As few requests as keep every part in flight busy to the end: one round.
+            even_share.div_ceil(MIB).saturating_mul(MIB).max(MIN_CUT)
         } else {
             rounds
                 .max(hint.min_len)
@@ -215,7 +217,8 @@ impl PartPlan {
 pub struct CutHint {
     /// How many parts may be in flight.
     pub level: u32,
-    /// Whether the service throttled lately: parts are then cut as large as allowed.
+    /// Whether the service throttled lately: parts are then cut in one round of what is left,
+    /// not two.
     pub throttled: bool,
     /// The smallest part worth a request of its own on this path (what one part in flight
     /// carries in a few round trips), 0 if not known yet.

@@ -2,7 +2,6 @@
 //! it has read a given number of bytes, until released: a link that stalls. Its sockets
 //! take little into their receive buffers, so a held client's bytes wait in the client's
 //! own socket, unacknowledged. Blocking threads, so both clients' tests use it.
-//! (Shared with uploads-ureq's tests by path.)
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
