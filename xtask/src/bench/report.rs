@@ -1350,8 +1350,8 @@ mod tests {
         assert!(markdown.contains("| c=4 | 16.0 | 39.1 MiB | 3 | no | not measured |"));
         // The give-up has no rate; its 429s count (the median of 6 and 9 is the upper one).
         assert!(markdown.contains("| c=8 | 32.0 | 39.1 MiB | 9 | **1 of 2** | not measured |"));
-        // 5 MiB at the cloud link's 100 MB/s (95.4 MiB/s) is 0.05 s.
-        assert!(markdown.contains("| defaults | 25.6 | 39.1 MiB | 2 | no | 5.0 MiB (0.05 s) |"));
+        // 5 MiB at the defaults' own 25.6 MiB/s is 0.20 s.
+        assert!(markdown.contains("| defaults | 25.6 | 39.1 MiB | 2 | no | 5.0 MiB (0.20 s) |"));
         assert!(markdown.contains("Best fixed: c=8 at 32.0 MiB/s; defaults / best fixed: 0.80x"));
         assert!(markdown.contains(
             "| rate-limited: defaults >= 0.9x the best fixed parts in flight | 0.80x | **missed** |"
