@@ -15,8 +15,8 @@
 //!             │ a clean window                     it did not   │  └───────────┘
 //!             │ (back to the level before)                      ▼
 //!         Throttled ◀── 429, or 503 with Retry-After ──────── Settled ── every REPROBE_WINDOWS: try x2
-//!           (cut by a quarter, once a window; no new part       │
-//!            before the service's Retry-After)                  └─ goodput under COLLAPSE_SHARE: climb again
+//!           (cut by a quarter, once a window, to half the level   │
+//!            at most; no new part before Retry-After)           └─ goodput under COLLAPSE_SHARE: climb again
 //! ```
 //!
 //! azcopy tunes its connection count the same way (x4, then x2 while the gain stays above
@@ -418,8 +418,15 @@ impl Adaptive {
         self.state = State::Throttled { resume_level };
         // A quarter, not half: the answers say the service is busy, not by how much, and
         // on the simulated rate-limited path a half cost a tenth more time for no fewer 429s
-        // than a quarter.
-        self.level = (self.level * THROTTLE_KEEP_NUMERATOR / THROTTLE_KEEP_DENOMINATOR).max(1);
+        // than a quarter. Never under half the level before the throttling: the pauses for
+        // `Retry-After` already thin the requests out, and a service that refuses a share
+        // of requests whatever their number would otherwise take the level down to one
+        // (the bench's rate-limited path went at 0.67x the best so).
+        let floor = (resume_level / 2).max(1);
+        self.level = (self.level * THROTTLE_KEEP_NUMERATOR / THROTTLE_KEEP_DENOMINATOR)
+            .max(floor)
+            .min(self.level)
+            .max(1);
         // The next window starts once the pause is over: if it sees no throttling answer,
         // the throttling is over too.
         self.start_window(until);
@@ -533,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn the_level_stays_within_one_and_the_maximum() {
+    fn the_level_stays_within_one_and_the_maximum_and_throttling_keeps_half() {
         let mut adaptive = Adaptive::new(4);
         assert_eq!(adaptive.level, 4);
         let levels = run(&mut adaptive, 3, |level| u64::from(level) * 5_000_000);
@@ -541,10 +548,14 @@ mod tests {
             levels.iter().all(|level| (1..=4).contains(level)),
             "{levels:?}"
         );
+        // However often the service throttles, the level keeps half of what it was.
         for round in 0..10 {
             adaptive.throttled(NOW + round * 100_000, None);
         }
-        assert_eq!(adaptive.level, 1);
+        assert_eq!(adaptive.level, 2);
+        let mut single = Adaptive::new(1);
+        single.throttled(NOW, None);
+        assert_eq!(single.level, 1);
         assert_eq!(PartsInFlight::Fixed(3).limit(), 3);
     }
 
