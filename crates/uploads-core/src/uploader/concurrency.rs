@@ -510,7 +510,10 @@ mod tests {
         assert_eq!(levels.last(), Some(&16));
         grown.set(true);
         let levels = run(&mut adaptive, REPROBE_WINDOWS as usize + 2, rate);
-        assert!(levels.contains(&32), "{levels:?}");
+        // The double paid: climb on to 64 (nothing more there), back to half of 32 (16
+        // carries less), and settle on 32.
+        let from_reprobe: Vec<u32> = levels.iter().copied().skip_while(|l| *l == 16).collect();
+        assert_eq!(from_reprobe[..4], [32, 64, 16, 32], "{levels:?}");
         assert_eq!(levels.last(), Some(&32));
     }
 
@@ -587,5 +590,35 @@ mod tests {
         assert!(!parts.throttled_lately(NOW + THROTTLE_MEMORY_MS));
         let fixed = PartsInFlight::Fixed(4);
         assert_eq!((fixed.cut_level(), fixed.part_worth_a_request()), (4, 0));
+    }
+
+    #[test]
+    fn a_level_settled_at_the_maximum_stays_there_when_the_link_grows() {
+        let mut adaptive = Adaptive::new(32);
+        let faster = std::cell::Cell::new(1);
+        let rate = |level: u32| u64::from(level) * 5_000_000 * faster.get();
+        let levels = run(&mut adaptive, 2, rate);
+        assert_eq!(levels, [32, 32]);
+        // Nothing above the maximum to try: a faster link changes nothing.
+        faster.set(2);
+        let levels = run(&mut adaptive, REPROBE_WINDOWS as usize + 4, rate);
+        assert!(levels.iter().all(|level| *level == 32), "{levels:?}");
+    }
+
+    #[test]
+    fn a_throttling_answer_once_the_next_window_measures_cuts_again() {
+        let mut adaptive = Adaptive::new(32);
+        let _ = run(&mut adaptive, 1, |level| u64::from(level) * 5_000_000);
+        adaptive.throttled(NOW, Some(1_000));
+        assert_eq!(adaptive.level, 24);
+        // The next window starts after the pause; its measurement a third of it later.
+        let measured_from = NOW + 1_000 + adaptive.window_ms / SETTLE_DIVISOR;
+        adaptive.throttled(measured_from - 1, Some(1_000));
+        assert_eq!(
+            adaptive.level, 24,
+            "an answer to a request sent before the cut"
+        );
+        adaptive.throttled(measured_from, Some(1_000));
+        assert_eq!(adaptive.level, 18);
     }
 }

@@ -1539,3 +1539,21 @@ fn a_fixed_concurrency_is_not_cut_by_throttling() {
     // The next part takes the free slot at once; only the throttled one waits.
     assert_eq!(harness.in_flight(), [1, 2]);
 }
+
+#[test]
+fn an_adaptive_upload_wakes_to_measure_its_windows_when_nothing_else_would() {
+    let options = UploadOptions::new(Purpose::Batch)
+        .part_size(4)
+        .md5(false)
+        .stall_timeout(Duration::from_mins(1));
+    let mut harness = Harness::new(&options, 64);
+    harness.create();
+    // Create was answered at once: the shortest window (500 ms), measured from a third in.
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 166));
+    harness.advance_to(NOW + 166);
+    assert_eq!(harness.uploader.poll_timeout(), Some(NOW + 500));
+    // A fixed number of parts in flight measures nothing: only the stall wakes it.
+    let mut fixed = Harness::new(&options.clone().concurrency(8), 64);
+    fixed.create();
+    assert_eq!(fixed.uploader.poll_timeout(), Some(NOW + 60_000));
+}
