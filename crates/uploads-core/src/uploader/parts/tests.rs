@@ -1145,3 +1145,74 @@ fn the_last_round_shares_what_is_left_evenly_so_connections_finish_together() {
     assert_eq!((last.offset + last.len, last.len), (64 * MIB, 3 * MIB));
     assert_eq!(session.next_job(NOW, slow_path), None);
 }
+
+#[test]
+fn an_adaptive_plan_leaves_no_sliver_for_a_request_of_its_own() {
+    let plan = PartPlan::adaptive(100 * MIB, &Limits::default()).unwrap();
+    let many = hint(64, false);
+    // The smallest cut would leave 100 KiB: the part takes them along.
+    assert_eq!(
+        plan.cut_len(MIB + 100 * 1024, 0, 0, &many),
+        MIB + 100 * 1024
+    );
+    // Half a MiB left over is worth a part of its own.
+    assert_eq!(plan.cut_len(MIB + MIB / 2, 0, 0, &many), MIB);
+    // Never over the part limit, even to take a sliver along.
+    let throttled = hint(1, true);
+    assert_eq!(
+        plan.cut_len(64 * MIB + 100 * 1024, 0, 0, &throttled),
+        64 * MIB
+    );
+}
+
+#[test]
+fn a_snapshot_listing_more_parts_than_the_service_takes_is_refused() {
+    let mut session = adaptive(100 * MIB);
+    for _ in 0..3 {
+        let _ = session.next_job(NOW, hint(8, false)).unwrap();
+    }
+    let limits = Limits {
+        max_parts_per_upload: 2,
+        ..Limits::default()
+    };
+    let mut two = adaptive(100 * MIB);
+    for _ in 0..2 {
+        let _ = two.next_job(NOW, hint(8, false)).unwrap();
+    }
+    let resume = |snapshot| Parts::resume(snapshot, &limits, RetryPolicy::default(), NOW, None);
+    assert!(
+        resume(two.snapshot()).is_ok(),
+        "as many as the service takes"
+    );
+    let refused = resume(session.snapshot()).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            ResumeError::InvalidPlan(PlanError::TooManyParts {
+                count: 3,
+                max: 2,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_snapshot_of_a_file_cut_to_its_end_resumes_with_nothing_left_to_cut() {
+    let mut session = adaptive(10 * MIB);
+    let mut cut = Vec::new();
+    while let Some(job) = session.next_job(NOW, hint(2, false)) {
+        cut.push(job);
+    }
+    let mut resumed = Parts::resume(
+        session.snapshot(),
+        &Limits::default(),
+        RetryPolicy::default(),
+        NOW,
+        None,
+    )
+    .unwrap();
+    let again: Vec<_> = std::iter::from_fn(|| resumed.next_job(NOW, hint(2, false))).collect();
+    assert_eq!(again, cut, "the same parts, and no more");
+}
