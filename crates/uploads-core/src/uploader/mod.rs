@@ -69,8 +69,8 @@
 //! By default the machine chooses how many parts are in flight, up to
 //! [`UploadOptions::concurrency`] (32 by default): it starts at 8, measures in windows of a
 //! few round trips what the link carried, keeps more parts while they pay and fewer while
-//! they carry as much, and backs off (a quarter, and no new part before the service's
-//! `Retry-After`) when the service throttles. [`UploadOptions::concurrency`] set through its
+//! they carry as much, and backs off (a quarter, to half at most, and no new part before the
+//! service's `Retry-After`) when the service throttles. [`UploadOptions::concurrency`] set through its
 //! builder fixes the number instead. A driver does nothing for it but what the contract above
 //! asks; reporting [`Report::Unacknowledged`] makes the measure exact (bytes that left the
 //! machine, not bytes a socket buffered).
