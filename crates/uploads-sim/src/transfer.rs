@@ -1,8 +1,8 @@
-//! One upload through a simulated link, on a virtual clock: the real
-//! [`Uploader`](uploads_core::uploader::Uploader) decides, the bench's link model
-//! ([`crate::link`]) carries the bytes, and a simple service answers. It shows what the
-//! uploader's choices (parts in flight, part sizes) cost on a given path, without a socket or
-//! a wall clock, so tests can compare the adaptive default with every fixed setting exactly.
+//! One upload through a simulated link, on a virtual clock: the real [`Uploader`] decides,
+//! the bench's link model ([`crate::link`]) carries the bytes, and a simple service answers.
+//! It shows what the uploader's choices (parts in flight, part sizes) cost on a given path,
+//! without a socket or a wall clock, so tests can compare the adaptive default with every
+//! fixed setting exactly.
 //!
 //! ```text
 //!  Uploader ──Send(part)──▶ a connection (idle one reused, else a new one)

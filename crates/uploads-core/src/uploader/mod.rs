@@ -140,7 +140,7 @@ use concurrency::{Adaptive, PartsInFlight};
 pub use exchange::{Expect, OutgoingBody, PartBody, PartReader, SourceError};
 pub use guard::ReportGuard;
 use parts::Parts;
-pub use plan::{CutHint, PartJob, PartPlan, PlanError};
+pub use plan::{CutHint, MIN_CUT, PartJob, PartPlan, PlanError, ROUNDS_PER_CONNECTION};
 pub use progress::{PartFailure, Progress, ProgressEvent};
 pub use snapshot::{
     Inconsistency, ResumeError, SNAPSHOT_VERSION, SessionSnapshot, SnapshotSource,
